@@ -1,0 +1,79 @@
+"""Client channels with the stack's conventions: request ids, deadlines, retries, limits.
+
+Retries live in the channel's service config (gRPC's own retry machinery), applied to
+UNAVAILABLE only, which gRPC raises before a request reached the server's handler or when
+the server is restarting; idempotent reads therefore survive a rolling restart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from services.common.grpc_server import channel_options
+from services.common.logging import REQUEST_ID_HEADER, current_request_id, new_request_id
+
+
+def _service_config(service_names: Sequence[str]) -> str:
+    return json.dumps(
+        {
+            "methodConfig": [
+                {
+                    "name": [{"service": name} for name in service_names],
+                    "retryPolicy": {
+                        "maxAttempts": 4,
+                        "initialBackoff": "0.1s",
+                        "maxBackoff": "2s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ]
+        }
+    )
+
+
+def _options(service_names: Sequence[str], max_message_mb: int) -> list[tuple[str, Any]]:
+    return [
+        *channel_options(max_message_mb),
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", _service_config(service_names)),
+        ("grpc.keepalive_time_ms", 30_000),
+    ]
+
+
+def request_metadata() -> tuple[tuple[str, str], ...]:
+    """Metadata that carries the current request id (a fresh one outside any request)."""
+    return ((REQUEST_ID_HEADER, current_request_id() or new_request_id()),)
+
+
+class _RequestIdAio(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+    @staticmethod
+    def _details(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        if REQUEST_ID_HEADER not in metadata:
+            metadata.add(REQUEST_ID_HEADER, current_request_id() or new_request_id())
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[override]
+        return await continuation(self._details(client_call_details), request)
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[override]
+        return await continuation(self._details(client_call_details), request)
+
+
+def aio_channel(address: str, service_names: Sequence[str], max_message_mb: int = 256) -> grpc.aio.Channel:
+    """A long-lived asyncio channel: create once per process, share between requests."""
+    return grpc.aio.insecure_channel(
+        address, options=_options(service_names, max_message_mb), interceptors=[_RequestIdAio()]
+    )
+
+
+def sync_channel(address: str, service_names: Sequence[str], max_message_mb: int = 256) -> grpc.Channel:
+    """A blocking channel for synchronous callers (Celery tasks); pass request_metadata()."""
+    return grpc.insecure_channel(address, options=_options(service_names, max_message_mb))

@@ -1,0 +1,131 @@
+"""The one server interceptor chain: request ids, logs, metrics, deadlines, error mapping.
+
+Wrapping the handlers here keeps servicers thin: they convert messages and call a backend,
+raising :mod:`services.common.errors` exceptions that this layer maps to status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from services.common.errors import ZhikuError, grpc_code_for
+from services.common.logging import REQUEST_ID_HEADER, new_request_id, request_id_var
+from services.common.metrics import GRPC_LATENCY, GRPC_REQUESTS
+
+log = logging.getLogger("zhiku.grpc")
+
+# Health and reflection calls are polled constantly; they would drown the request metrics.
+_QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+def _request_id_from(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_HEADER and value:
+            return str(value)
+    return new_request_id()
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    """Applies request-id propagation, logging, metrics, default deadlines and error mapping."""
+
+    def __init__(self, service: str, default_timeout_s: float) -> None:
+        self.service = service
+        self.default_timeout_s = default_timeout_s
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(_QUIET_PREFIXES):
+            return handler
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _timeout(self, context: grpc.aio.ServicerContext) -> float:
+        remaining = context.time_remaining()
+        return self.default_timeout_s if remaining is None else max(remaining, 0.0)
+
+    def _record(self, method: str, code: grpc.StatusCode, started: float) -> None:
+        name = method.rsplit("/", 1)[-1]
+        GRPC_REQUESTS.labels(self.service, name, code.name).inc()
+        GRPC_LATENCY.labels(self.service, name).observe(time.perf_counter() - started)
+
+    async def _fail(
+        self, context: grpc.aio.ServicerContext, method: str, error: BaseException
+    ) -> grpc.StatusCode:
+        if isinstance(error, asyncio.TimeoutError):
+            code, message = grpc.StatusCode.DEADLINE_EXCEEDED, f"{method} ran past its deadline"
+        else:
+            code, message = grpc_code_for(error), str(error) or type(error).__name__
+        if isinstance(error, ZhikuError):
+            log.info("%s failed: %s", method, message, extra={"fields": {"code": code.name}})
+        elif code is not grpc.StatusCode.DEADLINE_EXCEEDED:
+            log.exception("%s crashed", method)
+            message = f"internal error: {message}"
+        await context.abort(code, message)
+        return code  # unreachable: abort raises
+
+    def _wrap_unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            token = request_id_var.set(_request_id_from(context))
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                return await asyncio.wait_for(behavior(request, context), self._timeout(context))
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as error:  # every failure leaves as a mapped status
+                if isinstance(error, grpc.aio.AbortError):
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                code = grpc_code_for(error)
+                await self._fail(context, method, error)
+            finally:
+                self._record(method, code, started)
+                request_id_var.reset(token)
+
+        return wrapped
+
+    def _wrap_stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            token = request_id_var.set(_request_id_from(context))
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                async for item in behavior(request, context):
+                    yield item
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as error:
+                if isinstance(error, grpc.aio.AbortError):
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                code = grpc_code_for(error)
+                await self._fail(context, method, error)
+            finally:
+                self._record(method, code, started)
+                request_id_var.reset(token)
+
+        return wrapped
