@@ -1,0 +1,70 @@
+# Zhiku: `make run` starts the whole stack on embedded defaults; `make test` runs every test.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.zhiku-installed
+PROTO_SRC := $(wildcard protos/zhiku/v1/*.proto)
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install run test test-unit test-e2e lint format proto proto-check bench bench-embed bench-retrieve \
+	helm-lint compose-check services clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt scripts/install.sh scripts/install-llama-cpp.sh
+	bash scripts/install.sh
+	touch $@
+
+## run: install if needed, then start every service, the worker and the gateway (Ctrl-C stops all)
+run: install
+	$(PY) -m services.stack
+
+## test: install, start Redis/PostgreSQL when missing, lint, then unit, integration, chart and e2e tests
+test: install services lint proto-check
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=900
+	$(MAKE) --no-print-directory compose-check
+
+test-unit: install
+	$(PY) -m pytest -q services
+
+test-e2e: install services
+	$(PY) -m pytest -q tests/e2e
+
+services:
+	bash scripts/ensure-services.sh
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+## proto: regenerate the Python stubs (committed; never hand-edited)
+proto: install
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos --grpc_python_out=protos $(PROTO_SRC)
+
+## proto-check: the committed stubs are exactly what `make proto` generates
+proto-check: install
+	@tmp=$$(mktemp -d) && \
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $(PROTO_SRC) && \
+	diff -r -x __init__.py -x '*.proto' -x __pycache__ $$tmp/zhiku/v1 protos/zhiku/v1 >/dev/null || \
+	{ echo "generated stubs are stale: run 'make proto'"; rm -rf $$tmp; exit 1; }; rm -rf $$tmp
+
+bench: bench-embed bench-retrieve
+
+bench-embed: install
+	$(PY) -m bench.bench_embed
+
+bench-retrieve: install
+	$(PY) -m bench.bench_retrieve
+
+helm-lint: install
+	bash scripts/helm-lint.sh
+
+compose-check: install
+	bash scripts/compose-check.sh
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info test-output
