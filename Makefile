@@ -23,6 +23,7 @@ run: install
 test: install services lint proto-check
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=900
 	$(MAKE) --no-print-directory compose-check
+	$(MAKE) --no-print-directory helm-lint
 
 test-unit: install
 	$(PY) -m pytest -q services

@@ -50,27 +50,32 @@ def request_metadata() -> tuple[tuple[str, str], ...]:
     return ((REQUEST_ID_HEADER, current_request_id() or new_request_id()),)
 
 
-class _RequestIdAio(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
-    @staticmethod
-    def _details(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        if REQUEST_ID_HEADER not in metadata:
-            metadata.add(REQUEST_ID_HEADER, current_request_id() or new_request_id())
-        return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-        )
+def _with_request_id(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    metadata = grpc.aio.Metadata(*(details.metadata or ()))
+    if REQUEST_ID_HEADER not in metadata:
+        metadata.add(REQUEST_ID_HEADER, current_request_id() or new_request_id())
+    return grpc.aio.ClientCallDetails(
+        details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+    )
 
+
+# grpc.aio files an interceptor under one call type only, so each type needs its own class.
+class _UnaryRequestId(grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[override]
-        return await continuation(self._details(client_call_details), request)
+        return await continuation(_with_request_id(client_call_details), request)
 
+
+class _StreamRequestId(grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[override]
-        return await continuation(self._details(client_call_details), request)
+        return await continuation(_with_request_id(client_call_details), request)
 
 
 def aio_channel(address: str, service_names: Sequence[str], max_message_mb: int = 256) -> grpc.aio.Channel:
     """A long-lived asyncio channel: create once per process, share between requests."""
     return grpc.aio.insecure_channel(
-        address, options=_options(service_names, max_message_mb), interceptors=[_RequestIdAio()]
+        address,
+        options=_options(service_names, max_message_mb),
+        interceptors=[_UnaryRequestId(), _StreamRequestId()],
     )
 
 

@@ -16,9 +16,18 @@ from services.common.grpc_client import aio_channel
 from services.common.grpc_server import GrpcService, ServiceSpec
 from services.common.logging import REQUEST_ID_HEADER, current_request_id, request_id_var
 from services.common.metrics import GRPC_REQUESTS
-from zhiku.v1 import embed_pb2, embed_pb2_grpc
+from zhiku.v1 import embed_pb2, embed_pb2_grpc, generate_pb2, generate_pb2_grpc
 
 EMBED_SERVICE = embed_pb2.DESCRIPTOR.services_by_name["EmbedService"].full_name
+GENERATE_SERVICE = generate_pb2.DESCRIPTOR.services_by_name["GenerateService"].full_name
+
+
+class EchoRequestIdGenerate(generate_pb2_grpc.GenerateServiceServicer):
+    """Streams back the request id it saw, to check ids travel on streaming calls too."""
+
+    async def Generate(self, request, context):
+        yield generate_pb2.GenerateResponse(delta=current_request_id())
+        yield generate_pb2.GenerateResponse(finish_reason="stop")
 
 
 class ProbeEmbed(embed_pb2_grpc.EmbedServiceServicer):
@@ -27,7 +36,7 @@ class ProbeEmbed(embed_pb2_grpc.EmbedServiceServicer):
     def __init__(self) -> None:
         self.seen_request_ids: list[str] = []
 
-    async def Embed(self, request, context):  # noqa: N802 - gRPC method name
+    async def Embed(self, request, context):
         self.seen_request_ids.append(current_request_id())
         match request.texts[0]:
             case "missing":
@@ -38,7 +47,7 @@ class ProbeEmbed(embed_pb2_grpc.EmbedServiceServicer):
                 await asyncio.sleep(5)
         return embed_pb2.EmbedResponse(model="probe", dimension=1)
 
-    async def Info(self, request, context):  # noqa: N802
+    async def Info(self, request, context):
         return embed_pb2.EmbedInfo(backend="probe", model="probe", dimension=1)
 
 
@@ -50,11 +59,12 @@ async def running():
     async def startup() -> None:
         ready.set()
 
+    def register(server) -> None:
+        embed_pb2_grpc.add_EmbedServiceServicer_to_server(servicer, server)
+        generate_pb2_grpc.add_GenerateServiceServicer_to_server(EchoRequestIdGenerate(), server)
+
     spec = ServiceSpec(
-        name="probe",
-        service_names=[EMBED_SERVICE],
-        register=lambda server: embed_pb2_grpc.add_EmbedServiceServicer_to_server(servicer, server),
-        startup=startup,
+        name="probe", service_names=[EMBED_SERVICE, GENERATE_SERVICE], register=register, startup=startup
     )
     settings = ServiceSettings(
         grpc_host="127.0.0.1", grpc_port=0, common=CommonSettings(grpc_default_timeout_s=0.5)
@@ -62,7 +72,7 @@ async def running():
     service = GrpcService(spec, settings)
     await service.start()
     assert ready.is_set()
-    channel = aio_channel(f"127.0.0.1:{service.port}", [EMBED_SERVICE])
+    channel = aio_channel(f"127.0.0.1:{service.port}", [EMBED_SERVICE, GENERATE_SERVICE])
     yield servicer, channel
     await channel.close()
     await service.stop()
@@ -133,6 +143,18 @@ async def test_request_id_travels_in_metadata(running):
     )
     assert servicer.seen_request_ids[0] == "req-from-gateway"
     assert servicer.seen_request_ids[1] == "explicit"
+
+
+async def test_request_id_travels_on_streaming_calls(running):
+    _, channel = running
+    stub = generate_pb2_grpc.GenerateServiceStub(channel)
+    token = request_id_var.set("stream-rid")
+    try:
+        replies = [r async for r in stub.Generate(generate_pb2.GenerateRequest(), timeout=2)]
+    finally:
+        request_id_var.reset(token)
+    assert replies[0].delta == "stream-rid"
+    assert replies[-1].finish_reason == "stop"
 
 
 async def test_calls_are_counted_by_method_and_code(running):

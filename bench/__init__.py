@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` runs each module; they print figures and never fail on time."""

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Lint and validate the Helm chart deploy/helm/zhiku without a cluster:
+#   1. helm lint --strict with the default values and with values-gpu.yaml;
+#   2. helm template for the default (CPU) values, values-gpu.yaml, and a render that turns
+#      on the optional pieces (ingress, Redis, PostgreSQL, secrets, TEI, Qdrant server);
+#   3. kubernetes-validate --strict of every rendered manifest against the Kubernetes
+#      versions in KUBE_VERSIONS (the oldest the chart supports and a current one).
+# helm comes from scripts/install-helm.sh (tools/bin/helm); kubernetes-validate is installed
+# into .venv when missing. Called by `make helm-lint`.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "${ROOT}"
+CHART="deploy/helm/zhiku"
+HELM="${ROOT}/tools/bin/helm"
+PY="${ROOT}/.venv/bin/python"
+KV="${ROOT}/.venv/bin/kubernetes-validate"
+KV_PKG="kubernetes-validate==1.37.0"
+KUBE_VERSIONS="${KUBE_VERSIONS:-1.29.0 1.33.0}"
+LOCK="/tmp/zhiku-pip.lock"
+
+if [[ ! -x "${PY}" ]]; then
+  echo "helm-lint: .venv is missing; run 'make install' first" >&2
+  exit 1
+fi
+[[ -x "${HELM}" ]] || bash "${ROOT}/scripts/install-helm.sh"
+if [[ ! -x "${KV}" ]]; then
+  if command -v flock >/dev/null; then
+    flock "${LOCK}" "${PY}" -m pip install --disable-pip-version-check -q "${KV_PKG}"
+  else
+    "${PY}" -m pip install --disable-pip-version-check -q "${KV_PKG}"
+  fi
+fi
+echo "helm-lint: helm $("${HELM}" version --short), $("${KV}" --version)"
+
+OUT="$(mktemp -d)"
+trap 'rm -rf "${OUT}"' EXIT
+
+"${HELM}" lint --strict "${CHART}"
+"${HELM}" lint --strict "${CHART}" -f "${CHART}/values-gpu.yaml"
+
+"${HELM}" template zhiku "${CHART}" --namespace zhiku >"${OUT}/default.yaml"
+"${HELM}" template zhiku "${CHART}" --namespace zhiku -f "${CHART}/values-gpu.yaml" >"${OUT}/gpu.yaml"
+"${HELM}" template zhiku "${CHART}" --namespace zhiku -f "${CHART}/values-gpu.yaml" \
+  --set config.redisUrl=redis://redis:6379/0 \
+  --set config.catalogUrl=postgresql+psycopg://zhiku:zhiku@postgres:5432/zhiku \
+  --set embed.backend=tei --set embed.tei.url=http://tei:80 \
+  --set retrieve.backend=qdrant --set retrieve.qdrant.url=http://qdrant:6333 --set retrieve.replicaCount=2 \
+  --set generate.openai.apiKey=sk-test --set embed.tei.apiKey=tei-test --set retrieve.qdrant.apiKey=qd-test --set 'gateway.apiKeys={key-a,key-b}' \
+  --set gateway.ingress.enabled=true --set gateway.ingress.className=nginx \
+  --set persistence.accessModes[0]=ReadWriteMany --set generate.gpu.runtimeClassName=nvidia \
+  >"${OUT}/full.yaml"
+for f in default gpu full; do
+  echo "helm-lint: rendered ${f}: $(grep -c '^kind:' "${OUT}/${f}.yaml") resources"
+done
+
+for version in ${KUBE_VERSIONS}; do
+  "${KV}" --strict --quiet -k "${version}" "${OUT}/default.yaml" "${OUT}/gpu.yaml" "${OUT}/full.yaml"
+  echo "helm-lint: kubernetes-validate --strict ok against Kubernetes ${version}"
+done

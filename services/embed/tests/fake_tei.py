@@ -1,0 +1,187 @@
+"""A small stand-in for HuggingFace text-embeddings-inference, speaking its HTTP contract.
+
+It listens on loopback for real (stdlib ``http.server`` in a thread), so the TEI backend is
+tested through httpx, sockets and JSON exactly as against TEI: ``GET /health``, ``GET /info``
+(TEI's field names) and ``POST /embed`` (``inputs`` a string or a list, ``normalize``,
+``truncate``), returning one list of floats per input, and TEI's error body
+``{"error": ..., "error_type": ...}`` with its statuses: 413 ``Validation`` for an empty or
+too large batch, 503 ``Unhealthy``, 429 ``Overloaded``. Vectors are a hashed bag of
+character bigrams, so they are deterministic and texts sharing characters score higher.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import socket
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+
+_ERROR_TYPES = {413: "Validation", 422: "Tokenizer", 424: "Backend", 429: "Overloaded", 503: "Unhealthy"}
+
+
+def fake_vector(text: str, dimension: int) -> np.ndarray:
+    """Hashed bag of character unigrams and bigrams, unnormalised."""
+    vector = np.zeros(dimension, dtype=np.float32)
+    grams = list(text) + [text[i : i + 2] for i in range(len(text) - 1)]
+    for gram in grams:
+        digest = hashlib.blake2b(gram.encode("utf-8"), digest_size=8).digest()
+        bucket = int.from_bytes(digest[:4], "little") % dimension
+        sign = 1.0 if digest[4] & 1 else -1.0
+        vector[bucket] += sign
+    return vector
+
+
+@dataclass
+class FakeTeiState:
+    """What the test controls and observes; shared with the handler threads under a lock."""
+
+    model_id: str = "fake/bge-tiny"
+    dimension: int = 64
+    max_client_batch_size: int = 4
+    # /info may advertise a larger limit than enforced, to test the 413 fallback.
+    advertised_batch_size: int | None = None
+    # Statuses to answer to the next POST /embed calls, oldest first (e.g. 503, 429).
+    failures: deque[int] = field(default_factory=deque)
+    # Inputs of every POST /embed that was answered 200, in arrival order.
+    batches: list[list[str]] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    state: FakeTeiState  # set on a per-server subclass
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.connections.add(self.connection)  # type: ignore[attr-defined]
+
+    def finish(self) -> None:
+        self.server.connections.discard(self.connection)  # type: ignore[attr-defined]
+        super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # keep test output quiet
+
+    def _json(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, message: str) -> None:
+        self._json(status, {"error": message, "error_type": _ERROR_TYPES.get(status, "Backend")})
+
+    def do_GET(self) -> None:
+        with self.state.lock:
+            self.state.requests.append(f"GET {self.path}")
+        if self.path == "/health":
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif self.path == "/info":
+            state = self.state
+            self._json(
+                200,
+                {
+                    "model_id": state.model_id,
+                    "model_sha": None,
+                    "model_dtype": "float32",
+                    "model_type": {"embedding": {"pooling": "cls"}},
+                    "max_concurrent_requests": 512,
+                    "max_input_length": 512,
+                    "max_batch_tokens": 16384,
+                    "max_batch_requests": None,
+                    "max_client_batch_size": state.advertised_batch_size or state.max_client_batch_size,
+                    "auto_truncate": False,
+                    "tokenization_workers": 2,
+                    "version": "1.8.0",
+                    "sha": None,
+                    "docker_label": None,
+                },
+            )
+        else:
+            self._json(404, {"error": f"no route {self.path}", "error_type": "Validation"})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        with self.state.lock:
+            self.state.requests.append(f"POST {self.path}")
+            failure = self.state.failures.popleft() if self.state.failures else None
+        if self.path != "/embed":
+            self._json(404, {"error": f"no route {self.path}", "error_type": "Validation"})
+            return
+        if failure is not None:
+            self._error(failure, {503: "unhealthy", 429: "Model is overloaded"}.get(failure, "failed"))
+            return
+        try:
+            body = json.loads(raw)
+        except ValueError as error:
+            self._error(422, f"Failed to parse the request body as JSON: {error}")
+            return
+        inputs = body.get("inputs")
+        batch = [inputs] if isinstance(inputs, str) else inputs
+        if not isinstance(batch, list) or not all(isinstance(text, str) for text in batch):
+            self._error(422, "`inputs` must be a string or a list of strings")
+            return
+        if not batch:
+            self._error(413, "`inputs` cannot be empty")
+            return
+        limit = self.state.max_client_batch_size
+        if len(batch) > limit:
+            self._error(413, f"batch size {len(batch)} > maximum allowed batch size {limit}")
+            return
+        vectors = np.stack([fake_vector(text, self.state.dimension) for text in batch])
+        if body.get("normalize", True):
+            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        with self.state.lock:
+            self.state.batches.append(list(batch))
+        self._json(200, vectors.tolist())
+
+
+class FakeTei:
+    """Start with ``with FakeTei() as tei:``; ``tei.url`` is its base URL."""
+
+    def __init__(self, state: FakeTeiState | None = None) -> None:
+        self.state = state or FakeTeiState()
+        handler = type("BoundHandler", (_Handler,), {"state": self.state})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        # Open keep-alive connections, cut on stop() so "TEI is down" really means down.
+        self._server.connections = set()  # type: ignore[attr-defined]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> FakeTei:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        for connection in list(self._server.connections):  # type: ignore[attr-defined]
+            with contextlib.suppress(OSError):  # already closed by the client
+                connection.shutdown(socket.SHUT_RDWR)
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> FakeTei:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""The public HTTP API: FastAPI over long-lived gRPC channels to the four services."""

@@ -1,0 +1,86 @@
+"""Long-lived gRPC channels and stubs to the four services, opened once per process.
+
+Channels multiplex every request over one HTTP/2 connection per service and reconnect on
+their own; creating one per request would pay a handshake each time and defeat the retry
+policy ``aio_channel`` configures. The lifespan opens a :class:`Backends` and closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.config import CommonSettings
+from services.common.grpc_client import aio_channel
+from zhiku.v1 import (
+    embed_pb2,
+    embed_pb2_grpc,
+    generate_pb2,
+    generate_pb2_grpc,
+    ingest_pb2,
+    ingest_pb2_grpc,
+    retrieve_pb2,
+    retrieve_pb2_grpc,
+)
+
+# Full gRPC service names, as health checks and the channels' retry policy name them.
+SERVICE_NAMES: dict[str, str] = {
+    "embed": embed_pb2.DESCRIPTOR.services_by_name["EmbedService"].full_name,
+    "retrieve": retrieve_pb2.DESCRIPTOR.services_by_name["RetrieveService"].full_name,
+    "generate": generate_pb2.DESCRIPTOR.services_by_name["GenerateService"].full_name,
+    "ingest": ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name,
+}
+
+
+@dataclass
+class Backends:
+    """The stubs routes call, plus the channels behind them (for health checks and close)."""
+
+    channels: dict[str, grpc.aio.Channel]
+    embed: embed_pb2_grpc.EmbedServiceStub
+    retrieve: retrieve_pb2_grpc.RetrieveServiceStub
+    generate: generate_pb2_grpc.GenerateServiceStub
+    ingest: ingest_pb2_grpc.IngestServiceStub
+
+    @classmethod
+    def connect(cls, common: CommonSettings) -> Backends:
+        """Open the channels (lazily connecting: a service down at startup is not fatal)."""
+        addresses = {
+            "embed": common.embed_addr,
+            "retrieve": common.retrieve_addr,
+            "generate": common.generate_addr,
+            "ingest": common.ingest_addr,
+        }
+        channels = {
+            name: aio_channel(address, [SERVICE_NAMES[name]], common.grpc_max_message_mb)
+            for name, address in addresses.items()
+        }
+        return cls(
+            channels=channels,
+            embed=embed_pb2_grpc.EmbedServiceStub(channels["embed"]),
+            retrieve=retrieve_pb2_grpc.RetrieveServiceStub(channels["retrieve"]),
+            generate=generate_pb2_grpc.GenerateServiceStub(channels["generate"]),
+            ingest=ingest_pb2_grpc.IngestServiceStub(channels["ingest"]),
+        )
+
+    async def close(self) -> None:
+        await asyncio.gather(*(channel.close() for channel in self.channels.values()))
+
+    async def _check(self, name: str, timeout_s: float) -> str:
+        stub = health_pb2_grpc.HealthStub(self.channels[name])
+        try:
+            reply = await stub.Check(
+                health_pb2.HealthCheckRequest(service=SERVICE_NAMES[name]), timeout=timeout_s
+            )
+        except grpc.RpcError as error:
+            return f"unreachable ({error.code().name.lower()})"  # type: ignore[attr-defined]
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status).lower()
+
+    async def health(self, timeout_s: float) -> dict[str, str]:
+        """Each service's health status ("serving" when fine), checked concurrently."""
+        names = list(self.channels)
+        statuses = await asyncio.gather(*(self._check(name, timeout_s) for name in names))
+        return dict(zip(names, statuses, strict=True))

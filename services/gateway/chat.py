@@ -1,0 +1,296 @@
+"""OpenAI chat completions over the generate service, with optional knowledge-base grounding.
+
+The request model accepts what the ``openai`` SDK sends and ignores fields it does not know
+(clients add new ones all the time). Knowledge-base chat is selected by the extra body field
+``knowledge_base`` or by the model ``kb:<name>``; its passages go to the generate service
+with ``grounded=True`` and come back to the client as ``citations``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import grpc
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.common.grpc_client import request_metadata
+from services.gateway.backends import Backends
+from services.gateway.config import GatewaySettings
+from services.gateway.errors import ApiError, rpc_error_body
+from services.gateway.names import kb_name_error
+from services.gateway.retrieval import citation, get_knowledge_base, search_passages
+from zhiku.v1 import common_pb2, generate_pb2
+
+KB_MODEL_PREFIX = "kb:"
+# Roles the generate service understands; "developer" is OpenAI's newer name for "system".
+_ROLE_ALIASES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessageIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: str
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        unsupported = sorted({part.type for part in self.content if part.type != "text"})
+        if unsupported:
+            raise ApiError(
+                422, f"unsupported content part type(s): {', '.join(unsupported)}", param="messages"
+            )
+        return "\n".join(part.text or "" for part in self.content)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI's request body plus ``knowledge_base``, ``top_k`` and ``score_threshold``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = ""
+    messages: list[ChatMessageIn] = Field(min_length=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    knowledge_base: str | None = None
+    top_k: int | None = Field(default=None, ge=1, le=100)
+    score_threshold: float | None = Field(default=None, ge=0, le=1)
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def target(self) -> tuple[str | None, str]:
+        """(knowledge base or None, model for the generate service; "" = its default)."""
+        kb = self.knowledge_base or None
+        model = self.model
+        if model.startswith(KB_MODEL_PREFIX):
+            from_model = model[len(KB_MODEL_PREFIX) :]
+            if kb is not None and kb != from_model:
+                raise ApiError(422, f"model {model!r} contradicts knowledge_base {kb!r}", param="model")
+            kb, model = from_model, ""
+        if kb is not None:
+            problem = kb_name_error(kb)
+            if problem is not None:
+                raise ApiError(422, problem, param="knowledge_base")
+        return kb, model
+
+
+def _pb_messages(messages: list[ChatMessageIn]) -> list[generate_pb2.ChatMessage]:
+    converted = []
+    for message in messages:
+        role = _ROLE_ALIASES.get(message.role)
+        if role is None:
+            raise ApiError(422, f"unsupported message role {message.role!r}", param="messages")
+        converted.append(generate_pb2.ChatMessage(role=role, content=message.text()))
+    return converted
+
+
+def _last_user_text(messages: list[generate_pb2.ChatMessage]) -> str:
+    for message in reversed(messages):
+        if message.role == "user" and message.content.strip():
+            return message.content
+    raise ApiError(422, "knowledge-base chat needs a non-empty user message", param="messages")
+
+
+@dataclass
+class ChatPlan:
+    """Everything decided before generation starts; errors up to here are plain HTTP errors."""
+
+    request: generate_pb2.GenerateRequest
+    knowledge_base: str | None
+    passages: list[common_pb2.Passage] = field(default_factory=list)
+
+    def citations(self) -> list[dict[str, object]]:
+        kb = self.knowledge_base or ""
+        return [citation(kb, passage) for passage in self.passages]
+
+
+async def plan_chat(body: ChatCompletionRequest, backends: Backends, settings: GatewaySettings) -> ChatPlan:
+    """Resolve the target, retrieve passages for knowledge-base chat, build the request."""
+    kb_name, model = body.target()
+    messages = _pb_messages(body.messages)
+    passages: list[common_pb2.Passage] = []
+    if kb_name is not None:
+        question = _last_user_text(messages)
+        kb = await get_knowledge_base(backends, kb_name, settings.request_timeout_s)
+        passages = await search_passages(
+            backends,
+            kb,
+            question,
+            top_k=body.top_k or settings.default_top_k,
+            score_threshold=body.score_threshold or 0.0,
+            timeout_s=settings.request_timeout_s,
+        )
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    request = generate_pb2.GenerateRequest(
+        messages=messages,
+        passages=passages,
+        grounded=kb_name is not None,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        stop=stop,
+        model=model,
+    )
+    return ChatPlan(request=request, knowledge_base=kb_name, passages=passages)
+
+
+@dataclass
+class Completion:
+    """Builds the OpenAI objects of one answer; id, created and model are shared by all chunks."""
+
+    model: str
+    id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def _envelope(self, kind: Literal["chat.completion", "chat.completion.chunk"]) -> dict[str, Any]:
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
+
+    @staticmethod
+    def usage(usage: generate_pb2.Usage) -> dict[str, int]:
+        return {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        }
+
+    def chunk(self, delta: dict[str, str], finish_reason: str | None = None) -> dict[str, Any]:
+        return {
+            **self._envelope("chat.completion.chunk"),
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        }
+
+    def usage_chunk(self, usage: generate_pb2.Usage) -> dict[str, Any]:
+        return {**self._envelope("chat.completion.chunk"), "choices": [], "usage": self.usage(usage)}
+
+    def whole(self, text: str, finish_reason: str, usage: generate_pb2.Usage) -> dict[str, Any]:
+        return {
+            **self._envelope("chat.completion"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": None,
+                    "finish_reason": finish_reason,
+                }
+            ],
+            "usage": self.usage(usage),
+        }
+
+
+Reply = generate_pb2.GenerateResponse
+
+
+@dataclass
+class Generation:
+    """A started gRPC stream with its first message already read, plus the final tallies."""
+
+    call: grpc.aio.UnaryStreamCall
+    first: Reply | None
+    finish_reason: str = "stop"
+    usage: generate_pb2.Usage = field(default_factory=generate_pb2.Usage)
+
+    async def deltas(self) -> AsyncIterator[str]:
+        """Text deltas in order; finish reason and usage are recorded as they arrive."""
+        message = self.first
+        while message is not None:
+            if message.finish_reason:
+                self.finish_reason = message.finish_reason
+            if message.HasField("usage"):
+                self.usage = message.usage
+            if message.delta:
+                yield message.delta
+            following = await self.call.read()
+            message = None if following is grpc.aio.EOF else following
+
+    def cancel(self) -> None:
+        """Stop the generation (a no-op once the stream has ended)."""
+        self.call.cancel()
+
+
+async def start_generation(backends: Backends, plan: ChatPlan, timeout_s: float) -> Generation:
+    """Start the stream and wait for its first message, so a failing start (unknown model,
+    service down) is still an HTTP error status rather than an error inside a 200 stream."""
+    # Explicit metadata: grpc.aio registers common's request-id interceptor (one object that is
+    # both unary-unary and unary-stream) for unary-unary calls only, so streams would lose the id.
+    call = backends.generate.Generate(plan.request, timeout=timeout_s, metadata=request_metadata())
+    try:
+        first = await call.read()
+    except BaseException:
+        call.cancel()
+        raise
+    return Generation(call=call, first=None if first is grpc.aio.EOF else first)
+
+
+async def collect(generation: Generation, completion: Completion) -> dict[str, Any]:
+    """Non-streaming answer: the deltas joined, with the final finish reason and usage."""
+    try:
+        text = "".join([delta async for delta in generation.deltas()])
+    finally:
+        generation.cancel()
+    return completion.whole(text, generation.finish_reason, generation.usage)
+
+
+def sse(payload: dict[str, Any] | str) -> bytes:
+    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+    return f"data: {data}\n\n".encode()
+
+
+async def stream_events(
+    generation: Generation, completion: Completion, plan: ChatPlan, include_usage: bool
+) -> AsyncIterator[bytes]:
+    """SSE frames: role (+ citations) first, content deltas, finish, optional usage, [DONE].
+
+    The ``finally`` cancels the gRPC stream when the client goes away: Starlette cancels this
+    generator on disconnect, and the generate service then stops producing tokens.
+    """
+
+    def framed(chunk: dict[str, Any]) -> bytes:
+        if include_usage:  # OpenAI's shape: every chunk has "usage", null until the last one
+            chunk.setdefault("usage", None)
+        return sse(chunk)
+
+    try:
+        opening = completion.chunk({"role": "assistant", "content": ""})
+        if plan.knowledge_base is not None:
+            opening["citations"] = plan.citations()
+        yield framed(opening)
+        async for delta in generation.deltas():
+            yield framed(completion.chunk({"content": delta}))
+        yield framed(completion.chunk({}, generation.finish_reason))
+        if include_usage:
+            yield sse(completion.usage_chunk(generation.usage))
+        yield sse("[DONE]")
+    except grpc.RpcError as error:
+        # Headers are gone already: report in-band, as OpenAI does (the SDK raises APIError).
+        _, body = rpc_error_body(error)
+        yield sse(body)
+    finally:
+        generation.cancel()

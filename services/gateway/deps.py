@@ -1,0 +1,80 @@
+"""Dependency aliases, so route signatures read as declarations of what a route needs.
+
+Everything comes from ``app.state`` (set by ``create_app`` and its lifespan), never from
+module globals, so two apps with different settings can live in one process (tests do).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from services.gateway.backends import Backends
+from services.gateway.config import GatewaySettings
+from services.gateway.errors import UPLOAD_STATE_FLAG, ApiError
+from services.gateway.names import file_name_error, kb_name_error
+from zhiku.v1 import embed_pb2_grpc, generate_pb2_grpc, ingest_pb2_grpc, retrieve_pb2_grpc
+
+
+def get_settings(request: Request) -> GatewaySettings:
+    return request.app.state.settings
+
+
+def get_backends(request: Request) -> Backends:
+    backends: Backends | None = getattr(request.app.state, "backends", None)
+    if backends is None:
+        raise ApiError(503, "the gateway is not started (lifespan did not run)", code="not_started")
+    return backends
+
+
+SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
+BackendsDep = Annotated[Backends, Depends(get_backends)]
+
+
+def _ingest(backends: BackendsDep) -> ingest_pb2_grpc.IngestServiceStub:
+    return backends.ingest
+
+
+def _embed(backends: BackendsDep) -> embed_pb2_grpc.EmbedServiceStub:
+    return backends.embed
+
+
+def _retrieve(backends: BackendsDep) -> retrieve_pb2_grpc.RetrieveServiceStub:
+    return backends.retrieve
+
+
+def _generate(backends: BackendsDep) -> generate_pb2_grpc.GenerateServiceStub:
+    return backends.generate
+
+
+IngestStub = Annotated[ingest_pb2_grpc.IngestServiceStub, Depends(_ingest)]
+EmbedStub = Annotated[embed_pb2_grpc.EmbedServiceStub, Depends(_embed)]
+RetrieveStub = Annotated[retrieve_pb2_grpc.RetrieveServiceStub, Depends(_retrieve)]
+GenerateStub = Annotated[generate_pb2_grpc.GenerateServiceStub, Depends(_generate)]
+
+
+def _kb_name(kb: Annotated[str, Path(description="Knowledge base name")]) -> str:
+    """The ``{kb}`` path parameter, rejected with 422 when it could never be a valid name."""
+    problem = kb_name_error(kb)
+    if problem is not None:
+        raise ApiError(422, problem, param="kb")
+    return kb
+
+
+KnowledgeBaseName = Annotated[str, Depends(_kb_name)]
+
+
+def _file_name(file_name: Annotated[str, Path(description="File name within the knowledge base")]) -> str:
+    problem = file_name_error(file_name)
+    if problem is not None:
+        raise ApiError(422, problem, param="file_name")
+    return file_name
+
+
+FileName = Annotated[str, Depends(_file_name)]
+
+
+def mark_upload(request: Request) -> None:
+    """Route dependency: RESOURCE_EXHAUSTED from a service here means 413, not 429."""
+    setattr(request.state, UPLOAD_STATE_FLAG, True)

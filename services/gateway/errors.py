@@ -1,0 +1,167 @@
+"""The one place that turns failures into HTTP responses, in OpenAI's error shape.
+
+Services report failures as gRPC status codes; this module maps them to HTTP statuses with
+one table, so no route picks a status by hand. Every error body is
+``{"error": {"message", "type", "code", "param"}}``, which the ``openai`` SDK parses into its
+``APIError`` subclasses.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("zhiku.gateway.errors")
+
+HTTP_STATUS_BY_GRPC: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.INVALID_ARGUMENT: 422,
+    grpc.StatusCode.OUT_OF_RANGE: 422,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+# Set on request.state by upload routes: there RESOURCE_EXHAUSTED means "too large", not "slow down".
+UPLOAD_STATE_FLAG = "zhiku_upload"
+
+
+def http_status_for(code: grpc.StatusCode, *, upload: bool = False) -> int:
+    if upload and code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return 413
+    return HTTP_STATUS_BY_GRPC.get(code, 500)
+
+
+def error_type_for(status: int) -> str:
+    """OpenAI's ``type`` values, so SDKs and dashboards classify our errors as theirs."""
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    if status == 429:
+        return "rate_limit_error"
+    if status >= 500:
+        return "server_error"
+    return "invalid_request_error"
+
+
+_CODE_BY_STATUS = {
+    400: "bad_request",
+    401: "invalid_api_key",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_argument",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+    504: "deadline_exceeded",
+}
+
+
+class ApiError(Exception):
+    """An error raised by gateway code itself (not by a service), with its HTTP status."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code or _CODE_BY_STATUS.get(status, "error")
+        self.param = param
+
+
+def error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> dict:
+    return {
+        "error": {
+            "message": message,
+            "type": error_type_for(status),
+            "code": code or _CODE_BY_STATUS.get(status, "error"),
+            "param": param,
+        }
+    }
+
+
+def error_response(
+    status: int,
+    message: str,
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(error_body(status, message, code, param), status_code=status, headers=headers)
+
+
+def rpc_error_body(error: grpc.RpcError, *, upload: bool = False) -> tuple[int, dict]:
+    """Status and body for a failed gRPC call; also used for errors inside an SSE stream."""
+    code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
+    status = http_status_for(code, upload=upload)
+    message = error.details() or code.name  # type: ignore[attr-defined]
+    if code is grpc.StatusCode.UNAVAILABLE:
+        message = f"a backend service is unavailable: {message}"
+    return status, error_body(status, message, code.name.lower())
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts = [str(part) for part in loc if part not in ("body", "query", "path", "form", "header")]
+    return ".".join(parts)
+
+
+def _message(item: dict[str, Any]) -> str:
+    # pydantic prefixes messages of custom validators with "Value error, ": noise for clients.
+    return str(item.get("msg", "invalid")).removeprefix("Value error, ")
+
+
+async def _on_rpc_error(request: Request, error: grpc.RpcError) -> JSONResponse:
+    upload = bool(getattr(request.state, UPLOAD_STATE_FLAG, False))
+    status, body = rpc_error_body(error, upload=upload)
+    if status >= 500:
+        log.warning("backend call failed: %s", body["error"]["message"], extra={"fields": {"status": status}})
+    return JSONResponse(body, status_code=status)
+
+
+async def _on_api_error(request: Request, error: ApiError) -> JSONResponse:
+    return error_response(error.status, error.message, error.code, error.param)
+
+
+async def _on_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    errors = error.errors()
+    first = errors[0] if errors else {}
+    param = _location(tuple(first.get("loc", ()))) or None
+    message = "; ".join(
+        f"{_location(tuple(item.get('loc', ()))) or 'body'}: {_message(item)}" for item in errors
+    )
+    return error_response(422, message or "invalid request", "invalid_argument", param)
+
+
+async def _on_http_exception(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    message = error.detail if isinstance(error.detail, str) else str(error.detail)
+    return error_response(error.status_code, message, headers=error.headers)
+
+
+async def _on_unexpected(request: Request, error: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal server error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers; each is typed for the exception class it is registered for."""
+    app.add_exception_handler(grpc.RpcError, _on_rpc_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ApiError, _on_api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _on_validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _on_http_exception)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,191 @@
+"""Pure ASGI middleware: request ids, metrics and access logs, API keys, body size limit.
+
+Pure ASGI (not ``BaseHTTPMiddleware``) so streamed answers pass through untouched and a
+client disconnect still reaches the streaming response, which then cancels its gRPC call.
+Order, outermost first: request id, metrics/logs, API key, body limit.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import time
+from collections.abc import Sequence
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.common.logging import REQUEST_ID_HEADER, new_request_id, request_id_var
+from services.common.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from services.gateway.errors import error_response
+
+access_log = logging.getLogger("zhiku.gateway.access")
+
+# Incoming ids are echoed into logs and headers: accept only short, boring ones.
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+# Probes and scrapes stay open even when API keys are configured.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class RequestIdMiddleware:
+    """Takes ``X-Request-ID`` (or makes one), puts it in the context for logs and gRPC
+    metadata, and returns it on the response so a client can quote it in a bug report."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = Headers(scope=scope).get(REQUEST_ID_HEADER, "")
+        request_id = incoming if _VALID_REQUEST_ID.fullmatch(incoming) else new_request_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        token = request_id_var.set(request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
+
+
+class MetricsMiddleware:
+    """Counts and times requests by route template (bounded labels) and logs each one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"]
+            HTTP_REQUESTS.labels(route, method, str(status)).inc()
+            HTTP_LATENCY.labels(route, method).observe(elapsed)
+            access_log.info(
+                "%s %s %d",
+                method,
+                scope["path"],
+                status,
+                extra={
+                    "fields": {
+                        "method": method,
+                        "path": scope["path"],
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 1),
+                    }
+                },
+            )
+
+
+class ApiKeyMiddleware:
+    """Bearer API keys when any are configured; 401 in OpenAI's shape otherwise."""
+
+    def __init__(self, app: ASGIApp, api_keys: Sequence[str]) -> None:
+        self.app = app
+        self.api_keys = [key.encode() for key in api_keys]
+
+    def _authorized(self, scope: Scope) -> bool:
+        header = Headers(scope=scope).get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return False
+        presented = token.strip().encode()
+        # Compare against every key in constant time, so timing tells nothing about a prefix.
+        return any(hmac.compare_digest(presented, key) for key in self.api_keys)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or not self.api_keys
+            or scope["path"] in OPEN_PATHS
+            or self._authorized(scope)
+        ):
+            await self.app(scope, receive, send)
+            return
+        response = error_response(
+            401,
+            "missing or invalid API key: send 'Authorization: Bearer <key>'",
+            "invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+        await response(scope, receive, send)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` once the body passes the limit.
+
+    An HTTPException, because FastAPI re-raises those from body parsing (anything else would
+    become a generic 400), and its handler then answers 413 in the usual error shape.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body exceeds the limit of {limit // (1024 * 1024)} MB")
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over the limit before reading them when Content-Length says so, and
+    stops reading a body without one (chunked) as soon as it passes the limit."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            error = BodyTooLarge(self.max_body_bytes)
+            await error_response(413, error.detail)(scope, receive, send)
+            return
+
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise BodyTooLarge(self.max_body_bytes)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge as error:
+            # Normally FastAPI's handler has answered already; this covers plain routes.
+            if started:
+                raise
+            await error_response(413, error.detail)(scope, receive, send)

@@ -1,0 +1,127 @@
+"""``/v1/knowledge_bases/{kb}/files``: upload (async ingestion), list, delete, download.
+
+Uploads are accepted with 202 and one job per file; ingestion runs in the Celery worker and
+clients follow ``GET /v1/jobs/{id}``. The body size limit is enforced by middleware before
+the multipart body is parsed, and multipart parsing spools files to disk past 1 MB, so a
+large upload never sits in memory more than one file at a time.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
+
+from services.gateway.deps import FileName, IngestStub, KnowledgeBaseName, SettingsDep, mark_upload
+from services.gateway.errors import ApiError
+from services.gateway.names import upload_file_name
+from services.gateway.schemas import FileEntry, FileList, SubmittedJob, UploadAccepted, job_state
+from zhiku.v1 import ingest_pb2
+
+router = APIRouter(prefix="/v1/knowledge_bases/{kb}/files", tags=["files"])
+
+MAX_CHUNK_SIZE = 100_000
+
+
+def _stored_names(files: list[UploadFile]) -> list[str]:
+    names: list[str] = []
+    for upload in files:
+        try:
+            name = upload_file_name(upload.filename)
+        except ValueError as error:
+            raise ApiError(422, f"{upload.filename!r}: {error}", param="files") from error
+        if name in names:
+            raise ApiError(422, f"file {name!r} appears twice in one upload", param="files")
+        names.append(name)
+    return names
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=UploadAccepted,
+    dependencies=[Depends(mark_upload)],
+)
+async def upload_files(
+    kb: KnowledgeBaseName,
+    files: Annotated[list[UploadFile], File(description="one or more files (repeat the field)")],
+    ingest: IngestStub,
+    settings: SettingsDep,
+    chunk_size: Annotated[int, Form(ge=0, le=MAX_CHUNK_SIZE, description="0: service default")] = 0,
+    chunk_overlap: Annotated[int, Form(ge=0, le=MAX_CHUNK_SIZE, description="0: service default")] = 0,
+) -> UploadAccepted:
+    """Queue each file for ingestion; answers before any parsing happens."""
+    if chunk_size and chunk_overlap >= chunk_size:
+        raise ApiError(422, "chunk_overlap must be smaller than chunk_size", param="chunk_overlap")
+    names = _stored_names(files)
+    # Fail fast on an unknown knowledge base before shipping megabytes to the ingest service.
+    await ingest.GetKnowledgeBase(
+        ingest_pb2.GetKnowledgeBaseRequest(name=kb), timeout=settings.request_timeout_s
+    )
+    jobs: list[SubmittedJob] = []
+    for name, upload in zip(names, files, strict=True):
+        content = await upload.read()
+        job = await ingest.SubmitFile(
+            ingest_pb2.SubmitFileRequest(
+                knowledge_base=kb,
+                file_name=name,
+                content=content,
+                chunk_size=chunk_size,
+                chunk_overlap=chunk_overlap,
+            ),
+            timeout=settings.request_timeout_s,
+        )
+        jobs.append(SubmittedJob(id=job.id, file_name=job.file_name or name, state=job_state(job.state)))
+    return UploadAccepted(jobs=jobs)
+
+
+@router.get("", response_model=FileList)
+async def list_files(kb: KnowledgeBaseName, ingest: IngestStub, settings: SettingsDep) -> FileList:
+    reply = await ingest.ListFiles(
+        ingest_pb2.ListFilesRequest(knowledge_base=kb), timeout=settings.request_timeout_s
+    )
+    return FileList(data=[FileEntry.from_pb(info) for info in reply.files])
+
+
+@router.delete("/{file_name}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+async def delete_file(
+    kb: KnowledgeBaseName, file_name: FileName, ingest: IngestStub, settings: SettingsDep
+) -> Response:
+    """Remove the file, its chunks from the index and its original."""
+    await ingest.DeleteFile(
+        ingest_pb2.DeleteFileRequest(knowledge_base=kb, file_name=file_name),
+        timeout=settings.request_timeout_s,
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def content_disposition(file_name: str, disposition: str) -> str:
+    """RFC 6266 header with an ASCII fallback and the exact name as RFC 5987 ``filename*``."""
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in file_name)
+    return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe='')}"
+
+
+@router.get("/{file_name}/content", response_class=Response)
+async def download_file(
+    kb: KnowledgeBaseName,
+    file_name: FileName,
+    ingest: IngestStub,
+    settings: SettingsDep,
+    download: Annotated[bool, Query(description="attachment instead of inline")] = False,
+) -> Response:
+    """The original bytes, as uploaded; what citation URLs point at."""
+    stored = await ingest.GetFileContent(
+        ingest_pb2.GetFileContentRequest(knowledge_base=kb, file_name=file_name),
+        timeout=settings.request_timeout_s,
+    )
+    name = stored.file_name or file_name
+    media_type = stored.content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    headers = {
+        "Content-Disposition": content_disposition(name, "attachment" if download else "inline"),
+        # Uploaded HTML or SVG shown inline must not run script on the API's origin.
+        "Content-Security-Policy": "sandbox",
+        "X-Content-Type-Options": "nosniff",
+    }
+    return Response(content=stored.content, media_type=media_type, headers=headers)

@@ -1,0 +1,50 @@
+"""``/v1/knowledge_bases``: create, list, get, delete (the catalog lives in the ingest service)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from services.gateway.deps import IngestStub, KnowledgeBaseName, SettingsDep
+from services.gateway.schemas import CreateKnowledgeBase, KnowledgeBase, KnowledgeBaseList
+from zhiku.v1 import ingest_pb2
+
+router = APIRouter(prefix="/v1/knowledge_bases", tags=["knowledge bases"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=KnowledgeBase)
+async def create_knowledge_base(
+    body: CreateKnowledgeBase, ingest: IngestStub, settings: SettingsDep
+) -> KnowledgeBase:
+    """Create an empty knowledge base; 409 when the name is taken."""
+    created = await ingest.CreateKnowledgeBase(
+        ingest_pb2.CreateKnowledgeBaseRequest(name=body.name, description=body.description),
+        timeout=settings.request_timeout_s,
+    )
+    return KnowledgeBase.from_pb(created)
+
+
+@router.get("", response_model=KnowledgeBaseList)
+async def list_knowledge_bases(ingest: IngestStub, settings: SettingsDep) -> KnowledgeBaseList:
+    reply = await ingest.ListKnowledgeBases(
+        ingest_pb2.ListKnowledgeBasesRequest(), timeout=settings.request_timeout_s
+    )
+    return KnowledgeBaseList(data=[KnowledgeBase.from_pb(kb) for kb in reply.knowledge_bases])
+
+
+@router.get("/{kb}", response_model=KnowledgeBase)
+async def get_knowledge_base(
+    kb: KnowledgeBaseName, ingest: IngestStub, settings: SettingsDep
+) -> KnowledgeBase:
+    found = await ingest.GetKnowledgeBase(
+        ingest_pb2.GetKnowledgeBaseRequest(name=kb), timeout=settings.request_timeout_s
+    )
+    return KnowledgeBase.from_pb(found)
+
+
+@router.delete("/{kb}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+async def delete_knowledge_base(kb: KnowledgeBaseName, ingest: IngestStub, settings: SettingsDep) -> Response:
+    """Delete the knowledge base with its files, vectors and jobs."""
+    await ingest.DeleteKnowledgeBase(
+        ingest_pb2.DeleteKnowledgeBaseRequest(name=kb), timeout=settings.request_timeout_s
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

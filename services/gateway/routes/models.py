@@ -1,0 +1,41 @@
+"""``GET /v1/models``: the generate service's models plus one ``kb:<name>`` per knowledge base.
+
+Clients that can only pick a model (chat UIs speaking the OpenAI API) reach a knowledge base
+by choosing ``kb:<name>``; the chat route treats it exactly like ``knowledge_base=<name>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+
+from services.gateway.deps import GenerateStub, IngestStub, SettingsDep
+from zhiku.v1 import generate_pb2, ingest_pb2
+
+router = APIRouter(prefix="/v1/models", tags=["openai"])
+
+KB_MODEL_PREFIX = "kb:"
+OWNER = "zhiku"
+
+
+@router.get("")
+async def list_models(generate: GenerateStub, ingest: IngestStub, settings: SettingsDep) -> dict[str, object]:
+    models, kbs = await asyncio.gather(
+        generate.ListModels(generate_pb2.ListModelsRequest(), timeout=settings.request_timeout_s),
+        ingest.ListKnowledgeBases(ingest_pb2.ListKnowledgeBasesRequest(), timeout=settings.request_timeout_s),
+    )
+    data: list[dict[str, object]] = [
+        {"id": card.id, "object": "model", "created": 0, "owned_by": OWNER} for card in models.models
+    ]
+    data += [
+        {
+            "id": f"{KB_MODEL_PREFIX}{kb.name}",
+            "object": "model",
+            "created": int(kb.created_at),
+            "owned_by": OWNER,
+            "knowledge_base": kb.name,
+        }
+        for kb in kbs.knowledge_bases
+    ]
+    return {"object": "list", "data": data}

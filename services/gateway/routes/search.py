@@ -1,0 +1,29 @@
+"""``POST /v1/knowledge_bases/{kb}/search``: the retrieval step alone, for debugging and UIs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from services.gateway.deps import BackendsDep, KnowledgeBaseName, SettingsDep
+from services.gateway.retrieval import get_knowledge_base, search_passages
+from services.gateway.schemas import SearchHit, SearchQuery, SearchResults
+
+router = APIRouter(prefix="/v1/knowledge_bases/{kb}", tags=["search"])
+
+
+@router.post("/search", response_model=SearchResults)
+async def search(
+    kb: KnowledgeBaseName, body: SearchQuery, backends: BackendsDep, settings: SettingsDep
+) -> SearchResults:
+    """Hits best first; ``score`` is a similarity in [0, 1] and ``score_threshold`` keeps
+    hits with score >= threshold."""
+    found = await get_knowledge_base(backends, kb, settings.request_timeout_s)
+    passages = await search_passages(
+        backends,
+        found,
+        body.query,
+        top_k=body.top_k or settings.default_top_k,
+        score_threshold=body.score_threshold,
+        timeout_s=settings.request_timeout_s,
+    )
+    return SearchResults(data=[SearchHit.from_pb(passage) for passage in passages])

@@ -1,0 +1,170 @@
+"""Public JSON shapes of the native API and their conversion from the services' messages.
+
+Conversions live next to the shapes (``from_pb``), so routes stay a few lines long and the
+mapping of internal job stages to the public states is written once.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, Field
+
+from services.gateway.names import KB_NAME_MAX_CHARS, validate_kb_name
+from zhiku.v1 import common_pb2, ingest_pb2
+
+JobStateName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobStageName = Literal["queued", "parsing", "embedding", "indexing", "succeeded", "failed", "cancelled"]
+
+_STAGE_BY_PB: dict[int, JobStageName] = {
+    ingest_pb2.JOB_STATE_UNSPECIFIED: "queued",
+    ingest_pb2.JOB_STATE_QUEUED: "queued",
+    ingest_pb2.JOB_STATE_PARSING: "parsing",
+    ingest_pb2.JOB_STATE_EMBEDDING: "embedding",
+    ingest_pb2.JOB_STATE_INDEXING: "indexing",
+    ingest_pb2.JOB_STATE_SUCCEEDED: "succeeded",
+    ingest_pb2.JOB_STATE_FAILED: "failed",
+    ingest_pb2.JOB_STATE_CANCELLED: "cancelled",
+}
+# The public API folds the working stages into "running"; the stage stays visible separately.
+_STATE_BY_STAGE: dict[JobStageName, JobStateName] = {
+    "queued": "queued",
+    "parsing": "running",
+    "embedding": "running",
+    "indexing": "running",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+
+
+def job_stage(state: int) -> JobStageName:
+    return _STAGE_BY_PB.get(state, "queued")
+
+
+def job_state(state: int) -> JobStateName:
+    return _STATE_BY_STAGE[job_stage(state)]
+
+
+KnowledgeBaseNameField = Annotated[
+    str,
+    Field(min_length=1, max_length=KB_NAME_MAX_CHARS, examples=["handbook", "员工手册"]),
+    AfterValidator(validate_kb_name),
+]
+
+
+class CreateKnowledgeBase(BaseModel):
+    name: KnowledgeBaseNameField
+    description: str = Field(default="", max_length=2000)
+
+
+class KnowledgeBase(BaseModel):
+    name: str
+    description: str
+    file_count: int
+    chunk_count: int
+    embed_model: str
+    created_at: float = Field(description="unix seconds")
+
+    @classmethod
+    def from_pb(cls, kb: ingest_pb2.KnowledgeBase) -> KnowledgeBase:
+        return cls(
+            name=kb.name,
+            description=kb.description,
+            file_count=kb.file_count,
+            chunk_count=kb.chunk_count,
+            embed_model=kb.embed_model,
+            created_at=kb.created_at,
+        )
+
+
+class KnowledgeBaseList(BaseModel):
+    data: list[KnowledgeBase]
+
+
+class FileEntry(BaseModel):
+    name: str
+    size: int
+    chunks: int
+    state: JobStateName
+    error: str | None
+    created_at: float = Field(description="unix seconds")
+
+    @classmethod
+    def from_pb(cls, info: ingest_pb2.FileInfo) -> FileEntry:
+        return cls(
+            name=info.name,
+            size=info.size,
+            chunks=info.chunks,
+            state=job_state(info.state),
+            error=info.error or None,
+            created_at=info.created_at,
+        )
+
+
+class FileList(BaseModel):
+    data: list[FileEntry]
+
+
+class Job(BaseModel):
+    id: str
+    knowledge_base: str
+    file_name: str
+    state: JobStateName
+    stage: JobStageName
+    progress: float = Field(ge=0, le=1)
+    chunks: int
+    error: str | None
+
+    @classmethod
+    def from_pb(cls, job: ingest_pb2.Job) -> Job:
+        return cls(
+            id=job.id,
+            knowledge_base=job.knowledge_base,
+            file_name=job.file_name,
+            state=job_state(job.state),
+            stage=job_stage(job.state),
+            progress=min(max(job.progress, 0.0), 1.0),
+            chunks=job.chunks,
+            error=job.error or None,
+        )
+
+
+class SubmittedJob(BaseModel):
+    id: str
+    file_name: str
+    state: JobStateName
+
+
+class UploadAccepted(BaseModel):
+    jobs: list[SubmittedJob]
+
+
+class SearchQuery(BaseModel):
+    query: str = Field(min_length=1, max_length=8000)
+    top_k: int | None = Field(default=None, ge=1, le=100, description="default: the gateway's default_top_k")
+    score_threshold: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="keep hits with score >= threshold (similarity in [0, 1])"
+    )
+
+
+class SearchHit(BaseModel):
+    id: str
+    text: str
+    score: float = Field(description="similarity in [0, 1], higher is better")
+    file_name: str
+    metadata: dict[str, str]
+
+    @classmethod
+    def from_pb(cls, passage: common_pb2.Passage) -> SearchHit:
+        return cls(
+            id=passage.chunk_id,
+            text=passage.text,
+            score=round(passage.score, 6),
+            file_name=passage.file_name,
+            metadata=dict(passage.metadata),
+        )
+
+
+class SearchResults(BaseModel):
+    data: list[SearchHit]

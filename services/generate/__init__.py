@@ -1,0 +1,1 @@
+"""The generate service: prompt building and streamed answers from a pluggable LLM backend."""

@@ -1,0 +1,46 @@
+"""The small interface every generation backend implements."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+
+from services.generate.domain import Chunk, Job, ModelInfo, Turn
+from services.generate.prompting import MESSAGE_OVERHEAD_TOKENS
+from services.generate.text import approx_token_count
+
+
+class Backend(abc.ABC):
+    """Streams an answer for a built prompt.
+
+    ``stream`` yields text deltas, then exactly one chunk with ``finish_reason`` ("stop" or
+    "length") and, when the backend knows them, exact token counts in ``usage`` (the service
+    fills in estimates otherwise). Closing the iterator early, or setting ``job.cancel``, must
+    stop production: a cancelled gRPC stream should not keep a GPU or CPU busy.
+    """
+
+    name: str
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Load models, open clients; runs before the service reports SERVING."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what ``start`` acquired."""
+
+    @abc.abstractmethod
+    def models(self) -> list[ModelInfo]: ...
+
+    @property
+    @abc.abstractmethod
+    def context_window(self) -> int: ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` in the model's tokenizer; an estimate where none is at hand."""
+        return approx_token_count(text)
+
+    def count_prompt_tokens(self, messages: Sequence[Turn]) -> int:
+        """Tokens of the whole chat prompt, chat template included."""
+        return sum(self.count_tokens(m.content) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+
+    @abc.abstractmethod
+    def stream(self, job: Job) -> AsyncIterator[Chunk]: ...

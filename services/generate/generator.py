@@ -1,0 +1,124 @@
+"""One generation end to end, independent of gRPC: admit, build the prompt, stream, account.
+
+The servicer stays a converter; this class owns the policies every backend shares: sampling
+defaults, the model check, fitting the prompt into the window while reserving room for the
+answer, bounded concurrency with load shedding, usage and metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing, asynccontextmanager
+
+from services.common.errors import NotFound, ResourceExhausted
+from services.common.logging import current_request_id
+from services.generate.backends.base import Backend
+from services.generate.config import GenerateSettings
+from services.generate.domain import Chunk, GenerationRequest, Job, ModelInfo, Prompt, Sampling, Usage
+from services.generate.metrics import RUNNING, TOKENS, TTFT, WAITING
+from services.generate.prompting import PromptBuilder, PromptTemplates
+
+
+class Generator:
+    def __init__(self, settings: GenerateSettings, backend: Backend, templates: PromptTemplates) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.builder = PromptBuilder(templates)
+        self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self._waiting = 0
+
+    def models(self) -> list[ModelInfo]:
+        return self.backend.models()
+
+    def _check_model(self, model: str) -> None:
+        served = [m.id for m in self.backend.models()]
+        if model and model not in served:
+            raise NotFound(f"model {model!r} is not served here; available: {', '.join(served)}")
+
+    @asynccontextmanager
+    async def _admitted(self) -> AsyncIterator[None]:
+        """A concurrency slot; beyond ``max_waiting`` queued calls, refuse instead of piling up."""
+        backend = self.backend.name
+        if self._slots.locked() and self._waiting >= self.settings.max_waiting:
+            raise ResourceExhausted(
+                f"generate is at capacity ({self.settings.max_concurrency} running, "
+                f"{self._waiting} waiting); retry later"
+            )
+        self._waiting += 1
+        WAITING.labels(backend).inc()
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+            WAITING.labels(backend).dec()
+        RUNNING.labels(backend).inc()
+        try:
+            yield
+        finally:
+            RUNNING.labels(backend).dec()
+            self._slots.release()
+
+    def prepare(self, request: GenerationRequest) -> tuple[Prompt, Sampling]:
+        """Prompt and sampling for ``request``; CPU work (tokenizing), run it off the event loop."""
+        settings = self.settings
+        window = self.backend.context_window
+        wanted = request.max_tokens or settings.max_tokens_default
+        # Reserve room for the answer, but never more than half the window: passages matter more.
+        reserve = min(wanted, window // 2)
+        prompt = self.builder.build(request, self.backend, window=window, reserve=reserve)
+        sampling = Sampling(
+            temperature=settings.temperature_default if request.temperature is None else request.temperature,
+            top_p=settings.top_p_default if request.top_p is None else request.top_p,
+            max_tokens=max(1, min(wanted, window - prompt.prompt_tokens)),
+            stop=request.stop,
+        )
+        return prompt, sampling
+
+    async def generate(
+        self, request: GenerationRequest, cancel: threading.Event | None = None
+    ) -> AsyncIterator[Chunk]:
+        """Text deltas, then one final chunk with finish_reason and usage."""
+        self._check_model(request.model)
+        backend = self.backend
+        async with self._admitted():
+            started = time.perf_counter()
+            prompt, sampling = await asyncio.to_thread(self.prepare, request)
+            job = Job(
+                request_id=current_request_id(),
+                prompt=prompt,
+                sampling=sampling,
+                cancel=cancel or threading.Event(),
+            )
+            parts: list[str] = []
+            final: Chunk | None = None
+            accounted = False
+            try:
+                async with aclosing(backend.stream(job)) as chunks:
+                    async for chunk in chunks:
+                        if chunk.delta:
+                            if not parts:
+                                TTFT.labels(backend.name).observe(time.perf_counter() - started)
+                            parts.append(chunk.delta)
+                            yield Chunk(delta=chunk.delta)
+                        if chunk.finish_reason:
+                            final = chunk
+                            break
+                if final is None and job.cancel.is_set():
+                    return  # the client left; nobody to tell
+                usage = (final.usage if final else None) or Usage(
+                    prompt_tokens=prompt.prompt_tokens,
+                    completion_tokens=await asyncio.to_thread(backend.count_tokens, "".join(parts)),
+                )
+                self._account(usage)
+                accounted = True
+                yield Chunk(finish_reason=final.finish_reason if final else "stop", usage=usage)
+            finally:
+                if not accounted:  # cancelled or failed midway: the work done still counts
+                    self._account(Usage(prompt.prompt_tokens, backend.count_tokens("".join(parts))))
+
+    def _account(self, usage: Usage) -> None:
+        TOKENS.labels(self.backend.name, "in").inc(usage.prompt_tokens)
+        TOKENS.labels(self.backend.name, "out").inc(usage.completion_tokens)

@@ -1,0 +1,71 @@
+"""gRPC entry point of the generate service: ``python -m services.generate.server``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+import grpc
+
+from services.common.grpc_server import ServiceSpec, run_service
+from services.generate.backends import Backend, create_backend
+from services.generate.config import GenerateSettings
+from services.generate.domain import GenerationRequest
+from services.generate.generator import Generator
+from services.generate.prompting import PromptTemplates
+from zhiku.v1 import generate_pb2, generate_pb2_grpc
+
+SERVICE_NAME = generate_pb2.DESCRIPTOR.services_by_name["GenerateService"].full_name
+
+
+class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
+    """Converts messages and relays the generator's stream; policies live in Generator."""
+
+    def __init__(self, generator: Generator) -> None:
+        self.generator = generator
+
+    async def Generate(
+        self, request: generate_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[generate_pb2.GenerateResponse]:
+        parsed = GenerationRequest.from_pb(request)
+        # Set when the call ends for any reason, cancellation included: a backend decoding in
+        # a worker thread sees it at the next token, whatever the event loop is doing.
+        cancel = threading.Event()
+        context.add_done_callback(lambda _call: cancel.set())
+        async with aclosing(self.generator.generate(parsed, cancel)) as chunks:
+            async for chunk in chunks:
+                yield chunk.to_pb()
+
+    async def ListModels(
+        self, request: generate_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> generate_pb2.ListModelsResponse:
+        return generate_pb2.ListModelsResponse(models=[m.to_pb() for m in self.generator.models()])
+
+
+def build_spec(settings: GenerateSettings, backend: Backend | None = None) -> ServiceSpec:
+    """The service for the shared bootstrap; tests may pass a backend they want to inspect."""
+    templates = PromptTemplates.load(settings.prompts_dir)  # fails fast on a broken template
+    backend = backend or create_backend(settings)
+    generator = Generator(settings, backend, templates)
+    servicer = GenerateServicer(generator)
+
+    def register(server: grpc.aio.Server) -> None:
+        generate_pb2_grpc.add_GenerateServiceServicer_to_server(servicer, server)
+
+    return ServiceSpec(
+        name="generate",
+        service_names=[SERVICE_NAME],
+        register=register,
+        startup=backend.start,
+        shutdown=[backend.close],
+    )
+
+
+def main() -> None:
+    settings = GenerateSettings()
+    run_service(lambda: build_spec(settings), settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The extractive backend over real gRPC: answers quote the best passage sentences."""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY
+
+from services.generate.backends.extractive import compose_answer, features, rank_sentences
+from services.generate.domain import PassageRef
+from services.generate.tests.conftest import Serve, ask, collect, make_settings
+
+ZH_PASSAGES = [
+    ("handbook.pdf", "知库是一个知识库问答平台。它支持上传 PDF 和 Word 文档。"),
+    (
+        "policy.docx",
+        "公司的年假制度如下。员工每年享有十五天带薪年假，未休完的年假可以顺延到下一年。病假需要提供医院证明。",
+    ),
+]
+EN_PASSAGES = [
+    ("shipping.md", "Orders ship from our warehouse in Berlin. Shipping takes five business days in Europe."),
+    ("refunds.md", "Refunds are issued within 30 days of purchase. Contact support to start a refund."),
+]
+
+
+async def test_chinese_answer_quotes_best_sentence_with_citation(serve: Serve) -> None:
+    stub = await serve(make_settings(backend="extractive"))
+    deltas, final = await collect(stub.Generate(ask("员工每年有多少天年假？", ZH_PASSAGES)))
+    answer = "".join(deltas)
+    assert "员工每年享有十五天带薪年假，未休完的年假可以顺延到下一年。 [2]" in answer
+    assert "PDF" not in answer  # an unrelated sentence is not quoted
+    assert len(deltas) > 1  # streamed in pieces, not one blob
+    assert final.finish_reason == "stop"
+    assert final.usage.prompt_tokens > 0
+    assert final.usage.completion_tokens > 0
+
+
+async def test_english_answer_quotes_best_sentence_with_citation(serve: Serve) -> None:
+    stub = await serve(make_settings(backend="extractive"))
+    deltas, final = await collect(
+        stub.Generate(ask("When are refunds issued after a purchase?", EN_PASSAGES))
+    )
+    answer = "".join(deltas)
+    assert answer.startswith("Refunds are issued within 30 days of purchase. [2]")
+    assert "Berlin" not in answer
+    assert len(deltas) > 3
+    assert final.finish_reason == "stop"
+    assert final.usage.completion_tokens > 0
+
+
+async def test_nothing_found_reply_follows_question_language(serve: Serve) -> None:
+    stub = await serve(make_settings(backend="extractive"))
+    deltas, final = await collect(stub.Generate(ask("公司的报销流程是什么？", grounded=True)))
+    assert "".join(deltas) == "抱歉，知识库中没有找到与该问题相关的内容。"
+    assert final.finish_reason == "stop"
+    deltas, _ = await collect(stub.Generate(ask("What is the expense policy?", grounded=True)))
+    assert "".join(deltas) == "No relevant content was found in the knowledge base for this question."
+
+
+async def test_plain_chat_says_there_is_no_model(serve: Serve) -> None:
+    stub = await serve(make_settings(backend="extractive"))
+    deltas, _ = await collect(stub.Generate(ask("Tell me a joke")))
+    assert "without a language model" in "".join(deltas)
+
+
+async def test_max_tokens_cuts_the_answer_with_length(serve: Serve) -> None:
+    stub = await serve(make_settings(backend="extractive"))
+    full, _ = await collect(stub.Generate(ask("When are refunds issued after a purchase?", EN_PASSAGES)))
+    deltas, final = await collect(
+        stub.Generate(ask("When are refunds issued after a purchase?", EN_PASSAGES, max_tokens=3))
+    )
+    assert final.finish_reason == "length"
+    assert 0 < len(deltas) < len(full)
+    assert final.usage.completion_tokens <= 3
+
+
+async def test_metrics_count_tokens_and_ttft(serve: Serve) -> None:
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    out_before = sample("zhiku_generate_tokens_total", backend="extractive", direction="out")
+    in_before = sample("zhiku_generate_tokens_total", backend="extractive", direction="in")
+    ttft_before = sample("zhiku_generate_ttft_seconds_count", backend="extractive")
+    stub = await serve(make_settings(backend="extractive"))
+    _, final = await collect(stub.Generate(ask("When are refunds issued after a purchase?", EN_PASSAGES)))
+    out_after = sample("zhiku_generate_tokens_total", backend="extractive", direction="out")
+    in_after = sample("zhiku_generate_tokens_total", backend="extractive", direction="in")
+    assert out_after - out_before == final.usage.completion_tokens
+    assert in_after - in_before == final.usage.prompt_tokens
+    assert sample("zhiku_generate_ttft_seconds_count", backend="extractive") == ttft_before + 1
+    assert sample("zhiku_generate_requests_running", backend="extractive") == 0
+
+
+def test_bigram_features_match_inflections_and_chinese_words() -> None:
+    assert features("refunds") & features("refund")
+    assert features("退款政策") & features("退款")
+    assert not features("the what is")  # stop words alone carry no signal
+
+
+def test_ranking_prefers_overlap_and_keeps_passage_numbers() -> None:
+    passages = [
+        PassageRef(1, "a.md", "Cats sleep a lot. Dogs bark at night.", 0.9),
+        PassageRef(2, "b.md", "Barking dogs rarely bite.", 0.8),
+    ]
+    ranked = rank_sentences("why do dogs bark", passages)
+    assert ranked[0].text == "Dogs bark at night."
+    assert ranked[0].passage.number == 1
+    assert ranked[-1].score == 0.0
+    # No overlap at all: quote the top-ranked passage rather than nothing.
+    assert compose_answer("qwerty", passages, "en") == "Cats sleep a lot. [1]"

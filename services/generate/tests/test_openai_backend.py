@@ -1,0 +1,154 @@
+"""The openai backend over real gRPC against a fake OpenAI-protocol server (HTTP + SSE)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import grpc
+import pytest
+
+from services.generate.backends.openai_compat import request_kwargs
+from services.generate.domain import Job, Prompt, Sampling, Turn
+from services.generate.tests.conftest import Serve, ask, collect, make_settings
+from services.generate.tests.fake_openai import FakeOpenAI, running
+
+TOKENS = ["Files ", "are ", "kept ", "in ", "the ", "blob ", "store ", "[1]."]
+PASSAGES = [("guide.md", "Zhiku stores files in a blob store.")]
+
+
+def openai_settings(base_url: str, **overrides: object):  # type: ignore[no-untyped-def]
+    values: dict[str, object] = {
+        "backend": "openai",
+        "openai_base_url": base_url,
+        "openai_api_key": "test-key",
+        "openai_model": "fake-model",
+        "openai_max_retries": 0,
+        "openai_timeout_s": 10.0,
+    }
+    values.update(overrides)
+    return make_settings(**values)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_streams_deltas_in_order_with_upstream_usage(serve: Serve) -> None:
+    async with running(FakeOpenAI(TOKENS, prompt_tokens=77)) as fake:
+        stub = await serve(openai_settings(fake.base_url))
+        deltas, final = await collect(stub.Generate(ask("Where are files kept?", PASSAGES, max_tokens=100)))
+    assert deltas == TOKENS
+    assert final.finish_reason == "stop"
+    assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (77, len(TOKENS))
+    (call,) = fake.calls
+    assert call.headers["authorization"] == "Bearer test-key"
+    body = call.body
+    assert body["model"] == "fake-model"
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+    assert body["max_tokens"] == 100
+    assert [m["role"] for m in body["messages"]] == ["system", "user"]
+    assert "[1] (source: guide.md)" in body["messages"][-1]["content"]
+    assert call.completed and not call.disconnected
+
+
+async def test_usage_is_estimated_when_upstream_sends_none(serve: Serve) -> None:
+    async with running(FakeOpenAI(TOKENS, sends_usage=False)) as fake:
+        stub = await serve(openai_settings(fake.base_url))
+        deltas, final = await collect(stub.Generate(ask("Where are files kept?", PASSAGES)))
+    assert deltas == TOKENS
+    assert final.finish_reason == "stop"
+    assert final.usage.prompt_tokens > 10  # system + instructions + passage + question
+    assert final.usage.completion_tokens > 0
+
+
+async def test_max_tokens_gives_length(serve: Serve) -> None:
+    async with running(FakeOpenAI(TOKENS)) as fake:
+        stub = await serve(openai_settings(fake.base_url))
+        deltas, final = await collect(stub.Generate(ask("Where are files kept?", PASSAGES, max_tokens=3)))
+    assert deltas == TOKENS[:3]
+    assert final.finish_reason == "length"
+    assert final.usage.completion_tokens == 3
+
+
+async def test_cancel_mid_stream_closes_the_upstream_request(serve: Serve) -> None:
+    tokens = [f"w{i} " for i in range(200)]
+    async with running(FakeOpenAI(tokens, delay_s=0.02)) as fake:
+        stub = await serve(openai_settings(fake.base_url))
+        call = stub.Generate(ask("Tell me everything", PASSAGES, max_tokens=500))
+        received = []
+        async for message in call:
+            received.append(message.delta)
+            if len(received) == 3:
+                break
+        call.cancel()
+        (upstream,) = fake.calls
+        await asyncio.wait_for(upstream.ended.wait(), timeout=30)  # hang guard, not a timing check
+        assert upstream.disconnected
+        assert not upstream.completed
+        assert upstream.tokens_sent < len(tokens)
+        # The service is still fine for the next caller.
+        deltas, final = await collect(stub.Generate(ask("again", PASSAGES, max_tokens=2)))
+        assert deltas == tokens[:2] and final.finish_reason == "length"
+
+
+async def test_upstream_down_is_unavailable(serve: Serve) -> None:
+    base_url = f"http://127.0.0.1:{free_port()}/v1"
+    stub = await serve(openai_settings(base_url))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await collect(stub.Generate(ask("hello")))
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert f"OpenAI-compatible upstream {base_url} is unreachable" in (caught.value.details() or "")
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (429, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (503, grpc.StatusCode.UNAVAILABLE),
+        (400, grpc.StatusCode.INVALID_ARGUMENT),
+    ],
+)
+async def test_upstream_errors_map_to_status_codes(serve: Serve, status: int, code: grpc.StatusCode) -> None:
+    async with running(FakeOpenAI(TOKENS, error_status=status)) as fake:
+        stub = await serve(openai_settings(fake.base_url))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await collect(stub.Generate(ask("hello")))
+    assert caught.value.code() == code
+    assert f"answered {status}" in (caught.value.details() or "")
+
+
+async def test_wrong_api_key_is_failed_precondition(serve: Serve) -> None:
+    async with running(FakeOpenAI(TOKENS, api_key="right-key")) as fake:
+        stub = await serve(openai_settings(fake.base_url, openai_api_key="wrong-key"))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await collect(stub.Generate(ask("hello")))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "answered 401" in (caught.value.details() or "")
+
+
+def test_request_kwargs_carry_sampling_and_stop() -> None:
+    prompt = Prompt(
+        kind="chat",
+        language="en",
+        messages=(Turn("system", "s"), Turn("user", "q")),
+        question="q",
+        passages=(),
+        prompt_tokens=5,
+        nothing_found_reply="",
+        no_model_reply="",
+    )
+    job = Job("rid", prompt, Sampling(temperature=0.1, top_p=0.5, max_tokens=9, stop=("END",)))
+    kwargs = request_kwargs(job, "m")
+    assert kwargs["messages"] == [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]
+    assert (kwargs["temperature"], kwargs["top_p"], kwargs["max_tokens"], kwargs["stop"]) == (
+        0.1,
+        0.5,
+        9,
+        ["END"],
+    )
+    job.sampling = Sampling(temperature=0.1, top_p=0.5, max_tokens=9)
+    assert "stop" not in request_kwargs(job, "m")

@@ -1,0 +1,1 @@
+"""The retrieve service: one vector collection per knowledge base, behind gRPC RetrieveService."""

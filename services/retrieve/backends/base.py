@@ -1,0 +1,41 @@
+"""The small interface every vector store backend implements.
+
+Collection names arrive validated (:mod:`services.retrieve.names`) and records well-formed
+(:mod:`services.retrieve.domain`); a backend checks existence (NotFound) and dimensions
+(InvalidArgument) and returns scores already mapped by :mod:`services.retrieve.scores`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from services.retrieve.domain import CollectionStats, Hit, PointRecord, SearchQuery
+
+
+class RetrieveBackend(Protocol):
+    name: str
+
+    async def start(self) -> None:
+        """Acquire the store (open files, connect); runs before the service reports SERVING."""
+
+    async def close(self) -> None:
+        """Release the store; runs after the gRPC server stopped taking calls."""
+
+    async def ensure_collection(self, collection: str, dimension: int) -> bool:
+        """Create the collection if missing; True when created. A different dimension fails."""
+
+    async def upsert(self, collection: str, points: Sequence[PointRecord]) -> int:
+        """Insert or overwrite points by id; returns how many were written."""
+
+    async def search(self, collection: str, query: SearchQuery) -> list[Hit]:
+        """Nearest first, scores in [0, 1], only hits with score >= query.score_threshold."""
+
+    async def delete_by_file(self, collection: str, file_name: str) -> int:
+        """Remove every point of one file; returns how many were removed."""
+
+    async def drop_collection(self, collection: str) -> bool:
+        """Remove the collection and its data; False when it did not exist."""
+
+    async def stats(self, collection: str) -> CollectionStats:
+        """Existence, point count and dimension; a missing collection is not an error here."""

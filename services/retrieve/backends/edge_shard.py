@@ -1,0 +1,490 @@
+"""One knowledge base as a Qdrant Edge shard: on-disk layout, concurrency, index builds.
+
+Layout under ``edge_dir`` (``~`` never appears in collection names, so transient entries can
+never collide with a knowledge base)::
+
+    <name>/collection.json      our metadata (dimension, vector name); written before commit
+    <name>/shard/               the engine's directory (WAL, segments, edge_config.json)
+    <name>/shard.optimizing~    transient: copy being indexed by the optimizer child process
+    <name>/shard.retired~       transient: the previous shard while a swap is in progress
+    <name>/~trash               transient: a retired shard being deleted
+    ~staging-<hex>/             transient: a collection being created (renamed into place)
+
+Why index builds copy and swap: the engine's ``optimize()`` holds the GIL for its whole run
+(seconds at 10k x 384-d, minutes beyond), which would freeze the event loop and every RPC,
+health checks included. So the build runs on a copy in a child process while the live shard
+keeps serving reads and writes; every write made meanwhile is journalled. The swap then
+pauses calls for a moment (close, rename, load the indexed copy, replay the journal), and the
+journal replay is safe because writes are idempotent (upserts by id, deletes by filter).
+Renaming ``shard.retired~`` to ``~trash`` is the commit point: a crash before it leaves the
+retired shard authoritative and :func:`recover` restores it.
+
+The engine allows one opener per shard directory (WAL lock), so one :class:`EdgeCollection`
+owns the shard; a gate lets many calls share it and gives close and swap exclusive use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Executor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from qdrant_edge import (
+    CountRequest,
+    Distance,
+    EdgeConfig,
+    EdgeOptimizersConfig,
+    EdgeShard,
+    EdgeVectorParams,
+    FieldCondition,
+    Filter,
+    MatchAny,
+    MatchValue,
+    PayloadSchemaType,
+    Point,
+    Query,
+    QueryRequest,
+    SearchParams,
+    UpdateOperation,
+)
+
+from services.common.errors import NotFound
+from services.retrieve import scores
+from services.retrieve.domain import DENSE, FILE_NAME, Hit, PointRecord, SearchQuery, check_dimension
+from services.retrieve.metrics import OPTIMIZE_RUNS, OPTIMIZE_SECONDS
+
+log = logging.getLogger("zhiku.retrieve.edge")
+
+T = TypeVar("T")
+
+META_FILE = "collection.json"
+SHARD_DIR = "shard"
+OPTIMIZING_DIR = "shard.optimizing~"
+RETIRED_DIR = "shard.retired~"
+TRASH_DIR = "~trash"
+STAGING_PREFIX = "~staging-"
+META_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ShardOptions:
+    """The settings a shard needs, taken once from RetrieveSettings."""
+
+    optimize_delay_s: float
+    optimize_min_unindexed: int
+    optimize_timeout_s: float
+    optimize_nice: int
+    indexing_threshold_kb: int | None
+    search_threads: int | None
+    hnsw_ef: int | None = None
+
+
+async def run_blocking(executor: Executor, fn: Callable[[], T]) -> T:
+    """Run ``fn`` in ``executor``; when cancelled, still wait for the thread to return.
+
+    An engine call cannot be interrupted; returning early would let close or swap touch the
+    shard while the call still runs.
+    """
+    future = asyncio.get_running_loop().run_in_executor(executor, fn)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait({future})
+        raise
+
+
+class Gate:
+    """Many shared users, or one exclusive holder (swap, close) that waits for them to leave.
+
+    An exclusive request blocks new shared users, so a swap is never starved by traffic.
+    """
+
+    def __init__(self) -> None:
+        self._cond = asyncio.Condition()
+        self._users = 0
+        self._exclusive = False
+        self.closed = False
+
+    @asynccontextmanager
+    async def shared(self, when_closed: Callable[[], Exception]) -> AsyncIterator[None]:
+        async with self._cond:
+            await self._cond.wait_for(lambda: not self._exclusive)
+            if self.closed:
+                raise when_closed()
+            self._users += 1
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._users -= 1
+                self._cond.notify_all()
+
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        async with self._cond:
+            await self._cond.wait_for(lambda: not self._exclusive)
+            self._exclusive = True
+            try:
+                await self._cond.wait_for(lambda: self._users == 0)
+            except BaseException:
+                self._exclusive = False
+                self._cond.notify_all()
+                raise
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
+def edge_config(dimension: int, options: ShardOptions) -> EdgeConfig:
+    optimizers = (
+        EdgeOptimizersConfig(indexing_threshold=options.indexing_threshold_kb)
+        if options.indexing_threshold_kb is not None
+        else None
+    )
+    return EdgeConfig(
+        vectors={DENSE: EdgeVectorParams(size=dimension, distance=Distance.Cosine)},
+        optimizers=optimizers,
+        max_search_threads=options.search_threads,
+    )
+
+
+def is_collection(root: Path) -> bool:
+    return (root / META_FILE).is_file()
+
+
+def read_dimension(root: Path) -> int:
+    meta = json.loads((root / META_FILE).read_text(encoding="utf-8"))
+    return int(meta["dimension"])
+
+
+def recover(root: Path) -> None:
+    """Finish or undo an interrupted swap or build (see the module docstring)."""
+    live, retired = root / SHARD_DIR, root / RETIRED_DIR
+    if retired.exists():
+        if live.exists():
+            shutil.rmtree(live)
+        os.rename(retired, live)
+        log.warning("restored %s after an interrupted index swap", root.name)
+    for leftover in (root / OPTIMIZING_DIR, root / TRASH_DIR):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+
+
+def create_on_disk(root: Path, dimension: int, options: ShardOptions) -> None:
+    """Build the collection in a staging directory and rename it into place (atomic commit)."""
+    staging = root.parent / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+    staging.mkdir(parents=True)
+    try:
+        shard = EdgeShard.create(str(staging / SHARD_DIR), edge_config(dimension, options))
+        try:
+            shard.update(UpdateOperation.create_field_index(FILE_NAME, PayloadSchemaType.Keyword))
+            shard.flush()
+        finally:
+            shard.close()
+        meta = {"format": META_FORMAT, "dimension": dimension, "vector": DENSE, "distance": "cosine"}
+        (staging / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
+        os.rename(staging, root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+class EdgeCollection:
+    """An open shard plus the locks and the background index build that go with it."""
+
+    def __init__(
+        self,
+        name: str,
+        root: Path,
+        executor: Executor,
+        options: ShardOptions,
+        optimize_slots: asyncio.Semaphore,
+    ) -> None:
+        self.name = name
+        self.root = root
+        self.dimension = read_dimension(root)
+        self._executor = executor
+        self._options = options
+        self._optimize_slots = optimize_slots
+        self._gate = Gate()
+        # Serialises writes so the journal order is the order they hit the live shard.
+        self._write_lock = asyncio.Lock()
+        self._journal: list[UpdateOperation] | None = None
+        self._last_write = 0.0
+        self._scheduler: asyncio.Task[None] | None = None
+        self._optimizing: asyncio.Task[str] | None = None
+        self._closing = False
+        self._search_params = SearchParams(hnsw_ef=options.hnsw_ef) if options.hnsw_ef else None
+        self.shard: EdgeShard = EdgeShard.load(str(root / SHARD_DIR), self._config())
+
+    @classmethod
+    def open(
+        cls,
+        name: str,
+        root: Path,
+        executor: Executor,
+        options: ShardOptions,
+        optimize_slots: asyncio.Semaphore,
+    ) -> EdgeCollection:
+        """Blocking: recover from an interrupted swap, then load the shard."""
+        recover(root)
+        return cls(name, root, executor, options, optimize_slots)
+
+    def _config(self) -> EdgeConfig:
+        return edge_config(self.dimension, self._options)
+
+    def _gone(self) -> Exception:
+        return NotFound(f"collection {self.name!r} not found")
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await run_blocking(self._executor, fn)
+
+    # ----- reads -----
+
+    async def search(self, query: SearchQuery) -> list[Hit]:
+        check_dimension(self.name, self.dimension, len(query.vector), "query")
+        request = QueryRequest(
+            limit=query.top_k,
+            query=Query.Nearest(query.vector, using=DENSE),
+            filter=_files_filter(query.file_names),
+            score_threshold=scores.cosine_floor(query.score_threshold),
+            params=self._search_params,
+            with_payload=True,
+        )
+        async with self._gate.shared(self._gone):
+            found = await self._run(lambda: self.shard.query(request))
+        hits = [Hit.from_payload(p.id, scores.score_from_cosine(p.score), p.payload) for p in found]
+        return [hit for hit in hits if scores.keep(hit.score, query.score_threshold)]
+
+    async def count(self) -> int:
+        async with self._gate.shared(self._gone):
+            return await self._run(lambda: self.shard.count(CountRequest(exact=True)))
+
+    async def info(self) -> tuple[int, int]:
+        """(points, indexed vectors) as the engine reports them."""
+        async with self._gate.shared(self._gone):
+            info = await self._run(self.shard.info)
+        return info.points_count, info.indexed_vectors_count
+
+    # ----- writes -----
+
+    async def upsert(self, points: list[PointRecord]) -> int:
+        for point in points:
+            check_dimension(self.name, self.dimension, len(point.vector), f"point {point.id}")
+        if not points:
+            return 0
+
+        def build() -> UpdateOperation:
+            engine_points = [Point(p.id, {DENSE: p.vector}, p.payload()) for p in points]
+            return UpdateOperation.upsert_points(engine_points)
+
+        await self._write(build)
+        return len(points)
+
+    async def delete_by_file(self, file_name: str) -> int:
+        selector = Filter(must=[FieldCondition(key=FILE_NAME, match=MatchValue(file_name))])
+        async with self._write_lock, self._gate.shared(self._gone):
+            matching = await self._run(lambda: self.shard.count(CountRequest(exact=True, filter=selector)))
+            if matching:
+                await self._apply(lambda: UpdateOperation.delete_points_by_filter(selector))
+        if matching:
+            self._written()
+        return matching
+
+    async def _write(self, build: Callable[[], UpdateOperation]) -> None:
+        async with self._write_lock, self._gate.shared(self._gone):
+            await self._apply(build)
+        self._written()
+
+    async def _apply(self, build: Callable[[], UpdateOperation]) -> None:
+        """Apply to the live shard and, while an index build works on a copy, journal it.
+
+        Both happen in the worker thread: a caller cancelled mid-call (deadline) must not
+        leave an applied write out of the journal. The write lock is held until the thread
+        returns (see run_blocking), so the journal cannot change hands meanwhile.
+        """
+
+        def apply() -> None:
+            operation = build()
+            self.shard.update(operation)
+            journal = self._journal
+            if journal is not None:
+                journal.append(operation)
+
+        await self._run(apply)
+
+    # ----- index builds -----
+
+    def _written(self) -> None:
+        self._last_write = time.monotonic()
+        if self._options.optimize_delay_s <= 0 or self._closing:
+            return
+        if self._scheduler is None or self._scheduler.done():
+            self._scheduler = asyncio.create_task(self._optimize_when_settled(), name=f"settle-{self.name}")
+
+    async def _optimize_when_settled(self) -> None:
+        """Wait for writes to pause, then build the index if enough points are unindexed."""
+        delay = self._options.optimize_delay_s
+        try:
+            while True:
+                remaining = self._last_write + delay - time.monotonic()
+                if remaining > 0:
+                    await asyncio.sleep(remaining)
+                    continue
+                points, indexed = await self.info()
+                if points - indexed < self._options.optimize_min_unindexed:
+                    return
+                mark = self._last_write
+                await self.optimize()
+                if self._last_write == mark:
+                    return
+        except asyncio.CancelledError:
+            raise
+        except NotFound:
+            return  # dropped meanwhile
+        except Exception:
+            log.exception("background index build of %s failed", self.name)
+
+    async def optimize(self, before_swap: Callable[[], Awaitable[None]] | None = None) -> str:
+        """Build the index now (joining a build in progress); returns the outcome.
+
+        Outcomes: ``optimized`` (swapped in), ``unchanged`` (engine had nothing to do),
+        ``failed`` (logged; the live shard is untouched). ``before_swap`` runs after the
+        child finished and before the swap: tests use it to write while the copy is stale.
+        """
+        if self._optimizing is None or self._optimizing.done():
+            self._optimizing = asyncio.create_task(self._optimize(before_swap), name=f"optimize-{self.name}")
+        return await asyncio.shield(self._optimizing)
+
+    async def _optimize(self, before_swap: Callable[[], Awaitable[None]] | None) -> str:
+        copy = self.root / OPTIMIZING_DIR
+        async with self._optimize_slots:
+            started = time.perf_counter()
+            outcome = "failed"
+            try:
+                async with self._write_lock:
+                    async with self._gate.shared(self._gone):
+                        await self._run(lambda: self._snapshot(copy))
+                    self._journal = []
+                report = await self._run_child(copy)
+                if report.get("optimized"):
+                    if before_swap is not None:
+                        await before_swap()
+                    async with self._write_lock, self._gate.exclusive():
+                        replayed = len(self._journal or ())
+                        swap_started = time.perf_counter()
+                        trash = await self._run(lambda: self._swap_in(copy))
+                        swap_ms = round((time.perf_counter() - swap_started) * 1000, 1)
+                        self._journal = None
+                    await self._run(lambda: shutil.rmtree(trash, ignore_errors=True))
+                    outcome = "optimized"
+                    fields = {**report, "replayed_writes": replayed, "swap_ms": swap_ms}
+                    log.info("index of %s built", self.name, extra={"fields": fields})
+                else:
+                    outcome = "unchanged"
+            except asyncio.CancelledError:
+                raise
+            except NotFound:
+                raise
+            except Exception:
+                log.exception("index build of %s failed", self.name)
+            finally:
+                self._journal = None
+                OPTIMIZE_RUNS.labels(outcome).inc()
+                OPTIMIZE_SECONDS.observe(time.perf_counter() - started)
+                await self._run(lambda: shutil.rmtree(copy, ignore_errors=True))
+            return outcome
+
+    def _snapshot(self, copy: Path) -> None:
+        self.shard.flush()
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(self.root / SHARD_DIR, copy)
+
+    async def _run_child(self, copy: Path) -> dict[str, Any]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services.retrieve.backends.edge_optimize",
+            "--nice",
+            str(self._options.optimize_nice),
+            "--parent-pid",
+            str(os.getpid()),
+            str(copy),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), self._options.optimize_timeout_s)
+        except BaseException:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            raise
+        if process.returncode != 0:
+            tail = err.decode("utf-8", "replace")[-2000:]
+            raise RuntimeError(f"optimizer exited with {process.returncode}: {tail}")
+        return json.loads(out.decode("utf-8").strip().splitlines()[-1])
+
+    def _swap_in(self, copy: Path) -> Path:
+        """Blocking, with the gate held exclusively: replace the live shard by the indexed copy.
+
+        Returns the retired shard's directory, for the caller to delete once calls resumed.
+        """
+        live, retired = self.root / SHARD_DIR, self.root / RETIRED_DIR
+        journal = list(self._journal or ())
+        self.shard.close()
+        os.rename(live, retired)
+        try:
+            os.rename(copy, live)
+            fresh = EdgeShard.load(str(live), self._config())
+            try:
+                for operation in journal:
+                    fresh.update(operation)
+                fresh.flush()
+            except BaseException:
+                fresh.close()
+                raise
+        except BaseException:
+            shutil.rmtree(live, ignore_errors=True)
+            os.rename(retired, live)
+            self.shard = EdgeShard.load(str(live), self._config())
+            raise
+        self.shard = fresh
+        trash = self.root / TRASH_DIR
+        os.rename(retired, trash)  # commit point
+        return trash
+
+    # ----- lifecycle -----
+
+    async def close(self) -> None:
+        """Stop background work, wait for calls in flight, close the shard; later calls get NotFound."""
+        self._closing = True
+        tasks = [task for task in (self._scheduler, self._optimizing) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        async with self._gate.exclusive():
+            if self._gate.closed:
+                return
+            self._gate.closed = True
+            await self._run(self.shard.close)
+
+
+def _files_filter(file_names: tuple[str, ...]) -> Filter | None:
+    if not file_names:
+        return None
+    return Filter(must=[FieldCondition(key=FILE_NAME, match=MatchAny(any=list(file_names)))])

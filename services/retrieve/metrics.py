@@ -1,0 +1,23 @@
+"""Prometheus metrics of the retrieve service (request counts/latency come from common)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+UPSERTED_POINTS = Counter("zhiku_retrieve_upserted_points_total", "Points written by Upsert", ["backend"])
+DELETED_POINTS = Counter("zhiku_retrieve_deleted_points_total", "Points removed by DeleteByFile", ["backend"])
+SEARCH_HITS = Histogram(
+    "zhiku_retrieve_search_hits",
+    "Hits returned per Search",
+    ["backend"],
+    buckets=(0, 1, 2, 3, 5, 10, 20, 50, 100, 1000),
+)
+OPEN_SHARDS = Gauge("zhiku_retrieve_open_shards", "Edge shards currently open")
+OPTIMIZE_RUNS = Counter(
+    "zhiku_retrieve_optimize_total", "Edge index builds by outcome", ["outcome"]
+)  # optimized | unchanged | failed
+OPTIMIZE_SECONDS = Histogram(
+    "zhiku_retrieve_optimize_seconds",
+    "Edge index build time (child process), swap included",
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600),
+)

@@ -1,0 +1,99 @@
+"""gRPC RetrieveService: a thin servicer over the configured vector store backend.
+
+The servicer validates names and converts messages (:mod:`.names`, :mod:`.domain`); the
+backend owns storage, existence and dimension checks. Every score a caller sees is a
+similarity in [0, 1], higher is better (:mod:`.scores`). Run: ``python -m services.retrieve.server``.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from services.common.errors import InvalidArgument
+from services.common.grpc_server import ServiceSpec, run_service
+from services.retrieve.backends import create_backend
+from services.retrieve.backends.base import RetrieveBackend
+from services.retrieve.config import RetrieveSettings
+from services.retrieve.domain import SearchQuery, points_from_pb
+from services.retrieve.metrics import DELETED_POINTS, SEARCH_HITS, UPSERTED_POINTS
+from services.retrieve.names import validate_collection_name
+from zhiku.v1 import retrieve_pb2, retrieve_pb2_grpc
+
+SERVICE_NAME = retrieve_pb2.DESCRIPTOR.services_by_name["RetrieveService"].full_name
+
+
+class RetrieveServicer(retrieve_pb2_grpc.RetrieveServiceServicer):
+    def __init__(self, backend: RetrieveBackend, settings: RetrieveSettings) -> None:
+        self._backend = backend
+        self._settings = settings
+
+    async def EnsureCollection(
+        self, request: retrieve_pb2.EnsureCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> retrieve_pb2.EnsureCollectionResponse:
+        name = validate_collection_name(request.collection)
+        limit = self._settings.max_dimension
+        if not 1 <= request.dimension <= limit:
+            raise InvalidArgument(f"dimension must be in 1..{limit}, got {request.dimension}")
+        created = await self._backend.ensure_collection(name, request.dimension)
+        return retrieve_pb2.EnsureCollectionResponse(created=created)
+
+    async def Upsert(
+        self, request: retrieve_pb2.UpsertRequest, context: grpc.aio.ServicerContext
+    ) -> retrieve_pb2.UpsertResponse:
+        name = validate_collection_name(request.collection)
+        upserted = await self._backend.upsert(name, points_from_pb(request.points))
+        UPSERTED_POINTS.labels(self._backend.name).inc(upserted)
+        return retrieve_pb2.UpsertResponse(upserted=upserted)
+
+    async def Search(
+        self, request: retrieve_pb2.SearchRequest, context: grpc.aio.ServicerContext
+    ) -> retrieve_pb2.SearchResponse:
+        name = validate_collection_name(request.collection)
+        query = SearchQuery.from_pb(request, self._settings.default_top_k, self._settings.max_top_k)
+        hits = await self._backend.search(name, query)
+        SEARCH_HITS.labels(self._backend.name).observe(len(hits))
+        return retrieve_pb2.SearchResponse(hits=[hit.to_pb(name) for hit in hits])
+
+    async def DeleteByFile(
+        self, request: retrieve_pb2.DeleteByFileRequest, context: grpc.aio.ServicerContext
+    ) -> retrieve_pb2.DeleteByFileResponse:
+        name = validate_collection_name(request.collection)
+        if not request.file_name:
+            raise InvalidArgument("file_name is empty")
+        deleted = await self._backend.delete_by_file(name, request.file_name)
+        DELETED_POINTS.labels(self._backend.name).inc(deleted)
+        return retrieve_pb2.DeleteByFileResponse(deleted=deleted)
+
+    async def DropCollection(
+        self, request: retrieve_pb2.DropCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> retrieve_pb2.DropCollectionResponse:
+        name = validate_collection_name(request.collection)
+        return retrieve_pb2.DropCollectionResponse(dropped=await self._backend.drop_collection(name))
+
+    async def Stats(
+        self, request: retrieve_pb2.StatsRequest, context: grpc.aio.ServicerContext
+    ) -> retrieve_pb2.StatsResponse:
+        name = validate_collection_name(request.collection)
+        return (await self._backend.stats(name)).to_pb()
+
+
+def build_spec(settings: RetrieveSettings, backend: RetrieveBackend | None = None) -> ServiceSpec:
+    """The service for the shared bootstrap; pass ``backend`` to keep a handle on it (bench, tests)."""
+    store = backend if backend is not None else create_backend(settings)
+    servicer = RetrieveServicer(store, settings)
+    return ServiceSpec(
+        name="retrieve",
+        service_names=[SERVICE_NAME],
+        register=lambda server: retrieve_pb2_grpc.add_RetrieveServiceServicer_to_server(servicer, server),
+        startup=store.start,
+        shutdown=[store.close],
+    )
+
+
+def main() -> None:
+    settings = RetrieveSettings()
+    run_service(lambda: build_spec(settings), settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""Edge backend behaviour beyond the congruence tests: files, restarts, index builds."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from services.common.errors import FailedPrecondition
+from services.retrieve.backends.edge import EdgeBackend
+from services.retrieve.backends.edge_shard import OPTIMIZING_DIR, RETIRED_DIR, SHARD_DIR
+from services.retrieve.tests.conftest import (
+    Running,
+    expect_error,
+    make_point,
+    make_settings,
+    point_id,
+    running,
+)
+from zhiku.v1 import retrieve_pb2 as pb
+
+KB = "手册"
+DIM = 16
+
+
+def vectors(count: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    data = rng.standard_normal((count, DIM)).astype(np.float32)
+    return data / np.linalg.norm(data, axis=1, keepdims=True)
+
+
+async def seed(retrieve: Running, count: int, start: int = 0, file_name: str = "a.txt") -> np.ndarray:
+    await retrieve.stub.EnsureCollection(pb.EnsureCollectionRequest(collection=KB, dimension=DIM))
+    data = vectors(count, seed=start)
+    points = [make_point(start + i, row.tolist(), file_name) for i, row in enumerate(data)]
+    await retrieve.stub.Upsert(pb.UpsertRequest(collection=KB, points=points))
+    return data
+
+
+async def top_id(retrieve: Running, vector: list[float]) -> str:
+    reply = await retrieve.stub.Search(pb.SearchRequest(collection=KB, vector=vector, top_k=1))
+    return reply.hits[0].chunk_id
+
+
+async def count(retrieve: Running) -> int:
+    return (await retrieve.stub.Stats(pb.StatsRequest(collection=KB))).points
+
+
+def edge(retrieve: Running) -> EdgeBackend:
+    assert isinstance(retrieve.backend, EdgeBackend)
+    return retrieve.backend
+
+
+async def test_points_survive_a_restart(tmp_path: Path) -> None:
+    settings = make_settings("edge", tmp_path)
+    async with running(settings) as first:
+        data = await seed(first, 50)
+    async with running(settings) as second:
+        assert (await second.stub.Stats(pb.StatsRequest(collection=KB))) == pb.StatsResponse(
+            exists=True, points=50, dimension=DIM
+        )
+        assert await top_id(second, data[17].tolist()) == point_id(17)
+
+
+async def test_default_dir_is_under_data_dir(tmp_path: Path) -> None:
+    settings = make_settings("edge", tmp_path)
+    assert settings.shard_root == tmp_path / "data" / "vectors"
+    async with running(settings) as served:
+        await seed(served, 3)
+    assert (settings.shard_root / KB / SHARD_DIR).is_dir()
+
+
+async def test_second_process_on_same_dir_fails_fast(tmp_path: Path) -> None:
+    settings = make_settings("edge", tmp_path)
+    async with running(settings) as first:
+        await seed(first, 5)
+        with pytest.raises(FailedPrecondition, match="in use by another retrieve process"):
+            async with running(settings):
+                pass
+        assert await count(first) == 5
+
+
+async def test_drop_removes_the_directory(tmp_path: Path) -> None:
+    async with running(make_settings("edge", tmp_path)) as served:
+        await seed(served, 5)
+        root = served.settings.shard_root
+        assert (root / KB).is_dir()
+        assert (await served.stub.DropCollection(pb.DropCollectionRequest(collection=KB))).dropped
+        assert not (root / KB).exists()
+        assert [p.name for p in root.iterdir() if not p.name.startswith("~lock")] == []
+
+
+async def test_optimize_keeps_writes_made_during_the_build(tmp_path: Path) -> None:
+    settings = make_settings("edge", tmp_path, edge_indexing_threshold_kb=1)
+    async with running(settings) as served:
+        data = await seed(served, 300)
+        collection = await edge(served).collection(KB)
+        extra = vectors(20, seed=1000)
+        seen_during_build: list[str] = []
+
+        async def write_while_copy_is_stale() -> None:
+            points = [make_point(1000 + i, row.tolist(), "late.txt") for i, row in enumerate(extra)]
+            await served.stub.Upsert(pb.UpsertRequest(collection=KB, points=points))
+            await served.stub.DeleteByFile(pb.DeleteByFileRequest(collection=KB, file_name="a.txt"))
+            await served.stub.Upsert(
+                pb.UpsertRequest(collection=KB, points=[make_point(5, data[5].tolist())])
+            )
+            seen_during_build.append(await top_id(served, extra[3].tolist()))
+
+        assert await collection.optimize(before_swap=write_while_copy_is_stale) == "optimized"
+        assert seen_during_build == [point_id(1003)]
+        points, indexed = await collection.info()
+        assert (points, await count(served)) == (21, 21)
+        assert indexed > 0
+        assert await top_id(served, extra[7].tolist()) == point_id(1007)
+        assert await top_id(served, data[5].tolist()) == point_id(5)
+        deleted = await served.stub.DeleteByFile(pb.DeleteByFileRequest(collection=KB, file_name="a.txt"))
+        assert deleted.deleted == 1
+        leftovers = {OPTIMIZING_DIR, RETIRED_DIR, "~trash"} & {p.name for p in collection.root.iterdir()}
+        assert leftovers == set()
+    async with running(settings) as again:
+        assert await count(again) == 20
+        assert await top_id(again, extra[11].tolist()) == point_id(1011)
+
+
+async def test_optimize_with_nothing_to_index_is_unchanged(tmp_path: Path) -> None:
+    async with running(make_settings("edge", tmp_path)) as served:
+        await seed(served, 10)
+        assert await edge(served).optimize(KB) == "unchanged"
+        assert await count(served) == 10
+
+
+async def test_failed_build_leaves_the_live_shard_serving(tmp_path: Path) -> None:
+    settings = make_settings("edge", tmp_path, edge_indexing_threshold_kb=1, edge_optimize_timeout_s=0.001)
+    async with running(settings) as served:
+        data = await seed(served, 100)
+        collection = await edge(served).collection(KB)
+        assert await collection.optimize() == "failed"
+        assert not (collection.root / OPTIMIZING_DIR).exists()
+        await seed(served, 10, start=500, file_name="b.txt")
+        assert await count(served) == 110
+        assert await top_id(served, data[42].tolist()) == point_id(42)
+
+
+async def test_background_build_runs_after_writes_settle(tmp_path: Path) -> None:
+    settings = make_settings(
+        "edge",
+        tmp_path,
+        edge_indexing_threshold_kb=1,
+        edge_optimize_delay_s=0.05,
+        edge_optimize_min_unindexed=1,
+    )
+    async with running(settings) as served:
+        data = await seed(served, 200)
+        collection = await edge(served).collection(KB)
+        for _ in range(600):  # wait (up to a minute) for the index; no assertion on time
+            _, indexed = await collection.info()
+            if indexed:
+                break
+            await asyncio.sleep(0.1)
+        assert indexed > 0
+        assert await top_id(served, data[99].tolist()) == point_id(99)
+
+
+async def test_drop_during_a_build_stops_it(tmp_path: Path) -> None:
+    settings = make_settings("edge", tmp_path, edge_indexing_threshold_kb=1)
+    async with running(settings) as served:
+        await seed(served, 300)
+        build = asyncio.create_task((await edge(served).collection(KB)).optimize())
+        await asyncio.sleep(0)
+        assert (await served.stub.DropCollection(pb.DropCollectionRequest(collection=KB))).dropped
+        await asyncio.gather(build, return_exceptions=True)
+        assert not (served.settings.shard_root / KB).exists()
+        await expect_error(
+            served.stub.Search(pb.SearchRequest(collection=KB, vector=[1.0] * DIM)),
+            grpc.StatusCode.NOT_FOUND,
+            KB,
+        )
+
+
+async def test_interrupted_swap_and_create_are_recovered(tmp_path: Path) -> None:
+    settings = make_settings("edge", tmp_path)
+    async with running(settings) as first:
+        data = await seed(first, 30)
+    root = settings.shard_root
+    # Crash mid-swap: the live shard moved aside, a half-copied directory in its place.
+    os.rename(root / KB / SHARD_DIR, root / KB / RETIRED_DIR)
+    (root / KB / SHARD_DIR).mkdir()
+    (root / KB / SHARD_DIR / "garbage").write_text("half a copy")
+    (root / KB / OPTIMIZING_DIR).mkdir()
+    (root / "~staging-deadbeef").mkdir()
+    async with running(settings) as second:
+        assert await count(second) == 30
+        assert await top_id(second, data[3].tolist()) == point_id(3)
+        names = {p.name for p in (root / KB).iterdir()}
+        assert names == {"collection.json", SHARD_DIR}
+        assert not (root / "~staging-deadbeef").exists()
