@@ -6,7 +6,7 @@ STAMP := $(VENV)/.zhiku-installed
 PROTO_SRC := $(wildcard protos/zhiku/v1/*.proto)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run test test-unit test-e2e lint format proto proto-check bench bench-embed bench-retrieve \
+.PHONY: install run test test-unit test-e2e lint format proto proto-check bench bench-embed bench-retrieve bench-stack \
 	helm-lint compose-check services clean
 
 install: $(STAMP)
@@ -53,7 +53,7 @@ proto-check: install
 	diff -r -x __init__.py -x '*.proto' -x __pycache__ $$tmp/zhiku/v1 protos/zhiku/v1 >/dev/null || \
 	{ echo "generated stubs are stale: run 'make proto'"; rm -rf $$tmp; exit 1; }; rm -rf $$tmp
 
-bench: bench-embed bench-retrieve
+bench: bench-embed bench-retrieve bench-stack
 
 bench-embed: install
 	$(PY) -m bench.bench_embed
@@ -69,3 +69,7 @@ compose-check: install
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info test-output
+
+## bench-stack: ingest chunks/s and gateway search p50/p99 per embedding model, whole stack
+bench-stack: install
+	$(PY) -m bench.bench_stack

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import ctypes
 import os
+import re
 import selectors
 import signal
 import socket
@@ -215,6 +216,61 @@ class Stack:
                 os.killpg(child.process.pid, signal.SIGKILL)
             child.process.wait()
         self.pump(0)
+
+
+READY_LINE = re.compile(r"ready: (http://127\.0\.0\.1:\d+)")
+
+
+@dataclass
+class BackgroundStack:
+    """A stack launched as a child process, for tests and benchmarks that speak HTTP to it."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self, timeout_s: float = 30) -> None:
+        if self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def launch_in_background(
+    data_dir: Path, log_path: Path, env: dict[str, str] | None = None, ready_timeout_s: float = 420
+) -> BackgroundStack:
+    """Start ``python -m services.stack --free-ports`` and wait for its ready line.
+
+    Only the given environment reaches the stack (``ZHIKU_*`` of the caller are dropped), so a
+    test or benchmark runs the defaults unless it names what it changes.
+    """
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("ZHIKU_")}
+    child_env.update(env or {})
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.stack", "--free-ports", "--data-dir", str(data_dir)],
+            cwd=Path(__file__).resolve().parents[1],
+            env=child_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + ready_timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        match = READY_LINE.search(log_path.read_text(errors="replace"))
+        if match:
+            return BackgroundStack(match.group(1), process, log_path)
+        time.sleep(0.5)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    tail = log_path.read_text(errors="replace")[-4000:]
+    raise RuntimeError(f"stack did not become ready (exit {process.returncode}):\n{tail}")
 
 
 def main(argv: list[str] | None = None) -> int:

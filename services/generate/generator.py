@@ -21,6 +21,8 @@ from services.generate.domain import Chunk, GenerationRequest, Job, ModelInfo, P
 from services.generate.metrics import RUNNING, TOKENS, TTFT, WAITING
 from services.generate.prompting import PromptBuilder, PromptTemplates
 
+DEFAULT_MODEL_ALIAS = "default"
+
 
 class Generator:
     def __init__(self, settings: GenerateSettings, backend: Backend, templates: PromptTemplates) -> None:
@@ -34,8 +36,9 @@ class Generator:
         return self.backend.models()
 
     def _check_model(self, model: str) -> None:
+        """Empty or ``default`` means the served model, so clients need not know its file name."""
         served = [m.id for m in self.backend.models()]
-        if model and model not in served:
+        if model and model != DEFAULT_MODEL_ALIAS and model not in served:
             raise NotFound(f"model {model!r} is not served here; available: {', '.join(served)}")
 
     @asynccontextmanager

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import os
-import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+from services.stack import BackgroundStack, launch_in_background
+
 REPO = Path(__file__).resolve().parents[2]
 EVALDATA = Path(os.environ.get("ZHIKU_EVALDATA", REPO.parent / "shared" / "evaldata"))
 OUTPUT = REPO / "test-output" / "e2e"
-READY = re.compile(r"ready: (http://127\.0\.0\.1:\d+)")
 
 
 @pytest.fixture(scope="session")
@@ -28,53 +24,18 @@ def evaldata() -> Path:
     return EVALDATA
 
 
-@dataclass
-class RunningStack:
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundStack]:
+    try:
+        running = launch_in_background(tmp_path_factory.mktemp("zhiku-data"), OUTPUT / "stack.log")
+    except RuntimeError as error:
+        pytest.fail(str(error))
+    yield running
+    running.stop()
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    log_path = OUTPUT / "stack.log"
-    data_dir = tmp_path_factory.mktemp("zhiku-data")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZHIKU_")}
-    env["ZHIKU_LOG_JSON"] = "true"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.stack", "--free-ports", "--data-dir", str(data_dir)],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = None
-    deadline = time.monotonic() + 420
-    while time.monotonic() < deadline and process.poll() is None:
-        match = READY.search(log_path.read_text(errors="replace"))
-        if match:
-            url = match.group(1)
-            break
-        time.sleep(0.5)
-    if url is None:
-        os.killpg(process.pid, signal.SIGKILL)
-        tail = log_path.read_text(errors="replace")[-4000:]
-        pytest.fail(f"stack did not become ready (exit {process.poll()}):\n{tail}")
-    yield RunningStack(url, process, log_path)
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-@pytest.fixture(scope="session")
-def stack_url(stack: RunningStack) -> str:
+def stack_url(stack: BackgroundStack) -> str:
     return stack.url
 
 

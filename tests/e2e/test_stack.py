@@ -17,7 +17,8 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import RunningStack, wait_for_jobs
+from services.stack import BackgroundStack
+from tests.e2e.conftest import wait_for_jobs
 
 pytestmark = pytest.mark.e2e
 
@@ -196,7 +197,7 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def test_ctrl_c_stops_every_process(stack: RunningStack) -> None:
+def test_ctrl_c_stops_every_process(stack: BackgroundStack) -> None:
     """Runs last: SIGINT to the launcher (what Ctrl-C sends) leaves no service process behind."""
     children = _children(stack.process.pid)
     assert len(children) == 6, children

@@ -67,6 +67,12 @@ async def test_unknown_model_is_not_found(serve: Serve) -> None:
     assert final.finish_reason == "stop"
 
 
+async def test_default_alias_reaches_the_served_model(serve: Serve) -> None:
+    stub = await serve(make_settings(backend="extractive"))
+    _, final = await collect(stub.Generate(ask("hi", model="default")))
+    assert final.finish_reason == "stop"
+
+
 async def test_list_models_reports_backend_and_served_name(serve: Serve) -> None:
     stub = await serve(make_settings(backend="extractive", served_model_name="zhiku-extract"))
     response = await stub.ListModels(generate_pb2.ListModelsRequest())

@@ -1,0 +1,133 @@
+"""The Celery application factory: one configuration for the API (publisher) and the worker.
+
+Broker: Redis when a Redis URL is configured, otherwise Celery's SQLAlchemy transport on the
+catalog database (the SQLite file embedded), so ``make run`` needs no extra server yet still
+runs a real Celery worker. No result backend: a job's state lives in the catalog.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery
+from kombu.transport import sqlalchemy as kombu_sqla
+
+from services.ingest.config import IngestSettings
+
+if TYPE_CHECKING:
+    from services.ingest.pipeline import IngestPipeline
+
+# The registered task name is part of the queue's wire format: keep it when refactoring
+# (a renamed task needs a shim for one release so queued messages survive a rolling deploy).
+INGEST_FILE_TASK = "zhiku.ingest.ingest_file"
+
+SQLA_POLLING_INTERVAL_S = 0.1
+
+log = logging.getLogger("zhiku.ingest.broker")
+
+
+class SqlaTransport(kombu_sqla.Transport):
+    """kombu's SQLAlchemy transport, polling every 0.1 s instead of every second.
+
+    The interval cannot travel in ``broker_transport_options``: this transport hands those
+    options to ``create_engine``, which rejects the unknown keyword, hence a subclass.
+    """
+
+    polling_interval = SQLA_POLLING_INTERVAL_S
+
+
+class IngestCelery(Celery):
+    """A Celery app that carries its settings and, in a worker, the per-process pipeline."""
+
+    def __init__(self, settings: IngestSettings, **kwargs: Any) -> None:
+        super().__init__("zhiku-ingest", **kwargs)
+        self.settings = settings
+        self._pipeline: IngestPipeline | None = None
+        self._pipeline_lock = threading.Lock()
+
+    def pipeline(self) -> IngestPipeline:
+        """The worker's pipeline (catalog, blob store, gRPC channels), built once per process."""
+        with self._pipeline_lock:
+            if self._pipeline is None:
+                from services.ingest.pipeline import IngestPipeline
+
+                self._pipeline = IngestPipeline.from_settings(self.settings)
+            return self._pipeline
+
+    def close_pipeline(self) -> None:
+        with self._pipeline_lock:
+            if self._pipeline is not None:
+                self._pipeline.close()
+                self._pipeline = None
+
+
+def broker_config(settings: IngestSettings) -> dict[str, Any]:
+    """broker_url, broker_transport and its options for the configured broker."""
+    if settings.redis_url:
+        return {
+            "broker_url": settings.redis_url,
+            # With acks_late, Redis redelivers a task unacknowledged for this long.
+            "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        }
+    options: dict[str, Any] = {}
+    if settings.is_sqlite:
+        # The API, the worker and the broker share one SQLite file: wait for the lock.
+        options["connect_args"] = {"timeout": settings.sqlite_busy_timeout_s}
+    return {
+        # Plain SQLAlchemy URL plus an explicit transport class (a "sqla+" URL would pick
+        # kombu's own class with its 1 s polling).
+        "broker_url": settings.catalog_url,
+        "broker_transport": SqlaTransport,
+        "broker_transport_options": options,
+    }
+
+
+def create_celery_app(settings: IngestSettings, set_as_current: bool = False) -> IngestCelery:
+    app = IngestCelery(settings, set_as_current=set_as_current)
+    app.conf.update(
+        **broker_config(settings),
+        task_default_queue=settings.queue,
+        task_routes={INGEST_FILE_TASK: {"queue": settings.queue}},
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        result_backend=None,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        enable_utc=True,
+    )
+    return app
+
+
+def prepare_broker(app: Celery, attempts: int = 10) -> None:
+    """Declare the task queue before any traffic, winning the first-use race on the SQL broker.
+
+    kombu's SQLAlchemy transport creates its tables and the queue's row lazily, on first use.
+    When two processes make that first use at once (the API publishing its first task while
+    the worker starts consuming) the loser fails on a unique constraint that kombu does not
+    retry, and a task is lost. Both processes call this at startup; the retry lets the loser
+    find the winner's row. (Redis declares idempotently and needs none of this.)
+    """
+    queue = app.amqp.queues[app.conf.task_default_queue]
+    for attempt in range(1, attempts + 1):
+        try:
+            with app.connection_for_write() as connection:
+                queue(connection.default_channel).declare()
+            return
+        except Exception as error:
+            if attempt == attempts:
+                raise
+            log.info("declaring queue %s raced another process (%s); retrying", queue.name, error)
+            time.sleep(0.05 * attempt)
+
+
+def enqueue_ingest(app: Celery, job_id: str) -> None:
+    """Publish one ingest task; blocking (the broker round trip), so call it off the event loop."""
+    app.send_task(INGEST_FILE_TASK, args=[job_id], queue=app.conf.task_default_queue)

@@ -1,0 +1,506 @@
+"""The catalog: knowledge bases, files and ingest jobs in SQL (SQLite embedded, PostgreSQL deployed).
+
+The API process and the Celery worker write the same rows concurrently, so every state change
+the worker makes is a conditional UPDATE (``... WHERE state IN active``): a job cancelled by a
+newer upload or a delete can never be flipped back to succeeded by a worker that was still
+running it. On SQLite the file runs in WAL mode (readers never wait for the writer), with a busy
+timeout, and write transactions start with ``BEGIN IMMEDIATE`` so two writers queue up instead
+of failing on a read-to-write lock upgrade.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    BigInteger,
+    Double,
+    Engine,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from services.common.errors import AlreadyExists, DependencyUnavailable, NotFound
+from services.ingest.models import ACTIVE_STATES, FileRecord, Job, JobState, KnowledgeBase
+
+T = TypeVar("T")
+_ACTIVE = [state.value for state in ACTIVE_STATES]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class KnowledgeBaseRow(Base):
+    __tablename__ = "knowledge_bases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    embed_model: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class FileRow(Base):
+    __tablename__ = "files"
+    __table_args__ = (UniqueConstraint("kb_id", "name", name="uq_files_kb_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    chunks: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str] = mapped_column(Text, default="")
+    # The job that owns this file's vectors now; older jobs lose the right to update the row.
+    job_id: Mapped[str] = mapped_column(String(36), index=True)
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
+    file_name: Mapped[str] = mapped_column(String(255))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    progress: Mapped[float] = mapped_column(Double, default=0.0)
+    chunks: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    chunk_size: Mapped[int] = mapped_column(Integer)
+    chunk_overlap: Mapped[int] = mapped_column(Integer)
+    # The submitting request's id, so the worker's logs and calls join the upload's trace.
+    request_id: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
+def _sqlite_engine(url: str, busy_timeout_s: float) -> Engine:
+    engine = create_engine(url, connect_args={"timeout": busy_timeout_s, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" hook emit BEGIN itself (pysqlite's implicit BEGIN is deferred).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        immediate = connection.get_execution_options().get("zhiku_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _kb_record(row: KnowledgeBaseRow, file_count: int = 0, chunk_count: int = 0) -> KnowledgeBase:
+    return KnowledgeBase(
+        name=row.name,
+        description=row.description,
+        embed_model=row.embed_model,
+        created_at=row.created_at,
+        file_count=int(file_count),
+        chunk_count=int(chunk_count or 0),
+    )
+
+
+def _file_record(kb: str, row: FileRow) -> FileRecord:
+    return FileRecord(
+        knowledge_base=kb,
+        name=row.name,
+        size=row.size,
+        content_hash=row.content_hash,
+        chunks=row.chunks,
+        state=JobState(row.state),
+        error=row.error,
+        job_id=row.job_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _job_record(kb: str, row: JobRow) -> Job:
+    return Job(
+        id=row.id,
+        knowledge_base=kb,
+        file_name=row.file_name,
+        content_hash=row.content_hash,
+        state=JobState(row.state),
+        progress=row.progress,
+        chunks=row.chunks,
+        error=row.error,
+        attempts=row.attempts,
+        chunk_size=row.chunk_size,
+        chunk_overlap=row.chunk_overlap,
+        request_id=row.request_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+class Catalog:
+    """Repository over the catalog tables; every method is one short transaction."""
+
+    def __init__(self, url: str, sqlite_busy_timeout_s: float = 30.0) -> None:
+        self.url = url
+        self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            database = make_url(url).database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = _sqlite_engine(url, sqlite_busy_timeout_s)
+        else:
+            self.engine = create_engine(url, pool_pre_ping=True)
+        self._reads = sessionmaker(self.engine, expire_on_commit=False)
+        self._writes = sessionmaker(self.engine.execution_options(zhiku_write=True), expire_on_commit=False)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def create_schema(self) -> None:
+        """Create missing tables; safe when the API and the worker race to do it."""
+        for attempt in range(3):
+            try:
+                Base.metadata.create_all(self.engine)
+                return
+            except (IntegrityError, ProgrammingError, OperationalError):
+                if attempt == 2:
+                    raise
+                time.sleep(0.2)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _session(self, write: bool) -> Iterator[Session]:
+        factory = self._writes if write else self._reads
+        try:
+            with factory.begin() as session:
+                yield session
+        except OperationalError as error:
+            raise DependencyUnavailable(f"catalog database unavailable: {error.orig}") from error
+
+    def _retry_on_conflict(self, work: Callable[[], T]) -> T:
+        """Run ``work`` again once when a concurrent insert of the same key beat it."""
+        try:
+            return work()
+        except IntegrityError:
+            return work()
+
+    @staticmethod
+    def _kb_row(session: Session, name: str) -> KnowledgeBaseRow:
+        row = session.scalar(select(KnowledgeBaseRow).where(KnowledgeBaseRow.name == name))
+        if row is None:
+            raise NotFound(f"knowledge base {name!r} does not exist")
+        return row
+
+    # -- knowledge bases ------------------------------------------------------------------
+
+    def create_kb(self, name: str, description: str = "", embed_model: str = "") -> KnowledgeBase:
+        row = KnowledgeBaseRow(
+            name=name, description=description, embed_model=embed_model, created_at=time.time()
+        )
+        try:
+            with self._session(write=True) as session:
+                if session.scalar(select(KnowledgeBaseRow.id).where(KnowledgeBaseRow.name == name)):
+                    raise AlreadyExists(f"knowledge base {name!r} already exists")
+                session.add(row)
+        except IntegrityError:
+            raise AlreadyExists(f"knowledge base {name!r} already exists") from None
+        return _kb_record(row)
+
+    def _kb_query(self) -> Any:
+        return (
+            select(
+                KnowledgeBaseRow,
+                func.count(FileRow.id),
+                func.coalesce(func.sum(FileRow.chunks), 0),
+            )
+            .outerjoin(FileRow, FileRow.kb_id == KnowledgeBaseRow.id)
+            .group_by(KnowledgeBaseRow.id)
+        )
+
+    def get_kb(self, name: str) -> KnowledgeBase:
+        with self._session(write=False) as session:
+            found = session.execute(self._kb_query().where(KnowledgeBaseRow.name == name)).first()
+            if found is None:
+                raise NotFound(f"knowledge base {name!r} does not exist")
+            return _kb_record(*found)
+
+    def list_kbs(self) -> list[KnowledgeBase]:
+        with self._session(write=False) as session:
+            rows = session.execute(self._kb_query().order_by(KnowledgeBaseRow.name)).all()
+            return [_kb_record(*row) for row in rows]
+
+    def delete_kb(self, name: str) -> None:
+        with self._session(write=True) as session:
+            kb_id = self._kb_row(session, name).id
+            # Explicit deletes: SQLite only cascades with foreign_keys=ON, PostgreSQL always does.
+            session.execute(delete(FileRow).where(FileRow.kb_id == kb_id))
+            session.execute(delete(JobRow).where(JobRow.kb_id == kb_id))
+            session.execute(delete(KnowledgeBaseRow).where(KnowledgeBaseRow.id == kb_id))
+
+    def kb_exists(self, name: str) -> bool:
+        with self._session(write=False) as session:
+            return (
+                session.scalar(select(KnowledgeBaseRow.id).where(KnowledgeBaseRow.name == name)) is not None
+            )
+
+    # -- files ----------------------------------------------------------------------------
+
+    def submit_file(
+        self,
+        kb: str,
+        file_name: str,
+        size: int,
+        content_hash: str,
+        chunk_size: int,
+        chunk_overlap: int,
+        request_id: str = "",
+    ) -> Job:
+        """Record an upload: the file row (new or replaced) and a QUEUED job that owns it.
+
+        Jobs still running for an earlier upload of the same name are cancelled, so only the
+        newest content is indexed and the superseded worker cannot overwrite the file's state.
+        """
+        job_id = str(uuid.uuid4())
+
+        def work() -> Job:
+            now = time.time()
+            with self._session(write=True) as session:
+                kb_id = self._kb_row(session, kb).id
+                # FOR UPDATE serialises concurrent uploads of one name on PostgreSQL (SQLite
+                # already serialises writers with BEGIN IMMEDIATE).
+                file_row = session.scalar(
+                    select(FileRow).where(FileRow.kb_id == kb_id, FileRow.name == file_name).with_for_update()
+                )
+                if file_row is None:
+                    file_row = FileRow(kb_id=kb_id, name=file_name, chunks=0, created_at=now)
+                    session.add(file_row)
+                else:
+                    self._cancel_active(session, kb_id, file_name, f"superseded by job {job_id}")
+                file_row.size = size
+                file_row.content_hash = content_hash
+                file_row.state = JobState.QUEUED.value
+                file_row.error = ""
+                file_row.job_id = job_id
+                file_row.updated_at = now
+                job = JobRow(
+                    id=job_id,
+                    kb_id=kb_id,
+                    file_name=file_name,
+                    content_hash=content_hash,
+                    state=JobState.QUEUED.value,
+                    progress=0.0,
+                    chunks=0,
+                    error="",
+                    attempts=0,
+                    chunk_size=chunk_size,
+                    chunk_overlap=chunk_overlap,
+                    request_id=request_id,
+                    created_at=now,
+                    updated_at=now,
+                )
+                session.add(job)
+                session.flush()
+                return _job_record(kb, job)
+
+        return self._retry_on_conflict(work)
+
+    @staticmethod
+    def _cancel_active(session: Session, kb_id: int, file_name: str, reason: str) -> None:
+        session.execute(
+            update(JobRow)
+            .where(JobRow.kb_id == kb_id, JobRow.file_name == file_name, JobRow.state.in_(_ACTIVE))
+            .values(state=JobState.CANCELLED.value, error=reason, updated_at=time.time())
+        )
+
+    def get_file(self, kb: str, file_name: str) -> FileRecord:
+        with self._session(write=False) as session:
+            kb_id = self._kb_row(session, kb).id
+            row = session.scalar(select(FileRow).where(FileRow.kb_id == kb_id, FileRow.name == file_name))
+            if row is None:
+                raise NotFound(f"file {file_name!r} does not exist in knowledge base {kb!r}")
+            return _file_record(kb, row)
+
+    def find_file(self, kb: str, file_name: str) -> FileRecord | None:
+        try:
+            return self.get_file(kb, file_name)
+        except NotFound:
+            return None
+
+    def list_files(self, kb: str) -> list[FileRecord]:
+        with self._session(write=False) as session:
+            kb_id = self._kb_row(session, kb).id
+            rows = session.scalars(select(FileRow).where(FileRow.kb_id == kb_id).order_by(FileRow.name))
+            return [_file_record(kb, row) for row in rows]
+
+    def delete_file(self, kb: str, file_name: str) -> None:
+        with self._session(write=True) as session:
+            kb_id = self._kb_row(session, kb).id
+            deleted = session.execute(
+                delete(FileRow).where(FileRow.kb_id == kb_id, FileRow.name == file_name)
+            )
+            if deleted.rowcount == 0:
+                raise NotFound(f"file {file_name!r} does not exist in knowledge base {kb!r}")
+            self._cancel_active(session, kb_id, file_name, "file was deleted")
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> Job:
+        with self._session(write=False) as session:
+            found = session.execute(
+                select(JobRow, KnowledgeBaseRow.name)
+                .join(KnowledgeBaseRow, KnowledgeBaseRow.id == JobRow.kb_id)
+                .where(JobRow.id == job_id)
+            ).first()
+            if found is None:
+                raise NotFound(f"job {job_id!r} does not exist")
+            row, kb = found
+            return _job_record(kb, row)
+
+    def find_job(self, job_id: str) -> Job | None:
+        try:
+            return self.get_job(job_id)
+        except NotFound:
+            return None
+
+    def begin_attempt(self, job_id: str) -> Job | None:
+        """Claim a job for one more attempt; None when it is gone or already finished."""
+        with self._session(write=True) as session:
+            self._lock_file_of(session, job_id)
+            found = session.execute(
+                select(JobRow, KnowledgeBaseRow.name)
+                .join(KnowledgeBaseRow, KnowledgeBaseRow.id == JobRow.kb_id)
+                .where(JobRow.id == job_id)
+                .with_for_update(of=JobRow)
+            ).first()
+            if found is None:
+                return None
+            row, kb = found
+            if JobState(row.state).terminal:
+                return None
+            row.attempts += 1
+            row.state = JobState.PARSING.value
+            row.progress = 0.0
+            row.error = ""
+            row.updated_at = time.time()
+            self._file_state(session, job_id, state=JobState.PARSING.value)
+            session.flush()
+            return _job_record(kb, row)
+
+    @staticmethod
+    def _lock_file_of(session: Session, job_id: str) -> None:
+        """Lock the file row a job owns before touching the job: one lock order everywhere
+        (file, then job, then knowledge base), so PostgreSQL never sees a deadlock."""
+        session.execute(select(FileRow.id).where(FileRow.job_id == job_id).with_for_update())
+
+    @staticmethod
+    def _file_state(session: Session, job_id: str, **values: Any) -> None:
+        session.execute(
+            update(FileRow).where(FileRow.job_id == job_id).values(updated_at=time.time(), **values)
+        )
+
+    def _transition(self, job_id: str, job_values: dict[str, Any], file_values: dict[str, Any]) -> bool:
+        with self._session(write=True) as session:
+            if file_values:
+                self._lock_file_of(session, job_id)
+            changed = session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state.in_(_ACTIVE))
+                .values(updated_at=time.time(), **job_values)
+            )
+            if changed.rowcount == 0:
+                return False
+            if file_values:
+                self._file_state(session, job_id, **file_values)
+            return True
+
+    def advance(self, job_id: str, state: JobState, progress: float) -> bool:
+        """Move a running job on; False when it was cancelled or deleted meanwhile (stop work)."""
+        return self._transition(job_id, {"state": state.value, "progress": progress}, {"state": state.value})
+
+    def set_progress(self, job_id: str, progress: float) -> bool:
+        return self._transition(job_id, {"progress": progress}, {})
+
+    def finish_job(self, job_id: str, chunks: int, embed_model: str = "") -> bool:
+        """Mark success and give the file its chunk count; False when the job lost ownership."""
+        with self._session(write=True) as session:
+            self._lock_file_of(session, job_id)
+            row = session.get(JobRow, job_id)
+            if row is None:
+                return False
+            changed = session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state.in_(_ACTIVE))
+                .values(
+                    state=JobState.SUCCEEDED.value,
+                    progress=1.0,
+                    chunks=chunks,
+                    error="",
+                    updated_at=time.time(),
+                )
+            )
+            if changed.rowcount == 0:
+                return False
+            self._file_state(session, job_id, state=JobState.SUCCEEDED.value, chunks=chunks, error="")
+            if embed_model:
+                session.execute(
+                    update(KnowledgeBaseRow)
+                    .where(KnowledgeBaseRow.id == row.kb_id, KnowledgeBaseRow.embed_model == "")
+                    .values(embed_model=embed_model)
+                )
+            return True
+
+    def fail_job(self, job_id: str, error: str, chunks_left: int | None = None) -> bool:
+        """Mark failure with its reason on the job and its file.
+
+        ``chunks_left`` is how many of the file's points are still indexed when the failure
+        came after the old ones were deleted, so the file's count keeps matching the index.
+        """
+        file_values: dict[str, Any] = {"state": JobState.FAILED.value, "error": error}
+        if chunks_left is not None:
+            file_values["chunks"] = chunks_left
+        return self._transition(job_id, {"state": JobState.FAILED.value, "error": error}, file_values)
+
+    def requeue(self, job_id: str, error: str, chunks_left: int | None = None) -> bool:
+        """Put a job back to QUEUED after a transient failure, keeping the reason visible."""
+        file_values: dict[str, Any] = {"state": JobState.QUEUED.value}
+        if chunks_left is not None:
+            file_values["chunks"] = chunks_left
+        return self._transition(
+            job_id, {"state": JobState.QUEUED.value, "progress": 0.0, "error": error}, file_values
+        )
+
+    def job_counts(self) -> dict[JobState, int]:
+        """Jobs per state, for the queue-depth and jobs-by-state gauges."""
+        with self._session(write=False) as session:
+            rows = session.execute(select(JobRow.state, func.count()).group_by(JobRow.state)).all()
+        counts = dict.fromkeys(JobState, 0)
+        for state, count in rows:
+            counts[JobState(state)] = int(count)
+        return counts

@@ -1,0 +1,61 @@
+"""The worker's Celery app: ``celery -A services.ingest.celery_app worker --pool=threads``.
+
+Configured from the environment like every Zhiku process (IngestSettings). Run it with the
+threads pool (or solo): the tasks wait on gRPC calls (embed, retrieve) most of the time, gRPC
+channels must not cross a fork, and one process means one Prometheus registry on
+``worker_metrics_port`` that sees every task.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.signals import setup_logging, worker_init, worker_shutdown
+
+from services.common.logging import configure_logging
+from services.common.metrics import serve_metrics
+from services.ingest.broker import IngestCelery, create_celery_app, prepare_broker
+from services.ingest.config import IngestSettings
+
+log = logging.getLogger("zhiku.ingest.worker")
+
+app = create_celery_app(IngestSettings(), set_as_current=True)
+app.conf.include = ["services.ingest.tasks"]
+
+
+@setup_logging.connect
+def _logging(**_: Any) -> None:
+    """Our JSON log format instead of Celery's own (connecting here disables Celery's setup)."""
+    common = app.settings.common
+    configure_logging("worker", common.log_level, common.log_json)
+
+
+def _is_prefork(pool: Any) -> bool:
+    name = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
+    return "prefork" in str(name)
+
+
+@worker_init.connect
+def _start(sender: Any = None, **_: Any) -> None:
+    worker_app = getattr(sender, "app", app)
+    if not isinstance(worker_app, IngestCelery):
+        return
+    serve_metrics(worker_app.settings.worker_metrics_port)
+    if not worker_app.settings.redis_url:
+        prepare_broker(worker_app)
+    if _is_prefork(getattr(sender, "pool_cls", "")):
+        # Each forked child opens its own pipeline on its first task (nothing gRPC may cross
+        # a fork), and this process's /metrics cannot see the children's counters.
+        log.warning("prefork pool: run the ingest worker with --pool=threads for task metrics")
+    else:
+        # Open the catalog (creating tables) and the channels now, not inside the first task.
+        worker_app.pipeline()
+    log.info("ingest worker ready on queue %s", worker_app.settings.queue)
+
+
+@worker_shutdown.connect
+def _stop(sender: Any = None, **_: Any) -> None:
+    worker_app = getattr(sender, "app", app)
+    if isinstance(worker_app, IngestCelery):
+        worker_app.close_pipeline()

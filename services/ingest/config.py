@@ -1,0 +1,110 @@
+"""Settings of the ingest API and its Celery worker (prefix ``ZHIKU_INGEST_``).
+
+The API process and the worker read the same settings object, which is what keeps them
+pointed at the same catalog, blob directory, broker and queue. Every default works embedded:
+a SQLite catalog and blob directory under ``data_dir`` and, without Redis, Celery's SQLAlchemy
+transport on that same SQLite file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from services.common.config import ServiceSettings
+
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
+
+
+class IngestSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ZHIKU_INGEST_", extra="ignore", validate_by_name=True)
+
+    grpc_port: int = 50054
+    metrics_port: int = 9104
+    # The Celery worker is a separate process, so it exposes its own /metrics.
+    worker_metrics_port: int = 9105
+
+    # The plain ZHIKU_CATALOG_URL / ZHIKU_REDIS_URL are shared with the gateway, hence the aliases.
+    catalog_url: str = Field(
+        default="",
+        validation_alias=AliasChoices("ZHIKU_INGEST_CATALOG_URL", "ZHIKU_CATALOG_URL", "catalog_url"),
+    )
+    redis_url: str = Field(
+        default="",
+        validation_alias=AliasChoices("ZHIKU_INGEST_REDIS_URL", "ZHIKU_REDIS_URL", "redis_url"),
+    )
+    blob_dir: Path | None = None
+    queue: str = "zhiku-ingest"
+
+    chunk_size: int = Field(default=250, ge=20, le=20_000)
+    chunk_overlap: int = Field(default=50, ge=0)
+    embed_batch_size: int = Field(default=64, ge=1, le=4096)
+    upsert_batch_size: int = Field(default=256, ge=1, le=10_000)
+    max_file_mb: float = Field(default=100, gt=0)
+
+    # Deadlines of the worker's calls; embedding a batch on a CPU can take seconds.
+    embed_timeout_s: float = Field(default=300.0, gt=0)
+    retrieve_timeout_s: float = Field(default=120.0, gt=0)
+    # How long CreateKnowledgeBase waits for embed.Info before recording no model name.
+    embed_info_timeout_s: float = Field(default=3.0, gt=0)
+    # Attempts of one job when a dependency (embed, retrieve) is unavailable, with backoff.
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    retry_backoff_s: float = Field(default=5.0, ge=0)
+    # Redis redelivers a task nobody acknowledged within this time (acks_late).
+    visibility_timeout_s: int = Field(default=3600, ge=60)
+    # SQLite waits this long for a competing writer (API, worker, broker) before failing.
+    sqlite_busy_timeout_s: float = Field(default=30.0, gt=0)
+    # How often the API refreshes the jobs-by-state gauges from the catalog; 0 disables.
+    metrics_refresh_s: float = Field(default=5.0, ge=0)
+
+    @field_validator("redis_url", "catalog_url")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"redis_url must start with redis://, rediss:// or unix://, got {value!r}")
+        return value
+
+    @field_validator("queue")
+    @classmethod
+    def _queue_name(cls, value: str) -> str:
+        if not _QUEUE_NAME.fullmatch(value):
+            raise ValueError(f"queue name {value!r} may only hold letters, digits, '.', '_', ':' and '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> IngestSettings:
+        data_dir = self.common.data_dir.resolve()
+        if not self.catalog_url:
+            self.catalog_url = f"sqlite:///{data_dir / 'catalog.db'}"
+        try:
+            url = make_url(self.catalog_url)
+        except ArgumentError as error:
+            raise ValueError(f"catalog_url {self.catalog_url!r} is not a database URL: {error}") from None
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError(f"catalog_url must be sqlite or postgresql, got {url.get_backend_name()!r}")
+        if url.get_backend_name() == "sqlite" and not url.database:
+            raise ValueError("catalog_url must name a SQLite file (the worker is another process)")
+        self.blob_dir = (self.blob_dir or data_dir / "blobs").resolve()
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size})"
+            )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return make_url(self.catalog_url).get_backend_name() == "sqlite"
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)

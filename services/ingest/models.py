@@ -1,0 +1,110 @@
+"""Domain records of the ingest service and their protobuf form.
+
+The catalog returns these plain dataclasses (never live ORM rows), so a record can cross a
+thread boundary (``asyncio.to_thread``) or outlive its database session safely; each owns its
+``to_pb`` so the servicer stays a thin converter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from zhiku.v1 import ingest_pb2
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    PARSING = "parsing"
+    EMBEDDING = "embedding"
+    INDEXING = "indexing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+    def to_pb(self) -> ingest_pb2.JobState.ValueType:
+        return ingest_pb2.JobState.Value(f"JOB_STATE_{self.name}")
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+ACTIVE_STATES = frozenset(set(JobState) - TERMINAL_STATES)
+
+
+@dataclass(frozen=True)
+class KnowledgeBase:
+    name: str
+    description: str
+    embed_model: str
+    created_at: float
+    file_count: int = 0
+    chunk_count: int = 0
+
+    def to_pb(self) -> ingest_pb2.KnowledgeBase:
+        return ingest_pb2.KnowledgeBase(
+            name=self.name,
+            description=self.description,
+            file_count=self.file_count,
+            chunk_count=self.chunk_count,
+            embed_model=self.embed_model,
+            created_at=self.created_at,
+        )
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    knowledge_base: str
+    name: str
+    size: int
+    content_hash: str
+    chunks: int
+    state: JobState
+    error: str
+    job_id: str
+    created_at: float
+    updated_at: float
+
+    def to_pb(self) -> ingest_pb2.FileInfo:
+        return ingest_pb2.FileInfo(
+            name=self.name,
+            size=self.size,
+            content_hash=self.content_hash,
+            chunks=self.chunks,
+            state=self.state.to_pb(),
+            error=self.error,
+            created_at=self.created_at,
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    knowledge_base: str
+    file_name: str
+    content_hash: str
+    state: JobState
+    progress: float
+    chunks: int
+    error: str
+    attempts: int
+    chunk_size: int
+    chunk_overlap: int
+    request_id: str
+    created_at: float
+    updated_at: float
+
+    def to_pb(self) -> ingest_pb2.Job:
+        return ingest_pb2.Job(
+            id=self.id,
+            knowledge_base=self.knowledge_base,
+            file_name=self.file_name,
+            state=self.state.to_pb(),
+            progress=self.progress,
+            chunks=self.chunks,
+            error=self.error,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+        )

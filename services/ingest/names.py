@@ -1,0 +1,69 @@
+"""The naming rules for knowledge bases and files, shared by the gateway and the ingest service.
+
+Both names end up as path components under the blob store (``<blob_dir>/<kb>/<file>``) and
+as Qdrant collection names, so the rules are about safety first: nothing that can climb out
+of the blob directory, nothing a filesystem or collection name cannot hold. Keeping them in one
+module means the gateway's HTTP 400 and the service's INVALID_ARGUMENT always agree.
+"""
+
+from __future__ import annotations
+
+import re
+
+from services.common.errors import InvalidArgument
+
+KB_NAME_MAX_CHARS = 64
+FILE_NAME_MAX_BYTES = 255
+
+_KB_PUNCTUATION = frozenset("_-.")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def kb_name_error(name: str) -> str | None:
+    """Why ``name`` is not a valid knowledge base name, or None when it is."""
+    if not name:
+        return "knowledge base name must not be empty"
+    if len(name) > KB_NAME_MAX_CHARS:
+        return f"knowledge base name is {len(name)} characters long; the limit is {KB_NAME_MAX_CHARS}"
+    # str.isalnum is Unicode-aware: letters of every script (CJK included) and digits.
+    if not all(ch.isalnum() or ch in _KB_PUNCTUATION for ch in name):
+        return f"knowledge base name {name!r} may only hold letters (CJK included), digits, '_', '-' and '.'"
+    if name == "." or ".." in name:
+        return f"knowledge base name {name!r} must not be '.' or contain '..'"
+    return None
+
+
+def file_name_error(name: str) -> str | None:
+    """Why ``name`` is not a valid file name, or None when it is."""
+    if not name:
+        return "file name must not be empty"
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > FILE_NAME_MAX_BYTES:
+        return f"file name is {size} bytes long in UTF-8; the limit is {FILE_NAME_MAX_BYTES}"
+    if "/" in name or "\\" in name:
+        return f"file name {name!r} must not contain '/' or '\\' (no directories)"
+    if "\x00" in name:
+        return "file name must not contain NUL characters"
+    if _CONTROL.search(name):
+        return f"file name {name!r} must not contain control characters"
+    if name == "." or ".." in name:
+        return f"file name {name!r} must not be '.' or contain '..'"
+    if name.strip() != name or not name.strip():
+        return f"file name {name!r} must not start or end with whitespace"
+    return None
+
+
+def check_kb_name(name: str) -> str:
+    """Return ``name`` unchanged, or raise InvalidArgument with the precise reason."""
+    error = kb_name_error(name)
+    if error:
+        raise InvalidArgument(error)
+    return name
+
+
+def check_file_name(name: str) -> str:
+    """Return ``name`` unchanged, or raise InvalidArgument with the precise reason."""
+    error = file_name_error(name)
+    if error:
+        raise InvalidArgument(error)
+    return name

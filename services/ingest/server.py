@@ -1,0 +1,286 @@
+"""The IngestService gRPC server: ``python -m services.ingest.server``.
+
+A thin servicer: it validates names and limits, keeps the catalog and the blob store in step,
+enqueues work for the Celery worker and asks the retrieve service to drop vectors. Catalog,
+blob and broker calls block, so they run in threads and the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import mimetypes
+import uuid
+from typing import Any
+
+import grpc
+
+from services.common.errors import (
+    AlreadyExists,
+    DependencyUnavailable,
+    InvalidArgument,
+    ResourceExhausted,
+    error_from_rpc,
+)
+from services.common.grpc_client import aio_channel
+from services.common.grpc_server import ServiceSpec, run_service
+from services.common.logging import current_request_id
+from services.ingest.blobs import BlobStore
+from services.ingest.broker import IngestCelery, create_celery_app, enqueue_ingest, prepare_broker
+from services.ingest.catalog import Catalog
+from services.ingest.config import IngestSettings
+from services.ingest.metrics import JOBS_BY_STATE, QUEUE_DEPTH
+from services.ingest.models import JobState
+from services.ingest.names import check_file_name, check_kb_name
+from services.ingest.pipeline import EMBED_SERVICE, RETRIEVE_SERVICE, sha256_hex
+from zhiku.v1 import embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc, retrieve_pb2, retrieve_pb2_grpc
+
+log = logging.getLogger("zhiku.ingest")
+
+INGEST_SERVICE = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
+MAX_DESCRIPTION_CHARS = 2000
+MIN_CHUNK_SIZE, MAX_CHUNK_SIZE = 20, 20_000
+
+
+def _rpc_error(service: str, error: grpc.RpcError) -> Exception:
+    mapped = error_from_rpc(error)  # type: ignore[arg-type]
+    return type(mapped)(f"{service} service: {mapped}")
+
+
+class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
+    def __init__(
+        self, settings: IngestSettings, catalog: Catalog, blobs: BlobStore, celery: IngestCelery
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.blobs = blobs
+        self.celery = celery
+        # Set by the startup hook: aio channels belong to the server's event loop.
+        self.embed: embed_pb2_grpc.EmbedServiceStub | None = None
+        self.retrieve: retrieve_pb2_grpc.RetrieveServiceStub | None = None
+
+    # -- knowledge bases ------------------------------------------------------------------
+
+    async def _embed_model(self) -> str:
+        """The embedding model's name, recorded on the KB; empty (filled by the first job) if down."""
+        if self.embed is None:
+            return ""
+        try:
+            info = await self.embed.Info(
+                embed_pb2.EmbedInfoRequest(), timeout=self.settings.embed_info_timeout_s
+            )
+        except grpc.RpcError as error:
+            log.warning("embed service did not answer Info (%s); model recorded later", error.code().name)
+            return ""
+        return info.model
+
+    async def CreateKnowledgeBase(
+        self, request: ingest_pb2.CreateKnowledgeBaseRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.KnowledgeBase:
+        name = check_kb_name(request.name)
+        if len(request.description) > MAX_DESCRIPTION_CHARS:
+            raise InvalidArgument(
+                f"description is {len(request.description)} characters; the limit is {MAX_DESCRIPTION_CHARS}"
+            )
+        if await asyncio.to_thread(self.catalog.kb_exists, name):
+            # Checked before asking embed.Info; the insert below still guards against races.
+            raise AlreadyExists(f"knowledge base {name!r} already exists")
+        model = await self._embed_model()
+        kb = await asyncio.to_thread(self.catalog.create_kb, name, request.description, model)
+        log.info("created knowledge base %s", name)
+        return kb.to_pb()
+
+    async def GetKnowledgeBase(
+        self, request: ingest_pb2.GetKnowledgeBaseRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.KnowledgeBase:
+        kb = await asyncio.to_thread(self.catalog.get_kb, check_kb_name(request.name))
+        return kb.to_pb()
+
+    async def ListKnowledgeBases(
+        self, request: ingest_pb2.ListKnowledgeBasesRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.ListKnowledgeBasesResponse:
+        kbs = await asyncio.to_thread(self.catalog.list_kbs)
+        return ingest_pb2.ListKnowledgeBasesResponse(knowledge_bases=[kb.to_pb() for kb in kbs])
+
+    async def DeleteKnowledgeBase(
+        self, request: ingest_pb2.DeleteKnowledgeBaseRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.DeleteKnowledgeBaseResponse:
+        name = check_kb_name(request.name)
+        await asyncio.to_thread(self.catalog.get_kb, name)  # NotFound before touching anything
+        # Vectors first: if retrieve is down nothing is deleted and the call can be repeated.
+        await self._retrieve_call(
+            "DropCollection", retrieve_pb2.DropCollectionRequest(collection=name), missing_ok=True
+        )
+        await asyncio.to_thread(self.catalog.delete_kb, name)
+        await asyncio.to_thread(self.blobs.delete_kb, name)
+        log.info("deleted knowledge base %s", name)
+        return ingest_pb2.DeleteKnowledgeBaseResponse()
+
+    async def _retrieve_call(self, method: str, request: Any, missing_ok: bool = False) -> Any:
+        """Call retrieve; NOT_FOUND (no collection yet) is an empty answer when ``missing_ok``."""
+        if self.retrieve is None:
+            raise RuntimeError("retrieve channel not open (startup hook did not run)")
+        try:
+            return await getattr(self.retrieve, method)(request, timeout=self.settings.retrieve_timeout_s)
+        except grpc.RpcError as error:
+            if missing_ok and error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise _rpc_error("retrieve", error) from None
+
+    # -- files ----------------------------------------------------------------------------
+
+    def _chunking(self, request: ingest_pb2.SubmitFileRequest) -> tuple[int, int]:
+        """Chunk size and overlap for this upload; 0 means the service default."""
+        if request.chunk_size < 0 or request.chunk_overlap < 0:
+            raise InvalidArgument("chunk_size and chunk_overlap must not be negative")
+        size = request.chunk_size or self.settings.chunk_size
+        if not MIN_CHUNK_SIZE <= size <= MAX_CHUNK_SIZE:
+            raise InvalidArgument(
+                f"chunk_size must be between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE}, got {size}"
+            )
+        # The default overlap is scaled down for small custom chunks so it stays below them.
+        overlap = request.chunk_overlap or min(self.settings.chunk_overlap, size // 5)
+        if overlap >= size:
+            raise InvalidArgument(f"chunk_overlap ({overlap}) must be smaller than chunk_size ({size})")
+        return size, overlap
+
+    async def SubmitFile(
+        self, request: ingest_pb2.SubmitFileRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.Job:
+        kb = check_kb_name(request.knowledge_base)
+        name = check_file_name(request.file_name)
+        size = len(request.content)
+        if size > self.settings.max_file_bytes:
+            raise ResourceExhausted(
+                f"{name} is {size / 1048576:.1f} MB; the upload limit is {self.settings.max_file_mb:g} MB"
+            )
+        if size == 0:
+            raise InvalidArgument(f"{name} is empty")
+        chunk_size, chunk_overlap = self._chunking(request)
+        await asyncio.to_thread(self.catalog.get_kb, kb)  # NotFound before storing anything
+        content_hash = await asyncio.to_thread(sha256_hex, request.content)
+        await asyncio.to_thread(self.blobs.write, kb, name, request.content)
+        job = await asyncio.to_thread(
+            self.catalog.submit_file,
+            kb,
+            name,
+            size,
+            content_hash,
+            chunk_size,
+            chunk_overlap,
+            current_request_id(),
+        )
+        try:
+            await asyncio.to_thread(enqueue_ingest, self.celery, job.id)
+        except Exception as error:
+            reason = f"could not enqueue the job: {type(error).__name__}: {error}"
+            await asyncio.to_thread(self.catalog.fail_job, job.id, reason)
+            raise DependencyUnavailable(f"job queue unavailable: {error}") from error
+        log.info("queued job %s for %s/%s (%d bytes)", job.id, kb, name, size)
+        return job.to_pb()
+
+    async def GetJob(
+        self, request: ingest_pb2.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.Job:
+        try:
+            job_id = str(uuid.UUID(request.id))
+        except ValueError:
+            raise InvalidArgument(f"job id {request.id!r} is not a UUID") from None
+        job = await asyncio.to_thread(self.catalog.get_job, job_id)
+        return job.to_pb()
+
+    async def ListFiles(
+        self, request: ingest_pb2.ListFilesRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.ListFilesResponse:
+        files = await asyncio.to_thread(self.catalog.list_files, check_kb_name(request.knowledge_base))
+        return ingest_pb2.ListFilesResponse(files=[f.to_pb() for f in files])
+
+    async def DeleteFile(
+        self, request: ingest_pb2.DeleteFileRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.DeleteFileResponse:
+        kb = check_kb_name(request.knowledge_base)
+        name = check_file_name(request.file_name)
+        await asyncio.to_thread(self.catalog.get_file, kb, name)  # NotFound for unknown kb/file
+        reply = await self._retrieve_call(
+            "DeleteByFile", retrieve_pb2.DeleteByFileRequest(collection=kb, file_name=name), missing_ok=True
+        )
+        await asyncio.to_thread(self.catalog.delete_file, kb, name)
+        await asyncio.to_thread(self.blobs.delete, kb, name)
+        deleted = reply.deleted if reply is not None else 0
+        log.info("deleted %s/%s (%d chunks)", kb, name, deleted)
+        return ingest_pb2.DeleteFileResponse(deleted_chunks=deleted)
+
+    async def GetFileContent(
+        self, request: ingest_pb2.GetFileContentRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.FileContent:
+        kb = check_kb_name(request.knowledge_base)
+        name = check_file_name(request.file_name)
+        await asyncio.to_thread(self.catalog.get_file, kb, name)
+        content = await asyncio.to_thread(self.blobs.read, kb, name)
+        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        return ingest_pb2.FileContent(file_name=name, content_type=content_type, content=content)
+
+
+async def _refresh_job_gauges(catalog: Catalog, every_s: float) -> None:
+    """Publish jobs by state and queue depth from the catalog, the source of truth."""
+    while True:
+        try:
+            counts = await asyncio.to_thread(catalog.job_counts)
+        except Exception as error:  # a metrics refresh must never take the server down
+            log.warning("could not refresh job metrics: %s", error)
+        else:
+            for state, count in counts.items():
+                JOBS_BY_STATE.labels(state.value).set(count)
+            QUEUE_DEPTH.set(counts[JobState.QUEUED])
+        await asyncio.sleep(every_s)
+
+
+def build_spec(settings: IngestSettings) -> ServiceSpec:
+    common = settings.common
+    catalog = Catalog(settings.catalog_url, settings.sqlite_busy_timeout_s)
+    blobs = BlobStore(settings.blob_dir)  # type: ignore[arg-type]  # set by the validator
+    celery = create_celery_app(settings)
+    servicer = IngestServicer(settings, catalog, blobs, celery)
+    channels: list[grpc.aio.Channel] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def startup() -> None:
+        await asyncio.to_thread(catalog.create_schema)
+        if not settings.redis_url:
+            await asyncio.to_thread(prepare_broker, celery)
+        await asyncio.to_thread(blobs.root.mkdir, parents=True, exist_ok=True)
+        embed_channel = aio_channel(common.embed_addr, [EMBED_SERVICE], common.grpc_max_message_mb)
+        retrieve_channel = aio_channel(common.retrieve_addr, [RETRIEVE_SERVICE], common.grpc_max_message_mb)
+        channels.extend([embed_channel, retrieve_channel])
+        servicer.embed = embed_pb2_grpc.EmbedServiceStub(embed_channel)
+        servicer.retrieve = retrieve_pb2_grpc.RetrieveServiceStub(retrieve_channel)
+        if settings.metrics_refresh_s:
+            tasks.append(asyncio.create_task(_refresh_job_gauges(catalog, settings.metrics_refresh_s)))
+
+    async def close() -> None:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for channel in channels:
+            await channel.close()
+        await asyncio.to_thread(celery.close)
+        await asyncio.to_thread(catalog.dispose)
+
+    return ServiceSpec(
+        name="ingest",
+        service_names=[INGEST_SERVICE],
+        register=lambda server: ingest_pb2_grpc.add_IngestServiceServicer_to_server(servicer, server),
+        startup=startup,
+        shutdown=[close],
+    )
+
+
+def main() -> None:
+    settings = IngestSettings()
+    run_service(lambda: build_spec(settings), settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""The catalog on SQLite and on the real PostgreSQL: same code, same answers."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from services.common.errors import AlreadyExists, NotFound
+from services.ingest.catalog import Catalog
+from services.ingest.models import JobState
+
+
+def _submit(catalog: Catalog, kb: str = "kb", name: str = "a.txt", content_hash: str = "h1"):
+    return catalog.submit_file(kb, name, 10, content_hash, 250, 50, "req-1")
+
+
+def test_knowledge_bases_are_created_listed_and_deleted(catalog: Catalog) -> None:
+    created = catalog.create_kb("知识库", "中文描述", "model-x")
+    assert created.name == "知识库"
+    catalog.create_kb("another")
+    with pytest.raises(AlreadyExists, match="知识库"):
+        catalog.create_kb("知识库")
+    assert [kb.name for kb in catalog.list_kbs()] == sorted(["another", "知识库"])
+    got = catalog.get_kb("知识库")
+    assert (got.description, got.embed_model, got.file_count, got.chunk_count) == (
+        "中文描述",
+        "model-x",
+        0,
+        0,
+    )
+    assert got.created_at > 0
+    catalog.delete_kb("知识库")
+    with pytest.raises(NotFound, match="知识库"):
+        catalog.get_kb("知识库")
+    with pytest.raises(NotFound):
+        catalog.delete_kb("知识库")
+    assert [kb.name for kb in catalog.list_kbs()] == ["another"]
+
+
+def test_submit_creates_a_queued_job_and_file(catalog: Catalog) -> None:
+    catalog.create_kb("kb")
+    job = _submit(catalog)
+    assert job.state is JobState.QUEUED
+    assert (job.knowledge_base, job.file_name, job.chunk_size, job.chunk_overlap) == ("kb", "a.txt", 250, 50)
+    assert catalog.get_job(job.id) == job
+    (file,) = catalog.list_files("kb")
+    assert (file.name, file.size, file.content_hash, file.state, file.job_id) == (
+        "a.txt",
+        10,
+        "h1",
+        JobState.QUEUED,
+        job.id,
+    )
+    with pytest.raises(NotFound, match="nope"):
+        catalog.submit_file("nope", "a.txt", 1, "h", 250, 50)
+
+
+def test_a_job_runs_through_its_states_and_counts_chunks(catalog: Catalog) -> None:
+    catalog.create_kb("kb")
+    job = _submit(catalog)
+    claimed = catalog.begin_attempt(job.id)
+    assert claimed is not None and claimed.attempts == 1 and claimed.state is JobState.PARSING
+    assert catalog.advance(job.id, JobState.EMBEDDING, 0.3)
+    assert catalog.get_file("kb", "a.txt").state is JobState.EMBEDDING
+    assert catalog.set_progress(job.id, 0.5)
+    assert catalog.get_job(job.id).progress == pytest.approx(0.5)
+    assert catalog.finish_job(job.id, 7, "model-y")
+    done = catalog.get_job(job.id)
+    assert (done.state, done.chunks, done.progress) == (JobState.SUCCEEDED, 7, 1.0)
+    kb = catalog.get_kb("kb")
+    assert (kb.file_count, kb.chunk_count, kb.embed_model) == (1, 7, "model-y")
+    # Finished jobs are not claimed again (a redelivered task does nothing).
+    assert catalog.begin_attempt(job.id) is None
+    assert not catalog.advance(job.id, JobState.INDEXING, 0.9)
+
+
+def test_failure_keeps_the_reason_on_job_and_file(catalog: Catalog) -> None:
+    catalog.create_kb("kb")
+    job = _submit(catalog)
+    catalog.begin_attempt(job.id)
+    assert catalog.fail_job(job.id, "a.txt: not a text file")
+    assert catalog.get_job(job.id).error == "a.txt: not a text file"
+    file = catalog.get_file("kb", "a.txt")
+    assert (file.state, file.error, file.chunks) == (JobState.FAILED, "a.txt: not a text file", 0)
+    assert catalog.job_counts()[JobState.FAILED] == 1
+
+
+def test_requeue_keeps_the_job_active_with_its_reason(catalog: Catalog) -> None:
+    catalog.create_kb("kb")
+    job = _submit(catalog)
+    catalog.begin_attempt(job.id)
+    assert catalog.requeue(job.id, "embed down; retrying")
+    again = catalog.begin_attempt(job.id)
+    assert again is not None and again.attempts == 2 and again.error == ""
+
+
+def test_a_newer_upload_cancels_the_older_job(catalog: Catalog) -> None:
+    catalog.create_kb("kb")
+    old = _submit(catalog, content_hash="old")
+    catalog.begin_attempt(old.id)
+    new = _submit(catalog, content_hash="new")
+    cancelled = catalog.get_job(old.id)
+    assert cancelled.state is JobState.CANCELLED and new.id in cancelled.error
+    # The superseded worker can no longer move its job or touch the file row.
+    assert not catalog.advance(old.id, JobState.INDEXING, 0.8)
+    assert not catalog.finish_job(old.id, 99)
+    file = catalog.get_file("kb", "a.txt")
+    assert (file.content_hash, file.job_id, file.chunks, file.state) == ("new", new.id, 0, JobState.QUEUED)
+    assert len(catalog.list_files("kb")) == 1
+
+
+def test_deleting_a_file_cancels_its_job(catalog: Catalog) -> None:
+    catalog.create_kb("kb")
+    job = _submit(catalog)
+    catalog.delete_file("kb", "a.txt")
+    assert catalog.find_file("kb", "a.txt") is None
+    assert catalog.get_job(job.id).state is JobState.CANCELLED
+    with pytest.raises(NotFound, match=r"a\.txt"):
+        catalog.delete_file("kb", "a.txt")
+
+
+def test_deleting_a_kb_removes_its_files_and_jobs(catalog: Catalog) -> None:
+    catalog.create_kb("kb")
+    catalog.create_kb("other")
+    job = _submit(catalog)
+    kept = _submit(catalog, kb="other")
+    catalog.delete_kb("kb")
+    assert catalog.find_job(job.id) is None
+    assert catalog.begin_attempt(job.id) is None
+    assert catalog.get_job(kept.id).knowledge_base == "other"
+    catalog.create_kb("kb")  # the name is free again, with nothing left over
+    assert catalog.list_files("kb") == []
+
+
+def test_concurrent_submissions_of_one_name_leave_one_file(catalog: Catalog) -> None:
+    catalog.create_kb("kb")
+    errors: list[BaseException] = []
+
+    def submit(i: int) -> None:
+        try:
+            _submit(catalog, content_hash=f"h{i}")
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    (file,) = catalog.list_files("kb")
+    counts = catalog.job_counts()
+    # Exactly one job owns the file; the other five were superseded.
+    assert (counts[JobState.QUEUED], counts[JobState.CANCELLED]) == (1, 5)
+    assert catalog.get_job(file.job_id).state is JobState.QUEUED
+
+
+def test_sqlite_catalog_uses_wal_for_concurrent_processes(tmp_path: Path) -> None:
+    catalog = Catalog(f"sqlite:///{tmp_path / 'c.db'}")
+    catalog.create_schema()
+    with catalog.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+    catalog.dispose()

@@ -1,0 +1,182 @@
+"""The pipeline's guarantees, driven directly (no broker) against real embed and retrieve services.
+
+What is checked here is what a queue makes hard to time: redelivered and superseded tasks do
+nothing, point ids are deterministic, a file deleted mid-run leaves no vectors behind, and a
+transient failure re-queues the job until its attempts run out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from services.ingest.blobs import BlobStore
+from services.ingest.config import IngestSettings
+from services.ingest.models import JobState
+from services.ingest.pipeline import IngestPipeline, Retry, point_id
+from services.ingest.tests.conftest import Dependencies, ingest_settings, unused_address
+from zhiku.v1 import retrieve_pb2, retrieve_pb2_grpc
+
+TEXT = "\n\n".join(
+    f"第{i}段：知识库把文档切成小块。每块编码后写入向量库，提问时检索出来。" for i in range(10)
+)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, dependencies: Dependencies) -> IngestSettings:
+    return ingest_settings(
+        tmp_path, embed_addr=dependencies.embed_address, retrieve_addr=dependencies.retrieve_address
+    )
+
+
+@pytest.fixture
+def pipeline(settings: IngestSettings) -> Iterator[IngestPipeline]:
+    built = IngestPipeline.from_settings(settings)
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def retrieve(dependencies: Dependencies) -> Iterator[retrieve_pb2_grpc.RetrieveServiceStub]:
+    with grpc.insecure_channel(dependencies.retrieve_address) as channel:
+        yield retrieve_pb2_grpc.RetrieveServiceStub(channel)
+
+
+def _kb(pipeline: IngestPipeline, request: pytest.FixtureRequest) -> str:
+    name = f"pipe_{abs(hash(request.node.name)) % 10**8}"
+    pipeline.catalog.create_kb(name)
+    return name
+
+
+def _submit(pipeline: IngestPipeline, kb: str, name: str, content: bytes) -> str:
+    BlobStore(pipeline.blobs.root).write(kb, name, content)
+    digest = hashlib.sha256(content).hexdigest()
+    return pipeline.catalog.submit_file(kb, name, len(content), digest, 120, 20).id
+
+
+def _points(retrieve: retrieve_pb2_grpc.RetrieveServiceStub, kb: str) -> int:
+    stats = retrieve.Stats(retrieve_pb2.StatsRequest(collection=kb), timeout=30)
+    return stats.points if stats.exists else -1
+
+
+def test_a_redelivered_task_of_a_finished_job_does_nothing(
+    pipeline: IngestPipeline, retrieve: retrieve_pb2_grpc.RetrieveServiceStub, request: pytest.FixtureRequest
+) -> None:
+    kb = _kb(pipeline, request)
+    job_id = _submit(pipeline, kb, "a.txt", TEXT.encode())
+    assert pipeline.run(job_id) is JobState.SUCCEEDED
+    done = pipeline.catalog.get_job(job_id)
+    assert _points(retrieve, kb) == done.chunks > 1
+    assert pipeline.run(job_id) is None
+    assert pipeline.catalog.get_job(job_id) == done
+    assert pipeline.run("00000000-0000-4000-8000-000000000000") is None  # unknown id: nothing to do
+
+
+def test_point_ids_are_deterministic_per_file_and_content(
+    pipeline: IngestPipeline, retrieve: retrieve_pb2_grpc.RetrieveServiceStub, request: pytest.FixtureRequest
+) -> None:
+    kb = _kb(pipeline, request)
+    content = TEXT.encode()
+    job_id = _submit(pipeline, kb, "a.txt", content)
+    pipeline.run(job_id)
+    digest = hashlib.sha256(content).hexdigest()
+    search = retrieve_pb2.SearchRequest(collection=kb, vector=[0.0] * 511 + [1.0], top_k=100)
+    hits = retrieve.Search(search, timeout=30).hits
+    assert {hit.chunk_id for hit in hits} == {
+        point_id(kb, "a.txt", digest, index) for index in range(pipeline.catalog.get_job(job_id).chunks)
+    }
+    # The same bytes under another name are another file: their points must not collide.
+    assert point_id(kb, "a.txt", digest, 0) != point_id(kb, "b.txt", digest, 0)
+    # Ingesting the same upload again rewrites the same points instead of adding new ones.
+    again = _submit(pipeline, kb, "a.txt", content)
+    pipeline.run(again)
+    assert _points(retrieve, kb) == pipeline.catalog.get_job(job_id).chunks
+
+
+def test_a_superseded_job_is_skipped(pipeline: IngestPipeline, request: pytest.FixtureRequest) -> None:
+    kb = _kb(pipeline, request)
+    old = _submit(pipeline, kb, "a.txt", b"old version.")
+    new = _submit(pipeline, kb, "a.txt", TEXT.encode())
+    assert pipeline.run(old) is None
+    assert pipeline.run(new) is JobState.SUCCEEDED
+    assert pipeline.catalog.get_file(kb, "a.txt").job_id == new
+
+
+def test_a_file_changed_behind_the_jobs_back_fails_clearly(
+    pipeline: IngestPipeline, request: pytest.FixtureRequest
+) -> None:
+    kb = _kb(pipeline, request)
+    job_id = _submit(pipeline, kb, "a.txt", TEXT.encode())
+    pipeline.blobs.write(kb, "a.txt", b"tampered")
+    assert pipeline.run(job_id) is JobState.FAILED
+    assert pipeline.catalog.get_job(job_id).error == "a.txt: the stored original changed since this upload"
+
+
+class _DeleteFileOnFirstUpsert:
+    """The real retrieve stub, plus the API deleting the file while the worker upserts."""
+
+    def __init__(self, stub: retrieve_pb2_grpc.RetrieveServiceStub, on_upsert: Callable[[], None]) -> None:
+        self._stub = stub
+        self._on_upsert = on_upsert
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stub, name)
+
+    def Upsert(self, request: Any, **kwargs: Any) -> Any:
+        reply = self._stub.Upsert(request, **kwargs)
+        if self._on_upsert is not None:
+            self._on_upsert()
+            self._on_upsert = None  # type: ignore[assignment]
+        return reply
+
+
+def test_a_file_deleted_mid_run_leaves_no_vectors(
+    settings: IngestSettings,
+    retrieve: retrieve_pb2_grpc.RetrieveServiceStub,
+    request: pytest.FixtureRequest,
+) -> None:
+    pipeline = IngestPipeline.from_settings(settings.model_copy(update={"upsert_batch_size": 2}))
+    try:
+        kb = _kb(pipeline, request)
+        keep = _submit(pipeline, kb, "keep.txt", TEXT.encode())
+        assert pipeline.run(keep) is JobState.SUCCEEDED
+        kept = pipeline.catalog.get_job(keep).chunks
+        doomed = _submit(pipeline, kb, "doomed.txt", TEXT.encode())
+        pipeline.retrieve = _DeleteFileOnFirstUpsert(  # type: ignore[assignment]
+            pipeline.retrieve, lambda: pipeline.catalog.delete_file(kb, "doomed.txt")
+        )
+        assert pipeline.run(doomed) is JobState.CANCELLED
+        assert pipeline.catalog.get_job(doomed).state is JobState.CANCELLED
+        assert _points(retrieve, kb) == kept
+    finally:
+        pipeline.close()
+
+
+def test_transient_failures_requeue_until_attempts_run_out(
+    tmp_path: Path, dependencies: Dependencies, request: pytest.FixtureRequest
+) -> None:
+    settings = ingest_settings(
+        tmp_path, embed_addr=unused_address(), retrieve_addr=dependencies.retrieve_address, max_attempts=2
+    )
+    pipeline = IngestPipeline.from_settings(settings)
+    try:
+        kb = _kb(pipeline, request)
+        job_id = _submit(pipeline, kb, "a.txt", TEXT.encode())
+        with pytest.raises(Retry) as retry:
+            pipeline.run(job_id)
+        assert retry.value.attempt == 1
+        queued = pipeline.catalog.get_job(job_id)
+        assert queued.state is JobState.QUEUED and queued.error.startswith(
+            "attempt 1 of 2 failed: embed service:"
+        )
+        assert pipeline.run(job_id) is JobState.FAILED
+        failed = pipeline.catalog.get_job(job_id)
+        assert failed.error.startswith("embed service:") and failed.error.endswith("(after 2 attempts)")
+        assert pipeline.catalog.get_file(kb, "a.txt").state is JobState.FAILED
+    finally:
+        pipeline.close()
