@@ -1,6 +1,6 @@
 """Name checks at the edge, so a bad name is a 422 before any service is called.
 
-The rules themselves live in :mod:`services.ingest.names` (the service that stores files by
+The rules themselves live in :mod:`services.common.names` (shared with the services that store by
 these names owns them); the gateway applies the same functions, so its 422 and the service's
 INVALID_ARGUMENT always agree. What is gateway-only is turning an uploaded file's client-side
 name into the name it is stored under.
@@ -8,7 +8,7 @@ name into the name it is stored under.
 
 from __future__ import annotations
 
-from services.ingest.names import KB_NAME_MAX_CHARS, file_name_error, kb_name_error
+from services.common.names import KB_NAME_MAX_CHARS, file_name_error, kb_name_error
 
 __all__ = ["KB_NAME_MAX_CHARS", "file_name_error", "kb_name_error", "upload_file_name", "validate_kb_name"]
 

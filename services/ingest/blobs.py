@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from services.common.errors import NotFound
-from services.ingest.names import check_file_name, check_kb_name
+from services.common.names import check_file_name, check_kb_name
 
 
 class BlobStore:

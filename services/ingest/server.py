@@ -26,13 +26,13 @@ from services.common.errors import (
 from services.common.grpc_client import aio_channel
 from services.common.grpc_server import ServiceSpec, run_service
 from services.common.logging import current_request_id
+from services.common.names import check_file_name, check_kb_name
 from services.ingest.blobs import BlobStore
 from services.ingest.broker import IngestCelery, create_celery_app, enqueue_ingest, prepare_broker
 from services.ingest.catalog import Catalog
 from services.ingest.config import IngestSettings
 from services.ingest.metrics import JOBS_BY_STATE, QUEUE_DEPTH
 from services.ingest.models import JobState
-from services.ingest.names import check_file_name, check_kb_name
 from services.ingest.pipeline import EMBED_SERVICE, RETRIEVE_SERVICE, sha256_hex
 from zhiku.v1 import embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc, retrieve_pb2, retrieve_pb2_grpc
 

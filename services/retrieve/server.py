@@ -11,12 +11,12 @@ import grpc
 
 from services.common.errors import InvalidArgument
 from services.common.grpc_server import ServiceSpec, run_service
+from services.common.names import check_kb_name
 from services.retrieve.backends import create_backend
 from services.retrieve.backends.base import RetrieveBackend
 from services.retrieve.config import RetrieveSettings
 from services.retrieve.domain import SearchQuery, points_from_pb
 from services.retrieve.metrics import DELETED_POINTS, SEARCH_HITS, UPSERTED_POINTS
-from services.retrieve.names import validate_collection_name
 from zhiku.v1 import retrieve_pb2, retrieve_pb2_grpc
 
 SERVICE_NAME = retrieve_pb2.DESCRIPTOR.services_by_name["RetrieveService"].full_name
@@ -30,7 +30,7 @@ class RetrieveServicer(retrieve_pb2_grpc.RetrieveServiceServicer):
     async def EnsureCollection(
         self, request: retrieve_pb2.EnsureCollectionRequest, context: grpc.aio.ServicerContext
     ) -> retrieve_pb2.EnsureCollectionResponse:
-        name = validate_collection_name(request.collection)
+        name = check_kb_name(request.collection)
         limit = self._settings.max_dimension
         if not 1 <= request.dimension <= limit:
             raise InvalidArgument(f"dimension must be in 1..{limit}, got {request.dimension}")
@@ -40,7 +40,7 @@ class RetrieveServicer(retrieve_pb2_grpc.RetrieveServiceServicer):
     async def Upsert(
         self, request: retrieve_pb2.UpsertRequest, context: grpc.aio.ServicerContext
     ) -> retrieve_pb2.UpsertResponse:
-        name = validate_collection_name(request.collection)
+        name = check_kb_name(request.collection)
         upserted = await self._backend.upsert(name, points_from_pb(request.points))
         UPSERTED_POINTS.labels(self._backend.name).inc(upserted)
         return retrieve_pb2.UpsertResponse(upserted=upserted)
@@ -48,7 +48,7 @@ class RetrieveServicer(retrieve_pb2_grpc.RetrieveServiceServicer):
     async def Search(
         self, request: retrieve_pb2.SearchRequest, context: grpc.aio.ServicerContext
     ) -> retrieve_pb2.SearchResponse:
-        name = validate_collection_name(request.collection)
+        name = check_kb_name(request.collection)
         query = SearchQuery.from_pb(request, self._settings.default_top_k, self._settings.max_top_k)
         hits = await self._backend.search(name, query)
         SEARCH_HITS.labels(self._backend.name).observe(len(hits))
@@ -57,7 +57,7 @@ class RetrieveServicer(retrieve_pb2_grpc.RetrieveServiceServicer):
     async def DeleteByFile(
         self, request: retrieve_pb2.DeleteByFileRequest, context: grpc.aio.ServicerContext
     ) -> retrieve_pb2.DeleteByFileResponse:
-        name = validate_collection_name(request.collection)
+        name = check_kb_name(request.collection)
         if not request.file_name:
             raise InvalidArgument("file_name is empty")
         deleted = await self._backend.delete_by_file(name, request.file_name)
@@ -67,13 +67,13 @@ class RetrieveServicer(retrieve_pb2_grpc.RetrieveServiceServicer):
     async def DropCollection(
         self, request: retrieve_pb2.DropCollectionRequest, context: grpc.aio.ServicerContext
     ) -> retrieve_pb2.DropCollectionResponse:
-        name = validate_collection_name(request.collection)
+        name = check_kb_name(request.collection)
         return retrieve_pb2.DropCollectionResponse(dropped=await self._backend.drop_collection(name))
 
     async def Stats(
         self, request: retrieve_pb2.StatsRequest, context: grpc.aio.ServicerContext
     ) -> retrieve_pb2.StatsResponse:
-        name = validate_collection_name(request.collection)
+        name = check_kb_name(request.collection)
         return (await self._backend.stats(name)).to_pb()
 
 

@@ -1,6 +1,6 @@
 """The small interface every vector store backend implements.
 
-Collection names arrive validated (:mod:`services.retrieve.names`) and records well-formed
+Collection names arrive validated (:mod:`services.common.names`) and records well-formed
 (:mod:`services.retrieve.domain`); a backend checks existence (NotFound) and dimensions
 (InvalidArgument) and returns scores already mapped by :mod:`services.retrieve.scores`.
 """

@@ -166,7 +166,7 @@ async def test_bad_names_are_invalid_everywhere(retrieve: Running, name: str) ->
         retrieve.stub.Stats(pb.StatsRequest(collection=name)),
     ]
     for call in calls:
-        await expect_error(call, grpc.StatusCode.INVALID_ARGUMENT, "collection name")
+        await expect_error(call, grpc.StatusCode.INVALID_ARGUMENT, "knowledge base name")
 
 
 async def test_dimension_mismatch_is_invalid_and_service_stays_up(retrieve: Running) -> None:

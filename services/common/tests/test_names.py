@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 
 from services.common.errors import InvalidArgument
-from services.ingest.names import check_file_name, check_kb_name, file_name_error, kb_name_error
+from services.common.names import check_file_name, check_kb_name, file_name_error, kb_name_error
 
 
-@pytest.mark.parametrize("name", ["知识库", "kb_1", "a-b.c", "Ünïcode", "x" * 64, "v1.0"])
+@pytest.mark.parametrize(
+    "name", ["知识库", "kb_1", "a-b.c", "Ünïcode", "x" * 64, "v1.0", "ナレッジ", "Δοκιμή", ".hidden"]
+)
 def test_valid_kb_names(name: str) -> None:
     assert kb_name_error(name) is None
     assert check_kb_name(name) == name
@@ -25,6 +27,7 @@ def test_valid_kb_names(name: str) -> None:
         (".", "'.'"),
         ("a..b", "'..'"),
         ("kb\x00", "letters"),
+        ("kb~1", "letters"),  # "~" marks the edge backend's own directory entries
     ],
 )
 def test_invalid_kb_names(name: str, reason: str) -> None:
