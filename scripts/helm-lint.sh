@@ -2,7 +2,8 @@
 # Lint and validate the Helm chart deploy/helm/zhiku without a cluster:
 #   1. helm lint --strict with the default values and with values-gpu.yaml;
 #   2. helm template for the default (CPU) values, values-gpu.yaml, and a render that turns
-#      on the optional pieces (ingress, Redis, PostgreSQL, secrets, TEI, Qdrant server);
+#      on the optional pieces (ingress, Redis, PostgreSQL, secrets, TEI, Qdrant server, HPAs),
+#      and one with the CRD-based pieces (ServiceMonitors, KEDA), which step 3 cannot validate;
 #   3. kubernetes-validate --strict of every rendered manifest against the Kubernetes
 #      versions in KUBE_VERSIONS (the oldest the chart supports and a current one).
 # helm comes from scripts/install-helm.sh (tools/bin/helm); kubernetes-validate is installed
@@ -49,8 +50,14 @@ trap 'rm -rf "${OUT}"' EXIT
   --set generate.openai.apiKey=sk-test --set embed.tei.apiKey=tei-test --set retrieve.qdrant.apiKey=qd-test --set 'gateway.apiKeys={key-a,key-b}' \
   --set gateway.ingress.enabled=true --set gateway.ingress.className=nginx \
   --set persistence.accessModes[0]=ReadWriteMany --set generate.gpu.runtimeClassName=nvidia \
+  --set autoscaling.enabled=true --set 'networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name=monitoring' \
   >"${OUT}/full.yaml"
-for f in default gpu full; do
+# CRD kinds (ServiceMonitor, PodMonitor, KEDA ScaledObject) have no schema in kubernetes-validate:
+# they render only when enabled, here into a file of their own that must render but is not validated.
+"${HELM}" template zhiku "${CHART}" --namespace zhiku --set serviceMonitor.enabled=true \
+  --set keda.enabled=true --set keda.redisAddress=redis:6379 --set config.redisUrl=redis://redis:6379/0 \
+  >"${OUT}/crds.yaml"
+for f in default gpu full crds; do
   echo "helm-lint: rendered ${f}: $(grep -c '^kind:' "${OUT}/${f}.yaml") resources"
 done
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import json
 import os
 import re
 import selectors
@@ -31,6 +32,7 @@ DEFAULT_GRPC_PORTS = {"embed": 50051, "retrieve": 50052, "generate": 50053, "ing
 DEFAULT_METRICS_PORTS = {"embed": 9101, "retrieve": 9102, "generate": 9103, "ingest": 9104, "worker": 9105}
 COLORS = {"embed": 36, "retrieve": 35, "generate": 33, "ingest": 34, "worker": 32, "gateway": 31}
 _PR_SET_PDEATHSIG = 1
+PORTS_FILE = "stack-ports.json"  # written into the data dir: every port this run listens on
 
 
 def _die_with_parent() -> None:
@@ -55,6 +57,11 @@ class Ports:
     @classmethod
     def defaults(cls, gateway: int) -> Ports:
         return cls(dict(DEFAULT_GRPC_PORTS), dict(DEFAULT_METRICS_PORTS), gateway)
+
+    def write(self, path: Path) -> None:
+        """Record the chosen ports, so tools started beside the stack (a test's Prometheus) find them."""
+        document = {"grpc": self.grpc, "metrics": self.metrics, "gateway": self.gateway}
+        path.write_text(json.dumps(document, indent=2, sort_keys=True), encoding="utf-8")
 
     @classmethod
     def free(cls) -> Ports:
@@ -285,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     ports = Ports.free() if args.free_ports else Ports.defaults(args.port)
+    ports.write(data_dir / PORTS_FILE)
     stack = Stack(build_children(ports, data_dir, args.worker_concurrency), ports, sys.stdout.isatty())
 
     stopping = False

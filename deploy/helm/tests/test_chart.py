@@ -57,6 +57,11 @@ def deployments(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     }
 
 
+def is_config(doc: dict[str, Any]) -> bool:
+    """The chart's environment ConfigMap (not a Grafana dashboard ConfigMap)."""
+    return doc["kind"] == "ConfigMap" and "grafana_dashboard" not in doc["metadata"]["labels"]
+
+
 def container(deployment: dict[str, Any]) -> dict[str, Any]:
     (only,) = deployment["spec"]["template"]["spec"]["containers"]
     return only
@@ -141,7 +146,7 @@ def test_pods_run_as_non_root_uid_10001(helm: Path) -> None:
 
 
 def test_configmap_points_clients_at_the_services(helm: Path) -> None:
-    (config,) = [d for d in render(helm) if d["kind"] == "ConfigMap"]
+    (config,) = [d for d in render(helm) if is_config(d)]
     data = config["data"]
     for name, port in GRPC_COMPONENTS.items():
         assert data[f"ZHIKU_{name.upper()}_ADDR"] == f"zhiku-{name}:{port}"
@@ -166,7 +171,7 @@ def test_secrets_hold_keys_and_urls(helm: Path) -> None:
         # GatewaySettings.api_keys splits on commas.
         "ZHIKU_GATEWAY_API_KEYS": "a,b",
     }
-    (config,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    (config,) = [d for d in docs if is_config(d)]
     assert "sk-1" not in json.dumps(config)
     existing = render(helm, "--set", "secrets.existingSecret=mine")
     assert not [d for d in existing if d["kind"] == "Secret"]
@@ -185,7 +190,7 @@ def test_generate_model_reaches_the_backends(helm: Path) -> None:
         "--set",
         "generate.model=Qwen/Qwen2.5-7B-Instruct",
     )
-    (config,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    (config,) = [d for d in docs if is_config(d)]
     assert config["data"]["ZHIKU_GENERATE_BACKEND"] == "openai"
     assert config["data"]["ZHIKU_GENERATE_OPENAI_MODEL"] == "Qwen/Qwen2.5-7B-Instruct"
     assert config["data"]["ZHIKU_GENERATE_OPENAI_BASE_URL"] == "http://vllm:8000/v1"
@@ -216,7 +221,7 @@ def test_gpu_limit_equals_tensor_parallel_size(helm: Path, tp: int) -> None:
     c = container(deps["generate"])
     assert int(c["resources"]["limits"][GPU]) == tp
     assert int(c["resources"].get("requests", {}).get(GPU, tp)) == tp
-    (config,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    (config,) = [d for d in docs if is_config(d)]
     assert config["data"]["ZHIKU_GENERATE_VLLM_TENSOR_PARALLEL_SIZE"] == str(tp)
     for name, deployment in deps.items():
         if name != "generate":
