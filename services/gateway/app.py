@@ -17,7 +17,17 @@ from services.gateway.middleware import (
     MetricsMiddleware,
     RequestIdMiddleware,
 )
-from services.gateway.routes import chat, embeddings, files, health, jobs, knowledge_bases, models, search
+from services.gateway.routes import (
+    chat,
+    chatchat,
+    embeddings,
+    files,
+    health,
+    jobs,
+    knowledge_bases,
+    models,
+    search,
+)
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -50,4 +60,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (health, knowledge_bases, files, jobs, search, chat, embeddings, models):
         app.include_router(module.router)
+    for router in chatchat.routers:
+        app.include_router(router)
     return app

@@ -1,0 +1,174 @@
+"""Chatchat v0.2's ``/chat/chat`` and ``/chat/knowledge_base_chat`` over the OpenAI chat path.
+
+Both answer ``text/event-stream`` whether or not ``stream`` is set, as Chatchat does: with
+``stream`` one frame per token, without it a single frame holding the whole answer. Requests
+are translated into the gateway's own chat request, so retrieval, prompts and generation are
+exactly those of ``/v1/chat/completions``. ``model_name`` and ``prompt_name`` are accepted and
+ignored (Chatchat's model names rarely exist here; the served default model answers), and
+history is passed as chat turns.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import grpc
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.gateway.chat import (
+    ChatCompletionRequest,
+    ChatMessageIn,
+    Generation,
+    plan_chat,
+    start_generation,
+)
+from services.gateway.deps import BackendsDep, SettingsDep
+from services.gateway.errors import rpc_error_body
+from services.gateway.names import kb_name_error
+from services.gateway.routes.chatchat import ingest_ops
+from services.gateway.routes.chatchat.envelopes import (
+    BaseResponse,
+    chatchat_threshold,
+    forbidden,
+    kb_not_found,
+    not_found,
+    sse_frame,
+)
+from services.gateway.routes.chatchat.knowledge_base import (
+    CHATCHAT_SCORE_THRESHOLD,
+    CHATCHAT_TOP_K,
+    SSE_HEADERS,
+)
+from zhiku.v1 import common_pb2, ingest_pb2
+
+router = APIRouter(prefix="/chat", tags=["chatchat"])
+
+NO_DOCS = "<span style='color:red'>未找到相关文档,该回答为大模型自身能力解答！</span>"
+EVENT_STREAM = {200: {"content": {"text/event-stream": {}}, "description": "SSE frames of JSON objects"}}
+
+
+class History(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Annotated[str, Field(examples=["user", "assistant"])]
+    content: str
+
+
+class ChatBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    query: str = Field(min_length=1, max_length=32000, examples=["恼羞成怒"])
+    conversation_id: str = ""
+    history_len: int = -1
+    history: list[History] = Field(default_factory=list)
+    stream: bool = False
+    model_name: str = Field(default="", description="accepted, ignored: the served default model answers")
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, description="None or <= 0: the model's default")
+    prompt_name: str = "default"
+
+
+class KnowledgeBaseChatBody(ChatBody):
+    knowledge_base_name: str = Field(examples=["samples"])
+    top_k: int = Field(default=CHATCHAT_TOP_K, ge=1, le=100)
+    score_threshold: float = Field(
+        default=CHATCHAT_SCORE_THRESHOLD, ge=0, le=1, description="Chatchat's meaning: 1 = no filtering"
+    )
+
+
+def _completion_request(
+    body: ChatBody, knowledge_base: str | None = None, **extra: Any
+) -> ChatCompletionRequest:
+    history = body.history if body.history_len < 0 else body.history[len(body.history) - body.history_len :]
+    if body.history_len == 0:
+        history = []
+    messages = [ChatMessageIn(role=turn.role, content=turn.content) for turn in history]
+    messages.append(ChatMessageIn(role="user", content=body.query))
+    return ChatCompletionRequest(
+        messages=messages,
+        temperature=body.temperature,
+        max_tokens=body.max_tokens if body.max_tokens and body.max_tokens > 0 else None,
+        knowledge_base=knowledge_base,
+        **extra,
+    )
+
+
+async def _frames(
+    generation: Generation, stream: bool, key: str, tail: dict[str, Any]
+) -> AsyncIterator[bytes]:
+    """Token frames ``{key: token, ...tail}`` or one whole-answer frame; errors go in-band."""
+    try:
+        if stream:
+            async for delta in generation.deltas():
+                yield sse_frame({key: delta, **{k: v for k, v in tail.items() if k != "docs"}})
+            if "docs" in tail:
+                yield sse_frame({"docs": tail["docs"]})
+        else:
+            text = "".join([delta async for delta in generation.deltas()])
+            yield sse_frame({key: text, **tail})
+    except grpc.RpcError as error:
+        _, body = rpc_error_body(error)
+        yield sse_frame({"code": 500, "msg": body["error"]["message"]})
+    finally:
+        generation.cancel()
+
+
+@router.post("/chat", response_class=StreamingResponse, responses=EVENT_STREAM)
+async def chat(body: ChatBody, backends: BackendsDep, settings: SettingsDep) -> StreamingResponse:
+    """Plain chat: frames ``{"text": token, "message_id": id}``."""
+    plan = await plan_chat(_completion_request(body), backends, settings)
+    generation = await start_generation(backends, plan, settings.chat_timeout_s)
+    tail = {"message_id": uuid.uuid4().hex}
+    return StreamingResponse(
+        _frames(generation, body.stream, "text", tail), media_type="text/event-stream", headers=SSE_HEADERS
+    )
+
+
+def _source(index: int, passage: common_pb2.Passage, base_url: str, kb: str) -> str:
+    """Chatchat's citation string: numbered, linked to ``download_doc``, then the passage."""
+    query = urlencode({"knowledge_base_name": kb, "file_name": passage.file_name})
+    url = f"{base_url}knowledge_base/download_doc?{query}"
+    return f"出处 [{index + 1}] [{passage.file_name}]({url}) \n\n{passage.text}\n\n"
+
+
+@router.post("/knowledge_base_chat", response_model=None, responses=EVENT_STREAM)
+async def knowledge_base_chat(
+    body: KnowledgeBaseChatBody, request: Request, backends: BackendsDep, settings: SettingsDep
+) -> StreamingResponse | JSONResponse:
+    """Grounded chat: frames ``{"answer": token}`` then ``{"docs": [citation strings]}``
+    (one ``{"answer", "docs"}`` frame without ``stream``). An unknown knowledge base is a
+    JSON envelope with ``code`` 404, as in Chatchat. ``score_threshold`` has Chatchat's
+    meaning (1 = no filtering; hits keep Zhiku score >= 1 - threshold)."""
+    kb = body.knowledge_base_name
+    problem = kb_name_error(kb)
+    if problem is not None:
+        return _json(forbidden(problem))
+    try:
+        await backends.ingest.GetKnowledgeBase(
+            ingest_pb2.GetKnowledgeBaseRequest(name=kb), timeout=settings.request_timeout_s
+        )
+    except grpc.RpcError as error:
+        if ingest_ops.is_not_found(error):
+            return _json(not_found(kb_not_found(kb)))
+        raise
+    completion = _completion_request(
+        body, kb, top_k=body.top_k, score_threshold=chatchat_threshold(body.score_threshold)
+    )
+    plan = await plan_chat(completion, backends, settings)
+    generation = await start_generation(backends, plan, settings.chat_timeout_s)
+    base_url = str(request.base_url)
+    docs = [_source(index, passage, base_url, kb) for index, passage in enumerate(plan.passages)] or [NO_DOCS]
+    return StreamingResponse(
+        _frames(generation, body.stream, "answer", {"docs": docs}),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
+    )
+
+
+def _json(envelope: BaseResponse) -> JSONResponse:
+    return JSONResponse(envelope.model_dump())
