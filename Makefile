@@ -6,7 +6,7 @@ STAMP := $(VENV)/.zhiku-installed
 PROTO_SRC := $(wildcard protos/zhiku/v1/*.proto)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run test test-unit test-e2e lint format proto proto-check bench bench-embed bench-retrieve bench-stack \
+.PHONY: install run test test-unit test-e2e lint format proto proto-check bench bench-embed bench-retrieve bench-retrieval bench-stack \
 	helm-lint compose-check services clean
 
 install: $(STAMP)
@@ -60,6 +60,10 @@ bench-embed: install
 
 bench-retrieve: install
 	$(PY) -m bench.bench_retrieve
+
+## bench-retrieval: recall@k/MRR of dense, sparse, hybrid vs a Chatchat-style FAISS baseline (CMRC, SQuAD)
+bench-retrieval: install
+	$(PY) -m bench.bench_retrieval
 
 helm-lint: install
 	bash scripts/helm-lint.sh

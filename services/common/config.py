@@ -30,6 +30,10 @@ class CommonSettings(BaseSettings):
     grpc_max_message_mb: int = Field(default=256, ge=4)
     # Deadline applied by clients and enforced by servers when a caller sent none.
     grpc_default_timeout_s: float = Field(default=60.0, gt=0)
+    # OTLP/HTTP traces endpoint (e.g. http://collector:4318/v1/traces); empty turns tracing off.
+    otel_endpoint: str = ""
+    # service.namespace resource attribute, grouping this stack's services in a tracing backend.
+    otel_service_namespace: str = "zhiku"
 
 
 class ServiceSettings(BaseSettings):

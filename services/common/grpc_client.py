@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from services.common import tracing
 from services.common.grpc_server import channel_options
 from services.common.logging import REQUEST_ID_HEADER, current_request_id, new_request_id
 
@@ -46,14 +47,18 @@ def _options(service_names: Sequence[str], max_message_mb: int) -> list[tuple[st
 
 
 def request_metadata() -> tuple[tuple[str, str], ...]:
-    """Metadata that carries the current request id (a fresh one outside any request)."""
-    return ((REQUEST_ID_HEADER, current_request_id() or new_request_id()),)
+    """Metadata that carries the current request id (a fresh one outside any request) and the
+    current span's W3C ``traceparent``, so the server's span joins the caller's trace."""
+    return ((REQUEST_ID_HEADER, current_request_id() or new_request_id()), *tracing.inject().items())
 
 
 def _with_request_id(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
     metadata = grpc.aio.Metadata(*(details.metadata or ()))
     if REQUEST_ID_HEADER not in metadata:
         metadata.add(REQUEST_ID_HEADER, current_request_id() or new_request_id())
+    for key, value in tracing.inject().items():
+        if key not in metadata:
+            metadata.add(key, value)
     return grpc.aio.ClientCallDetails(
         details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
     )

@@ -21,6 +21,7 @@ from services.common.config import ServiceSettings
 from services.common.interceptors import ServerInterceptor
 from services.common.logging import configure_logging
 from services.common.metrics import serve_metrics
+from services.common.tracing import setup_tracing
 
 log = logging.getLogger("zhiku.server")
 
@@ -117,6 +118,7 @@ def run_service(build: Callable[[], ServiceSpec], settings: ServiceSettings) -> 
         spec = build()
         spec_holder["spec"] = spec
         configure_logging(spec.name, common.log_level, common.log_json)
+        setup_tracing(spec.name, common)
         serve_metrics(settings.metrics_port)
         await serve_forever(spec, settings)
 

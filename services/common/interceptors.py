@@ -1,4 +1,4 @@
-"""The one server interceptor chain: request ids, logs, metrics, deadlines, error mapping.
+"""The one server interceptor chain: request ids, traces, logs, metrics, deadlines, errors.
 
 Wrapping the handlers here keeps servicers thin: they convert messages and call a backend,
 raising :mod:`services.common.errors` exceptions that this layer maps to status codes.
@@ -13,7 +13,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
+from services.common import tracing
 from services.common.errors import ZhikuError, grpc_code_for
 from services.common.logging import REQUEST_ID_HEADER, new_request_id, request_id_var
 from services.common.metrics import GRPC_LATENCY, GRPC_REQUESTS
@@ -29,6 +32,26 @@ def _request_id_from(context: grpc.aio.ServicerContext) -> str:
         if key == REQUEST_ID_HEADER and value:
             return str(value)
     return new_request_id()
+
+
+def _start_span(method: str, context: grpc.aio.ServicerContext) -> tuple[trace.Span, object]:
+    """A SERVER span for one call, child of the caller's ``traceparent``; made current."""
+    service, _, name = method.lstrip("/").rpartition("/")
+    span = tracing.tracer().start_span(
+        method.lstrip("/"),
+        context=tracing.extract(context.invocation_metadata()),
+        kind=trace.SpanKind.SERVER,
+        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+    )
+    return span, otel_context.attach(trace.set_span_in_context(span))
+
+
+def _end_span(span: trace.Span, token: object, code: grpc.StatusCode) -> None:
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code is not grpc.StatusCode.OK:
+        span.set_status(trace.Status(trace.StatusCode.ERROR, code.name))
+    otel_context.detach(token)  # type: ignore[arg-type]
+    span.end()
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
@@ -88,6 +111,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             token = request_id_var.set(_request_id_from(context))
+            span, span_token = _start_span(method, context)
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
@@ -103,6 +127,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 await self._fail(context, method, error)
             finally:
                 self._record(method, code, started)
+                _end_span(span, span_token, code)
                 request_id_var.reset(token)
 
         return wrapped
@@ -110,6 +135,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             token = request_id_var.set(_request_id_from(context))
+            span, span_token = _start_span(method, context)
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
@@ -126,6 +152,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 await self._fail(context, method, error)
             finally:
                 self._record(method, code, started)
+                _end_span(span, span_token, code)
                 request_id_var.reset(token)
 
         return wrapped

@@ -46,6 +46,10 @@ class EmbedSettings(ServiceSettings):
     # reports max_texts_per_call as max_batch_size. 64 e5 passages of ~360 tokens take
     # ~20-40 s on 2 cores, inside the default 60 s deadline.
     max_texts_per_call: int = Field(default=64, ge=1, le=100_000)
+    # Recent query embeddings kept in memory (LRU): a repeated question skips the model.
+    query_cache_size: int = Field(default=2048, ge=0)
+    # Local reranker: weight of lexical overlap against embedding similarity (rerank.py).
+    rerank_lexical_weight: float = Field(default=0.3, ge=0, le=1)
     max_text_chars: int = Field(default=32_768, ge=1)
 
     tei_url: str = ""

@@ -5,6 +5,8 @@ Run with ``python -m services.embed.server``; configure with ``ZHIKU_EMBED_*``.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import grpc
 
 from services.common.grpc_server import ServiceSpec, run_service
@@ -23,6 +25,20 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
     def __init__(self, backend: EmbedBackend, settings: EmbedSettings) -> None:
         self._backend = backend
         self._settings = settings
+        # LRU of single-query embeddings: the gateway embeds every question, users repeat them.
+        self._query_cache: OrderedDict[str, list[float]] = OrderedDict()
+
+    async def _query_vector(self, text: str) -> list[float]:
+        cached = self._query_cache.get(text)
+        if cached is not None:
+            self._query_cache.move_to_end(text)
+            return cached
+        vector = (await self._backend.embed([text], EmbedKind.QUERY))[0].tolist()
+        if self._settings.query_cache_size:
+            self._query_cache[text] = vector
+            if len(self._query_cache) > self._settings.query_cache_size:
+                self._query_cache.popitem(last=False)
+        return vector
 
     async def Embed(
         self, request: embed_pb2.EmbedRequest, context: grpc.aio.ServicerContext
@@ -31,13 +47,25 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
         texts = validate_texts(
             request.texts, self._settings.max_texts_per_call, self._settings.max_text_chars
         )
-        vectors = await self._backend.embed(texts, kind)
+        if kind is EmbedKind.QUERY and len(texts) == 1:
+            rows = [await self._query_vector(texts[0])]
+        else:
+            rows = (await self._backend.embed(texts, kind)).tolist()
         EMBED_TEXTS.labels(self._backend.name, kind.value).inc(len(texts))
         return embed_pb2.EmbedResponse(
-            vectors=[embed_pb2.Vector(values=row) for row in vectors.tolist()],
+            vectors=[embed_pb2.Vector(values=row) for row in rows],
             model=self._backend.model,
             dimension=self._backend.dimension,
         )
+
+    async def Rerank(
+        self, request: embed_pb2.RerankRequest, context: grpc.aio.ServicerContext
+    ) -> embed_pb2.RerankResponse:
+        limits = (self._settings.max_texts_per_call, self._settings.max_text_chars)
+        (query,) = validate_texts([request.query], *limits)
+        passages = validate_texts(request.passages, *limits)
+        scores = await self._backend.rerank(query, passages, self._settings.rerank_lexical_weight)
+        return embed_pb2.RerankResponse(scores=scores, model=self._backend.model)
 
     async def Info(
         self, request: embed_pb2.EmbedInfoRequest, context: grpc.aio.ServicerContext

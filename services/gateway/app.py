@@ -36,6 +36,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from services.common.tracing import setup_tracing  # off unless ZHIKU_OTEL_ENDPOINT is set
+
+        setup_tracing("gateway", settings.common)
         app.state.backends = Backends.connect(settings.common)
         try:
             yield

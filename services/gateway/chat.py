@@ -23,7 +23,8 @@ from services.gateway.backends import Backends
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import ApiError, rpc_error_body
 from services.gateway.names import kb_name_error
-from services.gateway.retrieval import citation, get_knowledge_base, search_passages
+from services.gateway.retrieval import citation, get_knowledge_bases, options_of, search_passages
+from services.gateway.schemas import RetrievalParams
 from zhiku.v1 import common_pb2, generate_pb2
 
 KB_MODEL_PREFIX = "kb:"
@@ -63,8 +64,10 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
-    """OpenAI's request body plus ``knowledge_base``, ``top_k`` and ``score_threshold``."""
+class ChatCompletionRequest(RetrievalParams):
+    """OpenAI's request body plus ``knowledge_base``, ``top_k``, ``score_threshold`` and the
+    retrieval options (``mode``, ``file_names``, ``metadata_filter``, ``knowledge_bases``,
+    ``rerank``)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -129,7 +132,7 @@ class ChatPlan:
 
     def citations(self) -> list[dict[str, object]]:
         kb = self.knowledge_base or ""
-        return [citation(kb, passage) for passage in self.passages]
+        return [citation(passage.knowledge_base or kb, passage) for passage in self.passages]
 
 
 async def plan_chat(body: ChatCompletionRequest, backends: Backends, settings: GatewaySettings) -> ChatPlan:
@@ -139,14 +142,15 @@ async def plan_chat(body: ChatCompletionRequest, backends: Backends, settings: G
     passages: list[common_pb2.Passage] = []
     if kb_name is not None:
         question = _last_user_text(messages)
-        kb = await get_knowledge_base(backends, kb_name, settings.request_timeout_s)
+        kbs = await get_knowledge_bases(backends, kb_name, body.knowledge_bases, settings.request_timeout_s)
         passages = await search_passages(
             backends,
-            kb,
+            kbs,
             question,
             top_k=body.top_k or settings.default_top_k,
             score_threshold=body.score_threshold or 0.0,
             timeout_s=settings.request_timeout_s,
+            options=options_of(body),
         )
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     request = generate_pb2.GenerateRequest(

@@ -1,8 +1,8 @@
-"""Pure ASGI middleware: request ids, metrics and access logs, API keys, body size limit.
+"""Pure ASGI middleware: request ids, metrics, traces and access logs, API keys, body limit.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so streamed answers pass through untouched and a
 client disconnect still reaches the streaming response, which then cancels its gRPC call.
-Order, outermost first: request id, metrics/logs, API key, body limit.
+Order, outermost first: request id, metrics/traces/logs, API key, body limit.
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ import re
 import time
 from collections.abc import Sequence
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.common import tracing
 from services.common.logging import REQUEST_ID_HEADER, new_request_id, request_id_var
 from services.common.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from services.gateway.errors import error_response
@@ -58,7 +61,9 @@ class RequestIdMiddleware:
 
 
 class MetricsMiddleware:
-    """Counts and times requests by route template (bounded labels) and logs each one."""
+    """Counts and times requests by route template (bounded labels), logs each one, and wraps
+    it in a SERVER span (child of an incoming ``traceparent``) that the gRPC calls it makes
+    join through their metadata: one trace from the gateway through every service."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -69,6 +74,13 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        span = tracing.tracer().start_span(
+            scope["method"],
+            context=tracing.extract(scope.get("headers")),
+            kind=trace.SpanKind.SERVER,
+            attributes={"http.request.method": scope["method"], "url.path": scope["path"]},
+        )
+        span_token = otel_context.attach(trace.set_span_in_context(span))
 
         async def send_with_status(message: Message) -> None:
             nonlocal status
@@ -84,6 +96,13 @@ class MetricsMiddleware:
             method = scope["method"]
             HTTP_REQUESTS.labels(route, method, str(status)).inc()
             HTTP_LATENCY.labels(route, method).observe(elapsed)
+            span.update_name(f"{method} {route}")
+            span.set_attribute("http.route", route)
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(trace.Status(trace.StatusCode.ERROR))
+            otel_context.detach(span_token)
+            span.end()
             access_log.info(
                 "%s %s %d",
                 method,

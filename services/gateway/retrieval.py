@@ -1,4 +1,4 @@
-"""Retrieval shared by search and knowledge-base chat: embed the query, search the KB.
+"""Retrieval shared by search and knowledge-base chat: embed the query, search the KBs.
 
 The knowledge base is looked up first: an unknown name is a clean 404 (from ingest) instead
 of whatever the vector store says about a missing collection, and a KB with no chunks yet
@@ -7,9 +7,14 @@ answers "nothing found" without embedding anything.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import quote
 
 from services.gateway.backends import Backends
+from services.gateway.schemas import RetrievalParams
 from zhiku.v1 import common_pb2, embed_pb2, ingest_pb2, retrieve_pb2
 
 
@@ -19,31 +24,121 @@ async def get_knowledge_base(backends: Backends, name: str, timeout_s: float) ->
     )
 
 
+SearchModeName = Literal["hybrid", "dense", "sparse"]
+SEARCH_MODES: dict[str, int] = {
+    "hybrid": retrieve_pb2.SEARCH_MODE_HYBRID,
+    "dense": retrieve_pb2.SEARCH_MODE_DENSE,
+    "sparse": retrieve_pb2.SEARCH_MODE_SPARSE,
+}
+# With ``rerank``, each knowledge base hands this many times top_k candidates to the reranker.
+RERANK_CANDIDATE_FACTOR = 4
+# Passages per Rerank call: the embed service's default max_texts_per_call.
+RERANK_BATCH = 64
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """What a caller may choose besides the query, top_k and threshold (defaults: hybrid, no
+    filters, no reranking)."""
+
+    mode: SearchModeName = "hybrid"
+    file_names: tuple[str, ...] = ()
+    metadata: tuple[tuple[str, str], ...] = ()
+    rerank: bool = False
+
+
+DEFAULT_OPTIONS = SearchOptions()
+
+
+def options_of(params: RetrievalParams) -> SearchOptions:
+    return SearchOptions(
+        mode=params.mode,
+        file_names=tuple(dict.fromkeys(params.file_names)),
+        metadata=tuple(sorted(params.metadata_filter.items())),
+        rerank=params.rerank,
+    )
+
+
+async def get_knowledge_bases(
+    backends: Backends, first: str, more: Sequence[str], timeout_s: float
+) -> list[ingest_pb2.KnowledgeBase]:
+    """``first`` and ``more`` (duplicates dropped), looked up concurrently; any unknown is a 404."""
+    names = list(dict.fromkeys([first, *more]))
+    return list(await asyncio.gather(*(get_knowledge_base(backends, name, timeout_s) for name in names)))
+
+
+async def embed_query(backends: Backends, query: str, timeout_s: float) -> list[float]:
+    """The query's vector (the embed service caches recent queries, so repeats are cheap)."""
+    embedded = await backends.embed.Embed(
+        embed_pb2.EmbedRequest(texts=[query], kind=embed_pb2.EMBED_KIND_QUERY), timeout=timeout_s
+    )
+    return list(embedded.vectors[0].values)
+
+
 async def search_passages(
     backends: Backends,
-    kb: ingest_pb2.KnowledgeBase,
+    kb: ingest_pb2.KnowledgeBase | Sequence[ingest_pb2.KnowledgeBase],
     query: str,
     *,
     top_k: int,
     score_threshold: float,
     timeout_s: float,
+    options: SearchOptions = DEFAULT_OPTIONS,
 ) -> list[common_pb2.Passage]:
-    """Hits best first, scores in [0, 1] (the retrieve service guarantees both)."""
-    if kb.chunk_count <= 0:
+    """Hits best first, scores in [0, 1] (the retrieve service guarantees both).
+
+    Several knowledge bases are searched concurrently and merged by score (every mode's
+    score is on the same [0, 1] scale). With ``options.rerank`` each one returns
+    ``top_k * RERANK_CANDIDATE_FACTOR`` candidates, the embed service's reranker scores them
+    and ``score_threshold`` applies to the reranker's score, which becomes the hit's score.
+    """
+    kbs = [kb] if isinstance(kb, ingest_pb2.KnowledgeBase) else list(kb)
+    kbs = [one for one in kbs if one.chunk_count > 0]
+    if not kbs:
         return []
-    embedded = await backends.embed.Embed(
-        embed_pb2.EmbedRequest(texts=[query], kind=embed_pb2.EMBED_KIND_QUERY), timeout=timeout_s
-    )
-    reply = await backends.retrieve.Search(
+    vector = [] if options.mode == "sparse" else await embed_query(backends, query, timeout_s)
+    candidates = top_k * RERANK_CANDIDATE_FACTOR if options.rerank else top_k
+    requests = [
         retrieve_pb2.SearchRequest(
-            collection=kb.name,
-            vector=embedded.vectors[0].values,
-            top_k=top_k,
-            score_threshold=score_threshold,
-        ),
-        timeout=timeout_s,
+            collection=one.name,
+            vector=vector,
+            query_text=query,
+            mode=SEARCH_MODES[options.mode],
+            top_k=candidates,
+            score_threshold=0.0 if options.rerank else score_threshold,
+            file_names=list(options.file_names),
+            metadata_filter=dict(options.metadata),
+        )
+        for one in kbs
+    ]
+    replies = await asyncio.gather(*(backends.retrieve.Search(r, timeout=timeout_s) for r in requests))
+    hits = [hit for reply in replies for hit in reply.hits]
+    if options.rerank and hits:
+        hits = await _rerank(backends, query, hits, timeout_s)
+        hits = [hit for hit in hits if hit.score >= score_threshold]
+    hits.sort(key=lambda hit: hit.score, reverse=True)
+    return hits[:top_k]
+
+
+async def _rerank(
+    backends: Backends, query: str, hits: list[common_pb2.Passage], timeout_s: float
+) -> list[common_pb2.Passage]:
+    texts = [hit.text for hit in hits]
+    batches = [texts[start : start + RERANK_BATCH] for start in range(0, len(texts), RERANK_BATCH)]
+    replies = await asyncio.gather(
+        *(
+            backends.embed.Rerank(embed_pb2.RerankRequest(query=query, passages=batch), timeout=timeout_s)
+            for batch in batches
+        )
     )
-    return list(reply.hits)
+    scores = [score for reply in replies for score in reply.scores]
+    reranked = []
+    for hit, score in zip(hits, scores, strict=True):
+        copy = common_pb2.Passage()
+        copy.CopyFrom(hit)
+        copy.score = score
+        reranked.append(copy)
+    return reranked
 
 
 def file_content_url(kb: str, file_name: str) -> str:

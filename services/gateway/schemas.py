@@ -140,7 +140,25 @@ class UploadAccepted(BaseModel):
     jobs: list[SubmittedJob]
 
 
-class SearchQuery(BaseModel):
+class RetrievalParams(BaseModel):
+    """Search options shared by the search route and knowledge-base chat."""
+
+    mode: Literal["hybrid", "dense", "sparse"] = Field(
+        default="hybrid", description="dense vectors, BM25-style sparse vectors, or both fused (RRF)"
+    )
+    file_names: list[str] = Field(default_factory=list, max_length=1000, description="only these files")
+    metadata_filter: dict[str, str] = Field(
+        default_factory=dict, max_length=50, description="only chunks whose metadata has all these values"
+    )
+    knowledge_bases: list[KnowledgeBaseNameField] = Field(
+        default_factory=list,
+        max_length=20,
+        description="more knowledge bases to search; hits merged by score",
+    )
+    rerank: bool = Field(default=False, description="rerank top_k x 4 candidates with the embed service")
+
+
+class SearchQuery(RetrievalParams):
     query: str = Field(min_length=1, max_length=8000)
     top_k: int | None = Field(default=None, ge=1, le=100, description="default: the gateway's default_top_k")
     score_threshold: float = Field(

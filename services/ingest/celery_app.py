@@ -15,6 +15,7 @@ from celery.signals import setup_logging, worker_init, worker_shutdown
 
 from services.common.logging import configure_logging
 from services.common.metrics import serve_metrics
+from services.common.tracing import setup_tracing
 from services.ingest.broker import IngestCelery, create_celery_app, prepare_broker
 from services.ingest.config import IngestSettings
 
@@ -42,6 +43,7 @@ def _start(sender: Any = None, **_: Any) -> None:
     if not isinstance(worker_app, IngestCelery):
         return
     serve_metrics(worker_app.settings.worker_metrics_port)
+    setup_tracing("worker", worker_app.settings.common)  # off unless ZHIKU_OTEL_ENDPOINT is set
     if not worker_app.settings.redis_url:
         prepare_broker(worker_app)
     if _is_prefork(getattr(sender, "pool_cls", "")):

@@ -30,6 +30,14 @@ class RetrieveSettings(ServiceSettings):
     # Qdrant's own ceiling for dense vectors.
     max_dimension: int = Field(default=65536, ge=1)
 
+    # Sparse (BM25) encoder: the usual constants and the assumed chunk length in tokens
+    # (about a 250-character Chinese chunk cut by jieba; see services/retrieve/sparse.py).
+    sparse_k1: float = Field(default=1.2, ge=0)
+    sparse_b: float = Field(default=0.75, ge=0, le=1)
+    sparse_avg_len: float = Field(default=120.0, gt=0)
+    # Hybrid: candidates each of dense and sparse search hands to rank fusion (at least top_k).
+    hybrid_candidates: int = Field(default=50, ge=1)
+
     # --- edge (embedded Qdrant engine) ---
     # Root of the shards, one directory per knowledge base; default <data_dir>/vectors.
     edge_dir: Path | None = None

@@ -7,6 +7,7 @@ Dimension checks need the collection and live in the backends (:func:`check_dime
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from collections.abc import Mapping, Sequence
@@ -15,13 +16,25 @@ from typing import Any
 
 import numpy as np
 
-from services.common.errors import InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.retrieve.sparse import SparseEncoder, SparseVector
 from zhiku.v1 import common_pb2, retrieve_pb2
+
+log = logging.getLogger("zhiku.retrieve")
 
 # Payload keys as stored in both backends; file_name carries a keyword index.
 TEXT, FILE_NAME, CHUNK_INDEX, METADATA = "text", "file_name", "chunk_index", "metadata"
-# Name of the dense vector in every collection; a sparse (BM25) vector can be added beside it.
+# Name of the dense vector in every collection; the sparse (BM25) vector is sparse.SPARSE.
 DENSE = "dense"
+
+# Effective search modes (after resolving UNSPECIFIED and missing inputs).
+MODE_DENSE, MODE_SPARSE, MODE_HYBRID = "dense", "sparse", "hybrid"
+_REQUESTED_MODES = {
+    retrieve_pb2.SEARCH_MODE_UNSPECIFIED: MODE_HYBRID,
+    retrieve_pb2.SEARCH_MODE_HYBRID: MODE_HYBRID,
+    retrieve_pb2.SEARCH_MODE_DENSE: MODE_DENSE,
+    retrieve_pb2.SEARCH_MODE_SPARSE: MODE_SPARSE,
+}
 
 
 def check_vector(values: Sequence[float], what: str) -> list[float]:
@@ -59,9 +72,11 @@ class PointRecord:
     chunk_index: int
     text: str
     metadata: dict[str, str] = field(default_factory=dict)
+    # BM25 term weights of ``text``; empty when the text has no words.
+    sparse: SparseVector = field(default_factory=lambda: SparseVector([], []))
 
     @classmethod
-    def from_pb(cls, point: retrieve_pb2.Point) -> PointRecord:
+    def from_pb(cls, point: retrieve_pb2.Point, encoder: SparseEncoder | None = None) -> PointRecord:
         point_id = canonical_id(point.id)
         what = f"point {point_id}"
         if not point.file_name:
@@ -75,6 +90,7 @@ class PointRecord:
             chunk_index=point.chunk_index,
             text=point.text,
             metadata=dict(point.metadata),
+            sparse=encoder.document(point.text) if encoder is not None else SparseVector([], []),
         )
 
     def payload(self) -> dict[str, Any]:
@@ -86,11 +102,14 @@ class PointRecord:
         }
 
 
-def points_from_pb(points: Sequence[retrieve_pb2.Point]) -> list[PointRecord]:
-    """Validate every point; a repeated id keeps its last occurrence, as Qdrant would."""
+def points_from_pb(
+    points: Sequence[retrieve_pb2.Point], encoder: SparseEncoder | None = None
+) -> list[PointRecord]:
+    """Validate every point (and encode its sparse vector); a repeated id keeps its last
+    occurrence, as Qdrant would."""
     by_id: dict[str, PointRecord] = {}
     for point in points:
-        record = PointRecord.from_pb(point)
+        record = PointRecord.from_pb(point, encoder)
         by_id.pop(record.id, None)
         by_id[record.id] = record
     return list(by_id.values())
@@ -98,13 +117,25 @@ def points_from_pb(points: Sequence[retrieve_pb2.Point]) -> list[PointRecord]:
 
 @dataclass(frozen=True, slots=True)
 class SearchQuery:
+    """A validated search. ``mode`` is what was asked for, resolved against the inputs:
+    hybrid without text is dense, hybrid without a vector is sparse."""
+
     vector: list[float]
     top_k: int
     score_threshold: float
     file_names: tuple[str, ...] = ()
+    mode: str = MODE_DENSE
+    sparse: SparseVector = field(default_factory=lambda: SparseVector([], []))
+    metadata_filter: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def from_pb(cls, request: retrieve_pb2.SearchRequest, default_top_k: int, max_top_k: int) -> SearchQuery:
+    def from_pb(
+        cls,
+        request: retrieve_pb2.SearchRequest,
+        default_top_k: int,
+        max_top_k: int,
+        encoder: SparseEncoder | None = None,
+    ) -> SearchQuery:
         if request.top_k < 0 or request.top_k > max_top_k:
             raise InvalidArgument(f"top_k must be in 0..{max_top_k} (0: default {default_top_k})")
         threshold = request.score_threshold
@@ -112,11 +143,45 @@ class SearchQuery:
             raise InvalidArgument(f"score_threshold must be in [0, 1], got {threshold}")
         if any(not name for name in request.file_names):
             raise InvalidArgument("file_names contains an empty name")
+        if any(not key for key in request.metadata_filter):
+            raise InvalidArgument("metadata_filter contains an empty key")
+        requested = _REQUESTED_MODES.get(request.mode)
+        if requested is None:
+            raise InvalidArgument(f"unknown search mode {request.mode}")
+        has_vector, has_text = bool(request.vector), bool(request.query_text.strip())
+        if requested == MODE_DENSE and not has_vector:
+            raise InvalidArgument("dense search needs a query vector")
+        if requested == MODE_SPARSE and not has_text:
+            raise InvalidArgument("sparse search needs query_text")
+        if not (has_vector or has_text):
+            raise InvalidArgument("query is empty: search needs a query vector, query_text or both")
+        mode = requested
+        if requested == MODE_HYBRID and not has_text:
+            mode = MODE_DENSE
+        elif requested == MODE_HYBRID and not has_vector:
+            mode = MODE_SPARSE
+        sparse = SparseVector([], [])
+        if mode != MODE_DENSE and encoder is not None:
+            sparse = encoder.query(request.query_text)
         return cls(
-            vector=check_vector(request.vector, "query"),
+            vector=check_vector(request.vector, "query") if mode != MODE_SPARSE else [],
             top_k=request.top_k or default_top_k,
             score_threshold=threshold,
             file_names=tuple(dict.fromkeys(request.file_names)),
+            mode=mode,
+            sparse=sparse,
+            metadata_filter=tuple(sorted(request.metadata_filter.items())),
+        )
+
+    def without_sparse(self) -> SearchQuery:
+        """The dense-only fallback for collections made before sparse vectors existed."""
+        return SearchQuery(
+            vector=self.vector,
+            top_k=self.top_k,
+            score_threshold=self.score_threshold,
+            file_names=self.file_names,
+            mode=MODE_DENSE,
+            metadata_filter=self.metadata_filter,
         )
 
 
@@ -159,6 +224,27 @@ class CollectionStats:
     exists: bool
     points: int = 0
     dimension: int = 0
+    sparse: bool = False
 
     def to_pb(self) -> retrieve_pb2.StatsResponse:
-        return retrieve_pb2.StatsResponse(exists=self.exists, points=self.points, dimension=self.dimension)
+        return retrieve_pb2.StatsResponse(
+            exists=self.exists, points=self.points, dimension=self.dimension, sparse=self.sparse
+        )
+
+
+_fallback_logged: set[str] = set()
+
+
+def dense_fallback(collection: str, query: SearchQuery) -> SearchQuery:
+    """Dense-only search on a collection made before sparse vectors existed (logged once per
+    collection); a sparse-only search cannot be served there."""
+    if query.mode == MODE_SPARSE:
+        raise FailedPrecondition(
+            f"collection {collection!r} has no sparse vector (created before hybrid search): re-create it"
+        )
+    if collection not in _fallback_logged:
+        _fallback_logged.add(collection)
+        log.warning(
+            "collection %s has no sparse vector: %s search falls back to dense", collection, query.mode
+        )
+    return query.without_sparse()

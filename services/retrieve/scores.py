@@ -1,6 +1,10 @@
-"""The one score convention of the retrieve service, shared by every backend.
+"""The one score convention of the retrieve service, shared by every backend and mode.
 
-Both backends store vectors with Qdrant's Cosine distance (vectors are normalised on insert)
+Every score is a similarity in [0, 1], higher is better, and ``score_threshold`` keeps hits
+with ``score >= threshold`` in every mode. Each mode maps its engine score monotonically, so
+the ranking the engine produced is never changed by the mapping.
+
+Dense. Both backends store vectors with Qdrant's Cosine distance (vectors are normalised on insert)
 and get back the cosine similarity ``cos`` in [-1, 1]. Callers see
 
     score = (1 + cos) / 2        clipped to [0, 1]
@@ -9,13 +13,45 @@ a similarity where 1 is the same direction, 0.5 orthogonal and 0 opposite. This 
 keeps the full ordering (clipping negative cosines to 0 would tie all of them) and makes a
 threshold translate exactly: ``score >= t``  <=>  ``cos >= 2t - 1``. ``score_threshold``
 keeps hits with ``score >= threshold``; 0 keeps everything.
+
+Sparse. The engine returns a BM25 score ``s >= 0`` (IDF-weighted, unbounded: it grows with
+the number and rarity of the query words a chunk contains). Callers see
+
+    score = s / (s + SPARSE_HALF)
+
+0 = no query word in common, 0.5 at ``s = SPARSE_HALF``, approaching 1 for chunks that share
+many rare words. ``SPARSE_HALF = 10`` is about the BM25 score of a chunk that contains two or
+three of the rarer query words once, so 0.5 reads as "clearly lexically related".
+
+Hybrid. The engine fuses the dense and the sparse candidate lists with reciprocal rank
+fusion: ``rrf = sum over lists of 1 / (RRF_K + rank)`` with 0-based ranks (both backends
+compute it this way). The best attainable value is ``n / RRF_K`` (first in all ``n`` lists),
+so callers see
+
+    score = rrf / (n / RRF_K)
+
+1 = ranked first by both dense and sparse search; a chunk first in one list and absent
+from the other gets 0.5. The value reflects agreement of ranks, not absolute similarity, so
+a threshold on hybrid scores keeps "well ranked by both" rather than "close in meaning".
 """
 
 from __future__ import annotations
 
+import struct
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.retrieve.domain import Hit
+
 # Engines compute cosine in float32: push the engine-side floor a little lower and apply the
 # exact comparison on the mapped score afterwards, so a hit sitting on the threshold is kept.
 _ENGINE_SLACK = 1e-5
+
+
+# Reciprocal rank fusion constant (the usual 60: ranks beyond the first few matter little).
+RRF_K = 60
+# BM25 score that maps to 0.5.
+SPARSE_HALF = 10.0
 
 
 def score_from_cosine(cosine: float) -> float:
@@ -30,4 +66,37 @@ def cosine_floor(threshold: float) -> float | None:
 
 
 def keep(score: float, threshold: float) -> bool:
-    return score >= threshold
+    """Compare as the caller sees both numbers: float32 on the wire, so a threshold copied
+    from a returned score keeps that hit."""
+    return _f32(score) >= _f32(threshold)
+
+
+def _f32(value: float) -> float:
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
+def score_from_bm25(bm25: float) -> float:
+    bm25 = max(0.0, bm25)
+    return bm25 / (bm25 + SPARSE_HALF)
+
+
+def score_from_rrf(rrf: float, lists: int) -> float:
+    """Normalise an RRF score over ``lists`` fused candidate lists into [0, 1]."""
+    return min(1.0, max(0.0, rrf * RRF_K / lists))
+
+
+def map_score(mode: str, raw: float) -> float:
+    """The engine's score for ``mode`` ("dense", "sparse" or "hybrid" of two lists) in [0, 1]."""
+    if mode == "sparse":
+        return score_from_bm25(raw)
+    if mode == "hybrid":
+        return score_from_rrf(raw, 2)
+    return score_from_cosine(raw)
+
+
+def rank_and_keep(hits: list[Hit], threshold: float) -> list[Hit]:
+    """Hits at or above the threshold, best first, ties broken by chunk id: RRF gives equal
+    scores to points with mirrored ranks, and an engine's order among them varies between
+    calls, so without a tie-break the same query could page differently twice in a row."""
+    kept = [hit for hit in hits if keep(hit.score, threshold)]
+    return sorted(kept, key=lambda hit: (-_f32(hit.score), hit.chunk_id))

@@ -7,6 +7,8 @@ similarity in [0, 1], higher is better (:mod:`.scores`). Run: ``python -m servic
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from services.common.errors import InvalidArgument
@@ -17,6 +19,7 @@ from services.retrieve.backends.base import RetrieveBackend
 from services.retrieve.config import RetrieveSettings
 from services.retrieve.domain import SearchQuery, points_from_pb
 from services.retrieve.metrics import DELETED_POINTS, SEARCH_HITS, UPSERTED_POINTS
+from services.retrieve.sparse import SparseEncoder
 from zhiku.v1 import retrieve_pb2, retrieve_pb2_grpc
 
 SERVICE_NAME = retrieve_pb2.DESCRIPTOR.services_by_name["RetrieveService"].full_name
@@ -26,6 +29,7 @@ class RetrieveServicer(retrieve_pb2_grpc.RetrieveServiceServicer):
     def __init__(self, backend: RetrieveBackend, settings: RetrieveSettings) -> None:
         self._backend = backend
         self._settings = settings
+        self._encoder = SparseEncoder(settings.sparse_k1, settings.sparse_b, settings.sparse_avg_len)
 
     async def EnsureCollection(
         self, request: retrieve_pb2.EnsureCollectionRequest, context: grpc.aio.ServicerContext
@@ -41,7 +45,9 @@ class RetrieveServicer(retrieve_pb2_grpc.RetrieveServiceServicer):
         self, request: retrieve_pb2.UpsertRequest, context: grpc.aio.ServicerContext
     ) -> retrieve_pb2.UpsertResponse:
         name = check_kb_name(request.collection)
-        upserted = await self._backend.upsert(name, points_from_pb(request.points))
+        # jieba tokenisation of a batch takes milliseconds: keep it off the event loop.
+        points = await asyncio.to_thread(points_from_pb, request.points, self._encoder)
+        upserted = await self._backend.upsert(name, points)
         UPSERTED_POINTS.labels(self._backend.name).inc(upserted)
         return retrieve_pb2.UpsertResponse(upserted=upserted)
 
@@ -49,7 +55,9 @@ class RetrieveServicer(retrieve_pb2_grpc.RetrieveServiceServicer):
         self, request: retrieve_pb2.SearchRequest, context: grpc.aio.ServicerContext
     ) -> retrieve_pb2.SearchResponse:
         name = check_kb_name(request.collection)
-        query = SearchQuery.from_pb(request, self._settings.default_top_k, self._settings.max_top_k)
+        query = SearchQuery.from_pb(
+            request, self._settings.default_top_k, self._settings.max_top_k, self._encoder
+        )
         hits = await self._backend.search(name, query)
         SEARCH_HITS.labels(self._backend.name).observe(len(hits))
         return retrieve_pb2.SearchResponse(hits=[hit.to_pb(name) for hit in hits])

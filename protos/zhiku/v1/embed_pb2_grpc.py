@@ -44,6 +44,11 @@ class EmbedServiceStub:
                 request_serializer=zhiku_dot_v1_dot_embed__pb2.EmbedInfoRequest.SerializeToString,
                 response_deserializer=zhiku_dot_v1_dot_embed__pb2.EmbedInfo.FromString,
                 _registered_method=True)
+        self.Rerank = channel.unary_unary(
+                '/zhiku.v1.EmbedService/Rerank',
+                request_serializer=zhiku_dot_v1_dot_embed__pb2.RerankRequest.SerializeToString,
+                response_deserializer=zhiku_dot_v1_dot_embed__pb2.RerankResponse.FromString,
+                _registered_method=True)
 
 
 class EmbedServiceServicer:
@@ -61,6 +66,12 @@ class EmbedServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rerank(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmbedServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +84,11 @@ def add_EmbedServiceServicer_to_server(servicer, server):
                     servicer.Info,
                     request_deserializer=zhiku_dot_v1_dot_embed__pb2.EmbedInfoRequest.FromString,
                     response_serializer=zhiku_dot_v1_dot_embed__pb2.EmbedInfo.SerializeToString,
+            ),
+            'Rerank': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rerank,
+                    request_deserializer=zhiku_dot_v1_dot_embed__pb2.RerankRequest.FromString,
+                    response_serializer=zhiku_dot_v1_dot_embed__pb2.RerankResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +145,33 @@ class EmbedService:
             '/zhiku.v1.EmbedService/Info',
             zhiku_dot_v1_dot_embed__pb2.EmbedInfoRequest.SerializeToString,
             zhiku_dot_v1_dot_embed__pb2.EmbedInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rerank(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zhiku.v1.EmbedService/Rerank',
+            zhiku_dot_v1_dot_embed__pb2.RerankRequest.SerializeToString,
+            zhiku_dot_v1_dot_embed__pb2.RerankResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from services.embed import rerank
 from services.embed.domain import EmbedKind
 
 
@@ -27,6 +28,16 @@ class EmbedBackend(ABC):
     @abstractmethod
     async def embed(self, texts: list[str], kind: EmbedKind) -> np.ndarray:
         """Return a ``(len(texts), dimension)`` float32 array of unit rows, in input order."""
+
+    async def rerank(self, query: str, passages: list[str], lexical_weight: float) -> list[float]:
+        """Relevance of each passage to the query in [0, 1], in order.
+
+        Default: the local blend of this backend's embeddings and lexical overlap
+        (:mod:`services.embed.rerank`); backends with a real reranker override it.
+        """
+        query_vector = (await self.embed([query], EmbedKind.QUERY))[0]
+        passage_vectors = await self.embed(passages, EmbedKind.PASSAGE)
+        return rerank.blend(query_vector, passage_vectors, query, passages, lexical_weight)
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release threads, connections, files."""

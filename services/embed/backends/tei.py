@@ -154,6 +154,32 @@ class TeiBackend(EmbedBackend):
         parts = await _gather_all(self._embed_split(batch) for batch in batches)
         return l2_normalise(np.concatenate(parts))
 
+    async def rerank(self, query: str, passages: list[str], lexical_weight: float) -> list[float]:
+        """TEI's cross-encoder: ``POST /rerank`` with ``raw_scores: false`` (sigmoid, [0, 1]),
+        answered ``[{"index", "score"}]`` sorted by score; put back in request order."""
+        del lexical_weight  # a cross-encoder needs no lexical help
+        size = self._batch_size
+        batches = [passages[start : start + size] for start in range(0, len(passages), size)]
+        parts = await _gather_all(self._rerank_batch(query, batch) for batch in batches)
+        return [score for part in parts for score in part]
+
+    async def _rerank_batch(self, query: str, texts: list[str]) -> list[float]:
+        async with self._in_flight:
+            body = await self._call(
+                "POST", "/rerank", {"query": query, "texts": texts, "raw_scores": False, "truncate": True}
+            )
+        scores: list[float | None] = [None] * len(texts)
+        try:
+            for item in body:
+                scores[int(item["index"])] = min(1.0, max(0.0, float(item["score"])))
+        except (TypeError, KeyError, ValueError, IndexError):
+            scores = [None]
+        if any(score is None for score in scores):
+            raise DependencyUnavailable(
+                f"TEI at {self._url} did not return one rerank score per text: is it a reranker model?"
+            )
+        return [float(score) for score in scores if score is not None]
+
     async def close(self) -> None:
         await self._client.aclose()
 

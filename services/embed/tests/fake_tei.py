@@ -3,7 +3,8 @@
 It listens on loopback for real (stdlib ``http.server`` in a thread), so the TEI backend is
 tested through httpx, sockets and JSON exactly as against TEI: ``GET /health``, ``GET /info``
 (TEI's field names) and ``POST /embed`` (``inputs`` a string or a list, ``normalize``,
-``truncate``), returning one list of floats per input, and TEI's error body
+``truncate``), returning one list of floats per input, ``POST /rerank`` (``query``,
+``texts``, ``raw_scores``) returning ``[{"index", "score"}]`` best first, and TEI's error body
 ``{"error": ..., "error_type": ...}`` with its statuses: 413 ``Validation`` for an empty or
 too large batch, 503 ``Unhealthy``, 429 ``Overloaded``. Vectors are a hashed bag of
 character bigrams, so they are deterministic and texts sharing characters score higher.
@@ -52,6 +53,8 @@ class FakeTeiState:
     # Inputs of every POST /embed that was answered 200, in arrival order.
     batches: list[list[str]] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
+    # Query and texts of every POST /rerank answered 200.
+    reranks: list[list[str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -118,7 +121,7 @@ class _Handler(BaseHTTPRequestHandler):
         with self.state.lock:
             self.state.requests.append(f"POST {self.path}")
             failure = self.state.failures.popleft() if self.state.failures else None
-        if self.path != "/embed":
+        if self.path not in ("/embed", "/rerank"):
             self._json(404, {"error": f"no route {self.path}", "error_type": "Validation"})
             return
         if failure is not None:
@@ -128,6 +131,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw)
         except ValueError as error:
             self._error(422, f"Failed to parse the request body as JSON: {error}")
+            return
+        if self.path == "/rerank":
+            self._rerank(body)
             return
         inputs = body.get("inputs")
         batch = [inputs] if isinstance(inputs, str) else inputs
@@ -147,6 +153,30 @@ class _Handler(BaseHTTPRequestHandler):
         with self.state.lock:
             self.state.batches.append(list(batch))
         self._json(200, vectors.tolist())
+
+    def _rerank(self, body: dict[str, Any]) -> None:
+        """TEI's ``/rerank``: ``{"query", "texts", "raw_scores"}`` -> ``[{"index", "score"}]``,
+        best first; the score is a sigmoid of the fake vectors' cosine (a stand-in model)."""
+        query, texts = body.get("query"), body.get("texts")
+        if not isinstance(query, str) or not isinstance(texts, list) or not texts:
+            self._error(413 if texts == [] else 422, "`query` and non-empty `texts` are required")
+            return
+        if len(texts) > self.state.max_client_batch_size:
+            limit = self.state.max_client_batch_size
+            self._error(413, f"batch size {len(texts)} > maximum allowed batch size {limit}")
+            return
+        dimension = self.state.dimension
+        q = fake_vector(query, dimension)
+        q /= max(float(np.linalg.norm(q)), 1e-12)
+        results = []
+        for index, text in enumerate(texts):
+            v = fake_vector(text, dimension)
+            raw = float(v @ q / max(float(np.linalg.norm(v)), 1e-12)) * 8.0
+            score = raw if body.get("raw_scores") else 1.0 / (1.0 + np.exp(-raw))
+            results.append({"index": index, "score": float(score)})
+        with self.state.lock:
+            self.state.reranks.append([query, *texts])
+        self._json(200, sorted(results, key=lambda item: -item["score"]))
 
 
 class FakeTei:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from services.gateway.deps import BackendsDep, KnowledgeBaseName, SettingsDep
-from services.gateway.retrieval import get_knowledge_base, search_passages
+from services.gateway.retrieval import get_knowledge_bases, options_of, search_passages
 from services.gateway.schemas import SearchHit, SearchQuery, SearchResults
 
 router = APIRouter(prefix="/v1/knowledge_bases/{kb}", tags=["search"])
@@ -16,8 +16,9 @@ async def search(
     kb: KnowledgeBaseName, body: SearchQuery, backends: BackendsDep, settings: SettingsDep
 ) -> SearchResults:
     """Hits best first; ``score`` is a similarity in [0, 1] and ``score_threshold`` keeps
-    hits with score >= threshold."""
-    found = await get_knowledge_base(backends, kb, settings.request_timeout_s)
+    hits with score >= threshold. ``mode`` picks dense, sparse or hybrid (default) search;
+    ``knowledge_bases`` adds more knowledge bases to ``kb`` (hits merged by score)."""
+    found = await get_knowledge_bases(backends, kb, body.knowledge_bases, settings.request_timeout_s)
     passages = await search_passages(
         backends,
         found,
@@ -25,5 +26,6 @@ async def search(
         top_k=body.top_k or settings.default_top_k,
         score_threshold=body.score_threshold,
         timeout_s=settings.request_timeout_s,
+        options=options_of(body),
     )
     return SearchResults(data=[SearchHit.from_pb(passage) for passage in passages])

@@ -29,7 +29,9 @@ class RetrieveBackend(Protocol):
         """Insert or overwrite points by id; returns how many were written."""
 
     async def search(self, collection: str, query: SearchQuery) -> list[Hit]:
-        """Nearest first, scores in [0, 1], only hits with score >= query.score_threshold."""
+        """Best first in ``query.mode`` (dense, sparse or hybrid RRF), scores in [0, 1] as
+        :mod:`services.retrieve.scores` maps them, only hits with score >= score_threshold.
+        A collection without a sparse vector serves hybrid as dense and refuses sparse."""
 
     async def delete_by_file(self, collection: str, file_name: str) -> int:
         """Remove every point of one file; returns how many were removed."""

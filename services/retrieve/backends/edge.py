@@ -57,6 +57,7 @@ class EdgeBackend:
             indexing_threshold_kb=settings.edge_indexing_threshold_kb,
             search_threads=settings.edge_search_threads,
             hnsw_ef=settings.edge_hnsw_ef,
+            hybrid_candidates=settings.hybrid_candidates,
         )
         self._collections: dict[str, EdgeCollection] = {}
         # Guards opening, creating and dropping shards (rare); calls on open shards skip it.
@@ -191,7 +192,7 @@ class EdgeBackend:
             points = await opened.count()
         except NotFound:
             return CollectionStats(exists=False)
-        return CollectionStats(exists=True, points=points, dimension=opened.dimension)
+        return CollectionStats(exists=True, points=points, dimension=opened.dimension, sparse=opened.sparse)
 
     async def optimize(self, collection: str) -> str:
         """Build the index of one collection now (bench and operators; normally automatic)."""

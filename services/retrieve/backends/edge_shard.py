@@ -46,23 +46,40 @@ from qdrant_edge import (
     EdgeConfig,
     EdgeOptimizersConfig,
     EdgeShard,
+    EdgeSparseVectorParams,
     EdgeVectorParams,
     FieldCondition,
     Filter,
+    Fusion,
     MatchAny,
     MatchValue,
+    Modifier,
     PayloadSchemaType,
     Point,
+    Prefetch,
     Query,
     QueryRequest,
     SearchParams,
     UpdateOperation,
 )
+from qdrant_edge import SparseVector as EdgeSparseVector
 
 from services.common.errors import NotFound
 from services.retrieve import scores
-from services.retrieve.domain import DENSE, FILE_NAME, Hit, PointRecord, SearchQuery, check_dimension
+from services.retrieve.domain import (
+    DENSE,
+    FILE_NAME,
+    METADATA,
+    MODE_DENSE,
+    MODE_SPARSE,
+    Hit,
+    PointRecord,
+    SearchQuery,
+    check_dimension,
+    dense_fallback,
+)
 from services.retrieve.metrics import OPTIMIZE_RUNS, OPTIMIZE_SECONDS
+from services.retrieve.sparse import SPARSE
 
 log = logging.getLogger("zhiku.retrieve.edge")
 
@@ -74,7 +91,8 @@ OPTIMIZING_DIR = "shard.optimizing~"
 RETIRED_DIR = "shard.retired~"
 TRASH_DIR = "~trash"
 STAGING_PREFIX = "~staging-"
-META_FORMAT = 1
+# 2: collection.json names the sparse vector ("sparse"); format-1 collections are dense only.
+META_FORMAT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +106,7 @@ class ShardOptions:
     indexing_threshold_kb: int | None
     search_threads: int | None
     hnsw_ef: int | None = None
+    hybrid_candidates: int = 50
 
 
 async def run_blocking(executor: Executor, fn: Callable[[], T]) -> T:
@@ -149,7 +168,7 @@ class Gate:
                 self._cond.notify_all()
 
 
-def edge_config(dimension: int, options: ShardOptions) -> EdgeConfig:
+def edge_config(dimension: int, options: ShardOptions, sparse: bool = True) -> EdgeConfig:
     optimizers = (
         EdgeOptimizersConfig(indexing_threshold=options.indexing_threshold_kb)
         if options.indexing_threshold_kb is not None
@@ -157,6 +176,8 @@ def edge_config(dimension: int, options: ShardOptions) -> EdgeConfig:
     )
     return EdgeConfig(
         vectors={DENSE: EdgeVectorParams(size=dimension, distance=Distance.Cosine)},
+        # The engine weights sparse terms by IDF over the live collection (BM25, see sparse.py).
+        sparse_vectors={SPARSE: EdgeSparseVectorParams(modifier=Modifier.Idf)} if sparse else None,
         optimizers=optimizers,
         max_search_threads=options.search_threads,
     )
@@ -166,9 +187,10 @@ def is_collection(root: Path) -> bool:
     return (root / META_FILE).is_file()
 
 
-def read_dimension(root: Path) -> int:
+def read_meta(root: Path) -> tuple[int, bool]:
+    """(dimension, has a sparse vector) from our metadata file."""
     meta = json.loads((root / META_FILE).read_text(encoding="utf-8"))
-    return int(meta["dimension"])
+    return int(meta["dimension"]), meta.get("sparse") == SPARSE
 
 
 def recover(root: Path) -> None:
@@ -184,18 +206,29 @@ def recover(root: Path) -> None:
             shutil.rmtree(leftover)
 
 
-def create_on_disk(root: Path, dimension: int, options: ShardOptions) -> None:
-    """Build the collection in a staging directory and rename it into place (atomic commit)."""
+def create_on_disk(root: Path, dimension: int, options: ShardOptions, sparse: bool = True) -> None:
+    """Build the collection in a staging directory and rename it into place (atomic commit).
+
+    ``sparse=False`` makes the dense-only layout of format 1 (tests of old collections)."""
     staging = root.parent / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
     try:
-        shard = EdgeShard.create(str(staging / SHARD_DIR), edge_config(dimension, options))
+        shard = EdgeShard.create(str(staging / SHARD_DIR), edge_config(dimension, options, sparse))
         try:
             shard.update(UpdateOperation.create_field_index(FILE_NAME, PayloadSchemaType.Keyword))
             shard.flush()
         finally:
             shard.close()
-        meta = {"format": META_FORMAT, "dimension": dimension, "vector": DENSE, "distance": "cosine"}
+        meta = {
+            "format": META_FORMAT,
+            "dimension": dimension,
+            "vector": DENSE,
+            "distance": "cosine",
+        }
+        if sparse:
+            meta["sparse"] = SPARSE
+        else:
+            meta["format"] = 1
         (staging / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
         os.rename(staging, root)
     except BaseException:
@@ -216,7 +249,13 @@ class EdgeCollection:
     ) -> None:
         self.name = name
         self.root = root
-        self.dimension = read_dimension(root)
+        self.dimension, self.sparse = read_meta(root)
+        if not self.sparse:
+            log.warning(
+                "collection %s was created without a sparse vector: it searches dense only "
+                "(re-create it to get sparse and hybrid search)",
+                name,
+            )
         self._executor = executor
         self._options = options
         self._optimize_slots = optimize_slots
@@ -245,7 +284,7 @@ class EdgeCollection:
         return cls(name, root, executor, options, optimize_slots)
 
     def _config(self) -> EdgeConfig:
-        return edge_config(self.dimension, self._options)
+        return edge_config(self.dimension, self._options, self.sparse)
 
     def _gone(self) -> Exception:
         return NotFound(f"collection {self.name!r} not found")
@@ -256,19 +295,50 @@ class EdgeCollection:
     # ----- reads -----
 
     async def search(self, query: SearchQuery) -> list[Hit]:
-        check_dimension(self.name, self.dimension, len(query.vector), "query")
-        request = QueryRequest(
-            limit=query.top_k,
-            query=Query.Nearest(query.vector, using=DENSE),
-            filter=_files_filter(query.file_names),
-            score_threshold=scores.cosine_floor(query.score_threshold),
-            params=self._search_params,
-            with_payload=True,
-        )
+        if not self.sparse and query.mode != MODE_DENSE:
+            query = dense_fallback(self.name, query)
+        if query.mode != MODE_SPARSE:
+            check_dimension(self.name, self.dimension, len(query.vector), "query")
+        if query.mode != MODE_DENSE and not query.sparse:
+            if query.mode == MODE_SPARSE:
+                return []  # no words in the query text: nothing can match lexically
+            query = query.without_sparse()
+        request = self._request(query)
         async with self._gate.shared(self._gone):
             found = await self._run(lambda: self.shard.query(request))
-        hits = [Hit.from_payload(p.id, scores.score_from_cosine(p.score), p.payload) for p in found]
-        return [hit for hit in hits if scores.keep(hit.score, query.score_threshold)]
+        hits = [Hit.from_payload(p.id, scores.map_score(query.mode, p.score), p.payload) for p in found]
+        return scores.rank_and_keep(hits, query.score_threshold)
+
+    def _request(self, query: SearchQuery) -> QueryRequest:
+        query_filter = _filter(query)
+        if query.mode == MODE_DENSE:
+            return QueryRequest(
+                limit=query.top_k,
+                query=Query.Nearest(query.vector, using=DENSE),
+                filter=query_filter,
+                score_threshold=scores.cosine_floor(query.score_threshold),
+                params=self._search_params,
+                with_payload=True,
+            )
+        sparse = Query.Nearest(EdgeSparseVector(query.sparse.indices, query.sparse.values), using=SPARSE)
+        if query.mode == MODE_SPARSE:
+            return QueryRequest(limit=query.top_k, query=sparse, filter=query_filter, with_payload=True)
+        candidates = max(query.top_k, self._options.hybrid_candidates)
+        return QueryRequest(
+            limit=query.top_k,
+            prefetches=[
+                Prefetch(
+                    limit=candidates,
+                    query=Query.Nearest(query.vector, using=DENSE),
+                    filter=query_filter,
+                    params=self._search_params,
+                ),
+                Prefetch(limit=candidates, query=sparse, filter=query_filter),
+            ],
+            query=Fusion.Rrf(k=scores.RRF_K),
+            filter=query_filter,
+            with_payload=True,
+        )
 
     async def count(self) -> int:
         async with self._gate.shared(self._gone):
@@ -288,8 +358,14 @@ class EdgeCollection:
         if not points:
             return 0
 
+        def vectors(point: PointRecord) -> dict[str, Any]:
+            if self.sparse and point.sparse:
+                sparse = EdgeSparseVector(point.sparse.indices, point.sparse.values)
+                return {DENSE: point.vector, SPARSE: sparse}
+            return {DENSE: point.vector}
+
         def build() -> UpdateOperation:
-            engine_points = [Point(p.id, {DENSE: p.vector}, p.payload()) for p in points]
+            engine_points = [Point(p.id, vectors(p), p.payload()) for p in points]
             return UpdateOperation.upsert_points(engine_points)
 
         await self._write(build)
@@ -484,7 +560,11 @@ class EdgeCollection:
             await self._run(self.shard.close)
 
 
-def _files_filter(file_names: tuple[str, ...]) -> Filter | None:
-    if not file_names:
-        return None
-    return Filter(must=[FieldCondition(key=FILE_NAME, match=MatchAny(any=list(file_names)))])
+def _filter(query: SearchQuery) -> Filter | None:
+    """File names (any of) and metadata fields (all of), as one engine filter."""
+    must = []
+    if query.file_names:
+        must.append(FieldCondition(key=FILE_NAME, match=MatchAny(any=list(query.file_names))))
+    for key, value in query.metadata_filter:
+        must.append(FieldCondition(key=f"{METADATA}.{key}", match=MatchValue(value)))
+    return Filter(must=must) if must else None

@@ -34,12 +34,17 @@ from services.retrieve.config import RetrieveSettings
 from services.retrieve.domain import (
     DENSE,
     FILE_NAME,
+    METADATA,
+    MODE_DENSE,
+    MODE_SPARSE,
     CollectionStats,
     Hit,
     PointRecord,
     SearchQuery,
     check_dimension,
+    dense_fallback,
 )
+from services.retrieve.sparse import SPARSE
 
 log = logging.getLogger("zhiku.retrieve.qdrant")
 
@@ -84,6 +89,16 @@ def _file_filter(field: str, match: models.MatchValue | models.MatchAny) -> mode
     return models.Filter(must=[models.FieldCondition(key=field, match=match)])
 
 
+def _search_filter(query: SearchQuery) -> models.Filter | None:
+    """File names (any of) and metadata fields (all of), as one Qdrant filter."""
+    must: list[models.Condition] = []
+    if query.file_names:
+        must.append(models.FieldCondition(key=FILE_NAME, match=models.MatchAny(any=list(query.file_names))))
+    for key, value in query.metadata_filter:
+        must.append(models.FieldCondition(key=f"{METADATA}.{key}", match=models.MatchValue(value=value)))
+    return models.Filter(must=must) if must else None
+
+
 def _is_conflict(error: Exception) -> bool:
     if isinstance(error, UnexpectedResponse):
         return error.status_code == _CONFLICT_HTTP
@@ -100,6 +115,8 @@ class QdrantBackend:
         self._local = settings.qdrant_path is not None
         self._client: AsyncQdrantClient | None = None
         self._dimensions: dict[str, int] = {}
+        # Whether each known collection has the sparse vector (older ones are dense only).
+        self._sparse: dict[str, bool] = {}
 
     # ----- lifecycle -----
 
@@ -161,6 +178,7 @@ class QdrantBackend:
             raise FailedPrecondition(f"collection {collection!r} has no {DENSE!r} vector: not made by zhiku")
         dimension = vectors[DENSE].size
         self._dimensions[collection] = dimension
+        self._sparse[collection] = SPARSE in (info.config.params.sparse_vectors or {})
         return dimension
 
     async def _dimension(self, collection: str) -> int:
@@ -183,6 +201,10 @@ class QdrantBackend:
                     await self.client.create_collection(
                         collection,
                         vectors_config={DENSE: _dense_params(dimension)},
+                        # The server weights terms by IDF over the collection (BM25, sparse.py).
+                        sparse_vectors_config={
+                            SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)
+                        },
                     )
                 created = True
             except ZhikuError as error:
@@ -212,29 +234,74 @@ class QdrantBackend:
         async with self._calling(collection):
             for start in range(0, len(points), batch):
                 structs = [
-                    models.PointStruct(id=p.id, vector={DENSE: p.vector}, payload=p.payload())
+                    models.PointStruct(id=p.id, vector=self._vectors(collection, p), payload=p.payload())
                     for p in points[start : start + batch]
                 ]
                 await self.client.upsert(collection, points=structs, wait=True)
         return len(points)
 
+    def _vectors(self, collection: str, point: PointRecord) -> dict[str, object]:
+        if self._sparse.get(collection) and point.sparse:
+            sparse = models.SparseVector(indices=point.sparse.indices, values=point.sparse.values)
+            return {DENSE: point.vector, SPARSE: sparse}
+        return {DENSE: point.vector}
+
     async def search(self, collection: str, query: SearchQuery) -> list[Hit]:
-        await self._check_dimension(collection, len(query.vector), "query")
-        query_filter = None
-        if query.file_names:
-            query_filter = _file_filter(FILE_NAME, models.MatchAny(any=list(query.file_names)))
+        if query.mode != MODE_SPARSE:
+            await self._check_dimension(collection, len(query.vector), "query")
+        else:
+            await self._dimension(collection)  # NotFound, and whether it has a sparse vector
+        if query.mode != MODE_DENSE and not self._sparse.get(collection):
+            query = dense_fallback(collection, query)
+        if query.mode != MODE_DENSE and not query.sparse:
+            if query.mode == MODE_SPARSE:
+                return []  # no words in the query text: nothing can match lexically
+            query = query.without_sparse()
+        query_filter = _search_filter(query)
         async with self._calling(collection):
-            response = await self.client.query_points(
+            if query.mode == MODE_DENSE:
+                response = await self.client.query_points(
+                    collection,
+                    query=query.vector,
+                    using=DENSE,
+                    limit=query.top_k,
+                    query_filter=query_filter,
+                    score_threshold=scores.cosine_floor(query.score_threshold),
+                    with_payload=True,
+                )
+            else:
+                response = await self._lexical(collection, query, query_filter)
+        hits = [
+            Hit.from_payload(p.id, scores.map_score(query.mode, p.score), p.payload) for p in response.points
+        ]
+        return scores.rank_and_keep(hits, query.score_threshold)
+
+    async def _lexical(
+        self, collection: str, query: SearchQuery, query_filter: models.Filter | None
+    ) -> models.QueryResponse:
+        """Sparse search, or hybrid: dense and sparse candidates fused by RRF on the server."""
+        sparse = models.SparseVector(indices=query.sparse.indices, values=query.sparse.values)
+        if query.mode == MODE_SPARSE:
+            return await self.client.query_points(
                 collection,
-                query=query.vector,
-                using=DENSE,
+                query=sparse,
+                using=SPARSE,
                 limit=query.top_k,
                 query_filter=query_filter,
-                score_threshold=scores.cosine_floor(query.score_threshold),
                 with_payload=True,
             )
-        hits = [Hit.from_payload(p.id, scores.score_from_cosine(p.score), p.payload) for p in response.points]
-        return [hit for hit in hits if scores.keep(hit.score, query.score_threshold)]
+        candidates = max(query.top_k, self._settings.hybrid_candidates)
+        return await self.client.query_points(
+            collection,
+            prefetch=[
+                models.Prefetch(query=query.vector, using=DENSE, limit=candidates, filter=query_filter),
+                models.Prefetch(query=sparse, using=SPARSE, limit=candidates, filter=query_filter),
+            ],
+            query=models.RrfQuery(rrf=models.Rrf(k=scores.RRF_K)),
+            limit=query.top_k,
+            query_filter=query_filter,
+            with_payload=True,
+        )
 
     async def delete_by_file(self, collection: str, file_name: str) -> int:
         await self._dimension(collection)
@@ -261,4 +328,6 @@ class QdrantBackend:
             return CollectionStats(exists=False)
         async with self._calling(collection):
             points = (await self.client.count(collection, exact=True)).count
-        return CollectionStats(exists=True, points=points, dimension=dimension)
+        return CollectionStats(
+            exists=True, points=points, dimension=dimension, sparse=self._sparse.get(collection, False)
+        )

@@ -46,7 +46,7 @@ async def test_ensure_collection_is_idempotent(retrieve: Running) -> None:
     first = await retrieve.stub.EnsureCollection(pb.EnsureCollectionRequest(collection=KB, dimension=DIM))
     second = await retrieve.stub.EnsureCollection(pb.EnsureCollectionRequest(collection=KB, dimension=DIM))
     assert (first.created, second.created) == (True, False)
-    assert (await stats(retrieve)) == pb.StatsResponse(exists=True, points=0, dimension=DIM)
+    assert (await stats(retrieve)) == pb.StatsResponse(exists=True, points=0, dimension=DIM, sparse=True)
 
 
 async def test_ensure_with_other_dimension_is_invalid(retrieve: Running) -> None:
@@ -136,7 +136,7 @@ async def test_drop_collection_removes_everything(retrieve: Running) -> None:
     # The name is free again, with any dimension.
     recreated = await retrieve.stub.EnsureCollection(pb.EnsureCollectionRequest(collection=KB, dimension=8))
     assert recreated.created
-    assert (await stats(retrieve)) == pb.StatsResponse(exists=True, points=0, dimension=8)
+    assert (await stats(retrieve)) == pb.StatsResponse(exists=True, points=0, dimension=8, sparse=True)
 
 
 async def test_unknown_collection_is_not_found(retrieve: Running) -> None:

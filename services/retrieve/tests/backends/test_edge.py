@@ -61,7 +61,7 @@ async def test_points_survive_a_restart(tmp_path: Path) -> None:
         data = await seed(first, 50)
     async with running(settings) as second:
         assert (await second.stub.Stats(pb.StatsRequest(collection=KB))) == pb.StatsResponse(
-            exists=True, points=50, dimension=DIM
+            exists=True, points=50, dimension=DIM, sparse=True
         )
         assert await top_id(second, data[17].tolist()) == point_id(17)
 

@@ -1,0 +1,171 @@
+"""The sparse lexical encoder: BM25 term-frequency weights over jieba/word tokens.
+
+One model for both languages. Text is NFKC-normalised and lowercased, then cut by jieba in
+search mode (long Chinese words also emit their sub-words, so "错误码" matches "错误");
+jieba passes Latin runs through as whole words, so English gets a plain word tokenizer for
+free. Tokens without a letter, digit or CJK character (punctuation, spaces) and a short
+stop-word list are dropped.
+
+Token ids are ``zlib.crc32(token)``: stable across processes, machines and releases (no
+vocabulary file, unlike Python's salted ``hash``), and inside Qdrant's u32 index space. A
+collision merges two tokens' weights; at 2^32 ids it is rare enough not to matter.
+
+Documents carry the BM25 term-frequency part, ``tf * (k1 + 1) / (tf + k1 * (1 - b + b *
+len / avg_len))`` with a fixed ``avg_len`` (as Qdrant's own BM25 does: the true average is
+not known when a chunk is written). Queries carry 1.0 per distinct token. The inverse
+document frequency is applied by the engine at search time from live collection statistics:
+both backends declare the sparse vector with the IDF modifier, so a score is
+``sum over shared tokens of idf(t) * tf_part(t)``, i.e. BM25.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import unicodedata
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+
+import jieba
+
+# Name of the sparse vector in every collection that has one.
+SPARSE = "sparse"
+
+_WORDLIKE = re.compile(r"[0-9a-z\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_STOPWORDS = frozenset(
+    [
+        "的",
+        "了",
+        "是",
+        "在",
+        "和",
+        "与",
+        "及",
+        "或",
+        "也",
+        "就",
+        "都",
+        "而",
+        "但",
+        "并",
+        "被",
+        "把",
+        "对",
+        "于",
+        "之",
+        "其",
+        "这",
+        "那",
+        "个",
+        "么",
+        "吗",
+        "呢",
+        "吧",
+        "啊",
+        "着",
+        "过",
+        "从",
+        "为",
+        "以",
+        "等",
+        "a",
+        "an",
+        "the",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "and",
+        "or",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "it",
+        "its",
+        "this",
+        "that",
+        "as",
+        "with",
+        "from",
+        "do",
+        "does",
+        "did",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "how",
+        "why",
+        "when",
+        "where",
+    ]
+)
+_init_lock = threading.Lock()
+_initialised = False
+
+
+@dataclass(frozen=True, slots=True)
+class SparseVector:
+    indices: list[int]
+    values: list[float]
+
+    def __bool__(self) -> bool:
+        return bool(self.indices)
+
+
+def _ensure_jieba() -> None:
+    """Load jieba's dictionary once (about a second), not inside the first request's deadline."""
+    global _initialised
+    with _init_lock:
+        if not _initialised:
+            jieba.setLogLevel(logging.WARNING)
+            jieba.initialize()
+            _initialised = True
+
+
+def tokenize(text: str) -> list[str]:
+    """Lowercased word tokens (jieba search mode), punctuation and stop words removed."""
+    _ensure_jieba()
+    normal = unicodedata.normalize("NFKC", text).lower()
+    return [
+        token
+        for raw in jieba.cut_for_search(normal)
+        if (token := raw.strip()) and _WORDLIKE.search(token) and token not in _STOPWORDS
+    ]
+
+
+def token_id(token: str) -> int:
+    return zlib.crc32(token.encode("utf-8"))
+
+
+class SparseEncoder:
+    """BM25-style encoder; ``k1``/``b`` are the usual BM25 constants, ``avg_len`` in tokens."""
+
+    def __init__(self, k1: float = 1.2, b: float = 0.75, avg_len: float = 120.0) -> None:
+        if k1 < 0 or not 0 <= b <= 1 or avg_len <= 0:
+            raise ValueError("BM25 needs k1 >= 0, 0 <= b <= 1, avg_len > 0")
+        self.k1, self.b, self.avg_len = k1, b, avg_len
+        _ensure_jieba()
+
+    def _counts(self, tokens: list[str]) -> dict[int, int]:
+        counts: Counter[int] = Counter(token_id(token) for token in tokens)
+        return dict(sorted(counts.items()))
+
+    def document(self, text: str) -> SparseVector:
+        tokens = tokenize(text)
+        norm = self.k1 * (1.0 - self.b + self.b * len(tokens) / self.avg_len)
+        counts = self._counts(tokens)
+        values = [tf * (self.k1 + 1.0) / (tf + norm) for tf in counts.values()]
+        return SparseVector(list(counts), values)
+
+    def query(self, text: str) -> SparseVector:
+        counts = self._counts(tokenize(text))
+        return SparseVector(list(counts), [1.0] * len(counts))
