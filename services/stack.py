@@ -285,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=os.environ.get("ZHIKU_DATA_DIR", "data"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("ZHIKU_GATEWAY_PORT", "8000")))
     parser.add_argument("--free-ports", action="store_true", help="pick free ports (tests)")
-    parser.add_argument("--worker-concurrency", type=int, default=2)
+    # Files in flight per worker (threads): the worker packs their chunks into large Embed calls.
+    parser.add_argument("--worker-concurrency", type=int, default=16)
     parser.add_argument("--ready-timeout", type=float, default=300)
     args = parser.parse_args(argv)
 

@@ -2,37 +2,76 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
+from services.gateway.access import Access
 from services.gateway.backends import Backends
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import install_error_handlers
+from services.gateway.file_chats import run_sweeper
 from services.gateway.middleware import (
-    ApiKeyMiddleware,
+    AccessMiddleware,
     BodyLimitMiddleware,
     MetricsMiddleware,
     RequestIdMiddleware,
 )
+from services.gateway.openapi import ERROR_RESPONSES, install_openapi
 from services.gateway.routes import (
     chat,
     chatchat,
+    conversations,
     embeddings,
+    file_chats,
     files,
     health,
     jobs,
+    keys,
     knowledge_bases,
     models,
     search,
 )
+from services.gateway.store import GatewayStore
+from services.gateway.webui import mount_webui
+
+log = logging.getLogger("zhiku.gateway")
+
+API_DESCRIPTION = """\
+OpenAI-compatible chat (`/v1/chat/completions`, `/v1/embeddings`, `/v1/models`) grounded in
+knowledge bases with citations; native knowledge bases, files, jobs and search; conversations
+with feedback; file chats (temporary knowledge bases); API keys; Chatchat v0.2 routes.
+
+Errors use OpenAI's shape `{"error": {"message", "type", "code", "param"}}` (Chatchat routes
+answer `{code, msg, data}` as Chatchat does). Send `Authorization: Bearer <key>` once keys exist.
+"""
+
+
+async def _start_store(app: FastAPI, settings: GatewaySettings, access: Access) -> GatewayStore:
+    """Open the store (creating the ``gw_`` tables) and say in the log whether keys guard the API."""
+    store = GatewayStore(settings.catalog_url)
+    await store.run(store.create_schema)
+    app.state.store = access.store = store
+    if await access.is_open():
+        log.warning(
+            "no API keys configured: the gateway is open to anyone who can reach it "
+            "(set ZHIKU_GATEWAY_API_KEYS or create a key with POST /v1/keys)"
+        )
+    else:
+        log.info("API keys required (Authorization: Bearer <key>)")
+    return store
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     """Build the app; channels open in the lifespan, so building it does no I/O."""
     settings = settings or GatewaySettings()
+    access = Access(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -40,29 +79,66 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
         setup_tracing("gateway", settings.common)
         app.state.backends = Backends.connect(settings.common)
+        store = await _start_store(app, settings, access)
+        sweeper = asyncio.create_task(
+            run_sweeper(app.state.backends, store, settings), name="file-chat-sweeper"
+        )
         try:
             yield
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             await app.state.backends.close()
             app.state.backends = None
+            await asyncio.to_thread(store.dispose)
+            app.state.store = access.store = None
 
     app = FastAPI(
         title="Zhiku",
         summary="Knowledge-base question answering: OpenAI-compatible chat with citations.",
         version="0.1.0",
+        description=API_DESCRIPTION,
+        responses=ERROR_RESPONSES,
         lifespan=lifespan,
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(MetricsMiddleware),
-            Middleware(ApiKeyMiddleware, api_keys=settings.api_keys),
+            *_cors(settings),
+            Middleware(AccessMiddleware, access=access),
             Middleware(BodyLimitMiddleware, max_body_bytes=settings.max_upload_bytes),
         ],
     )
     app.state.settings = settings
     app.state.backends = None
+    app.state.store = None
+    app.state.access = access
     install_error_handlers(app)
+    install_openapi(app)
     for module in (health, knowledge_bases, files, jobs, search, chat, embeddings, models):
         app.include_router(module.router)
+    for module in (conversations, file_chats, keys):
+        app.include_router(module.router)
+    app.include_router(conversations.feedback_router)
     for router in chatchat.routers:
         app.include_router(router)
+    mount_webui(app)  # last: API routes win over the UI's paths
     return app
+
+
+def _cors(settings: GatewaySettings) -> list[Middleware]:
+    """CORS for browsers on other origins (``ZHIKU_GATEWAY_CORS_ORIGINS``); none when unset.
+
+    Outside the access middleware, so preflight requests (which carry no key) are answered.
+    """
+    if not settings.cors_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    ]

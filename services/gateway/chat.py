@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -69,7 +69,27 @@ class ChatCompletionRequest(RetrievalParams):
     retrieval options (``mode``, ``file_names``, ``metadata_filter``, ``knowledge_bases``,
     ``rerank``)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "default",
+                    "messages": [{"role": "user", "content": "How do I request annual leave?"}],
+                    "knowledge_base": "handbook",
+                    "top_k": 5,
+                    "stream": False,
+                },
+                {
+                    "model": "default",
+                    "messages": [{"role": "user", "content": "And how many days do I get?"}],
+                    "conversation_id": "3f2a9c0e5b7d4e1f8a6b2c4d9e0f1a2b",
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                },
+            ]
+        },
+    )
 
     model: str = ""
     messages: list[ChatMessageIn] = Field(min_length=1)
@@ -78,10 +98,19 @@ class ChatCompletionRequest(RetrievalParams):
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     stop: str | list[str] | None = None
+    n: int | None = Field(default=None, description="number of choices; only 1 is supported")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None
+    user: str | None = Field(default=None, description="end-user id (accepted, not used)")
     knowledge_base: str | None = None
+    conversation_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="continue a stored conversation: its history is prepended, send only the new turn",
+    )
+    file_chat_id: str | None = Field(
+        default=None, max_length=64, description="chat with the files of POST /v1/file_chats"
+    )
     top_k: int | None = Field(default=None, ge=1, le=100)
     score_threshold: float | None = Field(default=None, ge=0, le=1)
 
@@ -268,9 +297,15 @@ def sse(payload: dict[str, Any] | str) -> bytes:
 
 
 async def stream_events(
-    generation: Generation, completion: Completion, plan: ChatPlan, include_usage: bool
+    generation: Generation,
+    completion: Completion,
+    plan: ChatPlan,
+    include_usage: bool,
+    opening_extra: dict[str, Any] | None = None,
+    on_complete: Callable[[str], Awaitable[None]] | None = None,
 ) -> AsyncIterator[bytes]:
-    """SSE frames: role (+ citations) first, content deltas, finish, optional usage, [DONE].
+    """SSE frames: role (+ citations, + ``opening_extra``) first, content deltas, finish,
+    optional usage, [DONE]. ``on_complete`` gets the whole answer before [DONE] (to store it).
 
     The ``finally`` cancels the gRPC stream when the client goes away: Starlette cancels this
     generator on disconnect, and the generate service then stops producing tokens.
@@ -285,10 +320,15 @@ async def stream_events(
         opening = completion.chunk({"role": "assistant", "content": ""})
         if plan.knowledge_base is not None:
             opening["citations"] = plan.citations()
+        opening.update(opening_extra or {})
         yield framed(opening)
+        parts: list[str] = []
         async for delta in generation.deltas():
+            parts.append(delta)
             yield framed(completion.chunk({"content": delta}))
         yield framed(completion.chunk({}, generation.finish_reason))
+        if on_complete is not None:
+            await on_complete("".join(parts))
         if include_usage:
             yield sse(completion.usage_chunk(generation.usage))
         yield sse("[DONE]")

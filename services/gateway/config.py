@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services.common.config import CommonSettings
@@ -13,7 +13,7 @@ from services.common.config import CommonSettings
 class GatewaySettings(BaseSettings):
     """What the HTTP front door needs: where to listen, limits, deadlines and API keys."""
 
-    model_config = SettingsConfigDict(env_prefix="ZHIKU_GATEWAY_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="ZHIKU_GATEWAY_", extra="ignore", validate_by_name=True)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -31,15 +31,39 @@ class GatewaySettings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Seconds uvicorn lets requests in flight finish on SIGTERM.
     shutdown_grace_s: float = Field(default=10.0, ge=0)
+    # Database of conversations, feedback, API keys and file chats (tables prefixed ``gw_``);
+    # the plain ZHIKU_CATALOG_URL is shared with ingest, so one database holds everything.
+    # Empty: the ingest catalog's default SQLite file under the data dir.
+    catalog_url: str = Field(
+        default="",
+        validation_alias=AliasChoices("ZHIKU_GATEWAY_CATALOG_URL", "ZHIKU_CATALOG_URL", "catalog_url"),
+    )
+    # Requests per minute for keys without their own limit (environment keys included); 0 = none.
+    default_rate_limit_per_minute: int = Field(default=0, ge=0)
+    # Browser origins allowed by CORS (comma-separated, "*" for any); empty = no CORS headers.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Lifetime of a file chat's temporary knowledge base, and how often expired ones are swept.
+    file_chat_ttl_s: float = Field(default=3600.0, gt=0)
+    file_chat_sweep_interval_s: float = Field(default=60.0, gt=0)
+    # Stored messages of a conversation put in front of a new turn (the latest ones); 0 = none.
+    conversation_history_messages: int = Field(default=20, ge=0, le=1000)
     common: CommonSettings = Field(default_factory=CommonSettings)
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         """Accept ``"k1,k2"`` from the environment as well as a list from code."""
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _default_catalog(self) -> GatewaySettings:
+        """Same default file as the ingest catalog, so the embedded stack has one database."""
+        self.catalog_url = (
+            self.catalog_url.strip() or f"sqlite:///{self.common.data_dir.resolve() / 'catalog.db'}"
+        )
+        return self
 
     @property
     def max_upload_bytes(self) -> int:

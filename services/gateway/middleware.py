@@ -2,35 +2,40 @@
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so streamed answers pass through untouched and a
 client disconnect still reaches the streaming response, which then cancels its gRPC call.
-Order, outermost first: request id, metrics/traces/logs, API key, body limit.
+Order, outermost first: request id, metrics/traces/logs, CORS, access (keys, rate limits),
+body limit.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 import time
-from collections.abc import Sequence
+from urllib.parse import parse_qs
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common import tracing
 from services.common.logging import REQUEST_ID_HEADER, new_request_id, request_id_var
 from services.common.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from services.gateway.errors import error_response
+from services.gateway.access import Access, kb_in_path
+from services.gateway.errors import ApiError, error_response
+from services.gateway.webui import is_ui_path
 
 access_log = logging.getLogger("zhiku.gateway.access")
 
 # Incoming ids are echoed into logs and headers: accept only short, boring ones.
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
-# Probes and scrapes stay open even when API keys are configured.
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Probes, scrapes and the API docs stay open even when API keys are configured.
+OPEN_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+)
 
 
 class RequestIdMiddleware:
@@ -120,38 +125,75 @@ class MetricsMiddleware:
             )
 
 
-class ApiKeyMiddleware:
-    """Bearer API keys when any are configured; 401 in OpenAI's shape otherwise."""
+class AccessMiddleware:
+    """API keys, per-key rate limits and the knowledge base named in a native route's path.
 
-    def __init__(self, app: ASGIApp, api_keys: Sequence[str]) -> None:
+    Open (everything allowed, no principal) while no key exists at all. Otherwise: 401 without
+    a known key, 429 with ``Retry-After`` past the key's rate limit, 403 when the path (or the
+    Chatchat-style ``knowledge_base_name`` query parameter) names a knowledge base outside the
+    key's list. Routes check knowledge bases named in bodies themselves; they find the caller
+    in ``request.state.principal``.
+    """
+
+    def __init__(self, app: ASGIApp, access: Access) -> None:
         self.app = app
-        self.api_keys = [key.encode() for key in api_keys]
+        self.access = access
 
-    def _authorized(self, scope: Scope) -> bool:
+    @staticmethod
+    def _token(scope: Scope) -> str:
         header = Headers(scope=scope).get("authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return False
-        presented = token.strip().encode()
-        # Compare against every key in constant time, so timing tells nothing about a prefix.
-        return any(hmac.compare_digest(presented, key) for key in self.api_keys)
+        return token.strip() if scheme.lower() == "bearer" else ""
+
+    async def _refusal(self, scope: Scope) -> JSONResponse | None:
+        token = self._token(scope)
+        principal = await self.access.principal(token) if token else None
+        if principal is None:
+            return error_response(
+                401,
+                "missing or invalid API key: send 'Authorization: Bearer <key>'",
+                "invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        scope.setdefault("state", {})["principal"] = principal
+        if principal.rate_limit_per_minute:
+            wait = self.access.limiter.retry_after(principal.key_id, principal.rate_limit_per_minute)
+            if wait is not None:
+                return error_response(
+                    429,
+                    f"rate limit of {principal.rate_limit_per_minute} requests per minute exceeded; "
+                    f"retry in {wait} s",
+                    "rate_limit_exceeded",
+                    headers={"Retry-After": str(wait)},
+                )
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        named = [kb_in_path(scope["path"]), *query.get("knowledge_base_name", [])]
+        for name in named:
+            if name is not None and not principal.may_use(name):
+                return error_response(
+                    403,
+                    f"this API key may not use knowledge base {name!r}",
+                    "knowledge_base_forbidden",
+                    "knowledge_base",
+                )
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] != "http"
-            or not self.api_keys
             or scope["path"] in OPEN_PATHS
-            or self._authorized(scope)
+            or is_ui_path(scope["path"])  # the web UI page and assets; it asks for a key on 401
         ):
             await self.app(scope, receive, send)
             return
-        response = error_response(
-            401,
-            "missing or invalid API key: send 'Authorization: Bearer <key>'",
-            "invalid_api_key",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-        await response(scope, receive, send)
+        try:  # outside FastAPI's handlers: a store failure (503) is answered here
+            refusal = None if await self.access.is_open() else await self._refusal(scope)
+        except ApiError as error:
+            refusal = error_response(error.status, error.message, error.code, error.param)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 class BodyTooLarge(HTTPException):

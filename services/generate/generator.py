@@ -18,7 +18,7 @@ from services.common.logging import current_request_id
 from services.generate.backends.base import Backend
 from services.generate.config import GenerateSettings
 from services.generate.domain import Chunk, GenerationRequest, Job, ModelInfo, Prompt, Sampling, Usage
-from services.generate.metrics import RUNNING, TOKENS, TTFT, WAITING
+from services.generate.metrics import ITL, RUNNING, TOKENS, TTFT, WAITING
 from services.generate.prompting import PromptBuilder, PromptTemplates
 
 DEFAULT_MODEL_ALIAS = "default"
@@ -28,7 +28,7 @@ class Generator:
     def __init__(self, settings: GenerateSettings, backend: Backend, templates: PromptTemplates) -> None:
         self.settings = settings
         self.backend = backend
-        self.builder = PromptBuilder(templates)
+        self.builder = PromptBuilder(templates, history_turns=settings.history_turns)
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._waiting = 0
 
@@ -100,10 +100,13 @@ class Generator:
             accounted = False
             try:
                 async with aclosing(backend.stream(job)) as chunks:
+                    ttft, itl = TTFT.labels(backend.name), ITL.labels(backend.name)
+                    last = started
                     async for chunk in chunks:
                         if chunk.delta:
-                            if not parts:
-                                TTFT.labels(backend.name).observe(time.perf_counter() - started)
+                            now = time.perf_counter()
+                            (itl if parts else ttft).observe(now - last)
+                            last = now
                             parts.append(chunk.delta)
                             yield Chunk(delta=chunk.delta)
                         if chunk.finish_reason:

@@ -1,10 +1,17 @@
-"""Prometheus metrics of the generate service (names as the Grafana dashboard expects)."""
+"""Prometheus metrics of the generate service (names as the Grafana dashboard expects).
+
+Every series carries the ``backend`` label, so one dashboard compares llama.cpp, vLLM and an
+OpenAI-compatible upstream. Latencies are measured inside the service, from admission (a
+free concurrency slot) on: queueing time shows separately as ``requests_waiting``.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
+# Decode steps: 5 ms (a fast GPU) to 1 s (a CPU model under load).
+ITL_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1)
 
 TOKENS = Counter(
     "zhiku_generate_tokens_total",
@@ -16,6 +23,12 @@ TTFT = Histogram(
     "Time from admission to the first streamed token",
     ["backend"],
     buckets=TTFT_BUCKETS,
+)
+ITL = Histogram(
+    "zhiku_generate_inter_token_seconds",
+    "Time between two consecutive streamed text deltas of one generation",
+    ["backend"],
+    buckets=ITL_BUCKETS,
 )
 RUNNING = Gauge("zhiku_generate_requests_running", "Generations in progress", ["backend"])
 WAITING = Gauge("zhiku_generate_requests_waiting", "Generations waiting for a slot", ["backend"])

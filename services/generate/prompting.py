@@ -6,7 +6,10 @@ knowledge-base chat (numbered passages, answer from them and cite [n]), plain ch
 so operators tune wording without a release; they are validated once at start-up.
 
 Fitting priority when the window is tight: the question first, then passages in retrieval
-order (the last one that only partly fits is cut by tokens), then the most recent history.
+order (the last one that only partly fits is cut by tokens), then the most recent history
+(at most ``history_turns`` exchanges). Every count is in the backend's own tokens (llama.cpp's
+tokenizer for GGUF, the Hugging Face tokenizer with its chat template for vLLM, a documented
+estimate for OpenAI-compatible upstreams whose tokenizer is not at hand), never characters.
 """
 
 from __future__ import annotations
@@ -121,8 +124,15 @@ def truncate_to_tokens(text: str, max_tokens: int, counter: TokenCounter) -> str
 
 
 class PromptBuilder:
-    def __init__(self, templates: PromptTemplates) -> None:
+    """Builds prompts; ``history_turns`` caps the earlier exchanges kept (None: no cap).
+
+    A turn is one user message and the assistant's reply, so the cap keeps the last
+    ``2 * history_turns`` dialogue messages; the token budget may then drop more.
+    """
+
+    def __init__(self, templates: PromptTemplates, history_turns: int | None = None) -> None:
         self.templates = templates
+        self.history_turns = history_turns
 
     def kind_of(self, request: GenerationRequest) -> PromptKind:
         if request.passages:
@@ -140,6 +150,10 @@ class PromptBuilder:
 
         client_system = [t for t in request.history if t.role == "system"]
         dialogue = [t for t in request.history if t.role != "system"]
+        if self.history_turns is not None:
+            dialogue = (
+                dialogue[max(0, len(dialogue) - 2 * self.history_turns) :] if self.history_turns else []
+            )
         system = client_system or [Turn("system", self.templates.render("system", language))]
 
         final_empty = self._final_turn(kind, language, request.question, context="")

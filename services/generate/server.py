@@ -10,6 +10,7 @@ import grpc
 
 from services.common.grpc_server import ServiceSpec, run_service
 from services.generate.backends import Backend, create_backend
+from services.generate.coalesce import coalesced
 from services.generate.config import GenerateSettings
 from services.generate.domain import GenerationRequest
 from services.generate.generator import Generator
@@ -33,7 +34,7 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
         # a worker thread sees it at the next token, whatever the event loop is doing.
         cancel = threading.Event()
         context.add_done_callback(lambda _call: cancel.set())
-        async with aclosing(self.generator.generate(parsed, cancel)) as chunks:
+        async with aclosing(coalesced(self.generator.generate(parsed, cancel))) as chunks:
             async for chunk in chunks:
                 yield chunk.to_pb()
 

@@ -13,7 +13,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
+from kombu.exceptions import ChannelError
 from kombu.transport import sqlalchemy as kombu_sqla
+from sqlalchemy import Engine, event
 
 from services.ingest.config import IngestSettings
 
@@ -29,6 +31,26 @@ SQLA_POLLING_INTERVAL_S = 0.1
 log = logging.getLogger("zhiku.ingest.broker")
 
 
+class SqlaChannel(kombu_sqla.Channel):
+    """kombu's channel, with the catalog's SQLite settings on its connections.
+
+    The catalog runs SQLite in WAL mode with ``synchronous=NORMAL``; kombu's own connections
+    would use the default FULL, an fsync per published message (most of an upload's time).
+    """
+
+    def _engine_from_config(self) -> Engine:
+        engine: Engine = super()._engine_from_config()
+        if engine.dialect.name == "sqlite":
+
+            @event.listens_for(engine, "connect")
+            def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+                cursor = dbapi_connection.cursor()
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.close()
+
+        return engine
+
+
 class SqlaTransport(kombu_sqla.Transport):
     """kombu's SQLAlchemy transport, polling every 0.1 s instead of every second.
 
@@ -36,6 +58,7 @@ class SqlaTransport(kombu_sqla.Transport):
     options to ``create_engine``, which rejects the unknown keyword, hence a subclass.
     """
 
+    Channel = SqlaChannel
     polling_interval = SQLA_POLLING_INTERVAL_S
 
 
@@ -126,6 +149,18 @@ def prepare_broker(app: Celery, attempts: int = 10) -> None:
                 raise
             log.info("declaring queue %s raced another process (%s); retrying", queue.name, error)
             time.sleep(0.05 * attempt)
+
+
+def queue_length(app: Celery) -> int:
+    """Messages waiting in the ingest queue (not those a worker already fetched); blocking."""
+    with app.connection_for_write() as connection:
+        try:
+            declared = connection.default_channel.queue_declare(
+                queue=app.conf.task_default_queue, passive=True
+            )
+        except ChannelError:  # Redis: an empty queue does not exist
+            return 0
+        return int(declared.message_count)
 
 
 def enqueue_ingest(app: Celery, job_id: str) -> None:

@@ -6,6 +6,11 @@ newer upload or a delete can never be flipped back to succeeded by a worker that
 running it. On SQLite the file runs in WAL mode (readers never wait for the writer), with a busy
 timeout, and write transactions start with ``BEGIN IMMEDIATE`` so two writers queue up instead
 of failing on a read-to-write lock upgrade.
+
+Crash safety: a worker holding a job renews ``lease_until`` (heartbeats); a job in a running
+stage whose lease expired belongs to a dead worker (SIGKILL, OOM, lost node), and
+:meth:`Catalog.sweep` hands it back to the queue. Claims are conditional too
+(:meth:`Catalog.begin_attempt`), so a redelivered duplicate message never runs a job twice.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Double,
     Engine,
     ForeignKey,
@@ -30,7 +36,9 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import make_url
@@ -38,10 +46,26 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from services.common.errors import AlreadyExists, DependencyUnavailable, NotFound
-from services.ingest.models import ACTIVE_STATES, FileRecord, Job, JobState, KnowledgeBase
+from services.ingest.models import (
+    ACTIVE_STATES,
+    RUNNING_STATES,
+    FileRecord,
+    Job,
+    JobState,
+    KnowledgeBase,
+)
 
 T = TypeVar("T")
 _ACTIVE = [state.value for state in ACTIVE_STATES]
+_RUNNING = [state.value for state in RUNNING_STATES]
+# Columns added after the first release, created on existing databases by create_schema.
+_ADDED_COLUMNS: dict[str, dict[str, str]] = {
+    "jobs": {
+        "splitter": "VARCHAR(16) NOT NULL DEFAULT 'recursive'",
+        "title_enhance": "BOOLEAN NOT NULL DEFAULT FALSE",
+        "lease_until": "DOUBLE PRECISION NOT NULL DEFAULT 0",
+    }
+}
 
 
 class Base(DeclarativeBase):
@@ -92,8 +116,11 @@ class JobRow(Base):
     chunk_overlap: Mapped[int] = mapped_column(Integer)
     # The submitting request's id, so the worker's logs and calls join the upload's trace.
     request_id: Mapped[str] = mapped_column(String(64), default="")
-    created_at: Mapped[float] = mapped_column(Double)
+    created_at: Mapped[float] = mapped_column(Double, index=True)
     updated_at: Mapped[float] = mapped_column(Double)
+    splitter: Mapped[str] = mapped_column(String(16), default="recursive")
+    title_enhance: Mapped[bool] = mapped_column(Boolean, default=False)
+    lease_until: Mapped[float] = mapped_column(Double, default=0.0)
 
 
 def _sqlite_engine(url: str, busy_timeout_s: float) -> Engine:
@@ -144,7 +171,7 @@ def _file_record(kb: str, row: FileRow) -> FileRecord:
     )
 
 
-def _job_record(kb: str, row: JobRow) -> Job:
+def _job_record(kb: str, row: JobRow, unchanged: bool = False) -> Job:
     return Job(
         id=row.id,
         knowledge_base=kb,
@@ -160,6 +187,10 @@ def _job_record(kb: str, row: JobRow) -> Job:
         request_id=row.request_id,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        splitter=row.splitter or "recursive",
+        title_enhance=bool(row.title_enhance),
+        lease_until=row.lease_until or 0.0,
+        unchanged=unchanged,
     )
 
 
@@ -186,11 +217,21 @@ class Catalog:
         for attempt in range(3):
             try:
                 Base.metadata.create_all(self.engine)
+                self._add_columns()
                 return
             except (IntegrityError, ProgrammingError, OperationalError):
                 if attempt == 2:
                     raise
                 time.sleep(0.2)
+
+    def _add_columns(self) -> None:
+        """Add columns newer than an existing database (a catalog from an earlier release)."""
+        for table, columns in _ADDED_COLUMNS.items():
+            present = {column["name"] for column in inspect(self.engine).get_columns(table)}
+            for name, ddl in columns.items():
+                if name not in present:
+                    with self.engine.begin() as connection:
+                        connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -281,11 +322,18 @@ class Catalog:
         chunk_size: int,
         chunk_overlap: int,
         request_id: str = "",
+        *,
+        splitter: str = "recursive",
+        title_enhance: bool = False,
+        override: bool = False,
     ) -> Job:
         """Record an upload: the file row (new or replaced) and a QUEUED job that owns it.
 
-        Jobs still running for an earlier upload of the same name are cancelled, so only the
-        newest content is indexed and the superseded worker cannot overwrite the file's state.
+        Content identical to the file's current upload (same hash, its job succeeded or still
+        running) is a no-op unless ``override``: the answer is that job, marked ``unchanged``,
+        and nothing is queued. Jobs still running for an earlier upload of the same name are
+        cancelled, so only the newest content is indexed and the superseded worker cannot
+        overwrite the file's state.
         """
         job_id = str(uuid.uuid4())
 
@@ -298,6 +346,13 @@ class Catalog:
                 file_row = session.scalar(
                     select(FileRow).where(FileRow.kb_id == kb_id, FileRow.name == file_name).with_for_update()
                 )
+                if file_row is not None and not override and file_row.content_hash == content_hash:
+                    current = session.get(JobRow, file_row.job_id)
+                    if current is not None and current.state not in (
+                        JobState.FAILED.value,
+                        JobState.CANCELLED.value,
+                    ):
+                        return _job_record(kb, current, unchanged=True)
                 if file_row is None:
                     file_row = FileRow(kb_id=kb_id, name=file_name, chunks=0, created_at=now)
                     session.add(file_row)
@@ -324,6 +379,9 @@ class Catalog:
                     request_id=request_id,
                     created_at=now,
                     updated_at=now,
+                    splitter=splitter,
+                    title_enhance=title_enhance,
+                    lease_until=0.0,
                 )
                 session.add(job)
                 session.flush()
@@ -389,8 +447,35 @@ class Catalog:
         except NotFound:
             return None
 
-    def begin_attempt(self, job_id: str) -> Job | None:
-        """Claim a job for one more attempt; None when it is gone or already finished."""
+    def list_jobs(self, kb: str, limit: int = 100) -> list[Job]:
+        """The knowledge base's jobs, newest first."""
+        with self._session(write=False) as session:
+            kb_id = self._kb_row(session, kb).id
+            rows = session.scalars(
+                select(JobRow)
+                .where(JobRow.kb_id == kb_id)
+                .order_by(JobRow.created_at.desc(), JobRow.id)
+                .limit(limit)
+            )
+            return [_job_record(kb, row) for row in rows]
+
+    def cancel_job(self, job_id: str, reason: str = "cancelled by request") -> Job:
+        """Cancel a queued or running job (its worker stops at its next step); a finished job
+        is returned unchanged. The file keeps the points of its last finished upload."""
+        with self._session(write=True) as session:
+            self._lock_file_of(session, job_id)
+            changed = session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state.in_(_ACTIVE))
+                .values(state=JobState.CANCELLED.value, error=reason, lease_until=0.0, updated_at=time.time())
+            )
+            if changed.rowcount:
+                self._file_state(session, job_id, state=JobState.CANCELLED.value, error=reason)
+        return self.get_job(job_id)
+
+    def begin_attempt(self, job_id: str, lease_s: float = 60.0) -> Job | None:
+        """Claim a job for one more attempt, leased for ``lease_s``; None when it is gone,
+        finished, or held by another live worker (a duplicate delivery of its message)."""
         with self._session(write=True) as session:
             self._lock_file_of(session, job_id)
             found = session.execute(
@@ -402,13 +487,17 @@ class Catalog:
             if found is None:
                 return None
             row, kb = found
+            now = time.time()
             if JobState(row.state).terminal:
+                return None
+            if row.state != JobState.QUEUED.value and (row.lease_until or 0.0) > now:
                 return None
             row.attempts += 1
             row.state = JobState.PARSING.value
             row.progress = 0.0
             row.error = ""
-            row.updated_at = time.time()
+            row.lease_until = now + lease_s
+            row.updated_at = now
             self._file_state(session, job_id, state=JobState.PARSING.value)
             session.flush()
             return _job_record(kb, row)
@@ -440,6 +529,67 @@ class Catalog:
                 self._file_state(session, job_id, **file_values)
             return True
 
+    def heartbeat(self, job_id: str, lease_s: float) -> bool:
+        """Extend the running job's lease; False when it is no longer active."""
+        with self._session(write=True) as session:
+            changed = session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state.in_(_RUNNING))
+                .values(lease_until=time.time() + lease_s)
+            )
+            return bool(changed.rowcount)
+
+    def sweep(self, max_attempts: int, queued_redeliver_s: float, queue_empty: bool = True) -> list[str]:
+        """Recover jobs whose worker died; returns the ids to publish to the queue again.
+
+        A job in a running stage whose lease expired is QUEUED again (or FAILED once it has
+        used ``max_attempts``: a file that kills its worker every time). A job QUEUED longer
+        than ``queued_redeliver_s`` while the broker's queue is empty (``queue_empty``) may
+        have lost its message (the SQL broker drops the messages a killed worker had fetched),
+        so it is published again; a duplicate message is harmless, since
+        :meth:`begin_attempt` lets only one delivery claim the job. (With messages still
+        waiting, a long-queued job is just behind a backlog: republishing it would only grow
+        the queue.)
+        """
+        now = time.time()
+        again: list[str] = []
+        with self._session(write=True) as session:
+            expired = session.scalars(
+                select(JobRow).where(JobRow.state.in_(_RUNNING), JobRow.lease_until < now).with_for_update()
+            ).all()
+            for row in expired:
+                lost = f"the worker running attempt {row.attempts} stopped answering (killed or crashed)"
+                if row.attempts >= max_attempts:
+                    values = {
+                        "state": JobState.FAILED.value,
+                        "error": f"{lost}; gave up after {row.attempts} attempts",
+                    }
+                else:
+                    values = {"state": JobState.QUEUED.value, "progress": 0.0, "error": f"{lost}; re-queued"}
+                    again.append(row.id)
+                session.execute(
+                    update(JobRow)
+                    .where(JobRow.id == row.id, JobRow.state == row.state)
+                    .values(lease_until=0.0, updated_at=now, **values)
+                )
+                file_values = {"state": values["state"]}
+                if values["state"] == JobState.FAILED.value:
+                    file_values["error"] = values["error"]
+                self._file_state(session, row.id, **file_values)
+            stale = (
+                session.scalars(
+                    select(JobRow.id).where(
+                        JobRow.state == JobState.QUEUED.value, JobRow.updated_at < now - queued_redeliver_s
+                    )
+                ).all()
+                if queue_empty
+                else []
+            )
+            if stale:
+                session.execute(update(JobRow).where(JobRow.id.in_(stale)).values(updated_at=now))
+                again.extend(stale)
+        return again
+
     def advance(self, job_id: str, state: JobState, progress: float) -> bool:
         """Move a running job on; False when it was cancelled or deleted meanwhile (stop work)."""
         return self._transition(job_id, {"state": state.value, "progress": progress}, {"state": state.value})
@@ -447,13 +597,34 @@ class Catalog:
     def set_progress(self, job_id: str, progress: float) -> bool:
         return self._transition(job_id, {"progress": progress}, {})
 
-    def finish_job(self, job_id: str, chunks: int, embed_model: str = "") -> bool:
-        """Mark success and give the file its chunk count; False when the job lost ownership."""
+    def finish_job(
+        self, job_id: str, chunks: int, embed_model: str = "", swap: Callable[[], None] | None = None
+    ) -> bool:
+        """Mark success and give the file its chunk count; False when the job lost ownership.
+
+        ``swap`` (drop the file's previous points) runs inside this transaction, holding the
+        file's row, once the job is known to still own the file: a superseding upload or a
+        cancel can then neither slip in between the check and the delete (which would remove
+        the newer job's points) nor leave the count unwritten after it. If it raises, nothing
+        is recorded.
+        """
         with self._session(write=True) as session:
             self._lock_file_of(session, job_id)
             row = session.get(JobRow, job_id)
-            if row is None:
+            if row is None or row.state not in _ACTIVE:
                 return False
+            owner = session.scalar(select(FileRow.id).where(FileRow.job_id == job_id))
+            if owner is None:
+                return False
+            # The file's first job ever has no other generation to drop: skip the call (and
+            # holding the write lock through it), the common case of a bulk import.
+            earlier = session.scalar(
+                select(JobRow.id)
+                .where(JobRow.kb_id == row.kb_id, JobRow.file_name == row.file_name, JobRow.id != job_id)
+                .limit(1)
+            )
+            if swap is not None and earlier is not None:
+                swap()
             changed = session.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.state.in_(_ACTIVE))
@@ -462,6 +633,7 @@ class Catalog:
                     progress=1.0,
                     chunks=chunks,
                     error="",
+                    lease_until=0.0,
                     updated_at=time.time(),
                 )
             )
@@ -493,7 +665,9 @@ class Catalog:
         if chunks_left is not None:
             file_values["chunks"] = chunks_left
         return self._transition(
-            job_id, {"state": JobState.QUEUED.value, "progress": 0.0, "error": error}, file_values
+            job_id,
+            {"state": JobState.QUEUED.value, "progress": 0.0, "error": error, "lease_until": 0.0},
+            file_values,
         )
 
     def job_counts(self) -> dict[JobState, int]:

@@ -43,13 +43,19 @@ class IngestSettings(ServiceSettings):
 
     chunk_size: int = Field(default=250, ge=20, le=20_000)
     chunk_overlap: int = Field(default=50, ge=0)
+    # Most texts per Embed call; the worker packs the chunks of all its jobs in flight into
+    # calls this large, waiting at most embed_coalesce_ms for more, embed_concurrency at once.
     embed_batch_size: int = Field(default=64, ge=1, le=4096)
+    embed_coalesce_ms: float = Field(default=20.0, ge=0, le=1000)
+    embed_concurrency: int = Field(default=2, ge=1, le=64)
     upsert_batch_size: int = Field(default=256, ge=1, le=10_000)
     max_file_mb: float = Field(default=100, gt=0)
 
     # Deadlines of the worker's calls; embedding a batch on a CPU can take seconds.
     embed_timeout_s: float = Field(default=300.0, gt=0)
     retrieve_timeout_s: float = Field(default=120.0, gt=0)
+    # The worker writes a job's stage and progress to the catalog at most this often.
+    progress_interval_s: float = Field(default=0.5, ge=0)
     # How long CreateKnowledgeBase waits for embed.Info before recording no model name.
     embed_info_timeout_s: float = Field(default=3.0, gt=0)
     # Attempts of one job when a dependency (embed, retrieve) is unavailable, with backoff.
@@ -57,6 +63,15 @@ class IngestSettings(ServiceSettings):
     retry_backoff_s: float = Field(default=5.0, ge=0)
     # Redis redelivers a task nobody acknowledged within this time (acks_late).
     visibility_timeout_s: int = Field(default=3600, ge=60)
+    # A running job's lease: its worker renews it every lease_s / 4; once it lapses (worker
+    # killed) the API's sweeper re-queues the job, long before any broker would redeliver.
+    lease_s: float = Field(default=60.0, ge=1)
+    # How often the API's sweeper looks for lapsed leases; 0 disables it.
+    sweep_interval_s: float = Field(default=10.0, ge=0)
+    # A job QUEUED this long is published again (its message may be lost); duplicates are no-ops.
+    queued_redeliver_s: float = Field(default=900.0, ge=1)
+    # Most recent jobs GET /v1/knowledge_bases/{kb}/jobs returns when the caller names no limit.
+    list_jobs_limit: int = Field(default=100, ge=1, le=10_000)
     # SQLite waits this long for a competing writer (API, worker, broker) before failing.
     sqlite_busy_timeout_s: float = Field(default=30.0, gt=0)
     # How often the API refreshes the jobs-by-state gauges from the catalog; 0 disables.

@@ -30,6 +30,10 @@ EMBED_BATCH_TEXTS = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
 )
 JOB_RETRIES = Counter("zhiku_ingest_job_retries_total", "Attempts re-queued after a transient failure")
+JOBS_REPUBLISHED = Counter(
+    "zhiku_ingest_jobs_republished_total",
+    "Jobs the sweeper published again: their worker's lease lapsed or their message was lost",
+)
 
 JOBS_BY_STATE = Gauge("zhiku_ingest_jobs", "Ingest jobs in the catalog, by state", ["state"])
 QUEUE_DEPTH = Gauge("zhiku_ingest_queue_depth", "Ingest jobs waiting for a worker (state queued)")

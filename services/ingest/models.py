@@ -32,6 +32,9 @@ class JobState(StrEnum):
 
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 ACTIVE_STATES = frozenset(set(JobState) - TERMINAL_STATES)
+# States in which a worker holds the job (and renews its lease).
+RUNNING_STATES = frozenset({JobState.PARSING, JobState.EMBEDDING, JobState.INDEXING})
+SPLITTERS = ("recursive", "markdown")
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,8 @@ class FileRecord:
             state=self.state.to_pb(),
             error=self.error,
             created_at=self.created_at,
+            updated_at=self.updated_at,
+            job_id=self.job_id,
         )
 
 
@@ -95,6 +100,12 @@ class Job:
     request_id: str
     created_at: float
     updated_at: float
+    splitter: str = "recursive"
+    title_enhance: bool = False
+    # Until when the worker running it is known alive (heartbeats); 0 when no worker holds it.
+    lease_until: float = 0.0
+    # Set on the answer to an upload of content identical to what is indexed: nothing was queued.
+    unchanged: bool = False
 
     def to_pb(self) -> ingest_pb2.Job:
         return ingest_pb2.Job(
@@ -107,4 +118,10 @@ class Job:
             error=self.error,
             created_at=self.created_at,
             updated_at=self.updated_at,
+            unchanged=self.unchanged,
+            attempts=self.attempts,
+            chunk_size=self.chunk_size,
+            chunk_overlap=self.chunk_overlap,
+            splitter=self.splitter,
+            title_enhance=self.title_enhance,
         )

@@ -1,10 +1,16 @@
 """One ingest job, start to finish: parse -> split -> embed -> index, with the catalog kept current.
 
 The pipeline takes only a job id and re-reads everything from the catalog, so a redelivered
-or retried task is harmless: finished jobs are skipped, and a re-run writes the same point ids
-(uuid5 over knowledge base, file name, content hash and chunk index), overwriting instead of duplicating.
-Before indexing, the file's previous points are deleted (``DeleteByFile``) so a replaced file
-never leaves stale chunks behind; the window without vectors lasts only the upsert.
+or retried task is harmless: finished jobs are skipped, a job another live worker holds is
+left alone (leases), and a re-run writes the same point ids (uuid5 over knowledge base, file
+name, content hash, job id and chunk index), overwriting instead of duplicating.
+
+Replacement is atomic for searchers: each job indexes a new generation of the file's points
+(metadata ``generation`` = job id) next to the old one and only then, holding the file's
+catalog row, deletes every other generation of that file; so a re-upload or a reindex never
+leaves the file without vectors, and the catalog's chunk count is written in the same step.
+While it runs, a heartbeat thread renews the job's lease: a worker killed mid-job stops
+renewing, and the ingest service's sweeper hands the job back to the queue.
 
 One pipeline serves every task of a worker process (the threads pool shares it): its gRPC
 channels and database engine are thread-safe and long-lived, created once per process.
@@ -14,11 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
@@ -32,6 +39,7 @@ from services.common.errors import (
 )
 from services.common.grpc_client import request_metadata, sync_channel
 from services.common.logging import new_request_id, request_id_var
+from services.ingest.batcher import EmbedBatcher
 from services.ingest.blobs import BlobStore
 from services.ingest.catalog import Catalog
 from services.ingest.config import IngestSettings
@@ -66,14 +74,18 @@ Request = TypeVar("Request")
 Response = TypeVar("Response")
 
 
-def point_id(kb: str, file_name: str, content_hash: str, chunk_index: int) -> str:
+GENERATION_KEY = "generation"
+
+
+def point_id(kb: str, file_name: str, content_hash: str, chunk_index: int, generation: str = "") -> str:
     """Deterministic id of one chunk's point: a retried job overwrites instead of duplicating.
 
     The file name is part of it, not only the content hash: two files with identical bytes
-    (a copy under another name) must not share, and overwrite, each other's points.
+    (a copy under another name) must not share, and overwrite, each other's points. The
+    generation (the job id) keeps a reindex's new points apart from the old ones it replaces.
     """
-    key = "\x1f".join((kb, file_name, content_hash, str(chunk_index)))
-    return str(uuid.uuid5(POINT_NAMESPACE, key))
+    parts = (kb, file_name, content_hash, str(chunk_index), *((generation,) if generation else ()))
+    return str(uuid.uuid5(POINT_NAMESPACE, "\x1f".join(parts)))
 
 
 def sha256_hex(data: bytes) -> str:
@@ -95,9 +107,43 @@ class _Abandoned(Exception):
 @dataclass
 class _Run:
     job: Job
-    # How many of the file's points are in the index once the old ones were deleted;
-    # None while the index is untouched (a failure then leaves the old count valid).
-    indexed: int | None = None
+    # How many points of this job's generation were upserted (0: the index is untouched).
+    indexed: int = 0
+    # The stage the worker is in, and what the catalog was last told (writes are throttled).
+    stage: JobState = JobState.PARSING
+    reported_stage: JobState = JobState.PARSING
+    reported_at: float = field(default_factory=time.monotonic)
+
+
+class _Heartbeat:
+    """Renews a running job's lease from a daemon thread until stopped.
+
+    A SIGKILLed worker takes this thread with it, so the lease runs out and the sweeper
+    re-queues the job; a live worker busy in one long Embed call keeps its job.
+    """
+
+    def __init__(self, catalog: Catalog, job_id: str, lease_s: float) -> None:
+        self._catalog = catalog
+        self._job_id = job_id
+        self._lease_s = lease_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{job_id[:8]}", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._lease_s / 4):
+            try:
+                if not self._catalog.heartbeat(self._job_id, self._lease_s):
+                    return  # finished or cancelled: nothing left to hold
+            except ZhikuError as error:
+                log.warning("lease renewal of job %s failed: %s", self._job_id, error)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 @contextmanager
@@ -125,6 +171,12 @@ class IngestPipeline:
         self.embed = embed
         self.retrieve = retrieve
         self._channels = list(channels)
+        self._batcher = EmbedBatcher(
+            self._embed_texts,
+            settings.embed_batch_size,
+            settings.embed_coalesce_ms / 1000,
+            settings.embed_concurrency,
+        )
 
     @classmethod
     def from_settings(cls, settings: IngestSettings) -> IngestPipeline:
@@ -143,6 +195,7 @@ class IngestPipeline:
         )
 
     def close(self) -> None:
+        self._batcher.close()
         for channel in self._channels:
             channel.close()
         self.catalog.dispose()
@@ -154,9 +207,9 @@ class IngestPipeline:
 
         Raises :class:`Retry` after a transient failure with attempts left (job re-queued).
         """
-        job = self.catalog.begin_attempt(job_id)
+        job = self.catalog.begin_attempt(job_id, self.settings.lease_s)
         if job is None:
-            log.info("job %s is gone or already finished; nothing to do", job_id)
+            log.info("job %s is gone, finished or held by a live worker; nothing to do", job_id)
             return None
         token = request_id_var.set(job.request_id or new_request_id())
         started = time.perf_counter()
@@ -169,10 +222,11 @@ class IngestPipeline:
             job.attempts,
         )
         try:
-            state = self._execute(run)
+            with _Heartbeat(self.catalog, job.id, self.settings.lease_s):
+                state = self._execute(run)
         except _Abandoned:
             log.info("job %s was cancelled while running; its work is dropped", job.id)
-            if run.indexed is not None:
+            if run.indexed:
                 self._drop_orphans(job)
             state = JobState.CANCELLED
         except TRANSIENT_ERRORS as error:
@@ -191,23 +245,34 @@ class IngestPipeline:
     def _execute(self, run: _Run) -> JobState:
         job = run.job
         chunks = self._prepare(job)
-        self._advance(job, JobState.EMBEDDING, EMBED_START)
-        vectors, model = self._embed_chunks(job, chunks)
-        self._advance(job, JobState.INDEXING, INDEX_START)
+        self._report(run, JobState.EMBEDDING, EMBED_START)
+        vectors, model = self._embed_chunks(run, chunks)
+        self._report(run, JobState.INDEXING, INDEX_START)
         self._index(run, chunks, vectors)
-        if not self.catalog.finish_job(job.id, len(chunks), model):
-            raise _Abandoned(job.id)
+        self._swap(job, len(chunks), model)
         CHUNKS_INDEXED.inc(len(chunks))
         log.info("job %s succeeded: %d chunks from %s", job.id, len(chunks), job.file_name)
         return JobState.SUCCEEDED
 
-    def _advance(self, job: Job, state: JobState, progress: float) -> None:
-        if not self.catalog.advance(job.id, state, progress):
-            raise _Abandoned(job.id)
+    def _report(self, run: _Run, stage: JobState, progress: float) -> None:
+        """Tell the catalog the stage and progress, at most every ``progress_interval_s``.
 
-    def _progress(self, job: Job, progress: float) -> None:
-        if not self.catalog.set_progress(job.id, min(progress, 0.99)):
-            raise _Abandoned(job.id)
+        A small file goes from parsing to succeeded without the writes in between (they were
+        most of its catalog traffic); a long one shows every stage and its progress. A cancel
+        is noticed at the next write, or at the final one, which is conditional anyway.
+        """
+        run.stage = stage
+        now = time.monotonic()
+        if now - run.reported_at < self.settings.progress_interval_s:
+            return
+        progress = min(progress, 0.99)
+        if stage != run.reported_stage:
+            still_active = self.catalog.advance(run.job.id, stage, progress)
+        else:
+            still_active = self.catalog.set_progress(run.job.id, progress)
+        run.reported_stage, run.reported_at = stage, now
+        if not still_active:
+            raise _Abandoned(run.job.id)
 
     def _prepare(self, job: Job) -> list[Chunk]:
         with _stage("parse"):
@@ -217,7 +282,14 @@ class IngestPipeline:
                 raise FailedPrecondition(f"{job.file_name}: the stored original changed since this upload")
             segments = parse(job.file_name, data)
         with _stage("split"):
-            chunks = split_segments(segments, job.file_name, job.chunk_size, job.chunk_overlap)
+            chunks = split_segments(
+                segments,
+                job.file_name,
+                job.chunk_size,
+                job.chunk_overlap,
+                splitter=job.splitter,
+                title_enhance=job.title_enhance,
+            )
         if not chunks:
             raise FailedPrecondition(f"{job.file_name}: no text left after splitting")
         return chunks
@@ -229,35 +301,44 @@ class IngestPipeline:
             mapped = error_from_rpc(error)  # type: ignore[arg-type]
             raise type(mapped)(f"{service} service: {mapped}") from error
 
-    def _embed_chunks(self, job: Job, chunks: list[Chunk]) -> tuple[list[list[float]], str]:
+    def _embed_texts(self, texts: list[str]) -> tuple[list[list[float]], str]:
+        """One Embed call (run by the batcher for the texts of every job in flight)."""
+        EMBED_BATCH_TEXTS.observe(len(texts))
+        reply = self._call(
+            "embed",
+            self.embed.Embed,
+            embed_pb2.EmbedRequest(texts=texts, kind=embed_pb2.EMBED_KIND_PASSAGE),
+            self.settings.embed_timeout_s,
+        )
+        return [list(vector.values) for vector in reply.vectors], reply.model
+
+    def _embed_chunks(self, run: _Run, chunks: list[Chunk]) -> tuple[list[list[float]], str]:
         batch_size = self.settings.embed_batch_size
         vectors: list[list[float]] = []
         model = ""
         dimension = 0
         with _stage("embed"):
-            for start in range(0, len(chunks), batch_size):
-                texts = [chunk.text for chunk in chunks[start : start + batch_size]]
-                EMBED_BATCH_TEXTS.observe(len(texts))
-                reply = self._call(
-                    "embed",
-                    self.embed.Embed,
-                    embed_pb2.EmbedRequest(texts=texts, kind=embed_pb2.EMBED_KIND_PASSAGE),
-                    self.settings.embed_timeout_s,
-                )
-                if len(reply.vectors) != len(texts):
-                    raise FailedPrecondition(
-                        f"embed service returned {len(reply.vectors)} vectors for {len(texts)} texts"
-                    )
-                for vector in reply.vectors:
-                    if dimension and len(vector.values) != dimension:
-                        raise FailedPrecondition(
-                            f"embed service changed dimension mid-file ({dimension} -> {len(vector.values)})"
-                        )
-                    dimension = len(vector.values)
-                    vectors.append(list(vector.values))
-                model = reply.model or model
-                done = len(vectors) / len(chunks)
-                self._progress(job, EMBED_START + (INDEX_START - EMBED_START) * done)
+            # Every piece is queued at once: the batcher packs them with other jobs' texts.
+            pieces = [
+                self._batcher.submit([chunk.text for chunk in chunks[start : start + batch_size]])
+                for start in range(0, len(chunks), batch_size)
+            ]
+            try:
+                for piece in pieces:
+                    piece_vectors, piece_model = piece.result()
+                    for vector in piece_vectors:
+                        if dimension and len(vector) != dimension:
+                            raise FailedPrecondition(
+                                f"embed service changed dimension mid-file ({dimension} -> {len(vector)})"
+                            )
+                        dimension = len(vector)
+                        vectors.append(vector)
+                    model = piece_model or model
+                    done = len(vectors) / len(chunks)
+                    self._report(run, JobState.EMBEDDING, EMBED_START + (INDEX_START - EMBED_START) * done)
+            finally:
+                for piece in pieces:
+                    piece.cancel()  # a failed or cancelled job stops queuing work
         if not dimension:
             raise FailedPrecondition("embed service returned empty vectors")
         return vectors, model
@@ -273,24 +354,20 @@ class IngestPipeline:
                 retrieve_pb2.EnsureCollectionRequest(collection=kb, dimension=len(vectors[0])),
                 timeout,
             )
-            # Re-uploads replace the file: drop its old points first (issue 3 will swap atomically).
-            self._call(
-                "retrieve",
-                self.retrieve.DeleteByFile,
-                retrieve_pb2.DeleteByFileRequest(collection=kb, file_name=job.file_name),
-                timeout,
-            )
-            run.indexed = 0
             batch_size = self.settings.upsert_batch_size
             for start in range(0, len(chunks), batch_size):
                 points = [
                     retrieve_pb2.Point(
-                        id=point_id(kb, job.file_name, job.content_hash, chunk.index),
+                        id=point_id(kb, job.file_name, job.content_hash, chunk.index, job.id),
                         vector=vector,
                         file_name=job.file_name,
                         chunk_index=chunk.index,
                         text=chunk.text,
-                        metadata={**chunk.metadata, "content_hash": job.content_hash},
+                        metadata={
+                            **chunk.metadata,
+                            "content_hash": job.content_hash,
+                            GENERATION_KEY: job.id,
+                        },
                     )
                     for chunk, vector in zip(
                         chunks[start : start + batch_size], vectors[start : start + batch_size], strict=True
@@ -303,10 +380,45 @@ class IngestPipeline:
                     timeout,
                 )
                 run.indexed += len(points)
-                self._progress(job, INDEX_START + (1 - INDEX_START) * run.indexed / len(chunks))
+                self._report(
+                    run, JobState.INDEXING, INDEX_START + (1 - INDEX_START) * run.indexed / len(chunks)
+                )
+
+    def _swap(self, job: Job, chunks: int, model: str) -> None:
+        """Drop the file's other generations and record the new count, as one catalog step."""
+
+        def drop_previous() -> None:
+            self._call(
+                "retrieve",
+                self.retrieve.DeleteByFile,
+                retrieve_pb2.DeleteByFileRequest(
+                    collection=job.knowledge_base,
+                    file_name=job.file_name,
+                    keep_metadata={GENERATION_KEY: job.id},
+                ),
+                self.settings.retrieve_timeout_s,
+            )
+
+        with _stage("swap"):
+            if not self.catalog.finish_job(job.id, chunks, model, swap=drop_previous):
+                raise _Abandoned(job.id)
+
+    def _drop_generation(self, job: Job) -> None:
+        """Remove the points this job upserted (its generation), leaving the file's others."""
+        self._call(
+            "retrieve",
+            self.retrieve.DeleteByFile,
+            retrieve_pb2.DeleteByFileRequest(
+                collection=job.knowledge_base,
+                file_name=job.file_name,
+                only_metadata={GENERATION_KEY: job.id},
+            ),
+            self.settings.retrieve_timeout_s,
+        )
 
     def _drop_orphans(self, job: Job) -> None:
-        """The job lost its file or knowledge base mid-flight: remove what it just indexed."""
+        """The job was cancelled or failed mid-flight: remove what it indexed (or the whole file or
+        collection when those were deleted meanwhile)."""
         timeout = self.settings.retrieve_timeout_s
         try:
             if not self.catalog.kb_exists(job.knowledge_base):
@@ -323,6 +435,10 @@ class IngestPipeline:
                     retrieve_pb2.DeleteByFileRequest(collection=job.knowledge_base, file_name=job.file_name),
                     timeout,
                 )
+            elif self.catalog.get_job(job.id).state is not JobState.SUCCEEDED:
+                # (A worker presumed dead may have finished this very job meanwhile: its
+                # points are the same generation and must stay.)
+                self._drop_generation(job)
         except ZhikuError as error:
             log.warning("could not clean up after cancelled job %s: %s", job.id, error)
 
@@ -330,9 +446,12 @@ class IngestPipeline:
 
     def _fail(self, run: _Run, reason: str) -> JobState:
         log.warning("job %s failed: %s", run.job.id, reason)
-        if not self.catalog.fail_job(run.job.id, reason, chunks_left=run.indexed):
-            return JobState.CANCELLED
-        return JobState.FAILED
+        failed = self.catalog.fail_job(run.job.id, reason)
+        if run.indexed:
+            # Its partial points go; the previous generation is untouched, so the file's
+            # count stays right.
+            self._drop_orphans(run.job)
+        return JobState.FAILED if failed else JobState.CANCELLED
 
     def _transient(self, run: _Run, error: ZhikuError) -> JobState:
         job = run.job
@@ -340,7 +459,8 @@ class IngestPipeline:
             suffix = f" (after {job.attempts} attempts)" if job.attempts > 1 else ""
             return self._fail(run, f"{error}{suffix}")
         message = f"attempt {job.attempts} of {self.settings.max_attempts} failed: {error}; retrying"
-        if not self.catalog.requeue(job.id, message, chunks_left=run.indexed):
+        # Partial points stay: the retry writes the same ids (same job, same generation).
+        if not self.catalog.requeue(job.id, message):
             return JobState.CANCELLED
         JOB_RETRIES.inc()
         raise Retry(message, job.attempts)

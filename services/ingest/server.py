@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import mimetypes
 import uuid
@@ -20,6 +21,7 @@ from services.common.errors import (
     AlreadyExists,
     DependencyUnavailable,
     InvalidArgument,
+    NotFound,
     ResourceExhausted,
     error_from_rpc,
 )
@@ -28,11 +30,17 @@ from services.common.grpc_server import ServiceSpec, run_service
 from services.common.logging import current_request_id
 from services.common.names import check_file_name, check_kb_name
 from services.ingest.blobs import BlobStore
-from services.ingest.broker import IngestCelery, create_celery_app, enqueue_ingest, prepare_broker
+from services.ingest.broker import (
+    IngestCelery,
+    create_celery_app,
+    enqueue_ingest,
+    prepare_broker,
+    queue_length,
+)
 from services.ingest.catalog import Catalog
 from services.ingest.config import IngestSettings
-from services.ingest.metrics import JOBS_BY_STATE, QUEUE_DEPTH
-from services.ingest.models import JobState
+from services.ingest.metrics import JOBS_BY_STATE, JOBS_REPUBLISHED, QUEUE_DEPTH
+from services.ingest.models import SPLITTERS, Job, JobState
 from services.ingest.pipeline import EMBED_SERVICE, RETRIEVE_SERVICE, sha256_hex
 from zhiku.v1 import embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc, retrieve_pb2, retrieve_pb2_grpc
 
@@ -40,7 +48,24 @@ log = logging.getLogger("zhiku.ingest")
 
 INGEST_SERVICE = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
 MAX_DESCRIPTION_CHARS = 2000
+MAX_LIST_JOBS = 10_000
 MIN_CHUNK_SIZE, MAX_CHUNK_SIZE = 20, 20_000
+
+
+def _job_id(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise InvalidArgument(f"job id {value!r} is not a UUID") from None
+
+
+def _splitter(value: str) -> str:
+    """The splitter name; empty means the default (the Chinese-aware recursive splitter)."""
+    if not value:
+        return SPLITTERS[0]
+    if value not in SPLITTERS:
+        raise InvalidArgument(f"splitter must be one of {', '.join(SPLITTERS)}, got {value!r}")
+    return value
 
 
 def _rpc_error(service: str, error: grpc.RpcError) -> Exception:
@@ -130,11 +155,13 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
     # -- files ----------------------------------------------------------------------------
 
-    def _chunking(self, request: ingest_pb2.SubmitFileRequest) -> tuple[int, int]:
+    def _chunking(
+        self, request: ingest_pb2.SubmitFileRequest | ingest_pb2.ReindexFileRequest, default_size: int = 0
+    ) -> tuple[int, int]:
         """Chunk size and overlap for this upload; 0 means the service default."""
         if request.chunk_size < 0 or request.chunk_overlap < 0:
             raise InvalidArgument("chunk_size and chunk_overlap must not be negative")
-        size = request.chunk_size or self.settings.chunk_size
+        size = request.chunk_size or default_size or self.settings.chunk_size
         if not MIN_CHUNK_SIZE <= size <= MAX_CHUNK_SIZE:
             raise InvalidArgument(
                 f"chunk_size must be between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE}, got {size}"
@@ -158,36 +185,102 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         if size == 0:
             raise InvalidArgument(f"{name} is empty")
         chunk_size, chunk_overlap = self._chunking(request)
-        await asyncio.to_thread(self.catalog.get_kb, kb)  # NotFound before storing anything
+        splitter = _splitter(request.splitter)
+        if not await asyncio.to_thread(self.catalog.kb_exists, kb):  # before storing anything
+            raise NotFound(f"knowledge base {kb!r} does not exist")
         content_hash = await asyncio.to_thread(sha256_hex, request.content)
-        await asyncio.to_thread(self.blobs.write, kb, name, request.content)
+        existing = await asyncio.to_thread(self.catalog.find_file, kb, name)
+        if existing is None or existing.content_hash != content_hash:
+            # Identical bytes are already stored: the blob is left alone for running readers.
+            await asyncio.to_thread(self.blobs.write, kb, name, request.content)
         job = await asyncio.to_thread(
-            self.catalog.submit_file,
-            kb,
-            name,
-            size,
-            content_hash,
-            chunk_size,
-            chunk_overlap,
-            current_request_id(),
+            functools.partial(
+                self.catalog.submit_file,
+                kb,
+                name,
+                size,
+                content_hash,
+                chunk_size,
+                chunk_overlap,
+                current_request_id(),
+                splitter=splitter,
+                title_enhance=request.title_enhance,
+                override=request.override,
+            )
         )
+        if job.unchanged:
+            log.info("%s/%s is unchanged (job %s); nothing queued", kb, name, job.id)
+            return job.to_pb()
+        await self._enqueue(job)
+        log.info("queued job %s for %s/%s (%d bytes)", job.id, kb, name, size)
+        return job.to_pb()
+
+    async def _enqueue(self, job: Job) -> None:
         try:
             await asyncio.to_thread(enqueue_ingest, self.celery, job.id)
         except Exception as error:
             reason = f"could not enqueue the job: {type(error).__name__}: {error}"
             await asyncio.to_thread(self.catalog.fail_job, job.id, reason)
             raise DependencyUnavailable(f"job queue unavailable: {error}") from error
-        log.info("queued job %s for %s/%s (%d bytes)", job.id, kb, name, size)
+
+    async def ReindexFile(
+        self, request: ingest_pb2.ReindexFileRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.Job:
+        """Index the stored original again, with new split settings (unset: the last job's)."""
+        kb = check_kb_name(request.knowledge_base)
+        name = check_file_name(request.file_name)
+        current = await asyncio.to_thread(self.catalog.get_file, kb, name)
+        last = await asyncio.to_thread(self.catalog.find_job, current.job_id)
+        chunk_size, chunk_overlap = self._chunking(request, default_size=last.chunk_size if last else 0)
+        if last is not None and not request.chunk_size and not request.chunk_overlap:
+            chunk_overlap = last.chunk_overlap
+        splitter = _splitter(request.splitter or (last.splitter if last else ""))
+        title_enhance = (
+            request.title_enhance
+            if request.HasField("title_enhance")
+            else (last.title_enhance if last else False)
+        )
+        job = await asyncio.to_thread(
+            functools.partial(
+                self.catalog.submit_file,
+                kb,
+                name,
+                current.size,
+                current.content_hash,
+                chunk_size,
+                chunk_overlap,
+                current_request_id(),
+                splitter=splitter,
+                title_enhance=title_enhance,
+                override=True,
+            )
+        )
+        await self._enqueue(job)
+        log.info("queued reindex job %s for %s/%s", job.id, kb, name)
+        return job.to_pb()
+
+    async def ListJobs(
+        self, request: ingest_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.ListJobsResponse:
+        if request.limit < 0:
+            raise InvalidArgument("limit must not be negative")
+        limit = min(request.limit or self.settings.list_jobs_limit, MAX_LIST_JOBS)
+        jobs = await asyncio.to_thread(self.catalog.list_jobs, check_kb_name(request.knowledge_base), limit)
+        return ingest_pb2.ListJobsResponse(jobs=[job.to_pb() for job in jobs])
+
+    async def CancelJob(
+        self, request: ingest_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.Job:
+        job_id = _job_id(request.id)
+        await asyncio.to_thread(self.catalog.get_job, job_id)  # NotFound first
+        job = await asyncio.to_thread(self.catalog.cancel_job, job_id)
+        log.info("cancel of job %s: now %s", job_id, job.state.value)
         return job.to_pb()
 
     async def GetJob(
         self, request: ingest_pb2.GetJobRequest, context: grpc.aio.ServicerContext
     ) -> ingest_pb2.Job:
-        try:
-            job_id = str(uuid.UUID(request.id))
-        except ValueError:
-            raise InvalidArgument(f"job id {request.id!r} is not a UUID") from None
-        job = await asyncio.to_thread(self.catalog.get_job, job_id)
+        job = await asyncio.to_thread(self.catalog.get_job, _job_id(request.id))
         return job.to_pb()
 
     async def ListFiles(
@@ -236,6 +329,29 @@ async def _refresh_job_gauges(catalog: Catalog, every_s: float) -> None:
         await asyncio.sleep(every_s)
 
 
+async def _sweep_lost_jobs(catalog: Catalog, celery: IngestCelery, settings: IngestSettings) -> None:
+    """Re-queue jobs whose worker died (lease lapsed) and re-publish long-queued ones.
+
+    Neither broker gives a SIGKILLed worker's task back in time: the SQL transport deleted the
+    message when the worker fetched it, and Redis waits for its visibility timeout (1 h). The
+    catalog's leases say which jobs lost their worker; publishing again is safe because only
+    one delivery can claim a job.
+    """
+    while True:
+        await asyncio.sleep(settings.sweep_interval_s)
+        try:
+            waiting = await asyncio.to_thread(queue_length, celery)
+            job_ids = await asyncio.to_thread(
+                catalog.sweep, settings.max_attempts, settings.queued_redeliver_s, waiting == 0
+            )
+            for job_id in job_ids:
+                await asyncio.to_thread(enqueue_ingest, celery, job_id)
+                JOBS_REPUBLISHED.inc()
+                log.warning("job %s lost its worker or its message; published again", job_id)
+        except Exception as error:  # the sweeper must outlive a database or broker hiccup
+            log.warning("sweeping lost jobs failed: %s", error)
+
+
 def build_spec(settings: IngestSettings) -> ServiceSpec:
     common = settings.common
     catalog = Catalog(settings.catalog_url, settings.sqlite_busy_timeout_s)
@@ -257,6 +373,8 @@ def build_spec(settings: IngestSettings) -> ServiceSpec:
         servicer.retrieve = retrieve_pb2_grpc.RetrieveServiceStub(retrieve_channel)
         if settings.metrics_refresh_s:
             tasks.append(asyncio.create_task(_refresh_job_gauges(catalog, settings.metrics_refresh_s)))
+        if settings.sweep_interval_s:
+            tasks.append(asyncio.create_task(_sweep_lost_jobs(catalog, celery, settings)))
 
     async def close() -> None:
         for task in tasks:

@@ -8,15 +8,25 @@ packed greedily into chunks; consecutive chunks share up to ``chunk_overlap`` ch
 (whole trailing pieces when they fit, else the tail of the previous chunk) so an answer that
 straddles a cut is still found whole in one chunk. Sizes count characters, not
 tokens: one CJK character is roughly one token for the embedding models we ship.
+
+:func:`split_segments` is what the pipeline calls. It labels every chunk with the heading
+path it sits under (from the Markdown headings parsers keep), keeps Markdown tables whole
+row by row with the header row repeated at the top of every table chunk, and offers two
+strategies: ``recursive`` (the default, above, over the whole text) and ``markdown``
+(sections cut at headings first, so no chunk mixes two sections), plus optional title
+enhancement (:mod:`services.ingest.title_enhance`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from services.ingest.markdown_splitter import markdown_sections
+from services.ingest.outline import Outline, Table
 from services.ingest.parsers import Segment
+from services.ingest.title_enhance import with_title
 
 # Each pattern matches the end of a piece (the mark stays with the text before it).
 _LEVELS: tuple[re.Pattern[str], ...] = (
@@ -80,12 +90,16 @@ def _overlap_prefix(window: list[str], previous: str, overlap: int, room: int) -
     return [tail] if tail else []
 
 
-def split_text(text: str, chunk_size: int, chunk_overlap: int) -> list[str]:
-    """Chunks of ``text``, each 1..chunk_size characters after stripping, never empty."""
+def _check_sizes(chunk_size: int, chunk_overlap: int) -> None:
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     if not 0 <= chunk_overlap < chunk_size:
         raise ValueError(f"chunk_overlap must be in [0, chunk_size), got {chunk_overlap}")
+
+
+def split_text(text: str, chunk_size: int, chunk_overlap: int) -> list[str]:
+    """Chunks of ``text``, each 1..chunk_size characters after stripping, never empty."""
+    _check_sizes(chunk_size, chunk_overlap)
     chunks: list[str] = []
     window: list[str] = []
     length = 0
@@ -108,14 +122,144 @@ def split_text(text: str, chunk_size: int, chunk_overlap: int) -> list[str]:
     return [stripped for chunk in chunks if (stripped := chunk.strip())]
 
 
+# A section is a [start, end) span of a segment's text; a strategy says where they are cut.
+Strategy = Callable[[Outline], list[tuple[int, int]]]
+
+
+def _whole_text(outline: Outline) -> list[tuple[int, int]]:
+    return [(0, len(outline.text))]
+
+
+SPLITTERS: dict[str, Strategy] = {"recursive": _whole_text, "markdown": markdown_sections}
+
+
+def _located(text: str, offset: int, chunks: list[str]) -> Iterator[tuple[int, str]]:
+    """Each chunk with its offset in the segment (chunks are in order, substrings of ``text``)."""
+    cursor = 0
+    for chunk in chunks:
+        found = text.find(chunk, cursor)
+        position = found if found >= 0 else cursor
+        cursor = position + 1  # the next chunk starts later (repeated text must not match here)
+        yield offset + position, chunk
+
+
+def _table_chunks(
+    text: str, offset: int, table: Table, size: int, overlap: int, lead: tuple[int, str] | None = None
+) -> list[tuple[int, str]]:
+    """Rows packed under a repeated header row, each chunk at most ``size`` characters.
+
+    ``lead`` is short text just before the table (a sheet name, a caption) that opens the
+    first chunk instead of standing alone. Falls back to plain splitting when the header
+    alone leaves too little room for rows, and splits a single over-long row like text (it
+    then stands without the header).
+    """
+    budget = size - len(table.header) - 1
+    if budget < size // 4:
+        results = list(_located(text, offset, split_text(text, size, overlap)))
+        return [lead, *results] if lead else results
+    results = []
+    group: list[str] = []
+    group_offset = length = 0
+    if lead:
+        group_offset, length = lead[0], len(lead[1]) + 2
+
+    def flush() -> None:
+        nonlocal lead
+        if group:
+            chunk = table.header + "\n" + "\n".join(group)
+            results.append((lead[0], f"{lead[1]}\n\n{chunk}") if lead else (group_offset, chunk))
+            lead = None
+
+    position = offset
+    for line in text.splitlines(keepends=True):
+        row = line.strip()
+        row_offset = position
+        position += len(line)
+        if not row or row_offset < table.body:
+            continue  # the header and separator rows: repeated on every chunk instead
+        if len(row) > budget:
+            flush()
+            group, length = [], 0
+            if lead:  # nothing flushed it: it still comes first
+                results.append(lead)
+                lead = None
+            results.extend(_located(row, row_offset, split_text(row, size, overlap)))
+            continue
+        if group and length + len(row) + 1 > budget:
+            flush()
+            group, length = [], 0
+        if not group and lead is None:
+            group_offset = row_offset
+        group.append(row)
+        length += len(row) + 1
+    flush()
+    if lead:
+        results.insert(0, lead)
+    if not results and text.strip():  # a header with no body rows
+        results.append((offset, text.strip()))
+    return results
+
+
+def _span_chunks(outline: Outline, start: int, end: int, size: int, overlap: int) -> list[tuple[int, str]]:
+    """Chunks of ``outline.text[start:end]``: tables row-wise with their header, the rest recursively."""
+    text = outline.text
+    results: list[tuple[int, str]] = []
+    position = start
+    for table in outline.tables:
+        if table.end <= start or table.start >= end:
+            continue
+        table_start, table_end = max(table.start, start), min(table.end, end)
+        lead = None
+        if table_start > position:
+            before = text[position:table_start]
+            results.extend(_located(before, position, split_text(before, size, overlap)))
+            if results and results[-1][0] >= position and len(results[-1][1]) <= size // 4:
+                lead = results.pop()
+        results.extend(_table_chunks(text[table_start:table_end], table_start, table, size, overlap, lead))
+        position = table_end
+    if position < end:
+        rest = text[position:end]
+        results.extend(_located(rest, position, split_text(rest, size, overlap)))
+    return results
+
+
 def split_segments(
-    segments: Iterable[Segment], file_name: str, chunk_size: int, chunk_overlap: int
+    segments: Iterable[Segment],
+    file_name: str,
+    chunk_size: int,
+    chunk_overlap: int,
+    *,
+    splitter: str = "recursive",
+    title_enhance: bool = False,
 ) -> list[Chunk]:
-    """Chunk every segment separately (a chunk never spans two PDF pages), numbering them 0..n-1."""
+    """Chunk every segment separately (a chunk never spans two PDF pages), numbering them 0..n-1.
+
+    Each chunk's metadata has the segment's (``page``, ``sheet``, ``member`` ...), plus
+    ``file``, ``chunk_index`` and, under any heading, ``heading`` (the path joined with
+    " > "). With ``title_enhance`` numbered plain-text title lines count as headings too and
+    every chunk starts with its heading path (which comes on top of ``chunk_size``).
+    """
+    strategy = SPLITTERS.get(splitter)
+    if strategy is None:
+        raise ValueError(f"unknown splitter '{splitter}' (choose one of: {', '.join(sorted(SPLITTERS))})")
+    _check_sizes(chunk_size, chunk_overlap)
     chunks: list[Chunk] = []
+    inherited: list[tuple[int, str]] = []
+    member: str | None = None
     for segment in segments:
-        for text in split_text(segment.text, chunk_size, chunk_overlap):
-            index = len(chunks)
-            metadata = {**segment.metadata, "file": file_name, "chunk_index": str(index)}
-            chunks.append(Chunk(text=text, index=index, metadata=metadata))
+        if segment.metadata.get("member") != member:  # headings never carry across zip members
+            inherited, member = [], segment.metadata.get("member")
+        outline = Outline(segment.text, inherited, plain_titles=title_enhance)
+        inherited = outline.stack
+        base = (segment.metadata["heading"],) if segment.metadata.get("heading") else ()
+        for start, end in strategy(outline):
+            for offset, text in _span_chunks(outline, start, end, chunk_size, chunk_overlap):
+                path = base + outline.main_path(offset, offset + len(text))
+                if title_enhance:
+                    text = with_title(text, path)
+                index = len(chunks)
+                metadata = {**segment.metadata, "file": file_name, "chunk_index": str(index)}
+                if path:
+                    metadata["heading"] = " > ".join(path)
+                chunks.append(Chunk(text=text, index=index, metadata=metadata))
     return chunks

@@ -68,7 +68,11 @@ class RetrieveServicer(retrieve_pb2_grpc.RetrieveServiceServicer):
         name = check_kb_name(request.collection)
         if not request.file_name:
             raise InvalidArgument("file_name is empty")
-        deleted = await self._backend.delete_by_file(name, request.file_name)
+        keep = tuple(sorted(request.keep_metadata.items()))
+        only = tuple(sorted(request.only_metadata.items()))
+        if any(not key for key, _ in keep + only):
+            raise InvalidArgument("keep_metadata and only_metadata must not contain an empty key")
+        deleted = await self._backend.delete_by_file(name, request.file_name, keep, only)
         DELETED_POINTS.labels(self._backend.name).inc(deleted)
         return retrieve_pb2.DeleteByFileResponse(deleted=deleted)
 

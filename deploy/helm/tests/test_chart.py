@@ -228,6 +228,36 @@ def test_gpu_limit_equals_tensor_parallel_size(helm: Path, tp: int) -> None:
             assert GPU not in json.dumps(deployment), name
 
 
+def test_vllm_values_become_the_engine_arguments(helm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chart values -> ConfigMap -> GenerateSettings -> AsyncEngineArgs, with the GPU limit
+    equal to the engine's tensor_parallel_size."""
+    from services.generate.backends.vllm_engine import engine_kwargs
+    from services.generate.config import GenerateSettings
+
+    docs = render(
+        helm,
+        *gpu_values(
+            *("--set", "generate.vllm.tensorParallelSize=4", "--set", "generate.vllm.dtype=float16"),
+            *("--set", "generate.vllm.quantization=awq", "--set", "generate.vllm.maxNumSeqs=64"),
+            *("--set", "generate.vllm.enablePrefixCaching=false", "--set", "generate.vllm.maxModelLen=16384"),
+        ),
+    )
+    (config,) = [d for d in docs if is_config(d)]
+    for name, value in config["data"].items():
+        if name.startswith("ZHIKU_GENERATE_"):
+            monkeypatch.setenv(name, value)
+    kwargs = engine_kwargs(GenerateSettings())
+    assert {k: kwargs[k] for k in ("tensor_parallel_size", "dtype", "quantization", "max_num_seqs")} == {
+        "tensor_parallel_size": 4,
+        "dtype": "float16",
+        "quantization": "awq",
+        "max_num_seqs": 64,
+    }
+    assert kwargs["enable_prefix_caching"] is False and kwargs["max_model_len"] == 16384
+    assert kwargs["model"] == "Qwen/Qwen2.5-7B-Instruct"
+    assert int(container(deployments(docs)["generate"])["resources"]["limits"][GPU]) == 4
+
+
 @pytest.mark.parametrize("tp", [1, 2, 4])
 def test_dev_shm_mounted_only_when_tensor_parallel(helm: Path, tp: int) -> None:
     docs = render(helm, *gpu_values("--set", f"generate.vllm.tensorParallelSize={tp}"))

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15zhiku/v1/ingest.proto\x12\x08zhiku.v1\"\x84\x01\n\rKnowledgeBase\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x12\n\nfile_count\x18\x03 \x01(\x05\x12\x13\n\x0b\x63hunk_count\x18\x04 \x01(\x03\x12\x13\n\x0b\x65mbed_model\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\x01\"?\n\x1a\x43reateKnowledgeBaseRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"\'\n\x17GetKnowledgeBaseRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1b\n\x19ListKnowledgeBasesRequest\"N\n\x1aListKnowledgeBasesResponse\x12\x30\n\x0fknowledge_bases\x18\x01 \x03(\x0b\x32\x17.zhiku.v1.KnowledgeBase\"*\n\x1a\x44\x65leteKnowledgeBaseRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1d\n\x1b\x44\x65leteKnowledgeBaseResponse\"\xb8\x01\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0eknowledge_base\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12!\n\x05state\x18\x04 \x01(\x0e\x32\x12.zhiku.v1.JobState\x12\x10\n\x08progress\x18\x05 \x01(\x02\x12\x0e\n\x06\x63hunks\x18\x06 \x01(\x05\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x12\n\ncreated_at\x18\x08 \x01(\x01\x12\x12\n\nupdated_at\x18\t \x01(\x01\"z\n\x11SubmitFileRequest\x12\x16\n\x0eknowledge_base\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\x12\x12\n\nchunk_size\x18\x04 \x01(\x05\x12\x15\n\rchunk_overlap\x18\x05 \x01(\x05\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x92\x01\n\x08\x46ileInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x14\n\x0c\x63ontent_hash\x18\x03 \x01(\t\x12\x0e\n\x06\x63hunks\x18\x04 \x01(\x05\x12!\n\x05state\x18\x05 \x01(\x0e\x32\x12.zhiku.v1.JobState\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x12\n\ncreated_at\x18\x07 \x01(\x01\"*\n\x10ListFilesRequest\x12\x16\n\x0eknowledge_base\x18\x01 \x01(\t\"6\n\x11ListFilesResponse\x12!\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x12.zhiku.v1.FileInfo\">\n\x11\x44\x65leteFileRequest\x12\x16\n\x0eknowledge_base\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\",\n\x12\x44\x65leteFileResponse\x12\x16\n\x0e\x64\x65leted_chunks\x18\x01 \x01(\x03\"B\n\x15GetFileContentRequest\x12\x16\n\x0eknowledge_base\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\"G\n\x0b\x46ileContent\x12\x11\n\tfile_name\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c*\xcb\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_PARSING\x10\x02\x12\x17\n\x13JOB_STATE_EMBEDDING\x10\x03\x12\x16\n\x12JOB_STATE_INDEXING\x10\x04\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x05\x12\x14\n\x10JOB_STATE_FAILED\x10\x06\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x07\x32\xbf\x05\n\rIngestService\x12T\n\x13\x43reateKnowledgeBase\x12$.zhiku.v1.CreateKnowledgeBaseRequest\x1a\x17.zhiku.v1.KnowledgeBase\x12N\n\x10GetKnowledgeBase\x12!.zhiku.v1.GetKnowledgeBaseRequest\x1a\x17.zhiku.v1.KnowledgeBase\x12_\n\x12ListKnowledgeBases\x12#.zhiku.v1.ListKnowledgeBasesRequest\x1a$.zhiku.v1.ListKnowledgeBasesResponse\x12\x62\n\x13\x44\x65leteKnowledgeBase\x12$.zhiku.v1.DeleteKnowledgeBaseRequest\x1a%.zhiku.v1.DeleteKnowledgeBaseResponse\x12\x38\n\nSubmitFile\x12\x1b.zhiku.v1.SubmitFileRequest\x1a\r.zhiku.v1.Job\x12\x30\n\x06GetJob\x12\x17.zhiku.v1.GetJobRequest\x1a\r.zhiku.v1.Job\x12\x44\n\tListFiles\x12\x1a.zhiku.v1.ListFilesRequest\x1a\x1b.zhiku.v1.ListFilesResponse\x12G\n\nDeleteFile\x12\x1b.zhiku.v1.DeleteFileRequest\x1a\x1c.zhiku.v1.DeleteFileResponse\x12H\n\x0eGetFileContent\x12\x1f.zhiku.v1.GetFileContentRequest\x1a\x15.zhiku.v1.FileContentb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15zhiku/v1/ingest.proto\x12\x08zhiku.v1\"\x84\x01\n\rKnowledgeBase\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x12\n\nfile_count\x18\x03 \x01(\x05\x12\x13\n\x0b\x63hunk_count\x18\x04 \x01(\x03\x12\x13\n\x0b\x65mbed_model\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\x01\"?\n\x1a\x43reateKnowledgeBaseRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"\'\n\x17GetKnowledgeBaseRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1b\n\x19ListKnowledgeBasesRequest\"N\n\x1aListKnowledgeBasesResponse\x12\x30\n\x0fknowledge_bases\x18\x01 \x03(\x0b\x32\x17.zhiku.v1.KnowledgeBase\"*\n\x1a\x44\x65leteKnowledgeBaseRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1d\n\x1b\x44\x65leteKnowledgeBaseResponse\"\xb1\x02\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0eknowledge_base\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12!\n\x05state\x18\x04 \x01(\x0e\x32\x12.zhiku.v1.JobState\x12\x10\n\x08progress\x18\x05 \x01(\x02\x12\x0e\n\x06\x63hunks\x18\x06 \x01(\x05\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x12\n\ncreated_at\x18\x08 \x01(\x01\x12\x12\n\nupdated_at\x18\t \x01(\x01\x12\x11\n\tunchanged\x18\n \x01(\x08\x12\x10\n\x08\x61ttempts\x18\x0b \x01(\x05\x12\x12\n\nchunk_size\x18\x0c \x01(\x05\x12\x15\n\rchunk_overlap\x18\r \x01(\x05\x12\x10\n\x08splitter\x18\x0e \x01(\t\x12\x15\n\rtitle_enhance\x18\x0f \x01(\x08\"\xb5\x01\n\x11SubmitFileRequest\x12\x16\n\x0eknowledge_base\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\x12\x12\n\nchunk_size\x18\x04 \x01(\x05\x12\x15\n\rchunk_overlap\x18\x05 \x01(\x05\x12\x10\n\x08override\x18\x06 \x01(\x08\x12\x10\n\x08splitter\x18\x07 \x01(\t\x12\x15\n\rtitle_enhance\x18\x08 \x01(\x08\"\xaa\x01\n\x12ReindexFileRequest\x12\x16\n\x0eknowledge_base\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x12\n\nchunk_size\x18\x03 \x01(\x05\x12\x15\n\rchunk_overlap\x18\x04 \x01(\x05\x12\x10\n\x08splitter\x18\x05 \x01(\t\x12\x1a\n\rtitle_enhance\x18\x06 \x01(\x08H\x00\x88\x01\x01\x42\x10\n\x0e_title_enhance\"8\n\x0fListJobsRequest\x12\x16\n\x0eknowledge_base\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"/\n\x10ListJobsResponse\x12\x1b\n\x04jobs\x18\x01 \x03(\x0b\x32\r.zhiku.v1.Job\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xb6\x01\n\x08\x46ileInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x14\n\x0c\x63ontent_hash\x18\x03 \x01(\t\x12\x0e\n\x06\x63hunks\x18\x04 \x01(\x05\x12!\n\x05state\x18\x05 \x01(\x0e\x32\x12.zhiku.v1.JobState\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x12\n\ncreated_at\x18\x07 \x01(\x01\x12\x12\n\nupdated_at\x18\x08 \x01(\x01\x12\x0e\n\x06job_id\x18\t \x01(\t\"*\n\x10ListFilesRequest\x12\x16\n\x0eknowledge_base\x18\x01 \x01(\t\"6\n\x11ListFilesResponse\x12!\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x12.zhiku.v1.FileInfo\">\n\x11\x44\x65leteFileRequest\x12\x16\n\x0eknowledge_base\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\",\n\x12\x44\x65leteFileResponse\x12\x16\n\x0e\x64\x65leted_chunks\x18\x01 \x01(\x03\"B\n\x15GetFileContentRequest\x12\x16\n\x0eknowledge_base\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\"G\n\x0b\x46ileContent\x12\x11\n\tfile_name\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c*\xcb\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_PARSING\x10\x02\x12\x17\n\x13JOB_STATE_EMBEDDING\x10\x03\x12\x16\n\x12JOB_STATE_INDEXING\x10\x04\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x05\x12\x14\n\x10JOB_STATE_FAILED\x10\x06\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x07\x32\xf6\x06\n\rIngestService\x12T\n\x13\x43reateKnowledgeBase\x12$.zhiku.v1.CreateKnowledgeBaseRequest\x1a\x17.zhiku.v1.KnowledgeBase\x12N\n\x10GetKnowledgeBase\x12!.zhiku.v1.GetKnowledgeBaseRequest\x1a\x17.zhiku.v1.KnowledgeBase\x12_\n\x12ListKnowledgeBases\x12#.zhiku.v1.ListKnowledgeBasesRequest\x1a$.zhiku.v1.ListKnowledgeBasesResponse\x12\x62\n\x13\x44\x65leteKnowledgeBase\x12$.zhiku.v1.DeleteKnowledgeBaseRequest\x1a%.zhiku.v1.DeleteKnowledgeBaseResponse\x12\x38\n\nSubmitFile\x12\x1b.zhiku.v1.SubmitFileRequest\x1a\r.zhiku.v1.Job\x12\x30\n\x06GetJob\x12\x17.zhiku.v1.GetJobRequest\x1a\r.zhiku.v1.Job\x12\x44\n\tListFiles\x12\x1a.zhiku.v1.ListFilesRequest\x1a\x1b.zhiku.v1.ListFilesResponse\x12G\n\nDeleteFile\x12\x1b.zhiku.v1.DeleteFileRequest\x1a\x1c.zhiku.v1.DeleteFileResponse\x12H\n\x0eGetFileContent\x12\x1f.zhiku.v1.GetFileContentRequest\x1a\x15.zhiku.v1.FileContent\x12:\n\x0bReindexFile\x12\x1c.zhiku.v1.ReindexFileRequest\x1a\r.zhiku.v1.Job\x12\x41\n\x08ListJobs\x12\x19.zhiku.v1.ListJobsRequest\x1a\x1a.zhiku.v1.ListJobsResponse\x12\x36\n\tCancelJob\x12\x1a.zhiku.v1.CancelJobRequest\x1a\r.zhiku.v1.Jobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'zhiku.v1.ingest_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=1301
-  _globals['_JOBSTATE']._serialized_end=1504
+  _globals['_JOBSTATE']._serialized_start=1830
+  _globals['_JOBSTATE']._serialized_end=2033
   _globals['_KNOWLEDGEBASE']._serialized_start=36
   _globals['_KNOWLEDGEBASE']._serialized_end=168
   _globals['_CREATEKNOWLEDGEBASEREQUEST']._serialized_start=170
@@ -48,25 +48,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEKNOWLEDGEBASERESPONSE']._serialized_start=429
   _globals['_DELETEKNOWLEDGEBASERESPONSE']._serialized_end=458
   _globals['_JOB']._serialized_start=461
-  _globals['_JOB']._serialized_end=645
-  _globals['_SUBMITFILEREQUEST']._serialized_start=647
-  _globals['_SUBMITFILEREQUEST']._serialized_end=769
-  _globals['_GETJOBREQUEST']._serialized_start=771
-  _globals['_GETJOBREQUEST']._serialized_end=798
-  _globals['_FILEINFO']._serialized_start=801
-  _globals['_FILEINFO']._serialized_end=947
-  _globals['_LISTFILESREQUEST']._serialized_start=949
-  _globals['_LISTFILESREQUEST']._serialized_end=991
-  _globals['_LISTFILESRESPONSE']._serialized_start=993
-  _globals['_LISTFILESRESPONSE']._serialized_end=1047
-  _globals['_DELETEFILEREQUEST']._serialized_start=1049
-  _globals['_DELETEFILEREQUEST']._serialized_end=1111
-  _globals['_DELETEFILERESPONSE']._serialized_start=1113
-  _globals['_DELETEFILERESPONSE']._serialized_end=1157
-  _globals['_GETFILECONTENTREQUEST']._serialized_start=1159
-  _globals['_GETFILECONTENTREQUEST']._serialized_end=1225
-  _globals['_FILECONTENT']._serialized_start=1227
-  _globals['_FILECONTENT']._serialized_end=1298
-  _globals['_INGESTSERVICE']._serialized_start=1507
-  _globals['_INGESTSERVICE']._serialized_end=2210
+  _globals['_JOB']._serialized_end=766
+  _globals['_SUBMITFILEREQUEST']._serialized_start=769
+  _globals['_SUBMITFILEREQUEST']._serialized_end=950
+  _globals['_REINDEXFILEREQUEST']._serialized_start=953
+  _globals['_REINDEXFILEREQUEST']._serialized_end=1123
+  _globals['_LISTJOBSREQUEST']._serialized_start=1125
+  _globals['_LISTJOBSREQUEST']._serialized_end=1181
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1183
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1230
+  _globals['_CANCELJOBREQUEST']._serialized_start=1232
+  _globals['_CANCELJOBREQUEST']._serialized_end=1262
+  _globals['_GETJOBREQUEST']._serialized_start=1264
+  _globals['_GETJOBREQUEST']._serialized_end=1291
+  _globals['_FILEINFO']._serialized_start=1294
+  _globals['_FILEINFO']._serialized_end=1476
+  _globals['_LISTFILESREQUEST']._serialized_start=1478
+  _globals['_LISTFILESREQUEST']._serialized_end=1520
+  _globals['_LISTFILESRESPONSE']._serialized_start=1522
+  _globals['_LISTFILESRESPONSE']._serialized_end=1576
+  _globals['_DELETEFILEREQUEST']._serialized_start=1578
+  _globals['_DELETEFILEREQUEST']._serialized_end=1640
+  _globals['_DELETEFILERESPONSE']._serialized_start=1642
+  _globals['_DELETEFILERESPONSE']._serialized_end=1686
+  _globals['_GETFILECONTENTREQUEST']._serialized_start=1688
+  _globals['_GETFILECONTENTREQUEST']._serialized_end=1754
+  _globals['_FILECONTENT']._serialized_start=1756
+  _globals['_FILECONTENT']._serialized_end=1827
+  _globals['_INGESTSERVICE']._serialized_start=2036
+  _globals['_INGESTSERVICE']._serialized_end=2922
 # @@protoc_insertion_point(module_scope)

@@ -77,7 +77,7 @@ class DeleteKnowledgeBaseResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "knowledge_base", "file_name", "state", "progress", "chunks", "error", "created_at", "updated_at")
+    __slots__ = ("id", "knowledge_base", "file_name", "state", "progress", "chunks", "error", "created_at", "updated_at", "unchanged", "attempts", "chunk_size", "chunk_overlap", "splitter", "title_enhance")
     ID_FIELD_NUMBER: _ClassVar[int]
     KNOWLEDGE_BASE_FIELD_NUMBER: _ClassVar[int]
     FILE_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +87,12 @@ class Job(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    SPLITTER_FIELD_NUMBER: _ClassVar[int]
+    TITLE_ENHANCE_FIELD_NUMBER: _ClassVar[int]
     id: str
     knowledge_base: str
     file_name: str
@@ -96,21 +102,69 @@ class Job(_message.Message):
     error: str
     created_at: float
     updated_at: float
-    def __init__(self, id: _Optional[str] = ..., knowledge_base: _Optional[str] = ..., file_name: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[float] = ..., chunks: _Optional[int] = ..., error: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ...) -> None: ...
+    unchanged: bool
+    attempts: int
+    chunk_size: int
+    chunk_overlap: int
+    splitter: str
+    title_enhance: bool
+    def __init__(self, id: _Optional[str] = ..., knowledge_base: _Optional[str] = ..., file_name: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[float] = ..., chunks: _Optional[int] = ..., error: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., unchanged: _Optional[bool] = ..., attempts: _Optional[int] = ..., chunk_size: _Optional[int] = ..., chunk_overlap: _Optional[int] = ..., splitter: _Optional[str] = ..., title_enhance: _Optional[bool] = ...) -> None: ...
 
 class SubmitFileRequest(_message.Message):
-    __slots__ = ("knowledge_base", "file_name", "content", "chunk_size", "chunk_overlap")
+    __slots__ = ("knowledge_base", "file_name", "content", "chunk_size", "chunk_overlap", "override", "splitter", "title_enhance")
     KNOWLEDGE_BASE_FIELD_NUMBER: _ClassVar[int]
     FILE_NAME_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
     CHUNK_OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDE_FIELD_NUMBER: _ClassVar[int]
+    SPLITTER_FIELD_NUMBER: _ClassVar[int]
+    TITLE_ENHANCE_FIELD_NUMBER: _ClassVar[int]
     knowledge_base: str
     file_name: str
     content: bytes
     chunk_size: int
     chunk_overlap: int
-    def __init__(self, knowledge_base: _Optional[str] = ..., file_name: _Optional[str] = ..., content: _Optional[bytes] = ..., chunk_size: _Optional[int] = ..., chunk_overlap: _Optional[int] = ...) -> None: ...
+    override: bool
+    splitter: str
+    title_enhance: bool
+    def __init__(self, knowledge_base: _Optional[str] = ..., file_name: _Optional[str] = ..., content: _Optional[bytes] = ..., chunk_size: _Optional[int] = ..., chunk_overlap: _Optional[int] = ..., override: _Optional[bool] = ..., splitter: _Optional[str] = ..., title_enhance: _Optional[bool] = ...) -> None: ...
+
+class ReindexFileRequest(_message.Message):
+    __slots__ = ("knowledge_base", "file_name", "chunk_size", "chunk_overlap", "splitter", "title_enhance")
+    KNOWLEDGE_BASE_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    SPLITTER_FIELD_NUMBER: _ClassVar[int]
+    TITLE_ENHANCE_FIELD_NUMBER: _ClassVar[int]
+    knowledge_base: str
+    file_name: str
+    chunk_size: int
+    chunk_overlap: int
+    splitter: str
+    title_enhance: bool
+    def __init__(self, knowledge_base: _Optional[str] = ..., file_name: _Optional[str] = ..., chunk_size: _Optional[int] = ..., chunk_overlap: _Optional[int] = ..., splitter: _Optional[str] = ..., title_enhance: _Optional[bool] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("knowledge_base", "limit")
+    KNOWLEDGE_BASE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    knowledge_base: str
+    limit: int
+    def __init__(self, knowledge_base: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+
+class CancelJobRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("id",)
@@ -119,7 +173,7 @@ class GetJobRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class FileInfo(_message.Message):
-    __slots__ = ("name", "size", "content_hash", "chunks", "state", "error", "created_at")
+    __slots__ = ("name", "size", "content_hash", "chunks", "state", "error", "created_at", "updated_at", "job_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +181,8 @@ class FileInfo(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     size: int
     content_hash: str
@@ -134,7 +190,9 @@ class FileInfo(_message.Message):
     state: JobState
     error: str
     created_at: float
-    def __init__(self, name: _Optional[str] = ..., size: _Optional[int] = ..., content_hash: _Optional[str] = ..., chunks: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., error: _Optional[str] = ..., created_at: _Optional[float] = ...) -> None: ...
+    updated_at: float
+    job_id: str
+    def __init__(self, name: _Optional[str] = ..., size: _Optional[int] = ..., content_hash: _Optional[str] = ..., chunks: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., error: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., job_id: _Optional[str] = ...) -> None: ...
 
 class ListFilesRequest(_message.Message):
     __slots__ = ("knowledge_base",)

@@ -79,6 +79,21 @@ class IngestServiceStub:
                 request_serializer=zhiku_dot_v1_dot_ingest__pb2.GetFileContentRequest.SerializeToString,
                 response_deserializer=zhiku_dot_v1_dot_ingest__pb2.FileContent.FromString,
                 _registered_method=True)
+        self.ReindexFile = channel.unary_unary(
+                '/zhiku.v1.IngestService/ReindexFile',
+                request_serializer=zhiku_dot_v1_dot_ingest__pb2.ReindexFileRequest.SerializeToString,
+                response_deserializer=zhiku_dot_v1_dot_ingest__pb2.Job.FromString,
+                _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/zhiku.v1.IngestService/ListJobs',
+                request_serializer=zhiku_dot_v1_dot_ingest__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=zhiku_dot_v1_dot_ingest__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/zhiku.v1.IngestService/CancelJob',
+                request_serializer=zhiku_dot_v1_dot_ingest__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=zhiku_dot_v1_dot_ingest__pb2.Job.FromString,
+                _registered_method=True)
 
 
 class IngestServiceServicer:
@@ -138,6 +153,24 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReindexFile(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +218,21 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.GetFileContent,
                     request_deserializer=zhiku_dot_v1_dot_ingest__pb2.GetFileContentRequest.FromString,
                     response_serializer=zhiku_dot_v1_dot_ingest__pb2.FileContent.SerializeToString,
+            ),
+            'ReindexFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReindexFile,
+                    request_deserializer=zhiku_dot_v1_dot_ingest__pb2.ReindexFileRequest.FromString,
+                    response_serializer=zhiku_dot_v1_dot_ingest__pb2.Job.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=zhiku_dot_v1_dot_ingest__pb2.ListJobsRequest.FromString,
+                    response_serializer=zhiku_dot_v1_dot_ingest__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=zhiku_dot_v1_dot_ingest__pb2.CancelJobRequest.FromString,
+                    response_serializer=zhiku_dot_v1_dot_ingest__pb2.Job.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -430,6 +478,87 @@ class IngestService:
             '/zhiku.v1.IngestService/GetFileContent',
             zhiku_dot_v1_dot_ingest__pb2.GetFileContentRequest.SerializeToString,
             zhiku_dot_v1_dot_ingest__pb2.FileContent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReindexFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zhiku.v1.IngestService/ReindexFile',
+            zhiku_dot_v1_dot_ingest__pb2.ReindexFileRequest.SerializeToString,
+            zhiku_dot_v1_dot_ingest__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zhiku.v1.IngestService/ListJobs',
+            zhiku_dot_v1_dot_ingest__pb2.ListJobsRequest.SerializeToString,
+            zhiku_dot_v1_dot_ingest__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zhiku.v1.IngestService/CancelJob',
+            zhiku_dot_v1_dot_ingest__pb2.CancelJobRequest.SerializeToString,
+            zhiku_dot_v1_dot_ingest__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,

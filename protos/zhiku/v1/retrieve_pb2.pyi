@@ -104,12 +104,30 @@ class SearchResponse(_message.Message):
     def __init__(self, hits: _Optional[_Iterable[_Union[_common_pb2.Passage, _Mapping]]] = ...) -> None: ...
 
 class DeleteByFileRequest(_message.Message):
-    __slots__ = ("collection", "file_name")
+    __slots__ = ("collection", "file_name", "keep_metadata", "only_metadata")
+    class KeepMetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class OnlyMetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    KEEP_METADATA_FIELD_NUMBER: _ClassVar[int]
+    ONLY_METADATA_FIELD_NUMBER: _ClassVar[int]
     collection: str
     file_name: str
-    def __init__(self, collection: _Optional[str] = ..., file_name: _Optional[str] = ...) -> None: ...
+    keep_metadata: _containers.ScalarMap[str, str]
+    only_metadata: _containers.ScalarMap[str, str]
+    def __init__(self, collection: _Optional[str] = ..., file_name: _Optional[str] = ..., keep_metadata: _Optional[_Mapping[str, str]] = ..., only_metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class DeleteByFileResponse(_message.Message):
     __slots__ = ("deleted",)

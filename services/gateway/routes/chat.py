@@ -13,7 +13,8 @@ from services.gateway.chat import (
     start_generation,
     stream_events,
 )
-from services.gateway.deps import BackendsDep, SettingsDep
+from services.gateway.conversing import prepare_turn
+from services.gateway.deps import BackendsDep, CurrentKey, SettingsDep, StoreDep
 
 router = APIRouter(prefix="/v1/chat", tags=["openai"])
 
@@ -22,17 +23,32 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 @router.post("/completions", response_model=None)
 async def create_chat_completion(
-    body: ChatCompletionRequest, backends: BackendsDep, settings: SettingsDep
+    body: ChatCompletionRequest,
+    backends: BackendsDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    principal: CurrentKey,
 ) -> JSONResponse | StreamingResponse:
-    """A chat completion; with ``knowledge_base`` (or model ``kb:<name>``) the answer is
-    grounded in retrieved passages, returned as ``citations`` (first chunk when streaming)."""
-    plan = await plan_chat(body, backends, settings)
+    """A chat completion; with ``knowledge_base`` (or model ``kb:<name>``, or ``file_chat_id``)
+    the answer is grounded in retrieved passages, returned as ``citations`` (first chunk when
+    streaming). With ``conversation_id`` the stored history is prepended, the new turn is
+    stored, and the response carries ``conversation_id`` and ``message_id``."""
+    turn = await prepare_turn(body, store, principal, settings.conversation_history_messages)
+    plan = await plan_chat(turn.request, backends, settings)
     generation = await start_generation(backends, plan, settings.chat_timeout_s)
     completion = Completion(model=body.model)
     if body.stream:
-        events = stream_events(generation, completion, plan, body.include_usage)
+
+        async def remember(answer: str) -> None:
+            await turn.store_answer(store, answer, plan.citations())
+
+        events = stream_events(
+            generation, completion, plan, body.include_usage, turn.extra_fields(), remember
+        )
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
     answer = await collect(generation, completion)
     if plan.knowledge_base is not None:
         answer["citations"] = plan.citations()
+    await turn.store_answer(store, answer["choices"][0]["message"]["content"], plan.citations())
+    answer.update(turn.extra_fields())
     return JSONResponse(answer)

@@ -1,7 +1,11 @@
 """``/v1/knowledge_bases/{kb}/files``: upload (async ingestion), list, delete, download.
 
 Uploads are accepted with 202 and one job per file; ingestion runs in the Celery worker and
-clients follow ``GET /v1/jobs/{id}``. The body size limit is enforced by middleware before
+clients follow ``GET /v1/jobs/{id}`` (or its ``/events`` stream). Content identical to what is
+indexed is a no-op answered with ``"unchanged": true``; ``override=true`` re-indexes anyway,
+and ``POST .../files/{name}/reindex`` re-splits the stored original with new settings.
+
+The body size limit is enforced by middleware before
 the multipart body is parsed, and multipart parsing spools files to disk past 1 MB, so a
 large upload never sits in memory more than one file at a time.
 """
@@ -17,7 +21,14 @@ from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile,
 from services.gateway.deps import FileName, IngestStub, KnowledgeBaseName, SettingsDep, mark_upload
 from services.gateway.errors import ApiError
 from services.gateway.names import upload_file_name
-from services.gateway.schemas import FileEntry, FileList, SubmittedJob, UploadAccepted, job_state
+from services.gateway.schemas import (
+    FileEntry,
+    FileList,
+    ReindexRequest,
+    SplitterName,
+    SubmittedJob,
+    UploadAccepted,
+)
 from zhiku.v1 import ingest_pb2
 
 router = APIRouter(prefix="/v1/knowledge_bases/{kb}/files", tags=["files"])
@@ -51,6 +62,9 @@ async def upload_files(
     settings: SettingsDep,
     chunk_size: Annotated[int, Form(ge=0, le=MAX_CHUNK_SIZE, description="0: service default")] = 0,
     chunk_overlap: Annotated[int, Form(ge=0, le=MAX_CHUNK_SIZE, description="0: service default")] = 0,
+    override: Annotated[bool, Form(description="re-index even identical content")] = False,
+    splitter: Annotated[SplitterName, Form(description="recursive (default) or markdown")] = "recursive",
+    title_enhance: Annotated[bool, Form(description="prefix short title lines to their chunks")] = False,
 ) -> UploadAccepted:
     """Queue each file for ingestion; answers before any parsing happens."""
     if chunk_size and chunk_overlap >= chunk_size:
@@ -70,11 +84,40 @@ async def upload_files(
                 content=content,
                 chunk_size=chunk_size,
                 chunk_overlap=chunk_overlap,
+                override=override,
+                splitter=splitter,
+                title_enhance=title_enhance,
             ),
             timeout=settings.request_timeout_s,
         )
-        jobs.append(SubmittedJob(id=job.id, file_name=job.file_name or name, state=job_state(job.state)))
+        jobs.append(SubmittedJob.from_pb(job, name))
     return UploadAccepted(jobs=jobs)
+
+
+@router.post("/{file_name}/reindex", status_code=status.HTTP_202_ACCEPTED, response_model=UploadAccepted)
+async def reindex_file(
+    kb: KnowledgeBaseName,
+    file_name: FileName,
+    ingest: IngestStub,
+    settings: SettingsDep,
+    body: ReindexRequest | None = None,
+) -> UploadAccepted:
+    """Index the stored original again (new split settings); the old chunks stay searchable
+    until the new ones are indexed."""
+    body = body or ReindexRequest()
+    if body.chunk_size and body.chunk_overlap >= body.chunk_size:
+        raise ApiError(422, "chunk_overlap must be smaller than chunk_size", param="chunk_overlap")
+    request = ingest_pb2.ReindexFileRequest(
+        knowledge_base=kb,
+        file_name=file_name,
+        chunk_size=body.chunk_size,
+        chunk_overlap=body.chunk_overlap,
+        splitter=body.splitter or "",
+    )
+    if body.title_enhance is not None:
+        request.title_enhance = body.title_enhance
+    job = await ingest.ReindexFile(request, timeout=settings.request_timeout_s)
+    return UploadAccepted(jobs=[SubmittedJob.from_pb(job, file_name)])
 
 
 @router.get("", response_model=FileList)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from services.gateway.deps import BackendsDep, KnowledgeBaseName, SettingsDep
-from services.gateway.retrieval import get_knowledge_bases, options_of, search_passages
+from services.gateway.retrieval import lookup_and_search, options_of
 from services.gateway.schemas import SearchHit, SearchQuery, SearchResults
 
 router = APIRouter(prefix="/v1/knowledge_bases/{kb}", tags=["search"])
@@ -18,10 +18,10 @@ async def search(
     """Hits best first; ``score`` is a similarity in [0, 1] and ``score_threshold`` keeps
     hits with score >= threshold. ``mode`` picks dense, sparse or hybrid (default) search;
     ``knowledge_bases`` adds more knowledge bases to ``kb`` (hits merged by score)."""
-    found = await get_knowledge_bases(backends, kb, body.knowledge_bases, settings.request_timeout_s)
-    passages = await search_passages(
+    _, passages = await lookup_and_search(
         backends,
-        found,
+        kb,
+        body.knowledge_bases,
         body.query,
         top_k=body.top_k or settings.default_top_k,
         score_threshold=body.score_threshold,

@@ -39,6 +39,7 @@ class Stack:
     url: str
     addresses: dict[str, str]
     worker_log: Path
+    data_dir: Path  # catalog.db there holds the ingest catalog and the gateway's gw_ tables
 
 
 def _worker(data_dir: Path, ingest: IngestSettings, addresses: dict[str, str], log: Path) -> subprocess.Popen:
@@ -130,4 +131,4 @@ async def running_stack(data_dir: Path, **gateway_overrides: object) -> AsyncIte
             **gateway_overrides,
         )
         url = await stack.enter_async_context(served(create_app(gateway)))
-        yield Stack(url=url, addresses=addresses, worker_log=worker_log)
+        yield Stack(url=url, addresses=addresses, worker_log=worker_log, data_dir=data_dir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -53,6 +54,8 @@ async def running_service(spec: ServiceSpec, settings: ServiceSettings) -> Async
 def gateway_settings(addresses: dict[str, str], **overrides: Any) -> GatewaySettings:
     """Gateway settings with the given service addresses; the others point at dead ports."""
     common = CommonSettings(**{f"{name}_addr": addresses.get(name) or dead_address() for name in SERVICES})
+    # Each app gets its own store file, so tests never share conversations or keys.
+    overrides.setdefault("catalog_url", f"sqlite:///{tempfile.mkdtemp(prefix='zhiku-gw-')}/gateway.db")
     return GatewaySettings(common=common, **overrides)
 
 

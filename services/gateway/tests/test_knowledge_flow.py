@@ -129,7 +129,8 @@ async def test_upload_jobs_files_and_downloads(client: httpx.AsyncClient, stack:
 
     for job in jobs:
         settled = await wait_for_job(client, job["id"], stack)
-        assert set(settled) == {
+        # The agreed fields (jobs also carry attempts, split settings and times).
+        assert set(settled) >= {
             "id", "knowledge_base", "file_name", "state", "stage", "progress", "chunks", "error"
         }  # fmt: skip
         assert settled["state"] == settled["stage"] == "succeeded"

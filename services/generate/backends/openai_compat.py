@@ -1,19 +1,36 @@
 """The ``openai`` backend: any OpenAI-compatible ``/v1/chat/completions`` server, streamed.
 
 Works with OpenAI itself, a vLLM or TGI or llama.cpp server, DeepSeek, Qwen's DashScope
-compatible mode... Usage comes from the upstream (``stream_options.include_usage``) when it
-sends it. Closing the stream closes the HTTP response, so a gRPC client that cancels also
-cancels the upstream request (servers stop generating when the connection drops).
-Upstream failures map to the stack's errors: unreachable or 5xx -> UNAVAILABLE, 429 ->
-RESOURCE_EXHAUSTED, 400/422 -> INVALID_ARGUMENT, 404 -> NOT_FOUND, 401/403 ->
+compatible mode, Ollama... The wire protocol is spoken with httpx and httpx-sse rather than
+the ``openai`` SDK: the SDK builds a pydantic object per streamed chunk, which measured
+0.22 ms of CPU per token against 0.06 ms for plain JSON (``make bench-generate`` streams
+thousands of tokens a second through one process). The SDK stays the client in the tests.
+
+* Usage comes from the upstream (``stream_options.include_usage``) when it sends it.
+* Timeouts: ``openai_timeout_s`` bounds connecting (at most 5 s), the wait for the response
+  and every gap between two streamed chunks.
+* Retries (``openai_max_retries``, exponential backoff, ``Retry-After`` honoured) happen only
+  before the first token: a refused connection, 408/409/429 or 5xx. Once text has streamed, a
+  failure is reported, never retried, so no answer is ever sent twice.
+* Closing the stream closes the HTTP response, so a gRPC client that cancels also cancels the
+  upstream request (servers stop generating when the connection drops).
+
+Upstream failures map to the stack's errors: unreachable, timed out or 5xx -> UNAVAILABLE,
+429 -> RESOURCE_EXHAUSTED, 400/413/422 -> INVALID_ARGUMENT, 404 -> NOT_FOUND, 401/403 ->
 FAILED_PRECONDITION (our configuration is wrong, not the caller's request).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import random
 from collections.abc import AsyncIterator
 from typing import Any
+
+import httpx
+from httpx_sse import EventSource
 
 from services.common.errors import (
     DependencyUnavailable,
@@ -38,21 +55,43 @@ _ERROR_BY_STATUS: dict[int, type[ZhikuError]] = {
     422: InvalidArgument,
     429: ResourceExhausted,
 }
+RETRY_STATUSES = frozenset({408, 409, 429})  # and every 5xx
 CONNECT_TIMEOUT_S = 5.0
+BACKOFF_BASE_S = 0.5
+BACKOFF_MAX_S = 8.0
 
 
-def upstream_error(error: Exception, base_url: str) -> ZhikuError:
-    """Map an ``openai`` SDK exception to the error the caller should see."""
-    import openai
+def status_error(status: int, body: bytes, base_url: str) -> ZhikuError:
+    """The error for a non-200 answer, with the upstream's own message when it sent one."""
+    message = body.decode("utf-8", "replace").strip()[:300]
+    try:
+        document = json.loads(body)
+        error = document.get("error") if isinstance(document, dict) else None
+        if isinstance(error, dict) and error.get("message"):
+            message = str(error["message"])
+        elif isinstance(error, str):
+            message = error
+    except ValueError:
+        pass
+    kind = _ERROR_BY_STATUS.get(status, DependencyUnavailable)
+    return kind(f"OpenAI-compatible upstream {base_url} answered {status}: {message}")
 
-    if isinstance(error, openai.APITimeoutError):
-        return DependencyUnavailable(f"OpenAI-compatible upstream {base_url} timed out")
-    if isinstance(error, openai.APIConnectionError):
-        return DependencyUnavailable(f"OpenAI-compatible upstream {base_url} is unreachable: {error}")
-    if isinstance(error, openai.APIStatusError):
-        kind = _ERROR_BY_STATUS.get(error.status_code, DependencyUnavailable)
-        return kind(f"OpenAI-compatible upstream {base_url} answered {error.status_code}: {error.message}")
-    return DependencyUnavailable(f"OpenAI-compatible upstream {base_url} failed: {error}")
+
+def retryable(status: int) -> bool:
+    return status in RETRY_STATUSES or status >= 500
+
+
+def backoff_s(attempt: int, retry_after: str | None = None) -> float:
+    """Seconds before retry ``attempt`` (1-based): the server's Retry-After when short, else
+    exponential with jitter, as the openai SDK does."""
+    if retry_after:
+        try:
+            wanted = float(retry_after)
+        except ValueError:
+            wanted = -1.0
+        if 0 <= wanted <= 60:
+            return wanted
+    return min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1)) * (1 - 0.25 * random.random())
 
 
 def request_kwargs(job: Job, model: str) -> dict[str, Any]:
@@ -80,24 +119,22 @@ class OpenAIBackend(Backend):
         self._base_url = settings.openai_base_url.rstrip("/")
         self._model = settings.openai_model
         self._model_id = settings.served_model_name or settings.openai_model
-        self._client: Any = None
+        self._client: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
-        from openai import AsyncOpenAI, Timeout
-
         settings = self._settings
-        self._client = AsyncOpenAI(
+        timeout_s = settings.openai_timeout_s
+        self._client = httpx.AsyncClient(
             base_url=self._base_url,
-            api_key=settings.openai_api_key.get_secret_value(),
-            timeout=Timeout(
-                settings.openai_timeout_s, connect=min(CONNECT_TIMEOUT_S, settings.openai_timeout_s)
-            ),
-            max_retries=settings.openai_max_retries,
+            headers={"authorization": f"Bearer {settings.openai_api_key.get_secret_value()}"},
+            timeout=httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s)),
+            # One connection per concurrent stream; the service's max_concurrency bounds them.
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
         )
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.close()
+            await self._client.aclose()
             self._client = None
 
     def models(self) -> list[ModelInfo]:
@@ -108,33 +145,91 @@ class OpenAIBackend(Backend):
     def context_window(self) -> int:
         return self._settings.openai_context_window
 
-    async def stream(self, job: Job) -> AsyncIterator[Chunk]:
-        import openai
-
-        if self._client is None:
+    async def _open(self, body: dict[str, Any]) -> httpx.Response:
+        """POST the request; the streaming response once it answered 200. Failed starts are
+        retried (nothing has reached the caller yet); anything else raises the mapped error."""
+        client = self._client
+        if client is None:
             raise FailedPrecondition("the OpenAI client is not started")
-        try:
-            upstream = await self._client.chat.completions.create(**request_kwargs(job, self._model))
-        except openai.OpenAIError as error:
-            raise upstream_error(error, self._base_url) from error
+        attempt = 0
+        while True:
+            retry_after: str | None = None
+            try:
+                response = await client.send(
+                    client.build_request("POST", "/chat/completions", json=body), stream=True
+                )
+            except httpx.TimeoutException as error:
+                failure: ZhikuError = DependencyUnavailable(
+                    f"OpenAI-compatible upstream {self._base_url} timed out ({type(error).__name__})"
+                )
+                may_retry = True
+            except httpx.TransportError as error:
+                failure = DependencyUnavailable(
+                    f"OpenAI-compatible upstream {self._base_url} is unreachable: "
+                    f"{type(error).__name__}: {error or 'connection failed'}"
+                )
+                may_retry = True
+            else:
+                if response.status_code == 200:
+                    return response
+                content = await response.aread()
+                await response.aclose()
+                failure = status_error(response.status_code, content, self._base_url)
+                may_retry = retryable(response.status_code)
+                retry_after = response.headers.get("retry-after")
+            if not may_retry or attempt >= self._settings.openai_max_retries:
+                raise failure
+            attempt += 1
+            log.warning("retrying the upstream request (attempt %d): %s", attempt + 1, failure)
+            await asyncio.sleep(backoff_s(attempt, retry_after))
+
+    async def stream(self, job: Job) -> AsyncIterator[Chunk]:
+        response = await self._open(request_kwargs(job, self._model))
         finish = "stop"
         usage: Usage | None = None
         try:
-            async for event in upstream:
-                if event.usage is not None:
-                    usage = Usage(
-                        prompt_tokens=event.usage.prompt_tokens,
-                        completion_tokens=event.usage.completion_tokens,
+            async for event in EventSource(response).aiter_sse():
+                data = event.data
+                if data == "[DONE]":
+                    break
+                if not data:
+                    continue
+                try:
+                    payload = json.loads(data)
+                except ValueError as error:
+                    raise DependencyUnavailable(
+                        f"OpenAI-compatible upstream {self._base_url} sent a malformed chunk: {data[:200]!r}"
+                    ) from error
+                if "error" in payload:  # vLLM and others report failures in-band once streaming
+                    detail = payload["error"]
+                    message = detail.get("message") if isinstance(detail, dict) else detail
+                    raise DependencyUnavailable(
+                        f"OpenAI-compatible upstream {self._base_url} failed mid-stream: {message}"
                     )
-                for choice in event.choices[:1]:
-                    if choice.delta is not None and choice.delta.content:
-                        yield Chunk(delta=choice.delta.content)
-                    if choice.finish_reason:
-                        finish = "length" if choice.finish_reason == "length" else "stop"
+                if payload.get("usage"):
+                    counts = payload["usage"]
+                    usage = Usage(
+                        prompt_tokens=int(counts.get("prompt_tokens") or 0),
+                        completion_tokens=int(counts.get("completion_tokens") or 0),
+                    )
+                for choice in (payload.get("choices") or ())[:1]:
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
+                        yield Chunk(delta=content)
+                    if choice.get("finish_reason"):
+                        finish = "length" if choice["finish_reason"] == "length" else "stop"
                 if job.cancel.is_set():
                     return
-        except openai.OpenAIError as error:  # the SDK wraps transport errors mid-stream too
-            raise upstream_error(error, self._base_url) from error
+        except httpx.TimeoutException as error:
+            raise DependencyUnavailable(
+                f"OpenAI-compatible upstream {self._base_url} stalled mid-stream (no chunk within "
+                f"{self._settings.openai_timeout_s:g} s)"
+            ) from error
+        except httpx.TransportError as error:
+            raise DependencyUnavailable(
+                f"OpenAI-compatible upstream {self._base_url} broke the stream: "
+                f"{type(error).__name__}: {error}"
+            ) from error
         finally:
-            await upstream.close()  # closes the HTTP response: the upstream stops generating
+            await response.aclose()  # closes the HTTP response: the upstream stops generating
         yield Chunk(finish_reason=finish, usage=usage)

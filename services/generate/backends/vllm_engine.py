@@ -4,7 +4,9 @@ vLLM batches concurrent requests itself (continuous batching), so unlike llama.c
 no lock: every gRPC stream becomes one engine request, and a client that cancels aborts its
 request so the scheduler frees its KV-cache blocks at once. vLLM is imported only in
 ``start``; importing this module (or ``services.generate``) never needs it, so the CPU tier
-and its tests run without it. The module-level helpers are pure and unit-tested here.
+and its tests run without it. The module-level helpers are pure and unit-tested; the engine
+path itself runs through vLLM's real engine on the CPU in ``tests/vllm_cpu_tier.py``
+(``make test-vllm``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import inspect
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from services.common.errors import FailedPrecondition, InvalidArgument
@@ -26,6 +29,7 @@ log = logging.getLogger("zhiku.generate.vllm")
 def engine_kwargs(settings: GenerateSettings) -> dict[str, Any]:
     """``AsyncEngineArgs`` keyword arguments from the service settings."""
     kwargs: dict[str, Any] = {
+        **settings.vllm_extra_args,
         "model": settings.vllm_model,
         "tensor_parallel_size": settings.vllm_tensor_parallel_size,
         "gpu_memory_utilization": settings.vllm_gpu_memory_utilization,
@@ -69,6 +73,14 @@ def new_text(cumulative: str, sent: int) -> str:
     return cumulative[sent:] if len(cumulative) > sent else ""
 
 
+@dataclass
+class AbortRecord:
+    """The last request this backend aborted, for operators and for the CPU tier's tests."""
+
+    request_id: str = ""
+    completion_tokens: int = 0  # tokens the engine had produced when the client left
+
+
 class VllmBackend(Backend):
     name = "vllm"
 
@@ -78,6 +90,13 @@ class VllmBackend(Backend):
         self._engine: Any = None
         self._tokenizer: Any = None
         self._window = settings.vllm_max_model_len or 0
+        self.aborted = 0
+        self.last_abort = AbortRecord()
+
+    @property
+    def engine(self) -> Any:
+        """The running engine (``vllm.AsyncLLMEngine``), None before ``start``."""
+        return self._engine
 
     async def start(self) -> None:
         try:
@@ -87,9 +106,12 @@ class VllmBackend(Backend):
                 "backend vllm selected but vllm is not installed (pip install vllm on a GPU host)"
             ) from error
         args = AsyncEngineArgs(**engine_kwargs(self._settings))
+        # Loads the weights (and on GPUs profiles memory, captures CUDA graphs): the service
+        # reports SERVING only after this returns, so probes wait for a loaded engine.
         self._engine = AsyncLLMEngine.from_engine_args(args)
-        tokenizer = self._engine.get_tokenizer()  # a coroutine in older vLLM releases
-        self._tokenizer = await tokenizer if inspect.isawaitable(tokenizer) else tokenizer
+        get_tokenizer = getattr(self._engine, "get_tokenizer", None)
+        tokenizer = get_tokenizer() if get_tokenizer is not None else self._engine.tokenizer
+        self._tokenizer = await tokenizer if inspect.isawaitable(tokenizer) else tokenizer  # older: coroutine
         model_config = getattr(self._engine, "model_config", None)
         if model_config is None:
             model_config = await self._engine.get_model_config()
@@ -135,10 +157,12 @@ class VllmBackend(Backend):
         request_id = f"{job.request_id or 'zhiku'}-{uuid.uuid4().hex[:12]}"
         outputs = self._engine.generate(self._render(job.prompt.messages), params, request_id)
         sent = 0
+        produced = 0
         finished = False
         try:
             async for output in outputs:
                 completion = output.outputs[0]
+                produced = len(completion.token_ids)
                 delta = new_text(completion.text, sent)
                 if delta:
                     sent += len(delta)
@@ -159,3 +183,5 @@ class VllmBackend(Backend):
                 # releases and is a no-op for a request the engine already dropped.
                 await outputs.aclose()
                 await self._engine.abort(request_id)
+                self.aborted += 1
+                self.last_abort = AbortRecord(request_id=request_id, completion_tokens=produced)

@@ -2,17 +2,24 @@
 
 It speaks the wire protocol the ``openai`` backend talks to a real upstream (vLLM, OpenAI):
 ``POST /v1/chat/completions`` with ``stream: true`` answers ``chat.completion.chunk`` frames,
-one per scripted token with a configurable delay, a last chunk with ``finish_reason``, a usage
+one per scripted token after a configurable time to first token (``ttft_s``) and then one token
+every ``delay_s`` (the token rate), a last chunk with ``finish_reason``, a usage
 chunk when ``stream_options.include_usage`` asks for it, then ``data: [DONE]``. Every call is
 recorded (body, headers, frames sent, and whether the client hung up before the end), which
 is how tests prove that a cancelled gRPC stream closes the upstream request.
+
+It also runs as its own process, for benchmarks and the end-to-end tests:
+
+    python -m services.generate.tests.fake_openai --port 8090 --ttft-ms 50 --tokens-per-s 50 --tokens 64
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -23,6 +30,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+GATHER_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -46,9 +55,22 @@ class FakeOpenAI:
         error_status: int | None = None,
         model: str = "fake-model",
         sends_usage: bool = True,
+        ttft_s: float = 0.0,
+        fail_first: int = 0,
+        record: bool = True,
+        gather: int = 0,
     ) -> None:
         self.tokens = tokens
         self.delay_s = delay_s
+        self.ttft_s = ttft_s
+        # The first ``fail_first`` calls answer error_status (503 when unset), later ones stream.
+        self.fail_first = fail_first
+        # False keeps no per-call records (a long benchmark run would grow them without bound).
+        self.record = record
+        self.active = 0  # streams in progress right now
+        # Hold every stream's first token until this many streams are open at once (at most
+        # GATHER_TIMEOUT_S): proves concurrency without racing the clock on a busy machine.
+        self.gather = gather
         self.prompt_tokens = prompt_tokens
         self.api_key = api_key
         self.error_status = error_status
@@ -67,8 +89,8 @@ class FakeOpenAI:
         port = self._server.servers[0].sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}/v1"
 
-    async def start(self) -> str:
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    async def start(self, port: int = 0) -> str:
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve())
         for _ in range(500):
@@ -90,10 +112,16 @@ class FakeOpenAI:
     async def _completions(self, request: Request) -> Response:
         body = await request.json()
         call = RecordedCall(body=body, headers=dict(request.headers))
-        self.calls.append(call)
+        if self.record:
+            self.calls.append(call)
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
             call.ended.set()
             return self._error(401, "Incorrect API key provided", "invalid_request_error")
+        if self.fail_first > 0:
+            self.fail_first -= 1
+            call.ended.set()
+            status = self.error_status or 503
+            return self._error(status, f"scripted failure {status}", "server_error")
         if self.error_status is not None:
             call.ended.set()
             return self._error(self.error_status, f"scripted failure {self.error_status}", "server_error")
@@ -150,11 +178,22 @@ class FakeOpenAI:
             data = payload if isinstance(payload, str) else json.dumps(payload)
             return f"data: {data}\n\n".encode()
 
+        self.active += 1
         try:
             yield frame(self._chunk({"role": "assistant", "content": ""}))
-            for token in tokens:
-                if self.delay_s:
-                    await asyncio.sleep(self.delay_s)
+            # Tokens leave on a fixed schedule (ttft, then one per delay_s), so the rate holds
+            # however long the event loop took to write the previous frame.
+            if self.gather:
+                deadline = time.monotonic() + GATHER_TIMEOUT_S
+                while self.active < self.gather and time.monotonic() < deadline:
+                    await asyncio.sleep(0.005)
+            due = time.perf_counter() + self.ttft_s
+            for index, token in enumerate(tokens):
+                if index:
+                    due += self.delay_s
+                pause = due - time.perf_counter()
+                if pause > 0:
+                    await asyncio.sleep(pause)
                 yield frame(self._chunk({"content": token}))
                 call.tokens_sent += 1
             yield frame(self._chunk({}, finish))
@@ -167,8 +206,42 @@ class FakeOpenAI:
             call.completed = True
         finally:
             # Starlette cancels this generator when the client disconnects mid-stream.
+            self.active -= 1
             call.disconnected = not call.completed
             call.ended.set()
+
+
+class ThreadedFake:
+    """A FakeOpenAI on its own event loop in a thread, for synchronous tests beside processes.
+
+    ``start``/``stop`` may repeat on the same port: that is how a test takes the upstream
+    down and brings it back. Plain attributes (``calls``, ``active``) are read across threads.
+    """
+
+    def __init__(self, fake: FakeOpenAI) -> None:
+        self.fake = fake
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-openai", daemon=True)
+        self._thread.start()
+
+    def _run(self, coroutine: Any, timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def start(self) -> str:
+        self._run(self.fake.start(self.port))
+        self.port = int(self.fake.base_url.rsplit(":", 1)[1].split("/")[0])
+        return self.fake.base_url
+
+    def stop(self) -> None:
+        self._run(self.fake.stop())
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
 
 
 @contextlib.asynccontextmanager
@@ -178,3 +251,34 @@ async def running(fake: FakeOpenAI) -> AsyncIterator[FakeOpenAI]:
         yield fake
     finally:
         await fake.stop()
+
+
+def words(count: int) -> list[str]:
+    """``count`` distinct one-token words ("w0 ", "w1 ", ...), the default scripted answer."""
+    return [f"w{i} " for i in range(count)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Fake OpenAI-compatible streaming server.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ttft-ms", type=float, default=0.0, help="time to first token")
+    parser.add_argument("--tokens-per-s", type=float, default=0.0, help="0: as fast as possible")
+    parser.add_argument("--tokens", type=int, default=64, help="tokens per answer")
+    parser.add_argument("--api-key", default="test-key")
+    parser.add_argument("--model", default="fake-model")
+    args = parser.parse_args(argv)
+    fake = FakeOpenAI(
+        words(args.tokens),
+        delay_s=1.0 / args.tokens_per_s if args.tokens_per_s else 0.0,
+        ttft_s=args.ttft_ms / 1000,
+        api_key=args.api_key,
+        model=args.model,
+        record=False,
+    )
+    # The event loop uvloop/httptools when installed, as a production upstream would run.
+    uvicorn.run(fake.app, host=args.host, port=args.port, log_level="warning", lifespan="off")
+
+
+if __name__ == "__main__":
+    main()

@@ -45,13 +45,28 @@ def test_environment_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"backend": "extractive", "prompts_dir": "/nonexistent/prompts"}, "is not a directory"),
         ({"backend": "gpt"}, "backend"),
         ({"backend": "extractive", "vllm_gpu_memory_utilization": 1.5}, "vllm_gpu_memory_utilization"),
-        ({"backend": "extractive", "max_concurrency": 0}, "max_concurrency"),
+        ({"backend": "extractive", "max_concurrency": -1}, "max_concurrency"),
+        ({"backend": "extractive", "history_turns": -1}, "history_turns"),
     ],
 )
 def test_invalid_settings_fail_fast(overrides: dict[str, object], fragment: str) -> None:
     with pytest.raises(ValidationError) as caught:
         GenerateSettings(**overrides)  # type: ignore[arg-type]
     assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"backend": "openai", "openai_model": "m"}, 256),
+        ({"backend": "vllm", "vllm_max_num_seqs": 48}, 48),
+        ({"backend": "extractive"}, 16),
+        ({"backend": "openai", "openai_model": "m", "max_concurrency": 7}, 7),
+    ],
+)
+def test_concurrency_defaults_per_backend(overrides: dict[str, object], expected: int) -> None:
+    """An upstream or vLLM batches many streams; a 16-slot gate would queue them for nothing."""
+    assert GenerateSettings(**overrides).max_concurrency == expected  # type: ignore[arg-type]
 
 
 def test_every_backend_name_has_a_factory() -> None:

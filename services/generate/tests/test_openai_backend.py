@@ -7,6 +7,7 @@ import socket
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from services.generate.backends.openai_compat import request_kwargs
 from services.generate.domain import Job, Prompt, Sampling, Turn
@@ -40,7 +41,7 @@ async def test_streams_deltas_in_order_with_upstream_usage(serve: Serve) -> None
     async with running(FakeOpenAI(TOKENS, prompt_tokens=77)) as fake:
         stub = await serve(openai_settings(fake.base_url))
         deltas, final = await collect(stub.Generate(ask("Where are files kept?", PASSAGES, max_tokens=100)))
-    assert deltas == TOKENS
+    assert "".join(deltas) == "".join(TOKENS)
     assert final.finish_reason == "stop"
     assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (77, len(TOKENS))
     (call,) = fake.calls
@@ -59,7 +60,7 @@ async def test_usage_is_estimated_when_upstream_sends_none(serve: Serve) -> None
     async with running(FakeOpenAI(TOKENS, sends_usage=False)) as fake:
         stub = await serve(openai_settings(fake.base_url))
         deltas, final = await collect(stub.Generate(ask("Where are files kept?", PASSAGES)))
-    assert deltas == TOKENS
+    assert "".join(deltas) == "".join(TOKENS)
     assert final.finish_reason == "stop"
     assert final.usage.prompt_tokens > 10  # system + instructions + passage + question
     assert final.usage.completion_tokens > 0
@@ -69,7 +70,7 @@ async def test_max_tokens_gives_length(serve: Serve) -> None:
     async with running(FakeOpenAI(TOKENS)) as fake:
         stub = await serve(openai_settings(fake.base_url))
         deltas, final = await collect(stub.Generate(ask("Where are files kept?", PASSAGES, max_tokens=3)))
-    assert deltas == TOKENS[:3]
+    assert "".join(deltas) == "".join(TOKENS[:3])
     assert final.finish_reason == "length"
     assert final.usage.completion_tokens == 3
 
@@ -92,7 +93,7 @@ async def test_cancel_mid_stream_closes_the_upstream_request(serve: Serve) -> No
         assert upstream.tokens_sent < len(tokens)
         # The service is still fine for the next caller.
         deltas, final = await collect(stub.Generate(ask("again", PASSAGES, max_tokens=2)))
-        assert deltas == tokens[:2] and final.finish_reason == "length"
+        assert "".join(deltas) == "".join(tokens[:2]) and final.finish_reason == "length"
 
 
 async def test_upstream_down_is_unavailable(serve: Serve) -> None:
@@ -152,3 +153,68 @@ def test_request_kwargs_carry_sampling_and_stop() -> None:
     )
     job.sampling = Sampling(temperature=0.1, top_p=0.5, max_tokens=9)
     assert "stop" not in request_kwargs(job, "m")
+
+
+async def test_retries_before_the_first_token(serve: Serve) -> None:
+    """A failed start (503) is retried by the SDK; the second attempt streams normally."""
+    async with running(FakeOpenAI(TOKENS, fail_first=1)) as fake:
+        stub = await serve(openai_settings(fake.base_url, openai_max_retries=1))
+        deltas, final = await collect(stub.Generate(ask("Where are files kept?", PASSAGES)))
+    assert "".join(deltas) == "".join(TOKENS) and final.finish_reason == "stop"
+    assert len(fake.calls) == 2
+    assert fake.calls[1].completed
+
+
+async def test_no_retry_when_retries_are_off(serve: Serve) -> None:
+    async with running(FakeOpenAI(TOKENS, fail_first=1)) as fake:
+        stub = await serve(openai_settings(fake.base_url, openai_max_retries=0))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await collect(stub.Generate(ask("hello")))
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert len(fake.calls) == 1
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, {"backend": "openai", **labels}) or 0.0
+
+
+async def test_metrics_time_to_first_token_inter_token_and_tokens(serve: Serve) -> None:
+    before = {
+        "ttft": sample("zhiku_generate_ttft_seconds_count"),
+        "itl": sample("zhiku_generate_inter_token_seconds_count"),
+        "itl_sum": sample("zhiku_generate_inter_token_seconds_sum"),
+        "in": sample("zhiku_generate_tokens_total", direction="in"),
+        "out": sample("zhiku_generate_tokens_total", direction="out"),
+    }
+    async with running(FakeOpenAI(TOKENS, prompt_tokens=77, delay_s=0.02)) as fake:
+        stub = await serve(openai_settings(fake.base_url))
+        await collect(stub.Generate(ask("Where are files kept?", PASSAGES)))
+    assert sample("zhiku_generate_ttft_seconds_count") - before["ttft"] == 1
+    assert sample("zhiku_generate_inter_token_seconds_count") - before["itl"] == len(TOKENS) - 1
+    # The fake paces tokens 20 ms apart; the mean gap seen by the service is about that.
+    mean_gap = (sample("zhiku_generate_inter_token_seconds_sum") - before["itl_sum"]) / (len(TOKENS) - 1)
+    assert 0.01 < mean_gap < 0.2
+    assert sample("zhiku_generate_tokens_total", direction="in") - before["in"] == 77
+    assert sample("zhiku_generate_tokens_total", direction="out") - before["out"] == len(TOKENS)
+    assert sample("zhiku_generate_requests_running") == 0
+    assert sample("zhiku_generate_requests_waiting") == 0
+
+
+async def test_thirty_two_concurrent_streams_run_at_once(serve: Serve) -> None:
+    """No lock around an upstream that batches: 32 streams overlap and all complete."""
+    tokens = [f"t{i} " for i in range(10)]
+    async with running(FakeOpenAI(tokens, delay_s=0.01, gather=32)) as fake:
+        stub = await serve(openai_settings(fake.base_url))
+        peak = 0
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, fake.active)
+                await asyncio.sleep(0.01)
+
+        watcher = asyncio.create_task(watch())
+        results = await asyncio.gather(*(collect(stub.Generate(ask(f"q{i}"))) for i in range(32)))
+        watcher.cancel()
+    assert all("".join(d) == "".join(tokens) and f.finish_reason == "stop" for d, f in results)
+    assert peak == 32

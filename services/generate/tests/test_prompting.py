@@ -170,3 +170,15 @@ def test_truncate_to_tokens_keeps_the_longest_prefix(backend: Backend) -> None:
     assert approx_token_count(text[: len(cut) + 2]) > 3
     assert truncate_to_tokens(text, 100, backend) == text
     assert truncate_to_tokens(text, 0, backend) == ""
+
+
+@pytest.mark.parametrize(("turns", "kept"), [(None, 6), (2, 4), (1, 2), (0, 0)])
+def test_history_turns_caps_the_exchanges_kept(backend: Backend, turns: int | None, kept: int) -> None:
+    history = [(role, f"{role} {i}") for i in range(3) for role in ("user", "assistant")]
+    request = GenerationRequest.from_pb(ask("now?", history=history))
+    prompt = PromptBuilder(PromptTemplates.load(), history_turns=turns).build(
+        request, backend, window=4096, reserve=256
+    )
+    dialogue = [m.content for m in prompt.messages[1:-1]]
+    assert dialogue == [content for _, content in history][len(history) - kept :]
+    assert prompt.messages[-1].content.endswith("now?")

@@ -49,6 +49,23 @@ def test_engine_kwargs_leave_unset_options_to_vllm() -> None:
     assert kwargs["served_model_name"] == ["zhiku-llm"]
 
 
+def test_extra_engine_args_pass_through_but_named_settings_win() -> None:
+    settings = make_settings(
+        backend="vllm",
+        vllm_tensor_parallel_size=2,
+        vllm_extra_args={"load_format": "dummy", "enforce_eager": True, "tensor_parallel_size": 8},
+    )
+    kwargs = engine_kwargs(settings)
+    assert kwargs["load_format"] == "dummy" and kwargs["enforce_eager"] is True
+    assert kwargs["tensor_parallel_size"] == 2  # the GPU limit in the chart follows this one
+
+
+def test_extra_engine_args_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZHIKU_GENERATE_VLLM_EXTRA_ARGS", '{"enforce_eager": true, "seed": 7}')
+    kwargs = engine_kwargs(make_settings(backend="vllm"))
+    assert (kwargs["enforce_eager"], kwargs["seed"]) == (True, 7)
+
+
 def test_sampling_kwargs() -> None:
     assert sampling_kwargs(Sampling(temperature=0.2, top_p=0.9, max_tokens=128, stop=("</s>", "END"))) == {
         "n": 1,

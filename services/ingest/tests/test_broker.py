@@ -6,13 +6,19 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
+
+import pytest
 
 from services.ingest.broker import (
     INGEST_FILE_TASK,
     SQLA_POLLING_INTERVAL_S,
     SqlaTransport,
     create_celery_app,
+    enqueue_ingest,
+    prepare_broker,
+    queue_length,
 )
 from services.ingest.tests.conftest import REPO, ingest_settings
 
@@ -84,3 +90,29 @@ def test_processes_racing_to_first_use_the_sql_broker_all_publish(tmp_path: Path
             message.ack()
     app.close()
     assert sorted(received) == [f"job-{i}" for i in range(4)]
+
+
+@pytest.mark.parametrize("redis_url", ["", "redis://127.0.0.1:6379/13"], ids=["sqla", "redis"])
+def test_queue_length_counts_waiting_messages_and_sqlite_publishes_without_fsync(
+    tmp_path: Path, redis_url: str
+) -> None:
+    settings = ingest_settings(tmp_path, redis_url=redis_url)
+    app = create_celery_app(settings)
+    try:
+        prepare_broker(app)
+        assert queue_length(app) == 0
+        for _ in range(3):
+            enqueue_ingest(app, str(uuid.uuid4()))
+        assert queue_length(app) == 3  # what the sweeper checks before republishing queued jobs
+        if not redis_url:
+            with app.connection_for_write() as connection:
+                channel = connection.default_channel
+                engine, _ = channel._open()
+                with engine.connect() as db:
+                    assert db.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    finally:
+        with app.connection_for_write() as connection:
+            connection.default_channel.queue_purge(settings.queue)
+            if redis_url:
+                connection.default_channel.queue_delete(settings.queue)
+        app.close()

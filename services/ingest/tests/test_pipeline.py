@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import pytest
 
+from services.common.errors import FailedPrecondition
 from services.ingest.blobs import BlobStore
 from services.ingest.config import IngestSettings
 from services.ingest.models import JobState
@@ -88,7 +89,8 @@ def test_point_ids_are_deterministic_per_file_and_content(
     search = retrieve_pb2.SearchRequest(collection=kb, vector=[0.0] * 511 + [1.0], top_k=100)
     hits = retrieve.Search(search, timeout=30).hits
     assert {hit.chunk_id for hit in hits} == {
-        point_id(kb, "a.txt", digest, index) for index in range(pipeline.catalog.get_job(job_id).chunks)
+        point_id(kb, "a.txt", digest, index, job_id)
+        for index in range(pipeline.catalog.get_job(job_id).chunks)
     }
     # The same bytes under another name are another file: their points must not collide.
     assert point_id(kb, "a.txt", digest, 0) != point_id(kb, "b.txt", digest, 0)
@@ -180,3 +182,96 @@ def test_transient_failures_requeue_until_attempts_run_out(
         assert pipeline.catalog.get_file(kb, "a.txt").state is JobState.FAILED
     finally:
         pipeline.close()
+
+
+class _WatchUpserts:
+    """The real retrieve stub; counts the collection's points before every Upsert and can
+    fail (non-transiently) after a number of successful upserts."""
+
+    def __init__(
+        self, stub: retrieve_pb2_grpc.RetrieveServiceStub, kb: str, fail_after: int | None = None
+    ) -> None:
+        self._stub = stub
+        self._kb = kb
+        self._fail_after = fail_after
+        self.seen: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stub, name)
+
+    def Upsert(self, request: Any, **kwargs: Any) -> Any:
+        if self._fail_after is not None and len(self.seen) >= self._fail_after:
+            raise FailedPrecondition("vector store rejected the batch")
+        self.seen.append(_points(self._stub, self._kb))
+        return self._stub.Upsert(request, **kwargs)
+
+
+def test_replacing_a_file_keeps_its_old_points_until_the_new_ones_are_indexed(
+    settings: IngestSettings, retrieve: retrieve_pb2_grpc.RetrieveServiceStub, request: pytest.FixtureRequest
+) -> None:
+    pipeline = IngestPipeline.from_settings(settings.model_copy(update={"upsert_batch_size": 3}))
+    real = pipeline.retrieve
+    try:
+        kb = _kb(pipeline, request)
+        first = _submit(pipeline, kb, "a.txt", TEXT.encode())
+        assert pipeline.run(first) is JobState.SUCCEEDED
+        old = pipeline.catalog.get_job(first).chunks
+        # A reindex with smaller chunks: same content, a new generation of points.
+        file = pipeline.catalog.get_file(kb, "a.txt")
+        second = pipeline.catalog.submit_file(
+            kb, "a.txt", file.size, file.content_hash, 40, 5, override=True
+        ).id
+        watch = _WatchUpserts(real, kb)
+        pipeline.retrieve = watch  # type: ignore[assignment]
+        assert pipeline.run(second) is JobState.SUCCEEDED
+        new = pipeline.catalog.get_job(second).chunks
+        assert new > old and len(watch.seen) > 2
+        # Every upsert found the old points still there, plus the new ones written so far.
+        assert watch.seen == [old + 3 * n for n in range(len(watch.seen))]
+        assert _points(retrieve, kb) == new == pipeline.catalog.get_file(kb, "a.txt").chunks
+        # A permanent failure mid-index drops the partial generation and keeps the previous one.
+        third = pipeline.catalog.submit_file(
+            kb, "a.txt", file.size, file.content_hash, 120, 20, override=True
+        ).id
+        pipeline.retrieve = _WatchUpserts(real, kb, fail_after=1)  # type: ignore[assignment]
+        assert pipeline.run(third) is JobState.FAILED
+        assert pipeline.catalog.get_job(third).error == "vector store rejected the batch"
+        assert _points(retrieve, kb) == new
+        failed = pipeline.catalog.get_file(kb, "a.txt")
+        assert failed.chunks == new and failed.state is JobState.FAILED
+    finally:
+        pipeline.close()
+
+
+def test_a_job_held_by_a_live_worker_is_not_run_twice(
+    pipeline: IngestPipeline, request: pytest.FixtureRequest
+) -> None:
+    kb = _kb(pipeline, request)
+    job_id = _submit(pipeline, kb, "a.txt", TEXT.encode())
+    assert pipeline.catalog.begin_attempt(job_id, lease_s=60) is not None  # another worker has it
+    assert pipeline.run(job_id) is None  # a duplicate delivery does nothing
+    assert pipeline.catalog.get_job(job_id).attempts == 1
+
+
+def test_split_settings_of_the_job_reach_the_splitter(
+    pipeline: IngestPipeline, retrieve: retrieve_pb2_grpc.RetrieveServiceStub, request: pytest.FixtureRequest
+) -> None:
+    kb = _kb(pipeline, request)
+    content = (
+        "# 安装指南\n\n第一步：下载安装包并解压到本地目录。\n\n"
+        "## 配置\n\n第二步：编辑配置文件，填写服务地址。\n"
+    ).encode()
+    BlobStore(pipeline.blobs.root).write(kb, "guide.md", content)
+    digest = hashlib.sha256(content).hexdigest()
+    job = pipeline.catalog.submit_file(
+        kb, "guide.md", len(content), digest, 250, 50, splitter="markdown", title_enhance=True
+    )
+    assert (job.splitter, job.title_enhance) == ("markdown", True)
+    assert pipeline.run(job.id) is JobState.SUCCEEDED
+    search = retrieve_pb2.SearchRequest(collection=kb, vector=[0.0] * 511 + [1.0], top_k=10)
+    hits = retrieve.Search(search, timeout=30).hits
+    assert len(hits) == pipeline.catalog.get_job(job.id).chunks
+    config = [hit for hit in hits if "编辑配置文件" in hit.text]
+    assert config and config[0].metadata["heading"] == "安装指南 > 配置"
+    assert config[0].text.startswith("安装指南")  # title enhancement prefixed the parent title
+    assert config[0].metadata["generation"] == job.id

@@ -84,6 +84,9 @@ def _worker_env(settings: IngestSettings, metrics_port: int) -> dict[str, str]:
             "ZHIKU_INGEST_WORKER_METRICS_PORT": str(metrics_port),
             "ZHIKU_INGEST_MAX_ATTEMPTS": str(settings.max_attempts),
             "ZHIKU_INGEST_RETRY_BACKOFF_S": str(settings.retry_backoff_s),
+            "ZHIKU_INGEST_LEASE_S": str(settings.lease_s),
+            "ZHIKU_INGEST_EMBED_BATCH_SIZE": str(settings.embed_batch_size),
+            "ZHIKU_INGEST_UPSERT_BATCH_SIZE": str(settings.upsert_batch_size),
         }
     )
     return env
@@ -406,3 +409,33 @@ def test_unreachable_embed_is_retried_then_fails_with_the_reason(
         assert current.error.startswith("embed service:") and current.error.endswith("(after 2 attempts)")
         assert seen_retry  # between attempts the job was QUEUED again with the reason
         assert "Retry in" in log  # Celery really re-delivered the task after the backoff
+
+
+def test_cancel_mid_run_keeps_the_previous_version(stack: Stack) -> None:
+    kb = _kb(stack)
+    (old_id,) = _succeeded(stack, _submit(stack, kb, "manual.txt", "旧版本只有一句话。".encode()))
+    long_text = "\n\n".join(
+        f"第{i}条：设备编号{i * 7919 % 10007}完成巡检，检查了{i % 13 + 2}个部件，结果写入知识库。"
+        for i in range(2400)
+    )
+    job_id = _submit(stack, kb, "manual.txt", long_text.encode())
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        job = stack.ingest.GetJob(ingest_pb2.GetJobRequest(id=job_id), timeout=TIMEOUT)
+        if job.state != ingest_pb2.JOB_STATE_QUEUED:  # a worker has it
+            break
+        assert job.state not in TERMINAL, f"finished before the cancel: {job}"
+        time.sleep(0.02)
+    cancelled = stack.ingest.CancelJob(ingest_pb2.CancelJobRequest(id=job_id), timeout=TIMEOUT)
+    assert cancelled.state == ingest_pb2.JOB_STATE_CANCELLED and cancelled.error == "cancelled by request"
+    # The worker notices at its next step and drops whatever it had upserted.
+    deadline = time.monotonic() + 60
+    notice = f"job {job_id} was cancelled while running"
+    while notice not in stack.worker_log.read_text(errors="replace") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _points(stack, kb) == 1, stack.log_tail()
+    info = _files(stack, kb)["manual.txt"]
+    assert info.state == ingest_pb2.JOB_STATE_CANCELLED and info.chunks == 1
+    assert _search(stack, kb, "旧版本")[0].text == "旧版本只有一句话。"
+    listed = stack.ingest.ListJobs(ingest_pb2.ListJobsRequest(knowledge_base=kb), timeout=TIMEOUT).jobs
+    assert [job.id for job in listed] == [job_id, old_id]

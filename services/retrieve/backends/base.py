@@ -33,8 +33,16 @@ class RetrieveBackend(Protocol):
         :mod:`services.retrieve.scores` maps them, only hits with score >= score_threshold.
         A collection without a sparse vector serves hybrid as dense and refuses sparse."""
 
-    async def delete_by_file(self, collection: str, file_name: str) -> int:
-        """Remove every point of one file; returns how many were removed."""
+    async def delete_by_file(
+        self,
+        collection: str,
+        file_name: str,
+        keep: tuple[tuple[str, str], ...] = (),
+        only: tuple[tuple[str, str], ...] = (),
+    ) -> int:
+        """Remove the points of one file, except those whose metadata has any ``keep`` pair
+        (the generation just indexed) and, when ``only`` is given, only those whose metadata
+        has all ``only`` pairs; returns how many were removed."""
 
     async def drop_collection(self, collection: str) -> bool:
         """Remove the collection and its data; False when it did not exist."""

@@ -169,8 +169,14 @@ class EdgeBackend:
     async def search(self, collection: str, query: SearchQuery) -> list[Hit]:
         return await (await self.collection(collection)).search(query)
 
-    async def delete_by_file(self, collection: str, file_name: str) -> int:
-        return await (await self.collection(collection)).delete_by_file(file_name)
+    async def delete_by_file(
+        self,
+        collection: str,
+        file_name: str,
+        keep: tuple[tuple[str, str], ...] = (),
+        only: tuple[tuple[str, str], ...] = (),
+    ) -> int:
+        return await (await self.collection(collection)).delete_by_file(file_name, keep, only)
 
     async def drop_collection(self, collection: str) -> bool:
         async with self._catalog:

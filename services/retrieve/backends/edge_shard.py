@@ -350,6 +350,17 @@ class EdgeCollection:
             info = await self._run(self.shard.info)
         return info.points_count, info.indexed_vectors_count
 
+    async def unindexed(self) -> int:
+        """Points whose dense vector is not in the HNSW index yet (an upper bound).
+
+        The engine reports one total of indexed vectors, and a sparse vector counts as indexed
+        the moment it is written. So with sparse vectors the dense part is the total less the
+        points (every point assumed to have a sparse vector; one without makes this count
+        high, which at worst starts a build the engine finds nothing to do for)."""
+        points, indexed = await self.info()
+        dense_indexed = max(0, indexed - points) if self.sparse else indexed
+        return points - dense_indexed
+
     # ----- writes -----
 
     async def upsert(self, points: list[PointRecord]) -> int:
@@ -371,8 +382,15 @@ class EdgeCollection:
         await self._write(build)
         return len(points)
 
-    async def delete_by_file(self, file_name: str) -> int:
-        selector = Filter(must=[FieldCondition(key=FILE_NAME, match=MatchValue(file_name))])
+    async def delete_by_file(
+        self, file_name: str, keep: tuple[tuple[str, str], ...] = (), only: tuple[tuple[str, str], ...] = ()
+    ) -> int:
+        kept = [FieldCondition(key=f"{METADATA}.{key}", match=MatchValue(value)) for key, value in keep]
+        selector = Filter(
+            must=[FieldCondition(key=FILE_NAME, match=MatchValue(file_name))]
+            + [FieldCondition(key=f"{METADATA}.{key}", match=MatchValue(value)) for key, value in only],
+            must_not=kept or None,
+        )
         async with self._write_lock, self._gate.shared(self._gone):
             matching = await self._run(lambda: self.shard.count(CountRequest(exact=True, filter=selector)))
             if matching:
@@ -421,8 +439,7 @@ class EdgeCollection:
                 if remaining > 0:
                     await asyncio.sleep(remaining)
                     continue
-                points, indexed = await self.info()
-                if points - indexed < self._options.optimize_min_unindexed:
+                if await self.unindexed() < self._options.optimize_min_unindexed:
                     return
                 mark = self._last_write
                 await self.optimize()

@@ -303,9 +303,24 @@ class QdrantBackend:
             with_payload=True,
         )
 
-    async def delete_by_file(self, collection: str, file_name: str) -> int:
+    async def delete_by_file(
+        self,
+        collection: str,
+        file_name: str,
+        keep: tuple[tuple[str, str], ...] = (),
+        only: tuple[tuple[str, str], ...] = (),
+    ) -> int:
         await self._dimension(collection)
         selector = _file_filter(FILE_NAME, models.MatchValue(value=file_name))
+        for key, value in only:
+            selector.must.append(  # type: ignore[union-attr]  # _file_filter builds a list
+                models.FieldCondition(key=f"{METADATA}.{key}", match=models.MatchValue(value=value))
+            )
+        if keep:
+            selector.must_not = [
+                models.FieldCondition(key=f"{METADATA}.{key}", match=models.MatchValue(value=value))
+                for key, value in keep
+            ]
         async with self._calling(collection):
             matching = (await self.client.count(collection, count_filter=selector, exact=True)).count
             if matching:

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import grpc
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +31,7 @@ from services.gateway.deps import BackendsDep, SettingsDep
 from services.gateway.errors import rpc_error_body
 from services.gateway.names import kb_name_error
 from services.gateway.routes.chatchat import ingest_ops
+from services.gateway.routes.chatchat.access import authorize_body_kb
 from services.gateway.routes.chatchat.envelopes import (
     BaseResponse,
     chatchat_threshold,
@@ -46,7 +47,7 @@ from services.gateway.routes.chatchat.knowledge_base import (
 )
 from zhiku.v1 import common_pb2, ingest_pb2
 
-router = APIRouter(prefix="/chat", tags=["chatchat"])
+router = APIRouter(prefix="/chat", tags=["chatchat"], dependencies=[Depends(authorize_body_kb)])
 
 NO_DOCS = "<span style='color:red'>未找到相关文档,该回答为大模型自身能力解答！</span>"
 EVENT_STREAM = {200: {"content": {"text/event-stream": {}}, "description": "SSE frames of JSON objects"}}
@@ -81,7 +82,7 @@ class KnowledgeBaseChatBody(ChatBody):
     )
 
 
-def _completion_request(
+def completion_request(
     body: ChatBody, knowledge_base: str | None = None, **extra: Any
 ) -> ChatCompletionRequest:
     history = body.history if body.history_len < 0 else body.history[len(body.history) - body.history_len :]
@@ -98,7 +99,7 @@ def _completion_request(
     )
 
 
-async def _frames(
+async def frames(
     generation: Generation, stream: bool, key: str, tail: dict[str, Any]
 ) -> AsyncIterator[bytes]:
     """Token frames ``{key: token, ...tail}`` or one whole-answer frame; errors go in-band."""
@@ -121,11 +122,11 @@ async def _frames(
 @router.post("/chat", response_class=StreamingResponse, responses=EVENT_STREAM)
 async def chat(body: ChatBody, backends: BackendsDep, settings: SettingsDep) -> StreamingResponse:
     """Plain chat: frames ``{"text": token, "message_id": id}``."""
-    plan = await plan_chat(_completion_request(body), backends, settings)
+    plan = await plan_chat(completion_request(body), backends, settings)
     generation = await start_generation(backends, plan, settings.chat_timeout_s)
     tail = {"message_id": uuid.uuid4().hex}
     return StreamingResponse(
-        _frames(generation, body.stream, "text", tail), media_type="text/event-stream", headers=SSE_HEADERS
+        frames(generation, body.stream, "text", tail), media_type="text/event-stream", headers=SSE_HEADERS
     )
 
 
@@ -156,7 +157,7 @@ async def knowledge_base_chat(
         if ingest_ops.is_not_found(error):
             return _json(not_found(kb_not_found(kb)))
         raise
-    completion = _completion_request(
+    completion = completion_request(
         body, kb, top_k=body.top_k, score_threshold=chatchat_threshold(body.score_threshold)
     )
     plan = await plan_chat(completion, backends, settings)
@@ -164,7 +165,7 @@ async def knowledge_base_chat(
     base_url = str(request.base_url)
     docs = [_source(index, passage, base_url, kb) for index, passage in enumerate(plan.passages)] or [NO_DOCS]
     return StreamingResponse(
-        _frames(generation, body.stream, "answer", {"docs": docs}),
+        frames(generation, body.stream, "answer", {"docs": docs}),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )

@@ -64,6 +64,9 @@ async def submit(
             content=content,
             chunk_size=chunk_size,
             chunk_overlap=chunk_overlap,
+            # Chatchat's upload (with override), update and recreate calls always re-index,
+            # even identical content (e.g. with new chunk settings): never the no-op path.
+            override=True,
         ),
         timeout=settings.request_timeout_s,
     )

@@ -25,11 +25,13 @@ from fastapi import APIRouter, Body, Depends, File, Form, Query, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.gateway.deps import BackendsDep, IngestStub, SettingsDep, mark_upload
+from services.gateway.access import visible_knowledge_bases
+from services.gateway.deps import BackendsDep, CurrentKey, IngestStub, SettingsDep, StoreDep, mark_upload
 from services.gateway.errors import ApiError
 from services.gateway.names import file_name_error, kb_name_error, upload_file_name
 from services.gateway.retrieval import search_passages
 from services.gateway.routes.chatchat import ingest_ops
+from services.gateway.routes.chatchat.access import authorize_body_kb
 from services.gateway.routes.chatchat.envelopes import (
     BaseResponse,
     DocumentWithScore,
@@ -47,7 +49,7 @@ from services.gateway.routes.chatchat.envelopes import (
 from services.gateway.routes.files import MAX_CHUNK_SIZE, content_disposition
 from zhiku.v1 import ingest_pb2
 
-router = APIRouter(prefix="/knowledge_base", tags=["chatchat"])
+router = APIRouter(prefix="/knowledge_base", tags=["chatchat"], dependencies=[Depends(authorize_body_kb)])
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # Chatchat's VECTOR_SEARCH_TOP_K and SCORE_THRESHOLD defaults (1 = no filtering there).
@@ -134,11 +136,15 @@ async def _known_kb(ingest: IngestStub, name: str, settings: SettingsDep) -> Bas
 
 
 @router.get("/list_knowledge_bases", response_model=ListResponse)
-async def list_knowledge_bases(ingest: IngestStub, settings: SettingsDep) -> ListResponse:
+async def list_knowledge_bases(
+    ingest: IngestStub, settings: SettingsDep, store: StoreDep, principal: CurrentKey
+) -> ListResponse:
+    """Names of the knowledge bases the caller's key may use (file chats' ones hidden)."""
     reply = await ingest.ListKnowledgeBases(
         ingest_pb2.ListKnowledgeBasesRequest(), timeout=settings.request_timeout_s
     )
-    return ListResponse(data=[kb.name for kb in reply.knowledge_bases])
+    names = [kb.name for kb in reply.knowledge_bases]
+    return ListResponse(data=await visible_knowledge_bases(names, store, principal))
 
 
 @router.post("/create_knowledge_base", response_model=BaseResponse)

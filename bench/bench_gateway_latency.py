@@ -1,0 +1,238 @@
+"""Search latency through the gateway at 10k and 100k chunks, next to its parts, in one run.
+
+The issue's target is "gateway search p50 <= the query's embedding time + 5 ms": whatever the
+gateway adds (HTTP, the knowledge-base lookup, the gRPC hops, the search itself) should cost
+no more than 5 ms over embedding the question. So each size prints, measured sequentially on
+the same running stack (``make run``'s processes, embedded defaults):
+
+- ``embed``: ``Embed`` of one question over gRPC (questions never seen before: the embed
+  service's query cache would otherwise hide the model);
+- ``search``: ``Search`` over gRPC with a precomputed vector (hybrid, top_k 10);
+- ``gateway``: ``POST /v1/knowledge_bases/{kb}/search`` (hybrid, top_k 10), new questions
+  again, so it pays for embedding too.
+
+The collection is filled by ingesting one real file through the public API (so the catalog
+knows the knowledge base and its chunk count) and then upserting jittered copies of real
+CMRC chunk vectors straight into the retrieve service, which is far faster than ingesting
+100k chunks and exercises the same index. Each size waits for the background index build
+before measuring, as a settled production collection would be.
+
+    python -m bench.bench_gateway_latency [--sizes 10000,100000] [--queries 200] [--model use]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+
+from bench.bench_stack import EVALDATA, REPO, percentile
+from services.retrieve.config import RetrieveSettings
+from services.stack import PORTS_FILE, launch_in_background
+from zhiku.v1 import embed_pb2, embed_pb2_grpc, retrieve_pb2, retrieve_pb2_grpc
+
+KB = "latency"
+INDEX_MIN_POINTS = RetrieveSettings.model_fields["edge_optimize_min_unindexed"].default
+BATCH = 512
+
+
+def cmrc_texts() -> tuple[list[str], list[str]]:
+    """Passages and every question of the CMRC 2018 dev set."""
+    data = json.loads((EVALDATA / "cmrc2018" / "cmrc2018_dev.squad.json").read_text("utf-8"))
+    passages, questions = [], []
+    for article in data["data"]:
+        for paragraph in article["paragraphs"]:
+            passages.append(paragraph["context"])
+            questions.extend(qa["question"] for qa in paragraph["qas"])
+    return passages, questions
+
+
+def summary(times_ms: list[float]) -> tuple[float, float]:
+    return percentile(times_ms, 0.5), percentile(times_ms, 0.99)
+
+
+class LatencyRun:
+    """One stack, one knowledge base grown to each size in turn."""
+
+    def __init__(self, url: str, ports: dict[str, int], log_path: Path) -> None:
+        self.http = httpx.Client(base_url=url, timeout=120)
+        self.embed_channel = grpc.insecure_channel(f"127.0.0.1:{ports['embed']}")
+        self.retrieve_channel = grpc.insecure_channel(f"127.0.0.1:{ports['retrieve']}")
+        self.embed = embed_pb2_grpc.EmbedServiceStub(self.embed_channel)
+        self.retrieve = retrieve_pb2_grpc.RetrieveServiceStub(self.retrieve_channel)
+        self.log_path = log_path
+        self.points = 0
+
+    def close(self) -> None:
+        self.http.close()
+        self.embed_channel.close()
+        self.retrieve_channel.close()
+
+    def embed_texts(self, texts: list[str], kind: int) -> np.ndarray:
+        vectors = []
+        for start in range(0, len(texts), 64):
+            reply = self.embed.Embed(embed_pb2.EmbedRequest(texts=texts[start : start + 64], kind=kind))
+            vectors.extend(list(vector.values) for vector in reply.vectors)
+        return np.asarray(vectors, dtype=np.float32)
+
+    def seed(self, first_passage: str) -> None:
+        """Create the knowledge base through the API and ingest one real file into it."""
+        self.http.post("/v1/knowledge_bases", json={"name": KB}).raise_for_status()
+        files = [("files", ("seed.txt", first_passage.encode(), "text/plain"))]
+        job = self.http.post(f"/v1/knowledge_bases/{KB}/files", files=files).raise_for_status().json()
+        job_id = job["jobs"][0]["id"]
+        while (state := self.http.get(f"/v1/jobs/{job_id}").json())["state"] not in ("succeeded", "failed"):
+            time.sleep(0.2)
+        if state["state"] != "succeeded":
+            raise RuntimeError(f"seed ingestion failed: {state}")
+
+    def grow_to(self, size: int, base: np.ndarray, texts: list[str], rng: np.random.Generator) -> float:
+        started = time.perf_counter()
+        while self.points < size:
+            ids = range(self.points, min(self.points + BATCH, size))
+            vectors = base[[i % len(base) for i in ids]] + rng.normal(0, 0.02, (len(ids), base.shape[1]))
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            points = [
+                retrieve_pb2.Point(
+                    id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{KB}/{i}")),
+                    vector=vector.tolist(),
+                    file_name=f"synthetic-{i % 997}.txt",
+                    chunk_index=i,
+                    text=texts[i % len(texts)],
+                )
+                for i, vector in zip(ids, vectors, strict=True)
+            ]
+            self.retrieve.Upsert(retrieve_pb2.UpsertRequest(collection=KB, points=points))
+            self.points = ids[-1] + 1
+        return time.perf_counter() - started
+
+    def wait_for_index(self, builds_before: int, timeout_s: float) -> bool:
+        """True once the retrieve service logs one more finished background index build."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.index_builds() > builds_before:
+                return True
+            time.sleep(1)
+        return False
+
+    def index_builds(self) -> int:
+        return len(re.findall(rf"index of {KB} built", self.log_path.read_text(errors="replace")))
+
+    def time_embed(self, questions: list[str]) -> list[float]:
+        times = []
+        for question in questions:
+            begun = time.perf_counter()
+            self.embed.Embed(embed_pb2.EmbedRequest(texts=[question], kind=embed_pb2.EMBED_KIND_QUERY))
+            times.append((time.perf_counter() - begun) * 1000)
+        return times
+
+    def time_grpc_search(self, questions: list[str], vectors: np.ndarray) -> list[float]:
+        times = []
+        for question, vector in zip(questions, vectors, strict=True):
+            request = retrieve_pb2.SearchRequest(
+                collection=KB,
+                vector=vector.tolist(),
+                query_text=question,
+                mode=retrieve_pb2.SEARCH_MODE_HYBRID,
+                top_k=10,
+            )
+            begun = time.perf_counter()
+            self.retrieve.Search(request)
+            times.append((time.perf_counter() - begun) * 1000)
+        return times
+
+    def time_gateway_search(self, questions: list[str]) -> list[float]:
+        times = []
+        for question in questions:
+            begun = time.perf_counter()
+            reply = self.http.post(f"/v1/knowledge_bases/{KB}/search", json={"query": question, "top_k": 10})
+            times.append((time.perf_counter() - begun) * 1000)
+            reply.raise_for_status()
+        return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--queries", type=int, default=200, help="questions per measurement")
+    parser.add_argument("--model", default="use", help="local embedding model (use or e5)")
+    parser.add_argument("--base-chunks", type=int, default=400, help="real chunk vectors to jitter")
+    parser.add_argument("--index-timeout", type=float, default=600)
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",") if size]
+    passages, questions = cmrc_texts()
+    # Three disjoint question sets per size, so no measurement is served from the query cache.
+    needed = 3 * args.queries * len(sizes)
+    if needed > len(questions):
+        raise SystemExit(f"--queries too large: {needed} distinct questions needed, {len(questions)} exist")
+    fresh = iter(questions)
+
+    with tempfile.TemporaryDirectory(prefix="zhiku-bench-latency-") as tmp:
+        data_dir = Path(tmp) / "data"
+        log_path = REPO / "test-output" / "bench" / f"gateway-latency-{args.model}.log"
+        stack = launch_in_background(
+            data_dir,
+            log_path,
+            {
+                "ZHIKU_EMBED_LOCAL_MODEL": args.model,
+                "ZHIKU_GENERATE_BACKEND": "extractive",
+                "ZHIKU_RETRIEVE_EDGE_OPTIMIZE_DELAY_S": "2",
+                "ZHIKU_LOG_LEVEL": "INFO",
+            },
+        )
+        run = LatencyRun(stack.url, json.loads((data_dir / PORTS_FILE).read_text())["grpc"], log_path)
+        rows = []
+        try:
+            run.seed(passages[0])
+            base_texts = passages[1 : 1 + args.base_chunks]
+            base = run.embed_texts(base_texts, embed_pb2.EMBED_KIND_PASSAGE)
+            rng = np.random.default_rng(7)
+            for size in sizes:
+                builds = run.index_builds()
+                upsert_s = run.grow_to(size, base, base_texts, rng)
+                # Below this many unindexed points the service searches exactly, by design.
+                indexed = size >= INDEX_MIN_POINTS and run.wait_for_index(builds, args.index_timeout)
+                embed_q = [next(fresh) for _ in range(args.queries)]
+                search_q = [next(fresh) for _ in range(args.queries)]
+                gateway_q = [next(fresh) for _ in range(args.queries)]
+                run.time_gateway_search(questions[-20:])  # warm the HTTP and gRPC paths
+                embed_ms = summary(run.time_embed(embed_q))
+                vectors = run.embed_texts(search_q, embed_pb2.EMBED_KIND_QUERY)
+                search_ms = summary(run.time_grpc_search(search_q, vectors))
+                gateway_ms = summary(run.time_gateway_search(gateway_q))
+                rows.append((size, upsert_s, indexed, embed_ms, search_ms, gateway_ms))
+                print(
+                    f"<!-- {size:,} points: upserted in {upsert_s:.0f} s, index built: {indexed} -->",
+                    flush=True,
+                )
+        finally:
+            run.close()
+            stack.stop()
+
+    print(f"\nsequential hybrid searches, top_k 10, {args.model}, {args.queries} new questions each")
+    print(
+        "| chunks | embed p50 ms | p99 | gRPC search p50 ms | p99 "
+        "| gateway search p50 ms | p99 | gateway - embed p50 |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for size, _, indexed, embed_ms, search_ms, gateway_ms in rows:
+        note = " (HNSW index)" if indexed else " (exact search)"
+        print(
+            f"| {size:,}{note} | {embed_ms[0]:.1f} | {embed_ms[1]:.1f} "
+            f"| {search_ms[0]:.1f} | {search_ms[1]:.1f} "
+            f"| {gateway_ms[0]:.1f} | {gateway_ms[1]:.1f} | {gateway_ms[0] - embed_ms[0]:+.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

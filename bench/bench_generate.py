@@ -1,0 +1,275 @@
+"""``make bench-generate``: streamed chat through the whole Zhiku path vs the model server alone.
+
+One run starts the OpenAI-protocol test server as its own process (fixed time to first token
+and token rate, like a GPU server under light load), then the gateway and the generate service
+(openai backend pointed at that server) as real processes. For N = 1, 8, 32, 64 concurrent
+streamed chats it measures, as the client sees them, time to first token p50/p99 and tokens/s,
+once through the gateway and once talking to the test server directly, rounds interleaved so
+both see the same machine load. Printed as a table, also written to bench/results/generate.json.
+
+    python -m bench.bench_generate [--ttft-ms 100] [--tokens-per-s 50] [--tokens 64] [--levels 1,8,32,64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from services.generate.tests.processes import generation_stack
+from services.stack import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+ROUNDS = {1: 12, 8: 4, 32: 3, 64: 3}  # rounds per level and target (after one warm-up round)
+QUESTION = "How long does shipping take in Europe, and who pays for returns?"
+
+
+@dataclass
+class Stream:
+    ttft_s: float = 0.0
+    total_s: float = 0.0
+    tokens: int = 0
+    error: str = ""
+
+
+@dataclass
+class Level:
+    streams: list[Stream] = field(default_factory=list)
+    wall_s: float = 0.0  # summed over rounds
+
+    def ok(self) -> list[Stream]:
+        return [s for s in self.streams if not s.error]
+
+    def errors(self) -> int:
+        return len(self.streams) - len(self.ok())
+
+    def ttft_ms(self, q: float) -> float:
+        values = sorted(s.ttft_s * 1000 for s in self.ok())
+        if not values:
+            return float("nan")
+        return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+    def stream_tokens_per_s(self) -> float:
+        """Mean per-stream rate: tokens over the stream's whole duration (TTFT included)."""
+        rates = [s.tokens / s.total_s for s in self.ok() if s.total_s > 0]
+        return statistics.fmean(rates) if rates else float("nan")
+
+    def aggregate_tokens_per_s(self) -> float:
+        return sum(s.tokens for s in self.ok()) / self.wall_s if self.wall_s else float("nan")
+
+
+async def one_stream(client: httpx.AsyncClient, url: str, headers: dict[str, str], expected: int) -> Stream:
+    body = {
+        "model": "fake-model",
+        "messages": [{"role": "user", "content": QUESTION}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": expected,
+    }
+    result = Stream()
+    started = time.perf_counter()
+    done = False
+    try:
+        async with client.stream("POST", url, json=body, headers=headers) as response:
+            if response.status_code != 200:
+                result.error = f"HTTP {response.status_code}"
+                return result
+            async for line in response.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                if line == "data: [DONE]":
+                    done = True
+                    break
+                event = json.loads(line[6:])
+                if "error" in event:
+                    result.error = str(event["error"])[:200]
+                    return result
+                for choice in event.get("choices", []):
+                    if choice["delta"].get("content") and not result.ttft_s:
+                        result.ttft_s = time.perf_counter() - started
+                if event.get("usage"):  # tokens as counted by the server (deltas may carry several)
+                    result.tokens = int(event["usage"]["completion_tokens"])
+    except httpx.HTTPError as error:
+        result.error = f"{type(error).__name__}: {error}"
+        return result
+    result.total_s = time.perf_counter() - started
+    if not done:
+        result.error = "stream ended without [DONE]"
+    elif result.tokens != expected:
+        result.error = f"{result.tokens} tokens, expected {expected}"
+    return result
+
+
+async def run_round(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str], n: int, expected: int, level: Level | None
+) -> None:
+    started = time.perf_counter()
+    streams = await asyncio.gather(*(one_stream(client, url, headers, expected) for _ in range(n)))
+    if level is not None:
+        level.streams.extend(streams)
+        level.wall_s += time.perf_counter() - started
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), to show where the cost lies."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(
+    targets: dict[str, tuple[str, dict[str, str]]], levels: list[int], expected: int, pids: dict[str, int]
+) -> tuple[dict[int, dict[str, Level]], dict[str, float]]:
+    """Per level: a warm-up round per target, then interleaved rounds. Also the CPU seconds each
+    process spent on the zhiku rounds (test server, generate, gateway) per 1,000 tokens."""
+    results: dict[int, dict[str, Level]] = {}
+    cpu: dict[str, float] = dict.fromkeys(pids, 0.0)
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        for n in levels:
+            results[n] = {name: Level() for name in targets}
+            for url, headers in targets.values():  # warm-up: connections, caches
+                await run_round(client, url, headers, n, expected, None)
+            for _ in range(ROUNDS.get(n, 3)):
+                for name, (url, headers) in targets.items():
+                    before = {k: cpu_seconds(pid) for k, pid in pids.items()}
+                    await run_round(client, url, headers, n, expected, results[n][name])
+                    if name == "zhiku":
+                        for k, pid in pids.items():
+                            cpu[k] += cpu_seconds(pid) - before[k]
+            print(f"  N={n} done", flush=True)
+    tokens = sum(
+        len(level.ok()) * expected for by in results.values() for k, level in by.items() if k == "zhiku"
+    )
+    return results, {k: 1e6 * v / tokens for k, v in cpu.items()} if tokens else {}
+
+
+def wait_port(port: int, process: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the OpenAI-protocol test server exited")
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError("the OpenAI-protocol test server did not start")
+
+
+def report(results: dict[int, dict[str, Level]], args: argparse.Namespace) -> list[dict[str, float]]:
+    print(
+        f"\nstreamed chat, {args.tokens} tokens per answer, test server TTFT {args.ttft_ms:g} ms, "
+        f"{args.tokens_per_s:g} tokens/s per stream\n"
+    )
+    header = (
+        "| N | path | TTFT p50 ms | TTFT p99 ms | tokens/s per stream | tokens/s total | errors |\n"
+        "|---|---|---|---|---|---|---|"
+    )
+    print(header)
+    rows: list[dict[str, float]] = []
+    for n, by_target in results.items():
+        for name, level in by_target.items():
+            print(
+                f"| {n} | {name} | {level.ttft_ms(0.5):.1f} | {level.ttft_ms(0.99):.1f} | "
+                f"{level.stream_tokens_per_s():.1f} | {level.aggregate_tokens_per_s():.0f} | "
+                f"{level.errors()} of {len(level.streams)} |"
+            )
+        zhiku, direct = by_target["zhiku"], by_target["direct"]
+        rows.append(
+            {
+                "n": n,
+                "ttft_p50_overhead_ms": zhiku.ttft_ms(0.5) - direct.ttft_ms(0.5),
+                "ttft_p99_overhead_ms": zhiku.ttft_ms(0.99) - direct.ttft_ms(0.99),
+                "stream_tokens_per_s_loss_pct": 100
+                * (1 - zhiku.stream_tokens_per_s() / direct.stream_tokens_per_s()),
+                "total_tokens_per_s_loss_pct": 100
+                * (1 - zhiku.aggregate_tokens_per_s() / direct.aggregate_tokens_per_s()),
+                "errors_zhiku": zhiku.errors(),
+                "errors_direct": direct.errors(),
+            }
+        )
+    print("\n| N | TTFT p50 overhead ms | TTFT p99 overhead ms | tokens/s loss per stream | errors (zhiku) |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['n']} | {row['ttft_p50_overhead_ms']:+.1f} | {row['ttft_p99_overhead_ms']:+.1f} | "
+            f"{row['stream_tokens_per_s_loss_pct']:+.2f}% | {row['errors_zhiku']} |"
+        )
+    print("\ntargets: TTFT p50 overhead < 10 ms, tokens/s loss < 3%, zero errors at 64 streams")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--ttft-ms", type=float, default=100.0)
+    parser.add_argument("--tokens-per-s", type=float, default=50.0)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--levels", default="1,8,32,64")
+    args = parser.parse_args(argv)
+    levels = [int(v) for v in args.levels.split(",")]
+
+    port = free_port()
+    fake = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "services.generate.tests.fake_openai",
+            "--port",
+            str(port),
+            "--ttft-ms",
+            str(args.ttft_ms),
+            "--tokens-per-s",
+            str(args.tokens_per_s),
+            "--tokens",
+            str(args.tokens),
+        ],
+        cwd=REPO,
+        start_new_session=True,
+    )
+    upstream = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_port(port, fake)
+        with tempfile.TemporaryDirectory(prefix="zhiku-bench-generate-") as tmp:
+            log_dir = REPO / "test-output" / "bench-generate"
+            with generation_stack(upstream, Path(tmp), log_dir, ZHIKU_LOG_LEVEL="WARNING") as stack:
+                targets = {
+                    "direct": (f"{upstream}/chat/completions", {"authorization": "Bearer test-key"}),
+                    "zhiku": (f"{stack.gateway_url}/v1/chat/completions", {}),
+                }
+                print(f"measuring levels {levels} (direct and through gateway + generate)", flush=True)
+                pids = {"test server": fake.pid, "generate": stack.processes[0].pid}
+                pids |= {"gateway": stack.processes[1].pid, "client": os.getpid()}
+                results, cpu = asyncio.run(measure(targets, levels, args.tokens, pids))
+    finally:
+        os.killpg(fake.pid, signal.SIGTERM)
+        fake.wait(timeout=10)
+    rows = report(results, args)
+    print(
+        "\nCPU ms per 1,000 tokens streamed through Zhiku (all levels): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items())
+    )
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "generate.json").write_text(
+        json.dumps({"settings": vars(args), "overhead": rows, "cpu_ms_per_1000_tokens": cpu}, indent=2),
+        encoding="utf-8",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

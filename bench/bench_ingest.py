@@ -1,0 +1,279 @@
+"""Ingestion throughput: Zhiku's whole pipeline next to raw embedding and a Chatchat-style build.
+
+Every CMRC 2018 dev passage (848) becomes one ``.txt`` file. In one run, per embedding model:
+
+* **zhiku**: the stack as ``make run`` starts it (gateway, ingest API, Celery worker, embed,
+  retrieve as separate processes); the files are uploaded through ``POST .../files`` and the
+  clock stops when every job has succeeded (parse, split, embed, index: chunks searchable).
+* **raw embed**: the same embedding backend, in process, on exactly the chunks Zhiku indexed,
+  in one call (sorted by length, the backend's own batches): the ceiling for any pipeline.
+* **langchain**: Chatchat's recipe, file by file as its ``KBService`` adds documents:
+  langchain-community ``TextLoader``, ``RecursiveCharacterTextSplitter`` (250/50) and a FAISS
+  store (``add_documents`` per file) over the same embedding backend.
+
+Prints chunks/s and files/s; never passes or fails on time.
+
+    python -m bench.bench_ingest [--models use e5] [--passages 848] [--e5-passages 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from services.embed.backends.local import LocalBackend
+from services.embed.config import EmbedSettings
+from services.embed.domain import EmbedKind
+from services.ingest.parsers import parse
+from services.ingest.splitter import split_segments
+from services.stack import launch_in_background
+
+REPO = Path(__file__).resolve().parents[1]
+EVALDATA = Path(os.environ.get("ZHIKU_EVALDATA", REPO.parent / "shared" / "evaldata"))
+CHUNK_SIZE, CHUNK_OVERLAP = 250, 50
+UPLOAD_BATCH = 25  # files per multipart request
+UPLOAD_CONCURRENCY = 4  # upload requests at once
+
+
+@dataclass
+class Figure:
+    files: int
+    chunks: int
+    seconds: float
+
+    @property
+    def chunks_per_s(self) -> float:
+        return self.chunks / self.seconds
+
+    @property
+    def files_per_s(self) -> float:
+        return self.files / self.seconds
+
+
+def passages(limit: int) -> list[tuple[str, str]]:
+    data = json.loads((EVALDATA / "cmrc2018" / "cmrc2018_dev.squad.json").read_text("utf-8"))
+    out = [
+        (f"p{n:04d}.txt", paragraph["context"])
+        for n, paragraph in enumerate(p for article in data["data"] for p in article["paragraphs"])
+    ]
+    return out[:limit]
+
+
+def zhiku_chunks(files: list[tuple[str, str]]) -> list[str]:
+    """The chunks the ingest worker makes of these files (same parser, splitter and settings)."""
+    return [
+        chunk.text
+        for name, text in files
+        for chunk in split_segments(parse(name, text.encode()), name, CHUNK_SIZE, CHUNK_OVERLAP)
+    ]
+
+
+def cpu_by_process(root: int) -> str:
+    """User+system CPU seconds of each process of the stack (the launcher's descendants), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    procs: dict[int, tuple[int, float, list[str]]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        words = [part.decode(errors="replace") for part in argv if part]
+        procs[int(stat.parent.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick, words)
+    used: dict[str, float] = {}
+    for pid, (_, seconds, words) in procs.items():
+        ancestor = pid
+        while ancestor in procs and ancestor != root:
+            ancestor = procs[ancestor][0]
+        if ancestor != root:
+            continue
+        name = next((w.split(".")[1] for w in words if w.startswith("services.") and "." in w), "?")
+        name = "worker" if "celery" in words else name
+        used[name] = used.get(name, 0.0) + seconds
+    return ", ".join(f"{name} {seconds:.1f}" for name, seconds in sorted(used.items(), key=lambda kv: -kv[1]))
+
+
+def run_zhiku(model: str, files: list[tuple[str, str]]) -> Figure:
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = launch_in_background(
+            Path(tmp) / "data",
+            REPO / "test-output" / "bench" / f"ingest-{model}.log",
+            {
+                "ZHIKU_EMBED_LOCAL_MODEL": model,
+                "ZHIKU_GENERATE_BACKEND": "extractive",
+                "ZHIKU_LOG_LEVEL": "WARNING",
+            },
+        )
+        try:
+            with httpx.Client(base_url=stack.url, timeout=600) as http:
+                http.post("/v1/knowledge_bases", json={"name": "bench"}).raise_for_status()
+                started = time.perf_counter()
+
+                def upload(batch: list[tuple[str, str]]) -> list[str]:
+                    form = [("files", (name, text.encode(), "text/plain")) for name, text in batch]
+                    reply = http.post("/v1/knowledge_bases/bench/files", files=form).raise_for_status()
+                    return [job["id"] for job in reply.json()["jobs"]]
+
+                # A bulk client keeps a few upload requests going; none waits for processing.
+                batches = [
+                    files[start : start + UPLOAD_BATCH] for start in range(0, len(files), UPLOAD_BATCH)
+                ]
+                with ThreadPoolExecutor(UPLOAD_CONCURRENCY) as pool:
+                    job_ids = {job_id for ids in pool.map(upload, batches) for job_id in ids}
+                print(
+                    f"[bench-ingest] {model}: {len(files)} files accepted in "
+                    f"{time.perf_counter() - started:.1f} s (202 answers; processing goes on)",
+                    flush=True,
+                )
+                while True:
+                    listed = http.get("/v1/knowledge_bases/bench/jobs", params={"limit": len(files) + 10})
+                    jobs = [job for job in listed.raise_for_status().json()["data"] if job["id"] in job_ids]
+                    failed = [job for job in jobs if job["state"] in ("failed", "cancelled")]
+                    if failed:
+                        raise RuntimeError(f"{len(failed)} jobs did not succeed, e.g. {failed[0]}")
+                    if len(jobs) == len(job_ids) and all(job["state"] == "succeeded" for job in jobs):
+                        break
+                    time.sleep(0.25)
+                seconds = time.perf_counter() - started
+                chunks = sum(job["chunks"] for job in jobs)
+                kb = http.get("/v1/knowledge_bases/bench").raise_for_status().json()
+                if kb["chunk_count"] != chunks:
+                    raise RuntimeError(f"catalog says {kb['chunk_count']} chunks, jobs {chunks}")
+                print(f"[bench-ingest] {model}: CPU seconds per process: {cpu_by_process(stack.process.pid)}")
+        finally:
+            stack.stop()
+    return Figure(len(files), chunks, seconds)
+
+
+class _BackendEmbeddings:
+    """LangChain ``Embeddings`` over the same local backend Zhiku's embed service runs."""
+
+    def __init__(self, backend: LocalBackend, loop: asyncio.AbstractEventLoop) -> None:
+        self._backend = backend
+        self._loop = loop
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        vectors = self._loop.run_until_complete(self._backend.embed(texts, EmbedKind.PASSAGE))
+        return vectors.tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        vectors = self._loop.run_until_complete(self._backend.embed([text], EmbedKind.QUERY))
+        return vectors[0].tolist()
+
+
+class LocalEmbedder:
+    """The embedding backend in this process, for the raw and the LangChain measurements."""
+
+    def __init__(self, model: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.backend = LocalBackend(EmbedSettings(local_model=model, metrics_port=0))
+        self.loop.run_until_complete(self.backend.start())
+        # A first full batch allocates the runtime's buffers; keep that out of the timings.
+        self.loop.run_until_complete(self.backend.embed(["预热 warm-up passage"] * 32, EmbedKind.PASSAGE))
+
+    def raw(self, files: int, chunks: list[str]) -> Figure:
+        """Every chunk in one call: sorted by length, the backend's own batches, nothing else."""
+        started = time.perf_counter()
+        self.loop.run_until_complete(self.backend.embed(chunks, EmbedKind.PASSAGE))
+        return Figure(files, len(chunks), time.perf_counter() - started)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.backend.close())
+        self.loop.close()
+
+
+def run_langchain(embedder: LocalEmbedder, files: list[tuple[str, str]]) -> Figure:
+    from langchain_community.document_loaders import TextLoader
+    from langchain_community.vectorstores import FAISS
+    from langchain_core.embeddings import Embeddings
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    Embeddings.register(_BackendEmbeddings)
+    embeddings = _BackendEmbeddings(embedder.backend, embedder.loop)
+    splitter = RecursiveCharacterTextSplitter(chunk_size=CHUNK_SIZE, chunk_overlap=CHUNK_OVERLAP)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for name, text in files:
+            path = Path(tmp) / name
+            path.write_text(text, encoding="utf-8")
+            paths.append(path)
+        started = time.perf_counter()
+        store = None
+        count = 0
+        for path in paths:
+            docs = splitter.split_documents(TextLoader(str(path), encoding="utf-8").load())
+            count += len(docs)
+            if store is None:
+                store = FAISS.from_documents(docs, embeddings)  # type: ignore[arg-type]
+            else:
+                store.add_documents(docs)
+        if store is not None:
+            store.save_local(str(Path(tmp) / "vector_store"))  # Chatchat persists after a build
+        return Figure(len(files), count, time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", nargs="+", default=["use", "e5"])
+    parser.add_argument("--passages", type=int, default=848, help="CMRC passages (files) for fast models")
+    parser.add_argument("--e5-passages", type=int, default=120, help="subset for e5 (~6 chunks/s on 2 cores)")
+    args = parser.parse_args()
+    rows: list[tuple[str, str, Figure]] = []
+    for model in args.models:
+        files = passages(args.e5_passages if model == "e5" else args.passages)
+        print(f"[bench-ingest] {model}: {len(files)} files ...", flush=True)
+        chunks = zhiku_chunks(files)
+        embedder = LocalEmbedder(model)
+        try:
+            # Raw embedding before and after, so load that changes during the run (a shared
+            # machine) weighs on the reference as it does on the pipelines in between.
+            before = embedder.raw(len(files), chunks)
+            zhiku = run_zhiku(model, files)
+            langchain = run_langchain(embedder, files)
+            after = embedder.raw(len(files), chunks)
+        finally:
+            embedder.close()
+        raw = Figure(len(files), len(chunks), (before.seconds + after.seconds) / 2)
+        print(
+            f"[bench-ingest] {model}: raw embed {before.chunks_per_s:.1f} chunks/s before, "
+            f"{after.chunks_per_s:.1f} after (mean time used)",
+            flush=True,
+        )
+        rows += [(model, "zhiku (upload -> searchable)", zhiku), (model, "raw embed", raw)]
+        rows.append((model, "langchain + FAISS (Chatchat)", langchain))
+        print(
+            f"[bench-ingest] {model}: zhiku {zhiku.chunks_per_s:.1f} chunks/s = "
+            f"{zhiku.chunks_per_s / raw.chunks_per_s:.0%} of raw embed, "
+            f"{zhiku.files_per_s / langchain.files_per_s:.1f}x langchain files/s",
+            flush=True,
+        )
+    print(
+        f"\n{'model':<5} {'pipeline':<30} {'files':>6} {'chunks':>7} {'s':>7} {'chunks/s':>9} {'files/s':>8}"
+    )
+    for model, name, figure in rows:
+        print(
+            f"{model:<5} {name:<30} {figure.files:>6} {figure.chunks:>7} {figure.seconds:>7.1f} "
+            f"{figure.chunks_per_s:>9.1f} {figure.files_per_s:>8.2f}"
+        )
+    for model in args.models:
+        zhiku, raw, langchain = (figure for m, _, figure in rows if m == model)
+        print(
+            f"{model}: zhiku / raw embed = {zhiku.chunks_per_s / raw.chunks_per_s:.0%} (chunks/s); "
+            f"zhiku / langchain = {zhiku.files_per_s / langchain.files_per_s:.2f}x (files/s), "
+            f"{zhiku.chunks_per_s / langchain.chunks_per_s:.2f}x (chunks/s)"
+        )
+
+
+if __name__ == "__main__":
+    main()

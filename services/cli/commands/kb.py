@@ -1,0 +1,73 @@
+"""``zhiku kb create|list|files|delete``: manage knowledge bases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from services.cli import render
+from services.cli.context import current, reports_errors
+
+app = typer.Typer(help="Create, list, inspect and delete knowledge bases.", no_args_is_help=True)
+
+KbArgument = Annotated[str, typer.Argument(help="knowledge base name", show_default=False)]
+
+
+@app.command("create")
+@reports_errors
+def create(
+    ctx: typer.Context,
+    name: KbArgument,
+    description: Annotated[str, typer.Option("--description", "-d", help="what it holds")] = "",
+) -> None:
+    """Create an empty knowledge base (fails if the name is taken)."""
+    state = current(ctx)
+    with state.client() as client:
+        kb = client.create_knowledge_base(name, description)
+    state.console.print(f"Created knowledge base [bold]{escape(kb.get('name', name))}[/].")
+
+
+@app.command("list")
+@reports_errors
+def list_knowledge_bases(ctx: typer.Context) -> None:
+    """List knowledge bases with their file and chunk counts."""
+    state = current(ctx)
+    with state.client() as client:
+        kbs = client.list_knowledge_bases()
+    if not kbs:
+        state.console.print("No knowledge bases yet: `zhiku kb create NAME`.")
+        return
+    state.console.print(render.knowledge_bases_table(kbs))
+
+
+@app.command("files")
+@reports_errors
+def files(ctx: typer.Context, name: KbArgument) -> None:
+    """List a knowledge base's files: size, chunks, ingestion state and error."""
+    state = current(ctx)
+    with state.client() as client:
+        entries = client.list_files(name)
+    state.console.print(render.files_table(name, entries))
+
+
+@app.command("delete")
+@reports_errors
+def delete(
+    ctx: typer.Context,
+    name: KbArgument,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+) -> None:
+    """Delete a knowledge base with all its files, vectors and jobs (asks first)."""
+    state = current(ctx)
+    with state.client() as client:
+        if not yes:
+            kb = client.get_knowledge_base(name)  # a typo fails here, before the question
+            typer.confirm(
+                f"Delete knowledge base {name!r} with its {kb.get('file_count', 0)} files "
+                f"and {kb.get('chunk_count', 0)} chunks?",
+                abort=True,
+            )
+        client.delete_knowledge_base(name)
+    state.console.print(f"Deleted knowledge base [bold]{escape(name)}[/].")

@@ -1,0 +1,168 @@
+"""Who may call the gateway: API keys (environment and stored), per-key knowledge bases and
+per-key rate limits.
+
+The gateway is open (no key needed) only while no key exists at all, neither in
+``ZHIKU_GATEWAY_API_KEYS`` nor in the store; creating the first stored key closes it. Stored
+keys are looked up by their SHA-256 hash and cached for a few seconds, so a request costs no
+database round trip; a revocation made on this replica applies at once, on other replicas
+within ``CACHE_TTL_S``.
+
+Rate limits are a sliding one-minute window per key, counted in this process: with several
+gateway replicas each replica allows the limit (put the limit per replica accordingly).
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from services.gateway.config import GatewaySettings
+from services.gateway.errors import ApiError
+from services.gateway.store import GatewayStore
+from services.gateway.store.keys import ApiKey, hash_key
+
+CACHE_TTL_S = 5.0
+WINDOW_S = 60.0
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller behind a request's key; ``knowledge_bases`` None means every one."""
+
+    key_id: str
+    name: str
+    admin: bool
+    knowledge_bases: frozenset[str] | None
+    rate_limit_per_minute: int
+
+    def may_use(self, knowledge_base: str) -> bool:
+        return self.knowledge_bases is None or knowledge_base in self.knowledge_bases
+
+
+class RateLimiter:
+    """Sliding-window counter per key: at most ``limit`` requests in any 60 seconds."""
+
+    def __init__(self) -> None:
+        self._hits: dict[str, deque[float]] = {}
+
+    def retry_after(self, key_id: str, limit: int, now: float | None = None) -> int | None:
+        """Record a request; None when allowed, else whole seconds until one would be."""
+        now = time.monotonic() if now is None else now
+        hits = self._hits.setdefault(key_id, deque())
+        while hits and hits[0] <= now - WINDOW_S:
+            hits.popleft()
+        if len(hits) >= limit:
+            return max(1, math.ceil(hits[0] + WINDOW_S - now))
+        hits.append(now)
+        return None
+
+
+class Access:
+    """Resolves Bearer keys to principals; built by ``create_app``, given the store at start."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.env_keys = [key.encode() for key in settings.api_keys]
+        self.store: GatewayStore | None = None
+        self.limiter = RateLimiter()
+        self._open_cache: tuple[float, bool] | None = None
+        self._key_cache: dict[str, tuple[float, ApiKey | None]] = {}
+
+    def forget_cached(self) -> None:
+        """Drop cached answers (after a key is created or revoked here)."""
+        self._open_cache = None
+        self._key_cache.clear()
+
+    async def is_open(self) -> bool:
+        """True while no key exists anywhere: local use, everyone is allowed."""
+        if self.env_keys:
+            return False
+        if self.store is None:
+            return True
+        now = time.monotonic()
+        if self._open_cache is None or self._open_cache[0] < now:
+            count = await self.store.run(self.store.keys.count_active)
+            self._open_cache = (now + CACHE_TTL_S, count == 0)
+        return self._open_cache[1]
+
+    async def _stored(self, token: str) -> ApiKey | None:
+        if self.store is None:
+            return None
+        digest = hash_key(token)
+        now = time.monotonic()
+        cached = self._key_cache.get(digest)
+        if cached is None or cached[0] < now:
+            found = await self.store.run(self.store.keys.find, token)
+            if len(self._key_cache) > 10_000:  # unknown keys must not grow it without bound
+                self._key_cache.clear()
+            cached = (now + CACHE_TTL_S, found)
+            self._key_cache[digest] = cached
+        return cached[1]
+
+    async def principal(self, token: str) -> Principal | None:
+        """The principal of a presented key, or None when the key is unknown or revoked."""
+        presented = token.encode()
+        for index, key in enumerate(self.env_keys):
+            if hmac.compare_digest(presented, key):
+                return Principal(
+                    key_id=f"env-{index}",
+                    name=f"environment key {index + 1}",
+                    admin=True,
+                    knowledge_bases=None,
+                    rate_limit_per_minute=self.settings.default_rate_limit_per_minute,
+                )
+        stored = await self._stored(token)
+        if stored is None:
+            return None
+        return Principal(
+            key_id=stored.id,
+            name=stored.name,
+            admin=stored.admin,
+            knowledge_bases=None if stored.knowledge_bases is None else frozenset(stored.knowledge_bases),
+            rate_limit_per_minute=stored.rate_limit_per_minute or self.settings.default_rate_limit_per_minute,
+        )
+
+
+def key_of(principal: Principal | None) -> str | None:
+    """The id recorded as a new conversation's owner (None while the gateway is open)."""
+    return None if principal is None else principal.key_id
+
+
+def visible_owner(principal: Principal | None) -> str | None:
+    """Whose conversations the caller sees: None (all) for admin keys and an open gateway."""
+    return None if principal is None or principal.admin else principal.key_id
+
+
+def kb_in_path(path: str) -> str | None:
+    """The knowledge base a native route's path names (``/v1/knowledge_bases/{kb}/...``)."""
+    prefix = "/v1/knowledge_bases/"
+    if not path.startswith(prefix):
+        return None
+    segment = path[len(prefix) :].split("/", 1)[0]
+    return unquote(segment) or None
+
+
+def authorize_knowledge_bases(principal: Principal | None, names: list[str | None]) -> None:
+    """403 when the caller's key may not use one of ``names`` (None entries are skipped)."""
+    if principal is None:
+        return
+    for name in names:
+        if name is not None and not principal.may_use(name):
+            raise ApiError(
+                403,
+                f"this API key may not use knowledge base {name!r}",
+                code="knowledge_base_forbidden",
+                param="knowledge_base",
+            )
+
+
+async def visible_knowledge_bases(
+    names: list[str], store: GatewayStore, principal: Principal | None
+) -> list[str]:
+    """``names`` without temporary knowledge bases and those the caller's key may not use."""
+    hidden = await store.run(store.file_chats.knowledge_bases)
+    return [name for name in names if name not in hidden and (principal is None or principal.may_use(name))]

@@ -1,0 +1,88 @@
+"""What ``/v1/chat/completions`` does around generation when given ``conversation_id`` or
+``file_chat_id``: resolve them into the request, and store the new turn afterwards.
+
+Kept apart from ``chat.py`` (generation) so both stay small: this module knows the store,
+that one knows the generate service.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.gateway import file_chats
+from services.gateway.access import Principal, authorize_knowledge_bases, visible_owner
+from services.gateway.chat import KB_MODEL_PREFIX, ChatCompletionRequest, ChatMessageIn
+from services.gateway.errors import ApiError
+from services.gateway.store import GatewayStore
+from services.gateway.store.conversations import NewMessage
+
+
+@dataclass
+class Turn:
+    """The request as it goes to generation, plus what to store once the answer is known."""
+
+    request: ChatCompletionRequest
+    conversation_id: str | None = None
+    user_message: str = ""
+    message_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def extra_fields(self) -> dict[str, Any]:
+        """``conversation_id`` and ``message_id`` on the response (first chunk when streaming)."""
+        if self.conversation_id is None:
+            return {}
+        return {"conversation_id": self.conversation_id, "message_id": self.message_id}
+
+    async def store_answer(self, store: GatewayStore, answer: str, citations: list[dict[str, Any]]) -> None:
+        if self.conversation_id is None:
+            return
+        messages = [
+            NewMessage(role="user", content=self.user_message),
+            NewMessage(role="assistant", content=answer, citations=citations, id=self.message_id),
+        ]
+        await store.run(store.conversations.append, self.conversation_id, messages)
+
+
+def _names_kb(body: ChatCompletionRequest) -> bool:
+    return bool(body.knowledge_base) or body.model.startswith(KB_MODEL_PREFIX)
+
+
+async def prepare_turn(
+    body: ChatCompletionRequest, store: GatewayStore, principal: Principal | None, history_messages: int
+) -> Turn:
+    """Validate ``n``, resolve file chat and conversation (its latest ``history_messages``
+    go in front of the new turn), check the key's knowledge bases."""
+    if body.n is not None and body.n != 1:
+        raise ApiError(400, f"n={body.n} is not supported: Zhiku returns exactly one choice (n=1)", param="n")
+    updates: dict[str, Any] = {}
+    temporary = False
+    if body.file_chat_id is not None:
+        if _names_kb(body):
+            raise ApiError(422, "file_chat_id cannot be combined with a knowledge base", param="file_chat_id")
+        chat = await file_chats.find_file_chat(store, body.file_chat_id)
+        updates["knowledge_base"] = chat.knowledge_base
+        temporary = True
+    turn = Turn(request=body)
+    if body.conversation_id is not None:
+        conversation = await store.run(
+            store.conversations.get, body.conversation_id, visible_owner(principal)
+        )
+        if conversation is None:
+            raise ApiError(404, f"conversation {body.conversation_id!r} not found", param="conversation_id")
+        recent = (
+            conversation.messages[len(conversation.messages) - history_messages :] if history_messages else []
+        )
+        history = [ChatMessageIn(role=message.role, content=message.content) for message in recent]
+        updates["messages"] = [*history, *body.messages]
+        if conversation.knowledge_base and not temporary and not _names_kb(body):
+            updates["knowledge_base"] = conversation.knowledge_base
+        turn.conversation_id = conversation.id
+        turn.user_message = next(
+            (message.text() for message in reversed(body.messages) if message.role == "user"), ""
+        )
+    request = body.model_copy(update=updates) if updates else body
+    kb, _ = request.target()
+    authorize_knowledge_bases(principal, [None if temporary else kb, *request.knowledge_bases])
+    turn.request = request
+    return turn

@@ -1,0 +1,141 @@
+"""File chat: files uploaded into a temporary knowledge base that expires and is swept.
+
+A file chat is an ordinary knowledge base named ``tmp_<id>`` (valid by the shared naming
+rules, so the ingest service needs nothing special) plus a row in the gateway store holding
+its expiry. Creation waits for ingestion, so the answer says which files are usable. A
+background task in the gateway's lifespan deletes expired ones; the expiry is in the database,
+so one that expired while the gateway was down is swept at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import grpc
+
+from services.gateway.backends import Backends
+from services.gateway.config import GatewaySettings
+from services.gateway.errors import ApiError
+from services.gateway.routes.chatchat import ingest_ops
+from services.gateway.schemas import job_state
+from services.gateway.store import GatewayStore
+from services.gateway.store.file_chats import FileChat
+from zhiku.v1 import ingest_pb2
+
+log = logging.getLogger("zhiku.gateway.file_chats")
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    file_name: str
+    state: str
+    chunks: int
+    error: str | None
+
+
+async def open_file_chat(backends: Backends, store: GatewayStore, settings: GatewaySettings) -> FileChat:
+    """Record a new file chat and create its knowledge base (the record goes if that fails).
+
+    Until its files are in, it may live as long as ingestion may take (``chat_timeout_s``
+    bounds the wait), so the sweeper never deletes a knowledge base still being filled;
+    ``add_files`` then sets the real expiry."""
+    chat = await store.run(store.file_chats.create, settings.file_chat_ttl_s + settings.chat_timeout_s)
+    try:
+        await backends.ingest.CreateKnowledgeBase(
+            ingest_pb2.CreateKnowledgeBaseRequest(
+                name=chat.knowledge_base, description="file chat (temporary)"
+            ),
+            timeout=settings.request_timeout_s,
+        )
+    except BaseException:
+        await store.run(store.file_chats.forget, chat.id)
+        raise
+    return chat
+
+
+async def _ingest_one(
+    backends: Backends,
+    kb: str,
+    name: str,
+    content: bytes,
+    settings: GatewaySettings,
+    chunk_size: int,
+    chunk_overlap: int,
+) -> FileOutcome:
+    try:
+        job = await ingest_ops.submit(
+            backends.ingest, kb, name, content, settings, chunk_size=chunk_size, chunk_overlap=chunk_overlap
+        )
+    except grpc.RpcError as error:
+        reason = ingest_ops.per_file_reason(error)
+        if reason is None:
+            raise
+        return FileOutcome(file_name=name, state="failed", chunks=0, error=reason)
+    job = await ingest_ops.wait_for_job(backends.ingest, job, settings)
+    return FileOutcome(
+        file_name=name, state=job_state(job.state), chunks=job.chunks, error=ingest_ops.job_failure(job)
+    )
+
+
+async def add_files(
+    backends: Backends,
+    store: GatewayStore,
+    chat: FileChat,
+    files: list[tuple[str, bytes]],
+    settings: GatewaySettings,
+    *,
+    chunk_size: int = 0,
+    chunk_overlap: int = 0,
+) -> tuple[FileChat, list[FileOutcome]]:
+    """Ingest the files into the chat's knowledge base and wait until each settles; the time
+    to live then starts again, so the whole TTL is left for chatting."""
+    outcomes = list(
+        await asyncio.gather(
+            *(
+                _ingest_one(backends, chat.knowledge_base, name, content, settings, chunk_size, chunk_overlap)
+                for name, content in files
+            )
+        )
+    )
+    renewed = await store.run(store.file_chats.renew, chat.id, settings.file_chat_ttl_s)
+    return renewed or chat, outcomes
+
+
+async def find_file_chat(store: GatewayStore, chat_id: str) -> FileChat:
+    """The live file chat, or 404 (unknown and expired read alike)."""
+    chat = await store.run(store.file_chats.get, chat_id)
+    if chat is None:
+        raise ApiError(404, f"file chat {chat_id!r} does not exist or has expired", param="file_chat_id")
+    return chat
+
+
+async def sweep_expired(backends: Backends, store: GatewayStore, settings: GatewaySettings) -> int:
+    """Delete every expired temporary knowledge base; returns how many went."""
+    swept = 0
+    for chat in await store.run(store.file_chats.expired):
+        try:
+            await backends.ingest.DeleteKnowledgeBase(
+                ingest_pb2.DeleteKnowledgeBaseRequest(name=chat.knowledge_base),
+                timeout=settings.request_timeout_s,
+            )
+        except grpc.RpcError as error:
+            if not ingest_ops.is_not_found(error):
+                log.warning("could not sweep file chat %s: %s", chat.id, error.details())  # type: ignore[attr-defined]
+                continue  # kept, retried at the next sweep
+        await store.run(store.file_chats.forget, chat.id)
+        swept += 1
+    if swept:
+        log.info("swept %d expired file chat(s)", swept)
+    return swept
+
+
+async def run_sweeper(backends: Backends, store: GatewayStore, settings: GatewaySettings) -> None:
+    """Sweep now (catching up after a restart), then every ``file_chat_sweep_interval_s``."""
+    while True:
+        try:
+            await sweep_expired(backends, store, settings)
+        except Exception:  # a database hiccup must not end the sweeper
+            log.exception("file chat sweep failed")
+        await asyncio.sleep(settings.file_chat_sweep_interval_s)

@@ -1,0 +1,70 @@
+"""``POST /v1/file_chats``: upload files into a temporary knowledge base and chat with it.
+
+The response comes once ingestion has settled, so it says which files can be cited. Chat by
+passing ``"file_chat_id"`` to ``/v1/chat/completions``. The knowledge base expires after
+``ZHIKU_GATEWAY_FILE_CHAT_TTL_S`` (default 1 h) and is swept automatically.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, UploadFile, status
+from pydantic import BaseModel, Field
+
+from services.gateway import file_chats
+from services.gateway.deps import BackendsDep, SettingsDep, StoreDep, mark_upload
+from services.gateway.errors import ApiError
+from services.gateway.names import upload_file_name
+
+router = APIRouter(prefix="/v1/file_chats", tags=["file chat"])
+
+
+class FileChatFile(BaseModel):
+    file_name: str
+    state: str = Field(examples=["succeeded", "failed"])
+    chunks: int
+    error: str | None
+
+
+class FileChatCreated(BaseModel):
+    id: str = Field(description="pass as file_chat_id to /v1/chat/completions")
+    expires_at: float = Field(description="unix seconds; the files are deleted after it")
+    files: list[FileChatFile]
+
+
+async def read_uploads(files: list[UploadFile]) -> list[tuple[str, bytes]]:
+    """(stored name, content) per upload; a bad or repeated name is a 422 for the whole request."""
+    named: list[tuple[str, bytes]] = []
+    for upload in files:
+        try:
+            name = upload_file_name(upload.filename)
+        except ValueError as error:
+            raise ApiError(422, f"{upload.filename!r}: {error}", param="files") from error
+        if any(name == seen for seen, _ in named):
+            raise ApiError(422, f"file {name!r} appears twice in one upload", param="files")
+        named.append((name, await upload.read()))
+    return named
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=FileChatCreated,
+    dependencies=[Depends(mark_upload)],
+)
+async def create_file_chat(
+    files: Annotated[list[UploadFile], File(description="one or more files (repeat the field)")],
+    backends: BackendsDep,
+    store: StoreDep,
+    settings: SettingsDep,
+) -> FileChatCreated:
+    """Create a temporary knowledge base from the files; waits until each is ingested."""
+    named = await read_uploads(files)
+    chat = await file_chats.open_file_chat(backends, store, settings)
+    chat, outcomes = await file_chats.add_files(backends, store, chat, named, settings)
+    return FileChatCreated(
+        id=chat.id,
+        expires_at=chat.expires_at,
+        files=[FileChatFile(**vars(outcome)) for outcome in outcomes],
+    )

@@ -1,0 +1,36 @@
+"""The gateway's store: conversations, messages, feedback, API keys and file chats in SQL.
+
+Repositories are synchronous SQLAlchemy; async callers go through :meth:`GatewayStore.run`,
+which runs them in a worker thread so a slow database never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from services.gateway.store.conversations import ConversationRepo
+from services.gateway.store.database import Database
+from services.gateway.store.file_chats import FileChatRepo
+from services.gateway.store.keys import KeyRepo
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class GatewayStore:
+    def __init__(self, url: str, sqlite_busy_timeout_s: float = 30.0) -> None:
+        self.db = Database(url, sqlite_busy_timeout_s)
+        self.conversations = ConversationRepo(self.db)
+        self.keys = KeyRepo(self.db)
+        self.file_chats = FileChatRepo(self.db)
+
+    def create_schema(self) -> None:
+        self.db.create_schema()
+
+    def dispose(self) -> None:
+        self.db.dispose()
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.to_thread(fn, *args, **kwargs)

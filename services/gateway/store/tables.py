@@ -1,0 +1,80 @@
+"""The gateway's own catalog tables (prefix ``gw_``): conversations, messages, feedback, API
+keys and temporary file-chat knowledge bases.
+
+They live in the same database as the ingest catalog (one URL to operate) but are owned and
+created by the gateway only; the ingest service never reads them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Double, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ConversationRow(Base):
+    __tablename__ = "gw_conversations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    title: Mapped[str] = mapped_column(Text, default="")
+    knowledge_base: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The API key that created it (NULL while the gateway is open); non-admin keys see only theirs.
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double, index=True)
+
+
+class MessageRow(Base):
+    __tablename__ = "gw_messages"
+
+    # An increasing integer orders a conversation's messages even when two share a timestamp.
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(32), unique=True)
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("gw_conversations.id", ondelete="CASCADE"), index=True
+    )
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text)
+    # JSON list of the citations the answer was generated from (empty for user turns).
+    citations: Mapped[str] = mapped_column(Text, default="[]")
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class FeedbackRow(Base):
+    __tablename__ = "gw_feedback"
+
+    message_id: Mapped[str] = mapped_column(
+        ForeignKey("gw_messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    score: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "gw_api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16))
+    # SHA-256 of the key: keys are 256 random bits, so a fast hash cannot be brute-forced.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # JSON list of allowed knowledge bases; NULL = all of them.
+    knowledge_bases: Mapped[str | None] = mapped_column(Text, nullable=True)
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Double)
+    revoked_at: Mapped[float | None] = mapped_column(Double, nullable=True, index=True)
+
+
+class FileChatRow(Base):
+    __tablename__ = "gw_file_chats"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    knowledge_base: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Double)
+    # Stored, not kept in memory, so a restarted gateway still sweeps what expired meanwhile.
+    expires_at: Mapped[float] = mapped_column(Double, index=True)

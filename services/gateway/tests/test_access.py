@@ -1,0 +1,196 @@
+"""API keys stored hashed, per-key knowledge bases, per-key rate limits, CORS and the start
+log line. The services are not needed (their addresses are dead): every refusal here happens
+in the gateway before any gRPC call, and the key routes only touch the gateway's store."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from services.gateway.access import RateLimiter
+from services.gateway.app import create_app
+
+from .support import asgi_client, gateway_settings
+
+LIMITED_KB = "handbook"
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def test_open_gateway_says_so_and_first_key_closes_it(caplog: pytest.LogCaptureFixture) -> None:
+    settings = gateway_settings({})
+    with caplog.at_level(logging.WARNING, logger="zhiku.gateway"):
+        async with asgi_client(create_app(settings)) as client:
+            assert any("gateway is open" in record.getMessage() for record in caplog.records)
+            assert (await client.get("/v1/conversations")).status_code == 200  # open: no key needed
+
+            created = await client.post("/v1/keys", json={"name": "ops", "admin": True})
+            assert created.status_code == 201, created.text
+            body = created.json()
+            assert set(body) == {
+                "id",
+                "name",
+                "key",
+                "prefix",
+                "knowledge_bases",
+                "rate_limit_per_minute",
+                "admin",
+                "created_at",
+            }
+            assert body["key"].startswith(body["prefix"])
+
+            # Closed from now on.
+            assert (await client.get("/v1/conversations")).status_code == 401
+            assert (await client.get("/v1/conversations", headers=bearer(body["key"]))).status_code == 200
+            assert (await client.get("/healthz")).status_code == 200  # probes stay open
+            assert (await client.get("/openapi.json")).status_code == 200  # so do the docs
+
+            listed = (await client.get("/v1/keys", headers=bearer(body["key"]))).json()["data"]
+            assert [k["id"] for k in listed] == [body["id"]] and "key" not in listed[0]
+
+    # Stored hashed: the plaintext appears nowhere in the database.
+    engine = create_engine(settings.catalog_url)
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT * FROM gw_api_keys")).all()
+    engine.dispose()
+    assert rows and all(body["key"] not in " ".join(map(str, row)) for row in rows)
+
+
+@pytest.fixture
+async def locked():
+    async with asgi_client(create_app(gateway_settings({}, api_keys="root-key"))) as client:
+        yield client
+
+
+async def test_keys_need_admin_and_limit_knowledge_bases(locked) -> None:
+    client = locked
+    assert (await client.get("/v1/keys")).status_code == 401
+    assert (await client.get("/v1/keys", headers=bearer("wrong"))).status_code == 401
+    created = await client.post(
+        "/v1/keys", json={"name": "bot", "knowledge_bases": [LIMITED_KB]}, headers=bearer("root-key")
+    )
+    assert created.status_code == 201, created.text
+    key = created.json()["key"]
+    assert created.json()["knowledge_bases"] == [LIMITED_KB] and created.json()["admin"] is False
+
+    # Not an admin key: no key management.
+    refused = await client.get("/v1/keys", headers=bearer(key))
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "admin_required"
+
+    # Another knowledge base: 403 in the path, the query (Chatchat style) and chat bodies.
+    for method, path, payload in [
+        ("POST", "/v1/knowledge_bases/other/search", {"query": "q"}),
+        ("GET", "/v1/knowledge_bases/other/files", None),
+        ("GET", "/knowledge_base/list_files?knowledge_base_name=other", None),
+        (
+            "POST",
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "q"}], "knowledge_base": "other"},
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "q"}], "model": "kb:other"},
+        ),
+        ("POST", "/v1/knowledge_bases", {"name": "other"}),
+        ("POST", "/v1/conversations", {"knowledge_base": "other"}),
+    ]:
+        reply = await client.request(method, path, json=payload, headers=bearer(key))
+        assert reply.status_code == 403, (path, reply.text)
+        assert reply.json()["error"]["type"] == "permission_error"
+        assert "'other'" in reply.json()["error"]["message"]
+    # Chatchat routes name it in the body: JSON, form or a bare JSON string.
+    chatchat = [
+        ("/chat/knowledge_base_chat", {"json": {"query": "q", "knowledge_base_name": "other"}}),
+        ("/knowledge_base/search_docs", {"json": {"query": "q", "knowledge_base_name": "other"}}),
+        ("/knowledge_base/delete_knowledge_base", {"json": "other"}),
+        (
+            "/knowledge_base/upload_docs",
+            {"data": {"knowledge_base_name": "other"}, "files": {"files": ("a.txt", b"x")}},
+        ),
+    ]
+    for path, payload in chatchat:
+        reply = await client.post(path, headers=bearer(key), **payload)  # type: ignore[arg-type]
+        assert reply.status_code == 403, (path, reply.text)
+    # Its own knowledge base passes the gate (and then fails on the dead ingest address: 503).
+    allowed = await client.get(f"/v1/knowledge_bases/{LIMITED_KB}/files", headers=bearer(key))
+    assert allowed.status_code == 503
+
+    key_id = created.json()["id"]
+    assert (await client.delete(f"/v1/keys/{key_id}", headers=bearer("root-key"))).status_code == 204
+    assert (await client.get("/v1/conversations", headers=bearer(key))).status_code == 401
+    assert (await client.delete(f"/v1/keys/{key_id}", headers=bearer("root-key"))).status_code == 404
+
+
+async def test_rate_limit_answers_429_with_retry_after(locked) -> None:
+    client = locked
+    created = await client.post(
+        "/v1/keys", json={"name": "slow", "rate_limit_per_minute": 3}, headers=bearer("root-key")
+    )
+    key = created.json()["key"]
+    statuses = [(await client.get("/v1/conversations", headers=bearer(key))).status_code for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    limited = await client.get("/v1/conversations", headers=bearer(key))
+    assert limited.status_code == 429
+    assert limited.json()["error"]["type"] == "rate_limit_error"
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    # Other keys have their own budget.
+    assert (await client.get("/v1/conversations", headers=bearer("root-key"))).status_code == 200
+
+
+def test_rate_limiter_window_slides() -> None:
+    limiter = RateLimiter()
+    assert [limiter.retry_after("k", 2, now=t) for t in (0.0, 10.0)] == [None, None]
+    assert limiter.retry_after("k", 2, now=30.0) == 30  # the first hit leaves the window at 60
+    assert limiter.retry_after("k", 2, now=60.5) is None
+
+
+async def test_cors_preflight_and_request_id() -> None:
+    settings = gateway_settings({}, api_keys="root-key", cors_origins="https://app.example")
+    async with asgi_client(create_app(settings)) as client:
+        preflight = await client.options(
+            "/v1/chat/completions",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
+        assert preflight.status_code == 200  # answered without a key
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+        reply = await client.get("/v1/conversations", headers={"Origin": "https://app.example"})
+        assert reply.status_code == 401
+        assert reply.headers["access-control-allow-origin"] == "https://app.example"
+        assert reply.headers["x-request-id"]
+        other = await client.get("/healthz", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+
+
+async def test_conversations_belong_to_their_key(locked) -> None:
+    client = locked
+    keys = []
+    for name in ("alice", "bob"):
+        created = await client.post("/v1/keys", json={"name": name}, headers=bearer("root-key"))
+        keys.append(created.json()["key"])
+    alice, bob = keys
+    mine = (await client.post("/v1/conversations", json={"title": "alice's"}, headers=bearer(alice))).json()
+    assert (await client.get(f"/v1/conversations/{mine['id']}", headers=bearer(alice))).status_code == 200
+    assert (await client.get("/v1/conversations", headers=bearer(bob))).json()["data"] == []
+    for method in ("GET", "DELETE"):
+        reply = await client.request(method, f"/v1/conversations/{mine['id']}", headers=bearer(bob))
+        assert reply.status_code == 404  # someone else's reads as missing
+    renamed = await client.patch(f"/v1/conversations/{mine['id']}", json={"title": "x"}, headers=bearer(bob))
+    assert renamed.status_code == 404
+    chat = await client.post(
+        "/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "hi"}], "conversation_id": mine["id"]},
+        headers=bearer(bob),
+    )
+    assert chat.status_code == 404
+    # Admin keys see every conversation.
+    listed = (await client.get("/v1/conversations", headers=bearer("root-key"))).json()["data"]
+    assert [c["id"] for c in listed] == [mine["id"]]

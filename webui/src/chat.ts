@@ -1,0 +1,639 @@
+// The chat page: plain, knowledge-base or file chat with streamed Markdown answers, numbered
+// sources that open their passage, conversations (when the gateway stores them), copy and
+// feedback thumbs.
+import { ApiError, errorMessage, getJson, openFile, raw, request, routeExists, sendJson, sseData } from "./api";
+import { append, clear, h } from "./dom";
+import { icon } from "./icons";
+import { onLangChange, t } from "./i18n";
+import { renderMarkdown } from "./markdown";
+import { confirmDialog, panel, promptDialog, toast } from "./modal";
+
+export interface Citation {
+  file_name: string;
+  chunk_id?: string;
+  score?: number;
+  text: string;
+  url?: string;
+}
+
+interface Conversation {
+  id: string;
+  title: string;
+  knowledge_base?: string | null;
+  updated_at?: number | string;
+}
+
+interface StoredMessage {
+  id: string;
+  role: string;
+  content: string;
+  citations?: Citation[];
+  feedback?: { score: number; reason?: string } | null;
+}
+
+interface KnowledgeBase {
+  name: string;
+}
+
+type Mode = "plain" | "kb" | "files";
+
+const SETTINGS_KEY = "zhiku.chatSettings";
+
+interface Settings {
+  mode: Mode;
+  kb: string;
+  topK: number;
+  threshold: number;
+  temperature: number;
+  history: number;
+}
+
+function loadSettings(): Settings {
+  const defaults: Settings = { mode: "kb", kb: "", topK: 5, threshold: 0, temperature: 0.7, history: 6 };
+  try {
+    return { ...defaults, ...JSON.parse(localStorage.getItem(SETTINGS_KEY) ?? "{}") };
+  } catch {
+    return defaults;
+  }
+}
+
+function labelled(label: string, control: HTMLElement, testid?: string): HTMLLabelElement {
+  return h("label", { class: "field", "data-testid": testid }, h("span", {}, label), control);
+}
+
+export class ChatPage {
+  readonly root = h("section", { class: "page chat-page", "data-testid": "chat-page" });
+  private settings = loadSettings();
+  private conversationsSupported = false;
+  private conversations: Conversation[] = [];
+  private activeId: string | null = null;
+  private history: Array<{ role: string; content: string }> = [];
+  private fileChatId: string | null = null;
+  private fileChatFiles: string[] = [];
+  private fileChatStatus = h("span", { class: "muted", "data-testid": "file-chat-status" });
+  private abort: AbortController | null = null;
+  private knowledgeBases: KnowledgeBase[] = [];
+
+  private convList = h("ul", { class: "conv-list", "data-testid": "conversation-list" });
+  private convPane = h("aside", { class: "sidebar conversations", hidden: true });
+  private messages = h("div", { class: "messages", "data-testid": "messages", "aria-live": "polite" });
+  private controls = h("div", { class: "chat-controls" });
+  private input = h("textarea", { rows: 2, "data-testid": "chat-input" });
+  private sendButton = h("button", { type: "submit", class: "primary", "data-testid": "chat-send" });
+
+  constructor() {
+    this.root.append(this.convPane, h("div", { class: "chat-main" }, this.controls, this.messages, this.composer()));
+    onLangChange(() => this.renderStatic());
+  }
+
+  async start(): Promise<void> {
+    this.renderStatic();
+    this.conversationsSupported = await routeExists("/v1/conversations");
+    this.convPane.hidden = !this.conversationsSupported;
+    await Promise.all([this.loadKnowledgeBases(), this.conversationsSupported ? this.loadConversations() : null]);
+  }
+
+  /** Called when the page is shown again: knowledge bases may have changed meanwhile. */
+  async refresh(): Promise<void> {
+    await this.loadKnowledgeBases();
+  }
+
+  private save(): void {
+    localStorage.setItem(SETTINGS_KEY, JSON.stringify(this.settings));
+  }
+
+  private renderStatic(): void {
+    this.input.placeholder = t("chat.placeholder");
+    this.sendButton.textContent = this.abort ? t("chat.stop") : t("chat.send");
+    this.renderControls();
+    this.renderConversations();
+    if (!this.messages.children.length) this.renderEmpty();
+  }
+
+  private renderEmpty(): void {
+    clear(this.messages);
+    this.messages.append(h("p", { class: "muted empty" }, t("chat.empty")));
+  }
+
+  private async loadKnowledgeBases(): Promise<void> {
+    try {
+      this.knowledgeBases = (await getJson<{ data: KnowledgeBase[] }>("/v1/knowledge_bases")).data;
+    } catch (error) {
+      toast(String((error as Error).message), "error");
+    }
+    if (!this.knowledgeBases.some((kb) => kb.name === this.settings.kb)) {
+      this.settings.kb = this.knowledgeBases[0]?.name ?? "";
+    }
+    this.renderControls();
+  }
+
+  private renderControls(): void {
+    const s = this.settings;
+    const mode = h(
+      "select",
+      {
+        "data-testid": "chat-mode",
+        onchange: (event: Event) => {
+          s.mode = (event.target as HTMLSelectElement).value as Mode;
+          this.save();
+          this.renderControls();
+        },
+      },
+      ...(["plain", "kb", "files"] as Mode[]).map((m) =>
+        h("option", { value: m, selected: m === s.mode }, t(`chat.mode.${m}`)),
+      ),
+    );
+    const kb = h(
+      "select",
+      {
+        "data-testid": "chat-kb",
+        onchange: (event: Event) => {
+          s.kb = (event.target as HTMLSelectElement).value;
+          this.save();
+        },
+      },
+      ...(this.knowledgeBases.length
+        ? this.knowledgeBases.map((k) => h("option", { value: k.name, selected: k.name === s.kb }, k.name))
+        : [h("option", { value: "" }, t("chat.noKb"))]),
+    );
+    const number = (key: "topK" | "threshold" | "temperature" | "history", attrs: Record<string, string>) =>
+      h("input", {
+        type: "number",
+        value: String(s[key]),
+        "data-testid": `chat-${key}`,
+        ...attrs,
+        onchange: (event: Event) => {
+          const value = Number((event.target as HTMLInputElement).value);
+          if (!Number.isNaN(value)) s[key] = value;
+          this.save();
+        },
+      });
+    clear(this.controls);
+    append(
+      this.controls,
+      labelled(t("chat.mode"), mode),
+      s.mode === "kb" ? labelled(t("chat.kb"), kb) : null,
+      s.mode === "files" ? this.fileChatControl() : null,
+      s.mode !== "plain" ? labelled(t("chat.topK"), number("topK", { min: "1", max: "100", step: "1" })) : null,
+      s.mode !== "plain"
+        ? labelled(t("chat.threshold"), number("threshold", { min: "0", max: "1", step: "0.05" }))
+        : null,
+      labelled(t("chat.temperature"), number("temperature", { min: "0", max: "2", step: "0.1" })),
+      labelled(t("chat.history"), number("history", { min: "0", max: "50", step: "1" })),
+    );
+  }
+
+  private fileChatControl(): HTMLElement {
+    // One status element for the page's life: controls re-render while an upload is running.
+    const status = this.fileChatStatus;
+    if (this.fileChatId) {
+      status.textContent = `${t("chat.filesReady", { n: this.fileChatFiles.length })}: ${this.fileChatFiles.join(", ")}`;
+    }
+    const input = h("input", {
+      type: "file",
+      multiple: true,
+      "data-testid": "file-chat-input",
+      onchange: async () => {
+        if (!input.files?.length) return;
+        const form = new FormData();
+        for (const file of input.files) form.append("files", file);
+        status.textContent = t("chat.filesWorking");
+        try {
+          const response = await raw("/v1/file_chats", { method: "POST", body: form });
+          if ([404, 405, 501].includes(response.status)) throw new Error(t("chat.filesUnavailable"));
+          if (!response.ok) throw new ApiError(response.status, await errorMessage(response));
+          const created = (await response.json()) as { id: string; files: Array<{ file_name: string; error?: string }> };
+          this.fileChatId = created.id;
+          this.fileChatFiles = created.files.map((f) => f.file_name);
+          const failed = created.files.filter((f) => f.error);
+          status.textContent = `${t("chat.filesReady", { n: this.fileChatFiles.length })}: ${this.fileChatFiles.join(", ")}`;
+          if (failed.length) toast(failed.map((f) => `${f.file_name}: ${f.error}`).join("; "), "error");
+        } catch (error) {
+          status.textContent = (error as Error).message;
+        }
+      },
+    });
+    return labelled(t("chat.files"), h("span", { class: "row" }, input, status));
+  }
+
+  private composer(): HTMLFormElement {
+    this.input.addEventListener("keydown", (event: KeyboardEvent) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        form.requestSubmit();
+      }
+    });
+    const form = h(
+      "form",
+      {
+        class: "composer",
+        onsubmit: (event: Event) => {
+          event.preventDefault();
+          if (this.abort) {
+            this.abort.abort();
+            return;
+          }
+          const question = this.input.value.trim();
+          if (question) {
+            this.input.value = "";
+            void this.ask(question);
+          }
+        },
+      },
+      this.input,
+      this.sendButton,
+    );
+    return form;
+  }
+
+  // ---- conversations -------------------------------------------------------------------
+
+  private async loadConversations(): Promise<void> {
+    try {
+      this.conversations = (await getJson<{ data: Conversation[] }>("/v1/conversations")).data;
+    } catch (error) {
+      toast((error as Error).message, "error");
+    }
+    this.renderConversations();
+  }
+
+  private renderConversations(): void {
+    clear(this.convPane);
+    if (!this.conversationsSupported) return;
+    clear(this.convList);
+    for (const conversation of this.conversations) {
+      const title = conversation.title || t("chat.untitled");
+      this.convList.append(
+        h(
+          "li",
+          { class: conversation.id === this.activeId ? "active" : "", "data-testid": "conversation-item" },
+          h(
+            "button",
+            { type: "button", class: "link title", title, onclick: () => void this.openConversation(conversation.id) },
+            title,
+          ),
+          h(
+            "button",
+            {
+              type: "button",
+              class: "icon",
+              title: t("chat.rename"),
+              "aria-label": t("chat.rename"),
+              "data-testid": "conversation-rename",
+              onclick: () => void this.renameConversation(conversation),
+            },
+            icon("pencil"),
+          ),
+          h(
+            "button",
+            {
+              type: "button",
+              class: "icon",
+              title: t("common.delete"),
+              "aria-label": t("common.delete"),
+              "data-testid": "conversation-delete",
+              onclick: () => void this.deleteConversation(conversation),
+            },
+            icon("trash"),
+          ),
+        ),
+      );
+    }
+    this.convPane.append(
+      h("h2", {}, t("chat.conversations")),
+      h("button", { type: "button", class: "primary", "data-testid": "conversation-new", onclick: () => this.newChat() }, `+ ${t("chat.new")}`),
+      this.convList,
+    );
+  }
+
+  private newChat(): void {
+    this.abort?.abort();
+    this.activeId = null;
+    this.history = [];
+    this.renderEmpty();
+    this.renderConversations();
+    this.input.focus();
+  }
+
+  private async openConversation(id: string): Promise<void> {
+    try {
+      const conversation = await getJson<Conversation & { messages: StoredMessage[] }>(
+        `/v1/conversations/${encodeURIComponent(id)}`,
+      );
+      this.activeId = id;
+      if (conversation.knowledge_base) {
+        this.settings.mode = "kb";
+        this.settings.kb = conversation.knowledge_base;
+        this.renderControls();
+      }
+      clear(this.messages);
+      this.history = [];
+      for (const message of conversation.messages) {
+        this.history.push({ role: message.role, content: message.content });
+        if (message.role === "user") this.userBubble(message.content);
+        else if (message.role === "assistant") {
+          const bubble = this.assistantBubble();
+          bubble.setText(message.content);
+          bubble.setCitations(message.citations ?? []);
+          bubble.finish(message.id, message.feedback ?? null);
+        }
+      }
+      this.renderConversations();
+    } catch (error) {
+      toast((error as Error).message, "error");
+    }
+  }
+
+  private async renameConversation(conversation: Conversation): Promise<void> {
+    const title = await promptDialog(t("chat.renamePrompt"), conversation.title, { testid: "rename-dialog" });
+    if (!title) return;
+    try {
+      await sendJson("PATCH", `/v1/conversations/${encodeURIComponent(conversation.id)}`, { title });
+      await this.loadConversations();
+    } catch (error) {
+      toast((error as Error).message, "error");
+    }
+  }
+
+  private async deleteConversation(conversation: Conversation): Promise<void> {
+    if (!(await confirmDialog(t("chat.deleteConfirm", { name: conversation.title || t("chat.untitled") })))) return;
+    try {
+      await request(`/v1/conversations/${encodeURIComponent(conversation.id)}`, { method: "DELETE" });
+      if (this.activeId === conversation.id) this.newChat();
+      await this.loadConversations();
+    } catch (error) {
+      toast((error as Error).message, "error");
+    }
+  }
+
+  // ---- asking --------------------------------------------------------------------------
+
+  private setStreaming(controller: AbortController | null): void {
+    this.abort = controller;
+    this.sendButton.textContent = controller ? t("chat.stop") : t("chat.send");
+    this.sendButton.classList.toggle("danger", controller !== null);
+  }
+
+  private async ask(question: string): Promise<void> {
+    const s = this.settings;
+    if (this.messages.querySelector(".empty")) clear(this.messages);
+    this.userBubble(question);
+    const bubble = this.assistantBubble();
+    const controller = new AbortController();
+    this.setStreaming(controller);
+    let answer = "";
+    try {
+      const body: Record<string, unknown> = {
+        model: "default",
+        stream: true,
+        temperature: s.temperature,
+      };
+      if (s.mode === "kb") {
+        if (!s.kb) throw new Error(t("chat.noKb"));
+        body.knowledge_base = s.kb;
+      }
+      if (s.mode === "files") {
+        if (!this.fileChatId) throw new Error(t("chat.filesNeeded"));
+        body.file_chat_id = this.fileChatId;
+      }
+      if (s.mode !== "plain") {
+        body.top_k = s.topK;
+        body.score_threshold = s.threshold;
+      }
+      const user = { role: "user", content: question };
+      if (this.conversationsSupported) {
+        if (!this.activeId) {
+          const created = await sendJson<Conversation>("POST", "/v1/conversations", {
+            title: question.slice(0, 60),
+            knowledge_base: s.mode === "kb" ? s.kb : undefined,
+          });
+          this.activeId = created?.id ?? null;
+        }
+        body.conversation_id = this.activeId;
+        body.history_length = s.history;
+        body.messages = [user];
+      } else {
+        body.messages = [...(s.history > 0 ? this.history.slice(-s.history) : []), user];
+      }
+      const response = await request("/v1/chat/completions", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+        body: JSON.stringify(body),
+        signal: controller.signal,
+      });
+      let messageId: string | null = null;
+      for await (const data of sseData(response, controller.signal)) {
+        if (data === "[DONE]") break;
+        const chunk = JSON.parse(data);
+        if (chunk.error) throw new Error(chunk.error.message ?? JSON.stringify(chunk.error));
+        if (Array.isArray(chunk.citations)) bubble.setCitations(chunk.citations);
+        if (chunk.message_id) messageId = String(chunk.message_id);
+        const delta = chunk.choices?.[0]?.delta?.content;
+        if (delta) {
+          answer += delta;
+          bubble.setText(answer);
+        }
+      }
+      this.history.push(user, { role: "assistant", content: answer });
+      bubble.finish(messageId, null);
+    } catch (error) {
+      if ((error as Error).name === "AbortError") bubble.finish(null, null);
+      else bubble.fail((error as Error).message);
+    } finally {
+      this.setStreaming(null);
+      if (this.conversationsSupported) void this.loadConversations();
+    }
+  }
+
+  private userBubble(text: string): void {
+    this.messages.append(
+      h("div", { class: "message user", "data-testid": "user-message" }, h("div", { class: "content" }, text)),
+    );
+    this.messages.scrollTop = this.messages.scrollHeight;
+  }
+
+  private assistantBubble(): AssistantBubble {
+    const bubble = new AssistantBubble();
+    this.messages.append(bubble.el);
+    return bubble;
+  }
+}
+
+/** One answer: Markdown rendered as it streams, sources, copy and feedback. */
+class AssistantBubble {
+  readonly el = h("div", { class: "message assistant streaming", "data-testid": "assistant-message" });
+  private content = h("div", { class: "content markdown", "data-testid": "answer" });
+  private sources = h("ol", { class: "sources", "data-testid": "sources" });
+  private actions = h("div", { class: "actions" });
+  private text = "";
+  private pending = false;
+  private citations: Citation[] = [];
+
+  constructor() {
+    this.el.append(this.content, this.sources, this.actions);
+  }
+
+  setText(text: string): void {
+    this.text = text;
+    if (this.pending) return;
+    this.pending = true;
+    requestAnimationFrame(() => {
+      this.pending = false;
+      this.render();
+      const list = this.el.parentElement;
+      if (list) list.scrollTop = list.scrollHeight;
+    });
+  }
+
+  /** The Markdown, with the answer's [n] markers turned into buttons that open source n. */
+  private render(): void {
+    renderMarkdown(this.content, this.text);
+    if (!this.citations.length) return;
+    const walker = document.createTreeWalker(this.content, NodeFilter.SHOW_TEXT);
+    const nodes: Text[] = [];
+    while (walker.nextNode()) nodes.push(walker.currentNode as Text);
+    for (const node of nodes) {
+      const parts = (node.textContent ?? "").split(/(\[\d+\])/);
+      if (parts.length < 2 || node.parentElement?.closest("code, pre")) continue;
+      const fragment = document.createDocumentFragment();
+      for (const part of parts) {
+        const n = /^\[(\d+)\]$/.exec(part) ? Number(part.slice(1, -1)) : 0;
+        const cited = n ? this.citations[n - 1] : undefined;
+        fragment.append(
+          cited
+            ? h("button", { type: "button", class: "cite", title: cited.file_name, onclick: () => showPassage(n, cited) }, String(n))
+            : part,
+        );
+      }
+      node.replaceWith(fragment);
+    }
+  }
+
+  setCitations(citations: Citation[]): void {
+    this.citations = citations;
+    clear(this.sources);
+    if (!citations.length) return;
+    this.sources.append(h("li", { class: "sources-title" }, t("chat.sources")));
+    citations.forEach((citation, index) => {
+      const n = index + 1;
+      this.sources.append(
+        h(
+          "li",
+          {},
+          h(
+            "button",
+            {
+              type: "button",
+              class: "source",
+              "data-testid": "source",
+              title: citation.text.slice(0, 200),
+              onclick: () => showPassage(n, citation),
+            },
+            `[${n}] ${citation.file_name}`,
+            citation.score !== undefined ? h("span", { class: "score" }, citation.score.toFixed(3)) : null,
+          ),
+        ),
+      );
+    });
+  }
+
+  fail(message: string): void {
+    this.el.classList.remove("streaming");
+    this.el.classList.add("error");
+    this.content.textContent = `${t("common.error")}: ${message}`;
+    this.el.setAttribute("data-state", "failed");
+  }
+
+  finish(messageId: string | null, feedback: { score: number } | null): void {
+    this.el.classList.remove("streaming");
+    this.el.setAttribute("data-state", "done");
+    this.render();
+    clear(this.actions);
+    const copy = h(
+      "button",
+      {
+        type: "button",
+        class: "small",
+        "data-testid": "copy-answer",
+        onclick: async () => {
+          await copyText(this.text);
+          copy.textContent = t("chat.copied");
+          setTimeout(() => (copy.textContent = t("chat.copy")), 1500);
+        },
+      },
+      t("chat.copy"),
+    );
+    this.actions.append(copy);
+    if (!messageId) return;
+    const thumbs = [
+      { score: 100, label: "thumbUp" as const, title: t("chat.thumbUp"), testid: "thumb-up" },
+      { score: 0, label: "thumbDown" as const, title: t("chat.thumbDown"), testid: "thumb-down" },
+    ].map((thumb) => {
+      const button = h(
+        "button",
+        {
+          type: "button",
+          class: `small thumb${feedback?.score === thumb.score ? " chosen" : ""}`,
+          title: thumb.title,
+          "aria-label": thumb.title,
+          "data-testid": thumb.testid,
+        },
+        icon(thumb.label),
+      );
+      button.addEventListener("click", async () => {
+        try {
+          await sendJson("POST", `/v1/messages/${encodeURIComponent(messageId)}/feedback`, {
+            score: thumb.score,
+            reason: "",
+          });
+          for (const other of this.actions.querySelectorAll(".thumb")) other.classList.remove("chosen");
+          button.classList.add("chosen");
+          toast(t("chat.thanks"));
+        } catch (error) {
+          toast((error as Error).message, "error");
+        }
+      });
+      return button;
+    });
+    this.actions.append(...thumbs);
+  }
+}
+
+async function copyText(text: string): Promise<void> {
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch {
+    const area = h("textarea", {}, text);
+    document.body.appendChild(area);
+    area.select();
+    document.execCommand("copy");
+    area.remove();
+  }
+}
+
+export function showPassage(n: number, citation: Citation): void {
+  const link = citation.url
+    ? h(
+        "a",
+        {
+          href: citation.url,
+          target: "_blank",
+          rel: "noopener",
+          "data-testid": "passage-open-file",
+          onclick: (event: Event) => {
+            event.preventDefault();
+            openFile(citation.url ?? "").catch((error: Error) => toast(error.message, "error"));
+          },
+        },
+        `${t("passage.open")}: ${citation.file_name}`,
+      )
+    : null;
+  const content = h(
+    "div",
+    {},
+    citation.score !== undefined ? h("p", { class: "muted" }, t("passage.score", { score: citation.score.toFixed(3) })) : null,
+    h("blockquote", { class: "passage", "data-testid": "passage-text" }, citation.text),
+    link,
+  );
+  panel(t("passage.title", { n, file: citation.file_name }), content, "passage-dialog");
+}
