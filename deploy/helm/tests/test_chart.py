@@ -313,8 +313,18 @@ def test_embedded_backends_get_volumes(helm: Path) -> None:
     affinity = deps["worker"]["spec"]["template"]["spec"]["affinity"]["podAffinity"]
     term = affinity["requiredDuringSchedulingIgnoredDuringExecution"][0]
     assert term["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "ingest"
-    # The gateway is stateless: no claim, free to schedule anywhere.
+    # With the embedded SQLite catalog the gateway's tables (keys, conversations) live on the
+    # data volume too, so it mounts the claim and follows ingest like the worker.
     gateway = deps["gateway"]["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in gateway["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == "zhiku-data"
+    term = gateway["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
+    assert term["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "ingest"
+
+
+def test_gateway_with_a_catalog_url_is_stateless(helm: Path) -> None:
+    docs = render(helm, "--set", "config.catalogUrl=postgresql+psycopg://zhiku@db/zhiku")
+    gateway = deployments(docs)["gateway"]["spec"]["template"]["spec"]
     assert "affinity" not in gateway
     assert not any("persistentVolumeClaim" in v for v in gateway["volumes"])
 
