@@ -108,6 +108,13 @@ class ChatCompletionRequest(RetrievalParams):
         max_length=64,
         description="continue a stored conversation: its history is prepended, send only the new turn",
     )
+    history_length: int | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="with conversation_id: how many stored messages to prepend "
+        "(default ZHIKU_GATEWAY_CONVERSATION_HISTORY_MESSAGES; 0 sends none)",
+    )
     file_chat_id: str | None = Field(
         default=None, max_length=64, description="chat with the files of POST /v1/file_chats"
     )

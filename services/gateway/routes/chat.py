@@ -33,7 +33,8 @@ async def create_chat_completion(
     the answer is grounded in retrieved passages, returned as ``citations`` (first chunk when
     streaming). With ``conversation_id`` the stored history is prepended, the new turn is
     stored, and the response carries ``conversation_id`` and ``message_id``."""
-    turn = await prepare_turn(body, store, principal, settings.conversation_history_messages)
+    history = settings.conversation_history_messages if body.history_length is None else body.history_length
+    turn = await prepare_turn(body, store, principal, history)
     plan = await plan_chat(turn.request, backends, settings)
     generation = await start_generation(backends, plan, settings.chat_timeout_s)
     completion = Completion(model=body.model)

@@ -98,6 +98,7 @@ async def test_conversation_lifecycle_and_history(gateway: tuple[RecordingBacken
 
         second_prompt = _texts(backend.prompts[1])
         assert "My name is Ada Lovelace." in second_prompt
+
         assert "answer 1" in second_prompt
         assert "What is my name?" in second_prompt
         assert "Ada" not in _texts(backend.prompts[0]).replace("My name is Ada Lovelace.", "")
@@ -130,6 +131,20 @@ async def test_conversation_lifecycle_and_history(gateway: tuple[RecordingBacken
         assert bad_score.status_code == 422
         unknown = await client.post("/v1/messages/nope/feedback", json={"score": 1})
         assert unknown.status_code == 404 and unknown.json()["error"]["param"] == "message_id"
+
+        # history_length overrides the gateway's default per request: 0 prepends nothing.
+        alone = await client.post(
+            "/v1/chat/completions",
+            json={
+                "model": "default",
+                "messages": [{"role": "user", "content": "Who am I?"}],
+                "conversation_id": cid,
+                "history_length": 0,
+            },
+        )
+        assert alone.status_code == 200, alone.text
+        assert "Ada Lovelace" not in _texts(backend.prompts[-1])
+        assert "Who am I?" in _texts(backend.prompts[-1])
 
         renamed = await client.patch(f"/v1/conversations/{cid}", json={"title": "Names"})
         assert renamed.status_code == 200 and renamed.json()["title"] == "Names"
