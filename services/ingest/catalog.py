@@ -15,11 +15,14 @@ stage whose lease expired belongs to a dead worker (SIGKILL, OOM, lost node), an
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -56,6 +59,9 @@ from services.ingest.models import (
 )
 
 T = TypeVar("T")
+# Bulk UPDATEs here never touch rows loaded as objects in the same session that are used
+# afterwards, so the ORM need not evaluate them against its identity map (CPU per statement).
+_NO_SYNC = {"synchronize_session": False}
 _ACTIVE = [state.value for state in ACTIVE_STATES]
 _RUNNING = [state.value for state in RUNNING_STATES]
 # Columns added after the first release, created on existing databases by create_schema.
@@ -171,7 +177,8 @@ def _file_record(kb: str, row: FileRow) -> FileRecord:
     )
 
 
-def _job_record(kb: str, row: JobRow, unchanged: bool = False) -> Job:
+def _job_record(kb: str, row: Any, unchanged: bool = False) -> Job:
+    """A Job from a JobRow, or from a plain row of the jobs table's columns."""
     return Job(
         id=row.id,
         knowledge_base=kb,
@@ -209,6 +216,11 @@ class Catalog:
             self.engine = create_engine(url, pool_pre_ping=True)
         self._reads = sessionmaker(self.engine, expire_on_commit=False)
         self._writes = sessionmaker(self.engine.execution_options(zhiku_write=True), expire_on_commit=False)
+        # SQLite has one writer at a time; a writer that finds the lock taken sleeps in
+        # SQLite's busy handler (1, 2, 5, 10 ... 100 ms steps) and wakes up late. Writers of
+        # this process (the worker's threads) queue here instead, each woken the moment the
+        # previous one commits; only writers of other processes still meet the busy handler.
+        self._write_turn = threading.RLock() if self.is_sqlite else None
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -239,8 +251,9 @@ class Catalog:
     @contextmanager
     def _session(self, write: bool) -> Iterator[Session]:
         factory = self._writes if write else self._reads
+        turn = self._write_turn if write and self._write_turn is not None else contextlib.nullcontext()
         try:
-            with factory.begin() as session:
+            with turn, factory.begin() as session:
                 yield session
         except OperationalError as error:
             raise DependencyUnavailable(f"catalog database unavailable: {error.orig}") from error
@@ -451,8 +464,9 @@ class Catalog:
         """The knowledge base's jobs, newest first."""
         with self._session(write=False) as session:
             kb_id = self._kb_row(session, kb).id
-            rows = session.scalars(
-                select(JobRow)
+            # Plain rows, not ORM objects: clients poll this listing, hundreds of jobs a time.
+            rows = session.execute(
+                select(*JobRow.__table__.columns)
                 .where(JobRow.kb_id == kb_id)
                 .order_by(JobRow.created_at.desc(), JobRow.id)
                 .limit(limit)
@@ -478,29 +492,32 @@ class Catalog:
         finished, or held by another live worker (a duplicate delivery of its message)."""
         with self._session(write=True) as session:
             self._lock_file_of(session, job_id)
-            found = session.execute(
-                select(JobRow, KnowledgeBaseRow.name)
+            # Plain rows and statements (no ORM objects): every job pays for this claim.
+            row = session.execute(
+                select(*JobRow.__table__.columns, KnowledgeBaseRow.name.label("kb_name"))
                 .join(KnowledgeBaseRow, KnowledgeBaseRow.id == JobRow.kb_id)
                 .where(JobRow.id == job_id)
                 .with_for_update(of=JobRow)
             ).first()
-            if found is None:
+            if row is None:
                 return None
-            row, kb = found
             now = time.time()
             if JobState(row.state).terminal:
                 return None
             if row.state != JobState.QUEUED.value and (row.lease_until or 0.0) > now:
                 return None
-            row.attempts += 1
-            row.state = JobState.PARSING.value
-            row.progress = 0.0
-            row.error = ""
-            row.lease_until = now + lease_s
-            row.updated_at = now
+            claim = {
+                "attempts": row.attempts + 1,
+                "state": JobState.PARSING.value,
+                "progress": 0.0,
+                "error": "",
+                "lease_until": now + lease_s,
+                "updated_at": now,
+            }
+            claimed = update(JobRow).where(JobRow.id == job_id).values(**claim)
+            session.execute(claimed, execution_options=_NO_SYNC)
             self._file_state(session, job_id, state=JobState.PARSING.value)
-            session.flush()
-            return _job_record(kb, row)
+            return _job_record(row.kb_name, SimpleNamespace(**{**row._asdict(), **claim}))
 
     @staticmethod
     def _lock_file_of(session: Session, job_id: str) -> None:
@@ -511,7 +528,8 @@ class Catalog:
     @staticmethod
     def _file_state(session: Session, job_id: str, **values: Any) -> None:
         session.execute(
-            update(FileRow).where(FileRow.job_id == job_id).values(updated_at=time.time(), **values)
+            update(FileRow).where(FileRow.job_id == job_id).values(updated_at=time.time(), **values),
+            execution_options=_NO_SYNC,
         )
 
     def _transition(self, job_id: str, job_values: dict[str, Any], file_values: dict[str, Any]) -> bool:
@@ -521,7 +539,8 @@ class Catalog:
             changed = session.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.state.in_(_ACTIVE))
-                .values(updated_at=time.time(), **job_values)
+                .values(updated_at=time.time(), **job_values),
+                execution_options=_NO_SYNC,
             )
             if changed.rowcount == 0:
                 return False
@@ -535,7 +554,8 @@ class Catalog:
             changed = session.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.state.in_(_RUNNING))
-                .values(lease_until=time.time() + lease_s)
+                .values(lease_until=time.time() + lease_s),
+                execution_options=_NO_SYNC,
             )
             return bool(changed.rowcount)
 
@@ -610,7 +630,9 @@ class Catalog:
         """
         with self._session(write=True) as session:
             self._lock_file_of(session, job_id)
-            row = session.get(JobRow, job_id)
+            row = session.execute(
+                select(JobRow.kb_id, JobRow.file_name, JobRow.state).where(JobRow.id == job_id)
+            ).first()
             if row is None or row.state not in _ACTIVE:
                 return False
             owner = session.scalar(select(FileRow.id).where(FileRow.job_id == job_id))
@@ -635,7 +657,8 @@ class Catalog:
                     error="",
                     lease_until=0.0,
                     updated_at=time.time(),
-                )
+                ),
+                execution_options=_NO_SYNC,
             )
             if changed.rowcount == 0:
                 return False
@@ -644,7 +667,8 @@ class Catalog:
                 session.execute(
                     update(KnowledgeBaseRow)
                     .where(KnowledgeBaseRow.id == row.kb_id, KnowledgeBaseRow.embed_model == "")
-                    .values(embed_model=embed_model)
+                    .values(embed_model=embed_model),
+                    execution_options=_NO_SYNC,
                 )
             return True
 

@@ -33,6 +33,7 @@ import grpc
 from services.common.errors import (
     DependencyUnavailable,
     FailedPrecondition,
+    NotFound,
     ResourceExhausted,
     ZhikuError,
     error_from_rpc,
@@ -171,6 +172,10 @@ class IngestPipeline:
         self.embed = embed
         self.retrieve = retrieve
         self._channels = list(channels)
+        # (collection, dimension) pairs this process already ensured: one EnsureCollection
+        # per knowledge base instead of one per file. An Upsert answering NOT_FOUND (the
+        # collection was dropped since) forgets the pair and ensures again.
+        self._ensured: set[tuple[str, int]] = set()
         self._batcher = EmbedBatcher(
             self._embed_texts,
             settings.embed_batch_size,
@@ -348,12 +353,7 @@ class IngestPipeline:
         kb = job.knowledge_base
         timeout = self.settings.retrieve_timeout_s
         with _stage("index"):
-            self._call(
-                "retrieve",
-                self.retrieve.EnsureCollection,
-                retrieve_pb2.EnsureCollectionRequest(collection=kb, dimension=len(vectors[0])),
-                timeout,
-            )
+            self._ensure_collection(kb, len(vectors[0]))
             batch_size = self.settings.upsert_batch_size
             for start in range(0, len(chunks), batch_size):
                 points = [
@@ -373,16 +373,30 @@ class IngestPipeline:
                         chunks[start : start + batch_size], vectors[start : start + batch_size], strict=True
                     )
                 ]
-                self._call(
-                    "retrieve",
-                    self.retrieve.Upsert,
-                    retrieve_pb2.UpsertRequest(collection=kb, points=points),
-                    timeout,
-                )
+                request = retrieve_pb2.UpsertRequest(collection=kb, points=points)
+                try:
+                    self._call("retrieve", self.retrieve.Upsert, request, timeout)
+                except NotFound:
+                    # Dropped since this process ensured it (a knowledge base deleted and
+                    # created again): ensure it anew, as every job used to, and retry once.
+                    self._ensured.discard((kb, len(vectors[0])))
+                    self._ensure_collection(kb, len(vectors[0]))
+                    self._call("retrieve", self.retrieve.Upsert, request, timeout)
                 run.indexed += len(points)
                 self._report(
                     run, JobState.INDEXING, INDEX_START + (1 - INDEX_START) * run.indexed / len(chunks)
                 )
+
+    def _ensure_collection(self, kb: str, dimension: int) -> None:
+        if (kb, dimension) in self._ensured:
+            return
+        self._call(
+            "retrieve",
+            self.retrieve.EnsureCollection,
+            retrieve_pb2.EnsureCollectionRequest(collection=kb, dimension=dimension),
+            self.settings.retrieve_timeout_s,
+        )
+        self._ensured.add((kb, dimension))
 
     def _swap(self, job: Job, chunks: int, model: str) -> None:
         """Drop the file's other generations and record the new count, as one catalog step."""

@@ -186,28 +186,31 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             raise InvalidArgument(f"{name} is empty")
         chunk_size, chunk_overlap = self._chunking(request)
         splitter = _splitter(request.splitter)
-        if not await asyncio.to_thread(self.catalog.kb_exists, kb):  # before storing anything
-            raise NotFound(f"knowledge base {kb!r} does not exist")
-        content_hash = await asyncio.to_thread(sha256_hex, request.content)
-        existing = await asyncio.to_thread(self.catalog.find_file, kb, name)
-        if existing is None or existing.content_hash != content_hash:
-            # Identical bytes are already stored: the blob is left alone for running readers.
-            await asyncio.to_thread(self.blobs.write, kb, name, request.content)
-        job = await asyncio.to_thread(
-            functools.partial(
-                self.catalog.submit_file,
+        request_id = current_request_id()
+
+        def record() -> Job:
+            # The blocking steps in one thread hop (an upload is hundreds of small files).
+            if not self.catalog.kb_exists(kb):  # before storing anything
+                raise NotFound(f"knowledge base {kb!r} does not exist")
+            content_hash = sha256_hex(request.content)
+            existing = self.catalog.find_file(kb, name)
+            if existing is None or existing.content_hash != content_hash:
+                # Identical bytes are already stored: the blob is left alone for running readers.
+                self.blobs.write(kb, name, request.content)
+            return self.catalog.submit_file(
                 kb,
                 name,
                 size,
                 content_hash,
                 chunk_size,
                 chunk_overlap,
-                current_request_id(),
+                request_id,
                 splitter=splitter,
                 title_enhance=request.title_enhance,
                 override=request.override,
             )
-        )
+
+        job = await asyncio.to_thread(record)
         if job.unchanged:
             log.info("%s/%s is unchanged (job %s); nothing queued", kb, name, job.id)
             return job.to_pb()

@@ -275,3 +275,17 @@ def test_split_settings_of_the_job_reach_the_splitter(
     assert config and config[0].metadata["heading"] == "安装指南 > 配置"
     assert config[0].text.startswith("安装指南")  # title enhancement prefixed the parent title
     assert config[0].metadata["generation"] == job.id
+
+
+def test_a_collection_dropped_behind_the_workers_back_is_created_again(
+    pipeline: IngestPipeline, retrieve: retrieve_pb2_grpc.RetrieveServiceStub, request: pytest.FixtureRequest
+) -> None:
+    """The pipeline ensures a collection once per process; a drop since then is survived."""
+    kb = _kb(pipeline, request)
+    first = _submit(pipeline, kb, "a.txt", TEXT.encode())
+    assert pipeline.run(first) is JobState.SUCCEEDED
+    retrieve.DropCollection(retrieve_pb2.DropCollectionRequest(collection=kb), timeout=30)
+    assert _points(retrieve, kb) == -1
+    second = _submit(pipeline, kb, "b.txt", TEXT.encode())
+    assert pipeline.run(second) is JobState.SUCCEEDED
+    assert _points(retrieve, kb) == pipeline.catalog.get_job(second).chunks > 1
