@@ -402,16 +402,7 @@ class IngestPipeline:
         """Drop the file's other generations and record the new count, as one catalog step."""
 
         def drop_previous() -> None:
-            self._call(
-                "retrieve",
-                self.retrieve.DeleteByFile,
-                retrieve_pb2.DeleteByFileRequest(
-                    collection=job.knowledge_base,
-                    file_name=job.file_name,
-                    keep_metadata={GENERATION_KEY: job.id},
-                ),
-                self.settings.retrieve_timeout_s,
-            )
+            self._delete_file_points(job, keep_metadata={GENERATION_KEY: job.id})
 
         with _stage("swap"):
             if not self.catalog.finish_job(job.id, chunks, model, swap=drop_previous):
@@ -419,13 +410,15 @@ class IngestPipeline:
 
     def _drop_generation(self, job: Job) -> None:
         """Remove the points this job upserted (its generation), leaving the file's others."""
+        self._delete_file_points(job, only_metadata={GENERATION_KEY: job.id})
+
+    def _delete_file_points(self, job: Job, **narrowing: dict[str, str]) -> None:
+        """DeleteByFile on the job's file, narrowed by ``keep_metadata`` or ``only_metadata``."""
         self._call(
             "retrieve",
             self.retrieve.DeleteByFile,
             retrieve_pb2.DeleteByFileRequest(
-                collection=job.knowledge_base,
-                file_name=job.file_name,
-                only_metadata={GENERATION_KEY: job.id},
+                collection=job.knowledge_base, file_name=job.file_name, **narrowing
             ),
             self.settings.retrieve_timeout_s,
         )
