@@ -190,8 +190,12 @@ def main() -> None:
                 "ZHIKU_LOG_LEVEL": "INFO",
             },
         )
-        run = LatencyRun(stack.url, json.loads((data_dir / PORTS_FILE).read_text())["grpc"], log_path)
         rows = []
+        try:
+            run = LatencyRun(stack.url, json.loads((data_dir / PORTS_FILE).read_text())["grpc"], log_path)
+        except BaseException:
+            stack.stop()
+            raise
         try:
             run.seed(passages[0])
             base_texts = passages[1 : 1 + args.base_chunks]
