@@ -34,7 +34,8 @@ import grpc
 import httpx
 import numpy as np
 
-from bench.bench_stack import EVALDATA, REPO, percentile
+from bench.bench_embed import evaldata_dir, load_cmrc
+from bench.bench_stack import REPO, percentile
 from services.retrieve.config import RetrieveSettings
 from services.stack import PORTS_FILE, launch_in_background
 from zhiku.v1 import embed_pb2, embed_pb2_grpc, retrieve_pb2, retrieve_pb2_grpc
@@ -42,17 +43,6 @@ from zhiku.v1 import embed_pb2, embed_pb2_grpc, retrieve_pb2, retrieve_pb2_grpc
 KB = "latency"
 INDEX_MIN_POINTS = RetrieveSettings.model_fields["edge_optimize_min_unindexed"].default
 BATCH = 512
-
-
-def cmrc_texts() -> tuple[list[str], list[str]]:
-    """Passages and every question of the CMRC 2018 dev set."""
-    data = json.loads((EVALDATA / "cmrc2018" / "cmrc2018_dev.squad.json").read_text("utf-8"))
-    passages, questions = [], []
-    for article in data["data"]:
-        for paragraph in article["paragraphs"]:
-            passages.append(paragraph["context"])
-            questions.extend(qa["question"] for qa in paragraph["qas"])
-    return passages, questions
 
 
 def summary(times_ms: list[float]) -> tuple[float, float]:
@@ -170,7 +160,8 @@ def main() -> None:
     parser.add_argument("--index-timeout", type=float, default=600)
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",") if size]
-    passages, questions = cmrc_texts()
+    cmrc = load_cmrc(evaldata_dir(), passage_limit=10**9)
+    passages, questions = cmrc.passages, cmrc.questions
     # Three disjoint question sets per size, so no measurement is served from the query cache.
     needed = 3 * args.queries * len(sizes)
     if needed > len(questions):

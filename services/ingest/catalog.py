@@ -21,7 +21,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
@@ -29,25 +28,22 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Double,
-    Engine,
     ForeignKey,
     Integer,
     String,
     Text,
     UniqueConstraint,
-    create_engine,
     delete,
-    event,
     func,
     inspect,
     select,
     text,
     update,
 )
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from services.common.database import WRITE_OPTION, is_sqlite, make_engine
 from services.common.errors import AlreadyExists, DependencyUnavailable, NotFound
 from services.ingest.models import (
     ACTIVE_STATES,
@@ -129,28 +125,6 @@ class JobRow(Base):
     lease_until: Mapped[float] = mapped_column(Double, default=0.0)
 
 
-def _sqlite_engine(url: str, busy_timeout_s: float) -> Engine:
-    engine = create_engine(url, connect_args={"timeout": busy_timeout_s, "check_same_thread": False})
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy's "begin" hook emit BEGIN itself (pysqlite's implicit BEGIN is deferred).
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(connection: Any) -> None:
-        immediate = connection.get_execution_options().get("zhiku_write", False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-    return engine
-
-
 def _kb_record(row: KnowledgeBaseRow, file_count: int = 0, chunk_count: int = 0) -> KnowledgeBase:
     return KnowledgeBase(
         name=row.name,
@@ -206,16 +180,12 @@ class Catalog:
 
     def __init__(self, url: str, sqlite_busy_timeout_s: float = 30.0) -> None:
         self.url = url
-        self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
-        if self.is_sqlite:
-            database = make_url(url).database
-            if database and database != ":memory:":
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = _sqlite_engine(url, sqlite_busy_timeout_s)
-        else:
-            self.engine = create_engine(url, pool_pre_ping=True)
+        self.is_sqlite = is_sqlite(url)
+        self.engine = make_engine(url, sqlite_busy_timeout_s, sqlite_synchronous="NORMAL")
         self._reads = sessionmaker(self.engine, expire_on_commit=False)
-        self._writes = sessionmaker(self.engine.execution_options(zhiku_write=True), expire_on_commit=False)
+        self._writes = sessionmaker(
+            self.engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False
+        )
         # SQLite has one writer at a time; a writer that finds the lock taken sleeps in
         # SQLite's busy handler (1, 2, 5, 10 ... 100 ms steps) and wakes up late. Writers of
         # this process (the worker's threads) queue here instead, each woken the moment the
