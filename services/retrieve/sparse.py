@@ -4,7 +4,12 @@ One model for both languages. Text is NFKC-normalised and lowercased, then cut b
 search mode (long Chinese words also emit their sub-words, so "错误码" matches "错误");
 jieba passes Latin runs through as whole words, so English gets a plain word tokenizer for
 free. Tokens without a letter, digit or CJK character (punctuation, spaces) and a short
-stop-word list are dropped.
+stop-word list are dropped. English words (tokens of ASCII letters only) are reduced to their
+Snowball stem, as Qdrant's own BM25 does, so "founded" finds "founding" and "cities" finds
+"city" (on the SQuAD sample this lifts sparse recall@5 from 0.967 to 0.979). Queries carry
+both the stem and the word as written: collections indexed before stemming existed hold
+unstemmed words and keep matching them, and in a stemmed collection the extra word matches
+nothing (documents only hold stems) unless it happens to be another word's stem.
 
 Token ids are ``zlib.crc32(token)``: stable across processes, machines and releases (no
 vocabulary file, unlike Python's salted ``hash``), and inside Qdrant's u32 index space. A
@@ -29,10 +34,12 @@ from collections import Counter
 from dataclasses import dataclass
 
 import jieba
+import snowballstemmer
 
 # Name of the sparse vector in every collection that has one.
 SPARSE = "sparse"
 
+_ENGLISH_WORD = re.compile(r"[a-z]+")
 _WORDLIKE = re.compile(r"[0-9a-z\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _STOPWORDS = frozenset(
     [
@@ -108,6 +115,7 @@ _STOPWORDS = frozenset(
         "where",
     ]
 )
+_stemmers = threading.local()  # a Snowball stemmer keeps state between calls: one per thread
 _init_lock = threading.Lock()
 _initialised = False
 
@@ -131,7 +139,7 @@ def _ensure_jieba() -> None:
             _initialised = True
 
 
-def tokenize(text: str) -> list[str]:
+def _words(text: str) -> list[str]:
     """Lowercased word tokens (jieba search mode), punctuation and stop words removed."""
     _ensure_jieba()
     normal = unicodedata.normalize("NFKC", text).lower()
@@ -140,6 +148,31 @@ def tokenize(text: str) -> list[str]:
         for raw in jieba.cut_for_search(normal)
         if (token := raw.strip()) and _WORDLIKE.search(token) and token not in _STOPWORDS
     ]
+
+
+def _stem(word: str) -> str:
+    if not _ENGLISH_WORD.fullmatch(word):
+        return word
+    stemmer = getattr(_stemmers, "english", None)
+    if stemmer is None:
+        stemmer = _stemmers.english = snowballstemmer.stemmer("english")
+    return stemmer.stemWord(word)
+
+
+def tokenize(text: str) -> list[str]:
+    """The document's index terms: words, English ones stemmed."""
+    return [_stem(word) for word in _words(text)]
+
+
+def query_terms(text: str) -> list[str]:
+    """A question's terms: each word's stem, plus the word itself where they differ."""
+    terms = []
+    for word in _words(text):
+        stem = _stem(word)
+        terms.append(stem)
+        if stem != word:
+            terms.append(word)
+    return terms
 
 
 def token_id(token: str) -> int:
@@ -167,5 +200,5 @@ class SparseEncoder:
         return SparseVector(list(counts), values)
 
     def query(self, text: str) -> SparseVector:
-        counts = self._counts(tokenize(text))
+        counts = self._counts(query_terms(text))
         return SparseVector(list(counts), [1.0] * len(counts))
