@@ -78,7 +78,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         from services.common.tracing import setup_tracing  # off unless ZHIKU_OTEL_ENDPOINT is set
 
         setup_tracing("gateway", settings.common)
-        app.state.backends = Backends.connect(settings.common)
+        app.state.backends = Backends.connect(settings.common, settings.kb_cache_ttl_s)
         store = await _start_store(app, settings, access)
         sweeper = asyncio.create_task(
             run_sweeper(app.state.backends, store, settings), name="file-chat-sweeper"

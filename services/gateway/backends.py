@@ -8,13 +8,14 @@ policy ``aio_channel`` configures. The lifespan opens a :class:`Backends` and cl
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.config import CommonSettings
 from services.common.grpc_client import aio_channel
+from services.gateway.kb_cache import KnowledgeBaseCache
 from zhiku.v1 import (
     embed_pb2,
     embed_pb2_grpc,
@@ -44,9 +45,11 @@ class Backends:
     retrieve: retrieve_pb2_grpc.RetrieveServiceStub
     generate: generate_pb2_grpc.GenerateServiceStub
     ingest: ingest_pb2_grpc.IngestServiceStub
+    # Knowledge-base records for searches (off unless connect() is given a TTL).
+    kb_cache: KnowledgeBaseCache = field(default_factory=lambda: KnowledgeBaseCache(ttl_s=0))
 
     @classmethod
-    def connect(cls, common: CommonSettings) -> Backends:
+    def connect(cls, common: CommonSettings, kb_cache_ttl_s: float = 0.0) -> Backends:
         """Open the channels (lazily connecting: a service down at startup is not fatal)."""
         addresses = {
             "embed": common.embed_addr,
@@ -64,6 +67,7 @@ class Backends:
             retrieve=retrieve_pb2_grpc.RetrieveServiceStub(channels["retrieve"]),
             generate=generate_pb2_grpc.GenerateServiceStub(channels["generate"]),
             ingest=ingest_pb2_grpc.IngestServiceStub(channels["ingest"]),
+            kb_cache=KnowledgeBaseCache(ttl_s=kb_cache_ttl_s),
         )
 
     async def close(self) -> None:

@@ -27,6 +27,9 @@ class GatewaySettings(BaseSettings):
     # Per-service health check deadline of /readyz: short, probes must answer fast.
     readyz_timeout_s: float = Field(default=2.0, gt=0)
     default_top_k: int = Field(default=5, ge=1, le=100)
+    # Searches reuse a non-empty knowledge base's catalog record this long (kb_cache.py);
+    # 0 asks the catalog on every search.
+    kb_cache_ttl_s: float = Field(default=2.0, ge=0, le=300)
     # Comma-separated Bearer tokens; empty leaves the API open (local use).
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Seconds uvicorn lets requests in flight finish on SIGTERM.

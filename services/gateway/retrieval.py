@@ -13,15 +13,23 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote
 
+import grpc
+
 from services.gateway.backends import Backends
 from services.gateway.schemas import RetrievalParams
 from zhiku.v1 import common_pb2, embed_pb2, ingest_pb2, retrieve_pb2
 
 
 async def get_knowledge_base(backends: Backends, name: str, timeout_s: float) -> ingest_pb2.KnowledgeBase:
-    return await backends.ingest.GetKnowledgeBase(
+    """The knowledge base's record, from the gateway's short-lived cache when it has it."""
+    cached = backends.kb_cache.get(name)
+    if cached is not None:
+        return cached
+    found = await backends.ingest.GetKnowledgeBase(
         ingest_pb2.GetKnowledgeBaseRequest(name=name), timeout=timeout_s
     )
+    backends.kb_cache.put(found)
+    return found
 
 
 SearchModeName = Literal["hybrid", "dense", "sparse"]
@@ -152,7 +160,23 @@ async def search_passages(
         )
         for one in kbs
     ]
-    replies = await asyncio.gather(*(backends.retrieve.Search(r, timeout=timeout_s) for r in requests))
+    try:
+        replies = await asyncio.gather(*(backends.retrieve.Search(r, timeout=timeout_s) for r in requests))
+    except grpc.aio.AioRpcError as error:
+        if error.code() is not grpc.StatusCode.NOT_FOUND or not any(
+            backends.kb_cache.get(one.name) for one in kbs
+        ):
+            raise
+        # A cached record outlived its knowledge base: ask the catalog for the real answer
+        # (its 404, or a re-created knowledge base), once, and search what it returns.
+        for one in kbs:
+            backends.kb_cache.forget(one.name)
+        fresh = await get_knowledge_bases(backends, kbs[0].name, [one.name for one in kbs[1:]], timeout_s)
+        for one in fresh:
+            backends.kb_cache.forget(one.name)
+        searched = {one.name for one in fresh if one.chunk_count > 0}
+        requests = [request for request in requests if request.collection in searched]
+        replies = await asyncio.gather(*(backends.retrieve.Search(r, timeout=timeout_s) for r in requests))
     hits = [hit for reply in replies for hit in reply.hits]
     if options.rerank and hits:
         hits = await _rerank(backends, query, hits, timeout_s)

@@ -6,9 +6,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from urllib.parse import quote
 
+import grpc
 import httpx
 import pytest
 import pytest_asyncio
+
+from zhiku.v1 import ingest_pb2, ingest_pb2_grpc
 
 from .stack import Stack, running_stack
 from .test_knowledge_flow import make_kb
@@ -125,3 +128,25 @@ async def test_chat_searches_several_knowledge_bases_and_cites_each(
         json={"messages": [{"role": "user", "content": "x"}], "knowledge_base": docs, "mode": "fuzzy"},
     )
     assert bad.status_code == 422
+
+
+async def test_a_knowledge_base_deleted_behind_the_cache_answers_the_catalogs_404(
+    client: httpx.AsyncClient, stack: Stack
+) -> None:
+    """Searches reuse a knowledge base's record for a while (kb_cache.py); one deleted by
+    someone else (another replica, the CLI, the ingest API) must still be a clean 404."""
+    name = await make_kb(client, stack, OPS)
+    assert await search(client, name, "ZX-9041", mode="sparse")  # the record is now cached
+    async with grpc.aio.insecure_channel(stack.addresses["ingest"]) as channel:
+        await ingest_pb2_grpc.IngestServiceStub(channel).DeleteKnowledgeBase(
+            ingest_pb2.DeleteKnowledgeBaseRequest(name=name)
+        )
+    gone = await client.post(f"/v1/knowledge_bases/{name}/search", json={"query": "ZX-9041"})
+    assert gone.status_code == 404, gone.text
+    assert "knowledge base" in gone.json()["error"]["message"]
+    assert "does not exist" in gone.json()["error"]["message"]
+
+    # Re-created under the same name, it serves its new files, never the old record's.
+    recreated = await client.post("/v1/knowledge_bases", json={"name": name})
+    assert recreated.status_code == 201, recreated.text
+    assert await search(client, name, "ZX-9041", mode="sparse") == []
