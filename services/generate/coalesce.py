@@ -5,19 +5,27 @@ it carries, so at thousands of tokens a second a generate process spends most of
 message overhead. Here the generation runs in a task that appends deltas to a buffer, and the
 stream sends whatever has accumulated each time it is free: an idle service still sends every
 token the moment it arrives (one delta per message, no added latency); a busy one sends fewer,
-larger messages instead of falling further behind. Nothing is ever held back to wait for more.
+larger messages instead of falling further behind.
+
+``min_interval_s`` also spaces a stream's messages at least that far apart: the first delta
+goes out at once (time to first token is untouched) and the end of the generation cuts any
+wait short (so is the time to the last token), but in between, deltas that arrive within the
+interval travel together. A stream then costs a message per interval instead of one per
+token: at 40 ms that is 25 updates a second, smoother than the eye needs, and half or less of
+the per-message CPU of the generate service and the gateway at common decode rates.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator
 
 from services.generate.domain import Chunk
 
 
-async def coalesced(source: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+async def coalesced(source: AsyncIterator[Chunk], min_interval_s: float = 0.0) -> AsyncIterator[Chunk]:
     """``source``'s chunks, with deltas produced since the last yield joined into one.
 
     The final chunk (finish_reason, usage) comes last, after every delta; an error from the
@@ -28,7 +36,10 @@ async def coalesced(source: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
     finals: list[Chunk] = []
     failure: list[BaseException] = []
     ready = asyncio.Event()
+    done = asyncio.Event()
     finished = False
+    loop = asyncio.get_running_loop()
+    last_sent = -math.inf
 
     async def produce() -> None:
         nonlocal finished
@@ -43,6 +54,7 @@ async def coalesced(source: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
             failure.append(error)
         finally:
             finished = True
+            done.set()
             ready.set()
 
     producer = asyncio.create_task(produce())
@@ -50,10 +62,15 @@ async def coalesced(source: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
         while True:
             await ready.wait()
             ready.clear()
+            if pending and not finished and (wait := last_sent + min_interval_s - loop.time()) > 0:
+                # Deltas arriving meanwhile join this message; the end of the stream ends the wait.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), wait)
             if pending:
                 text = "".join(pending)
                 pending.clear()
                 yield Chunk(delta=text)
+                last_sent = loop.time()
             if finished and not pending:
                 if failure:
                     raise failure[0]

@@ -96,6 +96,10 @@ class GenerateSettings(ServiceSettings):
     # decodes one at a time anyway; the rest wait in its FIFO).
     max_concurrency: int = Field(default=0, ge=0)
     max_waiting: int = Field(default=64, ge=0)
+    # Least time between two messages of one stream (coalesce.py): the first token and the
+    # end go out at once, tokens in between travel together. 0 (default) sends every token as
+    # it comes; 40 cuts the gateway's and clients' CPU per token by about 40% (bench-generate).
+    stream_interval_ms: float = Field(default=0.0, ge=0, le=1000)
 
     @model_validator(mode="after")
     def _check_backend_needs(self) -> GenerateSettings:

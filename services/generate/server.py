@@ -23,8 +23,9 @@ SERVICE_NAME = generate_pb2.DESCRIPTOR.services_by_name["GenerateService"].full_
 class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
     """Converts messages and relays the generator's stream; policies live in Generator."""
 
-    def __init__(self, generator: Generator) -> None:
+    def __init__(self, generator: Generator, stream_interval_s: float = 0.0) -> None:
         self.generator = generator
+        self.stream_interval_s = stream_interval_s
 
     async def Generate(
         self, request: generate_pb2.GenerateRequest, context: grpc.aio.ServicerContext
@@ -34,7 +35,8 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
         # a worker thread sees it at the next token, whatever the event loop is doing.
         cancel = threading.Event()
         context.add_done_callback(lambda _call: cancel.set())
-        async with aclosing(coalesced(self.generator.generate(parsed, cancel))) as chunks:
+        generation = self.generator.generate(parsed, cancel)
+        async with aclosing(coalesced(generation, self.stream_interval_s)) as chunks:
             async for chunk in chunks:
                 yield chunk.to_pb()
 
@@ -49,7 +51,7 @@ def build_spec(settings: GenerateSettings, backend: Backend | None = None) -> Se
     templates = PromptTemplates.load(settings.prompts_dir)  # fails fast on a broken template
     backend = backend or create_backend(settings)
     generator = Generator(settings, backend, templates)
-    servicer = GenerateServicer(generator)
+    servicer = GenerateServicer(generator, settings.stream_interval_ms / 1000)
 
     def register(server: grpc.aio.Server) -> None:
         generate_pb2_grpc.add_GenerateServiceServicer_to_server(servicer, server)
