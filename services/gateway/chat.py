@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import anyio
 import grpc
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -315,7 +316,10 @@ async def stream_events(
     optional usage, [DONE]. ``on_complete`` gets the whole answer before [DONE] (to store it).
 
     The ``finally`` cancels the gRPC stream when the client goes away: Starlette cancels this
-    generator on disconnect, and the generate service then stops producing tokens.
+    generator on disconnect, and the generate service then stops producing tokens. An answer
+    cut short that way (or by a failure midway) still reaches ``on_complete`` with the text
+    the client was shown, so a stored conversation keeps the turn, as chat apps keep an
+    answer whose generation was stopped.
     """
 
     def framed(chunk: dict[str, Any]) -> bytes:
@@ -323,17 +327,19 @@ async def stream_events(
             chunk.setdefault("usage", None)
         return sse(chunk)
 
+    parts: list[str] = []
+    completed = False
     try:
         opening = completion.chunk({"role": "assistant", "content": ""})
         if plan.knowledge_base is not None:
             opening["citations"] = plan.citations()
         opening.update(opening_extra or {})
         yield framed(opening)
-        parts: list[str] = []
         async for delta in generation.deltas():
             parts.append(delta)
             yield framed(completion.chunk({"content": delta}))
         yield framed(completion.chunk({}, generation.finish_reason))
+        completed = True
         if on_complete is not None:
             await on_complete("".join(parts))
         if include_usage:
@@ -345,3 +351,7 @@ async def stream_events(
         yield sse(body)
     finally:
         generation.cancel()
+        if on_complete is not None and not completed and parts:
+            # The request is being cancelled: shield the store write from that cancellation.
+            with anyio.CancelScope(shield=True):
+                await on_complete("".join(parts))

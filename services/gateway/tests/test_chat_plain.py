@@ -221,3 +221,37 @@ async def test_request_id_reaches_the_generate_service(ticking: tuple[TickingBac
         assert response.json()["choices"][0]["message"]["content"] == "partial "
         fresh = await client.post("/v1/chat/completions", json=body)
     assert backend.request_ids == ["trace-42", fresh.headers["x-request-id"]]
+
+
+async def test_an_answer_cut_short_by_the_client_stays_in_its_conversation(
+    ticking: tuple[TickingBackend, str],
+) -> None:
+    """Stopping a stream (closing it) keeps the turn: the question and the text shown so far."""
+    backend, url = ticking
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        conversation = (await client.post("/v1/conversations", json={})).json()["id"]
+        body = {
+            "model": "ticking",
+            "messages": [{"role": "user", "content": "count"}],
+            "stream": True,
+            "conversation_id": conversation,
+        }
+        shown: list[str] = []
+        async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    shown.append(json.loads(line[6:])["choices"][0]["delta"].get("content") or "")
+                    if "".join(shown).count("tick") == 3:
+                        break
+        await asyncio.wait_for(backend.stopped.wait(), timeout=20)
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            messages = (await client.get(f"/v1/conversations/{conversation}")).json()["messages"]
+            if messages or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.1)
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert messages[0]["content"] == "count"
+    stored = messages[1]["content"]
+    assert stored.startswith("".join(shown)) and stored.count("tick") >= 3
