@@ -7,26 +7,24 @@ keys are looked up by their SHA-256 hash and cached for a few seconds, so a requ
 database round trip; a revocation made on this replica applies at once, on other replicas
 within ``CACHE_TTL_S``.
 
-Rate limits are a sliding one-minute window per key, counted in this process: with several
-gateway replicas each replica allows the limit (put the limit per replica accordingly).
+Rate limits are a sliding one-minute window per key (``rate_limit.py``), shared by every
+replica through Redis when ``ZHIKU_REDIS_URL`` is set, else counted in this process.
 """
 
 from __future__ import annotations
 
 import hmac
-import math
 import time
-from collections import deque
 from dataclasses import dataclass
 from urllib.parse import unquote
 
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import ApiError
+from services.gateway.rate_limit import RateLimiter, create_rate_limiter
 from services.gateway.store import GatewayStore
 from services.gateway.store.keys import ApiKey, hash_key
 
 CACHE_TTL_S = 5.0
-WINDOW_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -43,24 +41,6 @@ class Principal:
         return self.knowledge_bases is None or knowledge_base in self.knowledge_bases
 
 
-class RateLimiter:
-    """Sliding-window counter per key: at most ``limit`` requests in any 60 seconds."""
-
-    def __init__(self) -> None:
-        self._hits: dict[str, deque[float]] = {}
-
-    def retry_after(self, key_id: str, limit: int, now: float | None = None) -> int | None:
-        """Record a request; None when allowed, else whole seconds until one would be."""
-        now = time.monotonic() if now is None else now
-        hits = self._hits.setdefault(key_id, deque())
-        while hits and hits[0] <= now - WINDOW_S:
-            hits.popleft()
-        if len(hits) >= limit:
-            return max(1, math.ceil(hits[0] + WINDOW_S - now))
-        hits.append(now)
-        return None
-
-
 class Access:
     """Resolves Bearer keys to principals; built by ``create_app``, given the store at start."""
 
@@ -68,7 +48,7 @@ class Access:
         self.settings = settings
         self.env_keys = [key.encode() for key in settings.api_keys]
         self.store: GatewayStore | None = None
-        self.limiter = RateLimiter()
+        self.limiter: RateLimiter = create_rate_limiter(settings.redis_url)
         self._open_cache: tuple[float, bool] | None = None
         self._key_cache: dict[str, tuple[float, ApiKey | None]] = {}
 

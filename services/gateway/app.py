@@ -93,6 +93,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             app.state.backends = None
             await asyncio.to_thread(store.dispose)
             app.state.store = access.store = None
+            await access.limiter.close()
 
     app = FastAPI(
         title="Zhiku",

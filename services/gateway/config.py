@@ -43,6 +43,12 @@ class GatewaySettings(BaseSettings):
     )
     # Requests per minute for keys without their own limit (environment keys included); 0 = none.
     default_rate_limit_per_minute: int = Field(default=0, ge=0)
+    # Redis shared by the replicas for rate limits (the plain ZHIKU_REDIS_URL, as ingest uses);
+    # empty: each replica counts its own requests.
+    redis_url: str = Field(
+        default="",
+        validation_alias=AliasChoices("ZHIKU_GATEWAY_REDIS_URL", "ZHIKU_REDIS_URL", "redis_url"),
+    )
     # Browser origins allowed by CORS (comma-separated, "*" for any); empty = no CORS headers.
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Lifetime of a file chat's temporary knowledge base, and how often expired ones are swept.

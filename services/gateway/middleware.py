@@ -157,7 +157,7 @@ class AccessMiddleware:
             )
         scope.setdefault("state", {})["principal"] = principal
         if principal.rate_limit_per_minute:
-            wait = self.access.limiter.retry_after(principal.key_id, principal.rate_limit_per_minute)
+            wait = await self.access.limiter.retry_after(principal.key_id, principal.rate_limit_per_minute)
             if wait is not None:
                 return error_response(
                     429,

@@ -9,8 +9,8 @@ import logging
 import pytest
 from sqlalchemy import create_engine, text
 
-from services.gateway.access import RateLimiter
 from services.gateway.app import create_app
+from services.gateway.rate_limit import MemoryRateLimiter
 
 from .support import asgi_client, gateway_settings
 
@@ -143,10 +143,10 @@ async def test_rate_limit_answers_429_with_retry_after(locked) -> None:
 
 
 def test_rate_limiter_window_slides() -> None:
-    limiter = RateLimiter()
-    assert [limiter.retry_after("k", 2, now=t) for t in (0.0, 10.0)] == [None, None]
-    assert limiter.retry_after("k", 2, now=30.0) == 30  # the first hit leaves the window at 60
-    assert limiter.retry_after("k", 2, now=60.5) is None
+    limiter = MemoryRateLimiter()
+    assert [limiter.retry_after_at("k", 2, now=t) for t in (0.0, 10.0)] == [None, None]
+    assert limiter.retry_after_at("k", 2, now=30.0) == 30  # the first hit leaves the window at 60
+    assert limiter.retry_after_at("k", 2, now=60.5) is None
 
 
 async def test_cors_preflight_and_request_id() -> None:
