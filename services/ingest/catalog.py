@@ -451,7 +451,9 @@ class Catalog:
             changed = session.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.state.in_(_ACTIVE))
-                .values(state=JobState.CANCELLED.value, error=reason, lease_until=0.0, updated_at=time.time())
+                # A running job keeps its lease: released once its worker removed what it
+                # indexed, or, if that worker dies first, by the sweeper (lapsed_cleanups).
+                .values(state=JobState.CANCELLED.value, error=reason, updated_at=time.time())
             )
             if changed.rowcount:
                 self._file_state(session, job_id, state=JobState.CANCELLED.value, error=reason)
@@ -557,10 +559,13 @@ class Catalog:
                 else:
                     values = {"state": JobState.QUEUED.value, "progress": 0.0, "error": f"{lost}; re-queued"}
                     again.append(row.id)
+                # Re-queued: lease cleared for the next claim. Failed: the lapsed lease stays,
+                # so lapsed_cleanups removes the points its attempts indexed.
+                lease = {"lease_until": 0.0} if values["state"] == JobState.QUEUED.value else {}
                 session.execute(
                     update(JobRow)
                     .where(JobRow.id == row.id, JobRow.state == row.state)
-                    .values(lease_until=0.0, updated_at=now, **values)
+                    .values(updated_at=now, **lease, **values)
                 )
                 file_values = {"state": values["state"]}
                 if values["state"] == JobState.FAILED.value:
@@ -579,6 +584,38 @@ class Catalog:
                 session.execute(update(JobRow).where(JobRow.id.in_(stale)).values(updated_at=now))
                 again.extend(stale)
         return again
+
+    def lapsed_cleanups(self, limit: int = 100) -> list[tuple[str, str, str]]:
+        """(job id, knowledge base, file) of cancelled or failed jobs whose worker stopped
+        before removing the points it had indexed.
+
+        A job cancelled (or superseded) while running keeps its lease until its worker has
+        dropped its generation of points and called :meth:`release_lease`. If the worker is
+        killed first, nothing else would ever remove those points (the next upload's swap
+        only drops generations that exist when it swaps), so once the lease lapses the
+        sweeper drops them.
+        """
+        now = time.time()
+        finished = [JobState.CANCELLED.value, JobState.FAILED.value]
+        with self._session(write=False) as session:
+            rows = session.execute(
+                select(JobRow.id, KnowledgeBaseRow.name, JobRow.file_name)
+                .join(KnowledgeBaseRow, KnowledgeBaseRow.id == JobRow.kb_id)
+                .where(JobRow.state.in_(finished), JobRow.lease_until > 0, JobRow.lease_until < now)
+                .order_by(JobRow.lease_until)
+                .limit(limit)
+            ).all()
+        return [(job_id, kb, file_name) for job_id, kb, file_name in rows]
+
+    def release_lease(self, job_id: str) -> None:
+        """A finished job's leftovers are gone: nothing for the sweeper to clean up."""
+        with self._session(write=True) as session:
+            session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state.not_in(_ACTIVE))
+                .values(lease_until=0.0),
+                execution_options=_NO_SYNC,
+            )
 
     def advance(self, job_id: str, state: JobState, progress: float) -> bool:
         """Move a running job on; False when it was cancelled or deleted meanwhile (stop work)."""

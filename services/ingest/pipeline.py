@@ -231,8 +231,7 @@ class IngestPipeline:
                 state = self._execute(run)
         except _Abandoned:
             log.info("job %s was cancelled while running; its work is dropped", job.id)
-            if run.indexed:
-                self._drop_orphans(job)
+            self._clean_up(run)
             state = JobState.CANCELLED
         except TRANSIENT_ERRORS as error:
             state = self._transient(run, error)
@@ -423,9 +422,15 @@ class IngestPipeline:
             self.settings.retrieve_timeout_s,
         )
 
-    def _drop_orphans(self, job: Job) -> None:
+    def _clean_up(self, run: _Run) -> None:
+        """After a cancel or failure: drop what the job indexed, then release its lease, which
+        tells the sweeper there is nothing left to remove (see Catalog.lapsed_cleanups)."""
+        if not run.indexed or self._drop_orphans(run.job):
+            self.catalog.release_lease(run.job.id)
+
+    def _drop_orphans(self, job: Job) -> bool:
         """The job was cancelled or failed mid-flight: remove what it indexed (or the whole file or
-        collection when those were deleted meanwhile)."""
+        collection when those were deleted meanwhile). False when the retrieve service refused."""
         timeout = self.settings.retrieve_timeout_s
         try:
             if not self.catalog.kb_exists(job.knowledge_base):
@@ -448,16 +453,17 @@ class IngestPipeline:
                 self._drop_generation(job)
         except ZhikuError as error:
             log.warning("could not clean up after cancelled job %s: %s", job.id, error)
+            return False
+        return True
 
     # -- outcomes -------------------------------------------------------------------------
 
     def _fail(self, run: _Run, reason: str) -> JobState:
         log.warning("job %s failed: %s", run.job.id, reason)
         failed = self.catalog.fail_job(run.job.id, reason)
-        if run.indexed:
-            # Its partial points go; the previous generation is untouched, so the file's
-            # count stays right.
-            self._drop_orphans(run.job)
+        # Its partial points go; the previous generation is untouched, so the file's count
+        # stays right.
+        self._clean_up(run)
         return JobState.FAILED if failed else JobState.CANCELLED
 
     def _transient(self, run: _Run, error: ZhikuError) -> JobState:
@@ -467,7 +473,8 @@ class IngestPipeline:
             return self._fail(run, f"{error}{suffix}")
         message = f"attempt {job.attempts} of {self.settings.max_attempts} failed: {error}; retrying"
         # Partial points stay: the retry writes the same ids (same job, same generation).
-        if not self.catalog.requeue(job.id, message):
+        if not self.catalog.requeue(job.id, message):  # cancelled meanwhile: no retry comes
+            self._clean_up(run)
             return JobState.CANCELLED
         JOB_RETRIES.inc()
         raise Retry(message, job.attempts)

@@ -41,7 +41,7 @@ from services.ingest.catalog import Catalog
 from services.ingest.config import IngestSettings
 from services.ingest.metrics import JOBS_BY_STATE, JOBS_REPUBLISHED, QUEUE_DEPTH
 from services.ingest.models import SPLITTERS, Job, JobState
-from services.ingest.pipeline import EMBED_SERVICE, RETRIEVE_SERVICE, sha256_hex
+from services.ingest.pipeline import EMBED_SERVICE, GENERATION_KEY, RETRIEVE_SERVICE, sha256_hex
 from zhiku.v1 import embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc, retrieve_pb2, retrieve_pb2_grpc
 
 log = logging.getLogger("zhiku.ingest")
@@ -141,6 +141,13 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         await asyncio.to_thread(self.blobs.delete_kb, name)
         log.info("deleted knowledge base %s", name)
         return ingest_pb2.DeleteKnowledgeBaseResponse()
+
+    async def drop_generation(self, kb: str, file_name: str, job_id: str) -> None:
+        """Remove the points one job indexed (its generation) and nothing else of the file."""
+        request = retrieve_pb2.DeleteByFileRequest(
+            collection=kb, file_name=file_name, only_metadata={GENERATION_KEY: job_id}
+        )
+        await self._retrieve_call("DeleteByFile", request, missing_ok=True)
 
     async def _retrieve_call(self, method: str, request: Any, missing_ok: bool = False) -> Any:
         """Call retrieve; NOT_FOUND (no collection yet) is an empty answer when ``missing_ok``."""
@@ -332,8 +339,11 @@ async def _refresh_job_gauges(catalog: Catalog, every_s: float) -> None:
         await asyncio.sleep(every_s)
 
 
-async def _sweep_lost_jobs(catalog: Catalog, celery: IngestCelery, settings: IngestSettings) -> None:
-    """Re-queue jobs whose worker died (lease lapsed) and re-publish long-queued ones.
+async def _sweep_lost_jobs(
+    catalog: Catalog, celery: IngestCelery, settings: IngestSettings, servicer: IngestServicer
+) -> None:
+    """Re-queue jobs whose worker died (lease lapsed), re-publish long-queued ones, and remove
+    the points of cancelled or failed jobs whose worker died before removing them.
 
     Neither broker gives a SIGKILLed worker's task back in time: the SQL transport deleted the
     message when the worker fetched it, and Redis waits for its visibility timeout (1 h). The
@@ -351,6 +361,10 @@ async def _sweep_lost_jobs(catalog: Catalog, celery: IngestCelery, settings: Ing
                 await asyncio.to_thread(enqueue_ingest, celery, job_id)
                 JOBS_REPUBLISHED.inc()
                 log.warning("job %s lost its worker or its message; published again", job_id)
+            for job_id, kb, file_name in await asyncio.to_thread(catalog.lapsed_cleanups):
+                await servicer.drop_generation(kb, file_name, job_id)
+                await asyncio.to_thread(catalog.release_lease, job_id)
+                log.warning("job %s ended without removing what it indexed; removed it", job_id)
         except Exception as error:  # the sweeper must outlive a database or broker hiccup
             log.warning("sweeping lost jobs failed: %s", error)
 
@@ -377,7 +391,7 @@ def build_spec(settings: IngestSettings) -> ServiceSpec:
         if settings.metrics_refresh_s:
             tasks.append(asyncio.create_task(_refresh_job_gauges(catalog, settings.metrics_refresh_s)))
         if settings.sweep_interval_s:
-            tasks.append(asyncio.create_task(_sweep_lost_jobs(catalog, celery, settings)))
+            tasks.append(asyncio.create_task(_sweep_lost_jobs(catalog, celery, settings, servicer)))
 
     async def close() -> None:
         for task in tasks:

@@ -137,3 +137,37 @@ def test_long_queued_jobs_behind_a_backlog_are_not_published_again(catalog: Cata
     time.sleep(0.3)
     assert catalog.sweep(max_attempts=3, queued_redeliver_s=0.2, queue_empty=False) == []
     assert catalog.sweep(max_attempts=3, queued_redeliver_s=0.2, queue_empty=True) == [job.id]
+
+
+def test_a_job_ended_while_running_is_cleaned_up_once_its_lease_lapses(catalog: Catalog) -> None:
+    """A running job that is cancelled, superseded or given up keeps its lease until its worker
+    removed what it indexed (release_lease); if that worker died, the sweeper finds it."""
+    catalog.create_kb("kb")
+    queued = _submit(catalog)
+    catalog.cancel_job(queued.id)  # never ran: nothing indexed, nothing to clean
+    running = _submit(catalog, content_hash="h2")
+    catalog.begin_attempt(running.id, lease_s=0.3)
+    catalog.cancel_job(running.id)
+    superseded = _submit(catalog, content_hash="h3")
+    catalog.begin_attempt(superseded.id, lease_s=0.3)
+    newest = _submit(catalog, content_hash="h4")  # supersedes the running job
+    _finish(catalog, newest.id)  # succeeded: never a cleanup
+    assert catalog.lapsed_cleanups() == []  # the leases still run: their workers may clean up
+    time.sleep(0.4)
+    assert sorted(catalog.lapsed_cleanups()) == sorted(
+        [(running.id, "kb", "a.txt"), (superseded.id, "kb", "a.txt")]
+    )
+    catalog.release_lease(running.id)
+    catalog.release_lease(newest.id)  # a no-op on a succeeded job
+    assert catalog.lapsed_cleanups() == [(superseded.id, "kb", "a.txt")]
+    assert catalog.get_job(newest.id).state is JobState.SUCCEEDED
+
+
+def test_a_job_given_up_by_the_sweeper_is_cleaned_up(catalog: Catalog) -> None:
+    catalog.create_kb("kb")
+    job = _submit(catalog)
+    catalog.begin_attempt(job.id, lease_s=0.1)
+    time.sleep(0.2)
+    assert catalog.sweep(max_attempts=1, queued_redeliver_s=3600) == []
+    assert catalog.get_job(job.id).state is JobState.FAILED
+    assert catalog.lapsed_cleanups() == [(job.id, "kb", "a.txt")]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from prometheus_client import REGISTRY
 
 from services.common.config import CommonSettings
 from services.ingest.broker import INGEST_FILE_TASK, create_celery_app
+from services.ingest.catalog import Catalog
 from services.ingest.config import IngestSettings
 from services.ingest.server import build_spec
 from services.ingest.tests.conftest import DOCS, background_service, ingest_settings, unused_address
@@ -321,3 +323,53 @@ def test_queue_depth_gauge_follows_the_catalog(tmp_path: Path, retrieve_address:
             time.sleep(0.05)
         assert REGISTRY.get_sample_value("zhiku_ingest_queue_depth") == 3
         assert REGISTRY.get_sample_value("zhiku_ingest_jobs", {"state": "queued"}) == 3
+
+
+def test_the_sweeper_removes_what_a_dead_worker_indexed_for_an_ended_job(
+    tmp_path: Path, retrieve_address: str
+) -> None:
+    """A worker indexed a generation of a.txt, its job was cancelled, and the worker died
+    before removing those points: the sweeper removes that generation and nothing else."""
+    settings = ingest_settings(
+        tmp_path / "ingest", embed_addr=unused_address(), retrieve_addr=retrieve_address, sweep_interval_s=0.2
+    )
+    with running_api(settings) as api:
+        _create(api)
+        job = _submit(api, "a.txt", "第一段。".encode())
+        catalog = Catalog(settings.catalog_url)
+        try:
+            assert catalog.begin_attempt(job.id, lease_s=0.5) is not None  # the worker claims it
+            api.retrieve.EnsureCollection(
+                retrieve_pb2.EnsureCollectionRequest(collection="手册", dimension=4), timeout=TIMEOUT
+            )
+            points = [
+                _point(n, file_name, generation)
+                for n, (file_name, generation) in enumerate(
+                    [("a.txt", job.id)] * 3 + [("a.txt", "older-job")] * 2 + [("b.txt", job.id)] * 2
+                )
+            ]
+            api.retrieve.Upsert(retrieve_pb2.UpsertRequest(collection="手册", points=points), timeout=TIMEOUT)
+            api.stub.CancelJob(ingest_pb2.CancelJobRequest(id=job.id), timeout=TIMEOUT)
+            # ... and the worker is never heard of again.
+            deadline = time.monotonic() + 15
+            while _count(api) != 4 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert _count(api) == 4  # a.txt's older generation and b.txt stay
+            assert catalog.lapsed_cleanups() == []
+        finally:
+            catalog.dispose()
+
+
+def _point(n: int, file_name: str, generation: str) -> retrieve_pb2.Point:
+    return retrieve_pb2.Point(
+        id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"sweeper-test/{n}")),
+        vector=[1.0, 0.5, 0.25, float(n + 1)],
+        file_name=file_name,
+        chunk_index=n,
+        text=f"chunk {n}",
+        metadata={"generation": generation},
+    )
+
+
+def _count(api: Api) -> int:
+    return api.retrieve.Stats(retrieve_pb2.StatsRequest(collection="手册"), timeout=TIMEOUT).points
