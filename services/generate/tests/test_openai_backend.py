@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 import grpc
 import pytest
 from prometheus_client import REGISTRY
 
-from services.generate.backends.openai_compat import request_kwargs
+from services.generate.backends.openai_compat import request_kwargs, sse_data
 from services.generate.domain import Job, Prompt, Sampling, Turn
 from services.generate.tests.conftest import Serve, ask, collect, make_settings
 from services.generate.tests.fake_openai import FakeOpenAI, running
@@ -218,3 +220,26 @@ async def test_thirty_two_concurrent_streams_run_at_once(serve: Serve) -> None:
         watcher.cancel()
     assert all("".join(d) == "".join(tokens) and f.finish_reason == "stop" for d, f in results)
     assert peak == 32
+
+
+async def test_sse_reader_follows_the_event_stream_format() -> None:
+    """Comments and other fields skipped, multi-line data joined, CRLF accepted, an optional
+    space after the colon, and a last event without its closing blank line still counted."""
+
+    async def lines() -> AsyncIterator[bytes]:
+        for line in [
+            b": keep-alive\n",
+            b"\n",
+            b'data: {"a": 1}\r\n',
+            b"\r\n",
+            b"event: message\n",
+            b"id: 7\n",
+            b"data:first\n",
+            b"data: second\n",
+            b"\n",
+            b"data: [DONE]",
+        ]:
+            yield line
+
+    response = SimpleNamespace(content=lines())
+    assert [data async for data in sse_data(response)] == ['{"a": 1}', "first\nsecond", "[DONE]"]  # type: ignore[arg-type]
