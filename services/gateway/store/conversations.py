@@ -77,11 +77,17 @@ class ConversationRepo:
         self.db = db
 
     def create(
-        self, title: str = "", knowledge_base: str | None = None, owner: str | None = None
+        self,
+        title: str = "",
+        knowledge_base: str | None = None,
+        owner: str | None = None,
+        conversation_id: str | None = None,
     ) -> Conversation:
+        """A new conversation; ``conversation_id`` is chosen by the client only on Chatchat's
+        routes, whose clients name conversations themselves (uuid4 hex, as ours)."""
         now = time.time()
         row = ConversationRow(
-            id=uuid.uuid4().hex,
+            id=conversation_id or uuid.uuid4().hex,
             title=title,
             knowledge_base=knowledge_base,
             owner=owner,

@@ -246,3 +246,53 @@ async def test_history_is_capped_to_the_latest_messages(tmp_path) -> None:
         assert none.user_message == "new" and none.extra_fields()["conversation_id"] == conversation.id
     finally:
         store.dispose()
+
+
+def _chatchat_frames(body: str) -> list[dict]:
+    return [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: ")]
+
+
+async def test_chatchat_conversation_id_stores_turns_and_supplies_history(
+    gateway: tuple[RecordingBackend, str],
+) -> None:
+    """Chatchat clients name the conversation (uuid4 hex) and send no history: the gateway
+    creates it on first use, stores each turn, and puts the stored turns in the prompt."""
+    backend, url = gateway
+    cid = "0123456789abcdef0123456789ABCDEF"  # case is not significant
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        first = _chatchat_frames(
+            (await client.post("/chat/chat", json={"query": "我叫林青。", "conversation_id": cid})).text
+        )
+        assert first == [{"text": "answer 1", "message_id": first[0]["message_id"]}]
+        second = _chatchat_frames(
+            (
+                await client.post(
+                    "/chat/chat", json={"query": "我叫什么？", "conversation_id": cid, "stream": True}
+                )
+            ).text
+        )
+        assert "".join(frame["text"] for frame in second) == "answer 2"
+        assert "我叫林青。" in _texts(backend.prompts[1]) and "answer 1" in _texts(backend.prompts[1])
+
+        stored = (await client.get(f"/v1/conversations/{cid.lower()}")).json()
+        assert [(m["role"], m["content"]) for m in stored["messages"]] == [
+            ("user", "我叫林青。"),
+            ("assistant", "answer 1"),
+            ("user", "我叫什么？"),
+            ("assistant", "answer 2"),
+        ]
+        assert stored["messages"][1]["id"] == first[0]["message_id"]
+
+        # history_len 0: nothing stored goes along; an explicit history wins over the stored one.
+        await client.post("/chat/chat", json={"query": "第三问", "conversation_id": cid, "history_len": 0})
+        assert "我叫林青。" not in _texts(backend.prompts[2])
+        history = [{"role": "user", "content": "外来的历史"}, {"role": "assistant", "content": "好"}]
+        await client.post("/chat/chat", json={"query": "第四问", "conversation_id": cid, "history": history})
+        assert "外来的历史" in _texts(backend.prompts[3]) and "我叫林青。" not in _texts(backend.prompts[3])
+
+        bad = await client.post("/chat/chat", json={"query": "q", "conversation_id": "../etc"})
+        assert bad.status_code == 422 and "32 hex digits" in bad.text
+        # Without conversation_id nothing is stored anywhere.
+        before = len((await client.get("/v1/conversations")).json()["data"])
+        await client.post("/chat/chat", json={"query": "无会话"})
+        assert len((await client.get("/v1/conversations")).json()["data"]) == before

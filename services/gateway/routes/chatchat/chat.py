@@ -6,20 +6,29 @@ are translated into the gateway's own chat request, so retrieval, prompts and ge
 exactly those of ``/v1/chat/completions``. ``model_name`` and ``prompt_name`` are accepted and
 ignored (Chatchat's model names rarely exist here; the served default model answers), and
 history is passed as chat turns.
+
+``conversation_id`` works as in Chatchat: the turn (question and answer) is stored in that
+conversation, created on first use under the id the client chose, and with no ``history`` in
+the request the conversation's latest ``history_len`` messages (-1: the gateway's default
+number) are sent along. These conversations are the gateway's own, so they also show in
+``/v1/conversations`` and the web UI.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
+import anyio
 import grpc
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.gateway.access import Principal, key_of, visible_owner
 from services.gateway.chat import (
     ChatCompletionRequest,
     ChatMessageIn,
@@ -27,8 +36,9 @@ from services.gateway.chat import (
     plan_chat,
     start_generation,
 )
-from services.gateway.deps import BackendsDep, SettingsDep
-from services.gateway.errors import rpc_error_body
+from services.gateway.config import GatewaySettings
+from services.gateway.deps import BackendsDep, CurrentKey, SettingsDep, StoreDep
+from services.gateway.errors import ApiError, rpc_error_body
 from services.gateway.names import kb_name_error
 from services.gateway.routes.chatchat import ingest_ops
 from services.gateway.routes.chatchat.access import authorize_body_kb
@@ -45,6 +55,8 @@ from services.gateway.routes.chatchat.knowledge_base import (
     CHATCHAT_TOP_K,
     SSE_HEADERS,
 )
+from services.gateway.store import GatewayStore
+from services.gateway.store.conversations import NewMessage
 from zhiku.v1 import common_pb2, ingest_pb2
 
 router = APIRouter(prefix="/chat", tags=["chatchat"], dependencies=[Depends(authorize_body_kb)])
@@ -83,9 +95,12 @@ class KnowledgeBaseChatBody(ChatBody):
 
 
 def completion_request(
-    body: ChatBody, knowledge_base: str | None = None, **extra: Any
+    body: ChatBody, knowledge_base: str | None = None, stored: list[History] | None = None, **extra: Any
 ) -> ChatCompletionRequest:
-    history = body.history if body.history_len < 0 else body.history[len(body.history) - body.history_len :]
+    """The gateway's chat request; ``stored`` is the conversation's history, used when the
+    request brings none of its own."""
+    turns = body.history or stored or []
+    history = turns if body.history_len < 0 else turns[len(turns) - body.history_len :]
     if body.history_len == 0:
         history = []
     messages = [ChatMessageIn(role=turn.role, content=turn.content) for turn in history]
@@ -99,35 +114,114 @@ def completion_request(
     )
 
 
+_CONVERSATION_ID = re.compile(r"[0-9a-f]{32}")
+
+
+class ChatchatConversation:
+    """A Chatchat ``conversation_id``: its stored history, and where the new turn goes."""
+
+    def __init__(self, store: GatewayStore, conversation_id: str, history: list[History]) -> None:
+        self.store = store
+        self.id = conversation_id
+        self.history = history
+        self.message_id = uuid.uuid4().hex
+
+    @classmethod
+    async def open(
+        cls, body: ChatBody, store: GatewayStore, principal: Principal | None, settings: GatewaySettings
+    ) -> ChatchatConversation | None:
+        if not body.conversation_id:
+            return None
+        conversation_id = body.conversation_id.lower()
+        if not _CONVERSATION_ID.fullmatch(conversation_id):
+            raise ApiError(
+                422, "conversation_id must be 32 hex digits (uuid4().hex)", param="conversation_id"
+            )
+        found = await store.run(store.conversations.get, conversation_id, visible_owner(principal))
+        if found is None:
+            if await store.run(store.conversations.get, conversation_id, None) is not None:
+                # Someone else's: answered as if it did not exist, never taken over.
+                raise ApiError(404, f"conversation {conversation_id!r} not found", param="conversation_id")
+            title = body.query[:40]
+            await store.run(store.conversations.create, title, None, key_of(principal), conversation_id)
+            return cls(store, conversation_id, [])
+        wanted = settings.conversation_history_messages if body.history_len < 0 else body.history_len
+        recent = found.messages[len(found.messages) - wanted :] if wanted else []
+        return cls(store, conversation_id, [History(role=m.role, content=m.content) for m in recent])
+
+    async def store_turn(self, question: str, answer: str) -> None:
+        messages = [
+            NewMessage(role="user", content=question),
+            NewMessage(role="assistant", content=answer, id=self.message_id),
+        ]
+        await self.store.run(self.store.conversations.append, self.id, messages)
+
+
 async def frames(
-    generation: Generation, stream: bool, key: str, tail: dict[str, Any]
+    generation: Generation,
+    stream: bool,
+    key: str,
+    tail: dict[str, Any],
+    on_answer: Callable[[str], Awaitable[None]] | None = None,
 ) -> AsyncIterator[bytes]:
-    """Token frames ``{key: token, ...tail}`` or one whole-answer frame; errors go in-band."""
+    """Token frames ``{key: token, ...tail}`` or one whole-answer frame; errors go in-band.
+    ``on_answer`` gets the answer once generated, or the part sent when the client left."""
+    parts: list[str] = []
+    completed = False
     try:
         if stream:
             async for delta in generation.deltas():
+                parts.append(delta)
                 yield sse_frame({key: delta, **{k: v for k, v in tail.items() if k != "docs"}})
+            completed = True
+            if on_answer is not None:
+                await on_answer("".join(parts))
             if "docs" in tail:
                 yield sse_frame({"docs": tail["docs"]})
         else:
             text = "".join([delta async for delta in generation.deltas()])
+            completed = True
+            if on_answer is not None:
+                await on_answer(text)
             yield sse_frame({key: text, **tail})
     except grpc.RpcError as error:
         _, body = rpc_error_body(error)
         yield sse_frame({"code": 500, "msg": body["error"]["message"]})
     finally:
         generation.cancel()
+        if on_answer is not None and not completed and parts:
+            with anyio.CancelScope(shield=True):  # the request is being cancelled
+                await on_answer("".join(parts))
 
 
 @router.post("/chat", response_class=StreamingResponse, responses=EVENT_STREAM)
-async def chat(body: ChatBody, backends: BackendsDep, settings: SettingsDep) -> StreamingResponse:
+async def chat(
+    body: ChatBody, backends: BackendsDep, settings: SettingsDep, store: StoreDep, principal: CurrentKey
+) -> StreamingResponse:
     """Plain chat: frames ``{"text": token, "message_id": id}``."""
-    plan = await plan_chat(completion_request(body), backends, settings)
+    conversation = await ChatchatConversation.open(body, store, principal, settings)
+    stored = conversation.history if conversation else None
+    plan = await plan_chat(completion_request(body, stored=stored), backends, settings)
     generation = await start_generation(backends, plan, settings.chat_timeout_s)
-    tail = {"message_id": uuid.uuid4().hex}
+    tail = {"message_id": conversation.message_id if conversation else uuid.uuid4().hex}
+    on_answer = _storing(conversation, body.query)
     return StreamingResponse(
-        frames(generation, body.stream, "text", tail), media_type="text/event-stream", headers=SSE_HEADERS
+        frames(generation, body.stream, "text", tail, on_answer),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
     )
+
+
+def _storing(
+    conversation: ChatchatConversation | None, question: str
+) -> Callable[[str], Awaitable[None]] | None:
+    if conversation is None:
+        return None
+
+    async def store(answer: str) -> None:
+        await conversation.store_turn(question, answer)
+
+    return store
 
 
 def _source(index: int, passage: common_pb2.Passage, base_url: str, kb: str) -> str:
@@ -139,7 +233,12 @@ def _source(index: int, passage: common_pb2.Passage, base_url: str, kb: str) -> 
 
 @router.post("/knowledge_base_chat", response_model=None, responses=EVENT_STREAM)
 async def knowledge_base_chat(
-    body: KnowledgeBaseChatBody, request: Request, backends: BackendsDep, settings: SettingsDep
+    body: KnowledgeBaseChatBody,
+    request: Request,
+    backends: BackendsDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    principal: CurrentKey,
 ) -> StreamingResponse | JSONResponse:
     """Grounded chat: frames ``{"answer": token}`` then ``{"docs": [citation strings]}``
     (one ``{"answer", "docs"}`` frame without ``stream``). An unknown knowledge base is a
@@ -157,15 +256,20 @@ async def knowledge_base_chat(
         if ingest_ops.is_not_found(error):
             return _json(not_found(kb_not_found(kb)))
         raise
+    conversation = await ChatchatConversation.open(body, store, principal, settings)
     completion = completion_request(
-        body, kb, top_k=body.top_k, score_threshold=chatchat_threshold(body.score_threshold)
+        body,
+        kb,
+        stored=conversation.history if conversation else None,
+        top_k=body.top_k,
+        score_threshold=chatchat_threshold(body.score_threshold),
     )
     plan = await plan_chat(completion, backends, settings)
     generation = await start_generation(backends, plan, settings.chat_timeout_s)
     base_url = str(request.base_url)
     docs = [_source(index, passage, base_url, kb) for index, passage in enumerate(plan.passages)] or [NO_DOCS]
     return StreamingResponse(
-        frames(generation, body.stream, "answer", {"docs": docs}),
+        frames(generation, body.stream, "answer", {"docs": docs}, _storing(conversation, body.query)),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )
