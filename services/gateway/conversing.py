@@ -16,7 +16,6 @@ from services.gateway.access import Principal, authorize_knowledge_bases, visibl
 from services.gateway.chat import KB_MODEL_PREFIX, ChatCompletionRequest, ChatMessageIn
 from services.gateway.errors import ApiError
 from services.gateway.store import GatewayStore
-from services.gateway.store.conversations import NewMessage
 
 
 @dataclass
@@ -37,11 +36,14 @@ class Turn:
     async def store_answer(self, store: GatewayStore, answer: str, citations: list[dict[str, Any]]) -> None:
         if self.conversation_id is None:
             return
-        messages = [
-            NewMessage(role="user", content=self.user_message),
-            NewMessage(role="assistant", content=answer, citations=citations, id=self.message_id),
-        ]
-        await store.run(store.conversations.append, self.conversation_id, messages)
+        await store.run(
+            store.conversations.append_turn,
+            self.conversation_id,
+            self.user_message,
+            answer,
+            self.message_id,
+            citations,
+        )
 
 
 def _names_kb(body: ChatCompletionRequest) -> bool:

@@ -98,26 +98,18 @@ async def lookup_and_search(
 
     Done one after the other, the catalog round trip adds to every search's latency; side by
     side it is hidden behind the embedding. An unknown knowledge base still fails the whole
-    request with its 404, and the embedding is cancelled. When the gateway's cache holds every
-    record, there is no lookup to overlap: the query is embedded straight away."""
-    names = list(dict.fromkeys([first, *more]))
-    cached = [backends.kb_cache.get(name) for name in names]
-    if all(kb is not None for kb in cached):
-        found = [kb for kb in cached if kb is not None]
-        vector = [] if options.mode == "sparse" else await embed_query(backends, query, timeout_s)
-    else:
-        embedding = (
-            None
-            if options.mode == "sparse"
-            else asyncio.ensure_future(embed_query(backends, query, timeout_s))
-        )
-        try:
-            found = await get_knowledge_bases(backends, first, more, timeout_s)
-        except BaseException:
-            if embedding is not None:
-                embedding.cancel()
-            raise
-        vector = await embedding if embedding is not None else []
+    request with its 404, and the embedding is cancelled. (With cached records the lookup
+    returns at once.)"""
+    embedding = (
+        None if options.mode == "sparse" else asyncio.ensure_future(embed_query(backends, query, timeout_s))
+    )
+    try:
+        found = await get_knowledge_bases(backends, first, more, timeout_s)
+    except BaseException:
+        if embedding is not None:
+            embedding.cancel()
+        raise
+    vector = await embedding if embedding is not None else []
     passages = await search_passages(
         backends,
         found,
@@ -181,8 +173,6 @@ async def search_passages(
         for one in kbs:
             backends.kb_cache.forget(one.name)
         fresh = await get_knowledge_bases(backends, kbs[0].name, [one.name for one in kbs[1:]], timeout_s)
-        for one in fresh:
-            backends.kb_cache.forget(one.name)
         searched = {one.name for one in fresh if one.chunk_count > 0}
         requests = [request for request in requests if request.collection in searched]
         replies = await asyncio.gather(*(backends.retrieve.Search(r, timeout=timeout_s) for r in requests))

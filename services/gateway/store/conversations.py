@@ -159,6 +159,23 @@ class ConversationRepo:
             deleted = session.execute(delete(ConversationRow).where(ConversationRow.id == conversation_id))
             return bool(deleted.rowcount)
 
+    def append_turn(
+        self,
+        conversation_id: str,
+        question: str,
+        answer: str,
+        answer_id: str,
+        citations: list[dict[str, Any]] | None = None,
+    ) -> list[Message]:
+        """One exchange: the user's question, then the answer under the id announced for it."""
+        return self.append(
+            conversation_id,
+            [
+                NewMessage(role="user", content=question),
+                NewMessage(role="assistant", content=answer, citations=citations or [], id=answer_id),
+            ],
+        )
+
     def append(self, conversation_id: str, messages: list[NewMessage]) -> list[Message]:
         """Append messages in order; [] when the conversation is gone (deleted meanwhile)."""
         now = time.time()

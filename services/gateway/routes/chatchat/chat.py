@@ -56,7 +56,6 @@ from services.gateway.routes.chatchat.knowledge_base import (
     SSE_HEADERS,
 )
 from services.gateway.store import GatewayStore
-from services.gateway.store.conversations import NewMessage
 from zhiku.v1 import common_pb2, ingest_pb2
 
 router = APIRouter(prefix="/chat", tags=["chatchat"], dependencies=[Depends(authorize_body_kb)])
@@ -150,11 +149,7 @@ class ChatchatConversation:
         return cls(store, conversation_id, [History(role=m.role, content=m.content) for m in recent])
 
     async def store_turn(self, question: str, answer: str) -> None:
-        messages = [
-            NewMessage(role="user", content=question),
-            NewMessage(role="assistant", content=answer, id=self.message_id),
-        ]
-        await self.store.run(self.store.conversations.append, self.id, messages)
+        await self.store.run(self.store.conversations.append_turn, self.id, question, answer, self.message_id)
 
 
 async def frames(
