@@ -9,6 +9,7 @@ every process needs (where the data lives, where the other services listen) stay
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +23,8 @@ class CommonSettings(BaseSettings):
     data_dir: Path = Path("data")
     log_level: str = "INFO"
     log_json: bool = True
+    # uvloop when installed ("auto"), or asyncio's own loop ("asyncio"): see event_loop.py.
+    event_loop: Literal["auto", "asyncio"] = "auto"
     embed_addr: str = "127.0.0.1:50051"
     retrieve_addr: str = "127.0.0.1:50052"
     generate_addr: str = "127.0.0.1:50053"

@@ -18,6 +18,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common.config import ServiceSettings
+from services.common.event_loop import run_event_loop
+from services.common.heap import freeze_startup_heap
 from services.common.interceptors import ServerInterceptor
 from services.common.logging import configure_logging
 from services.common.metrics import serve_metrics
@@ -82,6 +84,7 @@ class GrpcService:
         log.info("%s listening on %s:%d", self.spec.name, self.settings.grpc_host, self.port)
         if self.spec.startup is not None:
             await self.spec.startup()
+        freeze_startup_heap()  # models and clients loaded: what is alive now lives forever
         await self._set_status(health_pb2.HealthCheckResponse.SERVING)
         log.info("%s ready", self.spec.name)
 
@@ -122,4 +125,4 @@ def run_service(build: Callable[[], ServiceSpec], settings: ServiceSettings) -> 
         serve_metrics(settings.metrics_port)
         await serve_forever(spec, settings)
 
-    asyncio.run(main())
+    run_event_loop(main(), common.event_loop)

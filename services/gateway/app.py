@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
+from services.common.heap import freeze_startup_heap
 from services.gateway.access import Access
 from services.gateway.backends import Backends
 from services.gateway.config import GatewaySettings
@@ -83,6 +84,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         sweeper = asyncio.create_task(
             run_sweeper(app.state.backends, store, settings), name="file-chat-sweeper"
         )
+        freeze_startup_heap()
         try:
             yield
         finally:

@@ -24,6 +24,7 @@ def main() -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=settings.shutdown_grace_s,
+        loop=settings.common.event_loop,  # auto: uvloop when installed
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from celery.signals import setup_logging, worker_init, worker_shutdown
 
+from services.common.heap import freeze_startup_heap
 from services.common.logging import configure_logging
 from services.common.metrics import serve_metrics
 from services.common.tracing import setup_tracing
@@ -53,6 +54,7 @@ def _start(sender: Any = None, **_: Any) -> None:
     else:
         # Open the catalog (creating tables) and the channels now, not inside the first task.
         worker_app.pipeline()
+        freeze_startup_heap()
     log.info("ingest worker ready on queue %s", worker_app.settings.queue)
 
 
