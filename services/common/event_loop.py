@@ -2,7 +2,7 @@
 
 Every service is a Python process relaying small messages (gRPC calls, HTTP requests, SSE
 chunks), so per-message event-loop overhead is a large part of what the stack adds to a
-request; uvloop (libuv) roughly halves it. uvicorn already picks uvloop by itself for the
+request; uvloop (libuv) trims it. uvicorn already picks uvloop by itself for the
 gateway when it is installed; this does the same for the gRPC services. grpc.aio runs on any
 asyncio-compatible loop. ``ZHIKU_EVENT_LOOP=asyncio`` keeps the standard loop (for debugging
 or for a platform without uvloop wheels).

@@ -1,6 +1,6 @@
 """Keep the cyclic garbage collector's full scans off the request path.
 
-A service holds a few hundred thousand long-lived objects by the time it serves (grpc,
+A service holds tens to hundreds of thousands of long-lived objects by the time it serves (grpc,
 protobuf, pydantic models, FastAPI routes, SQLAlchemy, numpy...). CPython rescans all of them
 at every full (generation 2) collection, which in the gateway took 40-60 ms and in the
 generate service about 15 ms; a collection falls due every few hundred requests, in the middle
@@ -17,8 +17,6 @@ import logging
 import time
 
 log = logging.getLogger("zhiku.heap")
-
-
 _frozen = False
 
 
