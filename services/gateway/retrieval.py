@@ -38,6 +38,12 @@ SEARCH_MODES: dict[str, int] = {
     "dense": retrieve_pb2.SEARCH_MODE_DENSE,
     "sparse": retrieve_pb2.SEARCH_MODE_SPARSE,
 }
+FusionName = Literal["dbsf", "rrf"]
+HYBRID_FUSIONS: dict[FusionName | None, int] = {
+    None: retrieve_pb2.HYBRID_FUSION_UNSPECIFIED,  # the retrieve service's configured default
+    "dbsf": retrieve_pb2.HYBRID_FUSION_DBSF,
+    "rrf": retrieve_pb2.HYBRID_FUSION_RRF,
+}
 # With ``rerank``, each knowledge base hands this many times top_k candidates to the reranker.
 RERANK_CANDIDATE_FACTOR = 4
 # Passages per Rerank call: the embed service's default max_texts_per_call.
@@ -53,6 +59,7 @@ class SearchOptions:
     file_names: tuple[str, ...] = ()
     metadata: tuple[tuple[str, str], ...] = ()
     rerank: bool = False
+    fusion: FusionName | None = None
 
 
 DEFAULT_OPTIONS = SearchOptions()
@@ -64,6 +71,7 @@ def options_of(params: RetrievalParams) -> SearchOptions:
         file_names=tuple(dict.fromkeys(params.file_names)),
         metadata=tuple(sorted(params.metadata_filter.items())),
         rerank=params.rerank,
+        fusion=params.fusion,
     )
 
 
@@ -154,6 +162,7 @@ async def search_passages(
             vector=vector,
             query_text=query,
             mode=SEARCH_MODES[options.mode],
+            fusion=HYBRID_FUSIONS[options.fusion],
             top_k=candidates,
             score_threshold=0.0 if options.rerank else score_threshold,
             file_names=list(options.file_names),

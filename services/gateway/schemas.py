@@ -194,7 +194,12 @@ class RetrievalParams(BaseModel):
     """Search options shared by the search route and knowledge-base chat."""
 
     mode: Literal["hybrid", "dense", "sparse"] = Field(
-        default="hybrid", description="dense vectors, BM25-style sparse vectors, or both fused (RRF)"
+        default="hybrid", description="dense vectors, BM25-style sparse vectors, or both fused"
+    )
+    fusion: Literal["dbsf", "rrf"] | None = Field(
+        default=None,
+        description="hybrid only: distribution-based score fusion or reciprocal rank fusion; "
+        "null: the retrieve service's default (ZHIKU_RETRIEVE_HYBRID_FUSION, dbsf)",
     )
     file_names: list[str] = Field(default_factory=list, max_length=1000, description="only these files")
     metadata_filter: dict[str, str] = Field(

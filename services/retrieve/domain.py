@@ -35,6 +35,13 @@ _REQUESTED_MODES = {
     retrieve_pb2.SEARCH_MODE_DENSE: MODE_DENSE,
     retrieve_pb2.SEARCH_MODE_SPARSE: MODE_SPARSE,
 }
+# How hybrid merges its candidate lists (UNSPECIFIED: the service's configured default).
+FUSION_DBSF, FUSION_RRF = "dbsf", "rrf"
+FUSIONS = (FUSION_DBSF, FUSION_RRF)
+_REQUESTED_FUSIONS = {
+    retrieve_pb2.HYBRID_FUSION_DBSF: FUSION_DBSF,
+    retrieve_pb2.HYBRID_FUSION_RRF: FUSION_RRF,
+}
 
 
 def check_vector(values: Sequence[float], what: str) -> list[float]:
@@ -127,6 +134,7 @@ class SearchQuery:
     mode: str = MODE_DENSE
     sparse: SparseVector = field(default_factory=lambda: SparseVector([], []))
     metadata_filter: tuple[tuple[str, str], ...] = ()
+    fusion: str = FUSION_DBSF
 
     @classmethod
     def from_pb(
@@ -135,6 +143,7 @@ class SearchQuery:
         default_top_k: int,
         max_top_k: int,
         encoder: SparseEncoder | None = None,
+        default_fusion: str = FUSION_DBSF,
     ) -> SearchQuery:
         if request.top_k < 0 or request.top_k > max_top_k:
             raise InvalidArgument(f"top_k must be in 0..{max_top_k} (0: default {default_top_k})")
@@ -148,6 +157,10 @@ class SearchQuery:
         requested = _REQUESTED_MODES.get(request.mode)
         if requested is None:
             raise InvalidArgument(f"unknown search mode {request.mode}")
+        if request.fusion == retrieve_pb2.HYBRID_FUSION_UNSPECIFIED:
+            fusion = default_fusion
+        elif (fusion := _REQUESTED_FUSIONS.get(request.fusion)) is None:
+            raise InvalidArgument(f"unknown hybrid fusion {request.fusion}")
         has_vector, has_text = bool(request.vector), bool(request.query_text.strip())
         if requested == MODE_DENSE and not has_vector:
             raise InvalidArgument("dense search needs a query vector")
@@ -171,6 +184,7 @@ class SearchQuery:
             mode=mode,
             sparse=sparse,
             metadata_filter=tuple(sorted(request.metadata_filter.items())),
+            fusion=fusion,
         )
 
     def without_sparse(self) -> SearchQuery:

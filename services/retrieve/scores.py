@@ -23,16 +23,30 @@ the number and rarity of the query words a chunk contains). Callers see
 many rare words. ``SPARSE_HALF = 10`` is about the BM25 score of a chunk that contains two or
 three of the rarer query words once, so 0.5 reads as "clearly lexically related".
 
-Hybrid. The engine fuses the dense and the sparse candidate lists with reciprocal rank
-fusion: ``rrf = sum over lists of 1 / (RRF_K + rank)`` with 0-based ranks (both backends
-compute it this way). The best attainable value is ``n / RRF_K`` (first in all ``n`` lists),
-so callers see
+Hybrid. The engine merges the dense and the sparse candidate lists (``hybrid_candidates``
+each) in one of two ways, chosen per request or by ``ZHIKU_RETRIEVE_HYBRID_FUSION``:
 
-    score = rrf / (n / RRF_K)
+* ``dbsf`` (default), distribution-based score fusion: within each list, a candidate's engine
+  score ``x`` is rescaled by that list's own spread, ``(x - (mean - 3 sd)) / (6 sd)``, so the
+  typical candidate sits near 0.5 and a clear outlier near 1, and the two values are added.
+  Callers see the sum over the ``n`` lists divided by ``n``:
 
-1 = ranked first by both dense and sparse search; a chunk first in one list and absent
-from the other gets 0.5. The value reflects agreement of ranks, not absolute similarity, so
-a threshold on hybrid scores keeps "well ranked by both" rather than "close in meaning".
+      score = dbsf / n        clipped to [0, 1]
+
+  1 = far ahead of the other candidates in both dense and sparse search; a chunk found by
+  one list only gets at most 0.5. Unlike RRF it keeps how much better the best candidate is,
+  so a chunk that one list finds with a standout score (an exact identifier, a rare name)
+  is not pulled down to the level of chunks both lists rank in the middle.
+* ``rrf``, reciprocal rank fusion: ``rrf = sum over lists of 1 / (RRF_K + rank)`` with
+  0-based ranks (both backends compute it this way). The best attainable value is
+  ``n / RRF_K`` (first in all ``n`` lists), so callers see
+
+      score = rrf / (n / RRF_K)
+
+  1 = ranked first by both; a chunk first in one list and absent from the other gets 0.5.
+
+Either way a hybrid score is relative to the query's candidates, not an absolute similarity:
+a threshold on it keeps "well placed by both searches" rather than "close in meaning".
 """
 
 from __future__ import annotations
@@ -85,18 +99,25 @@ def score_from_rrf(rrf: float, lists: int) -> float:
     return min(1.0, max(0.0, rrf * RRF_K / lists))
 
 
-def map_score(mode: str, raw: float) -> float:
-    """The engine's score for ``mode`` ("dense", "sparse" or "hybrid" of two lists) in [0, 1]."""
+def score_from_dbsf(dbsf: float, lists: int) -> float:
+    """Normalise a distribution-based fusion score over ``lists`` candidate lists into [0, 1]."""
+    return min(1.0, max(0.0, dbsf / lists))
+
+
+def map_score(mode: str, raw: float, fusion: str = "dbsf") -> float:
+    """The engine's score for ``mode`` ("dense", "sparse" or "hybrid" of two lists merged by
+    ``fusion``, "dbsf" or "rrf") in [0, 1]."""
     if mode == "sparse":
         return score_from_bm25(raw)
     if mode == "hybrid":
-        return score_from_rrf(raw, 2)
+        return score_from_rrf(raw, 2) if fusion == "rrf" else score_from_dbsf(raw, 2)
     return score_from_cosine(raw)
 
 
 def rank_and_keep(hits: list[Hit], threshold: float) -> list[Hit]:
-    """Hits at or above the threshold, best first, ties broken by chunk id: RRF gives equal
-    scores to points with mirrored ranks, and an engine's order among them varies between
-    calls, so without a tie-break the same query could page differently twice in a row."""
+    """Hits at or above the threshold, best first, ties broken by chunk id: fusion gives equal
+    scores to points with mirrored ranks (RRF) or clipped at the ends (DBSF), and an engine's
+    order among them varies between calls, so without a tie-break the same query could page
+    differently twice in a row."""
     kept = [hit for hit in hits if keep(hit.score, threshold)]
     return sorted(kept, key=lambda hit: (-_f32(hit.score), hit.chunk_id))

@@ -56,7 +56,11 @@ class RetrieveServicer(retrieve_pb2_grpc.RetrieveServiceServicer):
     ) -> retrieve_pb2.SearchResponse:
         name = check_kb_name(request.collection)
         query = SearchQuery.from_pb(
-            request, self._settings.default_top_k, self._settings.max_top_k, self._encoder
+            request,
+            self._settings.default_top_k,
+            self._settings.max_top_k,
+            self._encoder,
+            self._settings.hybrid_fusion,
         )
         hits = await self._backend.search(name, query)
         SEARCH_HITS.labels(self._backend.name).observe(len(hits))

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from zhiku.v1 import common_pb2 as zhiku_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17zhiku/v1/retrieve.proto\x12\x08zhiku.v1\x1a\x15zhiku/v1/common.proto\"\xbb\x01\n\x05Point\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x03(\x02\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x04 \x01(\x05\x12\x0c\n\x04text\x18\x05 \x01(\t\x12/\n\x08metadata\x18\x06 \x03(\x0b\x32\x1d.zhiku.v1.Point.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\x17\x45nsureCollectionRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\x05\"+\n\x18\x45nsureCollectionResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"D\n\rUpsertRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x1f\n\x06points\x18\x02 \x03(\x0b\x32\x0f.zhiku.v1.Point\"\"\n\x0eUpsertResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x05\"\xa4\x02\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x03(\x02\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x17\n\x0fscore_threshold\x18\x04 \x01(\x02\x12\x12\n\nfile_names\x18\x05 \x03(\t\x12\x12\n\nquery_text\x18\x06 \x01(\t\x12\"\n\x04mode\x18\x07 \x01(\x0e\x32\x14.zhiku.v1.SearchMode\x12\x44\n\x0fmetadata_filter\x18\x08 \x03(\x0b\x32+.zhiku.v1.SearchRequest.MetadataFilterEntry\x1a\x35\n\x13MetadataFilterEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"1\n\x0eSearchResponse\x12\x1f\n\x04hits\x18\x01 \x03(\x0b\x32\x11.zhiku.v1.Passage\"\xb6\x02\n\x13\x44\x65leteByFileRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x46\n\rkeep_metadata\x18\x03 \x03(\x0b\x32/.zhiku.v1.DeleteByFileRequest.KeepMetadataEntry\x12\x46\n\ronly_metadata\x18\x04 \x03(\x0b\x32/.zhiku.v1.DeleteByFileRequest.OnlyMetadataEntry\x1a\x33\n\x11KeepMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x33\n\x11OnlyMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x14\x44\x65leteByFileResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\"+\n\x15\x44ropCollectionRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\")\n\x16\x44ropCollectionResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\"\"\n\x0cStatsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\"R\n\rStatsResponse\x12\x0e\n\x06\x65xists\x18\x01 \x01(\x08\x12\x0e\n\x06points\x18\x02 \x01(\x03\x12\x11\n\tdimension\x18\x03 \x01(\x05\x12\x0e\n\x06sparse\x18\x04 \x01(\x08*p\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x01\x12\x15\n\x11SEARCH_MODE_DENSE\x10\x02\x12\x16\n\x12SEARCH_MODE_SPARSE\x10\x03\x32\xc4\x03\n\x0fRetrieveService\x12Y\n\x10\x45nsureCollection\x12!.zhiku.v1.EnsureCollectionRequest\x1a\".zhiku.v1.EnsureCollectionResponse\x12;\n\x06Upsert\x12\x17.zhiku.v1.UpsertRequest\x1a\x18.zhiku.v1.UpsertResponse\x12;\n\x06Search\x12\x17.zhiku.v1.SearchRequest\x1a\x18.zhiku.v1.SearchResponse\x12M\n\x0c\x44\x65leteByFile\x12\x1d.zhiku.v1.DeleteByFileRequest\x1a\x1e.zhiku.v1.DeleteByFileResponse\x12S\n\x0e\x44ropCollection\x12\x1f.zhiku.v1.DropCollectionRequest\x1a .zhiku.v1.DropCollectionResponse\x12\x38\n\x05Stats\x12\x16.zhiku.v1.StatsRequest\x1a\x17.zhiku.v1.StatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17zhiku/v1/retrieve.proto\x12\x08zhiku.v1\x1a\x15zhiku/v1/common.proto\"\xbb\x01\n\x05Point\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x03(\x02\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x04 \x01(\x05\x12\x0c\n\x04text\x18\x05 \x01(\t\x12/\n\x08metadata\x18\x06 \x03(\x0b\x32\x1d.zhiku.v1.Point.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\x17\x45nsureCollectionRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\x05\"+\n\x18\x45nsureCollectionResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"D\n\rUpsertRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x1f\n\x06points\x18\x02 \x03(\x0b\x32\x0f.zhiku.v1.Point\"\"\n\x0eUpsertResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x05\"\xcc\x02\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x03(\x02\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x17\n\x0fscore_threshold\x18\x04 \x01(\x02\x12\x12\n\nfile_names\x18\x05 \x03(\t\x12\x12\n\nquery_text\x18\x06 \x01(\t\x12\"\n\x04mode\x18\x07 \x01(\x0e\x32\x14.zhiku.v1.SearchMode\x12\x44\n\x0fmetadata_filter\x18\x08 \x03(\x0b\x32+.zhiku.v1.SearchRequest.MetadataFilterEntry\x12&\n\x06\x66usion\x18\t \x01(\x0e\x32\x16.zhiku.v1.HybridFusion\x1a\x35\n\x13MetadataFilterEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"1\n\x0eSearchResponse\x12\x1f\n\x04hits\x18\x01 \x03(\x0b\x32\x11.zhiku.v1.Passage\"\xb6\x02\n\x13\x44\x65leteByFileRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x46\n\rkeep_metadata\x18\x03 \x03(\x0b\x32/.zhiku.v1.DeleteByFileRequest.KeepMetadataEntry\x12\x46\n\ronly_metadata\x18\x04 \x03(\x0b\x32/.zhiku.v1.DeleteByFileRequest.OnlyMetadataEntry\x1a\x33\n\x11KeepMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x33\n\x11OnlyMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x14\x44\x65leteByFileResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\"+\n\x15\x44ropCollectionRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\")\n\x16\x44ropCollectionResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\"\"\n\x0cStatsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\"R\n\rStatsResponse\x12\x0e\n\x06\x65xists\x18\x01 \x01(\x08\x12\x0e\n\x06points\x18\x02 \x01(\x03\x12\x11\n\tdimension\x18\x03 \x01(\x05\x12\x0e\n\x06sparse\x18\x04 \x01(\x08*p\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x01\x12\x15\n\x11SEARCH_MODE_DENSE\x10\x02\x12\x16\n\x12SEARCH_MODE_SPARSE\x10\x03*\\\n\x0cHybridFusion\x12\x1d\n\x19HYBRID_FUSION_UNSPECIFIED\x10\x00\x12\x16\n\x12HYBRID_FUSION_DBSF\x10\x01\x12\x15\n\x11HYBRID_FUSION_RRF\x10\x02\x32\xc4\x03\n\x0fRetrieveService\x12Y\n\x10\x45nsureCollection\x12!.zhiku.v1.EnsureCollectionRequest\x1a\".zhiku.v1.EnsureCollectionResponse\x12;\n\x06Upsert\x12\x17.zhiku.v1.UpsertRequest\x1a\x18.zhiku.v1.UpsertResponse\x12;\n\x06Search\x12\x17.zhiku.v1.SearchRequest\x1a\x18.zhiku.v1.SearchResponse\x12M\n\x0c\x44\x65leteByFile\x12\x1d.zhiku.v1.DeleteByFileRequest\x1a\x1e.zhiku.v1.DeleteByFileResponse\x12S\n\x0e\x44ropCollection\x12\x1f.zhiku.v1.DropCollectionRequest\x1a .zhiku.v1.DropCollectionResponse\x12\x38\n\x05Stats\x12\x16.zhiku.v1.StatsRequest\x1a\x17.zhiku.v1.StatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,8 +40,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEBYFILEREQUEST_KEEPMETADATAENTRY']._serialized_options = b'8\001'
   _globals['_DELETEBYFILEREQUEST_ONLYMETADATAENTRY']._loaded_options = None
   _globals['_DELETEBYFILEREQUEST_ONLYMETADATAENTRY']._serialized_options = b'8\001'
-  _globals['_SEARCHMODE']._serialized_start=1375
-  _globals['_SEARCHMODE']._serialized_end=1487
+  _globals['_SEARCHMODE']._serialized_start=1415
+  _globals['_SEARCHMODE']._serialized_end=1527
+  _globals['_HYBRIDFUSION']._serialized_start=1529
+  _globals['_HYBRIDFUSION']._serialized_end=1621
   _globals['_POINT']._serialized_start=61
   _globals['_POINT']._serialized_end=248
   _globals['_POINT_METADATAENTRY']._serialized_start=201
@@ -55,27 +57,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPSERTRESPONSE']._serialized_start=431
   _globals['_UPSERTRESPONSE']._serialized_end=465
   _globals['_SEARCHREQUEST']._serialized_start=468
-  _globals['_SEARCHREQUEST']._serialized_end=760
-  _globals['_SEARCHREQUEST_METADATAFILTERENTRY']._serialized_start=707
-  _globals['_SEARCHREQUEST_METADATAFILTERENTRY']._serialized_end=760
-  _globals['_SEARCHRESPONSE']._serialized_start=762
-  _globals['_SEARCHRESPONSE']._serialized_end=811
-  _globals['_DELETEBYFILEREQUEST']._serialized_start=814
-  _globals['_DELETEBYFILEREQUEST']._serialized_end=1124
-  _globals['_DELETEBYFILEREQUEST_KEEPMETADATAENTRY']._serialized_start=1020
-  _globals['_DELETEBYFILEREQUEST_KEEPMETADATAENTRY']._serialized_end=1071
-  _globals['_DELETEBYFILEREQUEST_ONLYMETADATAENTRY']._serialized_start=1073
-  _globals['_DELETEBYFILEREQUEST_ONLYMETADATAENTRY']._serialized_end=1124
-  _globals['_DELETEBYFILERESPONSE']._serialized_start=1126
-  _globals['_DELETEBYFILERESPONSE']._serialized_end=1165
-  _globals['_DROPCOLLECTIONREQUEST']._serialized_start=1167
-  _globals['_DROPCOLLECTIONREQUEST']._serialized_end=1210
-  _globals['_DROPCOLLECTIONRESPONSE']._serialized_start=1212
-  _globals['_DROPCOLLECTIONRESPONSE']._serialized_end=1253
-  _globals['_STATSREQUEST']._serialized_start=1255
-  _globals['_STATSREQUEST']._serialized_end=1289
-  _globals['_STATSRESPONSE']._serialized_start=1291
-  _globals['_STATSRESPONSE']._serialized_end=1373
-  _globals['_RETRIEVESERVICE']._serialized_start=1490
-  _globals['_RETRIEVESERVICE']._serialized_end=1942
+  _globals['_SEARCHREQUEST']._serialized_end=800
+  _globals['_SEARCHREQUEST_METADATAFILTERENTRY']._serialized_start=747
+  _globals['_SEARCHREQUEST_METADATAFILTERENTRY']._serialized_end=800
+  _globals['_SEARCHRESPONSE']._serialized_start=802
+  _globals['_SEARCHRESPONSE']._serialized_end=851
+  _globals['_DELETEBYFILEREQUEST']._serialized_start=854
+  _globals['_DELETEBYFILEREQUEST']._serialized_end=1164
+  _globals['_DELETEBYFILEREQUEST_KEEPMETADATAENTRY']._serialized_start=1060
+  _globals['_DELETEBYFILEREQUEST_KEEPMETADATAENTRY']._serialized_end=1111
+  _globals['_DELETEBYFILEREQUEST_ONLYMETADATAENTRY']._serialized_start=1113
+  _globals['_DELETEBYFILEREQUEST_ONLYMETADATAENTRY']._serialized_end=1164
+  _globals['_DELETEBYFILERESPONSE']._serialized_start=1166
+  _globals['_DELETEBYFILERESPONSE']._serialized_end=1205
+  _globals['_DROPCOLLECTIONREQUEST']._serialized_start=1207
+  _globals['_DROPCOLLECTIONREQUEST']._serialized_end=1250
+  _globals['_DROPCOLLECTIONRESPONSE']._serialized_start=1252
+  _globals['_DROPCOLLECTIONRESPONSE']._serialized_end=1293
+  _globals['_STATSREQUEST']._serialized_start=1295
+  _globals['_STATSREQUEST']._serialized_end=1329
+  _globals['_STATSRESPONSE']._serialized_start=1331
+  _globals['_STATSRESPONSE']._serialized_end=1413
+  _globals['_RETRIEVESERVICE']._serialized_start=1624
+  _globals['_RETRIEVESERVICE']._serialized_end=2076
 # @@protoc_insertion_point(module_scope)

@@ -14,10 +14,19 @@ class SearchMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SEARCH_MODE_HYBRID: _ClassVar[SearchMode]
     SEARCH_MODE_DENSE: _ClassVar[SearchMode]
     SEARCH_MODE_SPARSE: _ClassVar[SearchMode]
+
+class HybridFusion(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HYBRID_FUSION_UNSPECIFIED: _ClassVar[HybridFusion]
+    HYBRID_FUSION_DBSF: _ClassVar[HybridFusion]
+    HYBRID_FUSION_RRF: _ClassVar[HybridFusion]
 SEARCH_MODE_UNSPECIFIED: SearchMode
 SEARCH_MODE_HYBRID: SearchMode
 SEARCH_MODE_DENSE: SearchMode
 SEARCH_MODE_SPARSE: SearchMode
+HYBRID_FUSION_UNSPECIFIED: HybridFusion
+HYBRID_FUSION_DBSF: HybridFusion
+HYBRID_FUSION_RRF: HybridFusion
 
 class Point(_message.Message):
     __slots__ = ("id", "vector", "file_name", "chunk_index", "text", "metadata")
@@ -71,7 +80,7 @@ class UpsertResponse(_message.Message):
     def __init__(self, upserted: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "vector", "top_k", "score_threshold", "file_names", "query_text", "mode", "metadata_filter")
+    __slots__ = ("collection", "vector", "top_k", "score_threshold", "file_names", "query_text", "mode", "metadata_filter", "fusion")
     class MetadataFilterEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +96,7 @@ class SearchRequest(_message.Message):
     QUERY_TEXT_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     METADATA_FILTER_FIELD_NUMBER: _ClassVar[int]
+    FUSION_FIELD_NUMBER: _ClassVar[int]
     collection: str
     vector: _containers.RepeatedScalarFieldContainer[float]
     top_k: int
@@ -95,7 +105,8 @@ class SearchRequest(_message.Message):
     query_text: str
     mode: SearchMode
     metadata_filter: _containers.ScalarMap[str, str]
-    def __init__(self, collection: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., score_threshold: _Optional[float] = ..., file_names: _Optional[_Iterable[str]] = ..., query_text: _Optional[str] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., metadata_filter: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    fusion: HybridFusion
+    def __init__(self, collection: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., score_threshold: _Optional[float] = ..., file_names: _Optional[_Iterable[str]] = ..., query_text: _Optional[str] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., metadata_filter: _Optional[_Mapping[str, str]] = ..., fusion: _Optional[_Union[HybridFusion, str]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("hits",)

@@ -60,6 +60,22 @@ async def test_every_mode_ranks_and_scores_in_unit_range(
     assert scores == sorted(scores, reverse=True)
 
 
+async def test_fusion_choice_reaches_the_retrieve_service(
+    client: httpx.AsyncClient, kbs: tuple[str, str]
+) -> None:
+    question = "express delivery Lyon"
+    default = await search(client, kbs[0], question)
+    dbsf = await search(client, kbs[0], question, fusion="dbsf")
+    rrf = await search(client, kbs[0], question, fusion="rrf")
+    assert [(h["id"], h["score"]) for h in default] == [(h["id"], h["score"]) for h in dbsf]
+    assert rrf[0]["file_name"] == "shipping.txt"
+    assert [h["score"] for h in rrf] != [h["score"] for h in dbsf]  # a different normalisation
+    response = await client.post(
+        f"/v1/knowledge_bases/{kbs[0]}/search", json={"query": question, "fusion": "borda"}
+    )
+    assert response.status_code == 422 and "fusion" in response.text
+
+
 async def test_sparse_finds_the_exact_identifier(client: httpx.AsyncClient, kbs: tuple[str, str]) -> None:
     hits = await search(client, kbs[1], "ZX-9041", mode="sparse")
     assert [hit["file_name"] for hit in hits] == ["ops.txt"]

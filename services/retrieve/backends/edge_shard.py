@@ -69,6 +69,7 @@ from services.retrieve import scores
 from services.retrieve.domain import (
     DENSE,
     FILE_NAME,
+    FUSION_RRF,
     METADATA,
     MODE_DENSE,
     MODE_SPARSE,
@@ -306,7 +307,10 @@ class EdgeCollection:
         request = self._request(query)
         async with self._gate.shared(self._gone):
             found = await self._run(lambda: self.shard.query(request))
-        hits = [Hit.from_payload(p.id, scores.map_score(query.mode, p.score), p.payload) for p in found]
+        hits = [
+            Hit.from_payload(p.id, scores.map_score(query.mode, p.score, query.fusion), p.payload)
+            for p in found
+        ]
         return scores.rank_and_keep(hits, query.score_threshold)
 
     def _request(self, query: SearchQuery) -> QueryRequest:
@@ -335,7 +339,7 @@ class EdgeCollection:
                 ),
                 Prefetch(limit=candidates, query=sparse, filter=query_filter),
             ],
-            query=Fusion.Rrf(k=scores.RRF_K),
+            query=Fusion.Rrf(k=scores.RRF_K) if query.fusion == FUSION_RRF else Fusion.Dbsf(),
             filter=query_filter,
             with_payload=True,
         )

@@ -34,6 +34,7 @@ from services.retrieve.config import RetrieveSettings
 from services.retrieve.domain import (
     DENSE,
     FILE_NAME,
+    FUSION_RRF,
     METADATA,
     MODE_DENSE,
     MODE_SPARSE,
@@ -272,14 +273,15 @@ class QdrantBackend:
             else:
                 response = await self._lexical(collection, query, query_filter)
         hits = [
-            Hit.from_payload(p.id, scores.map_score(query.mode, p.score), p.payload) for p in response.points
+            Hit.from_payload(p.id, scores.map_score(query.mode, p.score, query.fusion), p.payload)
+            for p in response.points
         ]
         return scores.rank_and_keep(hits, query.score_threshold)
 
     async def _lexical(
         self, collection: str, query: SearchQuery, query_filter: models.Filter | None
     ) -> models.QueryResponse:
-        """Sparse search, or hybrid: dense and sparse candidates fused by RRF on the server."""
+        """Sparse search, or hybrid: dense and sparse candidates fused on the server (DBSF or RRF)."""
         sparse = models.SparseVector(indices=query.sparse.indices, values=query.sparse.values)
         if query.mode == MODE_SPARSE:
             return await self.client.query_points(
@@ -297,7 +299,11 @@ class QdrantBackend:
                 models.Prefetch(query=query.vector, using=DENSE, limit=candidates, filter=query_filter),
                 models.Prefetch(query=sparse, using=SPARSE, limit=candidates, filter=query_filter),
             ],
-            query=models.RrfQuery(rrf=models.Rrf(k=scores.RRF_K)),
+            query=(
+                models.RrfQuery(rrf=models.Rrf(k=scores.RRF_K))
+                if query.fusion == FUSION_RRF
+                else models.FusionQuery(fusion=models.Fusion.DBSF)
+            ),
             limit=query.top_k,
             query_filter=query_filter,
             with_payload=True,

@@ -1,10 +1,14 @@
 """Dense, sparse and hybrid search through the real gRPC server, against every backend.
 
 Scores follow services/retrieve/scores.py: dense (1 + cos) / 2, sparse s / (s + 10),
-hybrid RRF normalised by its best attainable value (2 / 60 for two candidate lists).
+hybrid DBSF (each list rescaled by its mean +- 3 sample standard deviations, summed, halved) by
+default, or RRF normalised by its best attainable value (2 / 60 for two candidate lists).
 """
 
 from __future__ import annotations
+
+import statistics
+from pathlib import Path
 
 import grpc
 import pytest
@@ -16,10 +20,13 @@ from services.retrieve.backends.edge_shard import create_on_disk
 from services.retrieve.backends.qdrant import QdrantBackend
 from services.retrieve.domain import DENSE
 from services.retrieve.tests.conftest import (
+    BACKEND_NAMES,
     Running,
     expect_error,
     make_point,
+    make_settings,
     point_id,
+    running,
 )
 from zhiku.v1 import retrieve_pb2 as pb
 
@@ -76,14 +83,54 @@ async def test_sparse_ranks_by_shared_words_and_skips_unrelated(retrieve: Runnin
     assert set(ids(banana)) == {point_id(0), point_id(4)}
 
 
-async def test_hybrid_fuses_dense_and_sparse_ranks(retrieve: Running) -> None:
+def dbsf_part(values: list[float]) -> list[float]:
+    """One list's share of a DBSF score, as documented: (x - (mean - 3 sd)) / (6 sd)."""
+    if len(values) == 1:
+        return [0.5]
+    mean, sd = statistics.fmean(values), statistics.stdev(values)
+    return [(x - (mean - 3 * sd)) / (6 * sd) for x in values]
+
+
+async def test_hybrid_fuses_dense_and_sparse_scores_by_default(retrieve: Running) -> None:
     await seed(retrieve)
     hits = await search(retrieve, "hybrid", "ZX-9041 错误码")
+    # Dense finds 0, 1, 2, 3, 4 (cosines below); sparse finds only 2, which alone in its list
+    # counts 0.5 and lifts it to the top.
+    assert ids(hits) == [point_id(n) for n in (2, 0, 1, 3, 4)]
+    cosines = [1.0, 0.9 / (0.9**2 + 0.1**2) ** 0.5, 0.5**0.5, 0.0, -1.0]
+    dense = dbsf_part(cosines)
+    expected = [(dense[2] + 0.5) / 2, dense[0] / 2, dense[1] / 2, dense[3] / 2, dense[4] / 2]
+    assert [hit.score for hit in hits] == pytest.approx(expected, abs=1e-5)
+    assert max(expected) < 1.0 and min(expected) > 0.0
+
+
+async def test_hybrid_rrf_fuses_ranks_when_asked(retrieve: Running) -> None:
+    await seed(retrieve)
+    hits = await search(retrieve, "hybrid", "ZX-9041 错误码", fusion=pb.HYBRID_FUSION_RRF)
     # Dense ranks 0, 1, 2, 3, 4; sparse ranks only 2 (first): RRF lifts 2 to the top.
     assert ids(hits) == [point_id(n) for n in (2, 0, 1, 3, 4)]
     k = scores.RRF_K
     expected = [(1 / (k + 2) + 1 / k) * k / 2, 0.5, k / (k + 1) / 2, k / (k + 3) / 2, k / (k + 4) / 2]
     assert [hit.score for hit in hits] == pytest.approx(expected, abs=1e-5)
+
+
+async def test_configured_fusion_is_the_default_and_unknown_fusion_is_rejected(retrieve: Running) -> None:
+    await seed(retrieve)
+    explicit = await search(retrieve, "hybrid", "ZX-9041 错误码", fusion=pb.HYBRID_FUSION_DBSF)
+    unspecified = await search(retrieve, "hybrid", "ZX-9041 错误码")
+    assert [(h.chunk_id, h.score) for h in explicit] == [(h.chunk_id, h.score) for h in unspecified]
+    request = pb.SearchRequest(collection=KB, vector=E0, query_text="x", fusion=7)  # type: ignore[arg-type]
+    await expect_error(retrieve.stub.Search(request), grpc.StatusCode.INVALID_ARGUMENT, "fusion")
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+async def test_hybrid_fusion_setting_changes_the_default(backend: str, tmp_path: Path) -> None:
+    async with running(make_settings(backend, tmp_path, hybrid_fusion="rrf")) as served:
+        await seed(served)
+        unspecified = await search(served, "hybrid", "ZX-9041 错误码")
+        rrf = await search(served, "hybrid", "ZX-9041 错误码", fusion=pb.HYBRID_FUSION_RRF)
+        dbsf = await search(served, "hybrid", "ZX-9041 错误码", fusion=pb.HYBRID_FUSION_DBSF)
+    assert [h.score for h in unspecified] == [h.score for h in rrf] != [h.score for h in dbsf]
 
 
 async def test_default_mode_is_hybrid_and_falls_back_to_dense_without_text(retrieve: Running) -> None:
