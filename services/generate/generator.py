@@ -65,7 +65,8 @@ class Generator:
             self._slots.release()
 
     def prepare(self, request: GenerationRequest) -> tuple[Prompt, Sampling]:
-        """Prompt and sampling for ``request``; CPU work (tokenizing), run it off the event loop."""
+        """Prompt and sampling for ``request``; CPU work where the backend tokenizes (then run
+        off the event loop)."""
         settings = self.settings
         window = self.backend.context_window
         wanted = request.max_tokens or settings.max_tokens_default
@@ -88,7 +89,10 @@ class Generator:
         backend = self.backend
         async with self._admitted():
             started = time.perf_counter()
-            prompt, sampling = await asyncio.to_thread(self.prepare, request)
+            if backend.counts_with_tokenizer:
+                prompt, sampling = await asyncio.to_thread(self.prepare, request)
+            else:
+                prompt, sampling = self.prepare(request)
             job = Job(
                 request_id=current_request_id(),
                 prompt=prompt,
@@ -116,7 +120,11 @@ class Generator:
                     return  # the client left; nobody to tell
                 usage = (final.usage if final else None) or Usage(
                     prompt_tokens=prompt.prompt_tokens,
-                    completion_tokens=await asyncio.to_thread(backend.count_tokens, "".join(parts)),
+                    completion_tokens=(
+                        await asyncio.to_thread(backend.count_tokens, "".join(parts))
+                        if backend.counts_with_tokenizer
+                        else backend.count_tokens("".join(parts))
+                    ),
                 )
                 self._account(usage)
                 accounted = True

@@ -20,6 +20,10 @@ class Backend(abc.ABC):
     """
 
     name: str
+    # True where count_tokens runs the model's tokenizer: building a prompt is then CPU work
+    # worth a worker thread. The character estimate (the default) takes microseconds, less
+    # than the hop to a thread, so such prompts are built on the event loop.
+    counts_with_tokenizer: bool = False
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Load models, open clients; runs before the service reports SERVING."""

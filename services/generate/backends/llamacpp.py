@@ -40,6 +40,7 @@ class StreamRecord:
 
 class LlamaCppBackend(Backend):
     name = "llamacpp"
+    counts_with_tokenizer = True
 
     def __init__(self, settings: GenerateSettings) -> None:
         if settings.model_path is None:  # the settings validator resolves the bundled file

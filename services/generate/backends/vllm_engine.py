@@ -83,6 +83,7 @@ class AbortRecord:
 
 class VllmBackend(Backend):
     name = "vllm"
+    counts_with_tokenizer = True
 
     def __init__(self, settings: GenerateSettings) -> None:
         self._settings = settings
