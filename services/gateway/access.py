@@ -14,9 +14,10 @@ replica through Redis when ``ZHIKU_REDIS_URL`` is set, else counted in this proc
 from __future__ import annotations
 
 import hmac
-import time
 from dataclasses import dataclass
 from urllib.parse import unquote
+
+from async_lru import alru_cache
 
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import ApiError
@@ -25,6 +26,8 @@ from services.gateway.store import GatewayStore
 from services.gateway.store.keys import ApiKey, hash_key
 
 CACHE_TTL_S = 5.0
+# Distinct presented keys remembered (least recently used dropped first).
+KEY_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True)
@@ -49,13 +52,18 @@ class Access:
         self.env_keys = [key.encode() for key in settings.api_keys]
         self.store: GatewayStore | None = None
         self.limiter: RateLimiter = create_rate_limiter(settings.redis_url)
-        self._open_cache: tuple[float, bool] | None = None
-        self._key_cache: dict[str, tuple[float, ApiKey | None]] = {}
+        # Store answers are kept CACHE_TTL_S; requests arriving while one is being fetched
+        # share that fetch (a burst after expiry costs one query, not one per request).
+        # Keys are cached by digest, so the cache never holds a presented secret.
+        self._count_active = alru_cache(maxsize=1, ttl=CACHE_TTL_S)(self._load_count_active)
+        self._stored_by_digest = alru_cache(maxsize=KEY_CACHE_SIZE, ttl=CACHE_TTL_S, key=lambda d, t: d)(
+            self._load_key
+        )
 
     def forget_cached(self) -> None:
         """Drop cached answers (after a key is created or revoked here)."""
-        self._open_cache = None
-        self._key_cache.clear()
+        self._count_active.cache_clear()
+        self._stored_by_digest.cache_clear()
 
     async def is_open(self) -> bool:
         """True while no key exists anywhere: local use, everyone is allowed."""
@@ -63,25 +71,20 @@ class Access:
             return False
         if self.store is None:
             return True
-        now = time.monotonic()
-        if self._open_cache is None or self._open_cache[0] < now:
-            count = await self.store.run(self.store.keys.count_active)
-            self._open_cache = (now + CACHE_TTL_S, count == 0)
-        return self._open_cache[1]
+        return await self._count_active() == 0
+
+    async def _load_count_active(self) -> int:
+        assert self.store is not None  # callers check
+        return await self.store.run(self.store.keys.count_active)
 
     async def _stored(self, token: str) -> ApiKey | None:
         if self.store is None:
             return None
-        digest = hash_key(token)
-        now = time.monotonic()
-        cached = self._key_cache.get(digest)
-        if cached is None or cached[0] < now:
-            found = await self.store.run(self.store.keys.find, token)
-            if len(self._key_cache) > 10_000:  # unknown keys must not grow it without bound
-                self._key_cache.clear()
-            cached = (now + CACHE_TTL_S, found)
-            self._key_cache[digest] = cached
-        return cached[1]
+        return await self._stored_by_digest(hash_key(token), token)
+
+    async def _load_key(self, digest: str, token: str) -> ApiKey | None:
+        assert self.store is not None  # callers check
+        return await self.store.run(self.store.keys.find, token)
 
     async def principal(self, token: str) -> Principal | None:
         """The principal of a presented key, or None when the key is unknown or revoked."""

@@ -4,13 +4,17 @@ in the gateway before any gRPC call, and the key routes only touch the gateway's
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 import pytest
 from sqlalchemy import create_engine, text
 
+from services.gateway.access import Access
 from services.gateway.app import create_app
 from services.gateway.rate_limit import MemoryRateLimiter
+from services.gateway.store import GatewayStore
 
 from .support import asgi_client, gateway_settings
 
@@ -194,3 +198,40 @@ async def test_conversations_belong_to_their_key(locked) -> None:
     # Admin keys see every conversation.
     listed = (await client.get("/v1/conversations", headers=bearer("root-key"))).json()["data"]
     assert [c["id"] for c in listed] == [mine["id"]]
+
+
+async def test_a_burst_shares_one_store_lookup_and_forgetting_refetches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Requests arriving together after the cache expired wait for one store query, not one
+    each (64 thread hops and queries in front of every answer)."""
+    settings = gateway_settings({})
+    store = GatewayStore(settings.catalog_url)
+    store.create_schema()
+    access = Access(settings)
+    access.store = store
+    calls: list[str] = []
+    for name in ("count_active", "find"):
+        real = getattr(store.keys, name)
+
+        def counted(*args: object, _real=real, _name=name) -> object:
+            calls.append(_name)
+            time.sleep(0.01)  # a query long enough for the others to arrive meanwhile
+            return _real(*args)
+
+        monkeypatch.setattr(store.keys, name, counted)
+    try:
+        assert all(await asyncio.gather(*(access.is_open() for _ in range(64))))
+        assert calls == ["count_active"]
+
+        _, plaintext = store.keys.create("ops")
+        assert await access.is_open()  # cached answer, as other replicas see it for CACHE_TTL_S
+        access.forget_cached()  # what this replica does after creating or revoking a key
+        assert not await access.is_open()
+        principals = await asyncio.gather(*(access.principal(plaintext) for _ in range(32)))
+        assert {p.name for p in principals if p} == {"ops"} and len(principals) == 32
+        unknown = await asyncio.gather(*(access.principal("zk-unknown") for _ in range(8)))
+        assert unknown == [None] * 8
+        assert calls == ["count_active", "count_active", "find", "find"]
+    finally:
+        store.dispose()
