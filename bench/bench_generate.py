@@ -7,7 +7,16 @@ streamed chats it measures, as the client sees them, time to first token p50/p99
 once through the gateway and once talking to the test server directly, rounds interleaved so
 both see the same machine load. Printed as a table, also written to bench/results/generate.json.
 
+Two arrival patterns, each its own table:
+
+* ``burst``: all N requests sent in the same instant, N at a time (the worst case for time to
+  first token: every request's set-up queues behind the others' on the same cores);
+* ``staggered``: N clients each asking several chats back to back, client i starting i/N of one
+  answer's duration after the first, so N streams stay in flight while requests arrive spread
+  out, as users' do (closed-loop concurrency, as serving benchmarks define it).
+
     python -m bench.bench_generate [--ttft-ms 100] [--tokens-per-s 50] [--tokens 64] [--levels 1,8,32,64]
+                                   [--arrivals burst,staggered]
 """
 
 from __future__ import annotations
@@ -32,7 +41,10 @@ from services.stack import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-ROUNDS = {1: 12, 8: 4, 32: 3, 64: 3}  # rounds per level and target (after one warm-up round)
+ARRIVALS = ("burst", "staggered")
+# Rounds per arrival pattern, level and target (after one warm-up burst per level and target).
+ROUNDS = {"burst": {1: 12, 8: 4, 32: 3, 64: 3}, "staggered": {1: 4, 8: 2, 32: 2, 64: 2}}
+CHATS_PER_CLIENT = 3  # staggered: chats each client asks back to back
 QUESTION = "How long does shipping take in Europe, and who pays for returns?"
 
 
@@ -122,6 +134,27 @@ async def run_round(
         level.wall_s += time.perf_counter() - started
 
 
+async def run_staggered(
+    client: httpx.AsyncClient,
+    url: str,
+    headers: dict[str, str],
+    n: int,
+    expected: int,
+    level: Level,
+    answer_s: float,
+) -> None:
+    """N clients asking ``CHATS_PER_CLIENT`` chats each, starts spread over one answer's duration."""
+
+    async def client_loop(i: int) -> list[Stream]:
+        await asyncio.sleep(i * answer_s / n)
+        return [await one_stream(client, url, headers, expected) for _ in range(CHATS_PER_CLIENT)]
+
+    started = time.perf_counter()
+    for streams in await asyncio.gather(*(client_loop(i) for i in range(n))):
+        level.streams.extend(streams)
+    level.wall_s += time.perf_counter() - started
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc), to show where the cost lies."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -129,29 +162,38 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def measure(
-    targets: dict[str, tuple[str, dict[str, str]]], levels: list[int], expected: int, pids: dict[str, int]
-) -> tuple[dict[int, dict[str, Level]], dict[str, float]]:
-    """Per level: a warm-up round per target, then interleaved rounds. Also the CPU seconds each
-    process spent on the zhiku rounds (test server, generate, gateway) per 1,000 tokens."""
-    results: dict[int, dict[str, Level]] = {}
+    targets: dict[str, tuple[str, dict[str, str]]],
+    levels: list[int],
+    arrivals: list[str],
+    args: argparse.Namespace,
+    pids: dict[str, int],
+) -> tuple[dict[str, dict[int, dict[str, Level]]], dict[str, float]]:
+    """Per level: a warm-up burst per target, then, per arrival pattern, interleaved rounds.
+    Also the CPU seconds each process spent on the zhiku rounds (test server, generate,
+    gateway, client) per 1,000 tokens."""
+    expected = args.tokens
+    answer_s = args.ttft_ms / 1000 + expected / args.tokens_per_s
+    results: dict[str, dict[int, dict[str, Level]]] = {pattern: {} for pattern in arrivals}
     cpu: dict[str, float] = dict.fromkeys(pids, 0.0)
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
         for n in levels:
-            results[n] = {name: Level() for name in targets}
             for url, headers in targets.values():  # warm-up: connections, caches
                 await run_round(client, url, headers, n, expected, None)
-            for _ in range(ROUNDS.get(n, 3)):
-                for name, (url, headers) in targets.items():
-                    before = {k: cpu_seconds(pid) for k, pid in pids.items()}
-                    await run_round(client, url, headers, n, expected, results[n][name])
-                    if name == "zhiku":
-                        for k, pid in pids.items():
-                            cpu[k] += cpu_seconds(pid) - before[k]
+            for pattern in arrivals:
+                by_target = results[pattern][n] = {name: Level() for name in targets}
+                for _ in range(ROUNDS[pattern].get(n, 2)):
+                    for name, (url, headers) in targets.items():
+                        before = {k: cpu_seconds(pid) for k, pid in pids.items()}
+                        if pattern == "burst":
+                            await run_round(client, url, headers, n, expected, by_target[name])
+                        else:
+                            await run_staggered(client, url, headers, n, expected, by_target[name], answer_s)
+                        if name == "zhiku":
+                            for k, pid in pids.items():
+                                cpu[k] += cpu_seconds(pid) - before[k]
             print(f"  N={n} done", flush=True)
-    tokens = sum(
-        len(level.ok()) * expected for by in results.values() for k, level in by.items() if k == "zhiku"
-    )
+    tokens = sum(len(by["zhiku"].ok()) * expected for levels_ in results.values() for by in levels_.values())
     return results, {k: 1e6 * v / tokens for k, v in cpu.items()} if tokens else {}
 
 
@@ -168,10 +210,12 @@ def wait_port(port: int, process: subprocess.Popen[bytes], timeout_s: float = 30
     raise RuntimeError("the OpenAI-protocol test server did not start")
 
 
-def report(results: dict[int, dict[str, Level]], args: argparse.Namespace) -> list[dict[str, float]]:
+def report(
+    results: dict[int, dict[str, Level]], args: argparse.Namespace, pattern: str
+) -> list[dict[str, float]]:
     print(
-        f"\nstreamed chat, {args.tokens} tokens per answer, test server TTFT {args.ttft_ms:g} ms, "
-        f"{args.tokens_per_s:g} tokens/s per stream\n"
+        f"\n{pattern} arrivals: streamed chat, {args.tokens} tokens per answer, test server TTFT "
+        f"{args.ttft_ms:g} ms, {args.tokens_per_s:g} tokens/s per stream\n"
     )
     header = (
         "| N | path | TTFT p50 ms | TTFT p99 ms | tokens/s per stream | tokens/s total | errors |\n"
@@ -207,7 +251,7 @@ def report(results: dict[int, dict[str, Level]], args: argparse.Namespace) -> li
             f"| {row['n']} | {row['ttft_p50_overhead_ms']:+.1f} | {row['ttft_p99_overhead_ms']:+.1f} | "
             f"{row['stream_tokens_per_s_loss_pct']:+.2f}% | {row['errors_zhiku']} |"
         )
-    print("\ntargets: TTFT p50 overhead < 10 ms, tokens/s loss < 3%, zero errors at 64 streams")
+    print(f"\n({pattern} arrivals) targets: TTFT p50 overhead < 10 ms, tokens/s loss < 3%, zero errors at 64")
     return rows
 
 
@@ -219,8 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens-per-s", type=float, default=50.0)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--levels", default="1,8,32,64")
+    parser.add_argument("--arrivals", default=",".join(ARRIVALS), help="burst, staggered or both")
     args = parser.parse_args(argv)
     levels = [int(v) for v in args.levels.split(",")]
+    arrivals = [pattern for pattern in args.arrivals.split(",") if pattern]
+    if unknown := set(arrivals) - set(ARRIVALS):
+        parser.error(f"unknown arrival pattern(s): {', '.join(sorted(unknown))}")
 
     port = free_port()
     fake = subprocess.Popen(
@@ -253,11 +301,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"measuring levels {levels} (direct and through gateway + generate)", flush=True)
                 pids = {"test server": fake.pid, "generate": stack.processes[0].pid}
                 pids |= {"gateway": stack.processes[1].pid, "client": os.getpid()}
-                results, cpu = asyncio.run(measure(targets, levels, args.tokens, pids))
+                results, cpu = asyncio.run(measure(targets, levels, arrivals, args, pids))
     finally:
         os.killpg(fake.pid, signal.SIGTERM)
         fake.wait(timeout=10)
-    rows = report(results, args)
+    rows = {pattern: report(by_level, args, pattern) for pattern, by_level in results.items()}
     print(
         "\nCPU ms per 1,000 tokens streamed through Zhiku (all levels): "
         + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items())
