@@ -168,7 +168,7 @@ async def measure(
     args: argparse.Namespace,
     pids: dict[str, int],
 ) -> tuple[dict[str, dict[int, dict[str, Level]]], dict[str, float]]:
-    """Per level: a warm-up burst per target, then, per arrival pattern, interleaved rounds.
+    """Per arrival pattern and level: a warm-up burst per target, then interleaved rounds.
     Also the CPU seconds each process spent on the zhiku rounds (test server, generate,
     gateway, client) per 1,000 tokens."""
     expected = args.tokens
@@ -177,10 +177,10 @@ async def measure(
     cpu: dict[str, float] = dict.fromkeys(pids, 0.0)
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        for n in levels:
-            for url, headers in targets.values():  # warm-up: connections, caches
-                await run_round(client, url, headers, n, expected, None)
-            for pattern in arrivals:
+        for pattern in arrivals:  # one pattern's levels after the other: each table as if run alone
+            for n in levels:
+                for url, headers in targets.values():  # warm-up: connections, caches
+                    await run_round(client, url, headers, n, expected, None)
                 by_target = results[pattern][n] = {name: Level() for name in targets}
                 for _ in range(ROUNDS[pattern].get(n, 2)):
                     for name, (url, headers) in targets.items():
@@ -192,7 +192,7 @@ async def measure(
                         if name == "zhiku":
                             for k, pid in pids.items():
                                 cpu[k] += cpu_seconds(pid) - before[k]
-            print(f"  N={n} done", flush=True)
+                print(f"  {pattern} N={n} done", flush=True)
     tokens = sum(len(by["zhiku"].ok()) * expected for levels_ in results.values() for by in levels_.values())
     return results, {k: 1e6 * v / tokens for k, v in cpu.items()} if tokens else {}
 
