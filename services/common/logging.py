@@ -59,9 +59,23 @@ class PlainFormatter(logging.Formatter):
         super().__init__(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
 
 
+class CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not the stream that was
+    there when logging was configured: a test runner swaps and closes its capture streams, and
+    a server thread still answering afterwards must not log into a closed file."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        """StreamHandler assigns its stream on construction; there is nothing to keep."""
+
+
 def configure_logging(service: str, level: str = "INFO", json_logs: bool = True) -> None:
     """Route the root logger to stderr in the chosen format; safe to call more than once."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = CurrentStderrHandler()
     handler.setFormatter(JsonFormatter(service) if json_logs else PlainFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]

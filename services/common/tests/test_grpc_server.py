@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
 import grpc
 import pytest
@@ -184,3 +185,23 @@ def test_json_logs_carry_service_and_request_id(capsys):
     assert entry["request_id"] == "rid-42"
     assert entry["msg"] == "indexed 7 chunks"
     assert entry["kb"] == "知识"
+
+
+def test_logs_follow_stderr_when_it_is_replaced_and_the_old_one_closed(monkeypatch):
+    """A server thread that outlives the stream logging was configured with (a test runner's
+    closed capture file) still logs, to the current stderr, with no 'Logging error'."""
+    import io
+
+    from services.common.logging import configure_logging
+
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    configure_logging("probe", "INFO", json_logs=False)
+    logging.getLogger("zhiku.test").info("to the first")
+    first_text = first.getvalue()
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("zhiku.test").info("to the second")
+    assert "to the first" in first_text
+    assert "to the second" in second.getvalue() and "Logging error" not in second.getvalue()
