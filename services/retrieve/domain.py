@@ -37,7 +37,6 @@ _REQUESTED_MODES = {
 }
 # How hybrid merges its candidate lists (UNSPECIFIED: the service's configured default).
 FUSION_DBSF, FUSION_RRF = "dbsf", "rrf"
-FUSIONS = (FUSION_DBSF, FUSION_RRF)
 _REQUESTED_FUSIONS = {
     retrieve_pb2.HYBRID_FUSION_DBSF: FUSION_DBSF,
     retrieve_pb2.HYBRID_FUSION_RRF: FUSION_RRF,
