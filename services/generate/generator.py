@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
+from typing import TypeVar
 
 from services.common.errors import NotFound, ResourceExhausted
 from services.common.logging import current_request_id
@@ -20,6 +21,9 @@ from services.generate.config import GenerateSettings
 from services.generate.domain import Chunk, GenerationRequest, Job, ModelInfo, Prompt, Sampling, Usage
 from services.generate.metrics import ITL, RUNNING, TOKENS, TTFT, WAITING
 from services.generate.prompting import PromptBuilder, PromptTemplates
+
+A = TypeVar("A")
+R = TypeVar("R")
 
 DEFAULT_MODEL_ALIAS = "default"
 
@@ -89,10 +93,7 @@ class Generator:
         backend = self.backend
         async with self._admitted():
             started = time.perf_counter()
-            if backend.counts_with_tokenizer:
-                prompt, sampling = await asyncio.to_thread(self.prepare, request)
-            else:
-                prompt, sampling = self.prepare(request)
+            prompt, sampling = await self._tokenizing(self.prepare, request)
             job = Job(
                 request_id=current_request_id(),
                 prompt=prompt,
@@ -120,11 +121,7 @@ class Generator:
                     return  # the client left; nobody to tell
                 usage = (final.usage if final else None) or Usage(
                     prompt_tokens=prompt.prompt_tokens,
-                    completion_tokens=(
-                        await asyncio.to_thread(backend.count_tokens, "".join(parts))
-                        if backend.counts_with_tokenizer
-                        else backend.count_tokens("".join(parts))
-                    ),
+                    completion_tokens=await self._tokenizing(backend.count_tokens, "".join(parts)),
                 )
                 self._account(usage)
                 accounted = True
@@ -132,6 +129,13 @@ class Generator:
             finally:
                 if not accounted:  # cancelled or failed midway: the work done still counts
                     self._account(Usage(prompt.prompt_tokens, backend.count_tokens("".join(parts))))
+
+    async def _tokenizing(self, work: Callable[[A], R], argument: A) -> R:
+        """``work`` in a worker thread where the backend runs a real tokenizer (CPU work that
+        would stall other streams), inline where it only estimates (cheaper than the hop)."""
+        if self.backend.counts_with_tokenizer:
+            return await asyncio.to_thread(work, argument)
+        return work(argument)
 
     def _account(self, usage: Usage) -> None:
         TOKENS.labels(self.backend.name, "in").inc(usage.prompt_tokens)
