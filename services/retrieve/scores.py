@@ -27,16 +27,18 @@ Hybrid. The engine merges the dense and the sparse candidate lists (``hybrid_can
 each) in one of two ways, chosen per request or by ``ZHIKU_RETRIEVE_HYBRID_FUSION``:
 
 * ``dbsf`` (default), distribution-based score fusion: within each list, a candidate's engine
-  score ``x`` is rescaled by that list's own spread, ``(x - (mean - 3 sd)) / (6 sd)``, so the
-  typical candidate sits near 0.5 and a clear outlier near 1, and the two values are added.
-  Callers see the sum over the ``n`` lists divided by ``n``:
+  score ``x`` is rescaled by that list's own spread, ``(x - (mean - 3 sd)) / (6 sd)`` (a list
+  of one gives 0.5), so the typical candidate sits near 0.5 and one 3 sd above the mean at 1
+  (a standout can pass 1), and the two values are added into ``dbsf >= 0``. Callers see
 
-      score = dbsf / n        clipped to [0, 1]
+      score = dbsf / (dbsf + 1)
 
-  1 = far ahead of the other candidates in both dense and sparse search; a chunk found by
-  one list only gets at most 0.5. Unlike RRF it keeps how much better the best candidate is,
-  so a chunk that one list finds with a standout score (an exact identifier, a rare name)
-  is not pulled down to the level of chunks both lists rank in the middle.
+  0.5 = average in both lists (or 3 sd above in one and absent from the other), 2/3 = 3 sd
+  above the mean in both, approaching 1 for chunks far ahead in both. The map is strictly
+  increasing, so standouts keep the engine's order instead of tying at a clipped 1. Unlike
+  RRF the fusion keeps how much better the best candidate is, so a chunk that one list finds
+  with a standout score (an exact identifier, a rare name) is not pulled down to the level
+  of chunks both lists rank in the middle.
 * ``rrf``, reciprocal rank fusion: ``rrf = sum over lists of 1 / (RRF_K + rank)`` with
   0-based ranks (both backends compute it this way). The best attainable value is
   ``n / RRF_K`` (first in all ``n`` lists), so callers see
@@ -99,9 +101,10 @@ def score_from_rrf(rrf: float, lists: int) -> float:
     return min(1.0, max(0.0, rrf * RRF_K / lists))
 
 
-def score_from_dbsf(dbsf: float, lists: int) -> float:
-    """Normalise a distribution-based fusion score over ``lists`` candidate lists into [0, 1]."""
-    return min(1.0, max(0.0, dbsf / lists))
+def score_from_dbsf(dbsf: float) -> float:
+    """A distribution-based fusion score (a sum of per-list values near 0..1) into [0, 1)."""
+    dbsf = max(0.0, dbsf)
+    return dbsf / (dbsf + 1.0)
 
 
 def map_score(mode: str, raw: float, fusion: str = "dbsf") -> float:
@@ -110,14 +113,13 @@ def map_score(mode: str, raw: float, fusion: str = "dbsf") -> float:
     if mode == "sparse":
         return score_from_bm25(raw)
     if mode == "hybrid":
-        return score_from_rrf(raw, 2) if fusion == "rrf" else score_from_dbsf(raw, 2)
+        return score_from_rrf(raw, 2) if fusion == "rrf" else score_from_dbsf(raw)
     return score_from_cosine(raw)
 
 
 def rank_and_keep(hits: list[Hit], threshold: float) -> list[Hit]:
-    """Hits at or above the threshold, best first, ties broken by chunk id: fusion gives equal
-    scores to points with mirrored ranks (RRF) or clipped at the ends (DBSF), and an engine's
-    order among them varies between calls, so without a tie-break the same query could page
-    differently twice in a row."""
+    """Hits at or above the threshold, best first, ties broken by chunk id: RRF gives equal
+    scores to points with mirrored ranks, and an engine's order among them varies between
+    calls, so without a tie-break the same query could page differently twice in a row."""
     kept = [hit for hit in hits if keep(hit.score, threshold)]
     return sorted(kept, key=lambda hit: (-_f32(hit.score), hit.chunk_id))

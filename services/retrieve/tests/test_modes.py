@@ -1,8 +1,8 @@
 """Dense, sparse and hybrid search through the real gRPC server, against every backend.
 
 Scores follow services/retrieve/scores.py: dense (1 + cos) / 2, sparse s / (s + 10),
-hybrid DBSF (each list rescaled by its mean +- 3 sample standard deviations, summed, halved) by
-default, or RRF normalised by its best attainable value (2 / 60 for two candidate lists).
+hybrid DBSF (each list rescaled by its mean +- 3 sample standard deviations, summed into x,
+then x / (x + 1)) by default, or RRF normalised by its best attainable value (2 / 60 for two candidate lists).
 """
 
 from __future__ import annotations
@@ -99,9 +99,19 @@ async def test_hybrid_fuses_dense_and_sparse_scores_by_default(retrieve: Running
     assert ids(hits) == [point_id(n) for n in (2, 0, 1, 3, 4)]
     cosines = [1.0, 0.9 / (0.9**2 + 0.1**2) ** 0.5, 0.5**0.5, 0.0, -1.0]
     dense = dbsf_part(cosines)
-    expected = [(dense[2] + 0.5) / 2, dense[0] / 2, dense[1] / 2, dense[3] / 2, dense[4] / 2]
+    sums = [dense[2] + 0.5, dense[0], dense[1], dense[3], dense[4]]
+    expected = [x / (x + 1) for x in sums]
     assert [hit.score for hit in hits] == pytest.approx(expected, abs=1e-5)
     assert max(expected) < 1.0 and min(expected) > 0.0
+
+
+def test_dbsf_scores_keep_standouts_apart() -> None:
+    """Sums past 2 (a candidate more than 3 sd above the mean in both lists) still map to
+    distinct scores below 1, so the engine's order among standouts survives the mapping."""
+    sums = [0.0, 0.5, 1.0, 2.0, 2.4, 2.6, 5.0]
+    mapped = [scores.map_score("hybrid", x, "dbsf") for x in sums]
+    assert mapped == sorted(set(mapped)) and mapped[0] == 0.0 and mapped[-1] < 1.0
+    assert mapped[2] == pytest.approx(0.5) and mapped[3] == pytest.approx(2 / 3)
 
 
 async def test_hybrid_rrf_fuses_ranks_when_asked(retrieve: Running) -> None:
