@@ -56,14 +56,12 @@ class Access:
         # share that fetch (a burst after expiry costs one query, not one per request).
         # Keys are cached by digest, so the cache never holds a presented secret.
         self._count_active = alru_cache(maxsize=1, ttl=CACHE_TTL_S)(self._load_count_active)
-        self._stored_by_digest = alru_cache(maxsize=KEY_CACHE_SIZE, ttl=CACHE_TTL_S, key=lambda d, t: d)(
-            self._load_key
-        )
+        self._stored = alru_cache(maxsize=KEY_CACHE_SIZE, ttl=CACHE_TTL_S, key=hash_key)(self._load_key)
 
     def forget_cached(self) -> None:
         """Drop cached answers (after a key is created or revoked here)."""
         self._count_active.cache_clear()
-        self._stored_by_digest.cache_clear()
+        self._stored.cache_clear()
 
     async def is_open(self) -> bool:
         """True while no key exists anywhere: local use, everyone is allowed."""
@@ -77,12 +75,7 @@ class Access:
         assert self.store is not None  # callers check
         return await self.store.run(self.store.keys.count_active)
 
-    async def _stored(self, token: str) -> ApiKey | None:
-        if self.store is None:
-            return None
-        return await self._stored_by_digest(hash_key(token), token)
-
-    async def _load_key(self, digest: str, token: str) -> ApiKey | None:
+    async def _load_key(self, token: str) -> ApiKey | None:
         assert self.store is not None  # callers check
         return await self.store.run(self.store.keys.find, token)
 
@@ -98,7 +91,7 @@ class Access:
                     knowledge_bases=None,
                     rate_limit_per_minute=self.settings.default_rate_limit_per_minute,
                 )
-        stored = await self._stored(token)
+        stored = None if self.store is None else await self._stored(token)
         if stored is None:
             return None
         return Principal(

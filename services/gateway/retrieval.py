@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 from urllib.parse import quote
 
 import grpc
 
 from services.gateway.backends import Backends
-from services.gateway.schemas import RetrievalParams
+from services.gateway.schemas import FusionName, RetrievalParams, SearchModeName
 from zhiku.v1 import common_pb2, embed_pb2, ingest_pb2, retrieve_pb2
 
 
@@ -32,13 +31,11 @@ async def get_knowledge_base(backends: Backends, name: str, timeout_s: float) ->
     return found
 
 
-SearchModeName = Literal["hybrid", "dense", "sparse"]
 SEARCH_MODES: dict[str, int] = {
     "hybrid": retrieve_pb2.SEARCH_MODE_HYBRID,
     "dense": retrieve_pb2.SEARCH_MODE_DENSE,
     "sparse": retrieve_pb2.SEARCH_MODE_SPARSE,
 }
-FusionName = Literal["dbsf", "rrf"]
 HYBRID_FUSIONS: dict[FusionName | None, int] = {
     None: retrieve_pb2.HYBRID_FUSION_UNSPECIFIED,  # the retrieve service's configured default
     "dbsf": retrieve_pb2.HYBRID_FUSION_DBSF,

@@ -190,13 +190,17 @@ class UploadAccepted(BaseModel):
     jobs: list[SubmittedJob]
 
 
+SearchModeName = Literal["hybrid", "dense", "sparse"]
+FusionName = Literal["dbsf", "rrf"]
+
+
 class RetrievalParams(BaseModel):
     """Search options shared by the search route and knowledge-base chat."""
 
-    mode: Literal["hybrid", "dense", "sparse"] = Field(
+    mode: SearchModeName = Field(
         default="hybrid", description="dense vectors, BM25-style sparse vectors, or both fused"
     )
-    fusion: Literal["dbsf", "rrf"] | None = Field(
+    fusion: FusionName | None = Field(
         default=None,
         description="hybrid only: distribution-based score fusion or reciprocal rank fusion; "
         "null: the retrieve service's default (ZHIKU_RETRIEVE_HYBRID_FUSION, dbsf)",
