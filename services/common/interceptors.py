@@ -115,7 +115,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
-                return await asyncio.wait_for(behavior(request, context), self._timeout(context))
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for runs the handler in a
+                # task of its own, one more task and loop turn on every call.
+                async with asyncio.timeout(self._timeout(context)):
+                    return await behavior(request, context)
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
                 raise
