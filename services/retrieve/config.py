@@ -49,8 +49,10 @@ class RetrieveSettings(ServiceSettings):
     edge_workers: int = Field(default=4, ge=1)
     # Background index build: wait this long after the last write to a shard (0 disables).
     edge_optimize_delay_s: float = Field(default=10.0, ge=0)
-    # ... and only when at least this many points are not yet in an index: below ~20k points
-    # an exact scan costs about a millisecond and beats HNSW at good recall (bench_retrieve).
+    # ... and, for a collection's first index, only when at least this many points wait: below
+    # ~20k points an exact scan costs about a millisecond and beats HNSW at good recall
+    # (bench_retrieve). Once a collection has an index, a smaller tail is built as soon as
+    # the engine will index it (ShardOptions.tail_to_build: 5,500 points at 512-d).
     edge_optimize_min_unindexed: int = Field(default=20_000, ge=1)
     edge_optimize_timeout_s: float = Field(default=3600.0, gt=0)
     # Niceness of the optimizer child process, so index builds yield CPU to queries.

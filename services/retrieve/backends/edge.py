@@ -49,16 +49,7 @@ class EdgeBackend:
     def __init__(self, settings: RetrieveSettings) -> None:
         self.root: Path = settings.shard_root
         self._workers = settings.edge_workers
-        self._options = ShardOptions(
-            optimize_delay_s=settings.edge_optimize_delay_s,
-            optimize_min_unindexed=settings.edge_optimize_min_unindexed,
-            optimize_timeout_s=settings.edge_optimize_timeout_s,
-            optimize_nice=settings.edge_optimize_nice,
-            indexing_threshold_kb=settings.edge_indexing_threshold_kb,
-            search_threads=settings.edge_search_threads,
-            hnsw_ef=settings.edge_hnsw_ef,
-            hybrid_candidates=settings.hybrid_candidates,
-        )
+        self._options = ShardOptions.from_settings(settings)
         self._collections: dict[str, EdgeCollection] = {}
         # Guards opening, creating and dropping shards (rare); calls on open shards skip it.
         self._catalog = asyncio.Lock()

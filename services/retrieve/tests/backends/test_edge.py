@@ -12,7 +12,7 @@ import pytest
 
 from services.common.errors import FailedPrecondition
 from services.retrieve.backends.edge import EdgeBackend
-from services.retrieve.backends.edge_shard import OPTIMIZING_DIR, RETIRED_DIR, SHARD_DIR
+from services.retrieve.backends.edge_shard import OPTIMIZING_DIR, RETIRED_DIR, SHARD_DIR, ShardOptions
 from services.retrieve.tests.conftest import (
     Running,
     expect_error,
@@ -165,6 +165,50 @@ async def test_background_build_runs_after_writes_settle(tmp_path: Path) -> None
             await asyncio.sleep(0.1)
         assert await collection.unindexed() == 0
         assert await top_id(served, data[99].tolist()) == point_id(99)
+
+
+async def test_an_indexed_collection_builds_its_tail_once_the_engine_would_index_it(tmp_path: Path) -> None:
+    """The first index waits for optimize_min_unindexed points; after that, points written
+    later are built as soon as they fill the engine's indexing threshold (18 points of 16-d
+    at 1 KB), instead of being scanned exactly on every search until the next 20k."""
+    settings = make_settings(
+        "edge",
+        tmp_path,
+        edge_indexing_threshold_kb=1,
+        edge_optimize_delay_s=0.3,
+        edge_optimize_min_unindexed=100,
+    )
+    assert ShardOptions.from_settings(settings).tail_to_build(DIM) == 18
+
+    async def settled(unindexed: int) -> None:
+        for _ in range(600):  # up to a minute; no assertion on time
+            if await collection.unindexed() == unindexed and not collection.building:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"unindexed stayed at {await collection.unindexed()}, wanted {unindexed}")
+
+    async with running(settings) as served:
+        await seed(served, 60)
+        collection = await edge(served).collection(KB)
+        assert not await collection.wants_build()  # 60 < 100 before the first index
+        await seed(served, 60, start=100)
+        await settled(0)
+        short = await seed(served, 10, start=200, file_name="b.txt")
+        await asyncio.sleep(1.0)  # three settle delays: a build would have started
+        assert not await collection.wants_build()
+        await settled(10)
+        await seed(served, 10, start=300, file_name="c.txt")
+        await settled(0)
+        assert await top_id(served, short[4].tolist()) == point_id(204)
+        assert await count(served) == 140
+
+
+def test_tail_to_build_follows_the_vector_size_and_never_exceeds_the_first_threshold(tmp_path: Path) -> None:
+    options = ShardOptions.from_settings(make_settings("edge", tmp_path))
+    assert options.indexing_threshold_kb is None  # the engine's 10,000 KB
+    assert options.tail_to_build(512) == 5500
+    assert options.tail_to_build(384) == 7334
+    assert options.tail_to_build(8) == options.optimize_min_unindexed == 20_000
 
 
 async def test_drop_during_a_build_stops_it(tmp_path: Path) -> None:
