@@ -13,9 +13,10 @@ never collide with a knowledge base)::
 Why index builds copy and swap: the engine's ``optimize()`` holds the GIL for its whole run
 (seconds at 10k x 384-d, minutes beyond), which would freeze the event loop and every RPC,
 health checks included. So the build runs on a copy in a child process while the live shard
-keeps serving reads and writes; every write made meanwhile is journalled. The swap then
-pauses calls for a moment (close, rename, load the indexed copy, replay the journal), and the
-journal replay is safe because writes are idempotent (upserts by id, deletes by filter).
+keeps serving reads and writes; every write made meanwhile is journalled. Once the child is
+done, the journal so far is applied to the copy while the live shard still serves; the swap
+then pauses calls for a moment (close, rename, load the indexed copy, apply the writes made
+since), and replaying is safe because writes are idempotent (upserts by id, deletes by filter).
 Renaming ``shard.retired~`` to ``~trash`` is the commit point: a crash before it leaves the
 retired shard authoritative and :func:`recover` restores it.
 
@@ -302,6 +303,8 @@ class EdgeCollection:
         self._last_write = 0.0
         self._scheduler: asyncio.Task[None] | None = None
         self._optimizing: asyncio.Task[str] | None = None
+        # The last swapped-in build's report (points, timings, writes replayed), for logs and tests.
+        self.last_build: dict[str, Any] = {}
         self._closing = False
         self._search_params = SearchParams(hnsw_ef=options.hnsw_ef) if options.hnsw_ef else None
         self.shard: EdgeShard = EdgeShard.load(str(root / SHARD_DIR), self._config())
@@ -533,15 +536,23 @@ class EdgeCollection:
                 if report.get("optimized"):
                     if before_swap is not None:
                         await before_swap()
+                    caught_up = len(self._journal or ())
+                    await self._run(lambda: self._catch_up(copy, caught_up))
                     async with self._write_lock, self._gate.exclusive():
-                        replayed = len(self._journal or ())
+                        replayed = len(self._journal or ()) - caught_up
                         swap_started = time.perf_counter()
-                        trash = await self._run(lambda: self._swap_in(copy))
+                        trash = await self._run(lambda: self._swap_in(copy, caught_up))
                         swap_ms = round((time.perf_counter() - swap_started) * 1000, 1)
                         self._journal = None
                     await self._run(lambda: shutil.rmtree(trash, ignore_errors=True))
                     outcome = "optimized"
-                    fields = {**report, "replayed_writes": replayed, "swap_ms": swap_ms}
+                    fields = {
+                        **report,
+                        "caught_up_writes": caught_up,
+                        "replayed_writes": replayed,
+                        "swap_ms": swap_ms,
+                    }
+                    self.last_build = fields
                     log.info("index of %s built", self.name, extra={"fields": fields})
                 else:
                     outcome = "unchanged"
@@ -588,13 +599,32 @@ class EdgeCollection:
             raise RuntimeError(f"optimizer exited with {process.returncode}: {tail}")
         return json.loads(out.decode("utf-8").strip().splitlines()[-1])
 
-    def _swap_in(self, copy: Path) -> Path:
-        """Blocking, with the gate held exclusively: replace the live shard by the indexed copy.
+    def _catch_up(self, copy: Path, count: int) -> None:
+        """Blocking, while the live shard keeps serving: apply the first ``count`` journalled
+        writes to the indexed copy.
+
+        Writes made during a long build (an ingestion that resumed) can take seconds to apply
+        (1.5 s for eleven batches of 512 at 100k); done inside the swap, searches would wait
+        for all of it. Here only the writes made meanwhile are left for the swap."""
+        if count == 0:
+            return
+        journal = list(self._journal or ())[:count]
+        fresh = EdgeShard.load(str(copy), self._config())
+        try:
+            for operation in journal:
+                fresh.update(operation)
+            fresh.flush()
+        finally:
+            fresh.close()
+
+    def _swap_in(self, copy: Path, caught_up: int = 0) -> Path:
+        """Blocking, with the gate held exclusively: replace the live shard by the indexed copy,
+        applying the journalled writes past the ``caught_up`` already in it.
 
         Returns the retired shard's directory, for the caller to delete once calls resumed.
         """
         live, retired = self.root / SHARD_DIR, self.root / RETIRED_DIR
-        journal = list(self._journal or ())
+        journal = list(self._journal or ())[caught_up:]
         self.shard.close()
         os.rename(live, retired)
         try:

@@ -113,6 +113,8 @@ async def test_optimize_keeps_writes_made_during_the_build(tmp_path: Path) -> No
 
         assert await collection.optimize(before_swap=write_while_copy_is_stale) == "optimized"
         assert seen_during_build == [point_id(1003)]
+        # All three writes were applied to the copy before the swap, none while calls waited.
+        assert (collection.last_build["caught_up_writes"], collection.last_build["replayed_writes"]) == (3, 0)
         points, indexed = await collection.info()
         assert (points, await count(served)) == (21, 21)
         assert indexed > 0
@@ -125,6 +127,35 @@ async def test_optimize_keeps_writes_made_during_the_build(tmp_path: Path) -> No
     async with running(settings) as again:
         assert await count(again) == 20
         assert await top_id(again, extra[11].tolist()) == point_id(1011)
+
+
+async def test_writes_made_while_the_copy_catches_up_are_replayed_in_the_swap(tmp_path: Path) -> None:
+    settings = make_settings("edge", tmp_path, edge_indexing_threshold_kb=1)
+    async with running(settings) as served:
+        await seed(served, 300)
+        collection = await edge(served).collection(KB)
+        loop = asyncio.get_running_loop()
+        late = vectors(5, seed=2000)
+        catch_up = collection._catch_up
+
+        async def write_late() -> None:
+            points = [make_point(2000 + i, row.tolist(), "late.txt") for i, row in enumerate(late)]
+            await served.stub.Upsert(pb.UpsertRequest(collection=KB, points=points))
+
+        def catch_up_then_write(copy: Path, count: int) -> None:
+            catch_up(copy, count)
+            asyncio.run_coroutine_threadsafe(write_late(), loop).result(timeout=30)
+
+        collection._catch_up = catch_up_then_write  # type: ignore[method-assign]
+
+        async def write_before_catch_up() -> None:
+            await seed(served, 10, start=1000, file_name="early.txt")
+
+        assert await collection.optimize(before_swap=write_before_catch_up) == "optimized"
+        assert (collection.last_build["caught_up_writes"], collection.last_build["replayed_writes"]) == (1, 1)
+        assert await count(served) == 315
+        assert await top_id(served, late[2].tolist()) == point_id(2002)
+        assert await collection.unindexed() == 15  # the late writes are searched exactly until the next build
 
 
 async def test_optimize_with_nothing_to_index_is_unchanged(tmp_path: Path) -> None:
