@@ -603,9 +603,10 @@ class EdgeCollection:
         """Blocking, while the live shard keeps serving: apply the first ``count`` journalled
         writes to the indexed copy.
 
-        Writes made during a long build (an ingestion that resumed) can take seconds to apply
-        (1.5 s for eleven batches of 512 at 100k); done inside the swap, searches would wait
-        for all of it. Here only the writes made meanwhile are left for the swap."""
+        Writes made during a long build (an ingestion that resumed) take a while to apply:
+        swaps that replayed 9 and 11 upsert batches of 512 paused searches for 1.1 and 1.9 s
+        (41k and 82k points), against 0.75 s with nothing to replay at 100k. Here only the
+        writes made during the catch-up itself are left for the swap."""
         if count == 0:
             return
         journal = list(self._journal or ())[:count]
