@@ -612,9 +612,7 @@ class EdgeCollection:
         journal = list(self._journal or ())[:count]
         fresh = EdgeShard.load(str(copy), self._config())
         try:
-            for operation in journal:
-                fresh.update(operation)
-            fresh.flush()
+            _apply_writes(fresh, journal)
         finally:
             fresh.close()
 
@@ -632,9 +630,7 @@ class EdgeCollection:
             os.rename(copy, live)
             fresh = EdgeShard.load(str(live), self._config())
             try:
-                for operation in journal:
-                    fresh.update(operation)
-                fresh.flush()
+                _apply_writes(fresh, journal)
             except BaseException:
                 fresh.close()
                 raise
@@ -662,6 +658,13 @@ class EdgeCollection:
                 return
             self._gate.closed = True
             await self._run(self.shard.close)
+
+
+def _apply_writes(shard: EdgeShard, operations: list[UpdateOperation]) -> None:
+    """Replay journalled writes in order and make them durable."""
+    for operation in operations:
+        shard.update(operation)
+    shard.flush()
 
 
 def _filter(query: SearchQuery) -> Filter | None:
