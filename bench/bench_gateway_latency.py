@@ -50,7 +50,6 @@ from services.stack import PORTS_FILE, launch_in_background
 from zhiku.v1 import embed_pb2, embed_pb2_grpc, retrieve_pb2, retrieve_pb2_grpc
 
 KB = "latency"
-INDEX_MIN_POINTS = RetrieveSettings.model_fields["edge_optimize_min_unindexed"].default
 # The service's defaults (model_construct reads no environment; the stack drops ZHIKU_* too).
 SHARD_OPTIONS = ShardOptions.from_settings(RetrieveSettings.model_construct())
 BATCH = 512
@@ -248,7 +247,8 @@ def main() -> None:
                 upsert_s = run.grow_to(size, base, base_texts, rng)
                 # Below this many unindexed points the service searches exactly, by design.
                 dimension = base.shape[1]
-                indexed = size >= INDEX_MIN_POINTS and run.wait_for_index(size, dimension, args.index_timeout)
+                first_index = SHARD_OPTIONS.optimize_min_unindexed
+                indexed = size >= first_index and run.wait_for_index(size, dimension, args.index_timeout)
                 embed_q = [next(fresh) for _ in range(args.queries)]
                 search_q = [next(fresh) for _ in range(args.queries)]
                 gateway_q = [next(fresh) for _ in range(args.queries)]
