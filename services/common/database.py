@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 
 WRITE_OPTION = "zhiku_write"  # execution option marking sessions that write
@@ -53,3 +53,17 @@ def make_engine(
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+def add_columns(engine: Engine, added: dict[str, dict[str, str]]) -> None:
+    """Add columns newer than an existing database (one from an earlier release):
+    ``added`` maps a table to ``{column: DDL}``; columns already there are left alone.
+
+    ``create_all`` creates missing tables only, and a small project needs no migration tool
+    for columns that are only ever appended."""
+    for table, columns in added.items():
+        present = {column["name"] for column in inspect(engine).get_columns(table)}
+        for name, ddl in columns.items():
+            if name not in present:
+                with engine.begin() as connection:
+                    connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))

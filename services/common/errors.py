@@ -25,6 +25,17 @@ class AlreadyExists(ZhikuError):
     pass
 
 
+def kb_not_found(name: str) -> NotFound:
+    """The one wording of an unknown knowledge base: the ingest service answers it, and the
+    gateway answers exactly the same for a name the caller may not use (no existence oracle)."""
+    return NotFound(f"knowledge base {name!r} does not exist")
+
+
+def job_not_found(job_id: str) -> NotFound:
+    """The one wording of an unknown job, shared like :func:`kb_not_found`."""
+    return NotFound(f"job {job_id!r} does not exist")
+
+
 class FailedPrecondition(ZhikuError):
     pass
 

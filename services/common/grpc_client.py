@@ -75,12 +75,18 @@ class _StreamRequestId(grpc.aio.UnaryStreamClientInterceptor):
         return await continuation(_with_request_id(client_call_details), request)
 
 
-def aio_channel(address: str, service_names: Sequence[str], max_message_mb: int = 256) -> grpc.aio.Channel:
-    """A long-lived asyncio channel: create once per process, share between requests."""
+def aio_channel(
+    address: str,
+    service_names: Sequence[str],
+    max_message_mb: int = 256,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+) -> grpc.aio.Channel:
+    """A long-lived asyncio channel: create once per process, share between requests.
+    ``interceptors`` run before the stack's own (request ids, trace context)."""
     return grpc.aio.insecure_channel(
         address,
         options=_options(service_names, max_message_mb),
-        interceptors=[_UnaryRequestId(), _StreamRequestId()],
+        interceptors=[*interceptors, _UnaryRequestId(), _StreamRequestId()],
     )
 
 

@@ -16,7 +16,11 @@ KB_NAME_MAX_CHARS = 64
 FILE_NAME_MAX_BYTES = 255
 
 _KB_PUNCTUATION = frozenset("_-.")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls (CR/LF included) and the line/paragraph separators.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Bidirectional formatting characters: a right-to-left override makes "evil\u202etxt.exe" read
+# as "evilexe.txt" in listings and download prompts (the classic spoofing trick).
+_BIDI_CONTROL = re.compile(r"[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def kb_name_error(name: str) -> str | None:
@@ -45,7 +49,9 @@ def file_name_error(name: str) -> str | None:
     if "\x00" in name:
         return "file name must not contain NUL characters"
     if _CONTROL.search(name):
-        return f"file name {name!r} must not contain control characters"
+        return f"file name {name!r} must not contain control characters (such as CR or LF)"
+    if _BIDI_CONTROL.search(name):
+        return f"file name {name!r} must not contain bidirectional control characters (such as U+202E)"
     if name == "." or ".." in name:
         return f"file name {name!r} must not be '.' or contain '..'"
     if name.strip() != name or not name.strip():

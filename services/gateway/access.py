@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from urllib.parse import unquote
 
 from async_lru import alru_cache
 
 from services.gateway.config import GatewaySettings
-from services.gateway.errors import ApiError
 from services.gateway.rate_limit import RateLimiter, create_rate_limiter
 from services.gateway.store import GatewayStore
 from services.gateway.store.keys import ApiKey, hash_key
@@ -111,34 +109,3 @@ def key_of(principal: Principal | None) -> str | None:
 def visible_owner(principal: Principal | None) -> str | None:
     """Whose conversations the caller sees: None (all) for admin keys and an open gateway."""
     return None if principal is None or principal.admin else principal.key_id
-
-
-def kb_in_path(path: str) -> str | None:
-    """The knowledge base a native route's path names (``/v1/knowledge_bases/{kb}/...``)."""
-    prefix = "/v1/knowledge_bases/"
-    if not path.startswith(prefix):
-        return None
-    segment = path[len(prefix) :].split("/", 1)[0]
-    return unquote(segment) or None
-
-
-def authorize_knowledge_bases(principal: Principal | None, names: list[str | None]) -> None:
-    """403 when the caller's key may not use one of ``names`` (None entries are skipped)."""
-    if principal is None:
-        return
-    for name in names:
-        if name is not None and not principal.may_use(name):
-            raise ApiError(
-                403,
-                f"this API key may not use knowledge base {name!r}",
-                code="knowledge_base_forbidden",
-                param="knowledge_base",
-            )
-
-
-async def visible_knowledge_bases(
-    names: list[str], store: GatewayStore, principal: Principal | None
-) -> list[str]:
-    """``names`` without temporary knowledge bases and those the caller's key may not use."""
-    hidden = await store.run(store.file_chats.knowledge_bases)
-    return [name for name in names if name not in hidden and (principal is None or principal.may_use(name))]

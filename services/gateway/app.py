@@ -14,6 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from services.common.heap import freeze_startup_heap
 from services.gateway.access import Access
+from services.gateway.authz import KnowledgeBaseGuard
 from services.gateway.backends import Backends
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import install_error_handlers
@@ -54,11 +55,13 @@ answer `{code, msg, data}` as Chatchat does). Send `Authorization: Bearer <key>`
 """
 
 
-async def _start_store(app: FastAPI, settings: GatewaySettings, access: Access) -> GatewayStore:
+async def _start_store(
+    app: FastAPI, settings: GatewaySettings, access: Access, guard: KnowledgeBaseGuard
+) -> GatewayStore:
     """Open the store (creating the ``gw_`` tables) and say in the log whether keys guard the API."""
     store = GatewayStore(settings.catalog_url)
     await store.run(store.create_schema)
-    app.state.store = access.store = store
+    app.state.store = access.store = guard.store = store
     if await access.is_open():
         log.warning(
             "no API keys configured: the gateway is open to anyone who can reach it "
@@ -73,14 +76,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     """Build the app; channels open in the lifespan, so building it does no I/O."""
     settings = settings or GatewaySettings()
     access = Access(settings)
+    guard = KnowledgeBaseGuard()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from services.common.tracing import setup_tracing  # off unless ZHIKU_OTEL_ENDPOINT is set
 
         setup_tracing("gateway", settings.common)
-        app.state.backends = Backends.connect(settings.common, settings.kb_cache_ttl_s)
-        store = await _start_store(app, settings, access)
+        app.state.backends = Backends.connect(settings.common, guard, settings.kb_cache_ttl_s)
+        store = await _start_store(app, settings, access, guard)
         sweeper = asyncio.create_task(
             run_sweeper(app.state.backends, store, settings), name="file-chat-sweeper"
         )
@@ -94,7 +98,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await app.state.backends.close()
             app.state.backends = None
             await asyncio.to_thread(store.dispose)
-            app.state.store = access.store = None
+            app.state.store = access.store = guard.store = None
             await access.limiter.close()
 
     app = FastAPI(
@@ -109,7 +113,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             Middleware(MetricsMiddleware),
             *_cors(settings),
             Middleware(AccessMiddleware, access=access),
-            Middleware(BodyLimitMiddleware, max_body_bytes=settings.max_upload_bytes),
+            Middleware(
+                BodyLimitMiddleware,
+                max_body_bytes=settings.max_upload_bytes,
+                read_timeout_s=settings.body_read_timeout_s,
+            ),
         ],
     )
     app.state.settings = settings

@@ -15,7 +15,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.config import CommonSettings
 from services.common.grpc_client import aio_channel
+from services.gateway.authz import KnowledgeBaseGuard
 from services.gateway.kb_cache import KnowledgeBaseCache
+from services.gateway.kb_guard import KnowledgeBaseGuardInterceptor
 from zhiku.v1 import (
     embed_pb2,
     embed_pb2_grpc,
@@ -45,28 +47,42 @@ class Backends:
     retrieve: retrieve_pb2_grpc.RetrieveServiceStub
     generate: generate_pb2_grpc.GenerateServiceStub
     ingest: ingest_pb2_grpc.IngestServiceStub
+    # Decides who may use which knowledge base; the ingest and retrieve channels enforce it.
+    guard: KnowledgeBaseGuard = field(default_factory=KnowledgeBaseGuard)
     # Knowledge-base records for searches (off unless connect() is given a TTL).
     kb_cache: KnowledgeBaseCache = field(default_factory=lambda: KnowledgeBaseCache(ttl_s=0))
 
     @classmethod
-    def connect(cls, common: CommonSettings, kb_cache_ttl_s: float = 0.0) -> Backends:
-        """Open the channels (lazily connecting: a service down at startup is not fatal)."""
+    def connect(
+        cls, common: CommonSettings, guard: KnowledgeBaseGuard, kb_cache_ttl_s: float = 0.0
+    ) -> Backends:
+        """Open the channels (lazily connecting: a service down at startup is not fatal). The
+        channels that name knowledge bases (ingest, retrieve) check every call with ``guard``."""
         addresses = {
             "embed": common.embed_addr,
             "retrieve": common.retrieve_addr,
             "generate": common.generate_addr,
             "ingest": common.ingest_addr,
         }
+        checked = KnowledgeBaseGuardInterceptor(guard)
         channels = {
-            name: aio_channel(address, [SERVICE_NAMES[name]], common.grpc_max_message_mb)
+            name: aio_channel(
+                address,
+                [SERVICE_NAMES[name]],
+                common.grpc_max_message_mb,
+                interceptors=[checked] if name in ("ingest", "retrieve") else (),
+            )
             for name, address in addresses.items()
         }
+        ingest = ingest_pb2_grpc.IngestServiceStub(channels["ingest"])
+        checked.ingest = ingest
         return cls(
             channels=channels,
             embed=embed_pb2_grpc.EmbedServiceStub(channels["embed"]),
             retrieve=retrieve_pb2_grpc.RetrieveServiceStub(channels["retrieve"]),
             generate=generate_pb2_grpc.GenerateServiceStub(channels["generate"]),
-            ingest=ingest_pb2_grpc.IngestServiceStub(channels["ingest"]),
+            ingest=ingest,
+            guard=guard,
             kb_cache=KnowledgeBaseCache(ttl_s=kb_cache_ttl_s),
         )
 

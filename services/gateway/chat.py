@@ -25,7 +25,14 @@ from services.gateway.config import GatewaySettings
 from services.gateway.errors import ApiError, rpc_error_body
 from services.gateway.names import kb_name_error
 from services.gateway.retrieval import citation, get_knowledge_bases, options_of, search_passages
-from services.gateway.schemas import RetrievalParams
+from services.gateway.schemas import (
+    CONVERSATION_REF,
+    FILE_CHAT_REF,
+    KB_REF,
+    MAX_QUERY_CHARS,
+    MODEL_REF,
+    RetrievalParams,
+)
 from zhiku.v1 import common_pb2, generate_pb2
 
 KB_MODEL_PREFIX = "kb:"
@@ -92,7 +99,7 @@ class ChatCompletionRequest(RetrievalParams):
         },
     )
 
-    model: str = ""
+    model: str = Field(default="", json_schema_extra=MODEL_REF)
     messages: list[ChatMessageIn] = Field(min_length=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
@@ -103,11 +110,12 @@ class ChatCompletionRequest(RetrievalParams):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(default=None, description="end-user id (accepted, not used)")
-    knowledge_base: str | None = None
+    knowledge_base: str | None = Field(default=None, json_schema_extra=KB_REF)
     conversation_id: str | None = Field(
         default=None,
         max_length=64,
         description="continue a stored conversation: its history is prepended, send only the new turn",
+        json_schema_extra=CONVERSATION_REF,
     )
     history_length: int | None = Field(
         default=None,
@@ -117,7 +125,10 @@ class ChatCompletionRequest(RetrievalParams):
         "(default ZHIKU_GATEWAY_CONVERSATION_HISTORY_MESSAGES; 0 sends none)",
     )
     file_chat_id: str | None = Field(
-        default=None, max_length=64, description="chat with the files of POST /v1/file_chats"
+        default=None,
+        max_length=64,
+        description="chat with the files of POST /v1/file_chats",
+        json_schema_extra=FILE_CHAT_REF,
     )
     top_k: int | None = Field(default=None, ge=1, le=100)
     score_threshold: float | None = Field(default=None, ge=0, le=1)
@@ -153,8 +164,18 @@ def _pb_messages(messages: list[ChatMessageIn]) -> list[generate_pb2.ChatMessage
 
 
 def _last_user_text(messages: list[generate_pb2.ChatMessage]) -> str:
+    """The question to search with; one too long to search is refused in the gateway's terms
+    (the embed service would refuse it in its own)."""
     for message in reversed(messages):
         if message.role == "user" and message.content.strip():
+            if len(message.content) > MAX_QUERY_CHARS:
+                raise ApiError(
+                    422,
+                    f"the question is too long to search the knowledge base: {len(message.content):,} "
+                    f"characters, at most {MAX_QUERY_CHARS:,}; ask a shorter question, or send long "
+                    "text without a knowledge base",
+                    param="messages",
+                )
             return message.content
     raise ApiError(422, "knowledge-base chat needs a non-empty user message", param="messages")
 

@@ -20,6 +20,9 @@ class GatewaySettings(BaseSettings):
     # Limit on a whole request body (all files of one upload together, multipart included);
     # enforced on Content-Length before the body is read, and again while it streams in.
     max_upload_mb: int = Field(default=100, ge=1)
+    # Longest wait for the next piece of a request body: a client that stops sending mid-body
+    # gets 408 and its connection back, instead of holding it open indefinitely.
+    body_read_timeout_s: float = Field(default=30.0, gt=0)
     # Deadline of every gRPC call except generation.
     request_timeout_s: float = Field(default=30.0, gt=0)
     # Deadline of one whole generation (a streamed answer included).

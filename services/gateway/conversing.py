@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.gateway import file_chats
-from services.gateway.access import Principal, authorize_knowledge_bases, visible_owner
+from services.gateway.access import Principal, visible_owner
 from services.gateway.chat import KB_MODEL_PREFIX, ChatCompletionRequest, ChatMessageIn
 from services.gateway.errors import ApiError
 from services.gateway.store import GatewayStore
@@ -54,7 +54,7 @@ async def prepare_turn(
     body: ChatCompletionRequest, store: GatewayStore, principal: Principal | None, history_messages: int
 ) -> Turn:
     """Validate ``n``, resolve file chat and conversation (its latest ``history_messages``
-    go in front of the new turn), check the key's knowledge bases."""
+    go in front of the new turn); both must be the caller's key's."""
     if body.n is not None and body.n != 1:
         raise ApiError(400, f"n={body.n} is not supported: Zhiku returns exactly one choice (n=1)", param="n")
     updates: dict[str, Any] = {}
@@ -62,7 +62,7 @@ async def prepare_turn(
     if body.file_chat_id is not None:
         if _names_kb(body):
             raise ApiError(422, "file_chat_id cannot be combined with a knowledge base", param="file_chat_id")
-        chat = await file_chats.find_file_chat(store, body.file_chat_id)
+        chat = await file_chats.find_file_chat(store, body.file_chat_id, principal)
         updates["knowledge_base"] = chat.knowledge_base
         temporary = True
     turn = Turn(request=body)
@@ -83,8 +83,6 @@ async def prepare_turn(
         turn.user_message = next(
             (message.text() for message in reversed(body.messages) if message.role == "user"), ""
         )
-    request = body.model_copy(update=updates) if updates else body
-    kb, _ = request.target()
-    authorize_knowledge_bases(principal, [None if temporary else kb, *request.knowledge_bases])
-    turn.request = request
+    # Every knowledge base named here is authorized when it is looked up (services.gateway.authz).
+    turn.request = body.model_copy(update=updates) if updates else body
     return turn

@@ -18,6 +18,7 @@ from services.gateway.backends import Backends
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import UPLOAD_STATE_FLAG, ApiError
 from services.gateway.names import file_name_error, kb_name_error
+from services.gateway.schemas import KB_REF
 from services.gateway.store import GatewayStore
 from zhiku.v1 import embed_pb2_grpc, generate_pb2_grpc, ingest_pb2_grpc, retrieve_pb2_grpc
 
@@ -84,7 +85,9 @@ RetrieveStub = Annotated[retrieve_pb2_grpc.RetrieveServiceStub, Depends(_retriev
 GenerateStub = Annotated[generate_pb2_grpc.GenerateServiceStub, Depends(_generate)]
 
 
-async def _kb_name(kb: Annotated[str, Path(description="Knowledge base name")]) -> str:
+async def _kb_name(
+    kb: Annotated[str, Path(description="Knowledge base name", json_schema_extra=KB_REF)],
+) -> str:
     """The ``{kb}`` path parameter, rejected with 422 when it could never be a valid name."""
     problem = kb_name_error(kb)
     if problem is not None:

@@ -64,6 +64,7 @@ _CODE_BY_STATUS = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
+    408: "request_timeout",
     413: "request_too_large",
     415: "unsupported_media_type",
     422: "invalid_argument",
@@ -85,7 +86,16 @@ class ApiError(Exception):
         self.param = param
 
 
-def error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> dict:
+# Where Chatchat's routes live: their clients read Chatchat's ``{code, msg, data}`` envelope,
+# so errors there keep the HTTP status but take that shape.
+CHATCHAT_PREFIXES = ("/knowledge_base/", "/chat/")
+
+
+def error_body(
+    status: int, message: str, code: str | None = None, param: str | None = None, *, path: str = ""
+) -> dict:
+    if path.startswith(CHATCHAT_PREFIXES):
+        return {"code": status, "msg": message, "data": None}
     return {
         "error": {
             "message": message,
@@ -102,18 +112,23 @@ def error_response(
     code: str | None = None,
     param: str | None = None,
     headers: dict[str, str] | None = None,
+    *,
+    path: str = "",
 ) -> JSONResponse:
-    return JSONResponse(error_body(status, message, code, param), status_code=status, headers=headers)
+    """The error in the shape the route's clients parse (OpenAI's, or Chatchat's on its routes)."""
+    return JSONResponse(
+        error_body(status, message, code, param, path=path), status_code=status, headers=headers
+    )
 
 
-def rpc_error_body(error: grpc.RpcError, *, upload: bool = False) -> tuple[int, dict]:
+def rpc_error_body(error: grpc.RpcError, *, upload: bool = False, path: str = "") -> tuple[int, dict]:
     """Status and body for a failed gRPC call; also used for errors inside an SSE stream."""
     code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
     status = http_status_for(code, upload=upload)
     message = error.details() or code.name  # type: ignore[attr-defined]
     if code is grpc.StatusCode.UNAVAILABLE:
         message = f"a backend service is unavailable: {message}"
-    return status, error_body(status, message, code.name.lower())
+    return status, error_body(status, message, code.name.lower(), path=path)
 
 
 def _location(loc: tuple[Any, ...]) -> str:
@@ -128,34 +143,47 @@ def _message(item: dict[str, Any]) -> str:
 
 async def _on_rpc_error(request: Request, error: grpc.RpcError) -> JSONResponse:
     upload = bool(getattr(request.state, UPLOAD_STATE_FLAG, False))
-    status, body = rpc_error_body(error, upload=upload)
+    status, body = rpc_error_body(error, upload=upload, path=request.url.path)
     if status >= 500:
-        log.warning("backend call failed: %s", body["error"]["message"], extra={"fields": {"status": status}})
+        log.warning("backend call failed: %s", error.details(), extra={"fields": {"status": status}})  # type: ignore[attr-defined]
     return JSONResponse(body, status_code=status)
 
 
 async def _on_api_error(request: Request, error: ApiError) -> JSONResponse:
-    return error_response(error.status, error.message, error.code, error.param)
+    return error_response(error.status, error.message, error.code, error.param, path=request.url.path)
+
+
+def _invalid_json(item: dict[str, Any]) -> str:
+    """pydantic reports a body that does not parse with the character position as its location
+    (``("body", 14)``): say that instead of presenting 14 as a field name."""
+    position = next((part for part in item.get("loc", ()) if isinstance(part, int)), None)
+    reason = (item.get("ctx") or {}).get("error") or "it does not parse"
+    where = f" at character {position}" if position is not None else ""
+    return f"the request body is not valid JSON: {reason}{where}"
 
 
 async def _on_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
     errors = error.errors()
+    path = request.url.path
+    broken = next((item for item in errors if item.get("type") == "json_invalid"), None)
+    if broken is not None:
+        return error_response(422, _invalid_json(broken), "invalid_json", "body", path=path)
     first = errors[0] if errors else {}
     param = _location(tuple(first.get("loc", ()))) or None
     message = "; ".join(
         f"{_location(tuple(item.get('loc', ()))) or 'body'}: {_message(item)}" for item in errors
     )
-    return error_response(422, message or "invalid request", "invalid_argument", param)
+    return error_response(422, message or "invalid request", "invalid_argument", param, path=path)
 
 
 async def _on_http_exception(request: Request, error: StarletteHTTPException) -> JSONResponse:
     message = error.detail if isinstance(error.detail, str) else str(error.detail)
-    return error_response(error.status_code, message, headers=error.headers)
+    return error_response(error.status_code, message, headers=error.headers, path=request.url.path)
 
 
 async def _on_unexpected(request: Request, error: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal server error")
+    return error_response(500, "internal server error", path=request.url.path)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import grpc
 
+from services.gateway.access import Principal, key_of, visible_owner
+from services.gateway.authz import GATEWAY, acting_as
 from services.gateway.backends import Backends
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import ApiError
@@ -35,13 +37,18 @@ class FileOutcome:
     error: str | None
 
 
-async def open_file_chat(backends: Backends, store: GatewayStore, settings: GatewaySettings) -> FileChat:
-    """Record a new file chat and create its knowledge base (the record goes if that fails).
+async def open_file_chat(
+    backends: Backends, store: GatewayStore, settings: GatewaySettings, principal: Principal | None
+) -> FileChat:
+    """Record a new file chat of the caller's key and create its knowledge base (the record
+    goes if that fails).
 
     Until its files are in, it may live as long as ingestion may take (``chat_timeout_s``
     bounds the wait), so the sweeper never deletes a knowledge base still being filled;
     ``add_files`` then sets the real expiry."""
-    chat = await store.run(store.file_chats.create, settings.file_chat_ttl_s + settings.chat_timeout_s)
+    chat = await store.run(
+        store.file_chats.create, settings.file_chat_ttl_s + settings.chat_timeout_s, key_of(principal)
+    )
     try:
         await backends.ingest.CreateKnowledgeBase(
             ingest_pb2.CreateKnowledgeBaseRequest(
@@ -103,9 +110,9 @@ async def add_files(
     return renewed or chat, outcomes
 
 
-async def find_file_chat(store: GatewayStore, chat_id: str) -> FileChat:
-    """The live file chat, or 404 (unknown and expired read alike)."""
-    chat = await store.run(store.file_chats.get, chat_id)
+async def find_file_chat(store: GatewayStore, chat_id: str, principal: Principal | None) -> FileChat:
+    """The caller's live file chat, or 404 (unknown, expired and another key's read alike)."""
+    chat = await store.run(store.file_chats.get, chat_id, visible_owner(principal))
     if chat is None:
         raise ApiError(404, f"file chat {chat_id!r} does not exist or has expired", param="file_chat_id")
     return chat
@@ -132,7 +139,13 @@ async def sweep_expired(backends: Backends, store: GatewayStore, settings: Gatew
 
 
 async def run_sweeper(backends: Backends, store: GatewayStore, settings: GatewaySettings) -> None:
-    """Sweep now (catching up after a restart), then every ``file_chat_sweep_interval_s``."""
+    """Sweep now (catching up after a restart), then every ``file_chat_sweep_interval_s``;
+    the gateway deletes on its own behalf, not any caller's."""
+    with acting_as(GATEWAY):
+        await _sweep_forever(backends, store, settings)
+
+
+async def _sweep_forever(backends: Backends, store: GatewayStore, settings: GatewaySettings) -> None:
     while True:
         try:
             await sweep_expired(backends, store, settings)

@@ -3,15 +3,15 @@
 Pure ASGI (not ``BaseHTTPMiddleware``) so streamed answers pass through untouched and a
 client disconnect still reaches the streaming response, which then cancels its gRPC call.
 Order, outermost first: request id, metrics/traces/logs, CORS, access (keys, rate limits),
-body limit.
+body limit and read timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
-from urllib.parse import parse_qs
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -23,7 +23,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.common import tracing
 from services.common.logging import REQUEST_ID_HEADER, new_request_id, request_id_var
 from services.common.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from services.gateway.access import Access, kb_in_path
+from services.gateway.access import Access, Principal
+from services.gateway.authz import acting_as
 from services.gateway.errors import ApiError, error_response
 from services.gateway.webui import is_ui_path
 
@@ -126,13 +127,14 @@ class MetricsMiddleware:
 
 
 class AccessMiddleware:
-    """API keys, per-key rate limits and the knowledge base named in a native route's path.
+    """API keys and per-key rate limits; the caller it establishes is what every knowledge-base
+    check of the request is made for (:mod:`services.gateway.authz`).
 
     Open (everything allowed, no principal) while no key exists at all. Otherwise: 401 without
-    a known key, 429 with ``Retry-After`` past the key's rate limit, 403 when the path (or the
-    Chatchat-style ``knowledge_base_name`` query parameter) names a knowledge base outside the
-    key's list. Routes check knowledge bases named in bodies themselves; they find the caller
-    in ``request.state.principal``.
+    a known key, 429 with ``Retry-After`` past the key's rate limit. Knowledge bases are not
+    checked here: wherever a request names one, the name is checked when the gateway looks it
+    up, so a forbidden name answers exactly like a missing one. Routes find the caller in
+    ``request.state.principal``.
     """
 
     def __init__(self, app: ASGIApp, access: Access) -> None:
@@ -145,38 +147,33 @@ class AccessMiddleware:
         scheme, _, token = header.partition(" ")
         return token.strip() if scheme.lower() == "bearer" else ""
 
-    async def _refusal(self, scope: Scope) -> JSONResponse | None:
+    async def _caller(self, scope: Scope) -> tuple[Principal | None, JSONResponse | None]:
+        """The request's principal (None: open gateway), or the refusal to answer instead."""
+        if await self.access.is_open():
+            return None, None
         token = self._token(scope)
         principal = await self.access.principal(token) if token else None
         if principal is None:
-            return error_response(
+            return None, error_response(
                 401,
                 "missing or invalid API key: send 'Authorization: Bearer <key>'",
                 "invalid_api_key",
                 headers={"WWW-Authenticate": "Bearer"},
+                path=scope["path"],
             )
         scope.setdefault("state", {})["principal"] = principal
         if principal.rate_limit_per_minute:
             wait = await self.access.limiter.retry_after(principal.key_id, principal.rate_limit_per_minute)
             if wait is not None:
-                return error_response(
+                return principal, error_response(
                     429,
                     f"rate limit of {principal.rate_limit_per_minute} requests per minute exceeded; "
                     f"retry in {wait} s",
                     "rate_limit_exceeded",
                     headers={"Retry-After": str(wait)},
+                    path=scope["path"],
                 )
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        named = [kb_in_path(scope["path"]), *query.get("knowledge_base_name", [])]
-        for name in named:
-            if name is not None and not principal.may_use(name):
-                return error_response(
-                    403,
-                    f"this API key may not use knowledge base {name!r}",
-                    "knowledge_base_forbidden",
-                    "knowledge_base",
-                )
-        return None
+        return principal, None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -187,13 +184,17 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
             return
         try:  # outside FastAPI's handlers: a store failure (503) is answered here
-            refusal = None if await self.access.is_open() else await self._refusal(scope)
+            principal, refusal = await self._caller(scope)
         except ApiError as error:
-            refusal = error_response(error.status, error.message, error.code, error.param)
+            principal, refusal = (
+                None,
+                error_response(error.status, error.message, error.code, error.param, path=scope["path"]),
+            )
         if refusal is not None:
             await refusal(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        with acting_as(principal):
+            await self.app(scope, receive, send)
 
 
 class BodyTooLarge(HTTPException):
@@ -207,13 +208,23 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body exceeds the limit of {limit // (1024 * 1024)} MB")
 
 
-class BodyLimitMiddleware:
-    """Refuses bodies over the limit before reading them when Content-Length says so, and
-    stops reading a body without one (chunked) as soon as it passes the limit."""
+class BodyTimedOut(HTTPException):
+    """Raised from ``receive`` when the next piece of the body does not arrive in time (408)."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(408, f"the request body stopped arriving: nothing received for {timeout_s:g} s")
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over the limit before reading them when Content-Length says so, stops
+    reading a body without one (chunked) as soon as it passes the limit, and gives up on a
+    body whose next piece takes longer than ``read_timeout_s`` (uvicorn has no such timeout:
+    300 half-sent bodies held their connections for as long as the clients wished)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, read_timeout_s: float) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -222,17 +233,25 @@ class BodyLimitMiddleware:
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             error = BodyTooLarge(self.max_body_bytes)
-            await error_response(413, error.detail)(scope, receive, send)
+            await error_response(413, error.detail, path=scope["path"])(scope, receive, send)
             return
 
         received = 0
+        body_complete = False
         started = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_complete
+            if body_complete:  # later receives wait for the disconnect: as long as the answer lasts
+                return await receive()
+            try:
+                async with asyncio.timeout(self.read_timeout_s):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimedOut(self.read_timeout_s) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_complete = not message.get("more_body", False)
                 if received > self.max_body_bytes:
                     raise BodyTooLarge(self.max_body_bytes)
             return message
@@ -245,8 +264,8 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge as error:
+        except (BodyTooLarge, BodyTimedOut) as error:
             # Normally FastAPI's handler has answered already; this covers plain routes.
             if started:
                 raise
-            await error_response(413, error.detail)(scope, receive, send)
+            await error_response(error.status_code, error.detail, path=scope["path"])(scope, receive, send)

@@ -31,7 +31,8 @@ def _error(description: str) -> dict[str, Any]:
 # Merged into every route's responses (FastAPI's own 422 schema is replaced: ours differs).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: _error("missing or unknown API key (only when keys are configured)"),
-    403: _error("the key may not use this knowledge base, or is not an admin key"),
+    403: _error("the key may not create this knowledge base, or is not an admin key"),
+    408: _error("the request body stopped arriving (ZHIKU_GATEWAY_BODY_READ_TIMEOUT_S)"),
     413: _error("request body over ZHIKU_GATEWAY_MAX_UPLOAD_MB"),
     422: _error("invalid request (the message says which field and why)"),
     429: _error("the key's rate limit is exceeded; see the Retry-After header"),

@@ -14,15 +14,17 @@ from urllib.parse import quote
 
 import grpc
 
+from services.gateway.authz import Permission, current_caller
 from services.gateway.backends import Backends
 from services.gateway.schemas import FusionName, RetrievalParams, SearchModeName
 from zhiku.v1 import common_pb2, embed_pb2, ingest_pb2, retrieve_pb2
 
 
 async def get_knowledge_base(backends: Backends, name: str, timeout_s: float) -> ingest_pb2.KnowledgeBase:
-    """The knowledge base's record, from the gateway's short-lived cache when it has it."""
+    """The knowledge base's record, from the gateway's short-lived cache when it has it and
+    the caller may view it (else the lookup below answers, refusals included)."""
     cached = backends.kb_cache.get(name)
-    if cached is not None:
+    if cached is not None and await backends.guard.permits(current_caller(), name, Permission.VIEW):
         return cached
     found = await backends.ingest.GetKnowledgeBase(
         ingest_pb2.GetKnowledgeBaseRequest(name=name), timeout=timeout_s

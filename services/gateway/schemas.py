@@ -46,6 +46,18 @@ def job_state(state: int) -> JobStateName:
     return _STATE_BY_STAGE[job_stage(state)]
 
 
+# OpenAPI extension on every field and parameter that refers to something a key may not be
+# allowed to see (a knowledge base, a file chat, a conversation...). It documents the field,
+# and the scope test walks the schema by it, so a new field is tested without editing the test.
+REF_EXTENSION = "x-zhiku-refers-to"
+KB_REF = {REF_EXTENSION: "knowledge_base"}
+KBS_REF = {REF_EXTENSION: "knowledge_bases"}
+MODEL_REF = {REF_EXTENSION: "model"}  # a model id, where "kb:<name>" names a knowledge base
+FILE_CHAT_REF = {REF_EXTENSION: "file_chat"}
+CONVERSATION_REF = {REF_EXTENSION: "conversation"}
+MESSAGE_REF = {REF_EXTENSION: "message"}
+JOB_REF = {REF_EXTENSION: "job"}
+
 KnowledgeBaseNameField = Annotated[
     str,
     Field(min_length=1, max_length=KB_NAME_MAX_CHARS, examples=["handbook", "员工手册"]),
@@ -54,7 +66,7 @@ KnowledgeBaseNameField = Annotated[
 
 
 class CreateKnowledgeBase(BaseModel):
-    name: KnowledgeBaseNameField
+    name: Annotated[KnowledgeBaseNameField, Field(json_schema_extra=KB_REF)]
     description: str = Field(default="", max_length=2000)
 
 
@@ -190,6 +202,11 @@ class UploadAccepted(BaseModel):
     jobs: list[SubmittedJob]
 
 
+# Longest text the gateway searches with: a search query, or the question of a knowledge-base
+# chat (far below what the embed service takes per text, so its limit is never what a
+# client meets).
+MAX_QUERY_CHARS = 8000
+
 SearchModeName = Literal["hybrid", "dense", "sparse"]
 FusionName = Literal["dbsf", "rrf"]
 
@@ -213,12 +230,13 @@ class RetrievalParams(BaseModel):
         default_factory=list,
         max_length=20,
         description="more knowledge bases to search; hits merged by score",
+        json_schema_extra=KBS_REF,
     )
     rerank: bool = Field(default=False, description="rerank top_k x 4 candidates with the embed service")
 
 
 class SearchQuery(RetrievalParams):
-    query: str = Field(min_length=1, max_length=8000)
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     top_k: int | None = Field(default=None, ge=1, le=100, description="default: the gateway's default_top_k")
     score_threshold: float = Field(
         default=0.0, ge=0.0, le=1.0, description="keep hits with score >= threshold (similarity in [0, 1])"

@@ -35,16 +35,14 @@ from sqlalchemy import (
     UniqueConstraint,
     delete,
     func,
-    inspect,
     select,
-    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from services.common.database import WRITE_OPTION, is_sqlite, make_engine
-from services.common.errors import AlreadyExists, DependencyUnavailable, NotFound
+from services.common.database import WRITE_OPTION, add_columns, is_sqlite, make_engine
+from services.common.errors import AlreadyExists, DependencyUnavailable, NotFound, job_not_found, kb_not_found
 from services.ingest.models import (
     ACTIVE_STATES,
     RUNNING_STATES,
@@ -208,12 +206,7 @@ class Catalog:
 
     def _add_columns(self) -> None:
         """Add columns newer than an existing database (a catalog from an earlier release)."""
-        for table, columns in _ADDED_COLUMNS.items():
-            present = {column["name"] for column in inspect(self.engine).get_columns(table)}
-            for name, ddl in columns.items():
-                if name not in present:
-                    with self.engine.begin() as connection:
-                        connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
+        add_columns(self.engine, _ADDED_COLUMNS)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -239,7 +232,7 @@ class Catalog:
     def _kb_row(session: Session, name: str) -> KnowledgeBaseRow:
         row = session.scalar(select(KnowledgeBaseRow).where(KnowledgeBaseRow.name == name))
         if row is None:
-            raise NotFound(f"knowledge base {name!r} does not exist")
+            raise kb_not_found(name)
         return row
 
     # -- knowledge bases ------------------------------------------------------------------
@@ -272,7 +265,7 @@ class Catalog:
         with self._session(write=False) as session:
             found = session.execute(self._kb_query().where(KnowledgeBaseRow.name == name)).first()
             if found is None:
-                raise NotFound(f"knowledge base {name!r} does not exist")
+                raise kb_not_found(name)
             return _kb_record(*found)
 
     def list_kbs(self) -> list[KnowledgeBase]:
@@ -420,7 +413,7 @@ class Catalog:
                 .where(JobRow.id == job_id)
             ).first()
             if found is None:
-                raise NotFound(f"job {job_id!r} does not exist")
+                raise job_not_found(job_id)
             row, kb = found
             return _job_record(kb, row)
 

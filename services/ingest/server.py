@@ -21,9 +21,9 @@ from services.common.errors import (
     AlreadyExists,
     DependencyUnavailable,
     InvalidArgument,
-    NotFound,
     ResourceExhausted,
     error_from_rpc,
+    kb_not_found,
 )
 from services.common.grpc_client import aio_channel
 from services.common.grpc_server import ServiceSpec, run_service
@@ -198,7 +198,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         def record() -> Job:
             # The blocking steps in one thread hop (an upload is hundreds of small files).
             if not self.catalog.kb_exists(kb):  # before storing anything
-                raise NotFound(f"knowledge base {kb!r} does not exist")
+                raise kb_not_found(kb)
             content_hash = sha256_hex(request.content)
             existing = self.catalog.find_file(kb, name)
             if existing is None or existing.content_hash != content_hash:

@@ -35,7 +35,9 @@ def test_invalid_kb_names(name: str, reason: str) -> None:
         check_kb_name(name)
 
 
-@pytest.mark.parametrize("name", ["报告 2024.pdf", "a.txt", ".hidden.md", "x" * 251 + ".txt", "中" * 85])
+@pytest.mark.parametrize(
+    "name", ["报告 2024.pdf", "a.txt", ".hidden.md", "x" * 251 + ".txt", "中" * 85, "می\u200cخواهم.txt"]
+)
 def test_valid_file_names(name: str) -> None:
     assert file_name_error(name) is None
 
@@ -51,6 +53,11 @@ def test_valid_file_names(name: str) -> None:
         ("..\\windows.ini", "'/'"),
         ("a\x00.txt", "NUL"),
         ("a\nb.txt", "control"),
+        ("a\r\nb.txt", "CR or LF"),
+        ("invoice\x85.pdf", "control"),  # a C1 control (NEL)
+        ("report\u2028.pdf", "control"),  # line separator
+        ("evil\u202etxt.exe", "bidirectional"),  # shows as "evilexe.txt"
+        ("\u2067name.pdf", "bidirectional"),
         ("x" * 256, "255"),
         ("中" * 86, "255"),  # 258 bytes in UTF-8
         (" a.txt", "whitespace"),

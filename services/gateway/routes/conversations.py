@@ -13,17 +13,22 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.gateway.access import authorize_knowledge_bases, key_of, visible_owner
-from services.gateway.deps import CurrentKey, StoreDep
+from services.gateway.access import key_of, visible_owner
+from services.gateway.deps import CurrentKey, IngestStub, SettingsDep, StoreDep
 from services.gateway.errors import ApiError
-from services.gateway.schemas import KnowledgeBaseNameField
+from services.gateway.schemas import CONVERSATION_REF, KB_REF, MESSAGE_REF, KnowledgeBaseNameField
 from services.gateway.store.conversations import Conversation as ConversationRecord
+from zhiku.v1 import ingest_pb2
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 feedback_router = APIRouter(prefix="/v1/messages", tags=["conversations"])
 
-ConversationId = Annotated[str, Path(max_length=64, description="conversation id")]
-MessageId = Annotated[str, Path(max_length=64, description="message id (from a chat response)")]
+ConversationId = Annotated[
+    str, Path(max_length=64, description="conversation id", json_schema_extra=CONVERSATION_REF)
+]
+MessageId = Annotated[
+    str, Path(max_length=64, description="message id (from a chat response)", json_schema_extra=MESSAGE_REF)
+]
 
 
 class CreateConversation(BaseModel):
@@ -31,7 +36,9 @@ class CreateConversation(BaseModel):
 
     title: str = Field(default="", max_length=500, examples=["Leave policy"])
     knowledge_base: KnowledgeBaseNameField | None = Field(
-        default=None, description="default knowledge base of the conversation's chats"
+        default=None,
+        description="default knowledge base of the conversation's chats",
+        json_schema_extra=KB_REF,
     )
 
 
@@ -98,9 +105,18 @@ def _not_found(conversation_id: str) -> ApiError:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=Conversation)
 async def create_conversation(
-    body: CreateConversation, store: StoreDep, principal: CurrentKey
+    body: CreateConversation,
+    store: StoreDep,
+    principal: CurrentKey,
+    ingest: IngestStub,
+    settings: SettingsDep,
 ) -> Conversation:
-    authorize_knowledge_bases(principal, [body.knowledge_base])
+    """A new conversation of the caller's key; its ``knowledge_base`` must exist (404 otherwise,
+    also for one the key may not use)."""
+    if body.knowledge_base is not None:
+        await ingest.GetKnowledgeBase(
+            ingest_pb2.GetKnowledgeBaseRequest(name=body.knowledge_base), timeout=settings.request_timeout_s
+        )
     record = await store.run(store.conversations.create, body.title, body.knowledge_base, key_of(principal))
     return Conversation.of(record)
 

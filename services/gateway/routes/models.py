@@ -10,8 +10,7 @@ import asyncio
 
 from fastapi import APIRouter
 
-from services.gateway.access import visible_knowledge_bases
-from services.gateway.deps import CurrentKey, GenerateStub, IngestStub, SettingsDep, StoreDep
+from services.gateway.deps import GenerateStub, IngestStub, SettingsDep
 from zhiku.v1 import generate_pb2, ingest_pb2
 
 router = APIRouter(prefix="/v1/models", tags=["openai"])
@@ -21,9 +20,7 @@ OWNER = "zhiku"
 
 
 @router.get("")
-async def list_models(
-    generate: GenerateStub, ingest: IngestStub, settings: SettingsDep, store: StoreDep, principal: CurrentKey
-) -> dict[str, object]:
+async def list_models(generate: GenerateStub, ingest: IngestStub, settings: SettingsDep) -> dict[str, object]:
     """The served models, then ``kb:<name>`` for each knowledge base the caller's key may use."""
     models, kbs = await asyncio.gather(
         generate.ListModels(generate_pb2.ListModelsRequest(), timeout=settings.request_timeout_s),
@@ -32,7 +29,6 @@ async def list_models(
     data: list[dict[str, object]] = [
         {"id": card.id, "object": "model", "created": 0, "owned_by": OWNER} for card in models.models
     ]
-    shown = set(await visible_knowledge_bases([kb.name for kb in kbs.knowledge_bases], store, principal))
     data += [
         {
             "id": f"{KB_MODEL_PREFIX}{kb.name}",
@@ -42,6 +38,5 @@ async def list_models(
             "knowledge_base": kb.name,
         }
         for kb in kbs.knowledge_bases
-        if kb.name in shown
     ]
     return {"object": "list", "data": data}

@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.common.database import WRITE_OPTION, make_engine
+from services.common.database import WRITE_OPTION, add_columns, make_engine
 from services.gateway.errors import ApiError
-from services.gateway.store.tables import Base
+from services.gateway.store.tables import ADDED_COLUMNS, Base
 
 
 class Database:
@@ -30,6 +30,7 @@ class Database:
     def create_schema(self) -> None:
         """Create the ``gw_`` tables that are missing (idempotent, safe for several replicas)."""
         Base.metadata.create_all(self.engine, checkfirst=True)
+        add_columns(self.engine, ADDED_COLUMNS)
 
     @contextmanager
     def session(self, write: bool = False) -> Iterator[Session]:

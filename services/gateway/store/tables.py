@@ -75,6 +75,14 @@ class FileChatRow(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     knowledge_base: Mapped[str] = mapped_column(String(64), unique=True)
+    # The API key that made it (NULL while the gateway is open): only it may use the file chat.
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[float] = mapped_column(Double)
     # Stored, not kept in memory, so a restarted gateway still sweeps what expired meanwhile.
     expires_at: Mapped[float] = mapped_column(Double, index=True)
+
+
+# Columns added after a table's first release: ``create_schema`` adds them to older databases.
+ADDED_COLUMNS: dict[str, dict[str, str]] = {
+    "gw_file_chats": {"owner": "VARCHAR(64)"},
+}

@@ -85,11 +85,15 @@ async def test_keys_need_admin_and_limit_knowledge_bases(locked) -> None:
     refused = await client.get("/v1/keys", headers=bearer(key))
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "admin_required"
 
-    # Another knowledge base: 403 in the path, the query (Chatchat style) and chat bodies.
+    # Another knowledge base reads as missing wherever it is named: the path, the query
+    # (Chatchat style) and bodies. The refusal happens in the gateway (the services' addresses
+    # are dead here), with the ingest service's own wording for an unknown name.
+    missing = "knowledge base 'other' does not exist"
     for method, path, payload in [
         ("POST", "/v1/knowledge_bases/other/search", {"query": "q"}),
+        ("POST", f"/v1/knowledge_bases/{LIMITED_KB}/search", {"query": "q", "knowledge_bases": ["other"]}),
         ("GET", "/v1/knowledge_bases/other/files", None),
-        ("GET", "/knowledge_base/list_files?knowledge_base_name=other", None),
+        ("DELETE", "/v1/knowledge_bases/other", None),
         (
             "POST",
             "/v1/chat/completions",
@@ -100,17 +104,18 @@ async def test_keys_need_admin_and_limit_knowledge_bases(locked) -> None:
             "/v1/chat/completions",
             {"messages": [{"role": "user", "content": "q"}], "model": "kb:other"},
         ),
-        ("POST", "/v1/knowledge_bases", {"name": "other"}),
         ("POST", "/v1/conversations", {"knowledge_base": "other"}),
     ]:
         reply = await client.request(method, path, json=payload, headers=bearer(key))
-        assert reply.status_code == 403, (path, reply.text)
-        assert reply.json()["error"]["type"] == "permission_error"
-        assert "'other'" in reply.json()["error"]["message"]
-    # Chatchat routes name it in the body: JSON, form or a bare JSON string.
+        assert reply.status_code == 404, (path, reply.text)
+        assert reply.json()["error"]["message"] == missing
+    # Creating a name outside the key's list is refused as such (existing or not).
+    created_other = await client.post("/v1/knowledge_bases", json={"name": "other"}, headers=bearer(key))
+    assert created_other.status_code == 403 and created_other.json()["error"]["type"] == "permission_error"
+    # Chatchat routes name it in the body (JSON, form or a bare JSON string) or the query, and
+    # answer in Chatchat's envelope exactly as for a knowledge base that does not exist.
     chatchat = [
         ("/chat/knowledge_base_chat", {"json": {"query": "q", "knowledge_base_name": "other"}}),
-        ("/knowledge_base/search_docs", {"json": {"query": "q", "knowledge_base_name": "other"}}),
         ("/knowledge_base/delete_knowledge_base", {"json": "other"}),
         (
             "/knowledge_base/upload_docs",
@@ -119,7 +124,19 @@ async def test_keys_need_admin_and_limit_knowledge_bases(locked) -> None:
     ]
     for path, payload in chatchat:
         reply = await client.post(path, headers=bearer(key), **payload)  # type: ignore[arg-type]
-        assert reply.status_code == 403, (path, reply.text)
+        assert reply.status_code == 200 and reply.json()["code"] == 404, (path, reply.text)
+    listed = await client.get("/knowledge_base/list_files?knowledge_base_name=other", headers=bearer(key))
+    assert listed.json()["code"] == 404
+    searched = await client.post(
+        "/knowledge_base/search_docs",
+        json={"query": "q", "knowledge_base_name": "other"},
+        headers=bearer(key),
+    )
+    assert searched.status_code == 200 and searched.json() == []
+    refused = await client.post(
+        "/knowledge_base/create_knowledge_base", json={"knowledge_base_name": "other"}, headers=bearer(key)
+    )
+    assert refused.status_code == 403 and set(refused.json()) == {"code", "msg", "data"}
     # Its own knowledge base passes the gate (and then fails on the dead ingest address: 503).
     allowed = await client.get(f"/v1/knowledge_bases/{LIMITED_KB}/files", headers=bearer(key))
     assert allowed.status_code == 503

@@ -124,7 +124,7 @@ async def test_sweeping_reads_expiry_from_the_database(stack: Stack) -> None:
     async with httpx.AsyncClient(base_url=stack.url, timeout=120) as client:
         other = GatewayStore(f"sqlite:///{stack.data_dir / 'catalog.db'}")
         try:
-            chat = await other.run(other.file_chats.create, 3600)
+            chat = await other.run(other.file_chats.create, 3600, None)
             created = await client.post("/v1/knowledge_bases", json={"name": chat.knowledge_base})
             assert created.status_code == 201, created.text
             await other.run(other.file_chats.renew, chat.id, 0)  # expires now

@@ -3,6 +3,9 @@ metrics and probes. Services are unreachable here, which is part of what is test
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import grpc
 import httpx
 import pytest
@@ -98,11 +101,81 @@ async def test_invalid_name_in_the_path_is_422(client: httpx.AsyncClient) -> Non
     assert_error(await client.delete("/v1/knowledge_bases/has space"), 422)
 
 
-async def test_malformed_json_is_422(client: httpx.AsyncClient) -> None:
+async def test_malformed_json_is_422_and_says_so(client: httpx.AsyncClient) -> None:
     response = await client.post(
-        "/v1/knowledge_bases", content=b"{not json", headers={"content-type": "application/json"}
+        "/v1/knowledge_bases", content=b'{"name": "kb",,}', headers={"content-type": "application/json"}
     )
-    assert_error(response, 422)
+    error = assert_error(response, 422, "invalid_json")
+    assert error["param"] == "body"
+    assert error["message"].startswith("the request body is not valid JSON")
+    assert "at character 14" in error["message"]
+
+
+async def test_chatchat_routes_answer_errors_in_their_envelope(locked_client: httpx.AsyncClient) -> None:
+    """Chatchat's clients read {code, msg, data}: gateway refusals keep the HTTP status and
+    take that shape on its routes."""
+    for reply in (
+        await locked_client.post("/chat/chat", json={"query": "q"}),
+        await locked_client.get("/knowledge_base/list_knowledge_bases"),
+    ):
+        assert reply.status_code == 401
+        assert reply.json() == {"code": 401, "msg": reply.json()["msg"], "data": None} and reply.json()["msg"]
+    broken = await locked_client.post(
+        "/chat/chat",
+        content=b"{",
+        headers={"content-type": "application/json", "Authorization": "Bearer alpha-key"},
+    )
+    assert broken.status_code == 422 and broken.json()["code"] == 422
+    assert "not valid JSON" in broken.json()["msg"]
+
+
+async def test_a_question_too_long_to_search_is_refused_in_the_gateways_terms(
+    client: httpx.AsyncClient,
+) -> None:
+    """Refused before any service is called (they are unreachable here), in words about the
+    question, not the embed service's internals."""
+    body = {"messages": [{"role": "user", "content": "长" * 340_000}], "knowledge_base": "handbook"}
+    error = assert_error(await client.post("/v1/chat/completions", json=body), 422)
+    assert error["param"] == "messages"
+    assert "too long to search" in error["message"] and "340,000" in error["message"]
+    assert "texts[0]" not in error["message"]
+
+
+@pytest.mark.parametrize("name", ["evil\u202etxt.exe", "bell\x85.txt", "para\u2029.txt"])
+async def test_upload_names_with_control_or_bidi_characters_are_refused(
+    client: httpx.AsyncClient, name: str
+) -> None:
+    """Refused before the (unreachable) ingest service is asked: 422, never stored as is.
+    (CR and LF cannot travel inside a multipart header; the shared name rules refuse them
+    for every other way a name arrives, see services/common/tests/test_names.py.)"""
+    body = (
+        f'--B\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n\r\nhello\r\n--B--\r\n'
+    ).encode()
+    response = await client.post(
+        "/v1/knowledge_bases/kb/files",
+        content=body,
+        headers={"content-type": "multipart/form-data; boundary=B"},
+    )
+    error = assert_error(response, 422)
+    assert "control" in error["message"] or "bidirectional" in error["message"]
+
+
+async def test_a_stalled_request_body_gets_408_and_frees_the_connection() -> None:
+    """A client that sends half a body and stops is cut off after the read timeout."""
+    settings = gateway_settings({}, body_read_timeout_s=0.5)
+    async with served(create_app(settings)) as base_url:
+        host, port = base_url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST /v1/knowledge_bases HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+            b'content-length: 100\r\n\r\n{"name": '
+        )
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), timeout=30)  # the server closes after answering
+        writer.close()
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer
+    assert json.loads(payload)["error"]["code"] == "request_timeout"
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+from sqlalchemy import create_engine, text
 
 from services.gateway.store import GatewayStore
 from services.gateway.store.conversations import NewMessage
@@ -91,17 +92,44 @@ def test_keys_are_hashed_and_revocable(store: GatewayStore) -> None:
     assert store.keys.find(plaintext) is None and store.keys.count_active() == 0
 
 
-def test_file_chats_expire(store: GatewayStore) -> None:
-    live = store.file_chats.create(ttl_s=3600)
-    dead = store.file_chats.create(ttl_s=0.01)
+def test_file_chats_expire_and_belong_to_their_key(store: GatewayStore) -> None:
+    live = store.file_chats.create(ttl_s=3600, owner="key-1")
+    dead = store.file_chats.create(ttl_s=0.01, owner="key-1")
     time.sleep(0.05)
-    assert live.knowledge_base == f"tmp_{live.id}"
-    assert store.file_chats.get(live.id) == live
-    assert store.file_chats.get(dead.id) is None  # expired reads as gone before the sweep
+    assert live.knowledge_base == f"tmp_{live.id}" and live.owner == "key-1"
+    assert store.file_chats.get(live.id, owner="key-1") == live
+    assert store.file_chats.get(live.id, owner=None) == live  # admins and an open gateway
+    assert store.file_chats.get(live.id, owner="key-2") is None  # another key's reads as unknown
+    assert store.file_chats.get(dead.id, owner="key-1") is None  # expired reads as gone before the sweep
+    assert store.file_chats.of_knowledge_base(dead.knowledge_base) == dead  # its owner holds it till swept
+    assert store.file_chats.of_knowledge_base("tmp_unknown") is None
     assert [chat.id for chat in store.file_chats.expired()] == [dead.id]
     assert store.file_chats.knowledge_bases() == {live.knowledge_base, dead.knowledge_base}
     store.file_chats.forget(dead.id)
     assert store.file_chats.expired() == []
+
+
+def test_owner_column_is_added_to_an_older_store(tmp_path: Path) -> None:
+    """A gateway store from before file chats had owners gains the column at start."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "CREATE TABLE gw_file_chats (id VARCHAR(32) PRIMARY KEY, knowledge_base VARCHAR(64) UNIQUE, "
+                "created_at FLOAT, expires_at FLOAT)"
+            )
+        )
+        connection.execute(text("INSERT INTO gw_file_chats VALUES ('old', 'tmp_old', 0, 1e12)"))
+    engine.dispose()
+    upgraded = GatewayStore(url)
+    try:
+        upgraded.create_schema()
+        old = upgraded.file_chats.get("old", owner=None)
+        assert old is not None and old.owner is None
+        assert upgraded.file_chats.get("old", owner="key-1") is None  # ownerless: not any key's
+    finally:
+        upgraded.dispose()
 
 
 def test_conversations_filtered_by_owner(store: GatewayStore) -> None:

@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 
 import anyio
 import grpc
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,8 +41,8 @@ from services.gateway.deps import BackendsDep, CurrentKey, SettingsDep, StoreDep
 from services.gateway.errors import ApiError, rpc_error_body
 from services.gateway.names import kb_name_error
 from services.gateway.routes.chatchat import ingest_ops
-from services.gateway.routes.chatchat.access import authorize_body_kb
 from services.gateway.routes.chatchat.envelopes import (
+    ERRORS,
     BaseResponse,
     chatchat_threshold,
     forbidden,
@@ -55,10 +55,11 @@ from services.gateway.routes.chatchat.knowledge_base import (
     CHATCHAT_TOP_K,
     SSE_HEADERS,
 )
+from services.gateway.schemas import CONVERSATION_REF, KB_REF
 from services.gateway.store import GatewayStore
 from zhiku.v1 import common_pb2, ingest_pb2
 
-router = APIRouter(prefix="/chat", tags=["chatchat"], dependencies=[Depends(authorize_body_kb)])
+router = APIRouter(prefix="/chat", tags=["chatchat"], responses=ERRORS)
 
 NO_DOCS = "<span style='color:red'>未找到相关文档,该回答为大模型自身能力解答！</span>"
 EVENT_STREAM = {200: {"content": {"text/event-stream": {}}, "description": "SSE frames of JSON objects"}}
@@ -75,7 +76,7 @@ class ChatBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     query: str = Field(min_length=1, max_length=32000, examples=["恼羞成怒"])
-    conversation_id: str = ""
+    conversation_id: str = Field(default="", json_schema_extra=CONVERSATION_REF)
     history_len: int = -1
     history: list[History] = Field(default_factory=list)
     stream: bool = False
@@ -86,7 +87,7 @@ class ChatBody(BaseModel):
 
 
 class KnowledgeBaseChatBody(ChatBody):
-    knowledge_base_name: str = Field(examples=["samples"])
+    knowledge_base_name: str = Field(examples=["samples"], json_schema_extra=KB_REF)
     top_k: int = Field(default=CHATCHAT_TOP_K, ge=1, le=100)
     score_threshold: float = Field(
         default=CHATCHAT_SCORE_THRESHOLD, ge=0, le=1, description="Chatchat's meaning: 1 = no filtering"
@@ -117,12 +118,20 @@ _CONVERSATION_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class ChatchatConversation:
-    """A Chatchat ``conversation_id``: its stored history, and where the new turn goes."""
+    """A Chatchat ``conversation_id``: its stored history, and where the new turn goes.
 
-    def __init__(self, store: GatewayStore, conversation_id: str, history: list[History]) -> None:
+    Chatchat's clients choose the id and expect it created on first use. An id that another
+    key's conversation holds is answered exactly like an unknown one (a new, empty
+    conversation), so no key learns that it exists; the turn is then not stored, because the
+    id is taken and the other key's conversation is never written to."""
+
+    def __init__(
+        self, store: GatewayStore, conversation_id: str, history: list[History], stored: bool = True
+    ) -> None:
         self.store = store
         self.id = conversation_id
         self.history = history
+        self.stored = stored
         self.message_id = uuid.uuid4().hex
 
     @classmethod
@@ -139,8 +148,7 @@ class ChatchatConversation:
         found = await store.run(store.conversations.get, conversation_id, visible_owner(principal))
         if found is None:
             if await store.run(store.conversations.get, conversation_id, None) is not None:
-                # Someone else's: answered as if it did not exist, never taken over.
-                raise ApiError(404, f"conversation {conversation_id!r} not found", param="conversation_id")
+                return cls(store, conversation_id, [], stored=False)  # someone else's
             title = body.query[:40]
             await store.run(store.conversations.create, title, None, key_of(principal), conversation_id)
             return cls(store, conversation_id, [])
@@ -149,7 +157,10 @@ class ChatchatConversation:
         return cls(store, conversation_id, [History(role=m.role, content=m.content) for m in recent])
 
     async def store_turn(self, question: str, answer: str) -> None:
-        await self.store.run(self.store.conversations.append_turn, self.id, question, answer, self.message_id)
+        if self.stored:
+            await self.store.run(
+                self.store.conversations.append_turn, self.id, question, answer, self.message_id
+            )
 
 
 async def frames(

@@ -3,9 +3,9 @@
 Chatchat answers most failures with HTTP 200 and a ``code`` in the body (404 for "not found"
 and for a blank or duplicate name, 403 for a name that tries path traversal, 500 for a
 failed operation); its clients read ``code``, not the HTTP status, so these routes do the same.
-Failures of the gateway itself (a service down, a malformed request) keep the gateway's usual
-HTTP statuses. The Chinese messages are Chatchat's own wording, because its web UI and tests
-compare them verbatim.
+Failures of the gateway itself (a service down, a malformed request, a refused key) keep the
+gateway's usual HTTP statuses, in this envelope too. The Chinese messages are Chatchat's own
+wording, because its web UI and tests compare them verbatim.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from services.gateway.openapi import ERROR_RESPONSES
+
 
 class BaseResponse(BaseModel):
     """Chatchat's envelope; ``code`` mirrors an HTTP status but the HTTP status stays 200."""
@@ -22,6 +24,12 @@ class BaseResponse(BaseModel):
     code: int = Field(default=200, examples=[200])
     msg: str = Field(default="success", examples=["success"])
     data: Any = None
+
+
+# The gateway's error responses, in the envelope these routes answer errors with.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {**response, "model": BaseResponse} for status, response in ERROR_RESPONSES.items()
+}
 
 
 class ListResponse(BaseResponse):

@@ -17,25 +17,29 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field
 
 from services.gateway import file_chats
+from services.gateway.access import visible_owner
 from services.gateway.chat import plan_chat, start_generation
-from services.gateway.deps import BackendsDep, SettingsDep, StoreDep, mark_upload
+from services.gateway.deps import BackendsDep, CurrentKey, SettingsDep, StoreDep, mark_upload
 from services.gateway.names import upload_file_name
 from services.gateway.routes.chatchat import chat as chatchat_chat
-from services.gateway.routes.chatchat.envelopes import BaseResponse, chatchat_threshold, not_found, ok
+from services.gateway.routes.chatchat.envelopes import ERRORS, BaseResponse, chatchat_threshold, not_found, ok
 from services.gateway.routes.chatchat.knowledge_base import (
     CHATCHAT_SCORE_THRESHOLD,
     CHATCHAT_TOP_K,
     SSE_HEADERS,
 )
 from services.gateway.routes.files import MAX_CHUNK_SIZE
+from services.gateway.schemas import FILE_CHAT_REF
 from zhiku.v1 import common_pb2
 
-upload_router = APIRouter(prefix="/knowledge_base", tags=["chatchat"])
-chat_router = APIRouter(prefix="/chat", tags=["chatchat"])
+upload_router = APIRouter(prefix="/knowledge_base", tags=["chatchat"], responses=ERRORS)
+chat_router = APIRouter(prefix="/chat", tags=["chatchat"], responses=ERRORS)
 
 
 class FileChatBody(chatchat_chat.ChatBody):
-    knowledge_id: str = Field(max_length=64, description="the id from upload_temp_docs")
+    knowledge_id: str = Field(
+        max_length=64, description="the id from upload_temp_docs", json_schema_extra=FILE_CHAT_REF
+    )
     top_k: int = Field(default=CHATCHAT_TOP_K, ge=1, le=100)
     score_threshold: float = Field(
         default=CHATCHAT_SCORE_THRESHOLD, ge=0, le=1, description="Chatchat's meaning: 1 = no filtering"
@@ -48,7 +52,10 @@ async def upload_temp_docs(
     backends: BackendsDep,
     store: StoreDep,
     settings: SettingsDep,
-    prev_id: Annotated[str | None, Form(max_length=64, description="add to this file chat")] = None,
+    principal: CurrentKey,
+    prev_id: Annotated[
+        str | None, Form(max_length=64, description="add to this file chat", json_schema_extra=FILE_CHAT_REF)
+    ] = None,
     chunk_size: Annotated[int, Form(ge=0, le=MAX_CHUNK_SIZE, description="0: Zhiku's default")] = 0,
     chunk_overlap: Annotated[int, Form(ge=0, le=MAX_CHUNK_SIZE, description="0: Zhiku's default")] = 0,
     zh_title_enhance: Annotated[bool, Form(description="accepted, no effect")] = False,
@@ -68,9 +75,10 @@ async def upload_temp_docs(
             failed[name] = f"文件 {name} 已存在。"
             continue
         named.append((name, await upload.read()))
-    chat = await store.run(store.file_chats.get, prev_id) if prev_id else None
-    if chat is None:
-        chat = await file_chats.open_file_chat(backends, store, settings)
+    owner = visible_owner(principal)
+    chat = await store.run(store.file_chats.get, prev_id, owner) if prev_id else None
+    if chat is None:  # another key's prev_id gets a new file chat, exactly like an unknown one
+        chat = await file_chats.open_file_chat(backends, store, settings, principal)
     chat, outcomes = await file_chats.add_files(
         backends, store, chat, named, settings, chunk_size=chunk_size, chunk_overlap=chunk_overlap
     )
@@ -85,11 +93,12 @@ def _source(index: int, passage: common_pb2.Passage) -> str:
 
 @chat_router.post("/file_chat", response_model=None, responses=chatchat_chat.EVENT_STREAM)
 async def file_chat(
-    body: FileChatBody, backends: BackendsDep, store: StoreDep, settings: SettingsDep
+    body: FileChatBody, backends: BackendsDep, store: StoreDep, settings: SettingsDep, principal: CurrentKey
 ) -> StreamingResponse | JSONResponse:
     """Chat with the files of ``upload_temp_docs``: frames ``{"answer": token}`` then
-    ``{"docs": [...]}`` (one ``{"answer", "docs"}`` frame without ``stream``)."""
-    chat = await store.run(store.file_chats.get, body.knowledge_id)
+    ``{"docs": [...]}`` (one ``{"answer", "docs"}`` frame without ``stream``). Another key's
+    ``knowledge_id`` is answered like an unknown one."""
+    chat = await store.run(store.file_chats.get, body.knowledge_id, visible_owner(principal))
     if chat is None:
         envelope = not_found(f"未找到临时知识库 {body.knowledge_id}，请先上传文件")
         return JSONResponse(envelope.model_dump())

@@ -25,14 +25,13 @@ from fastapi import APIRouter, Body, Depends, File, Form, Query, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.gateway.access import visible_knowledge_bases
-from services.gateway.deps import BackendsDep, CurrentKey, IngestStub, SettingsDep, StoreDep, mark_upload
+from services.gateway.deps import BackendsDep, IngestStub, SettingsDep, mark_upload
 from services.gateway.errors import ApiError
 from services.gateway.names import file_name_error, kb_name_error, upload_file_name
 from services.gateway.retrieval import search_passages
 from services.gateway.routes.chatchat import ingest_ops
-from services.gateway.routes.chatchat.access import authorize_body_kb
 from services.gateway.routes.chatchat.envelopes import (
+    ERRORS,
     BaseResponse,
     DocumentWithScore,
     FailedFiles,
@@ -47,9 +46,10 @@ from services.gateway.routes.chatchat.envelopes import (
     sse_frame,
 )
 from services.gateway.routes.files import MAX_CHUNK_SIZE, content_disposition
+from services.gateway.schemas import KB_REF, MAX_QUERY_CHARS
 from zhiku.v1 import ingest_pb2
 
-router = APIRouter(prefix="/knowledge_base", tags=["chatchat"], dependencies=[Depends(authorize_body_kb)])
+router = APIRouter(prefix="/knowledge_base", tags=["chatchat"], responses=ERRORS)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # Chatchat's VECTOR_SEARCH_TOP_K and SCORE_THRESHOLD defaults (1 = no filtering there).
@@ -62,7 +62,7 @@ ChunkSize = Annotated[int, Field(ge=0, le=MAX_CHUNK_SIZE, description="0: Zhiku'
 class CreateKnowledgeBaseBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    knowledge_base_name: str = Field(examples=["samples"])
+    knowledge_base_name: str = Field(examples=["samples"], json_schema_extra=KB_REF)
     vector_store_type: str = Field(default="", description="accepted, ignored (Zhiku uses Qdrant)")
     embed_model: str = Field(default="", description="accepted, ignored (one model per deployment)")
     kb_info: str = Field(default="", max_length=2000, description="stored as the description")
@@ -73,7 +73,7 @@ class DocsBody(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    knowledge_base_name: str = Field(examples=["samples"])
+    knowledge_base_name: str = Field(examples=["samples"], json_schema_extra=KB_REF)
     file_names: list[str] = Field(examples=[["file_name.md", "test.txt"]])
     chunk_size: ChunkSize = 0
     chunk_overlap: ChunkSize = 0
@@ -87,8 +87,8 @@ class DocsBody(BaseModel):
 class SearchDocsBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    query: str = Field(default="", max_length=8000, examples=["你好"])
-    knowledge_base_name: str = Field(examples=["samples"])
+    query: str = Field(default="", max_length=MAX_QUERY_CHARS, examples=["你好"])
+    knowledge_base_name: str = Field(examples=["samples"], json_schema_extra=KB_REF)
     top_k: int = Field(default=CHATCHAT_TOP_K, ge=1, le=100)
     score_threshold: float = Field(
         default=CHATCHAT_SCORE_THRESHOLD,
@@ -103,7 +103,7 @@ class SearchDocsBody(BaseModel):
 class RecreateBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    knowledge_base_name: str = Field(examples=["samples"])
+    knowledge_base_name: str = Field(examples=["samples"], json_schema_extra=KB_REF)
     allow_empty_kb: bool = True
     vs_type: str = ""
     embed_model: str = ""
@@ -136,15 +136,12 @@ async def _known_kb(ingest: IngestStub, name: str, settings: SettingsDep) -> Bas
 
 
 @router.get("/list_knowledge_bases", response_model=ListResponse)
-async def list_knowledge_bases(
-    ingest: IngestStub, settings: SettingsDep, store: StoreDep, principal: CurrentKey
-) -> ListResponse:
+async def list_knowledge_bases(ingest: IngestStub, settings: SettingsDep) -> ListResponse:
     """Names of the knowledge bases the caller's key may use (file chats' ones hidden)."""
     reply = await ingest.ListKnowledgeBases(
         ingest_pb2.ListKnowledgeBasesRequest(), timeout=settings.request_timeout_s
     )
-    names = [kb.name for kb in reply.knowledge_bases]
-    return ListResponse(data=await visible_knowledge_bases(names, store, principal))
+    return ListResponse(data=[kb.name for kb in reply.knowledge_bases])
 
 
 @router.post("/create_knowledge_base", response_model=BaseResponse)
@@ -173,7 +170,8 @@ async def create_knowledge_base(
 @router.post("/delete_knowledge_base", response_model=BaseResponse)
 async def delete_knowledge_base(
     knowledge_base_name: Annotated[
-        str, Body(description="the name, as a bare JSON string", examples=["samples"])
+        str,
+        Body(description="the name, as a bare JSON string", examples=["samples"], json_schema_extra=KB_REF),
     ],
     ingest: IngestStub,
     settings: SettingsDep,
@@ -190,7 +188,7 @@ async def delete_knowledge_base(
 
 @router.get("/list_files", response_model=ListResponse)
 async def list_files(
-    knowledge_base_name: Annotated[str, Query(examples=["samples"])],
+    knowledge_base_name: Annotated[str, Query(examples=["samples"], json_schema_extra=KB_REF)],
     ingest: IngestStub,
     settings: SettingsDep,
 ) -> ListResponse | BaseResponse:
@@ -203,7 +201,7 @@ async def list_files(
 @router.post("/upload_docs", response_model=FailedFilesResponse, dependencies=[Depends(mark_upload)])
 async def upload_docs(
     files: Annotated[list[UploadFile], File(description="one or more files (repeat the field)")],
-    knowledge_base_name: Annotated[str, Form(examples=["samples"])],
+    knowledge_base_name: Annotated[str, Form(examples=["samples"], json_schema_extra=KB_REF)],
     ingest: IngestStub,
     settings: SettingsDep,
     override: Annotated[bool, Form(description="replace files that already exist")] = False,
@@ -382,7 +380,7 @@ async def search_docs(
     responses={200: {"content": {"application/octet-stream": {}}, "description": "the original file"}},
 )
 async def download_doc(
-    knowledge_base_name: Annotated[str, Query(examples=["samples"])],
+    knowledge_base_name: Annotated[str, Query(examples=["samples"], json_schema_extra=KB_REF)],
     file_name: Annotated[str, Query(examples=["test.txt"])],
     ingest: IngestStub,
     settings: SettingsDep,

@@ -1,0 +1,117 @@
+"""The one place that decides what a caller may do with a knowledge base.
+
+Every knowledge base a request names, wherever it names it (a path, ``knowledge_base``,
+``knowledge_bases``, a ``kb:`` model, a file chat, a conversation's stored knowledge base,
+Chatchat's ``knowledge_base_name``, a tool), reaches the ingest or retrieve service as a field
+of an RPC. :mod:`services.gateway.kb_guard` checks every such RPC with :class:`KnowledgeBaseGuard`
+before it leaves the gateway, for the caller this module keeps in a context variable, so a
+route cannot forget a check and a new route or field is covered without code of its own.
+
+The rules:
+
+- an open gateway (no API keys at all) allows everything; so does the gateway itself
+  (background work such as the file-chat sweeper runs as :data:`GATEWAY`);
+- a key limited to some knowledge bases may use only those;
+- a file chat's temporary knowledge base belongs to the key that made it (admin keys may use
+  any, as they see every conversation), and ``tmp_`` names are created only by file chats;
+- a name the caller may not use is answered exactly like a name that does not exist, so a key
+  cannot even learn which names exist. Creating a name the caller may not use is refused as
+  such, whether or not it exists.
+
+``Permission`` already distinguishes viewing, editing and managing, so per-knowledge-base roles
+only change :meth:`KnowledgeBaseGuard.permits`, never the callers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from collections.abc import Iterator
+from contextvars import ContextVar
+from typing import Final
+
+from services.gateway.access import Principal
+from services.gateway.store import GatewayStore
+from services.gateway.store.file_chats import TEMP_KB_PREFIX, FileChat
+
+
+class Permission(enum.Enum):
+    VIEW = "view"  # search, chat, list files, download, read jobs
+    EDIT = "edit"  # upload, reindex, delete files, cancel jobs
+    MANAGE = "manage"  # delete the knowledge base
+    CREATE = "create"  # create a knowledge base of that name
+
+
+class _Unknown:
+    """No caller was established: refuse, so a code path that lost its request context fails
+    closed instead of running unchecked."""
+
+    def __repr__(self) -> str:
+        return "UNKNOWN_CALLER"
+
+
+UNKNOWN_CALLER: Final = _Unknown()
+# The gateway acting for itself (and an open gateway's anonymous callers): allowed everything.
+GATEWAY: Final[None] = None
+
+Caller = Principal | None
+_caller: ContextVar[Caller | _Unknown] = ContextVar("zhiku_caller", default=UNKNOWN_CALLER)
+
+
+def current_caller() -> Caller | _Unknown:
+    return _caller.get()
+
+
+@contextlib.contextmanager
+def acting_as(caller: Caller) -> Iterator[None]:
+    """Run the block on behalf of ``caller`` (the access middleware, background tasks)."""
+    token = _caller.set(caller)
+    try:
+        yield
+    finally:
+        _caller.reset(token)
+
+
+def is_temporary(name: str) -> bool:
+    return name.startswith(TEMP_KB_PREFIX)
+
+
+class KnowledgeBaseGuard:
+    """Answers "may this caller do this with that knowledge base?" from the caller's key and,
+    for temporary knowledge bases, the file chat's owner in the gateway store."""
+
+    def __init__(self) -> None:
+        self.store: GatewayStore | None = None  # given at start, with the rest of the store users
+
+    async def permits(self, caller: Caller | _Unknown, name: str, permission: Permission) -> bool:
+        if caller is GATEWAY:
+            return True
+        if isinstance(caller, _Unknown):
+            return False
+        if is_temporary(name):
+            chat = await self._file_chat_of(name)
+            if chat is not None:
+                return caller.admin or chat.owner == caller.key_id
+            if permission is Permission.CREATE:
+                return False  # tmp_ names are the file chats'
+        return caller.may_use(name)
+
+    async def visible(self, caller: Caller | _Unknown, names: list[str]) -> list[str]:
+        """``names`` a listing may show: those the caller may view, file chats' never (they
+        are reached through their file chat, not browsed)."""
+        temporary = await self._temporary_names() if any(map(is_temporary, names)) else set()
+        shown = []
+        for name in names:
+            if name not in temporary and await self.permits(caller, name, Permission.VIEW):
+                shown.append(name)
+        return shown
+
+    async def _file_chat_of(self, name: str) -> FileChat | None:
+        if self.store is None:
+            return None
+        return await self.store.run(self.store.file_chats.of_knowledge_base, name)
+
+    async def _temporary_names(self) -> set[str]:
+        if self.store is None:
+            return set()
+        return await self.store.run(self.store.file_chats.knowledge_bases)
