@@ -6,7 +6,7 @@ STAMP := $(VENV)/.zhiku-installed
 PROTO_SRC := $(wildcard protos/zhiku/v1/*.proto)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run test test-unit test-e2e test-vllm bench-generate lint format proto proto-check bench bench-embed bench-retrieve bench-retrieval bench-stack bench-ingest \
+.PHONY: install run test test-unit test-e2e test-vllm bench-generate bench-generate-queue lint format proto proto-check bench bench-embed bench-retrieve bench-retrieval bench-stack bench-ingest \
 	helm-lint compose-check services clean
 
 install: $(STAMP)
@@ -101,3 +101,8 @@ test-vllm: install
 ## the same OpenAI-protocol test server directly: TTFT p50/p99, tokens/s, errors
 bench-generate: install
 	$(PY) -m bench.bench_generate
+
+## bench-generate-queue: 32 concurrent chats on llama.cpp (one at a time) through the gateway:
+## answered / 503 (bounded queue, Retry-After) / 504, time to first token and to refusal
+bench-generate-queue: install
+	$(PY) -m bench.bench_generate_queue

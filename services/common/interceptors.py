@@ -100,12 +100,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             code, message = grpc.StatusCode.DEADLINE_EXCEEDED, f"{method} ran past its deadline"
         else:
             code, message = grpc_code_for(error), str(error) or type(error).__name__
+        trailing: tuple[tuple[str, str], ...] = ()
         if isinstance(error, ZhikuError):
             log.info("%s failed: %s", method, message, extra={"fields": {"code": code.name}})
+            trailing = error.trailing_metadata()
         elif code is not grpc.StatusCode.DEADLINE_EXCEEDED:
             log.exception("%s crashed", method)
             message = f"internal error: {message}"
-        await context.abort(code, message)
+        await context.abort(code, message, trailing)
         return code  # unreachable: abort raises
 
     def _wrap_unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:

