@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.config import CommonSettings
 from services.common.grpc_client import aio_channel
+from services.gateway.backend_names import naming_interceptors
 from services.gateway.kb_cache import KnowledgeBaseCache
 from zhiku.v1 import (
     embed_pb2,
@@ -58,7 +59,9 @@ class Backends:
             "ingest": common.ingest_addr,
         }
         channels = {
-            name: aio_channel(address, [SERVICE_NAMES[name]], common.grpc_max_message_mb)
+            name: aio_channel(
+                address, [SERVICE_NAMES[name]], common.grpc_max_message_mb, naming_interceptors(name)
+            )
             for name, address in addresses.items()
         }
         return cls(

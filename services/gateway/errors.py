@@ -17,6 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.gateway.backend_names import backend_of
+
 log = logging.getLogger("zhiku.gateway.errors")
 
 HTTP_STATUS_BY_GRPC: dict[grpc.StatusCode, int] = {
@@ -112,7 +114,9 @@ def rpc_error_body(error: grpc.RpcError, *, upload: bool = False) -> tuple[int, 
     status = http_status_for(code, upload=upload)
     message = error.details() or code.name  # type: ignore[attr-defined]
     if code is grpc.StatusCode.UNAVAILABLE:
-        message = f"a backend service is unavailable: {message}"
+        service = backend_of(error)
+        who = f"the {service} service" if service else "a backend service"
+        message = f"{who} is unavailable: {message}"
     return status, error_body(status, message, code.name.lower())
 
 
