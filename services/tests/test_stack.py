@@ -3,11 +3,13 @@ its restart back-off, and the ports it picks. The whole stack under kills: tests
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -151,3 +153,44 @@ def test_a_crash_loop_backs_off_and_stop_cancels_a_pending_restart(
     delays = [line.rsplit(" in ", 1)[1] for line in out.splitlines() if "exited with 3" in line]
     assert delays == ["0.1 s", "0.2 s", "0.2 s", "0.2 s"]
     assert out.count("bad setting") == 4
+
+
+def test_a_dead_childs_own_children_go_with_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """A helper process the child started (same process group) does not outlive it as an
+    orphan holding its ports: the launcher kills the group before the restart."""
+    spawner = (
+        "import subprocess, sys, time\n"
+        "helper = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        "print('helper', helper.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    child = Child(
+        "ingest",
+        [sys.executable, "-c", spawner],
+        dict(os.environ),
+        restarts=RestartRecord(RestartBackoff(initial_s=30)),
+    )
+    stack = Stack([child], Ports.free(), color=False)
+    stack.start()
+    try:
+        output = ""
+        while "helper" not in output:
+            run_until(stack, lambda: True)
+            stack.pump(0.2)
+            output += capsys.readouterr().out
+        helper = int(output.split("helper", 1)[1].split()[0])
+        os.kill(child.process.pid, signal.SIGKILL)  # type: ignore[union-attr]
+        run_until(stack, lambda: child.restart_due is not None)
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{helper}") and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(helper, os.WNOHANG)  # reaped by init in real life; here it may be ours
+            time.sleep(0.05)
+        state = (
+            Path(f"/proc/{helper}/stat").read_text().split()[2]
+            if os.path.exists(f"/proc/{helper}")
+            else "gone"
+        )
+        assert state in ("gone", "Z"), state
+    finally:
+        stack.stop(grace_s=1)
