@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml constraints.txt scripts/install.sh scripts/install-llam
 	bash scripts/install.sh
 	touch $@
 
-## run: install if needed, then start every service, the worker and the gateway (Ctrl-C stops all)
+## run: install if needed, then start every service, the worker and the gateway; a process that dies
+## is restarted with back-off (restarts on :9106/metrics); only Ctrl-C stops all
 run: install
 	$(PY) -m services.stack
 

@@ -4,6 +4,18 @@ Each service runs as its own process exactly as it would in a pod, so the embedd
 exercises the same gRPC boundaries as production. The launcher waits for every service's
 gRPC health (and the gateway's /readyz), prefixes each child's output with its name, and on
 Ctrl-C or SIGTERM stops the children's whole process groups, leaving no orphans behind.
+
+Supervision: once the stack is ready, a child that exits (any code, any signal) is started
+again with the same command, environment and ports after an exponential back-off
+(:mod:`services.supervision`: 1 s doubling to 30 s, reset after a minute up), while the
+others keep serving; the gateway answers the dead service's clients 503 naming it. The log
+says ``retrieve exited with -9 (SIGKILL) after 42.0 s up; restart 1 in 1.0 s``, then
+``retrieve restarted (restart 1, pid ...)`` and ``retrieve is serving again (restart 1,
+3.1 s after it exited)``; ``zhiku_stack_restarts_total{service}`` counts the restarts on
+the launcher's own metrics port (``metrics.stack`` in ``stack-ports.json``, 9106 by
+default). Only Ctrl-C or SIGTERM stops the stack. A child that exits before the stack first
+became ready still stops it, with its exit code: at startup that is a configuration error
+(a port in use, a bad setting) that restarting would only repeat.
 """
 
 from __future__ import annotations
@@ -26,11 +38,17 @@ from pathlib import Path
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import start_http_server
+
+from services.supervision import RESTARTS, RestartBackoff, RestartRecord
 
 GRPC_SERVICES = ("embed", "retrieve", "generate", "ingest")
 DEFAULT_GRPC_PORTS = {"embed": 50051, "retrieve": 50052, "generate": 50053, "ingest": 50054}
 DEFAULT_METRICS_PORTS = {"embed": 9101, "retrieve": 9102, "generate": 9103, "ingest": 9104, "worker": 9105}
 COLORS = {"embed": 36, "retrieve": 35, "generate": 33, "ingest": 34, "worker": 32, "gateway": 31}
+# The launcher's own metrics (restarts), recorded under this name beside the children's ports.
+LAUNCHER = "stack"
+DEFAULT_LAUNCHER_METRICS_PORT = 9106
 _PR_SET_PDEATHSIG = 1
 PORTS_FILE = "stack-ports.json"  # written into the data dir: every port this run listens on
 
@@ -56,7 +74,8 @@ class Ports:
 
     @classmethod
     def defaults(cls, gateway: int) -> Ports:
-        return cls(dict(DEFAULT_GRPC_PORTS), dict(DEFAULT_METRICS_PORTS), gateway)
+        metrics = {**DEFAULT_METRICS_PORTS, LAUNCHER: DEFAULT_LAUNCHER_METRICS_PORT}
+        return cls(dict(DEFAULT_GRPC_PORTS), metrics, gateway)
 
     def write(self, path: Path) -> None:
         """Record the chosen ports, so tools started beside the stack (a test's Prometheus) find them."""
@@ -64,12 +83,20 @@ class Ports:
         path.write_text(json.dumps(document, indent=2, sort_keys=True), encoding="utf-8")
 
     @classmethod
-    def free(cls) -> Ports:
+    def free(cls, gateway: int | None = None) -> Ports:
+        """Free ports for everything, except the gateway when a port is asked for."""
         return cls(
             {name: free_port() for name in DEFAULT_GRPC_PORTS},
-            {name: free_port() for name in DEFAULT_METRICS_PORTS},
-            free_port(),
+            {name: free_port() for name in [*DEFAULT_METRICS_PORTS, LAUNCHER]},
+            gateway or free_port(),
         )
+
+
+def choose_ports(free: bool, gateway: int | None, default_gateway: int) -> Ports:
+    """``--free-ports`` picks free ports, but a gateway port asked for with ``--port`` stays."""
+    if free:
+        return Ports.free(gateway)
+    return Ports.defaults(gateway or default_gateway)
 
 
 @dataclass
@@ -79,6 +106,10 @@ class Child:
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
     buffer: bytes = field(default=b"")
+    restarts: RestartRecord = field(default_factory=lambda: RestartRecord(RestartBackoff()))
+    started_at: float = 0.0  # monotonic, of the current process
+    restart_due: float | None = None  # set while waiting out the back-off
+    exited_at: float | None = None  # set from an exit until it serves again
 
 
 def stack_env(ports: Ports, data_dir: Path) -> dict[str, str]:
@@ -91,6 +122,8 @@ def stack_env(ports: Ports, data_dir: Path) -> dict[str, str]:
         env[f"ZHIKU_{name.upper()}_GRPC_PORT"] = str(port)
         env[f"ZHIKU_{name.upper()}_GRPC_HOST"] = "127.0.0.1"
     for name, port in ports.metrics.items():
+        if name == LAUNCHER:
+            continue
         key = "INGEST_WORKER" if name == "worker" else name.upper()
         env[f"ZHIKU_{key}_METRICS_PORT"] = str(port)
     env["ZHIKU_GATEWAY_PORT"] = str(ports.gateway)
@@ -120,6 +153,14 @@ def build_children(ports: Ports, data_dir: Path, worker_concurrency: int) -> lis
     return children
 
 
+def describe_exit(returncode: int) -> str:
+    """``-9 (SIGKILL)`` for a signal, the plain code otherwise."""
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"{returncode} ({signal.Signals(-returncode).name})"
+    return str(returncode)
+
+
 class Stack:
     def __init__(self, children: list[Child], ports: Ports, color: bool) -> None:
         self.children = children
@@ -129,16 +170,81 @@ class Stack:
 
     def start(self) -> None:
         for child in self.children:
-            child.process = subprocess.Popen(
-                child.argv,
-                env=child.env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
-            )
-            os.set_blocking(child.process.stdout.fileno(), False)
-            self.selector.register(child.process.stdout, selectors.EVENT_READ, child)
+            self._spawn(child)
+            RESTARTS.labels(child.name)  # every service's series exists from the start, at 0
+
+    def _spawn(self, child: Child) -> None:
+        child.process = subprocess.Popen(
+            child.argv,
+            env=child.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        child.started_at = time.monotonic()
+        os.set_blocking(child.process.stdout.fileno(), False)
+        self.selector.register(child.process.stdout, selectors.EVENT_READ, child)
+
+    def supervise(self) -> None:
+        """One pass: schedule a restart for each child that exited, start those whose back-off
+        is over, and say when a restarted child serves again."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.restart_due is not None:
+                if now >= child.restart_due:
+                    self._restart(child)
+            elif child.process is not None and child.process.poll() is not None:
+                self._schedule_restart(child, now)
+            elif child.exited_at is not None and self.serving(child.name):
+                self.say(
+                    f"{child.name} is serving again (restart {child.restarts.total}, "
+                    f"{time.monotonic() - child.exited_at:.1f} s after it exited)"
+                )
+                child.exited_at = None
+
+    def _schedule_restart(self, child: Child, now: float) -> None:
+        process = child.process
+        assert process is not None and process.returncode is not None
+        self._reap(child)
+        delay = child.restarts.exited(uptime_s=now - child.started_at)
+        child.exited_at = child.exited_at or now
+        child.restart_due = now + delay
+        self.say(
+            f"{child.name} exited with {describe_exit(process.returncode)} after "
+            f"{now - child.started_at:.1f} s up; restart {child.restarts.total + 1} in {delay:.1f} s"
+        )
+
+    def _reap(self, child: Child) -> None:
+        """The exited child's leftovers: any process still in its group (SIGKILL), and the
+        last of its output, before a new process takes its name and ports."""
+        process = child.process
+        assert process is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        stdout = process.stdout
+        if stdout is None or stdout.closed:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(stdout)
+        with contextlib.suppress(OSError):
+            rest = stdout.read()
+            if rest:
+                child.buffer += rest
+        if child.buffer:
+            for line in child.buffer.split(b"\n"):
+                if line:
+                    self._emit(child, line)
+            child.buffer = b""
+        stdout.close()
+
+    def _restart(self, child: Child) -> None:
+        child.restart_due = None
+        self._spawn(child)
+        child.restarts.total += 1
+        RESTARTS.labels(child.name).inc()
+        assert child.process is not None
+        self.say(f"{child.name} restarted (restart {child.restarts.total}, pid {child.process.pid})")
 
     def _emit(self, child: Child, line: bytes) -> None:
         text = line.decode("utf-8", "replace").rstrip()
@@ -158,6 +264,7 @@ class Stack:
                 continue
             if not data:
                 self.selector.unregister(key.fileobj)
+                key.fileobj.close()  # type: ignore[union-attr]
                 if child.buffer:
                     self._emit(child, child.buffer)
                     child.buffer = b""
@@ -181,11 +288,25 @@ class Stack:
             return reply.status == health_pb2.HealthCheckResponse.SERVING
 
     def _gateway_ready(self) -> bool:
+        return self._http_ok(f"http://127.0.0.1:{self.ports.gateway}/readyz")
+
+    @staticmethod
+    def _http_ok(url: str) -> bool:
         try:
-            reply = httpx.get(f"http://127.0.0.1:{self.ports.gateway}/readyz", timeout=2)
+            reply = httpx.get(url, timeout=2)
         except httpx.HTTPError:
             return False
         return reply.status_code == 200
+
+    def serving(self, name: str) -> bool:
+        """Whether one restarted child answers again: gRPC health for the services, /healthz
+        for the gateway (its /readyz also waits for the other services), and the metrics
+        port for the worker, which it opens first thing in worker_init."""
+        if name == "gateway":
+            return self._http_ok(f"http://127.0.0.1:{self.ports.gateway}/healthz")
+        if name == "worker":
+            return self._http_ok(f"http://127.0.0.1:{self.ports.metrics['worker']}/metrics")
+        return self._grpc_ready(name)
 
     def wait_ready(self, timeout_s: float) -> bool:
         pending = set(GRPC_SERVICES) | {"gateway"}
@@ -208,6 +329,7 @@ class Stack:
     def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM every child's process group, then SIGKILL what is left after the grace."""
         for child in self.children:
+            child.restart_due = None
             if child.process and child.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(child.process.pid, signal.SIGTERM)
@@ -283,8 +405,12 @@ def launch_in_background(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the whole Zhiku stack on this machine.")
     parser.add_argument("--data-dir", default=os.environ.get("ZHIKU_DATA_DIR", "data"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("ZHIKU_GATEWAY_PORT", "8000")))
-    parser.add_argument("--free-ports", action="store_true", help="pick free ports (tests)")
+    parser.add_argument(
+        "--port", type=int, default=None, help="gateway port [default: $ZHIKU_GATEWAY_PORT or 8000]"
+    )
+    parser.add_argument(
+        "--free-ports", action="store_true", help="pick free ports (tests); the gateway keeps --port if given"
+    )
     # Files in flight per worker (threads): the worker packs their chunks into large Embed calls.
     parser.add_argument("--worker-concurrency", type=int, default=16)
     parser.add_argument("--ready-timeout", type=float, default=300)
@@ -292,7 +418,12 @@ def main(argv: list[str] | None = None) -> int:
 
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    ports = Ports.free() if args.free_ports else Ports.defaults(args.port)
+    ports = choose_ports(args.free_ports, args.port, int(os.environ.get("ZHIKU_GATEWAY_PORT", "8000")))
+    try:
+        start_http_server(ports.metrics[LAUNCHER])
+    except OSError as error:
+        sys.stderr.write(f"zhiku: the launcher's metrics port {ports.metrics[LAUNCHER]} is taken: {error}\n")
+        return 1
     ports.write(data_dir / PORTS_FILE)
     stack = Stack(build_children(ports, data_dir, args.worker_concurrency), ports, sys.stdout.isatty())
 
@@ -315,11 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     stack.say(f"ready: http://127.0.0.1:{ports.gateway}")
     while not stopping:
         stack.pump(0.5)
-        dead = stack.exited()
-        if dead:
-            stack.say(f"{dead[0].name} exited with {dead[0].process.returncode}; stopping the stack")
-            stack.stop()
-            return 1
+        stack.supervise()
     stack.say("stopping")
     stack.stop()
     return 0

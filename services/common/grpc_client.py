@@ -3,6 +3,11 @@
 Retries live in the channel's service config (gRPC's own retry machinery), applied to
 UNAVAILABLE only, which gRPC raises before a request reached the server's handler or when
 the server is restarting; idempotent reads therefore survive a rolling restart.
+
+Reconnect attempts back off to at most ``MAX_RECONNECT_BACKOFF_MS``. gRPC's default cap is
+120 s, and a channel fails calls fast without trying to connect while it waits, so a client
+that saw its server down for 30 s went on failing for up to 11 s after the server was back
+(measured); two seconds between attempts to one address costs nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import grpc
 from services.common import tracing
 from services.common.grpc_server import channel_options
 from services.common.logging import REQUEST_ID_HEADER, current_request_id, new_request_id
+
+MAX_RECONNECT_BACKOFF_MS = 2000
 
 
 def _service_config(service_names: Sequence[str]) -> str:
@@ -43,6 +50,7 @@ def _options(service_names: Sequence[str], max_message_mb: int) -> list[tuple[st
         ("grpc.enable_retries", 1),
         ("grpc.service_config", _service_config(service_names)),
         ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
     ]
 
 
@@ -82,7 +90,10 @@ def aio_channel(
     interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
 ) -> grpc.aio.Channel:
     """A long-lived asyncio channel: create once per process, share between requests.
-    ``interceptors`` run before the stack's own (request ids, trace context)."""
+
+    ``interceptors`` run outermost, before the request-id ones: they see each call's final
+    outcome, after gRPC's own retries.
+    """
     return grpc.aio.insecure_channel(
         address,
         options=_options(service_names, max_message_mb),

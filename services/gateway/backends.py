@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.common.config import CommonSettings
 from services.common.grpc_client import aio_channel
 from services.gateway.authz import KnowledgeBaseGuard
+from services.gateway.backend_names import naming_interceptors
 from services.gateway.kb_cache import KnowledgeBaseCache
 from services.gateway.kb_guard import KnowledgeBaseGuardInterceptor
 from zhiku.v1 import (
@@ -70,7 +71,7 @@ class Backends:
                 address,
                 [SERVICE_NAMES[name]],
                 common.grpc_max_message_mb,
-                interceptors=[checked] if name in ("ingest", "retrieve") else (),
+                [*naming_interceptors(name), *([checked] if name in ("ingest", "retrieve") else [])],
             )
             for name, address in addresses.items()
         }

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.common.errors import RETRY_AFTER_METADATA
+from services.gateway.backend_names import backend_of
 
 log = logging.getLogger("zhiku.gateway.errors")
 
@@ -132,7 +133,9 @@ def rpc_error_body(error: grpc.RpcError, *, upload: bool = False, path: str = ""
     status = http_status_for(code, upload=upload)
     message = error.details() or code.name  # type: ignore[attr-defined]
     if code is grpc.StatusCode.UNAVAILABLE:
-        message = f"a backend service is unavailable: {message}"
+        service = backend_of(error)
+        who = f"the {service} service" if service else "a backend service"
+        message = f"{who} is unavailable: {message}"
     return status, error_body(status, message, code.name.lower(), path=path)
 
 

@@ -155,3 +155,11 @@ def test_grafana_provisioning_is_well_formed_and_points_at_real_files(model: dic
         assert json.loads(path.read_text())["uid"], path
     home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert (host_dir / Path(home).relative_to(provider["options"]["path"])).is_file()
+
+
+def test_every_service_is_restarted_when_it_exits(model: dict[str, Any]) -> None:
+    """As the local launcher and Kubernetes do: a process that dies (crash, OOM, kill -9) comes
+    back by itself; only `docker compose stop`/`down` keeps it stopped. Every service here
+    is long-running, so a one-shot job added later would have to opt out explicitly here."""
+    policies = {name: service.get("restart", "no") for name, service in model["services"].items()}
+    assert {name for name, policy in policies.items() if policy != "unless-stopped"} == set(), policies

@@ -150,7 +150,11 @@ def test_every_process_is_scraped(traffic: Prometheus) -> None:
     reply = traffic.query('up{job=~"zhiku-.*"}')
     jobs = {sample["metric"]["job"]: sample["value"][1] for sample in reply["data"]["result"]}
     names = ("gateway", "embed", "retrieve", "generate", "ingest", "worker")
-    assert jobs == {f"zhiku-{name}": "1" for name in names}
+    # "stack": the launcher itself, which counts the restarts of the others (none here).
+    assert jobs == {f"zhiku-{name}": "1" for name in (*names, "stack")}
+    restarts = traffic.query("zhiku_stack_restarts_total")["data"]["result"]
+    counted = {sample["metric"]["service"]: sample["value"][1] for sample in restarts}
+    assert counted == dict.fromkeys(names, "0")
 
 
 def _promtool(promtool: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -18,13 +18,19 @@ def up(
         typer.Option("--data-dir", help="catalog, blobs, vectors [default: $ZHIKU_DATA_DIR or ./data]"),
     ] = None,
     port: Annotated[
-        int | None, typer.Option("--port", help="gateway port [default: $ZHIKU_GATEWAY_PORT or 8000]")
+        int | None,
+        typer.Option(
+            "--port", help="gateway port, kept with --free-ports [default: $ZHIKU_GATEWAY_PORT or 8000]"
+        ),
     ] = None,
-    free_ports: Annotated[bool, typer.Option("--free-ports", help="pick free ports for everything")] = False,
+    free_ports: Annotated[
+        bool, typer.Option("--free-ports", help="pick free ports for everything but an explicit --port")
+    ] = False,
     worker_concurrency: Annotated[int | None, typer.Option("--worker-concurrency", min=1)] = None,
     ready_timeout: Annotated[float | None, typer.Option("--ready-timeout", help="seconds")] = None,
 ) -> None:
-    """Start every service, the worker and the gateway (same as `make run`); Ctrl-C stops all."""
+    """Start every service, the worker and the gateway (same as `make run`); a service that dies
+    is restarted with back-off; Ctrl-C stops all."""
     from services import stack  # imports grpc: only for this command
 
     argv: list[str] = []

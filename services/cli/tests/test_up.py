@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from services.cli.tests.conftest import FAST_STACK_ENV, OUTPUT
+from services.stack import free_port
 
 ZHIKU = Path(sys.executable).parent / "zhiku"
 READY = re.compile(r"ready: (http://127\.0\.0\.1:\d+)")
@@ -50,9 +51,10 @@ def test_zhiku_up_serves_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZHIKU_")} | FAST_STACK_ENV
     log = OUTPUT / "zhiku-up.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    port = free_port()  # --free-ports picks the others; the gateway stays where it is asked to be
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [script, "up", "--free-ports", "--data-dir", str(tmp_path / "data")],
+            [script, "up", "--free-ports", "--port", str(port), "--data-dir", str(tmp_path / "data")],
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -60,6 +62,7 @@ def test_zhiku_up_serves_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
         )
     try:
         url = _wait_ready(log, process, 300)
+        assert url == f"http://127.0.0.1:{port}"
         children = _children(process.pid)
         assert len(children) == 6, children  # four services, the worker, the gateway
 
