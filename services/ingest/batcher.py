@@ -5,15 +5,16 @@ leaves the model idle between round trips and runs it on tiny batches. The worke
 threads therefore hand their texts to one :class:`EmbedBatcher`, which packs the texts of
 every job in flight into calls of up to ``max_texts`` (waiting at most ``wait_s`` for more to
 arrive) and keeps up to ``max_in_flight`` calls going, so the next batch travels while the
-model works on the current one. Each caller gets exactly its own vectors back, in order.
+model works on the current one. Each caller gets exactly its own vectors back, in order, and
+jobs take turns: every job in flight advances, a large one does not hold the others back.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,57 +38,94 @@ class EmbedBatcher:
         self._call = call
         self._max_texts = max_texts
         self._wait_s = wait_s
-        self._pending: queue.Queue[_Request | None] = queue.Queue()
+        # Waiting requests per owner (a job), owners in turn order: each call takes the next
+        # request of the owner whose turn it is, and that owner then waits for the others. A large file
+        # that queued thousands of pieces at once thus shares the model with the files behind
+        # it instead of holding them at 0 % until it is done.
+        self._waiting: OrderedDict[str, deque[_Request]] = OrderedDict()
+        self._last_owner: str | None = None
+        self._changed = threading.Condition()
         self._slots = threading.Semaphore(max_in_flight)
         self._pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="embed-batch")
         self._closed = False
         self._dispatcher = threading.Thread(target=self._dispatch, name="embed-batcher", daemon=True)
         self._dispatcher.start()
 
-    def submit(self, texts: list[str]) -> Future[tuple[list[list[float]], str]]:
-        """Queue texts (at most ``max_texts``); the future holds their vectors and the model."""
+    def submit(self, texts: list[str], owner: str = "") -> Future[tuple[list[list[float]], str]]:
+        """Queue texts (at most ``max_texts``) for ``owner``; the future holds their vectors and
+        the model. One owner's requests are embedded in the order submitted."""
         if not 0 < len(texts) <= self._max_texts:
             raise ValueError(f"submit 1..{self._max_texts} texts at a time, got {len(texts)}")
-        if self._closed:
-            raise RuntimeError("the embed batcher is closed")
         request = _Request(list(texts))
-        self._pending.put(request)
+        with self._changed:
+            if self._closed:
+                raise RuntimeError("the embed batcher is closed")
+            self._waiting.setdefault(owner, deque()).append(request)
+            self._changed.notify()
         return request.future
 
     def close(self) -> None:
-        self._closed = True
-        self._pending.put(None)
+        with self._changed:
+            self._closed = True
+            abandoned = [request for queue in self._waiting.values() for request in queue]
+            self._waiting.clear()
+            self._changed.notify()
+        for request in abandoned:
+            request.future.cancel()
         self._dispatcher.join(timeout=5)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- dispatcher -----------------------------------------------------------------------
 
+    def _take(self, room: int) -> _Request | None:
+        """The next request in turn if it fits in ``room`` texts (call with the lock held)."""
+        while self._waiting:
+            owner = next(iter(self._waiting))
+            if owner == self._last_owner and len(self._waiting) > 1:
+                # It just had its turn: an owner that arrived meanwhile goes first.
+                self._waiting.move_to_end(owner)
+                owner = next(iter(self._waiting))
+            queue = self._waiting[owner]
+            request = queue[0]
+            cancelled = request.future.cancelled()  # a caller that gave up is dropped here
+            if not cancelled and len(request.texts) > room:
+                return None  # it starts the next batch
+            queue.popleft()
+            if not queue:
+                del self._waiting[owner]
+            if not cancelled:
+                self._last_owner = owner
+                return request
+        return None
+
     def _dispatch(self) -> None:
-        carry: _Request | None = None
         while True:
-            first = carry or self._pending.get()
-            carry = None
-            if first is None:
-                return
+            with self._changed:
+                while not self._waiting and not self._closed:
+                    self._changed.wait()
+                if self._closed:
+                    return
             # Wait for a free call slot first: while every slot is busy, requests pile up
-            # and the next call carries all of them (up to max_texts).
+            # and the next call carries as many of them as fit (up to max_texts).
             self._slots.acquire()
-            batch, size = [first], len(first.texts)
+            batch: list[_Request] = []
+            size = 0
             deadline = time.monotonic() + self._wait_s
-            while size < self._max_texts:
-                try:
-                    following = self._pending.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if following is None:
-                    self._pending.put(None)  # finish this batch, then stop
-                    break
-                if size + len(following.texts) > self._max_texts:
-                    carry = following  # starts the next batch
-                    break
-                batch.append(following)
-                size += len(following.texts)
-            self._pool.submit(self._run, batch)
+            with self._changed:
+                while size < self._max_texts and not self._closed:
+                    request = self._take(self._max_texts - size)
+                    if request is not None:
+                        batch.append(request)
+                        size += len(request.texts)
+                        continue
+                    left = deadline - time.monotonic()
+                    if self._waiting or left <= 0:  # the next one does not fit, or time is up
+                        break
+                    self._changed.wait(left)
+            if batch:
+                self._pool.submit(self._run, batch)
+            else:
+                self._slots.release()
 
     def _run(self, batch: list[_Request]) -> None:
         try:

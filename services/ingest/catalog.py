@@ -33,6 +33,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    case,
     delete,
     func,
     select,
@@ -64,6 +65,10 @@ _ADDED_COLUMNS: dict[str, dict[str, str]] = {
         "splitter": "VARCHAR(16) NOT NULL DEFAULT 'recursive'",
         "title_enhance": "BOOLEAN NOT NULL DEFAULT FALSE",
         "lease_until": "DOUBLE PRECISION NOT NULL DEFAULT 0",
+        "retries": "INTEGER NOT NULL DEFAULT 0",
+        "retry_at": "DOUBLE PRECISION NOT NULL DEFAULT 0",
+        "waiting_for": "VARCHAR(32) NOT NULL DEFAULT ''",
+        "waiting_since": "DOUBLE PRECISION NOT NULL DEFAULT 0",
     }
 }
 
@@ -121,6 +126,11 @@ class JobRow(Base):
     splitter: Mapped[str] = mapped_column(String(16), default="recursive")
     title_enhance: Mapped[bool] = mapped_column(Boolean, default=False)
     lease_until: Mapped[float] = mapped_column(Double, default=0.0)
+    # Waiting for an unavailable dependency (see Catalog.requeue_waiting and Job).
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    retry_at: Mapped[float] = mapped_column(Double, default=0.0)
+    waiting_for: Mapped[str] = mapped_column(String(32), default="")
+    waiting_since: Mapped[float] = mapped_column(Double, default=0.0)
 
 
 def _kb_record(row: KnowledgeBaseRow, file_count: int = 0, chunk_count: int = 0) -> KnowledgeBase:
@@ -170,6 +180,10 @@ def _job_record(kb: str, row: Any, unchanged: bool = False) -> Job:
         title_enhance=bool(row.title_enhance),
         lease_until=row.lease_until or 0.0,
         unchanged=unchanged,
+        retries=row.retries or 0,
+        retry_at=row.retry_at or 0.0,
+        waiting_for=row.waiting_for or "",
+        waiting_since=row.waiting_since or 0.0,
     )
 
 
@@ -358,6 +372,10 @@ class Catalog:
                     splitter=splitter,
                     title_enhance=title_enhance,
                     lease_until=0.0,
+                    retries=0,
+                    retry_at=0.0,
+                    waiting_for="",
+                    waiting_since=0.0,
                 )
                 session.add(job)
                 session.flush()
@@ -477,6 +495,7 @@ class Catalog:
                 "progress": 0.0,
                 "error": "",
                 "lease_until": now + lease_s,
+                "retry_at": 0.0,
                 "updated_at": now,
             }
             claimed = update(JobRow).where(JobRow.id == job_id).values(**claim)
@@ -528,8 +547,10 @@ class Catalog:
         """Recover jobs whose worker died; returns the ids to publish to the queue again.
 
         A job in a running stage whose lease expired is QUEUED again (or FAILED once it has
-        used ``max_attempts``: a file that kills its worker every time). A job QUEUED longer
-        than ``queued_redeliver_s`` while the broker's queue is empty (``queue_empty``) may
+        used ``max_attempts`` not counting those that ended waiting for a dependency: a file
+        that kills its worker every time). A job QUEUED longer than ``queued_redeliver_s``
+        (past its next try, when it waits for a dependency) while the broker's queue is
+        empty (``queue_empty``) may
         have lost its message (the SQL broker drops the messages a killed worker had fetched),
         so it is published again; a duplicate message is harmless, since
         :meth:`begin_attempt` lets only one delivery claim the job. (With messages still
@@ -544,7 +565,7 @@ class Catalog:
             ).all()
             for row in expired:
                 lost = f"the worker running attempt {row.attempts} stopped answering (killed or crashed)"
-                if row.attempts >= max_attempts:
+                if row.attempts - row.retries >= max_attempts:
                     values = {
                         "state": JobState.FAILED.value,
                         "error": f"{lost}; gave up after {row.attempts} attempts",
@@ -567,7 +588,9 @@ class Catalog:
             stale = (
                 session.scalars(
                     select(JobRow.id).where(
-                        JobRow.state == JobState.QUEUED.value, JobRow.updated_at < now - queued_redeliver_s
+                        JobRow.state == JobState.QUEUED.value,
+                        JobRow.updated_at < now - queued_redeliver_s,
+                        JobRow.retry_at < now - queued_redeliver_s,
                     )
                 ).all()
                 if queue_empty
@@ -683,15 +706,23 @@ class Catalog:
             file_values["chunks"] = chunks_left
         return self._transition(job_id, {"state": JobState.FAILED.value, "error": error}, file_values)
 
-    def requeue(self, job_id: str, error: str, chunks_left: int | None = None) -> bool:
-        """Put a job back to QUEUED after a transient failure, keeping the reason visible."""
-        file_values: dict[str, Any] = {"state": JobState.QUEUED.value}
-        if chunks_left is not None:
-            file_values["chunks"] = chunks_left
+    def requeue_waiting(self, job_id: str, error: str, waiting_for: str, retry_at: float) -> bool:
+        """Put a job back to QUEUED to wait for ``waiting_for`` until ``retry_at``, keeping the
+        reason visible; False when it was cancelled meanwhile (no retry must follow)."""
         return self._transition(
             job_id,
-            {"state": JobState.QUEUED.value, "progress": 0.0, "error": error, "lease_until": 0.0},
-            file_values,
+            {
+                "state": JobState.QUEUED.value,
+                "progress": 0.0,
+                "error": error,
+                "lease_until": 0.0,
+                "retries": JobRow.retries + 1,
+                "retry_at": retry_at,
+                "waiting_for": waiting_for,
+                # The first wait starts the give-up window; later ones keep it.
+                "waiting_since": case((JobRow.waiting_since > 0, JobRow.waiting_since), else_=time.time()),
+            },
+            {"state": JobState.QUEUED.value},
         )
 
     def job_counts(self) -> dict[JobState, int]:

@@ -58,9 +58,20 @@ class IngestSettings(ServiceSettings):
     progress_interval_s: float = Field(default=0.5, ge=0)
     # How long CreateKnowledgeBase waits for embed.Info before recording no model name.
     embed_info_timeout_s: float = Field(default=3.0, gt=0)
-    # Attempts of one job when a dependency (embed, retrieve) is unavailable, with backoff.
+    # Attempts of one job lost to a worker that died under it (killed, out of memory) before
+    # the job fails: a file that kills its worker every time. Waits for a dependency (below)
+    # do not count.
     max_attempts: int = Field(default=3, ge=1, le=20)
+    # A job that finds embed or retrieve unavailable (or past its deadline) goes back to the
+    # queue "waiting for" it: retry_backoff_s, then retry_backoff_factor times longer after
+    # each failure up to retry_backoff_max_s, until it has waited retry_give_up_s in all
+    # (0: fail at the first). Bad input (parse errors, limits) fails at once.
     retry_backoff_s: float = Field(default=5.0, ge=0)
+    retry_backoff_factor: float = Field(default=2.0, ge=1)
+    retry_backoff_max_s: float = Field(default=120.0, ge=0)
+    retry_give_up_s: float = Field(default=1800.0, ge=0)
+    # A file whose split yields more chunks fails at once (hours of embedding otherwise).
+    max_chunks_per_file: int = Field(default=50_000, ge=1)
     # Redis redelivers a task nobody acknowledged within this time (acks_late).
     visibility_timeout_s: int = Field(default=3600, ge=60)
     # A running job's lease: its worker renews it every lease_s / 4; once it lapses (worker
@@ -110,6 +121,17 @@ class IngestSettings(ServiceSettings):
         if url.get_backend_name() == "sqlite" and not url.database:
             raise ValueError("catalog_url must name a SQLite file (the worker is another process)")
         self.blob_dir = (self.blob_dir or data_dir / "blobs").resolve()
+        if self.retry_backoff_max_s < self.retry_backoff_s:
+            raise ValueError(
+                f"retry_backoff_max_s ({self.retry_backoff_max_s}) must not be below "
+                f"retry_backoff_s ({self.retry_backoff_s})"
+            )
+        if self.redis_url and self.retry_backoff_max_s >= self.visibility_timeout_s:
+            # Redis hands a task held back longer than this to another worker meanwhile.
+            raise ValueError(
+                f"retry_backoff_max_s ({self.retry_backoff_max_s}) must be below "
+                f"visibility_timeout_s ({self.visibility_timeout_s})"
+            )
         if self.chunk_overlap >= self.chunk_size:
             raise ValueError(
                 f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size})"

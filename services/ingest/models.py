@@ -7,6 +7,8 @@ thread boundary (``asyncio.to_thread``) or outlive its database session safely; 
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -106,6 +108,29 @@ class Job:
     lease_until: float = 0.0
     # Set on the answer to an upload of content identical to what is indexed: nothing was queued.
     unchanged: bool = False
+    # Attempts that ended waiting for an unavailable dependency (they do not count as crashes).
+    retries: int = 0
+    # While QUEUED after such an attempt: when the next try is due (0: not waiting), which
+    # dependency it waits for, and since when the job has been waiting (for the give-up window).
+    retry_at: float = 0.0
+    waiting_for: str = ""
+    waiting_since: float = 0.0
+
+    @property
+    def waiting(self) -> bool:
+        return self.state is JobState.QUEUED and self.retry_at > 0
+
+    def status_text(self, now: float | None = None) -> str:
+        """What the job's ``error`` field tells a user: the failure, or what it waits for.
+
+        A job waiting for a dependency is QUEUED (it is, for a later try) and says so here,
+        with the countdown computed when asked, so a client polling it sees it move.
+        """
+        if not self.waiting:
+            return self.error
+        due = math.ceil(self.retry_at - (time.time() if now is None else now))
+        when = f"next try in {due} s" if due > 0 else "next try now"
+        return f"waiting for {self.waiting_for} (attempt {self.attempts}, {when}): {self.error}"
 
     def to_pb(self) -> ingest_pb2.Job:
         return ingest_pb2.Job(
@@ -115,7 +140,7 @@ class Job:
             state=self.state.to_pb(),
             progress=self.progress,
             chunks=self.chunks,
-            error=self.error,
+            error=self.status_text(),
             created_at=self.created_at,
             updated_at=self.updated_at,
             unchanged=self.unchanged,

@@ -24,6 +24,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -33,6 +35,7 @@ import grpc
 from services.common.errors import (
     DependencyUnavailable,
     FailedPrecondition,
+    InvalidArgument,
     NotFound,
     ResourceExhausted,
     ZhikuError,
@@ -40,6 +43,7 @@ from services.common.errors import (
 )
 from services.common.grpc_client import request_metadata, sync_channel
 from services.common.logging import new_request_id, request_id_var
+from services.ingest.backoff import Backoff
 from services.ingest.batcher import EmbedBatcher
 from services.ingest.blobs import BlobStore
 from services.ingest.catalog import Catalog
@@ -68,11 +72,16 @@ POINT_NAMESPACE = uuid.UUID("6f1c3a52-52b7-4c1e-9d0f-2a7e1b9c4d10")
 # Errors worth another attempt: the dependency may come back (restart, overload).
 TRANSIENT_ERRORS: tuple[type[ZhikuError], ...] = (DependencyUnavailable, ResourceExhausted)
 
+# A waiting job asks the dependency it waits for whether it is back before redoing its work;
+# one that does not answer so trivial a call within this long is not back.
+PROBE_TIMEOUT_S = 10.0
+
 # Progress milestones: parsing is quick, embedding dominates, indexing is the tail.
 EMBED_START, INDEX_START = 0.1, 0.8
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
+T = TypeVar("T")
 
 
 GENERATION_KEY = "generation"
@@ -94,11 +103,13 @@ def sha256_hex(data: bytes) -> str:
 
 
 class Retry(Exception):
-    """The attempt failed transiently; the job is QUEUED again and the task should retry."""
+    """The attempt met an unavailable dependency; the job is QUEUED again, waiting, and the task
+    should run again after ``delay_s``."""
 
-    def __init__(self, message: str, attempt: int) -> None:
+    def __init__(self, message: str, attempt: int, delay_s: float) -> None:
         super().__init__(message)
         self.attempt = attempt
+        self.delay_s = delay_s
 
 
 class _Abandoned(Exception):
@@ -110,10 +121,22 @@ class _Run:
     job: Job
     # How many points of this job's generation were upserted (0: the index is untouched).
     indexed: int = 0
-    # The stage the worker is in, and what the catalog was last told (writes are throttled).
+    # The stage and progress the worker is at, and what the catalog was last told (writes
+    # are throttled; what was held back is written while the job waits, see _await).
     stage: JobState = JobState.PARSING
+    progress: float = 0.0
     reported_stage: JobState = JobState.PARSING
+    reported_progress: float = 0.0
     reported_at: float = field(default_factory=time.monotonic)
+
+
+def _dependency_of(error: ZhikuError) -> str:
+    """Which service an unavailable-dependency error came from (the catalog when untagged)."""
+    return str(getattr(error, "dependency", "") or "catalog")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
 class _Heartbeat:
@@ -176,6 +199,7 @@ class IngestPipeline:
         # per knowledge base instead of one per file. An Upsert answering NOT_FOUND (the
         # collection was dropped since) forgets the pair and ensures again.
         self._ensured: set[tuple[str, int]] = set()
+        self._backoff = Backoff.from_settings(settings)
         self._batcher = EmbedBatcher(
             self._embed_texts,
             settings.embed_batch_size,
@@ -248,6 +272,8 @@ class IngestPipeline:
 
     def _execute(self, run: _Run) -> JobState:
         job = run.job
+        if job.waiting_for:
+            self._probe(job)
         chunks = self._prepare(job)
         self._report(run, JobState.EMBEDDING, EMBED_START)
         vectors, model = self._embed_chunks(run, chunks)
@@ -265,18 +291,41 @@ class IngestPipeline:
         most of its catalog traffic); a long one shows every stage and its progress. A cancel
         is noticed at the next write, or at the final one, which is conditional anyway.
         """
-        run.stage = stage
+        run.stage, run.progress = stage, min(progress, 0.99)
         now = time.monotonic()
         if now - run.reported_at < self.settings.progress_interval_s:
             return
-        progress = min(progress, 0.99)
         if stage != run.reported_stage:
-            still_active = self.catalog.advance(run.job.id, stage, progress)
+            still_active = self.catalog.advance(run.job.id, stage, run.progress)
         else:
-            still_active = self.catalog.set_progress(run.job.id, progress)
-        run.reported_stage, run.reported_at = stage, now
+            still_active = self.catalog.set_progress(run.job.id, run.progress)
+        run.reported_stage, run.reported_progress, run.reported_at = stage, run.progress, now
         if not still_active:
             raise _Abandoned(run.job.id)
+
+    def _await(self, run: _Run, piece: Future[T]) -> T:
+        """The piece's result; meanwhile, what _report held back is written once it is due.
+
+        A job's embedding can wait long on texts of other jobs ahead of it in the batcher;
+        without this, its last throttled report (often "embedding" itself) would never reach
+        the catalog, and the job would read "parsing, 0 %" until it suddenly succeeded.
+        """
+        poll_s = max(self.settings.progress_interval_s, 0.05)
+        while True:
+            try:
+                return piece.result(timeout=poll_s)
+            except FutureTimeout:
+                if (run.stage, run.progress) != (run.reported_stage, run.reported_progress):
+                    self._report(run, run.stage, run.progress)
+
+    def _probe(self, job: Job) -> None:
+        """Ask the dependency the last attempt waited for whether it is back, before parsing
+        and embedding the file again (a cheap call; unavailable means another wait)."""
+        if job.waiting_for == "retrieve":
+            request = retrieve_pb2.StatsRequest(collection=job.knowledge_base)
+            self._call("retrieve", self.retrieve.Stats, request, PROBE_TIMEOUT_S)
+        elif job.waiting_for == "embed":
+            self._call("embed", self.embed.Info, embed_pb2.EmbedInfoRequest(), PROBE_TIMEOUT_S)
 
     def _prepare(self, job: Job) -> list[Chunk]:
         with _stage("parse"):
@@ -296,6 +345,12 @@ class IngestPipeline:
             )
         if not chunks:
             raise FailedPrecondition(f"{job.file_name}: no text left after splitting")
+        limit = self.settings.max_chunks_per_file
+        if len(chunks) > limit:
+            raise InvalidArgument(
+                f"{job.file_name} yields {len(chunks):,} chunks, over the limit of {limit:,} per file; "
+                "split it or raise ZHIKU_INGEST_MAX_CHUNKS_PER_FILE"
+            )
         return chunks
 
     def _call(self, service: str, method: Callable[..., Response], request: Any, timeout: float) -> Response:
@@ -303,7 +358,9 @@ class IngestPipeline:
             return method(request, timeout=timeout, metadata=request_metadata())
         except grpc.RpcError as error:
             mapped = error_from_rpc(error)  # type: ignore[arg-type]
-            raise type(mapped)(f"{service} service: {mapped}") from error
+            raised = type(mapped)(f"{service} service: {mapped}")
+            raised.dependency = service  # type: ignore[attr-defined]  # what a waiting job names
+            raise raised from error
 
     def _embed_texts(self, texts: list[str]) -> tuple[list[list[float]], str]:
         """One Embed call (run by the batcher for the texts of every job in flight)."""
@@ -324,12 +381,12 @@ class IngestPipeline:
         with _stage("embed"):
             # Every piece is queued at once: the batcher packs them with other jobs' texts.
             pieces = [
-                self._batcher.submit([chunk.text for chunk in chunks[start : start + batch_size]])
+                self._batcher.submit([chunk.text for chunk in chunks[start : start + batch_size]], run.job.id)
                 for start in range(0, len(chunks), batch_size)
             ]
             try:
                 for piece in pieces:
-                    piece_vectors, piece_model = piece.result()
+                    piece_vectors, piece_model = self._await(run, piece)
                     for vector in piece_vectors:
                         if dimension and len(vector) != dimension:
                             raise FailedPrecondition(
@@ -467,14 +524,29 @@ class IngestPipeline:
         return JobState.FAILED if failed else JobState.CANCELLED
 
     def _transient(self, run: _Run, error: ZhikuError) -> JobState:
+        """A dependency was unavailable: the job waits for it (QUEUED, with the next try's time)
+        unless it has waited the whole give-up window already."""
         job = run.job
-        if job.attempts >= self.settings.max_attempts:
-            suffix = f" (after {job.attempts} attempts)" if job.attempts > 1 else ""
-            return self._fail(run, f"{error}{suffix}")
-        message = f"attempt {job.attempts} of {self.settings.max_attempts} failed: {error}; retrying"
+        dependency = _dependency_of(error)
+        now = time.time()
+        waited = now - job.waiting_since if job.waiting_since else 0.0
+        if waited >= self.settings.retry_give_up_s:
+            spent = f" after {_duration(waited)}" if waited else ""
+            return self._fail(
+                run, f"{error} (gave up waiting for {dependency}{spent}, {job.attempts} attempts)"
+            )
+        delay = self._backoff.delay(job.retries + 1)
         # Partial points stay: the retry writes the same ids (same job, same generation).
-        if not self.catalog.requeue(job.id, message):  # cancelled meanwhile: no retry comes
-            self._clean_up(run)
+        if not self.catalog.requeue_waiting(job.id, str(error), dependency, now + delay):
+            self._clean_up(run)  # cancelled meanwhile: no retry comes
             return JobState.CANCELLED
         JOB_RETRIES.inc()
-        raise Retry(message, job.attempts)
+        log.warning(
+            "job %s waits for %s (attempt %d, next try in %.1f s): %s",
+            job.id,
+            dependency,
+            job.attempts,
+            delay,
+            error,
+        )
+        raise Retry(f"waiting for {dependency}: {error}", job.attempts, delay)

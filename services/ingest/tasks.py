@@ -9,6 +9,7 @@ from __future__ import annotations
 from celery import Task
 
 from services.common.errors import DependencyUnavailable
+from services.ingest.backoff import Backoff
 from services.ingest.broker import INGEST_FILE_TASK, IngestCelery
 from services.ingest.celery_app import app
 from services.ingest.pipeline import Retry
@@ -16,18 +17,17 @@ from services.ingest.pipeline import Retry
 
 @app.task(name=INGEST_FILE_TASK, bind=True, max_retries=None)
 def ingest_file(self: Task, job_id: str) -> str | None:
-    """Ingest the file of job ``job_id``; transient failures come back after a backoff."""
+    """Ingest the file of job ``job_id``; a job waiting for a dependency comes back later."""
     celery_app: IngestCelery = self.app  # type: ignore[assignment]
-    settings = celery_app.settings
     try:
         state = celery_app.pipeline().run(job_id)
     except Retry as retry:
-        # The pipeline bounds these attempts (settings.max_attempts) and re-queued the job.
-        countdown = settings.retry_backoff_s * 2 ** (retry.attempt - 1)
-        raise self.retry(countdown=countdown, exc=retry) from retry
+        # The pipeline recorded the wait (QUEUED, the next try's time) and chose the delay.
+        raise self.retry(countdown=retry.delay_s, exc=retry) from retry
     except DependencyUnavailable as error:
         # The catalog itself did not answer, so the job could not even be marked: try again
         # later rather than acknowledge a message whose job would stay stuck.
-        countdown = settings.retry_backoff_s * 2**self.request.retries
-        raise self.retry(countdown=countdown, exc=error, max_retries=settings.max_attempts) from error
+        backoff = Backoff.from_settings(celery_app.settings)
+        countdown = backoff.delay(self.request.retries + 1)
+        raise self.retry(countdown=countdown, exc=error, max_retries=backoff.retries()) from error
     return state.value if state is not None else None

@@ -1,10 +1,11 @@
 """Zip archives, expanded one level: every supported member parsed, its name kept as ``member``.
 
 An archive is untrusted twice over (what it claims and what it holds), so limits are checked
-on the declared sizes before anything is read and again on the bytes actually inflated: a zip
-bomb fails cleanly instead of filling memory. Members with absolute paths or ``..`` in them
-fail the archive (nobody makes those by accident), archives inside archives are refused
-rather than expanded, and members of types we cannot read are skipped.
+on the declared sizes before anything is read, and each member is inflated in bounded pieces
+and refused at the first byte past its declared size (:mod:`zipsafe`): a zip bomb, honest or
+lying about its size, fails cleanly while memory stays flat. Members with absolute paths or
+``..`` in them fail the archive (nobody makes those by accident), archives inside archives are
+refused rather than expanded, and members of types we cannot read are skipped.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import zipfile
 from pathlib import PurePosixPath
 
 from services.ingest.parsers.base import ParseError, ParseLimits, Segment
+from services.ingest.parsers.zipsafe import inflate_member
 
 log = logging.getLogger("zhiku.ingest.parsers")
 
@@ -58,7 +60,6 @@ def parse_zip(name: str, data: bytes, limits: ParseLimits) -> list[Segment]:
             f"{name}: expands to {declared} bytes, over the limit of {limits.zip_max_expanded_bytes} "
             "(zip bomb?)"
         )
-    budget = limits.zip_max_expanded_bytes
     segments: list[Segment] = []
     skipped: list[str] = []
     for info in infos:
@@ -75,16 +76,8 @@ def parse_zip(name: str, data: bytes, limits: ParseLimits) -> list[Segment]:
             continue
         if info.flag_bits & 0x1:
             raise ParseError(f"{name}: member '{member}' is encrypted")
-        try:
-            with archive.open(info) as stream:
-                content = stream.read(budget + 1)
-        except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, ValueError) as error:
-            raise ParseError(f"{name}: member '{member}' cannot be extracted ({error})") from None
-        if len(content) > budget:
-            raise ParseError(
-                f"{name}: expands past the limit of {limits.zip_max_expanded_bytes} bytes (zip bomb?)"
-            )
-        budget -= len(content)
+        # Never past its declared size, and the declared sizes fit the budget (checked above).
+        content = inflate_member(name, archive, info, member)
         if not content:
             continue
         try:

@@ -7,9 +7,7 @@ that message is what the user reads on the failed job.
 
 from __future__ import annotations
 
-import io
 import re
-import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -103,22 +101,3 @@ def single(text: str, metadata: dict[str, str] | None = None) -> list[Segment]:
     """One normalised segment, or none when nothing is left."""
     text = normalise(text)
     return [Segment(text, metadata or {})] if text else []
-
-
-def check_container(name: str, data: bytes, limits: ParseLimits) -> None:
-    """Refuse a zip-based document (docx, xlsx, pptx, epub) whose parts inflate past the limit.
-
-    Declared sizes are enough here: Python's zipfile stops reading a part at its declared size
-    and fails the CRC check if the data was longer, so a lying header cannot inflate more.
-    Bytes that are not a zip are left for the format's parser to reject in its own words.
-    """
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            declared = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, EOFError, ValueError):
-        return
-    if declared > limits.zip_max_expanded_bytes:
-        raise ParseError(
-            f"{name}: its parts expand to {declared} bytes, over the limit of "
-            f"{limits.zip_max_expanded_bytes} (zip bomb?)"
-        )

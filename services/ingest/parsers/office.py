@@ -16,12 +16,12 @@ from services.ingest.parsers.base import (
     ParseLimits,
     Segment,
     cell_text,
-    check_container,
     markdown_table,
     normalise,
     single,
 )
 from services.ingest.parsers.ocr import embedded_image_text
+from services.ingest.parsers.zipsafe import check_container
 
 _OOXML_ERRORS: tuple[type[Exception], ...] = (zipfile.BadZipFile, KeyError, ValueError, EOFError)
 

@@ -18,12 +18,12 @@ from services.ingest.parsers.base import (
     ParseError,
     ParseLimits,
     Segment,
-    check_container,
     decode_text,
     markdown_table,
     normalise,
     single,
 )
+from services.ingest.parsers.zipsafe import check_container
 
 _HTML_DROP = "script, style, noscript, template, svg, iframe, head, object, canvas, nav"
 _HTML_BLOCKS = (

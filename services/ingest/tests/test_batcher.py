@@ -80,3 +80,22 @@ def test_requests_are_bounded_and_cancelled_ones_are_skipped() -> None:
     finally:
         batcher.close()
     assert call.batches == [4, 2]  # the cancelled text never reached the model
+
+
+def test_jobs_take_turns_so_a_large_one_does_not_hold_back_the_others() -> None:
+    seen: list[str] = []
+
+    def call(texts: list[str]) -> tuple[list[list[float]], str]:
+        seen.append(texts[0][0])  # whose texts: "a" or "b"
+        time.sleep(0.1)
+        return [[0.0]] * len(texts), "model-x"
+
+    batcher = EmbedBatcher(call, max_texts=2, wait_s=0.0, max_in_flight=1)
+    try:
+        large = [batcher.submit([f"a{n}", f"a{n}"], owner="large") for n in range(4)]
+        time.sleep(0.05)  # the large job's first piece is in the model
+        small = batcher.submit(["b", "b"], owner="small")
+        assert len(small.result(10)[0]) == 2 and all(len(piece.result(10)[0]) == 2 for piece in large)
+    finally:
+        batcher.close()
+    assert seen == ["a", "b", "a", "a", "a"]  # the small job's piece went next, not last

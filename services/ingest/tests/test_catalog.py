@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -87,13 +88,33 @@ def test_failure_keeps_the_reason_on_job_and_file(catalog: Catalog) -> None:
     assert catalog.job_counts()[JobState.FAILED] == 1
 
 
-def test_requeue_keeps_the_job_active_with_its_reason(catalog: Catalog) -> None:
+def test_a_job_waiting_for_a_dependency_says_what_for_until_its_next_try(catalog: Catalog) -> None:
     catalog.create_kb("kb")
     job = _submit(catalog)
     catalog.begin_attempt(job.id)
-    assert catalog.requeue(job.id, "embed down; retrying")
+    due = time.time() + 40
+    assert catalog.requeue_waiting(job.id, "retrieve service: failed to connect", "retrieve", due)
+    waiting = catalog.get_job(job.id)
+    assert waiting.state is JobState.QUEUED and waiting.waiting and waiting.retries == 1
+    assert waiting.status_text(now=due - 40) == (
+        "waiting for retrieve (attempt 1, next try in 40 s): retrieve service: failed to connect"
+    )
+    assert waiting.status_text(now=due + 5).startswith("waiting for retrieve (attempt 1, next try now)")
+    assert waiting.to_pb().error.startswith("waiting for retrieve (attempt 1, next try in ")
+    assert catalog.get_file("kb", "a.txt").state is JobState.QUEUED
+    started_waiting = waiting.waiting_since
+    assert 0 < started_waiting <= time.time()
     again = catalog.begin_attempt(job.id)
-    assert again is not None and again.attempts == 2 and again.error == ""
+    assert again is not None and again.attempts == 2 and again.error == "" and not again.waiting
+    assert again.to_pb().error == ""
+    assert catalog.requeue_waiting(job.id, "embed service: overloaded", "embed", due + 80)
+    later = catalog.get_job(job.id)
+    # The give-up window runs from the first wait; the text names the latest dependency.
+    assert later.retries == 2 and later.waiting_since == started_waiting
+    assert later.status_text(now=due).startswith("waiting for embed (attempt 2, next try in 80 s)")
+    catalog.cancel_job(job.id)
+    assert not catalog.requeue_waiting(job.id, "late", "embed", due)  # a cancelled job stays so
+    assert catalog.get_job(job.id).status_text() == "cancelled by request"
 
 
 def test_a_newer_upload_cancels_the_older_job(catalog: Catalog) -> None:

@@ -92,6 +92,38 @@ def test_a_leased_job_is_claimed_once_and_recovered_after_its_worker_dies(catalo
     assert catalog.get_file("kb", "a.txt").error == gave_up.error
 
 
+def test_attempts_that_ended_waiting_for_a_dependency_are_not_counted_as_crashes(
+    catalog: Catalog,
+) -> None:
+    """max_attempts bounds attempts lost to dead workers; an outage's waits must not use them up."""
+    catalog.create_kb("kb")
+    job = _submit(catalog)
+    for _ in range(3):
+        assert catalog.begin_attempt(job.id, lease_s=0.2) is not None
+        assert catalog.requeue_waiting(job.id, "retrieve service: failed to connect", "retrieve", time.time())
+    assert catalog.begin_attempt(job.id, lease_s=0.2) is not None  # attempt 4: its worker dies
+    time.sleep(0.3)
+    assert catalog.sweep(max_attempts=2, queued_redeliver_s=3600) == [job.id]
+    assert catalog.get_job(job.id).state is JobState.QUEUED
+    assert catalog.begin_attempt(job.id, lease_s=0.2) is not None  # attempt 5: dies too
+    time.sleep(0.3)
+    assert catalog.sweep(max_attempts=2, queued_redeliver_s=3600) == []
+    gave_up = catalog.get_job(job.id)
+    assert gave_up.state is JobState.FAILED and "gave up after 5 attempts" in gave_up.error
+
+
+def test_a_waiting_job_is_published_again_only_well_past_its_next_try(catalog: Catalog) -> None:
+    catalog.create_kb("kb")
+    job = _submit(catalog)
+    catalog.begin_attempt(job.id)
+    assert catalog.requeue_waiting(job.id, "embed service: down", "embed", time.time() + 0.6)
+    time.sleep(0.3)
+    # Its message is held back until the next try: not lost, even though the row is quiet.
+    assert catalog.sweep(max_attempts=3, queued_redeliver_s=0.2) == []
+    time.sleep(0.6)
+    assert catalog.sweep(max_attempts=3, queued_redeliver_s=0.2) == [job.id]
+
+
 def test_long_queued_jobs_are_published_again(catalog: Catalog) -> None:
     catalog.create_kb("kb")
     job = _submit(catalog)
@@ -125,10 +157,12 @@ def test_columns_added_later_are_created_on_an_old_database(catalog: Catalog) ->
     from sqlalchemy import text
 
     with catalog.engine.begin() as connection:
-        connection.execute(text("ALTER TABLE jobs DROP COLUMN lease_until"))
+        for column in ("lease_until", "retries", "retry_at", "waiting_for", "waiting_since"):
+            connection.execute(text(f"ALTER TABLE jobs DROP COLUMN {column}"))
     catalog.create_schema()
     catalog.create_kb("kb")
-    assert _submit(catalog).lease_until == 0.0
+    job = _submit(catalog)
+    assert (job.lease_until, job.retries, job.retry_at, job.waiting_for) == (0.0, 0, 0.0, "")
 
 
 def test_long_queued_jobs_behind_a_backlog_are_not_published_again(catalog: Catalog) -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import re
+import tracemalloc
 import zipfile
+from collections.abc import Callable
 
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from services.ingest.parsers import ParseError, ParseLimits, parse
+from services.ingest.tests import zips
 from services.ingest.tests.conftest import DOCS
 
 
@@ -78,8 +83,81 @@ def test_zip_bomb_fails_on_inflated_size_when_headers_lie() -> None:
     # Rewrite the declared uncompressed size in the central directory to a harmless 100 bytes.
     directory = data.rindex(b"PK\x01\x02")
     data[directory + 24 : directory + 28] = (100).to_bytes(4, "little")
-    with pytest.raises(ParseError, match=r"liar\.zip: .*(limit|bomb|cannot be extracted)"):
+    with pytest.raises(
+        ParseError,
+        match=r"^liar\.zip: member 'zeros\.txt' declares 100 bytes but inflates to more; refused at the "
+        r"first byte past its declared size \(zip bomb\?\)$",
+    ):
         parse("liar.zip", bytes(data), limits=ParseLimits(zip_max_expanded_bytes=1_000_000))
+
+
+def _peak_bytes_while(work: Callable[[], object]) -> int:
+    """The most memory Python objects held at once while ``work`` ran (inflated bytes included)."""
+    tracemalloc.start()
+    try:
+        with contextlib.suppress(ParseError):
+            work()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_member_lying_about_its_size_is_refused_at_its_first_extra_byte_in_flat_memory() -> None:
+    """1,000 bytes declared, 1 GiB inside, 1 MB on disk: refused without inflating more than a piece."""
+    data = zips.build(zips.honest("readme.txt", b"fine"), zips.lying("bomb.txt", 1000, inflated_mib=1024))
+    assert len(data) < 2 * zips.MIB
+    with pytest.raises(
+        ParseError, match=r"^bomb\.zip: member 'bomb\.txt' declares 1,000 bytes but inflates to more; refused"
+    ):
+        parse("bomb.zip", data)
+    peak = _peak_bytes_while(lambda: parse("bomb.zip", data))
+    assert peak < 16 * zips.MIB, f"peak {peak / zips.MIB:.0f} MiB while refusing a lying member"
+
+
+@pytest.mark.parametrize(
+    ("name", "part"),
+    [
+        ("lying.docx", "word/document.xml"),
+        ("lying.xlsx", "xl/worksheets/sheet1.xml"),
+        ("lying.pptx", "ppt/slides/slide1.xml"),
+        ("lying.epub", "OEBPS/c1.xhtml"),
+    ],
+)
+def test_a_document_part_lying_about_its_size_is_refused_before_the_library_reads_it(
+    name: str, part: str
+) -> None:
+    """python-docx, openpyxl and python-pptx read parts whole: the same attack inside an office file."""
+    with zipfile.ZipFile(DOCS / "test.docx") as original:
+        parts = [zips.honest(info.filename, original.read(info)) for info in original.infolist()]
+    # The liar takes the place of the part of that name (word/document.xml: read by every parse).
+    data = zips.build(*(p for p in parts if p.name != part), zips.lying(part, 2000, inflated_mib=1024))
+    with pytest.raises(
+        ParseError,
+        match=rf"^{re.escape(name)}: part '{re.escape(part)}' declares 2,000 bytes but inflates to more",
+    ):
+        parse(name, data)
+    assert _peak_bytes_while(lambda: parse(name, data)) < 16 * zips.MIB
+    # The same parts without the liar are a readable document: the check refuses only the lie.
+    honest = parse("honest.docx", zips.build(*parts), limits=ParseLimits(embedded_images=0))
+    assert "AutoGen" in honest[0].text
+
+
+def test_members_compressed_without_an_output_bound_are_refused() -> None:
+    """zipfile inflates bzip2 pieces whole (178 bytes of bzip2 hold 200 MB), so only stored
+    and deflated members are read."""
+    with pytest.raises(
+        ParseError, match=r"^packed\.zip: member 'a\.txt' uses zip compression method 12; only"
+    ):
+        parse("packed.zip", _zip({"a.txt": b"text " * 100}, zipfile.ZIP_BZIP2))
+    assert parse("stored.zip", _zip({"a.txt": b"stored text"}, zipfile.ZIP_STORED))[0].text == "stored text"
+
+
+def test_a_member_whose_bytes_do_not_match_its_crc_is_corrupt() -> None:
+    data = bytearray(_zip({"a.txt": b"some text that will not match its checksum"}))
+    directory = data.rindex(b"PK\x01\x02")
+    data[directory + 16] ^= 0xFF  # the CRC-32 in the central directory
+    with pytest.raises(ParseError, match=r"^crc\.zip: member 'a\.txt' cannot be extracted \(bad CRC-32"):
+        parse("crc.zip", bytes(data))
 
 
 def test_too_many_members() -> None:

@@ -8,18 +8,24 @@ transient failure re-queues the job until its attempts run out.
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from services.common.errors import FailedPrecondition
 from services.ingest.blobs import BlobStore
 from services.ingest.config import IngestSettings
 from services.ingest.models import JobState
-from services.ingest.pipeline import IngestPipeline, Retry, point_id
+from services.ingest.parsers import parse
+from services.ingest.pipeline import EMBED_START, IngestPipeline, Retry, point_id
+from services.ingest.splitter import split_segments
 from services.ingest.tests.conftest import Dependencies, ingest_settings, unused_address
 from zhiku.v1 import retrieve_pb2, retrieve_pb2_grpc
 
@@ -159,11 +165,17 @@ def test_a_file_deleted_mid_run_leaves_no_vectors(
         pipeline.close()
 
 
-def test_transient_failures_requeue_until_attempts_run_out(
+def test_an_unavailable_dependency_makes_the_job_wait_until_the_give_up_window_closes(
     tmp_path: Path, dependencies: Dependencies, request: pytest.FixtureRequest
 ) -> None:
     settings = ingest_settings(
-        tmp_path, embed_addr=unused_address(), retrieve_addr=dependencies.retrieve_address, max_attempts=2
+        tmp_path,
+        embed_addr=unused_address(),
+        retrieve_addr=dependencies.retrieve_address,
+        max_attempts=1,  # waits are not crashes: they must not use these up
+        retry_backoff_s=0.2,
+        retry_backoff_factor=3,
+        retry_give_up_s=600,
     )
     pipeline = IngestPipeline.from_settings(settings)
     try:
@@ -171,15 +183,62 @@ def test_transient_failures_requeue_until_attempts_run_out(
         job_id = _submit(pipeline, kb, "a.txt", TEXT.encode())
         with pytest.raises(Retry) as retry:
             pipeline.run(job_id)
-        assert retry.value.attempt == 1
+        assert (retry.value.attempt, retry.value.delay_s) == (1, pytest.approx(0.2))
         queued = pipeline.catalog.get_job(job_id)
-        assert queued.state is JobState.QUEUED and queued.error.startswith(
-            "attempt 1 of 2 failed: embed service:"
+        assert queued.state is JobState.QUEUED and queued.waiting_for == "embed"
+        assert queued.to_pb().error.startswith(
+            "waiting for embed (attempt 1, next try in 1 s): embed service:"
         )
+        with pytest.raises(Retry) as retry:  # embed still down: the next wait is 3 times longer
+            pipeline.run(job_id)
+        assert (retry.value.attempt, retry.value.delay_s) == (2, pytest.approx(0.6))
+    finally:
+        pipeline.close()
+    # A worker whose give-up window (0.5 s) has passed since the first wait fails the job.
+    impatient = IngestPipeline.from_settings(settings.model_copy(update={"retry_give_up_s": 0.5}))
+    try:
+        time.sleep(max(0.0, queued.waiting_since + 0.5 - time.time()))
+        assert impatient.run(job_id) is JobState.FAILED
+        failed = impatient.catalog.get_job(job_id)
+        assert (
+            failed.error.startswith("embed service:") and "(gave up waiting for embed after " in failed.error
+        )
+        assert failed.error.endswith(" s, 3 attempts)") and failed.to_pb().error == failed.error
+        assert impatient.catalog.get_file(kb, "a.txt").state is JobState.FAILED
+    finally:
+        impatient.close()
+
+
+def test_a_file_over_the_chunk_limit_fails_at_once_before_any_embedding(
+    tmp_path: Path,
+    dependencies: Dependencies,
+    retrieve: retrieve_pb2_grpc.RetrieveServiceStub,
+    request: pytest.FixtureRequest,
+) -> None:
+    settings = ingest_settings(
+        tmp_path,
+        embed_addr=dependencies.embed_address,
+        retrieve_addr=dependencies.retrieve_address,
+        max_chunks_per_file=3,
+    )
+    pipeline = IngestPipeline.from_settings(settings)
+    try:
+        kb = _kb(pipeline, request)
+        chunks = len(split_segments(parse("big.txt", TEXT.encode()), "big.txt", 120, 20))
+        assert chunks > 3
+        embedded = REGISTRY.get_sample_value("zhiku_ingest_embed_batch_texts_count") or 0.0
+        job_id = _submit(pipeline, kb, "big.txt", TEXT.encode())
         assert pipeline.run(job_id) is JobState.FAILED
         failed = pipeline.catalog.get_job(job_id)
-        assert failed.error.startswith("embed service:") and failed.error.endswith("(after 2 attempts)")
-        assert pipeline.catalog.get_file(kb, "a.txt").state is JobState.FAILED
+        assert failed.error == (
+            f"big.txt yields {chunks} chunks, over the limit of 3 per file; "
+            "split it or raise ZHIKU_INGEST_MAX_CHUNKS_PER_FILE"
+        )
+        assert failed.attempts == 1 and pipeline.catalog.get_file(kb, "big.txt").error == failed.error
+        assert (REGISTRY.get_sample_value("zhiku_ingest_embed_batch_texts_count") or 0.0) == embedded
+        assert _points(retrieve, kb) == -1  # nothing indexed, not even a collection
+        small = _submit(pipeline, kb, "small.txt", "一句话。两句话。".encode())
+        assert pipeline.run(small) is JobState.SUCCEEDED  # files within the limit are unaffected
     finally:
         pipeline.close()
 
@@ -289,3 +348,43 @@ def test_a_collection_dropped_behind_the_workers_back_is_created_again(
     second = _submit(pipeline, kb, "b.txt", TEXT.encode())
     assert pipeline.run(second) is JobState.SUCCEEDED
     assert _points(retrieve, kb) == pipeline.catalog.get_job(second).chunks > 1
+
+
+class _GatedEmbed:
+    """The real embed stub, whose Embed calls wait until the test opens the gate."""
+
+    def __init__(self, stub: Any) -> None:
+        self._stub = stub
+        self.gate = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stub, name)
+
+    def Embed(self, request: Any, **kwargs: Any) -> Any:
+        assert self.gate.wait(60), "the test never opened the gate"
+        return self._stub.Embed(request, **kwargs)
+
+
+def test_a_job_waiting_for_the_model_shows_that_it_is_embedding(
+    settings: IngestSettings, request: pytest.FixtureRequest
+) -> None:
+    """Its "embedding" report was held back (written at most every progress_interval_s) just
+    before it started waiting; the wait itself must not keep it from the catalog."""
+    pipeline = IngestPipeline.from_settings(settings.model_copy(update={"progress_interval_s": 0.2}))
+    gated = _GatedEmbed(pipeline.embed)
+    pipeline.embed = gated  # type: ignore[assignment]
+    try:
+        kb = _kb(pipeline, request)
+        job_id = _submit(pipeline, kb, "a.txt", TEXT.encode())
+        with ThreadPoolExecutor(1) as pool:
+            outcome = pool.submit(pipeline.run, job_id)
+            deadline = time.monotonic() + 30
+            while (job := pipeline.catalog.get_job(job_id)).state is not JobState.EMBEDDING:
+                assert time.monotonic() < deadline, f"the waiting job still reads {job.state}, {job.progress}"
+                time.sleep(0.05)
+            assert job.progress == pytest.approx(EMBED_START) and not outcome.done()
+            gated.gate.set()
+            assert outcome.result(60) is JobState.SUCCEEDED
+    finally:
+        gated.gate.set()
+        pipeline.close()

@@ -84,6 +84,11 @@ def _worker_env(settings: IngestSettings, metrics_port: int) -> dict[str, str]:
             "ZHIKU_INGEST_WORKER_METRICS_PORT": str(metrics_port),
             "ZHIKU_INGEST_MAX_ATTEMPTS": str(settings.max_attempts),
             "ZHIKU_INGEST_RETRY_BACKOFF_S": str(settings.retry_backoff_s),
+            "ZHIKU_INGEST_RETRY_BACKOFF_FACTOR": str(settings.retry_backoff_factor),
+            "ZHIKU_INGEST_RETRY_BACKOFF_MAX_S": str(settings.retry_backoff_max_s),
+            "ZHIKU_INGEST_RETRY_GIVE_UP_S": str(settings.retry_give_up_s),
+            "ZHIKU_INGEST_MAX_CHUNKS_PER_FILE": str(settings.max_chunks_per_file),
+            "ZHIKU_INGEST_PROGRESS_INTERVAL_S": str(settings.progress_interval_s),
             "ZHIKU_INGEST_LEASE_S": str(settings.lease_s),
             "ZHIKU_INGEST_EMBED_BATCH_SIZE": str(settings.embed_batch_size),
             "ZHIKU_INGEST_UPSERT_BATCH_SIZE": str(settings.upsert_batch_size),
@@ -93,7 +98,9 @@ def _worker_env(settings: IngestSettings, metrics_port: int) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def celery_worker(settings: IngestSettings, metrics_port: int, log_path: Path) -> Iterator[subprocess.Popen]:
+def celery_worker(
+    settings: IngestSettings, metrics_port: int, log_path: Path, concurrency: int = 2
+) -> Iterator[subprocess.Popen]:
     argv = [
         sys.executable,
         "-m",
@@ -102,7 +109,7 @@ def celery_worker(settings: IngestSettings, metrics_port: int, log_path: Path) -
         "services.ingest.celery_app",
         "worker",
         "--pool=threads",
-        "--concurrency=2",
+        f"--concurrency={concurrency}",
         "--loglevel=INFO",
         "--without-gossip",
         "--without-mingle",
@@ -377,13 +384,15 @@ def test_worker_exposes_prometheus_metrics(stack: Stack) -> None:
 def test_unreachable_embed_is_retried_then_fails_with_the_reason(
     dependencies: Dependencies, tmp_path: Path
 ) -> None:
-    """Transient errors go back to the queue with a backoff (Celery retry), bounded by max_attempts."""
+    """An unavailable dependency sends the job back to the queue, waiting with a backoff (Celery
+    retry), until the give-up window closes."""
     settings = ingest_settings(
         tmp_path,
         embed_addr=unused_address(),
         retrieve_addr=dependencies.retrieve_address,
-        max_attempts=2,
+        max_attempts=1,  # waits are not crashes: they do not use these up
         retry_backoff_s=1.0,  # long enough for the poll below to see the re-queued state
+        retry_give_up_s=3.0,
     )
     with (
         background_service(build_spec(settings), settings) as api,
@@ -400,14 +409,18 @@ def test_unreachable_embed_is_retried_then_fails_with_the_reason(
         seen_retry = False
         while time.monotonic() < deadline:
             current = ingest.GetJob(ingest_pb2.GetJobRequest(id=job.id), timeout=TIMEOUT)
-            seen_retry = seen_retry or "attempt 1 of 2 failed" in current.error
+            seen_retry = seen_retry or current.error.startswith("waiting for embed (attempt 1, next try in ")
             if current.state in TERMINAL:
                 break
             time.sleep(0.05)
         log = (tmp_path / "worker.log").read_text(errors="replace")
         assert current.state == ingest_pb2.JOB_STATE_FAILED, f"{current}\n{log[-3000:]}"
-        assert current.error.startswith("embed service:") and current.error.endswith("(after 2 attempts)")
-        assert seen_retry  # between attempts the job was QUEUED again with the reason
+        assert (
+            current.error.startswith("embed service:")
+            and "(gave up waiting for embed after " in current.error
+        )
+        assert current.attempts >= 2
+        assert seen_retry  # between attempts the job was QUEUED again, saying what it waits for
         assert "Retry in" in log  # Celery really re-delivered the task after the backoff
 
 
