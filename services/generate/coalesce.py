@@ -33,6 +33,7 @@ async def coalesced(source: AsyncIterator[Chunk], min_interval_s: float = 0.0) -
     producer task, which closes ``source`` (and so the backend request) at once.
     """
     pending: list[str] = []
+    abstained = False  # carried by the first delta of an abstaining answer; kept on the merged one
     finals: list[Chunk] = []
     failure: list[BaseException] = []
     ready = asyncio.Event()
@@ -42,9 +43,10 @@ async def coalesced(source: AsyncIterator[Chunk], min_interval_s: float = 0.0) -
     last_sent = -math.inf
 
     async def produce() -> None:
-        nonlocal finished
+        nonlocal finished, abstained
         try:
             async for chunk in source:
+                abstained = abstained or chunk.abstained
                 if chunk.delta:
                     pending.append(chunk.delta)
                 if chunk.finish_reason:
@@ -69,7 +71,8 @@ async def coalesced(source: AsyncIterator[Chunk], min_interval_s: float = 0.0) -
             if pending:
                 text = "".join(pending)
                 pending.clear()
-                yield Chunk(delta=text)
+                yield Chunk(delta=text, abstained=abstained)
+                abstained = False
                 last_sent = loop.time()
             if finished and not pending:
                 if failure:

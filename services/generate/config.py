@@ -83,6 +83,16 @@ class GenerateSettings(ServiceSettings):
     # the CPU test tier passes {"load_format": "dummy"} here. Named settings above win.
     vllm_extra_args: dict[str, Any] = Field(default_factory=dict)
 
+    # Grounded answers: abstain when no passage holds this share of the question's rare terms
+    # (grounding.py; measured on CMRC's held-out half, dev split, docs/answers.md); 0 never abstains.
+    abstain_below: float = Field(default=0.68, ge=0.0, le=1.0)
+    # How a follow-up becomes a standalone search query (rewriting.py): "terms" carries the earlier
+    # questions' rare terms, "llm" asks the model (condense prompt), "off" searches the question as
+    # it is; "auto" is "llm" where a real model server answers (openai, vllm), else "terms".
+    query_rewrite: Literal["auto", "terms", "llm", "off"] = "auto"
+    # llama.cpp's penalty on tokens it already produced (1.0: none); small models loop without it.
+    repeat_penalty: float = Field(default=1.1, ge=1.0, le=2.0)
+
     # Folder whose template files replace the bundled ones of the same name.
     prompts_dir: Path | None = None
     # Earlier user/assistant exchanges kept in the prompt (most recent first, then trimmed by

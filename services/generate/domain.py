@@ -8,6 +8,7 @@ protobuf messages.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -63,13 +64,13 @@ class GenerationRequest:
     def history(self) -> tuple[Turn, ...]:
         return self.messages[:-1]
 
-    @classmethod
-    def from_pb(cls, request: generate_pb2.GenerateRequest) -> GenerationRequest:
-        """Validate and convert; every rejection names the field and what was expected."""
-        if not request.messages:
+    @staticmethod
+    def turns_from_pb(messages: Sequence[generate_pb2.ChatMessage]) -> tuple[Turn, ...]:
+        """The conversation, checked: known roles, ending with a non-empty user question."""
+        if not messages:
             raise InvalidArgument("messages is empty: send at least the user's question as a 'user' message")
         turns: list[Turn] = []
-        for index, message in enumerate(request.messages):
+        for index, message in enumerate(messages):
             if message.role not in ROLES:
                 raise InvalidArgument(
                     f"messages[{index}].role is {message.role!r}; expected one of system, user, assistant"
@@ -82,6 +83,12 @@ class GenerationRequest:
             )
         if not last.content.strip():
             raise InvalidArgument("the user's question (the last message) is empty")
+        return tuple(turns)
+
+    @classmethod
+    def from_pb(cls, request: generate_pb2.GenerateRequest) -> GenerationRequest:
+        """Validate and convert; every rejection names the field and what was expected."""
+        turns = cls.turns_from_pb(request.messages)
         temperature = request.temperature if request.HasField("temperature") else None
         if temperature is not None and not 0.0 <= temperature <= 2.0:
             raise InvalidArgument(f"temperature must be within [0, 2], got {temperature:g}")
@@ -101,7 +108,7 @@ class GenerationRequest:
             if p.text.strip()
         )
         return cls(
-            messages=tuple(turns),
+            messages=turns,
             passages=passages,
             grounded=request.grounded,
             temperature=temperature,
@@ -123,17 +130,60 @@ class Usage:
 
 @dataclass(frozen=True)
 class Chunk:
-    """One streamed piece: a text delta, or the final piece with finish_reason (and usage)."""
+    """One streamed piece: a text delta, or the final piece with finish_reason (and usage).
+
+    Grounded answers add ``abstained`` (on the first piece: the passages cannot answer, the
+    text says so) and ``check`` (on the final piece: how the passages back each sentence)."""
 
     delta: str = ""
     finish_reason: str = ""
     usage: Usage | None = None
+    abstained: bool = False
+    check: AnswerCheck | None = None
 
     def to_pb(self) -> generate_pb2.GenerateResponse:
-        response = generate_pb2.GenerateResponse(delta=self.delta, finish_reason=self.finish_reason)
+        response = generate_pb2.GenerateResponse(
+            delta=self.delta, finish_reason=self.finish_reason, abstained=self.abstained
+        )
         if self.usage is not None:
             response.usage.CopyFrom(self.usage.to_pb())
+        if self.check is not None:
+            response.grounding.CopyFrom(self.check.to_pb())
         return response
+
+
+@dataclass(frozen=True)
+class PassageCheck:
+    number: int
+    cited: bool
+    supported: bool
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    text: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class AnswerCheck:
+    """Each passage: cited by the answer, and backing a sentence; sentences nothing backs."""
+
+    passages: tuple[PassageCheck, ...]
+    unsupported: tuple[Unsupported, ...]
+
+    def to_pb(self) -> generate_pb2.Grounding:
+        return generate_pb2.Grounding(
+            passages=[
+                generate_pb2.PassageSupport(number=p.number, cited=p.cited, supported=p.supported)
+                for p in self.passages
+            ],
+            unsupported=[
+                generate_pb2.UnsupportedSentence(text=u.text, start=u.start, end=u.end)
+                for u in self.unsupported
+            ],
+        )
 
 
 @dataclass(frozen=True)
@@ -163,6 +213,7 @@ class Prompt:
     # Ready-made replies in the question's language, for backends without a model.
     nothing_found_reply: str
     no_model_reply: str
+    abstain_reply: str = ""
 
     def message_dicts(self) -> list[dict[str, str]]:
         return [turn.as_dict() for turn in self.messages]

@@ -20,14 +20,21 @@ from services.common.logging import current_request_id
 from services.generate.admission import Admission
 from services.generate.backends.base import Backend
 from services.generate.config import GenerateSettings
-from services.generate.domain import Chunk, GenerationRequest, Job, ModelInfo, Prompt, Sampling, Usage
-from services.generate.metrics import ITL, TOKENS, TTFT
+from services.generate.domain import Chunk, GenerationRequest, Job, ModelInfo, Prompt, Sampling, Turn, Usage
+from services.generate.grounding import check_answer, support_for
+from services.generate.metrics import ABSTENTIONS, ITL, REPETITIONS_CUT, TOKENS, TTFT
 from services.generate.prompting import PromptBuilder, PromptTemplates
+from services.generate.repetition import RepetitionGuard
+from services.generate.rewriting import rewrite_with_terms
+from services.generate.text import approx_token_count, detect_language
 
 A = TypeVar("A")
 R = TypeVar("R")
 
 DEFAULT_MODEL_ALIAS = "default"
+# A condensed question longer than this is the model rambling, not a question: fall back.
+CONDENSE_MAX_TOKENS = 96
+CONDENSE_MAX_CHARS = 300
 
 log = logging.getLogger("zhiku.generate")
 
@@ -87,47 +94,129 @@ class Generator:
     async def generate(
         self, request: GenerationRequest, cancel: threading.Event | None = None
     ) -> AsyncIterator[Chunk]:
-        """Text deltas, then one final chunk with finish_reason and usage."""
+        """Text deltas, then one final chunk with finish_reason and usage.
+
+        Grounded requests whose passages cannot answer get the abstention reply at once, with
+        ``abstained`` on the first chunk, without waiting for a slot or running the model;
+        every other grounded answer gets the sentence check on its final chunk."""
         self._check_model(request.model)
-        backend = self.backend
+        if self._abstains(request):
+            async for chunk in self._abstention(request):
+                yield chunk
+            return
         async with self.admission.slot():
-            started = time.perf_counter()
-            prompt, sampling = await self._tokenizing(self.prepare, request)
-            job = Job(
-                request_id=current_request_id(),
-                prompt=prompt,
-                sampling=sampling,
-                cancel=cancel or threading.Event(),
+            async for chunk in self._run(request, cancel or threading.Event()):
+                yield chunk
+
+    async def rewrite(self, messages: tuple[Turn, ...]) -> tuple[str, str]:
+        """(query, method) for retrieval: the last question made standalone (rewriting.py)."""
+        query, method = rewrite_with_terms(messages)
+        if method == "none" or self._rewrite_method() != "llm":
+            return (messages[-1].content, "none") if self._rewrite_method() == "off" else (query, method)
+        condensed = await self._condense(messages)
+        return (condensed, "llm") if condensed else (query, method)
+
+    def _rewrite_method(self) -> str:
+        chosen = self.settings.query_rewrite
+        if chosen != "auto":
+            return chosen
+        return "llm" if self.backend.name in ("openai", "vllm") else "terms"
+
+    async def _condense(self, messages: tuple[Turn, ...]) -> str:
+        """The model's standalone version of the last question, or "" when it gives no usable one."""
+        question = messages[-1].content
+        language = detect_language(question)
+        conversation = "\n".join(
+            f"{turn.role}: {turn.content}" for turn in messages[:-1] if turn.role != "system"
+        )
+        text = self.builder.templates.render(
+            "condense", language, conversation=conversation, question=question
+        )
+        turns = (Turn("user", text),)
+        prompt = Prompt(
+            kind="chat",
+            language=language,
+            messages=turns,
+            question=question,
+            passages=(),
+            prompt_tokens=self.backend.count_prompt_tokens(turns),
+            nothing_found_reply="",
+            no_model_reply="",
+        )
+        sampling = Sampling(temperature=0.0, top_p=1.0, max_tokens=CONDENSE_MAX_TOKENS)
+        job = Job(request_id=current_request_id(), prompt=prompt, sampling=sampling)
+        parts: list[str] = []
+        finish = ""
+        async with self.admission.slot(), aclosing(self.backend.stream(job)) as chunks:
+            async for chunk in chunks:
+                parts.append(chunk.delta)
+                if chunk.finish_reason:
+                    finish = chunk.finish_reason
+                    break
+        condensed = " ".join("".join(parts).split())
+        usable = condensed and len(condensed) <= CONDENSE_MAX_CHARS and finish != "length"
+        return condensed if usable else ""
+
+    def _abstains(self, request: GenerationRequest) -> bool:
+        threshold = self.settings.abstain_below
+        return (
+            bool(request.passages)
+            and threshold > 0
+            and support_for(request.question, request.passages) < threshold
+        )
+
+    async def _abstention(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        reply = self.builder.templates.render("abstain_reply", detect_language(request.question))
+        ABSTENTIONS.labels(self.backend.name).inc()
+        yield Chunk(delta=reply, abstained=True)
+        usage = Usage(prompt_tokens=0, completion_tokens=approx_token_count(reply))
+        yield Chunk(finish_reason="stop", usage=usage)
+
+    async def _run(self, request: GenerationRequest, cancel: threading.Event) -> AsyncIterator[Chunk]:
+        backend = self.backend
+        started = time.perf_counter()
+        prompt, sampling = await self._tokenizing(self.prepare, request)
+        job = Job(request_id=current_request_id(), prompt=prompt, sampling=sampling, cancel=cancel)
+        guard = RepetitionGuard()
+        parts: list[str] = []
+        final: Chunk | None = None
+        accounted = False
+        try:
+            async with aclosing(backend.stream(job)) as chunks:
+                ttft, itl = TTFT.labels(backend.name), ITL.labels(backend.name)
+                last = started
+                async for chunk in chunks:
+                    passed = guard.feed(chunk.delta) if chunk.delta else ""
+                    if passed:
+                        now = time.perf_counter()
+                        (itl if parts else ttft).observe(now - last)
+                        last = now
+                        parts.append(passed)
+                        yield Chunk(delta=passed)
+                    if guard.stopped:
+                        REPETITIONS_CUT.labels(backend.name).inc()
+                        final = Chunk(finish_reason="stop")
+                        break
+                    if chunk.finish_reason:
+                        final = chunk
+                        break
+            if final is None and job.cancel.is_set():
+                return  # the client left; nobody to tell
+            rest = guard.flush()
+            if rest:
+                parts.append(rest)
+                yield Chunk(delta=rest)
+            usage = (final.usage if final else None) or Usage(
+                prompt_tokens=prompt.prompt_tokens,
+                completion_tokens=await self._tokenizing(backend.count_tokens, "".join(parts)),
             )
-            parts: list[str] = []
-            final: Chunk | None = None
-            accounted = False
-            try:
-                async with aclosing(backend.stream(job)) as chunks:
-                    ttft, itl = TTFT.labels(backend.name), ITL.labels(backend.name)
-                    last = started
-                    async for chunk in chunks:
-                        if chunk.delta:
-                            now = time.perf_counter()
-                            (itl if parts else ttft).observe(now - last)
-                            last = now
-                            parts.append(chunk.delta)
-                            yield Chunk(delta=chunk.delta)
-                        if chunk.finish_reason:
-                            final = chunk
-                            break
-                if final is None and job.cancel.is_set():
-                    return  # the client left; nobody to tell
-                usage = (final.usage if final else None) or Usage(
-                    prompt_tokens=prompt.prompt_tokens,
-                    completion_tokens=await self._tokenizing(backend.count_tokens, "".join(parts)),
-                )
-                self._account(usage)
-                accounted = True
-                yield Chunk(finish_reason=final.finish_reason if final else "stop", usage=usage)
-            finally:
-                if not accounted:  # cancelled or failed midway: the work done still counts
-                    self._account(Usage(prompt.prompt_tokens, backend.count_tokens("".join(parts))))
+            self._account(usage)
+            accounted = True
+            check = check_answer("".join(parts), prompt.passages) if prompt.kind == "kb_chat" else None
+            yield Chunk(finish_reason=final.finish_reason if final else "stop", usage=usage, check=check)
+        finally:
+            if not accounted:  # cancelled or failed midway: the work done still counts
+                self._account(Usage(prompt.prompt_tokens, backend.count_tokens("".join(parts))))
 
     async def _tokenizing(self, work: Callable[[A], R], argument: A) -> R:
         """``work`` in a worker thread where the backend runs a real tokenizer (CPU work that

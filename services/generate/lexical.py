@@ -48,6 +48,11 @@ def features(text: str) -> set[str]:
     return grams
 
 
+def char_unigrams(text: str) -> set[str]:
+    """The Chinese characters of ``text`` (particles dropped): "用途" then still meets "用于"."""
+    return {ch for run in _CJK_RUN.findall(normalized(text)) for ch in run if ch not in _ZH_STOPWORDS}
+
+
 def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text) if s and len(s.strip()) > 1]
 

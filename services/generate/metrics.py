@@ -50,3 +50,13 @@ REJECTED = Counter(
     "whole bound)",
     ["backend", "reason"],
 )
+ABSTENTIONS = Counter(
+    "zhiku_generate_abstentions_total",
+    "Grounded answers refused because no passage held enough of the question's rare terms",
+    ["backend"],
+)
+REPETITIONS_CUT = Counter(
+    "zhiku_generate_repetitions_cut_total",
+    "Answers ended early because the model started repeating a sentence or looping on a phrase",
+    ["backend"],
+)

@@ -2,7 +2,8 @@
 
 Three prompts exist, each in Chinese and English (picked by the question's language):
 knowledge-base chat (numbered passages, answer from them and cite [n]), plain chat, and
-"nothing found" (knowledge-base chat where retrieval returned nothing). Templates are files,
+"nothing found" (knowledge-base chat where retrieval returned nothing); a fourth, ``condense``,
+turns a follow-up into a standalone question for retrieval (``rewriting.py``). Templates are files,
 so operators tune wording without a release; they are validated once at start-up.
 
 Fitting priority when the window is tight: the question first, then passages in retrieval
@@ -43,6 +44,8 @@ TEMPLATE_FIELDS: Mapping[str, tuple[frozenset[str], frozenset[str]]] = {
     "nothing_found": (frozenset({"question"}), frozenset({"question"})),
     "nothing_found_reply": (frozenset(), frozenset()),
     "no_model_reply": (frozenset(), frozenset()),
+    "abstain_reply": (frozenset(), frozenset()),
+    "condense": (frozenset({"conversation", "question"}), frozenset({"conversation", "question"})),
 }
 
 # Upper bound of what a chat template adds per message (role markers, separators).
@@ -210,6 +213,7 @@ class PromptBuilder:
             prompt_tokens=prompt_tokens,
             nothing_found_reply=self.templates.render("nothing_found_reply", language),
             no_model_reply=self.templates.render("no_model_reply", language),
+            abstain_reply=self.templates.render("abstain_reply", language),
         )
 
     def _final_turn(self, kind: PromptKind, language: Language, question: str, context: str) -> Turn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -9,6 +10,7 @@ from contextlib import aclosing
 import grpc
 
 from services.common.grpc_server import ServiceSpec, run_service
+from services.generate import terms
 from services.generate.backends import Backend, create_backend
 from services.generate.coalesce import coalesced
 from services.generate.config import GenerateSettings
@@ -40,6 +42,13 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
             async for chunk in chunks:
                 yield chunk.to_pb()
 
+    async def RewriteQuery(
+        self, request: generate_pb2.RewriteQueryRequest, context: grpc.aio.ServicerContext
+    ) -> generate_pb2.RewriteQueryResponse:
+        turns = GenerationRequest.turns_from_pb(request.messages)
+        query, method = await self.generator.rewrite(turns)
+        return generate_pb2.RewriteQueryResponse(query=query, method=method)
+
     async def ListModels(
         self, request: generate_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> generate_pb2.ListModelsResponse:
@@ -56,11 +65,15 @@ def build_spec(settings: GenerateSettings, backend: Backend | None = None) -> Se
     def register(server: grpc.aio.Server) -> None:
         generate_pb2_grpc.add_GenerateServiceServicer_to_server(servicer, server)
 
+    async def startup() -> None:
+        await backend.start()
+        await asyncio.to_thread(terms.warm_up)  # the dictionary the grounding checks weigh words by
+
     return ServiceSpec(
         name="generate",
         service_names=[SERVICE_NAME],
         register=register,
-        startup=backend.start,
+        startup=startup,
         shutdown=[backend.close],
     )
 

@@ -43,15 +43,63 @@ class Usage(_message.Message):
     completion_tokens: int
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
 
+class PassageSupport(_message.Message):
+    __slots__ = ("number", "cited", "supported")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    CITED_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTED_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    cited: bool
+    supported: bool
+    def __init__(self, number: _Optional[int] = ..., cited: _Optional[bool] = ..., supported: _Optional[bool] = ...) -> None: ...
+
+class UnsupportedSentence(_message.Message):
+    __slots__ = ("text", "start", "end")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    start: int
+    end: int
+    def __init__(self, text: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
+
+class Grounding(_message.Message):
+    __slots__ = ("passages", "unsupported")
+    PASSAGES_FIELD_NUMBER: _ClassVar[int]
+    UNSUPPORTED_FIELD_NUMBER: _ClassVar[int]
+    passages: _containers.RepeatedCompositeFieldContainer[PassageSupport]
+    unsupported: _containers.RepeatedCompositeFieldContainer[UnsupportedSentence]
+    def __init__(self, passages: _Optional[_Iterable[_Union[PassageSupport, _Mapping]]] = ..., unsupported: _Optional[_Iterable[_Union[UnsupportedSentence, _Mapping]]] = ...) -> None: ...
+
 class GenerateResponse(_message.Message):
-    __slots__ = ("delta", "finish_reason", "usage")
+    __slots__ = ("delta", "finish_reason", "usage", "abstained", "grounding")
     DELTA_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    ABSTAINED_FIELD_NUMBER: _ClassVar[int]
+    GROUNDING_FIELD_NUMBER: _ClassVar[int]
     delta: str
     finish_reason: str
     usage: Usage
-    def __init__(self, delta: _Optional[str] = ..., finish_reason: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
+    abstained: bool
+    grounding: Grounding
+    def __init__(self, delta: _Optional[str] = ..., finish_reason: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., abstained: _Optional[bool] = ..., grounding: _Optional[_Union[Grounding, _Mapping]] = ...) -> None: ...
+
+class RewriteQueryRequest(_message.Message):
+    __slots__ = ("messages", "model")
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    model: str
+    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., model: _Optional[str] = ...) -> None: ...
+
+class RewriteQueryResponse(_message.Message):
+    __slots__ = ("query", "method")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    method: str
+    def __init__(self, query: _Optional[str] = ..., method: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

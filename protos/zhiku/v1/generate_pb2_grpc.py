@@ -44,6 +44,11 @@ class GenerateServiceStub:
                 request_serializer=zhiku_dot_v1_dot_generate__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=zhiku_dot_v1_dot_generate__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.RewriteQuery = channel.unary_unary(
+                '/zhiku.v1.GenerateService/RewriteQuery',
+                request_serializer=zhiku_dot_v1_dot_generate__pb2.RewriteQueryRequest.SerializeToString,
+                response_deserializer=zhiku_dot_v1_dot_generate__pb2.RewriteQueryResponse.FromString,
+                _registered_method=True)
 
 
 class GenerateServiceServicer:
@@ -61,6 +66,12 @@ class GenerateServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RewriteQuery(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GenerateServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +84,11 @@ def add_GenerateServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=zhiku_dot_v1_dot_generate__pb2.ListModelsRequest.FromString,
                     response_serializer=zhiku_dot_v1_dot_generate__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'RewriteQuery': grpc.unary_unary_rpc_method_handler(
+                    servicer.RewriteQuery,
+                    request_deserializer=zhiku_dot_v1_dot_generate__pb2.RewriteQueryRequest.FromString,
+                    response_serializer=zhiku_dot_v1_dot_generate__pb2.RewriteQueryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +145,33 @@ class GenerateService:
             '/zhiku.v1.GenerateService/ListModels',
             zhiku_dot_v1_dot_generate__pb2.ListModelsRequest.SerializeToString,
             zhiku_dot_v1_dot_generate__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RewriteQuery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zhiku.v1.GenerateService/RewriteQuery',
+            zhiku_dot_v1_dot_generate__pb2.RewriteQueryRequest.SerializeToString,
+            zhiku_dot_v1_dot_generate__pb2.RewriteQueryResponse.FromString,
             options,
             channel_credentials,
             insecure,

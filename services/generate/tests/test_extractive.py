@@ -103,9 +103,42 @@ def test_ranking_prefers_overlap_and_keeps_passage_numbers() -> None:
     ranked = rank_sentences("why do dogs bark", passages)
     assert ranked[0].text == "Dogs bark at night."
     assert ranked[0].passage.number == 1
-    assert ranked[-1].score == 0.0
-    # No overlap at all: quote the top-ranked passage rather than nothing.
-    assert compose_answer("qwerty", passages, "en") == "Cats sleep a lot. [1]"
+    assert ranked[-1].text == "Cats sleep a lot."  # no word of the question: last
+
+
+def test_rare_question_terms_outweigh_the_subject_every_sentence_repeats() -> None:
+    """The passage's subject is in every sentence, so it tells them apart the least: the sentence
+    with the question's distinguishing words wins even when it is long."""
+    passage = PassageRef(
+        1,
+        "rail.md",
+        "广茂铁路是广东的一条铁路。广茂铁路由三茂铁路股份有限公司管理运营，"
+        "经佛山、三水、肇庆、云浮、阳江至茂名市茂名站，全长364.6公里。广茂铁路于1991年通车。",
+        0.9,
+    )
+    ranked = rank_sentences("广茂铁路全长多少公里？", [passage])
+    assert "364.6公里" in ranked[0].text
+
+
+def test_overlapping_chunks_never_quote_a_sentence_twice() -> None:
+    shared = "员工每年享有十五天带薪年假。"
+    passages = [
+        PassageRef(1, "policy.docx", "公司的年假制度如下。" + shared, 0.9),
+        PassageRef(2, "policy.docx", shared + "未休完的年假可以顺延到下一年。", 0.8),
+    ]
+    answer = compose_answer("员工每年有多少天年假？", passages, "zh")
+    assert answer.count(shared) == 1
+
+
+def test_answers_stay_within_the_budget_but_always_quote_the_best_sentence() -> None:
+    long = "A" * 700 + " refunds are issued within thirty days."
+    passages = [
+        PassageRef(1, "a.md", long, 0.9),
+        PassageRef(2, "b.md", "Refunds need a receipt. Refunds are paid to the card.", 0.8),
+    ]
+    answer = compose_answer("when are refunds issued", passages, "en")
+    assert answer.startswith(long)  # the best sentence alone is over the budget, and still quoted
+    assert "receipt" not in answer
 
 
 async def test_answer_is_produced_in_pieces() -> None:

@@ -81,7 +81,7 @@ async def test_cancel_mid_stream_closes_the_upstream_request(serve: Serve) -> No
     tokens = [f"w{i} " for i in range(200)]
     async with running(FakeOpenAI(tokens, delay_s=0.02)) as fake:
         stub = await serve(openai_settings(fake.base_url))
-        call = stub.Generate(ask("Tell me everything", PASSAGES, max_tokens=500))
+        call = stub.Generate(ask("Tell me everything", max_tokens=500))
         received = []
         async for message in call:
             received.append(message.delta)
@@ -94,7 +94,7 @@ async def test_cancel_mid_stream_closes_the_upstream_request(serve: Serve) -> No
         assert not upstream.completed
         assert upstream.tokens_sent < len(tokens)
         # The service is still fine for the next caller.
-        deltas, final = await collect(stub.Generate(ask("again", PASSAGES, max_tokens=2)))
+        deltas, final = await collect(stub.Generate(ask("again", max_tokens=2)))
         assert "".join(deltas) == "".join(tokens[:2]) and final.finish_reason == "length"
 
 
