@@ -24,7 +24,7 @@ from services.gateway.backends import Backends
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import ApiError, rpc_error_body
 from services.gateway.names import kb_name_error
-from services.gateway.retrieval import citation, get_knowledge_bases, options_of, search_passages
+from services.gateway.retrieval import citation, lookup_and_search, options_of
 from services.gateway.schemas import (
     CONVERSATION_REF,
     FILE_CHAT_REF,
@@ -132,6 +132,11 @@ class ChatCompletionRequest(RetrievalParams):
     )
     top_k: int | None = Field(default=None, ge=1, le=100)
     score_threshold: float | None = Field(default=None, ge=0, le=1)
+    rewrite: bool = Field(
+        default=True,
+        description="knowledge-base chat with history: search with the follow-up made standalone "
+        "(the response's retrieval_query says what was searched); false searches the last message",
+    )
 
     @property
     def include_usage(self) -> bool:
@@ -187,10 +192,51 @@ class ChatPlan:
     request: generate_pb2.GenerateRequest
     knowledge_base: str | None
     passages: list[common_pb2.Passage] = field(default_factory=list)
+    retrieval_query: str = ""
 
-    def citations(self) -> list[dict[str, object]]:
+    def citations(self, grounding: generate_pb2.Grounding | None = None) -> list[dict[str, object]]:
+        """The passages as citations, numbered as the answer cites them; with the answer's
+        ``grounding``, each says whether the answer cites it and whether it backs what it says."""
         kb = self.knowledge_base or ""
-        return [citation(passage.knowledge_base or kb, passage) for passage in self.passages]
+        checked = {p.number: p for p in grounding.passages} if grounding is not None else {}
+        found = []
+        for number, passage in enumerate(self.passages, start=1):
+            entry = {**citation(passage.knowledge_base or kb, passage), "index": number}
+            if grounding is not None:
+                check = checked.get(number)
+                entry["cited"] = bool(check and check.cited)
+                entry["supported"] = bool(check and check.supported)
+            found.append(entry)
+        return found
+
+    def grounded_fields(self, generation: Generation) -> dict[str, Any]:
+        """What a knowledge-base answer adds to the response: whether it abstained, what was
+        searched, and (once the answer is complete) its checked citations and unsupported sentences."""
+        if self.knowledge_base is None:
+            return {}
+        fields: dict[str, Any] = {"abstained": generation.abstained, "retrieval_query": self.retrieval_query}
+        # An abstention states nothing from the passages: none is cited, none backs anything.
+        grounding = generate_pb2.Grounding() if generation.abstained else generation.grounding
+        if grounding is not None:
+            fields["citations"] = self.citations(grounding)
+            fields["unsupported"] = [
+                {"text": u.text, "start": u.start, "end": u.end} for u in grounding.unsupported
+            ]
+        return fields
+
+
+async def retrieval_query(
+    backends: Backends, messages: list[generate_pb2.ChatMessage], rewrite: bool, timeout_s: float
+) -> str:
+    """The last question, made standalone by the generate service when there is earlier
+    conversation to draw on (a follow-up alone finds nothing useful)."""
+    question = _last_user_text(messages)
+    if not rewrite or not any(m.role == "user" for m in messages[:-1]):
+        return question
+    reply = await backends.generate.RewriteQuery(
+        generate_pb2.RewriteQueryRequest(messages=messages), timeout=timeout_s
+    )
+    return reply.query[:MAX_QUERY_CHARS] or question
 
 
 async def plan_chat(body: ChatCompletionRequest, backends: Backends, settings: GatewaySettings) -> ChatPlan:
@@ -198,13 +244,14 @@ async def plan_chat(body: ChatCompletionRequest, backends: Backends, settings: G
     kb_name, model = body.target()
     messages = _pb_messages(body.messages)
     passages: list[common_pb2.Passage] = []
+    query = ""
     if kb_name is not None:
-        question = _last_user_text(messages)
-        kbs = await get_knowledge_bases(backends, kb_name, body.knowledge_bases, settings.request_timeout_s)
-        passages = await search_passages(
+        query = await retrieval_query(backends, messages, body.rewrite, settings.request_timeout_s)
+        _, passages = await lookup_and_search(
             backends,
-            kbs,
-            question,
+            kb_name,
+            body.knowledge_bases,
+            query,
             top_k=body.top_k or settings.default_top_k,
             score_threshold=body.score_threshold or 0.0,
             timeout_s=settings.request_timeout_s,
@@ -221,7 +268,7 @@ async def plan_chat(body: ChatCompletionRequest, backends: Backends, settings: G
         stop=stop,
         model=model,
     )
-    return ChatPlan(request=request, knowledge_base=kb_name, passages=passages)
+    return ChatPlan(request=request, knowledge_base=kb_name, passages=passages, retrieval_query=query)
 
 
 @dataclass
@@ -278,15 +325,23 @@ class Generation:
     first: Reply | None
     finish_reason: str = "stop"
     usage: generate_pb2.Usage = field(default_factory=generate_pb2.Usage)
+    grounding: generate_pb2.Grounding | None = None
+
+    @property
+    def abstained(self) -> bool:
+        """The service declined to answer from the passages (known from the first message)."""
+        return bool(self.first is not None and self.first.abstained)
 
     async def deltas(self) -> AsyncIterator[str]:
-        """Text deltas in order; finish reason and usage are recorded as they arrive."""
+        """Text deltas in order; finish reason, usage and grounding are recorded as they arrive."""
         message = self.first
         while message is not None:
             if message.finish_reason:
                 self.finish_reason = message.finish_reason
             if message.HasField("usage"):
                 self.usage = message.usage
+            if message.HasField("grounding"):
+                self.grounding = message.grounding
             if message.delta:
                 yield message.delta
             following = await self.call.read()
@@ -333,8 +388,10 @@ async def stream_events(
     opening_extra: dict[str, Any] | None = None,
     on_complete: Callable[[str], Awaitable[None]] | None = None,
 ) -> AsyncIterator[bytes]:
-    """SSE frames: role (+ citations, + ``opening_extra``) first, content deltas, finish,
-    optional usage, [DONE]. ``on_complete`` gets the whole answer before [DONE] (to store it).
+    """SSE frames: role (+ citations, ``abstained``, ``retrieval_query``, ``opening_extra``)
+    first, content deltas, finish (+ the citations checked against the answer, and its
+    ``unsupported`` sentences), optional usage, [DONE]. ``on_complete`` gets the whole answer
+    before [DONE] (to store it).
 
     The ``finally`` cancels the gRPC stream when the client goes away: Starlette cancels this
     generator on disconnect, and the generate service then stops producing tokens. An answer
@@ -354,12 +411,14 @@ async def stream_events(
         opening = completion.chunk({"role": "assistant", "content": ""})
         if plan.knowledge_base is not None:
             opening["citations"] = plan.citations()
+        opening.update(plan.grounded_fields(generation))
         opening.update(opening_extra or {})
         yield framed(opening)
         async for delta in generation.deltas():
             parts.append(delta)
             yield framed(completion.chunk({"content": delta}))
-        yield framed(completion.chunk({}, generation.finish_reason))
+        # The finish chunk repeats the citations, now checked against the whole answer.
+        yield framed({**completion.chunk({}, generation.finish_reason), **plan.grounded_fields(generation)})
         completed = True
         if on_complete is not None:
             await on_complete("".join(parts))

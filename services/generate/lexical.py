@@ -57,13 +57,18 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text) if s and len(s.strip()) > 1]
 
 
+# The end of an answer's sentence: its punctuation, and the citation markers that follow it
+# ("... 30 days. [1] Next ..." cites [1] for the first sentence, not the second).
+_ANSWER_SENTENCE_END = re.compile(r"(?:[。！？；!?;]|\.(?=\s|$|\[))(?:\s*\[\d+(?:\s*[,，]\s*\d+)*\])*|\n+")
+
+
 def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """``(start, end)`` of each sentence of ``text`` (as :func:`split_sentences` cuts it),
-    whitespace trimmed, so a checker can point at the exact characters."""
+    """``(start, end)`` of each sentence of an answer, each with the citation markers that
+    follow its end, whitespace trimmed, so a checker can point at the exact characters."""
     spans: list[tuple[int, int]] = []
     start = 0
-    for match in _SENTENCE_END.finditer(text):
-        spans.append((start, match.start()))
+    for match in _ANSWER_SENTENCE_END.finditer(text):
+        spans.append((start, match.end()))
         start = match.end()
     spans.append((start, len(text)))
     trimmed = []

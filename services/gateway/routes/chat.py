@@ -31,8 +31,12 @@ async def create_chat_completion(
 ) -> JSONResponse | StreamingResponse:
     """A chat completion; with ``knowledge_base`` (or model ``kb:<name>``, or ``file_chat_id``)
     the answer is grounded in retrieved passages, returned as ``citations`` (first chunk when
-    streaming). With ``conversation_id`` the stored history is prepended, the new turn is
-    stored, and the response carries ``conversation_id`` and ``message_id``."""
+    streaming, again on the finish chunk once checked). Grounded answers also carry
+    ``abstained`` (the passages cannot answer and the reply says so), ``retrieval_query``
+    (what was searched: a follow-up made standalone) and ``unsupported`` (sentences of the
+    answer no passage backs; each citation's ``supported`` says whether it backs the answer).
+    With ``conversation_id`` the stored history is prepended, the new turn is stored, and the
+    response carries ``conversation_id`` and ``message_id``."""
     history = settings.conversation_history_messages if body.history_length is None else body.history_length
     turn = await prepare_turn(body, store, principal, history)
     plan = await plan_chat(turn.request, backends, settings)
@@ -41,7 +45,7 @@ async def create_chat_completion(
     if body.stream:
 
         async def remember(answer: str) -> None:
-            await turn.store_answer(store, answer, plan.citations())
+            await turn.store_answer(store, answer, plan.citations(generation.grounding))
 
         events = stream_events(
             generation, completion, plan, body.include_usage, turn.extra_fields(), remember
@@ -50,6 +54,8 @@ async def create_chat_completion(
     answer = await collect(generation, completion)
     if plan.knowledge_base is not None:
         answer["citations"] = plan.citations()
-    await turn.store_answer(store, answer["choices"][0]["message"]["content"], plan.citations())
+    answer.update(plan.grounded_fields(generation))
+    citations = plan.citations(generation.grounding)
+    await turn.store_answer(store, answer["choices"][0]["message"]["content"], citations)
     answer.update(turn.extra_fields())
     return JSONResponse(answer)

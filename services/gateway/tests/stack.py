@@ -78,14 +78,19 @@ def _worker(data_dir: Path, ingest: IngestSettings, addresses: dict[str, str], l
 
 
 @asynccontextmanager
-async def running_stack(data_dir: Path, **gateway_overrides: object) -> AsyncIterator[Stack]:
+async def running_stack(
+    data_dir: Path, generate: dict[str, object] | None = None, **gateway_overrides: object
+) -> AsyncIterator[Stack]:
+    """The stack; ``generate`` overrides the generate service's settings (extractive by default)."""
     common = CommonSettings(data_dir=data_dir, log_json=False)
     async with AsyncExitStack() as stack:
         embed_settings = EmbedSettings(backend="local", local_model="use", metrics_port=0, common=common)
         retrieve_settings = RetrieveSettings(
             backend="edge", metrics_port=0, edge_optimize_delay_s=0, common=common
         )
-        generate_settings = GenerateSettings(backend="extractive", metrics_port=0, common=common)
+        generate_settings = GenerateSettings(
+            **{"backend": "extractive", "metrics_port": 0, "common": common, **(generate or {})}
+        )
         embed = await stack.enter_async_context(running_service(build_embed(embed_settings), embed_settings))
         retrieve = await stack.enter_async_context(
             running_service(build_retrieve(retrieve_settings), retrieve_settings)

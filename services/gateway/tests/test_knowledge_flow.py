@@ -250,10 +250,23 @@ async def test_grounded_chat_with_the_openai_sdk(
     content = answer.choices[0].message.content or ""
     assert "30 days" in content
     assert answer.choices[0].finish_reason == "stop"
-    citations = (answer.model_extra or {})["citations"]
+    extra = answer.model_extra or {}
+    citations = extra["citations"]
     assert 1 <= len(citations) <= 3
-    assert set(citations[0]) == {"file_name", "chunk_id", "score", "text", "url"}
-    assert citations[0]["file_name"] == "refunds.md"
+    assert set(citations[0]) == {
+        "file_name",
+        "chunk_id",
+        "score",
+        "text",
+        "url",
+        "index",
+        "cited",
+        "supported",
+    }
+    assert citations[0]["file_name"] == "refunds.md" and citations[0]["index"] == 1
+    assert citations[0]["cited"] and citations[0]["supported"]  # quoted verbatim, with [1]
+    assert extra["abstained"] is False and extra["unsupported"] == []
+    assert extra["retrieval_query"] == question[0]["content"]  # no history: the question itself
     assert citations[0]["url"] == f"/v1/knowledge_bases/{name}/files/refunds.md/content"
     assert all(0 <= c["score"] <= 1 for c in citations)
     # A citation's URL is a working download of the original.
@@ -269,8 +282,13 @@ async def test_grounded_chat_with_the_openai_sdk(
     chunks = [chunk async for chunk in stream]
     first = chunks[0]
     assert first.choices[0].delta.role == "assistant"
-    assert (first.model_extra or {})["citations"] == citations
-    assert all("citations" not in (chunk.model_extra or {}) for chunk in chunks[1:])
+    unchecked = [{k: v for k, v in c.items() if k not in ("cited", "supported")} for c in citations]
+    assert (first.model_extra or {})["citations"] == unchecked  # before the answer exists
+    assert (first.model_extra or {})["abstained"] is False
+    finish = next(chunk for chunk in chunks if chunk.choices and chunk.choices[0].finish_reason)
+    assert (finish.model_extra or {})["citations"] == citations  # checked against the answer
+    assert (finish.model_extra or {})["unsupported"] == []
+    assert all("citations" not in (c.model_extra or {}) for c in chunks[1:] if c is not finish)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == content
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
 
