@@ -15,9 +15,9 @@ from services.generate.backends.extractive import ExtractiveBackend
 from services.generate.config import BackendName, GenerateSettings, bundled_gguf
 
 
-def test_defaults_run_embedded_with_the_bundled_gguf() -> None:
-    settings = GenerateSettings()
-    assert settings.backend == "llamacpp"
+def test_defaults_answer_extractively_and_llamacpp_finds_the_bundled_gguf() -> None:
+    assert GenerateSettings().backend == "extractive"
+    settings = GenerateSettings(backend="llamacpp")
     assert (settings.grpc_port, settings.metrics_port) == (50053, 9103)
     assert settings.n_ctx == 2048
     assert settings.model_path is not None
