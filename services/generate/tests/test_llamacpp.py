@@ -93,3 +93,40 @@ async def test_oversized_passages_are_trimmed_to_the_window(serve: Serve) -> Non
     # Exact count from the model's tokenizer and chat template: within the window, and the
     # passages filled it rather than being dropped.
     assert 300 < final.usage.prompt_tokens <= 512 - 16
+
+
+AUTOGEN = [
+    (
+        "test.docx",
+        "AutoGen: Enabling Next-Gen LLM Applications via Multi-Agent Conversation. AutoGen is an "
+        "open-source framework that allows developers to build LLM applications via multiple agents "
+        "that can converse with each other to accomplish tasks.",
+    ),
+    (
+        "test.docx",
+        "AutoGen agents are customizable, conversable, and can operate in various modes that employ "
+        "combinations of LLMs, human inputs, and tools.",
+    ),
+]
+
+
+async def test_the_bundled_model_does_not_loop_on_a_heading(serve: Serve) -> None:
+    """The question that made SmolLM2 repeat one heading thirty times: the repetition penalty
+    reaches llama.cpp, and whatever the model writes, no line or sentence comes twice."""
+    settings = make_settings(backend="llamacpp", n_ctx=2048, max_tokens_default=256, repeat_penalty=1.1)
+    backend = LlamaCppBackend(settings)
+    stub = await serve(settings, backend)
+    seen: list[dict] = []
+    create = backend._model().create_chat_completion
+
+    def recording(**kwargs: object) -> object:  # the real call, its arguments kept
+        seen.append(kwargs)
+        return create(**kwargs)
+
+    backend._llm.create_chat_completion = recording
+    deltas, final = await collect(stub.Generate(ask("What is AutoGen?", AUTOGEN, temperature=0.0)))
+    answer = "".join(deltas)
+    assert seen and seen[0]["repeat_penalty"] == 1.1
+    lines = [line.strip() for line in answer.splitlines() if len(line.strip()) > 5]
+    assert len(lines) == len(set(lines)), answer
+    assert final.finish_reason in ("stop", "length") and final.usage.completion_tokens <= 256
