@@ -49,6 +49,12 @@ class EmbedSettings(ServiceSettings):
     batch_window_ms: float = Field(default=0.0, ge=0, le=1000)
     # CPU threads for the bundled models; 0 means every core of the machine.
     local_threads: int = Field(default=0, ge=0, le=256)
+    # Let the bundled model's idle threads spin-wait for work instead of sleeping (OpenMP's
+    # default for e5, onnxruntime's allow_spinning for USE). Spinning saves ~10 ms on a lone
+    # e5 query on an idle box, but on shared cores a spinning thread takes the CPU that the
+    # other services, and the model's own other thread, need next: on 2 busy cores one e5
+    # query took 200-400 ms and 200 ms of CPU spinning, against 22 ms sleeping (bench-search-load).
+    local_spin_wait: bool = False
     # Override the bundled USE ONNX file (tests, a newer export); None finds it in its package.
     use_model_path: Path | None = None
 
