@@ -22,9 +22,10 @@ class E5Encoder:
     Unless ``spin_wait``, OpenMP's threads sleep as soon as they wait (OMP_WAIT_POLICY=PASSIVE)
     rather than spinning for ~20 ms first (libgomp's default): a forward pass has a hundred
     or so barriers, and when one of the two threads is descheduled (another service needs
-    the core) the other spins at each barrier, so on busy shared cores a lone query took
-    200-400 ms instead of 22 ms, and the spinning starved the services around it. Sleeping
-    costs ~10 ms per call on an idle box; batching spreads that over every query in the call.
+    the core) the other spins at each barrier: with another process busy on one of 2 cores
+    a lone query took 45-270 ms and ~200 ms of CPU, against 22-30 ms and ~27 ms sleeping,
+    and the spinning starved the services around it. Sleeping costs ~10 ms per call on an
+    idle box; batching spreads that over every query in the call.
     """
 
     def __init__(self, threads: int, spin_wait: bool = False) -> None:
