@@ -7,6 +7,7 @@ PROTO_SRC := $(wildcard protos/zhiku/v1/*.proto)
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install run test test-unit test-e2e test-vllm bench-generate bench-generate-queue lint format proto proto-check bench bench-embed bench-retrieve bench-retrieval bench-stack bench-ingest \
+	bench-search-load \
 	helm-lint compose-check services clean
 
 install: $(STAMP)
@@ -86,6 +87,11 @@ clean:
 ## bench-stack: ingest chunks/s and gateway search p50/p99 per embedding model, whole stack
 bench-stack: install
 	$(PY) -m bench.bench_stack
+
+## bench-search-load: searches/s, p50/p99 and errors through the gateway at 1, 32 and 200 concurrent
+## clients, embed service as before, with dynamic batching off and on (same data, one run)
+bench-search-load: install
+	$(PY) -m bench.bench_search_load
 
 ## webui: rebuild the web UI bundle the gateway serves (committed in services/gateway/static) from webui/
 .PHONY: webui

@@ -78,6 +78,12 @@ def zhiku_chunks(files: list[tuple[str, str]]) -> list[str]:
 
 
 def cpu_by_process(root: int) -> str:
+    """User+system CPU seconds of each process of the stack, busiest first, as one line."""
+    used = cpu_seconds_by_process(root)
+    return ", ".join(f"{name} {seconds:.1f}" for name, seconds in sorted(used.items(), key=lambda kv: -kv[1]))
+
+
+def cpu_seconds_by_process(root: int) -> dict[str, float]:
     """User+system CPU seconds of each process of the stack (the launcher's descendants), from /proc."""
     tick = os.sysconf("SC_CLK_TCK")
     procs: dict[int, tuple[int, float, list[str]]] = {}
@@ -99,7 +105,7 @@ def cpu_by_process(root: int) -> str:
         name = next((w.split(".")[1] for w in words if w.startswith("services.") and "." in w), "?")
         name = "worker" if "celery" in words else name
         used[name] = used.get(name, 0.0) + seconds
-    return ", ".join(f"{name} {seconds:.1f}" for name, seconds in sorted(used.items(), key=lambda kv: -kv[1]))
+    return used
 
 
 def run_zhiku(model: str, files: list[tuple[str, str]]) -> Figure:

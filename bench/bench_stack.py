@@ -43,6 +43,30 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def ingest_passages(
+    http: httpx.Client, kb: str, passages: list[tuple[str, str, list[str]]], timeout_s: float = 3600
+) -> tuple[int, float]:
+    """Create ``kb``, upload the passages in one request, wait for every job: (chunks, seconds)."""
+    http.post("/v1/knowledge_bases", json={"name": kb}).raise_for_status()
+    files = [("files", (name, text.encode(), "text/plain")) for name, text, _ in passages]
+    started = time.perf_counter()
+    jobs = http.post(f"/v1/knowledge_bases/{kb}/files", files=files).raise_for_status().json()["jobs"]
+    pending = {job["id"] for job in jobs}
+    chunks = 0
+    while pending:
+        if time.perf_counter() - started > timeout_s:
+            raise RuntimeError(f"{len(pending)} ingestion jobs still unfinished after {timeout_s:.0f} s")
+        time.sleep(0.2)
+        for job_id in list(pending):
+            job = http.get(f"/v1/jobs/{job_id}").json()
+            if job["state"] == "failed":
+                raise RuntimeError(f"job failed: {job}")
+            if job["state"] == "succeeded":
+                pending.discard(job_id)
+                chunks += job["chunks"]
+    return chunks, time.perf_counter() - started
+
+
 def run_one(model: str, passages: list[tuple[str, str, list[str]]], n_queries: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         stack = launch_in_background(
@@ -56,26 +80,7 @@ def run_one(model: str, passages: list[tuple[str, str, list[str]]], n_queries: i
         )
         try:
             with httpx.Client(base_url=stack.url, timeout=300) as http:
-                http.post("/v1/knowledge_bases", json={"name": "bench"}).raise_for_status()
-                files = [("files", (name, text.encode(), "text/plain")) for name, text, _ in passages]
-                started = time.perf_counter()
-                jobs = (
-                    http.post("/v1/knowledge_bases/bench/files", files=files)
-                    .raise_for_status()
-                    .json()["jobs"]
-                )
-                pending = {job["id"] for job in jobs}
-                chunks = 0
-                while pending:
-                    time.sleep(0.2)
-                    for job_id in list(pending):
-                        job = http.get(f"/v1/jobs/{job_id}").json()
-                        if job["state"] == "failed":
-                            raise RuntimeError(f"job failed: {job}")
-                        if job["state"] == "succeeded":
-                            pending.discard(job_id)
-                            chunks += job["chunks"]
-                ingest_s = time.perf_counter() - started
+                chunks, ingest_s = ingest_passages(http, "bench", passages)
 
                 questions = [(name, q) for name, _, qs in passages for q in qs][:n_queries]
                 latencies: list[float] = []

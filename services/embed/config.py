@@ -37,8 +37,26 @@ class EmbedSettings(ServiceSettings):
     # one batch of a concurrent ingest call, not the whole call: with e5 a batch of 8
     # Chinese chunks is a few seconds. USE throughput is flat from 8 to 32 (bench_embed).
     batch_size: int = Field(default=8, ge=1, le=4096)
+    # Dynamic batching (batching.py): the query texts of concurrent Embed calls go to the
+    # backend together, up to this many per call (local: per model call; tei: per request,
+    # then cut at TEI's limit); 1 turns it off, every call runs on its own. Passages are
+    # not merged: ingest already packs them (ZHIKU_INGEST_EMBED_BATCH_SIZE). 32 short
+    # questions take one model call of 14 ms with USE (2,300/s against 545/s one by one);
+    # e5 gains less (94/s against 73/s: its cost is per token), most of it under load.
+    batch_max_texts: int = Field(default=32, ge=1, le=4096)
+    # How long a query that finds the backend idle waits for company before it starts. 0:
+    # start at once and merge whatever arrives while the backend is busy (continuous
+    # batching, as TEI does), which under load fills batches without any added wait.
+    batch_window_ms: float = Field(default=0.0, ge=0, le=1000)
     # CPU threads for the bundled models; 0 means every core of the machine.
     local_threads: int = Field(default=0, ge=0, le=256)
+    # Let the bundled model's idle threads spin-wait for work instead of sleeping (OpenMP's
+    # default for e5, onnxruntime's allow_spinning for USE). Spinning saves ~10 ms on a lone
+    # e5 query on an idle box, but on shared cores a spinning thread takes the CPU that the
+    # other services, and the model's own other thread, need next: with another process busy
+    # on one of 2 cores, a lone e5 query took 45-270 ms and ~200 ms of CPU spinning, against
+    # 22-30 ms and ~27 ms sleeping (models/e5.py).
+    local_spin_wait: bool = False
     # Override the bundled USE ONNX file (tests, a newer export); None finds it in its package.
     use_model_path: Path | None = None
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import grpc
+import numpy as np
 
 from services.common.grpc_server import ServiceSpec, run_service
 from services.embed.backends import BACKENDS, EmbedBackend
+from services.embed.batching import DynamicBatcher
 from services.embed.config import EmbedSettings
 from services.embed.domain import EmbedKind, validate_texts
 from services.embed.metrics import EMBED_TEXTS
@@ -27,13 +29,37 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
         self._settings = settings
         # LRU of single-query embeddings: the gateway embeds every question, users repeat them.
         self._query_cache: OrderedDict[str, list[float]] = OrderedDict()
+        # Queries of concurrent calls share backend calls; passages come batched already.
+        self._query_batcher = (
+            DynamicBatcher(
+                self._embed_query_batch,
+                backend=backend.name,
+                max_texts=settings.batch_max_texts,
+                window_s=settings.batch_window_ms / 1000,
+                max_in_flight=backend.max_concurrent_calls,
+            )
+            if settings.batch_max_texts > 1
+            else None
+        )
+
+    async def _embed_query_batch(self, texts: list[str]) -> np.ndarray:
+        return await self._backend.embed(texts, EmbedKind.QUERY)
+
+    async def _embed(self, texts: list[str], kind: EmbedKind) -> np.ndarray:
+        if kind is EmbedKind.QUERY and self._query_batcher is not None:
+            return await self._query_batcher.embed(texts)
+        return await self._backend.embed(texts, kind)
+
+    async def close(self) -> None:
+        if self._query_batcher is not None:
+            await self._query_batcher.close()
 
     async def _query_vector(self, text: str) -> list[float]:
         cached = self._query_cache.get(text)
         if cached is not None:
             self._query_cache.move_to_end(text)
             return cached
-        vector = (await self._backend.embed([text], EmbedKind.QUERY))[0].tolist()
+        vector = (await self._embed([text], EmbedKind.QUERY))[0].tolist()
         if self._settings.query_cache_size:
             self._query_cache[text] = vector
             if len(self._query_cache) > self._settings.query_cache_size:
@@ -50,7 +76,7 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
         if kind is EmbedKind.QUERY and len(texts) == 1:
             rows = [await self._query_vector(texts[0])]
         else:
-            rows = (await self._backend.embed(texts, kind)).tolist()
+            rows = (await self._embed(texts, kind)).tolist()
         EMBED_TEXTS.labels(self._backend.name, kind.value).inc(len(texts))
         return embed_pb2.EmbedResponse(
             vectors=[embed_pb2.Vector(values=row) for row in rows],
@@ -91,7 +117,7 @@ def build_spec(settings: EmbedSettings) -> ServiceSpec:
         service_names=[SERVICE_NAME],
         register=register,
         startup=backend.start,
-        shutdown=[backend.close],
+        shutdown=[servicer.close, backend.close],
     )
 
 

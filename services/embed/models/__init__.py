@@ -20,13 +20,13 @@ def _threads(settings: EmbedSettings) -> int:
 def _load_e5(settings: EmbedSettings) -> SentenceEncoder:
     from services.embed.models.e5 import E5Encoder
 
-    return E5Encoder(_threads(settings))
+    return E5Encoder(_threads(settings), settings.local_spin_wait)
 
 
 def _load_use(settings: EmbedSettings) -> SentenceEncoder:
     from services.embed.models.use import UseEncoder
 
-    return UseEncoder(_threads(settings), settings.use_model_path)
+    return UseEncoder(_threads(settings), settings.use_model_path, settings.local_spin_wait)
 
 
 LOCAL_MODELS: dict[str, Callable[[EmbedSettings], SentenceEncoder]] = {

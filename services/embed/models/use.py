@@ -40,7 +40,7 @@ def bundled_model_path() -> Path:
 class UseEncoder:
     """An onnxruntime session sized for a small shared CPU box."""
 
-    def __init__(self, threads: int, model_path: Path | None = None) -> None:
+    def __init__(self, threads: int, model_path: Path | None = None, spin_wait: bool = False) -> None:
         import onnxruntime as ort  # lazy: heavy native library
         import onnxruntime_extensions
 
@@ -53,7 +53,7 @@ class UseEncoder:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle worker threads would otherwise spin and steal cores from the other services.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
         output = self._session.get_outputs()[0]

@@ -6,7 +6,8 @@ tested through httpx, sockets and JSON exactly as against TEI: ``GET /health``, 
 ``truncate``), returning one list of floats per input, ``POST /rerank`` (``query``,
 ``texts``, ``raw_scores``) returning ``[{"index", "score"}]`` best first, and TEI's error body
 ``{"error": ..., "error_type": ...}`` with its statuses: 413 ``Validation`` for an empty or
-too large batch, 503 ``Unhealthy``, 429 ``Overloaded``. Vectors are a hashed bag of
+too large batch, 422 ``Tokenizer`` for a batch holding a text its tokenizer fails on (TEI
+fails the whole request), 503 ``Unhealthy``, 429 ``Overloaded``. Vectors are a hashed bag of
 character bigrams, so they are deterministic and texts sharing characters score higher.
 """
 
@@ -50,6 +51,10 @@ class FakeTeiState:
     advertised_batch_size: int | None = None
     # Statuses to answer to the next POST /embed calls, oldest first (e.g. 503, 429).
     failures: deque[int] = field(default_factory=deque)
+    # Texts the "tokenizer" fails on: a POST /embed holding one is answered 422 as a whole.
+    poison: set[str] = field(default_factory=set)
+    # Inputs of every POST /embed answered 422 because of a poison text.
+    rejected: list[list[str]] = field(default_factory=list)
     # Inputs of every POST /embed that was answered 200, in arrival order.
     batches: list[list[str]] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
@@ -146,6 +151,12 @@ class _Handler(BaseHTTPRequestHandler):
         limit = self.state.max_client_batch_size
         if len(batch) > limit:
             self._error(413, f"batch size {len(batch)} > maximum allowed batch size {limit}")
+            return
+        bad = next((text for text in batch if text in self.state.poison), None)
+        if bad is not None:
+            with self.state.lock:
+                self.state.rejected.append(list(batch))
+            self._error(422, f"Tokenizer error: cannot tokenize {bad!r}")
             return
         vectors = np.stack([fake_vector(text, self.state.dimension) for text in batch])
         if body.get("normalize", True):
