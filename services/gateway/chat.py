@@ -224,6 +224,10 @@ class ChatPlan:
             ]
         return fields
 
+    def stored_grounding(self, generation: Generation) -> dict[str, Any]:
+        """What a stored answer keeps of :meth:`grounded_fields` beside its citations."""
+        return {k: v for k, v in self.grounded_fields(generation).items() if k != "citations"}
+
 
 async def retrieval_query(
     backends: Backends, messages: list[generate_pb2.ChatMessage], rewrite: bool, timeout_s: float

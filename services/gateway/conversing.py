@@ -33,7 +33,15 @@ class Turn:
             return {}
         return {"conversation_id": self.conversation_id, "message_id": self.message_id}
 
-    async def store_answer(self, store: GatewayStore, answer: str, citations: list[dict[str, Any]]) -> None:
+    async def store_answer(
+        self,
+        store: GatewayStore,
+        answer: str,
+        citations: list[dict[str, Any]],
+        grounding: dict[str, Any] | None = None,
+    ) -> None:
+        """Store the exchange; ``grounding`` is what the answer said about itself (abstained,
+        retrieval_query, unsupported), kept so a reopened conversation can show it again."""
         if self.conversation_id is None:
             return
         await store.run(
@@ -43,6 +51,7 @@ class Turn:
             answer,
             self.message_id,
             citations,
+            grounding,
         )
 
 

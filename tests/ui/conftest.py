@@ -11,12 +11,13 @@ API key so the UI's key entry is part of every test, the fast ``use`` embedder a
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from services.stack import BackgroundStack, launch_in_background
 
@@ -32,17 +33,29 @@ def output_dir() -> Path:
     return OUTPUT
 
 
-@pytest.fixture(scope="module")
-def ui_stack(tmp_path_factory: pytest.TempPathFactory, output_dir: Path) -> Iterator[BackgroundStack]:
+def launch_ui_stack(data_dir: Path, log_path: Path, **generate: str) -> BackgroundStack:
+    """The stack with the fast ``use`` embedder and an API key; ``generate`` settings
+    (``backend="openai"``...) replace the ``extractive`` generator."""
     env = {
         "ZHIKU_EMBED_LOCAL_MODEL": "use",
         "ZHIKU_GENERATE_BACKEND": "extractive",
         "ZHIKU_GATEWAY_API_KEYS": API_KEY,
+        **{f"ZHIKU_GENERATE_{name.upper()}": value for name, value in generate.items()},
     }
     try:
-        running = launch_in_background(tmp_path_factory.mktemp("zhiku-ui"), output_dir / "stack.log", env)
+        return launch_in_background(data_dir, log_path, env)
     except RuntimeError as error:
         pytest.fail(str(error))
+
+
+def gateway_client(stack: BackgroundStack) -> httpx.Client:
+    """The stack's gateway over plain HTTP with the key, to check what the UI did."""
+    return httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def ui_stack(tmp_path_factory: pytest.TempPathFactory, output_dir: Path) -> Iterator[BackgroundStack]:
+    running = launch_ui_stack(tmp_path_factory.mktemp("zhiku-ui"), output_dir / "stack.log")
     yield running
     running.stop()
 
@@ -50,8 +63,7 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory, output_dir: Path) -> Iter
 @pytest.fixture(scope="module")
 def api(ui_stack: BackgroundStack) -> Iterator[httpx.Client]:
     """The same gateway over plain HTTP, to check what the UI did."""
-    headers = {"Authorization": f"Bearer {API_KEY}"}
-    with httpx.Client(base_url=ui_stack.url, headers=headers, timeout=60) as client:
+    with gateway_client(ui_stack) as client:
         yield client
 
 
@@ -73,3 +85,25 @@ def page(browser: Browser) -> Iterator[Page]:
     opened = context.new_page()
     yield opened
     context.close()
+
+
+def enter_key_when_asked(page: Page) -> None:
+    dialog = page.get_by_test_id("api-key-dialog")
+    expect(dialog).to_be_visible()
+    dialog.get_by_test_id("prompt-input").fill(API_KEY)
+    dialog.get_by_test_id("prompt-ok").click()
+    expect(dialog).to_have_count(0)
+
+
+def ingest(api: httpx.Client, kb: str, files: dict[str, str]) -> None:
+    """A knowledge base with ``files``, through the API, waited for (hang guard: 120 s)."""
+    api.post("/v1/knowledge_bases", json={"name": kb}).raise_for_status()
+    uploads = [("files", (name, text.encode(), "text/plain")) for name, text in files.items()]
+    reply = api.post(f"/v1/knowledge_bases/{kb}/files", files=uploads)
+    reply.raise_for_status()
+    for job in reply.json()["jobs"]:
+        deadline = time.monotonic() + 120
+        while (state := api.get(f"/v1/jobs/{job['id']}").json()["state"]) not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, f"job {job['id']} still {state}"
+            time.sleep(0.2)
+        assert state == "succeeded"

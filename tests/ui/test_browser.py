@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import Page, expect
 
-from tests.ui.conftest import API_KEY
+from tests.ui.conftest import enter_key_when_asked, ingest
 
 LEAVE = (
     "Annual leave policy. Every employee receives fifteen days of paid annual leave per calendar year. "
@@ -27,14 +27,6 @@ EXPENSES = (
     "reimbursed up to 180 euros per night. Submit the expense report within thirty days of the trip "
     "through the finance system; the finance team pays it with the next salary.\n"
 )
-
-
-def enter_key_when_asked(page: Page) -> None:
-    dialog = page.get_by_test_id("api-key-dialog")
-    expect(dialog).to_be_visible()
-    dialog.get_by_test_id("prompt-input").fill(API_KEY)
-    dialog.get_by_test_id("prompt-ok").click()
-    expect(dialog).to_have_count(0)
 
 
 def drop_files(page: Page, files: dict[str, str]) -> None:
@@ -125,6 +117,11 @@ def test_knowledge_base_upload_ask_cite_delete(page: Page, api: httpx.Client, ou
     expect(answer.get_by_test_id("answer")).to_contain_text("fifteen days")
     first_source = answer.get_by_test_id("source").first
     expect(first_source).to_contain_text("[1] leave-policy.txt")
+    # Once the answer is complete, the source it quotes says that it backs the answer.
+    expect(first_source).to_have_attribute("data-support", "supported")
+    expect(first_source.get_by_test_id("source-support")).to_have_attribute("aria-label", "Backs the answer")
+    expect(answer.get_by_test_id("unsupported")).to_have_count(0)
+    expect(answer.get_by_test_id("abstained-notice")).to_be_hidden()
 
     # The answer's inline [1] marker opens the same source.
     answer.locator("button.cite").first.click()
@@ -317,5 +314,56 @@ def test_older_gateway_without_events_or_conversations(page: Page, api: httpx.Cl
         answer = page.get_by_test_id("assistant-message").last
         expect(answer.get_by_test_id("source").first).to_contain_text("parking.txt")
         expect(answer.get_by_test_id("thumb-up")).to_have_count(0)  # no stored message to rate
+    finally:
+        api.delete(f"/v1/knowledge_bases/{kb}")
+
+
+def test_an_answer_the_knowledge_base_does_not_hold_is_a_notice(
+    page: Page, api: httpx.Client, output_dir: Path
+) -> None:
+    """A question about something no file mentions: the gateway abstains, and the UI shows the
+    reply as a notice with the nearest passages folded away as not used."""
+    base = str(api.base_url).rstrip("/")
+    kb = "ui-abstain"
+    ingest(api, kb, {"leave-policy.txt": LEAVE, "expenses.md": EXPENSES})
+    try:
+        page.goto(f"{base}/#/chat")
+        enter_key_when_asked(page)
+        page.get_by_test_id("chat-mode").select_option("kb")
+        page.get_by_test_id("chat-kb").select_option(kb)
+        page.get_by_test_id("chat-input").fill("Who won the 1998 football world cup?")
+        page.get_by_test_id("chat-send").click()
+        answer = page.get_by_test_id("assistant-message").last
+        expect(answer).to_have_attribute("data-state", "done", timeout=60_000)
+        expect(answer).to_have_attribute("data-abstained", "")
+        notice = answer.get_by_test_id("abstained-notice")
+        expect(notice).to_be_visible()
+        expect(notice).to_have_attribute("aria-label", "The knowledge base has no answer to this")
+        expect(answer.get_by_test_id("answer")).not_to_be_empty()
+        toggle = answer.get_by_test_id("sources-toggle")
+        expect(toggle).to_contain_text("Closest passages (not used)")
+        sources = answer.get_by_test_id("source")
+        assert sources.count() >= 1
+        expect(sources.first).to_be_hidden()  # folded away until asked for
+        toggle.click()
+        expect(sources.first).to_be_visible()
+        for index in range(sources.count()):
+            expect(sources.nth(index)).to_have_attribute("data-support", "uncited")
+        page.screenshot(path=str(output_dir / "chat-abstained.png"), full_page=True)
+
+        # The same in Chinese on a phone-sized screen.
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.get_by_test_id("lang-toggle").click()
+        page.get_by_test_id("chat-input").fill("1998 年世界杯足球赛的冠军是谁？")
+        page.get_by_test_id("chat-send").click()
+        answer = page.get_by_test_id("assistant-message").last
+        expect(answer).to_have_attribute("data-state", "done", timeout=60_000)
+        expect(answer.get_by_test_id("abstained-notice")).to_have_attribute(
+            "aria-label", "知识库中没有这个问题的答案"
+        )
+        expect(answer.get_by_test_id("sources-toggle")).to_contain_text("最接近的段落（未使用）")
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 390, f"chat page is {width}px wide on a 390px screen"
+        page.screenshot(path=str(output_dir / "chat-abstained-narrow-zh.png"), full_page=True)
     finally:
         api.delete(f"/v1/knowledge_bases/{kb}")

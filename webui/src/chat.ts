@@ -1,8 +1,10 @@
 // The chat page: plain, knowledge-base or file chat with streamed Markdown answers, numbered
-// sources that open their passage, conversations (when the gateway stores them), copy and
-// feedback thumbs.
+// sources that open their passage (each saying whether it backs the answer), unsupported
+// sentences underlined, abstentions shown as a notice, conversations (when the gateway stores
+// them), copy and feedback thumbs.
 import { ApiError, errorMessage, getJson, openFile, raw, request, routeExists, sendJson, sseData } from "./api";
 import { append, clear, h } from "./dom";
+import { markSentinels, type UnsupportedSentence, withSentinels } from "./grounding";
 import { icon } from "./icons";
 import { onLangChange, t } from "./i18n";
 import { renderMarkdown } from "./markdown";
@@ -14,6 +16,17 @@ export interface Citation {
   score?: number;
   text: string;
   url?: string;
+  /** The n of [n] in the answer; with the checked citations (answer complete) also: */
+  index?: number;
+  cited?: boolean; // the answer cites it
+  supported?: boolean; // it backs a sentence that cites it
+}
+
+/** What a knowledge-base answer says about itself; each field only where the gateway sent it. */
+interface Grounding {
+  abstained?: boolean | null;
+  retrieval_query?: string | null;
+  unsupported?: UnsupportedSentence[] | null;
 }
 
 interface Conversation {
@@ -23,7 +36,7 @@ interface Conversation {
   updated_at?: number | string;
 }
 
-interface StoredMessage {
+interface StoredMessage extends Grounding {
   id: string;
   role: string;
   content: string;
@@ -328,13 +341,17 @@ export class ChatPage {
       }
       clear(this.messages);
       this.history = [];
+      let question = "";
       for (const message of conversation.messages) {
         this.history.push({ role: message.role, content: message.content });
-        if (message.role === "user") this.userBubble(message.content);
-        else if (message.role === "assistant") {
-          const bubble = this.assistantBubble();
+        if (message.role === "user") {
+          question = message.content;
+          this.userBubble(message.content);
+        } else if (message.role === "assistant") {
+          const bubble = this.assistantBubble(question);
           bubble.setText(message.content);
           bubble.setCitations(message.citations ?? []);
+          bubble.ground(message);
           bubble.finish(message.id, message.feedback ?? null);
         }
       }
@@ -378,7 +395,7 @@ export class ChatPage {
     const s = this.settings;
     if (this.messages.querySelector(".empty")) clear(this.messages);
     this.userBubble(question);
-    const bubble = this.assistantBubble();
+    const bubble = this.assistantBubble(question);
     const controller = new AbortController();
     this.setStreaming(controller);
     let answer = "";
@@ -427,6 +444,7 @@ export class ChatPage {
         const chunk = JSON.parse(data);
         if (chunk.error) throw new Error(chunk.error.message ?? JSON.stringify(chunk.error));
         if (Array.isArray(chunk.citations)) bubble.setCitations(chunk.citations);
+        bubble.ground(chunk);
         if (chunk.message_id) messageId = String(chunk.message_id);
         const delta = chunk.choices?.[0]?.delta?.content;
         if (delta) {
@@ -452,25 +470,35 @@ export class ChatPage {
     this.messages.scrollTop = this.messages.scrollHeight;
   }
 
-  private assistantBubble(): AssistantBubble {
-    const bubble = new AssistantBubble();
+  private assistantBubble(question: string): AssistantBubble {
+    const bubble = new AssistantBubble(question);
     this.messages.append(bubble.el);
     return bubble;
   }
 }
 
-/** One answer: Markdown rendered as it streams, sources, copy and feedback. */
+/** One answer: Markdown rendered as it streams, sources, copy and feedback; once complete,
+ * its unsupported sentences underlined and each source saying whether it backs the answer. */
 class AssistantBubble {
   readonly el = h("div", { class: "message assistant streaming", "data-testid": "assistant-message" });
+  // An abstention's reply says itself that the knowledge base cannot answer: the bubble only
+  // looks like a notice (muted, an info sign), with no second sentence saying the same.
+  private notice = h("span", { class: "notice-sign", role: "img", "data-testid": "abstained-notice", hidden: true });
   private content = h("div", { class: "content markdown", "data-testid": "answer" });
+  private note = h("p", { class: "grounding-note", "data-testid": "unsupported-note", hidden: true });
   private sources = h("ol", { class: "sources", "data-testid": "sources" });
   private actions = h("div", { class: "actions" });
   private text = "";
   private pending = false;
   private citations: Citation[] = [];
+  private abstained = false;
+  private retrievalQuery = "";
+  private unsupported: UnsupportedSentence[] = [];
+  private sourcesOpen = false;
 
-  constructor() {
-    this.el.append(this.content, this.sources, this.actions);
+  /** ``question``: what the user asked, to tell when the search used other words. */
+  constructor(private readonly question: string) {
+    this.el.append(this.notice, this.content, this.note, this.sources, this.actions);
   }
 
   setText(text: string): void {
@@ -485,9 +513,16 @@ class AssistantBubble {
     });
   }
 
-  /** The Markdown, with the answer's [n] markers turned into buttons that open source n. */
+  /** The Markdown, with unsupported sentences underlined (grounding.ts says how) and the
+   * answer's [n] markers turned into buttons that open source n. */
   private render(): void {
-    renderMarkdown(this.content, this.text);
+    const marking = this.unsupported.length > 0 && !this.abstained;
+    renderMarkdown(this.content, marking ? withSentinels(this.text, this.unsupported) : this.text);
+    const marked = marking ? markSentinels(this.content, t("chat.unsupported")) : 0;
+    this.note.hidden = marked === 0;
+    clear(this.note);
+    const note = marked === 1 ? t("chat.unsupportedOne") : t("chat.unsupportedMany", { n: marked });
+    if (marked) this.note.append(icon("warning"), " ", note);
     if (!this.citations.length) return;
     const walker = document.createTreeWalker(this.content, NodeFilter.SHOW_TEXT);
     const nodes: Text[] = [];
@@ -498,7 +533,7 @@ class AssistantBubble {
       const fragment = document.createDocumentFragment();
       for (const part of parts) {
         const n = /^\[(\d+)\]$/.exec(part) ? Number(part.slice(1, -1)) : 0;
-        const cited = n ? this.citations[n - 1] : undefined;
+        const cited = n ? this.citation(n) : undefined;
         fragment.append(
           cited
             ? h("button", { type: "button", class: "cite", title: cited.file_name, onclick: () => showPassage(n, cited) }, String(n))
@@ -509,28 +544,90 @@ class AssistantBubble {
     }
   }
 
+  /** Source n: the citation whose ``index`` is n (older gateways: the n-th). */
+  private citation(n: number): Citation | undefined {
+    return this.citations.find((c, position) => (c.index ?? position + 1) === n);
+  }
+
   setCitations(citations: Citation[]): void {
     this.citations = citations;
+    this.renderSources();
+  }
+
+  /** Takes whatever grounding fields a chunk or stored message carries. */
+  ground(grounding: Grounding): void {
+    if (typeof grounding.abstained === "boolean") {
+      this.abstained = grounding.abstained;
+      this.el.classList.toggle("abstained", this.abstained);
+      this.el.toggleAttribute("data-abstained", this.abstained);
+      this.notice.hidden = !this.abstained;
+      clear(this.notice);
+      if (this.abstained) {
+        this.notice.append(icon("info"));
+        this.notice.setAttribute("aria-label", t("chat.abstained"));
+        this.notice.title = t("chat.abstained");
+      }
+    }
+    if (typeof grounding.retrieval_query === "string") this.retrievalQuery = grounding.retrieval_query;
+    if (Array.isArray(grounding.unsupported)) this.unsupported = grounding.unsupported;
+    this.renderSources();
+  }
+
+  private renderSources(): void {
+    const citations = this.citations;
     clear(this.sources);
+    this.sources.classList.toggle("unused", this.abstained);
+    this.sources.classList.toggle("collapsed", this.abstained && !this.sourcesOpen);
     if (!citations.length) return;
-    this.sources.append(h("li", { class: "sources-title" }, t("chat.sources")));
-    citations.forEach((citation, index) => {
-      const n = index + 1;
+    const words = (text: string) => text.trim().replace(/\s+/g, " ");
+    const searched =
+      this.retrievalQuery && words(this.retrievalQuery) !== words(this.question)
+        ? h("span", { class: "searched", "data-testid": "retrieval-query" }, t("chat.searchedFor", { query: this.retrievalQuery }))
+        : null;
+    const title = this.abstained
+      ? h(
+          "button",
+          {
+            type: "button",
+            class: "link",
+            "aria-expanded": String(this.sourcesOpen),
+            "data-testid": "sources-toggle",
+            onclick: () => {
+              this.sourcesOpen = !this.sourcesOpen;
+              this.renderSources();
+            },
+          },
+          `${this.sourcesOpen ? "▾" : "▸"} ${t("chat.closestPassages")} (${citations.length})`,
+        )
+      : t("chat.sources");
+    this.sources.append(h("li", { class: "sources-title" }, title, searched ? " · " : null, searched));
+    citations.forEach((citation, position) => {
+      const n = citation.index ?? position + 1;
+      const support = supportOf(citation);
+      const label = support ? t(SUPPORT_LABELS[support]) : "";
       this.sources.append(
         h(
           "li",
-          {},
+          { class: "source-item" },
           h(
             "button",
             {
               type: "button",
-              class: "source",
+              class: `source${support ? ` ${support}` : ""}`,
               "data-testid": "source",
-              title: citation.text.slice(0, 200),
+              "data-support": support,
+              title: label ? `${label}\n\n${citation.text.slice(0, 200)}` : citation.text.slice(0, 200),
               onclick: () => showPassage(n, citation),
             },
             `[${n}] ${citation.file_name}`,
             citation.score !== undefined ? h("span", { class: "score" }, citation.score.toFixed(3)) : null,
+            support === "supported" || support === "unsupported"
+              ? h(
+                  "span",
+                  { class: "support", role: "img", "aria-label": label, "data-testid": "source-support" },
+                  icon(support === "supported" ? "check" : "warning"),
+                )
+              : null,
           ),
         ),
       );
@@ -597,6 +694,22 @@ class AssistantBubble {
     });
     this.actions.append(...thumbs);
   }
+}
+
+type Support = "supported" | "unsupported" | "uncited";
+
+const SUPPORT_LABELS = {
+  supported: "chat.sourceSupported",
+  unsupported: "chat.sourceUnsupported",
+  uncited: "chat.sourceUncited",
+} as const;
+
+/** Whether a checked citation backs the answer; null before the answer is complete (or from
+ * a gateway that does not check). */
+function supportOf(citation: Citation): Support | null {
+  if (citation.cited === undefined) return null;
+  if (!citation.cited) return "uncited";
+  return citation.supported ? "supported" : "unsupported";
 }
 
 async function copyText(text: string): Promise<void> {

@@ -8,6 +8,9 @@ const PATHS = {
   trash: "M4 6h16M9 6V4h6v2M6 6l1 14h10l1-14M10 10v7M14 10v7",
   pencil: "M4 20h4L19 9l-4-4L4 16zM13 7l4 4",
   key: "M14 10a4 4 0 1 0-3.9 4H11v2h2v2h2v2h4v-3l-5.1-5.1A4 4 0 0 0 14 10z",
+  check: "M5 12.5l4.5 4.5L19 7.5",
+  warning: "M12 3.5L2.5 20h19zM12 10v4.5M12 17.2v.1",
+  info: "M12 3a9 9 0 1 0 0 18a9 9 0 1 0 0-18zM12 11v6M12 7.5v.1",
 };
 
 export type IconName = keyof typeof PATHS;

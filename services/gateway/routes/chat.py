@@ -45,7 +45,8 @@ async def create_chat_completion(
     if body.stream:
 
         async def remember(answer: str) -> None:
-            await turn.store_answer(store, answer, plan.citations(generation.grounding))
+            citations = plan.citations(generation.grounding)
+            await turn.store_answer(store, answer, citations, plan.stored_grounding(generation))
 
         events = stream_events(
             generation, completion, plan, body.include_usage, turn.extra_fields(), remember
@@ -56,6 +57,7 @@ async def create_chat_completion(
         answer["citations"] = plan.citations()
     answer.update(plan.grounded_fields(generation))
     citations = plan.citations(generation.grounding)
-    await turn.store_answer(store, answer["choices"][0]["message"]["content"], citations)
+    content = answer["choices"][0]["message"]["content"]
+    await turn.store_answer(store, content, citations, plan.stored_grounding(generation))
     answer.update(turn.extra_fields())
     return JSONResponse(answer)

@@ -69,6 +69,12 @@ class FeedbackOut(BaseModel):
     reason: str
 
 
+class UnsupportedSentence(BaseModel):
+    text: str
+    start: int = Field(description="character offset in the answer's content")
+    end: int = Field(description="character offset in the answer's content (exclusive)")
+
+
 class MessageOut(BaseModel):
     id: str
     role: str = Field(examples=["user", "assistant"])
@@ -76,6 +82,17 @@ class MessageOut(BaseModel):
     citations: list[dict[str, Any]] = Field(description="passages the answer was generated from")
     created_at: float
     feedback: FeedbackOut | None
+    abstained: bool | None = Field(
+        default=None, description="knowledge-base answers: the passages could not answer, the reply says so"
+    )
+    retrieval_query: str | None = Field(
+        default=None, description="knowledge-base answers: what was searched (a follow-up made standalone)"
+    )
+    unsupported: list[UnsupportedSentence] | None = Field(
+        default=None,
+        description="knowledge-base answers checked in full: sentences no passage backs, as character "
+        "offsets into content (absent for an answer cut short)",
+    )
 
 
 class ConversationWithMessages(Conversation):
@@ -142,6 +159,9 @@ async def get_conversation(
             content=message.content,
             citations=message.citations,
             created_at=message.created_at,
+            abstained=message.grounding.get("abstained"),
+            retrieval_query=message.grounding.get("retrieval_query"),
+            unsupported=message.grounding.get("unsupported"),
             feedback=None
             if message.feedback is None
             else FeedbackOut(score=message.feedback.score, reason=message.feedback.reason),

@@ -31,6 +31,8 @@ class Message:
     citations: list[dict[str, Any]]
     created_at: float
     feedback: Feedback | None = None
+    # abstained / retrieval_query / unsupported of a knowledge-base answer ({} otherwise).
+    grounding: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class NewMessage:
     content: str
     citations: list[dict[str, Any]] = field(default_factory=list)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    grounding: dict[str, Any] = field(default_factory=dict)
 
 
 def _conversation(row: ConversationRow, messages: list[Message] | None = None) -> Conversation:
@@ -131,6 +134,7 @@ class ConversationRepo:
                     content=message.content,
                     citations=json.loads(message.citations or "[]"),
                     created_at=message.created_at,
+                    grounding=json.loads(message.grounding or "{}"),
                     feedback=None
                     if feedback is None
                     else Feedback(message_id=message.id, score=feedback.score, reason=feedback.reason),
@@ -166,15 +170,11 @@ class ConversationRepo:
         answer: str,
         answer_id: str,
         citations: list[dict[str, Any]] | None = None,
+        grounding: dict[str, Any] | None = None,
     ) -> list[Message]:
         """One exchange: the user's question, then the answer under the id announced for it."""
-        return self.append(
-            conversation_id,
-            [
-                NewMessage(role="user", content=question),
-                NewMessage(role="assistant", content=answer, citations=citations or [], id=answer_id),
-            ],
-        )
+        reply = NewMessage("assistant", answer, citations or [], answer_id, grounding or {})
+        return self.append(conversation_id, [NewMessage(role="user", content=question), reply])
 
     def append(self, conversation_id: str, messages: list[NewMessage]) -> list[Message]:
         """Append messages in order; [] when the conversation is gone (deleted meanwhile)."""
@@ -192,6 +192,7 @@ class ConversationRepo:
                         role=new.role,
                         content=new.content,
                         citations=json.dumps(new.citations, ensure_ascii=False),
+                        grounding=json.dumps(new.grounding, ensure_ascii=False) if new.grounding else None,
                         created_at=now,
                     )
                 )
@@ -203,6 +204,7 @@ class ConversationRepo:
                         content=new.content,
                         citations=new.citations,
                         created_at=now,
+                        grounding=new.grounding,
                     )
                 )
             conversation.updated_at = now

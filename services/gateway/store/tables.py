@@ -40,6 +40,10 @@ class MessageRow(Base):
     content: Mapped[str] = mapped_column(Text)
     # JSON list of the citations the answer was generated from (empty for user turns).
     citations: Mapped[str] = mapped_column(Text, default="[]")
+    # JSON object of what a knowledge-base answer says about itself (abstained, retrieval_query,
+    # unsupported sentences), so a reopened conversation shows it as it was shown live; NULL for
+    # user turns, other answers, and rows older than the column.
+    grounding: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[float] = mapped_column(Double)
 
 
@@ -85,4 +89,5 @@ class FileChatRow(Base):
 # Columns added after a table's first release: ``create_schema`` adds them to older databases.
 ADDED_COLUMNS: dict[str, dict[str, str]] = {
     "gw_file_chats": {"owner": "VARCHAR(64)"},
+    "gw_messages": {"grounding": "TEXT"},
 }

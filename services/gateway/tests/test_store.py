@@ -71,6 +71,7 @@ def test_conversations_messages_and_feedback(store: GatewayStore) -> None:
         ("assistant", "提前两周"),
     ]
     assert got.messages[1].citations == citations
+    assert got.messages[0].grounding == {} and got.messages[1].grounding == {}
     assert repo.set_feedback("m-1", 100, "good") is not None
     assert repo.set_feedback("m-1", 0, "changed my mind") is not None
     assert repo.get(first.id).messages[1].feedback.score == 0  # type: ignore[union-attr]
@@ -128,6 +129,55 @@ def test_owner_column_is_added_to_an_older_store(tmp_path: Path) -> None:
         old = upgraded.file_chats.get("old", owner=None)
         assert old is not None and old.owner is None
         assert upgraded.file_chats.get("old", owner="key-1") is None  # ownerless: not any key's
+    finally:
+        upgraded.dispose()
+
+
+def test_an_answers_grounding_is_kept(store: GatewayStore) -> None:
+    """What a knowledge-base answer said about itself comes back with it, offsets and all."""
+    repo = store.conversations
+    conversation = repo.create("", "handbook")
+    grounding = {
+        "abstained": False,
+        "retrieval_query": "年假有几天",
+        "unsupported": [{"text": "每年加发奖金[1]。", "start": 9, "end": 19}],
+    }
+    answer = "年假十五天[1]。每年加发奖金[1]。"
+    repo.append_turn(conversation.id, "年假有几天？", answer, "m-g", [], grounding)
+    got = repo.get(conversation.id)
+    assert got is not None and got.messages[1].grounding == grounding
+    assert got.messages[1].content[9:19] == "每年加发奖金[1]。"
+
+
+def test_grounding_column_is_added_to_an_older_store(tmp_path: Path) -> None:
+    """A store from before answers kept their grounding gains the column; old answers read {}."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "CREATE TABLE gw_conversations (id VARCHAR(32) PRIMARY KEY, title TEXT, "
+                "knowledge_base VARCHAR(64), owner VARCHAR(64), created_at FLOAT, updated_at FLOAT)"
+            )
+        )
+        connection.execute(
+            text(
+                "CREATE TABLE gw_messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, id VARCHAR(32) UNIQUE, "
+                "conversation_id VARCHAR(32) REFERENCES gw_conversations(id), role VARCHAR(16), "
+                "content TEXT, citations TEXT, created_at FLOAT)"
+            )
+        )
+        connection.execute(text("INSERT INTO gw_conversations VALUES ('c', 't', 'kb', NULL, 0, 0)"))
+        connection.execute(text("INSERT INTO gw_messages VALUES (1, 'old', 'c', 'assistant', 'hi', '[]', 0)"))
+    engine.dispose()
+    upgraded = GatewayStore(url)
+    try:
+        upgraded.create_schema()
+        repo = upgraded.conversations
+        repo.append_turn("c", "q", "a", "new", [], {"abstained": True, "retrieval_query": "q"})
+        got = repo.get("c")
+        assert got is not None
+        assert [m.grounding for m in got.messages] == [{}, {}, {"abstained": True, "retrieval_query": "q"}]
     finally:
         upgraded.dispose()
 

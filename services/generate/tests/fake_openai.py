@@ -11,6 +11,10 @@ is how tests prove that a cancelled gRPC stream closes the upstream request.
 It also runs as its own process, for benchmarks and the end-to-end tests:
 
     python -m services.generate.tests.fake_openai --port 8090 --ttft-ms 50 --tokens-per-s 50 --tokens 64
+
+or, for a test that needs a particular answer (every call gets the same one):
+
+    python -m services.generate.tests.fake_openai --port 8090 --script "Visitors park in garage B [1]."
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -264,6 +269,11 @@ def words(count: int) -> list[str]:
     return [f"w{i} " for i in range(count)]
 
 
+def script_tokens(text: str) -> list[str]:
+    """``text`` as tokens of one word each (with the whitespace after it), streamed in order."""
+    return re.findall(r"\s+|\S+\s*", text)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Fake OpenAI-compatible streaming server.")
     parser.add_argument("--host", default="127.0.0.1")
@@ -271,11 +281,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ttft-ms", type=float, default=0.0, help="time to first token")
     parser.add_argument("--tokens-per-s", type=float, default=0.0, help="0: as fast as possible")
     parser.add_argument("--tokens", type=int, default=64, help="tokens per answer")
+    parser.add_argument("--script", help="the exact answer to stream, word by word (instead of --tokens)")
     parser.add_argument("--api-key", default="test-key")
     parser.add_argument("--model", default="fake-model")
     args = parser.parse_args(argv)
     fake = FakeOpenAI(
-        words(args.tokens),
+        script_tokens(args.script) if args.script else words(args.tokens),
         delay_s=1.0 / args.tokens_per_s if args.tokens_per_s else 0.0,
         ttft_s=args.ttft_ms / 1000,
         api_key=args.api_key,
