@@ -57,7 +57,10 @@ class Admission:
         self._semaphore = asyncio.Semaphore(slots)
         self._waiting = 0
         self._service_times: deque[float] = deque(maxlen=SERVICE_TIME_WINDOW)
-        for reason in REJECT_REASONS:  # every series exists from the start, at 0
+        # Every series exists from the start, at 0: a queue that never formed still shows as 0.
+        RUNNING.labels(backend)
+        WAITING.labels(backend)
+        for reason in REJECT_REASONS:
             REJECTED.labels(backend, reason)
 
     def expected_wait_s(self, ahead: int) -> float | None:
