@@ -167,7 +167,7 @@ def choose_backends(names: list[str], gguf: str | None) -> list[Backend]:
         elif name == "llamacpp":
             bundled = bundled_gguf()
             stem = bundled.stem if bundled else "bundled model"
-            chosen.append(Backend(f"llamacpp {stem}", {"ZHIKU_GENERATE_BACKEND": "llamacpp"}, True))
+            chosen.append(Backend(f"llamacpp bundled {stem}", {"ZHIKU_GENERATE_BACKEND": "llamacpp"}, True))
         elif name != "gguf":
             raise SystemExit(f"unknown backend {name!r}: extractive, llamacpp or gguf (with --gguf PATH)")
     if "gguf" in names or gguf:
@@ -177,7 +177,7 @@ def choose_backends(names: list[str], gguf: str | None) -> list[Backend]:
         if not path.is_file():
             raise SystemExit(f"--gguf {path} is not a file")
         env = {"ZHIKU_GENERATE_BACKEND": "llamacpp", "ZHIKU_GENERATE_MODEL_PATH": str(path)}
-        chosen.append(Backend(f"llamacpp {path.stem}", env, True))
+        chosen.append(Backend(f"llamacpp {path.name}", env, True))  # never the bundled row's label
     return chosen
 
 
