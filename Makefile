@@ -6,7 +6,7 @@ STAMP := $(VENV)/.zhiku-installed
 PROTO_SRC := $(wildcard protos/zhiku/v1/*.proto)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run test test-unit test-e2e test-vllm bench-generate bench-generate-queue lint format proto proto-check bench bench-embed bench-retrieve bench-retrieval bench-stack bench-ingest \
+.PHONY: install run test test-unit test-e2e test-vllm bench-generate bench-generate-queue lint format proto proto-check bench bench-embed bench-retrieve bench-retrieval bench-stack bench-ingest bench-answers \
 	bench-search-load \
 	helm-lint compose-check services clean
 
@@ -69,6 +69,11 @@ bench-retrieve: install
 bench-retrieval: install
 	$(PY) -m bench.bench_retrieval
 	$(PY) -m bench.bench_gateway_latency
+
+## bench-answers: answer quality through /v1/chat/completions per generate backend (extractive,
+## llamacpp, any GGUF): gold answer in reply, cited passage, abstention, follow-ups (ARGS="--limit 40")
+bench-answers: install
+	$(PY) -m bench.bench_answers $(ARGS)
 
 ## bench-ingest: all 848 CMRC passages as files through the stack, next to raw embedding and a
 ## Chatchat-style LangChain + FAISS build with the same embedder (use; e5 on a subset)
