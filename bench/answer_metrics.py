@@ -97,6 +97,7 @@ def judge(question: Question, response: dict[str, Any], latency_s: float) -> Jud
                 "cited": flag,
                 "supported": c.get("supported"),
                 "holds_answer": bool(answers) and contains_answer(c.get("text") or "", answers),
+                "text": c.get("text"),  # kept, so dev runs can be re-scored offline
             }
             for n, (c, flag) in enumerate(zip(citations, is_cited, strict=True), start=1)
         ],

@@ -88,7 +88,7 @@ class GenerateSettings(ServiceSettings):
 
     # Grounded answers: abstain when no passage holds this share of the question's rare terms
     # (grounding.py; measured on CMRC's held-out half, dev split, docs/answers.md); 0 never abstains.
-    abstain_below: float = Field(default=0.68, ge=0.0, le=1.0)
+    abstain_below: float = Field(default=0.71, ge=0.0, le=1.0)
     # How a follow-up becomes a standalone search query (rewriting.py): "terms" carries the earlier
     # questions' rare terms, "llm" asks the model (condense prompt), "off" searches the question as
     # it is; "auto" is "llm" where a real model server answers (openai, vllm), else "terms".

@@ -214,6 +214,8 @@ class Prompt:
     nothing_found_reply: str
     no_model_reply: str
     abstain_reply: str = ""
+    # A follow-up's subject, carried from the earlier questions (rewriting.py): what "它" means.
+    earlier_subject: tuple[str, ...] = ()
 
     def message_dicts(self) -> list[dict[str, str]]:
         return [turn.as_dict() for turn in self.messages]

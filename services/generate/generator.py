@@ -23,7 +23,7 @@ from services.generate.config import GenerateSettings
 from services.generate.domain import Chunk, GenerationRequest, Job, ModelInfo, Prompt, Sampling, Turn, Usage
 from services.generate.grounding import check_answer, support_for
 from services.generate.metrics import ABSTENTIONS, ITL, REPETITIONS_CUT, TOKENS, TTFT
-from services.generate.prompting import PromptBuilder, PromptTemplates
+from services.generate.prompting import PromptBuilder, PromptTemplates, earlier_subject
 from services.generate.repetition import RepetitionGuard
 from services.generate.rewriting import rewrite_with_terms
 from services.generate.text import approx_token_count, detect_language
@@ -159,11 +159,11 @@ class Generator:
 
     def _abstains(self, request: GenerationRequest) -> bool:
         threshold = self.settings.abstain_below
-        return (
-            bool(request.passages)
-            and threshold > 0
-            and support_for(request.question, request.passages) < threshold
-        )
+        if not request.passages or threshold <= 0:
+            return False
+        # A follow-up ("它分布在什么地区？") is asked about the earlier questions' subject.
+        asked = " ".join((*earlier_subject(request), request.question))
+        return support_for(asked, request.passages) < threshold
 
     async def _abstention(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         reply = self.builder.templates.render("abstain_reply", detect_language(request.question))

@@ -31,6 +31,7 @@ from services.generate.domain import (
     PromptKind,
     Turn,
 )
+from services.generate.rewriting import carried_terms, stands_alone
 from services.generate.text import detect_language
 
 LANGUAGES: tuple[Language, ...] = ("zh", "en")
@@ -108,6 +109,14 @@ def _checked(source: str, text: str, required: frozenset[str], allowed: frozense
 
 def _names(names: set[str] | frozenset[str]) -> str:
     return ", ".join(f"${n}" for n in sorted(names))
+
+
+def earlier_subject(request: GenerationRequest) -> tuple[str, ...]:
+    """The subject a follow-up question points back at (none when it names its own)."""
+    earlier = [t.content for t in reversed(request.history) if t.role == "user" and t.content.strip()]
+    if not earlier or stands_alone(request.question):
+        return ()
+    return tuple(carried_terms(request.question, earlier))
 
 
 def truncate_to_tokens(text: str, max_tokens: int, counter: TokenCounter) -> str:
@@ -214,6 +223,7 @@ class PromptBuilder:
             nothing_found_reply=self.templates.render("nothing_found_reply", language),
             no_model_reply=self.templates.render("no_model_reply", language),
             abstain_reply=self.templates.render("abstain_reply", language),
+            earlier_subject=earlier_subject(request) if kind == "kb_chat" else (),
         )
 
     def _final_turn(self, kind: PromptKind, language: Language, question: str, context: str) -> Turn:

@@ -24,6 +24,7 @@ from services.generate.backends.base import Backend
 from services.generate.config import GenerateSettings
 from services.generate.domain import Chunk, Job, ModelInfo, PassageRef
 from services.generate.lexical import HAN_CLASS, char_unigrams, features, normalized, split_sentences
+from services.generate.terms import presence
 from services.generate.text import approx_token_count
 
 MODEL_ID = "extractive"
@@ -35,6 +36,8 @@ UNIGRAM_WEIGHT = 0.3
 NEIGHBOUR_WEIGHT = 0.3
 NUMBER_BONUS = 0.2
 PASSAGE_PRIOR = 0.05
+# A follow-up ("它在哪年成立？"): passages holding the earlier questions' subject gain this much.
+SUBJECT_WEIGHT = 0.3
 # Further sentences must score at least this share of the best one to be quoted.
 RELATIVE_CUTOFF = 0.3
 # Characters quoted at most (the best sentence always is): a Chinese sentence says in about 45
@@ -62,8 +65,11 @@ def _terms(text: str) -> set[str]:
     return features(text) | char_unigrams(text)
 
 
-def rank_sentences(question: str, passages: Sequence[PassageRef]) -> list[ScoredSentence]:
-    """Every distinct sentence of the passages, best first (see the module docstring)."""
+def rank_sentences(
+    question: str, passages: Sequence[PassageRef], subject: Sequence[str] = ()
+) -> list[ScoredSentence]:
+    """Every distinct sentence of the passages, best first (see the module docstring). A
+    follow-up's ``subject`` (carried from earlier questions) favours the passages about it."""
     sentences = [
         (passage, position, text)
         for passage in passages
@@ -83,6 +89,7 @@ def rank_sentences(question: str, passages: Sequence[PassageRef]) -> list[Scored
     }
     total = sum(weight.values()) or 1.0
     asks_number = bool(_NUMBER_QUESTION.search(normalized(question)))
+    about = {p.number: _share_present(subject, p.text) for p in passages} if subject else {}
     scored = []
     for passage, position, text in sentences:
         own = wanted & terms[(passage.number, position)]
@@ -91,14 +98,22 @@ def rank_sentences(question: str, passages: Sequence[PassageRef]) -> list[Scored
         score += NEIGHBOUR_WEIGHT * sum(weight[t] for t in (wanted & around) - own) / total
         if asks_number and _DIGIT.search(text):
             score += NUMBER_BONUS
+        score += SUBJECT_WEIGHT * about.get(passage.number, 0.0)
         scored.append(ScoredSentence(score + PASSAGE_PRIOR / passage.number, passage, position, text))
     scored.sort(key=lambda s: (-s.score, s.passage.number, s.position))
     return scored
 
 
-def compose_answer(question: str, passages: Sequence[PassageRef], language: str) -> str:
+def _share_present(terms: Sequence[str], text: str) -> float:
+    body = normalized(text)
+    return sum(presence(term, body) for term in terms) / len(terms)
+
+
+def compose_answer(
+    question: str, passages: Sequence[PassageRef], language: str, subject: Sequence[str] = ()
+) -> str:
     """The best sentences within the budget, best first, each followed by its citation."""
-    ranked = rank_sentences(question, passages)
+    ranked = rank_sentences(question, passages, subject)
     if not ranked:
         return ""
     budget = BUDGET_CHARS.get(language, BUDGET_CHARS["en"])
@@ -141,7 +156,7 @@ class ExtractiveBackend(Backend):
     async def stream(self, job: Job) -> AsyncIterator[Chunk]:
         prompt = job.prompt
         if prompt.kind == "kb_chat":
-            answer = compose_answer(prompt.question, prompt.passages, prompt.language)
+            answer = compose_answer(prompt.question, prompt.passages, prompt.language, prompt.earlier_subject)
         elif prompt.kind == "nothing_found":
             answer = prompt.nothing_found_reply
         else:

@@ -42,7 +42,7 @@ def free_port() -> int:
 async def test_streams_deltas_in_order_with_upstream_usage(serve: Serve) -> None:
     async with running(FakeOpenAI(TOKENS, prompt_tokens=77)) as fake:
         stub = await serve(openai_settings(fake.base_url))
-        deltas, final = await collect(stub.Generate(ask("Where are files kept?", PASSAGES, max_tokens=100)))
+        deltas, final = await collect(stub.Generate(ask("Where are files stored?", PASSAGES, max_tokens=100)))
     assert "".join(deltas) == "".join(TOKENS)
     assert final.finish_reason == "stop"
     assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (77, len(TOKENS))
@@ -61,7 +61,7 @@ async def test_streams_deltas_in_order_with_upstream_usage(serve: Serve) -> None
 async def test_usage_is_estimated_when_upstream_sends_none(serve: Serve) -> None:
     async with running(FakeOpenAI(TOKENS, sends_usage=False)) as fake:
         stub = await serve(openai_settings(fake.base_url))
-        deltas, final = await collect(stub.Generate(ask("Where are files kept?", PASSAGES)))
+        deltas, final = await collect(stub.Generate(ask("Where are files stored?", PASSAGES)))
     assert "".join(deltas) == "".join(TOKENS)
     assert final.finish_reason == "stop"
     assert final.usage.prompt_tokens > 10  # system + instructions + passage + question
@@ -71,7 +71,7 @@ async def test_usage_is_estimated_when_upstream_sends_none(serve: Serve) -> None
 async def test_max_tokens_gives_length(serve: Serve) -> None:
     async with running(FakeOpenAI(TOKENS)) as fake:
         stub = await serve(openai_settings(fake.base_url))
-        deltas, final = await collect(stub.Generate(ask("Where are files kept?", PASSAGES, max_tokens=3)))
+        deltas, final = await collect(stub.Generate(ask("Where are files stored?", PASSAGES, max_tokens=3)))
     assert "".join(deltas) == "".join(TOKENS[:3])
     assert final.finish_reason == "length"
     assert final.usage.completion_tokens == 3
@@ -161,7 +161,7 @@ async def test_retries_before_the_first_token(serve: Serve) -> None:
     """A failed start (503) is retried by the SDK; the second attempt streams normally."""
     async with running(FakeOpenAI(TOKENS, fail_first=1)) as fake:
         stub = await serve(openai_settings(fake.base_url, openai_max_retries=1))
-        deltas, final = await collect(stub.Generate(ask("Where are files kept?", PASSAGES)))
+        deltas, final = await collect(stub.Generate(ask("Where are files stored?", PASSAGES)))
     assert "".join(deltas) == "".join(TOKENS) and final.finish_reason == "stop"
     assert len(fake.calls) == 2
     assert fake.calls[1].completed
@@ -190,7 +190,7 @@ async def test_metrics_time_to_first_token_inter_token_and_tokens(serve: Serve) 
     }
     async with running(FakeOpenAI(TOKENS, prompt_tokens=77, delay_s=0.02)) as fake:
         stub = await serve(openai_settings(fake.base_url))
-        await collect(stub.Generate(ask("Where are files kept?", PASSAGES)))
+        await collect(stub.Generate(ask("Where are files stored?", PASSAGES)))
     assert sample("zhiku_generate_ttft_seconds_count") - before["ttft"] == 1
     assert sample("zhiku_generate_inter_token_seconds_count") - before["itl"] == len(TOKENS) - 1
     # The fake paces tokens 20 ms apart; the mean gap seen by the service is about that.
