@@ -30,7 +30,7 @@ identical questions. Prints one Markdown table per set and writes every reply wi
 judgement to ``bench/results/answers.json``. Never passes or fails.
 
     python -m bench.bench_answers [--backends extractive,llamacpp] [--gguf PATH] [--limit N]
-        [--llm-limit M] [--split test|dev] [--embed-model e5|use]
+        [--llm-limit M] [--split test|dev] [--embed-model e5|use] [--set ZHIKU_NAME=value ...]
 """
 
 from __future__ import annotations
@@ -160,7 +160,8 @@ class Backend:
     is_llm: bool
 
 
-def choose_backends(names: list[str], gguf: str | None) -> list[Backend]:
+def choose_backends(names: list[str], gguf: str | None, settings: dict[str, str]) -> list[Backend]:
+    """The backends to run, each with ``settings`` (``--set``) added to its stack's environment."""
     chosen = []
     for name in names:
         if name == "extractive":
@@ -179,7 +180,18 @@ def choose_backends(names: list[str], gguf: str | None) -> list[Backend]:
             raise SystemExit(f"--gguf {path} is not a file")
         env = {"ZHIKU_GENERATE_BACKEND": "llamacpp", "ZHIKU_GENERATE_MODEL_PATH": str(path)}
         chosen.append(Backend(f"llamacpp {path.name}", env, True))  # never the bundled row's label
-    return chosen
+    return [Backend(b.label, {**b.env, **settings}, b.is_llm) for b in chosen]
+
+
+def stack_settings(assignments: list[str]) -> dict[str, str]:
+    """``--set ZHIKU_X=1`` pairs; only ``ZHIKU_*`` names (the stack drops nothing else's)."""
+    settings = {}
+    for assignment in assignments:
+        name, sep, value = assignment.partition("=")
+        if not sep or not name.startswith("ZHIKU_"):
+            raise SystemExit(f"--set {assignment!r}: expected ZHIKU_NAME=value")
+        settings[name] = value
+    return settings
 
 
 # The stack and its knowledge bases ---------------------------------------------------------
@@ -550,13 +562,22 @@ def main() -> None:
         "were chosen on SQuAD's dev half); all: every SQuAD question",
     )
     parser.add_argument("--limit", type=int, default=None, help="questions per set (quick runs)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="ZHIKU_NAME=value",
+        help="a stack setting for every backend (repeatable; for tuning runs on the dev split)",
+    )
     parser.add_argument("--llm-limit", type=int, default=100, help="questions per set for LLM backends")
     parser.add_argument("--embed-model", default=None, help="local embed model [default: the stack's]")
     parser.add_argument("--cache-dir", type=Path, default=REPO / "bench" / ".cache")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "answers.json")
     args = parser.parse_args()
 
-    backends = choose_backends([b.strip() for b in args.backends.split(",") if b.strip()], args.gguf)
+    settings = stack_settings(args.set)
+    names = [b.strip() for b in args.backends.split(",") if b.strip()]
+    backends = choose_backends(names, args.gguf, settings)
     plan = make_plan(args.split, args.squad_questions, args.limit)
     embed_model = args.embed_model or EmbedSettings.model_fields["local_model"].default
     data_dir = (args.cache_dir / f"answers-{embed_model}").resolve()
@@ -567,6 +588,7 @@ def main() -> None:
         "limit": args.limit,
         "llm_limit": args.llm_limit,
         "squad_questions": args.squad_questions,
+        "settings": settings,
         "load_average_start": os.getloadavg()[0],
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }

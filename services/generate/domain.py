@@ -39,10 +39,17 @@ class PassageRef:
     file_name: str
     text: str
     score: float
+    dense_score: float = 0.0  # the question's closeness in meaning, absolute (0: not known)
 
     @classmethod
     def from_pb(cls, number: int, passage: common_pb2.Passage) -> PassageRef:
-        return cls(number=number, file_name=passage.file_name, text=passage.text, score=passage.score)
+        return cls(
+            number=number,
+            file_name=passage.file_name,
+            text=passage.text,
+            score=passage.score,
+            dense_score=passage.dense_score,
+        )
 
 
 @dataclass(frozen=True)

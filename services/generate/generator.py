@@ -21,7 +21,7 @@ from services.generate.admission import Admission
 from services.generate.backends.base import Backend
 from services.generate.config import GenerateSettings
 from services.generate.domain import Chunk, GenerationRequest, Job, ModelInfo, Prompt, Sampling, Turn, Usage
-from services.generate.grounding import check_answer, support_for
+from services.generate.grounding import abstains, check_answer
 from services.generate.metrics import ABSTENTIONS, ITL, REPETITIONS_CUT, TOKENS, TTFT
 from services.generate.prompting import PromptBuilder, PromptTemplates, earlier_subject
 from services.generate.repetition import RepetitionGuard
@@ -158,12 +158,10 @@ class Generator:
         return condensed if usable else ""
 
     def _abstains(self, request: GenerationRequest) -> bool:
-        threshold = self.settings.abstain_below
-        if not request.passages or threshold <= 0:
-            return False
         # A follow-up ("它分布在什么地区？") is asked about the earlier questions' subject.
         asked = " ".join((*earlier_subject(request), request.question))
-        return support_for(asked, request.passages) < threshold
+        settings = self.settings
+        return abstains(asked, request.passages, settings.abstain_below, settings.abstain_unless_similar)
 
     async def _abstention(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         reply = self.builder.templates.render("abstain_reply", detect_language(request.question))

@@ -2,12 +2,16 @@
 
 Two checks every backend shares, so an LLM and the extractive default are held to the same bar:
 
-- **Before answering** (:func:`support_for`): the best coverage, by the passages of any one
-  file, of the question's rare terms (:mod:`services.generate.terms`). Below
-  ``ZHIKU_GENERATE_ABSTAIN_BELOW`` the service abstains: it says, in the question's language,
-  that the knowledge base cannot answer, instead of passing off unrelated passages as an answer.
-  Retrieval scores alone cannot tell: hybrid search always returns its five nearest chunks,
-  and their fused scores are relative to each other.
+- **Before answering** (:func:`abstains`): the best coverage, by the passages of any one
+  file, of the question's rare terms (:func:`support_for`, :mod:`services.generate.terms`).
+  Below ``ZHIKU_GENERATE_ABSTAIN_BELOW`` the service abstains (it says, in the question's
+  language, that the knowledge base cannot answer, instead of passing off unrelated passages
+  as an answer), unless a passage is close in meaning: its ``dense_score`` (the embedding
+  similarity the retrieve service reports, absolute unlike the fused hybrid score) reaches
+  ``ZHIKU_GENERATE_ABSTAIN_UNLESS_SIMILAR``. Words alone miss paraphrases ("成立" asked, "创办"
+  written); similarity alone cannot tell a passage on the asked subject from one on a
+  neighbouring subject. Fused retrieval scores cannot tell either: hybrid search always
+  returns its five nearest chunks, and their fused scores are relative to each other.
 - **After answering** (:func:`check_answer`): each sentence of the answer against the passages
   it cites with ``[n]`` (all passages when it cites none), by the share of its character
   bigrams a passage holds. A passage is ``supported`` when it backs a sentence that cites it
@@ -35,6 +39,15 @@ def support_for(question: str, passages: Sequence[PassageRef]) -> float:
     for passage in passages:
         by_file.setdefault(passage.file_name or f"#{passage.number}", []).append(passage.text)
     return max((coverage(terms, "\n".join(texts)) for texts in by_file.values()), default=0.0)
+
+
+def abstains(asked: str, passages: Sequence[PassageRef], below: float, unless_similar: float) -> bool:
+    """Whether ``passages`` cannot answer ``asked``: too few of its rare terms in any one file
+    (``support_for`` under ``below``) and no passage with ``dense_score >= unless_similar``
+    (1 turns the similarity rescue off; a passage without a score never rescues)."""
+    if not passages or below <= 0 or support_for(asked, passages) >= below:
+        return False
+    return unless_similar >= 1 or max(p.dense_score for p in passages) < unless_similar
 
 
 def _backing(sentence: str, passage_features: set[str]) -> float:

@@ -206,9 +206,12 @@ class Hit:
     text: str
     score: float
     metadata: dict[str, str]
+    dense_score: float = 0.0  # (1 + cos) / 2 to the query vector; 0 without one (scores.py)
 
     @classmethod
-    def from_payload(cls, point_id: object, score: float, payload: Mapping[str, Any] | None) -> Hit:
+    def from_payload(
+        cls, point_id: object, score: float, payload: Mapping[str, Any] | None, dense_score: float = 0.0
+    ) -> Hit:
         payload = payload or {}
         metadata = payload.get(METADATA) or {}
         return cls(
@@ -218,6 +221,7 @@ class Hit:
             text=str(payload.get(TEXT, "")),
             score=score,
             metadata={str(k): str(v) for k, v in metadata.items()},
+            dense_score=dense_score,
         )
 
     def to_pb(self, knowledge_base: str) -> common_pb2.Passage:
@@ -229,6 +233,7 @@ class Hit:
             text=self.text,
             score=self.score,
             metadata=self.metadata,
+            dense_score=self.dense_score,
         )
 
 

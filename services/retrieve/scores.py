@@ -49,15 +49,24 @@ each) in one of two ways, chosen per request or by ``ZHIKU_RETRIEVE_HYBRID_FUSIO
 
 Either way a hybrid score is relative to the query's candidates, not an absolute similarity:
 a threshold on it keeps "well placed by both searches" rather than "close in meaning".
+
+So every hit also carries ``dense_score``: the dense mapping above of the cosine between the
+query vector and the hit's stored vector, whatever mode ranked it (0 when the query had no
+vector). The generate service reads it to tell an answerable question from one the knowledge
+base merely has neighbours for.
 """
 
 from __future__ import annotations
 
+import math
 import struct
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from services.retrieve.domain import DENSE, MODE_DENSE
+
 if TYPE_CHECKING:
-    from services.retrieve.domain import Hit
+    from services.retrieve.domain import Hit, SearchQuery
 
 # Engines compute cosine in float32: push the engine-side floor a little lower and apply the
 # exact comparison on the mapped score afterwards, so a hit sitting on the threshold is kept.
@@ -72,6 +81,25 @@ SPARSE_HALF = 10.0
 
 def score_from_cosine(cosine: float) -> float:
     return min(1.0, max(0.0, (1.0 + cosine) / 2.0))
+
+
+def dense_similarity(query: Sequence[float], stored: Sequence[float] | None) -> float:
+    """``score_from_cosine`` of the two vectors (0 when either is missing or empty)."""
+    if not query or not stored or len(query) != len(stored):
+        return 0.0
+    norms = math.sqrt(math.fsum(x * x for x in query)) * math.sqrt(math.fsum(x * x for x in stored))
+    if norms == 0.0:
+        return 0.0
+    return score_from_cosine(math.fsum(a * b for a, b in zip(query, stored, strict=True)) / norms)
+
+
+def hit_dense_score(query: SearchQuery, raw: float, vectors: object) -> float:
+    """A hit's ``dense_score``: its own score in dense mode, else the similarity of the query
+    vector to the hit's stored dense vector (engines return named vectors as a mapping)."""
+    if query.mode == MODE_DENSE:
+        return score_from_cosine(raw)
+    stored = vectors.get(DENSE) if isinstance(vectors, Mapping) else None
+    return dense_similarity(query.vector, stored)
 
 
 def cosine_floor(threshold: float) -> float | None:

@@ -20,7 +20,7 @@ class Metadata(_message.Message):
     def __init__(self, fields: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Passage(_message.Message):
-    __slots__ = ("chunk_id", "knowledge_base", "file_name", "chunk_index", "text", "score", "metadata")
+    __slots__ = ("chunk_id", "knowledge_base", "file_name", "chunk_index", "text", "score", "metadata", "dense_score")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,7 @@ class Passage(_message.Message):
     TEXT_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    DENSE_SCORE_FIELD_NUMBER: _ClassVar[int]
     chunk_id: str
     knowledge_base: str
     file_name: str
@@ -42,4 +43,5 @@ class Passage(_message.Message):
     text: str
     score: float
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, chunk_id: _Optional[str] = ..., knowledge_base: _Optional[str] = ..., file_name: _Optional[str] = ..., chunk_index: _Optional[int] = ..., text: _Optional[str] = ..., score: _Optional[float] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    dense_score: float
+    def __init__(self, chunk_id: _Optional[str] = ..., knowledge_base: _Optional[str] = ..., file_name: _Optional[str] = ..., chunk_index: _Optional[int] = ..., text: _Optional[str] = ..., score: _Optional[float] = ..., metadata: _Optional[_Mapping[str, str]] = ..., dense_score: _Optional[float] = ...) -> None: ...

@@ -7,13 +7,14 @@ from prometheus_client import REGISTRY
 
 from services.generate.config import GenerateSettings
 from services.generate.domain import PassageRef
-from services.generate.grounding import check_answer, support_for
+from services.generate.grounding import abstains, check_answer, support_for
 from services.generate.tests.conftest import Serve, ask, collect, make_settings
 from services.generate.tests.fake_openai import FakeOpenAI, running
 
 from .test_openai_backend import openai_settings
 
 THRESHOLD = GenerateSettings.model_fields["abstain_below"].default
+SIMILAR = GenerateSettings.model_fields["abstain_unless_similar"].default
 
 RAIL = [
     (
@@ -78,6 +79,21 @@ def test_support_weighs_rare_names_over_common_words() -> None:
         PassageRef(2, "a.md", "它以白蚁的幼虫为食。", 0.8),
     ]
     assert support_for("钩盲蛇以什么为食？", chunks) == 1.0
+
+
+def test_a_passage_close_in_meaning_rescues_a_question_its_words_miss() -> None:
+    """Few of the question's words, but the retrieve service's embedding similarity says the
+    passage is about it (a paraphrase): answer. Neither signal: abstain."""
+    question = "瘰鳞蛇主要以什么为食？"
+    close = [PassageRef(1, "snake.md", RAIL[1][1], 0.7, dense_score=SIMILAR + 0.01)]
+    far = [PassageRef(1, "snake.md", RAIL[1][1], 0.7, dense_score=SIMILAR - 0.01)]
+    unknown = [PassageRef(1, "snake.md", RAIL[1][1], 0.7)]  # sparse search: no similarity
+    assert not abstains(question, close, THRESHOLD, SIMILAR)
+    assert abstains(question, far, THRESHOLD, SIMILAR)
+    assert abstains(question, unknown, THRESHOLD, SIMILAR)
+    assert abstains(question, close, THRESHOLD, 1.0)  # 1: the rescue is off
+    assert not abstains(question, far, 0.0, SIMILAR)  # 0: never abstains
+    assert not abstains("钩盲蛇主要以什么为食？", far, THRESHOLD, SIMILAR)  # its words are there
 
 
 def test_sentences_citing_nothing_are_checked_against_every_passage() -> None:

@@ -346,7 +346,12 @@ class EdgeCollection:
         async with self._gate.shared(self._gone):
             found = await self._run(lambda: self.shard.query(request))
         hits = [
-            Hit.from_payload(p.id, scores.map_score(query.mode, p.score, query.fusion), p.payload)
+            Hit.from_payload(
+                p.id,
+                scores.map_score(query.mode, p.score, query.fusion),
+                p.payload,
+                scores.hit_dense_score(query, p.score, p.vector),
+            )
             for p in found
         ]
         return scores.rank_and_keep(hits, query.score_threshold)
@@ -380,6 +385,7 @@ class EdgeCollection:
             query=Fusion.Rrf(k=scores.RRF_K) if query.fusion == FUSION_RRF else Fusion.Dbsf(),
             filter=query_filter,
             with_payload=True,
+            with_vector=[DENSE],  # for each hit's dense_score (scores.py)
         )
 
     async def count(self) -> int:

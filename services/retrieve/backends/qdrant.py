@@ -273,7 +273,12 @@ class QdrantBackend:
             else:
                 response = await self._lexical(collection, query, query_filter)
         hits = [
-            Hit.from_payload(p.id, scores.map_score(query.mode, p.score, query.fusion), p.payload)
+            Hit.from_payload(
+                p.id,
+                scores.map_score(query.mode, p.score, query.fusion),
+                p.payload,
+                scores.hit_dense_score(query, p.score, p.vector),
+            )
             for p in response.points
         ]
         return scores.rank_and_keep(hits, query.score_threshold)
@@ -307,6 +312,7 @@ class QdrantBackend:
             limit=query.top_k,
             query_filter=query_filter,
             with_payload=True,
+            with_vectors=[DENSE],  # for each hit's dense_score (scores.py)
         )
 
     async def delete_by_file(

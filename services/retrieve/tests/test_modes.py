@@ -105,6 +105,29 @@ async def test_hybrid_fuses_dense_and_sparse_scores_by_default(retrieve: Running
     assert max(expected) < 1.0 and min(expected) > 0.0
 
 
+@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+async def test_every_hit_carries_its_absolute_dense_score(retrieve: Running, mode: str) -> None:
+    """Whichever list ranked a hit, ``dense_score`` is (1 + cos) / 2 of the query and its vector:
+    the generate service reads it as an absolute closeness that fused scores cannot give."""
+    await seed(retrieve)
+    hits = await search(retrieve, mode, "香蕉 错误码 banana")
+    assert hits
+    cosine = {
+        point_id(n): sum(a * b for a, b in zip(E0, v, strict=True)) / sum(x * x for x in v) ** 0.5
+        for n, v, *_ in POINTS
+    }
+    assert [hit.dense_score for hit in hits] == pytest.approx(
+        [(1 + cosine[hit.chunk_id]) / 2 for hit in hits], abs=1e-5
+    )
+
+
+async def test_dense_score_is_zero_in_sparse_mode(retrieve: Running) -> None:
+    """Sparse mode drops the query vector, so there is nothing to be close to."""
+    await seed(retrieve)
+    hits = await search(retrieve, "sparse", "ZX-9041 错误码")
+    assert hits and all(hit.dense_score == 0.0 for hit in hits)
+
+
 def test_dbsf_scores_keep_standouts_apart() -> None:
     """Sums past 2 (a candidate more than 3 sd above the mean in both lists) still map to
     distinct scores below 1, so the engine's order among standouts survives the mapping."""
