@@ -58,10 +58,11 @@ base merely has neighbours for.
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from services.retrieve.domain import DENSE, MODE_DENSE
 
@@ -87,10 +88,9 @@ def dense_similarity(query: Sequence[float], stored: Sequence[float] | None) -> 
     """``score_from_cosine`` of the two vectors (0 when either is missing or empty)."""
     if not query or not stored or len(query) != len(stored):
         return 0.0
-    norms = math.sqrt(math.fsum(x * x for x in query)) * math.sqrt(math.fsum(x * x for x in stored))
-    if norms == 0.0:
-        return 0.0
-    return score_from_cosine(math.fsum(a * b for a, b in zip(query, stored, strict=True)) / norms)
+    a, b = np.asarray(query, dtype=np.float64), np.asarray(stored, dtype=np.float64)
+    norms = float(np.linalg.norm(a) * np.linalg.norm(b))  # numpy: a top_k of 100 stays sub-ms
+    return score_from_cosine(float(a @ b) / norms) if norms else 0.0
 
 
 def hit_dense_score(query: SearchQuery, raw: float, vectors: object) -> float:
