@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml constraints.txt scripts/install.sh scripts/install-llam
 ## run: install if needed, then start every service, the worker and the gateway; a process that dies
 ## is restarted with back-off (restarts on :9106/metrics); only Ctrl-C stops all
 run: install
+	@bash scripts/ensure-converters.sh
 	$(PY) -m services.stack
 
 ## test: install, start Redis/PostgreSQL when missing, lint, then unit, integration, chart and e2e tests

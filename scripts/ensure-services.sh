@@ -44,6 +44,9 @@ if ! ls /usr/share/fonts/truetype/wqy/wqy-microhei.ttc >/dev/null 2>&1; then
   apt_install fonts-wqy-microhei
 fi
 
+# Legacy Office formats are converted by LibreOffice or antiword (the parser tests use both).
+bash "$(dirname "$0")/ensure-converters.sh"
+
 # OCR of scans and images (rapidocr) imports OpenCV, whose wheel links libGL and GLib.
 shared_libs=$(ldconfig -p 2>/dev/null || true)
 if ! grep -q 'libGL\.so\.1' <<<"${shared_libs}"; then apt_install libgl1; fi

@@ -44,6 +44,8 @@ class ParseLimits:
     image_max_pixels: int = 64_000_000
     # Pictures inside a .docx/.pptx that are OCRed (the first ones in reading order); 0 = none.
     embedded_images: int = 20
+    # Seconds one legacy-format conversion (LibreOffice, antiword) may take before it is killed.
+    convert_timeout_s: float = 120.0
 
 
 DEFAULT_LIMITS = ParseLimits()

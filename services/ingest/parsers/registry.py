@@ -7,10 +7,13 @@ from pathlib import PurePath
 from services.ingest.encodings import NotText, detect_and_decode
 from services.ingest.parsers.archive import parse_zip
 from services.ingest.parsers.base import DEFAULT_LIMITS, ParseError, ParseLimits, Parser, Segment
+from services.ingest.parsers.converted import parse_converted
 from services.ingest.parsers.mail import parse_eml, parse_msg
 from services.ingest.parsers.ocr import parse_image
 from services.ingest.parsers.office import parse_docx, parse_pptx, parse_xls, parse_xlsx
+from services.ingest.parsers.opendocument import parse_odp, parse_ods, parse_odt
 from services.ingest.parsers.pdf import parse_pdf
+from services.ingest.parsers.rtf import parse_rtf
 from services.ingest.parsers.text import parse_delimited, parse_ipynb, parse_json, parse_jsonl, parse_text
 from services.ingest.parsers.web import parse_epub, parse_html, parse_xml
 
@@ -33,6 +36,14 @@ PARSERS: dict[str, Parser] = {
     ".xlsx": parse_xlsx,
     ".xlsm": parse_xlsx,
     ".xls": parse_xls,
+    ".doc": parse_converted,
+    ".ppt": parse_converted,
+    ".wps": parse_converted,
+    ".dps": parse_converted,
+    ".rtf": parse_rtf,
+    ".odt": parse_odt,
+    ".ods": parse_ods,
+    ".odp": parse_odp,
     ".html": parse_html,
     ".htm": parse_html,
     ".xhtml": parse_html,
@@ -55,10 +66,15 @@ _MAGIC: tuple[tuple[bytes, str, frozenset[str]], ...] = (
     (b"%PDF-", "a PDF document", frozenset({".pdf"})),
     (
         b"PK\x03\x04",
-        "a zip container (zip, docx, xlsx, pptx or epub)",
-        frozenset({".zip", ".docx", ".xlsx", ".xlsm", ".pptx", ".epub"}),
+        "a zip container (zip, docx, xlsx, pptx, epub or OpenDocument)",
+        frozenset({".zip", ".docx", ".xlsx", ".xlsm", ".pptx", ".epub", ".odt", ".ods", ".odp"}),
     ),
-    (b"\xd0\xcf\x11\xe0", "an OLE2 file (xls, msg or legacy Office)", frozenset({".xls", ".msg"})),
+    (
+        b"\xd0\xcf\x11\xe0",
+        "an OLE2 file (xls, msg or legacy Office)",
+        frozenset({".xls", ".msg", ".doc", ".ppt", ".wps", ".dps"}),
+    ),
+    (b"{\\rtf", "an RTF document", frozenset({".rtf", ".doc"})),
     (b"\x89PNG", "a PNG image", frozenset({".png"})),
     (b"\xff\xd8\xff", "a JPEG image", frozenset({".jpg", ".jpeg"})),
     (b"BM", "a BMP image", frozenset({".bmp"})),
