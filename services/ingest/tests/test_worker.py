@@ -320,6 +320,23 @@ def test_garbage_fails_clearly_and_changes_nothing(stack: Stack) -> None:
     assert after_kb.chunk_count == before_kb.chunk_count and after_kb.file_count == before_kb.file_count + 2
 
 
+def test_legacy_formats_go_through_the_worker(stack: Stack) -> None:
+    """A GBK-escaped RTF is ingested and found; a .doc that is no Word file fails with its reason."""
+    kb = _kb(stack)
+    escaped = (
+        b"\\par " if c == 0x0A else b"\\'%02x" % c if c >= 0x80 else bytes([c]) for c in CHINESE.encode("gbk")
+    )
+    rtf = b"{\\rtf1\\ansi\\ansicpg936 " + b"".join(escaped) + b"}"
+    good = _submit(stack, kb, "说明.rtf", rtf)
+    bad = _submit(stack, kb, "memo.doc", b"just text with a .doc name")
+    jobs = _wait(stack, good, bad)
+    assert jobs[good].state == ingest_pb2.JOB_STATE_SUCCEEDED and jobs[good].chunks >= 1
+    assert jobs[bad].state == ingest_pb2.JOB_STATE_FAILED
+    assert jobs[bad].error.startswith("memo.doc: not a legacy Office .doc file (no OLE2 header)")
+    hits = _search(stack, kb, "本节的编号是7")
+    assert hits and hits[0].file_name == "说明.rtf" and "编号是7" in hits[0].text
+
+
 def test_reupload_replaces_the_files_points(stack: Stack) -> None:
     kb = _kb(stack)
     first = _succeeded(stack, _submit(stack, kb, "doc.txt", CHINESE.encode()))
