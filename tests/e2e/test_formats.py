@@ -12,6 +12,9 @@ file is still in the top 3.
 
 from __future__ import annotations
 
+import io
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,3 +175,94 @@ def test_chunks_keep_where_they_came_from(http: httpx.Client, ingested: dict[str
     chapter = top("second chapter with a different style", "test.epub")
     assert chapter["chapter"] == "2" and chapter["heading"] == "Chapter 2: More Content"
     assert "chunk_index" in chapter
+
+
+# -- legacy and open formats ------------------------------------------------------------------
+
+LEGACY_KB = "legacy_formats_e2e"
+# (file, the sentence written into it, the needle asked): each file its own subject, so no two
+# tie. .doc/.rtf/.odt and .ppt/.odp are written by the real LibreOffice from generated OOXML.
+LEGACY: list[tuple[str, str, str]] = [
+    ("差旅制度.doc", "出差住宿标准为一线城市每晚六百元，其他城市每晚四百元。", "一线城市出差住宿每晚多少钱"),
+    ("设备台账.rtf", "三号车间的注塑机编号为ZS-3307，每季度由设备科检修一次。", "注塑机ZS-3307多久检修一次"),
+    (
+        "会议纪要.odt",
+        "第二季度营销预算增加百分之十五，主要投向华南地区的线上渠道。",
+        "第二季度营销预算增加多少",
+    ),
+    ("产品发布.ppt", "新一代扫地机器人续航达到一百八十分钟，支持自动集尘。", "扫地机器人续航多少分钟"),
+    ("培训计划.odp", "新员工入职培训共五天，第三天安排消防演练和急救课程。", "入职培训第几天安排消防演练"),
+]
+SHEET_ROWS = [
+    ["仓库", "品名", "库存"],
+    ["杭州一号仓", "不锈钢保温杯", "3200"],
+    ["成都二号仓", "竹纤维毛巾", "870"],
+]
+
+
+def _convert(soffice: str, source: Path, target: str) -> bytes:
+    profile = (source.parent / "profile").as_uri()
+    command = [soffice, f"-env:UserInstallation={profile}", "--headless", "--convert-to", target]
+    subprocess.run([*command, "--outdir", str(source.parent), str(source)], check=True, timeout=180)
+    return source.with_suffix(f".{target}").read_bytes()
+
+
+def _legacy_files(folder: Path) -> dict[str, bytes]:
+    import docx
+    import pptx
+    from odf import table, text
+    from odf.opendocument import OpenDocumentSpreadsheet
+
+    soffice = shutil.which("soffice")
+    assert soffice, "LibreOffice is part of the test environment (make test installs it)"
+    made = {}
+    for name, sentence, _ in LEGACY:
+        stem, target = name.rsplit(".", 1)
+        if target in ("doc", "rtf", "odt"):
+            document = docx.Document()
+            document.add_heading(stem, level=1)
+            document.add_paragraph(sentence)
+            source = folder / f"{stem}.docx"
+            document.save(source)
+        else:
+            deck = pptx.Presentation()
+            slide = deck.slides.add_slide(deck.slide_layouts[1])
+            slide.shapes.title.text = stem
+            slide.placeholders[1].text = sentence
+            source = folder / f"{stem}.pptx"
+            deck.save(source)
+        made[name] = _convert(soffice, source, target)
+    spreadsheet = OpenDocumentSpreadsheet()
+    sheet = table.Table(name="库存")
+    for values in SHEET_ROWS:
+        row = table.TableRow()
+        for value in values:
+            cell = table.TableCell()
+            cell.addElement(text.P(text=value))
+            row.addElement(cell)
+        sheet.addElement(row)
+    spreadsheet.spreadsheet.addElement(sheet)
+    buffer = io.BytesIO()
+    spreadsheet.write(buffer)
+    made["库存表.ods"] = buffer.getvalue()
+    return made
+
+
+def test_legacy_and_open_formats_are_ingested_and_found(http: httpx.Client, tmp_path: Path) -> None:
+    files = _legacy_files(tmp_path)
+    assert http.post("/v1/knowledge_bases", json={"name": LEGACY_KB}).status_code == 201
+    upload = [("files", (name, data, "application/octet-stream")) for name, data in files.items()]
+    accepted = http.post(f"/v1/knowledge_bases/{LEGACY_KB}/files", files=upload)
+    assert accepted.status_code == 202, accepted.text
+    jobs = _wait(http, [job["id"] for job in accepted.json()["jobs"]])
+    failed = {job["file_name"]: job["error"] for job in jobs.values() if job["state"] != "succeeded"}
+    assert not failed, failed
+    needles = [(name, needle) for name, _, needle in LEGACY] + [("库存表.ods", "成都二号仓竹纤维毛巾库存")]
+    for file_name, needle in needles:
+        reply = http.post(f"/v1/knowledge_bases/{LEGACY_KB}/search", json={"query": needle, "top_k": 1})
+        [hit] = reply.json()["data"]
+        assert hit["file_name"] == file_name, (needle, hit["file_name"])
+    table_hit = http.post(
+        f"/v1/knowledge_bases/{LEGACY_KB}/search", json={"query": "竹纤维毛巾", "top_k": 1}
+    ).json()["data"][0]
+    assert "| 仓库 | 品名 | 库存 |" in table_hit["text"] and table_hit["metadata"]["sheet"] == "库存"
