@@ -52,6 +52,7 @@ class ChatMessageIn(BaseModel):
 
     role: str
     content: str | list[ContentPart] | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # refused (unsupported_features), never dropped
 
     def text(self) -> str:
         if self.content is None:
@@ -107,6 +108,15 @@ class ChatCompletionRequest(RetrievalParams):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     stop: str | list[str] | None = None
     n: int | None = Field(default=None, description="number of choices; only 1 is supported")
+    # OpenAI's tool calling and structured output. No generate backend passes them to a model
+    # yet, so a request that relies on them is refused (unsupported_features) rather than
+    # answered as if they had been honoured.
+    tools: list[dict[str, Any]] | None = Field(default=None, description="not supported yet: 400")
+    tool_choice: str | dict[str, Any] | None = Field(default=None, description="not supported yet")
+    parallel_tool_calls: bool | None = Field(default=None, description="not supported yet")
+    functions: list[dict[str, Any]] | None = Field(default=None, description="not supported yet: 400")
+    function_call: str | dict[str, Any] | None = Field(default=None, description="not supported yet")
+    response_format: dict[str, Any] | None = Field(default=None, description="only type 'text'")
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(default=None, description="end-user id (accepted, not used)")
@@ -137,6 +147,43 @@ class ChatCompletionRequest(RetrievalParams):
         description="knowledge-base chat with history: search with the follow-up made standalone "
         "(the response's retrieval_query says what was searched); false searches the last message",
     )
+
+    def unsupported_features(self) -> ApiError | None:
+        """The 400 for a request that needs tool calling or structured output (None: fine).
+
+        Clients such as LangChain's ``bind_tools`` send ``tools`` and act on ``tool_calls``;
+        silently dropping them would give such a client a plain answer it cannot tell from a
+        decision not to call a tool. "No tools" spelled out (an empty list, ``"none"``) is fine.
+        """
+        if self.tools or self.functions:
+            name = "tools" if self.tools else "functions"
+            return ApiError(
+                400,
+                f"{name} (tool calling) is not supported by this deployment's generate backend; "
+                "send the request without it",
+                param=name,
+            )
+        for name in ("tool_choice", "function_call"):
+            value = getattr(self, name)
+            if value is not None and value not in ("none", "auto"):
+                return ApiError(
+                    400, f"{name}={value!r} needs tool calling, which is not supported", param=name
+                )
+        kind = (self.response_format or {}).get("type", "text")
+        if kind != "text":
+            return ApiError(
+                400,
+                f"response_format type {kind!r} is not supported (structured output); only 'text'",
+                param="response_format",
+            )
+        for message in self.messages:
+            if message.role in ("tool", "function") or message.tool_calls:
+                return ApiError(
+                    400,
+                    "messages hold tool calls or tool results, which need tool calling; it is not supported",
+                    param="messages",
+                )
+        return None
 
     @property
     def include_usage(self) -> bool:

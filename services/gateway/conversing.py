@@ -62,10 +62,12 @@ def _names_kb(body: ChatCompletionRequest) -> bool:
 async def prepare_turn(
     body: ChatCompletionRequest, store: GatewayStore, principal: Principal | None, history_messages: int
 ) -> Turn:
-    """Validate ``n``, resolve file chat and conversation (its latest ``history_messages``
-    go in front of the new turn); both must be the caller's key's."""
+    """Validate ``n`` and refuse unsupported features, resolve file chat and conversation (its
+    latest ``history_messages`` go in front of the new turn); both must be the caller's key's."""
     if body.n is not None and body.n != 1:
         raise ApiError(400, f"n={body.n} is not supported: Zhiku returns exactly one choice (n=1)", param="n")
+    if (refusal := body.unsupported_features()) is not None:
+        raise refusal
     updates: dict[str, Any] = {}
     temporary = False
     if body.file_chat_id is not None:

@@ -206,6 +206,63 @@ async def test_openai_request_fields(gateway: tuple[RecordingBackend, str]) -> N
         assert "conversation_id" not in (chunks[0].model_extra or {})  # only with a conversation
 
 
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+async def test_tool_calling_and_structured_output_are_refused_never_dropped(
+    gateway: tuple[RecordingBackend, str],
+) -> None:
+    """A client that sends tools must not get a plain answer it would read as "no tool needed"."""
+    backend, url = gateway
+    hi = [{"role": "user", "content": "hi"}]
+    refused_requests = [
+        ("tools", {"tools": [TOOL]}),
+        ("tool_choice", {"tool_choice": "required"}),
+        ("response_format", {"response_format": {"type": "json_object"}}),
+        ("functions", {"functions": [TOOL["function"]]}),
+        (
+            "messages",
+            {
+                "messages": [
+                    *hi,
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "id": "c1",
+                                "type": "function",
+                                "function": {"name": "get_weather", "arguments": "{}"},
+                            }
+                        ],
+                    },
+                    {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+                ]
+            },
+        ),
+    ]
+    async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0) as sdk:
+        asked_before = len(backend.prompts)
+        for param, fields in refused_requests:
+            arguments = {"model": "default", "messages": hi, **fields}
+            for stream in (False, True):
+                with pytest.raises(openai.BadRequestError) as refused:
+                    await sdk.chat.completions.create(**arguments, stream=stream)
+                assert refused.value.body["param"] == param, (param, stream)  # type: ignore[index]
+        assert len(backend.prompts) == asked_before  # no model was asked
+        # Saying "no tools" is not asking for them.
+        plain = await sdk.chat.completions.create(
+            model="default", messages=hi, tools=[], tool_choice="none", response_format={"type": "text"}
+        )
+        assert plain.choices[0].message.content
+
+
 async def test_chat_with_unknown_file_chat_is_404(gateway: tuple[RecordingBackend, str]) -> None:
     _, url = gateway
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
