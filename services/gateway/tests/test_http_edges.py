@@ -196,7 +196,7 @@ async def test_search_parameters_are_validated(client: httpx.AsyncClient, body: 
     ("body", "param"),
     [
         ({"model": "m", "messages": []}, "messages"),
-        ({"model": "m", "messages": [{"role": "tool", "content": "x"}]}, "messages"),
+        ({"model": "m", "messages": [{"role": "robot", "content": "x"}]}, "messages"),
         ({"model": "m", "messages": [{"role": "user", "content": "q"}], "temperature": 3}, "temperature"),
         (
             {"model": "m", "messages": [{"role": "user", "content": "q"}], "knowledge_base": "../x"},
