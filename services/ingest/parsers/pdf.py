@@ -1,7 +1,8 @@
 """PDF: the text layer page by page with pypdfium2; pages without one (scans) go through OCR.
 
 Pages that draw ruling lines are also given to :mod:`pdf_tables`, which turns data tables into
-Markdown rows under their header.
+Markdown rows under their header; running headers, footers and page numbers are kept once
+(:mod:`pdf_running`).
 
 PDFium is not thread-safe and the worker runs tasks in threads, so every PDFium call holds one
 process-wide lock; OCR of a rendered page runs outside it, one page at a time (a long scan
@@ -17,6 +18,7 @@ from typing import Any
 
 from services.ingest.parsers.base import ParseError, ParseLimits, Segment, normalise
 from services.ingest.parsers.ocr import recognise
+from services.ingest.parsers.pdf_running import drop_running_lines
 from services.ingest.parsers.pdf_tables import page_text_with_tables
 
 log = logging.getLogger("zhiku.ingest.parsers")
@@ -112,4 +114,4 @@ def parse_pdf(name: str, data: bytes, limits: ParseLimits) -> list[Segment]:
             plumber.close()
     if not segments:
         raise ParseError(f"{name}: no text found (no text layer, and OCR recognised nothing)")
-    return segments
+    return drop_running_lines(segments)

@@ -131,3 +131,83 @@ def test_too_many_pages_is_refused() -> None:
 )
 def test_table_filter(cells: list[list[str | None]], usable: bool) -> None:
     assert (usable_rows(cells) is not None) is usable
+
+
+def _numbered_footer(paragraph) -> None:
+    """A PAGE field, as Word and LibreOffice write page numbers."""
+    from docx.oxml import parse_xml
+
+    field = (
+        '<w:fldSimple xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main" w:instr="PAGE"/>'
+    )
+    paragraph.add_run("第 ")
+    paragraph._p.append(parse_xml(field))
+    paragraph.add_run(" 页")
+
+
+def test_running_headers_footers_and_page_numbers_are_kept_once(tmp_path) -> None:
+    """A four-page report written by LibreOffice with a header and a numbered footer on every page."""
+    import shutil
+    import subprocess
+
+    import docx
+    from docx.enum.text import WD_BREAK
+
+    from services.ingest.parsers import parse
+
+    document = docx.Document()
+    section = document.sections[0]
+    section.header.paragraphs[0].text = "知库科技 内部资料 请勿外传"
+    _numbered_footer(section.footer.paragraphs[0])
+    bodies = [f"第{n}章的正文：本季度第{n}项指标完成率为{90 + n}%。" for n in range(1, 5)]
+    for n, body in enumerate(bodies):
+        paragraph = document.add_paragraph(body)
+        if n < len(bodies) - 1:
+            paragraph.add_run().add_break(WD_BREAK.PAGE)
+    source = tmp_path / "report.docx"
+    document.save(source)
+    soffice = shutil.which("soffice")
+    assert soffice, "LibreOffice is part of the test environment (make test installs it)"
+    profile = (tmp_path / "profile").as_uri()
+    subprocess.run(
+        [
+            soffice,
+            f"-env:UserInstallation={profile}",
+            "--headless",
+            "--convert-to",
+            "pdf",
+            "--outdir",
+            str(tmp_path),
+            str(source),
+        ],
+        check=True,
+        timeout=180,
+    )
+    pages = parse("report.pdf", (tmp_path / "report.pdf").read_bytes())
+    assert [page.metadata["page"] for page in pages] == ["1", "2", "3", "4"]
+    texts = ["".join(page.text.split()) for page in pages]  # PDF text layers space out CJK and digits
+    for text, body in zip(texts, bodies, strict=True):
+        assert body in text  # the body, alike on every page but in the middle, is untouched
+    assert texts[0].startswith("知库科技内部资料请勿外传") and texts[0].endswith("第1页")  # kept once
+    assert texts[1:] == bodies[1:]  # header and numbered footer gone from the other pages
+
+
+def test_running_line_detection_leaves_table_rows_and_middles_alone() -> None:
+    from services.ingest.parsers.base import Segment
+    from services.ingest.parsers.pdf_running import drop_running_lines
+
+    pages = [
+        Segment(
+            f"ACME Corp annual report\n| Item | Cost |\n| --- | --- |\n| x{n} | {n} |\n"
+            f"repeated middle\nmore {n}\nPage {n} of 3",
+            {"page": str(n)},
+        )
+        for n in range(1, 4)
+    ]
+    cleaned = drop_running_lines(pages)
+    assert cleaned[0].text.startswith("ACME Corp annual report") and cleaned[0].text.endswith("Page 1 of 3")
+    for page in cleaned[1:]:
+        assert "ACME" not in page.text and "of 3" not in page.text
+        assert page.text.startswith("| Item | Cost |") and "repeated middle" in page.text
+    # Two pages are too few to call anything running.
+    assert drop_running_lines(pages[:2]) == pages[:2]
