@@ -3,6 +3,7 @@ openai backend against the OpenAI-protocol test server (which answers what it is
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import REGISTRY
 
 from services.generate.config import GenerateSettings
@@ -10,6 +11,7 @@ from services.generate.domain import PassageRef
 from services.generate.grounding import abstains, check_answer, support_for
 from services.generate.tests.conftest import Serve, ask, collect, make_settings
 from services.generate.tests.fake_openai import FakeOpenAI, running
+from zhiku.v1 import common_pb2
 
 from .test_openai_backend import openai_settings
 
@@ -94,6 +96,14 @@ def test_a_passage_close_in_meaning_rescues_a_question_its_words_miss() -> None:
     assert abstains(question, close, THRESHOLD, 1.0)  # 1: the rescue is off
     assert not abstains(question, far, 0.0, SIMILAR)  # 0: never abstains
     assert not abstains("钩盲蛇主要以什么为食？", far, THRESHOLD, SIMILAR)  # its words are there
+
+
+def test_the_retrieve_services_dense_score_reaches_the_rule() -> None:
+    """The gateway forwards retrieve's Passage messages as they are; the rule reads their field."""
+    hit = common_pb2.Passage(file_name="snake.md", text=RAIL[1][1], score=0.7, dense_score=SIMILAR + 0.01)
+    ref = PassageRef.from_pb(1, hit)
+    assert ref.dense_score == pytest.approx(SIMILAR + 0.01)
+    assert not abstains("瘰鳞蛇主要以什么为食？", [ref], THRESHOLD, SIMILAR)
 
 
 def test_sentences_citing_nothing_are_checked_against_every_passage() -> None:
