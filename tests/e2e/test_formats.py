@@ -12,9 +12,6 @@ file is still in the top 3.
 
 from __future__ import annotations
 
-import io
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services.ingest.tests.office_files import ods_bytes, written_by_libreoffice
 from services.stack import BackgroundStack, launch_in_background
 from tests.e2e.conftest import OUTPUT
 
@@ -200,21 +198,10 @@ SHEET_ROWS = [
 ]
 
 
-def _convert(soffice: str, source: Path, target: str) -> bytes:
-    profile = (source.parent / "profile").as_uri()
-    command = [soffice, f"-env:UserInstallation={profile}", "--headless", "--convert-to", target]
-    subprocess.run([*command, "--outdir", str(source.parent), str(source)], check=True, timeout=180)
-    return source.with_suffix(f".{target}").read_bytes()
-
-
 def _legacy_files(folder: Path) -> dict[str, bytes]:
     import docx
     import pptx
-    from odf import table, text
-    from odf.opendocument import OpenDocumentSpreadsheet
 
-    soffice = shutil.which("soffice")
-    assert soffice, "LibreOffice is part of the test environment (make test installs it)"
     made = {}
     for name, sentence, _ in LEGACY:
         stem, target = name.rsplit(".", 1)
@@ -231,20 +218,8 @@ def _legacy_files(folder: Path) -> dict[str, bytes]:
             slide.placeholders[1].text = sentence
             source = folder / f"{stem}.pptx"
             deck.save(source)
-        made[name] = _convert(soffice, source, target)
-    spreadsheet = OpenDocumentSpreadsheet()
-    sheet = table.Table(name="库存")
-    for values in SHEET_ROWS:
-        row = table.TableRow()
-        for value in values:
-            cell = table.TableCell()
-            cell.addElement(text.P(text=value))
-            row.addElement(cell)
-        sheet.addElement(row)
-    spreadsheet.spreadsheet.addElement(sheet)
-    buffer = io.BytesIO()
-    spreadsheet.write(buffer)
-    made["库存表.ods"] = buffer.getvalue()
+        made[name] = written_by_libreoffice(source, target)
+    made["库存表.ods"] = ods_bytes({"库存": SHEET_ROWS})
     return made
 
 

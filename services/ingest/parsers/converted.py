@@ -53,8 +53,16 @@ def _run(name: str, command: list[str], timeout_s: float, cwd: Path) -> subproce
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
-def _libreoffice(name: str, data: bytes, suffix: str, limits: ParseLimits, soffice: str) -> list[Segment]:
-    target, parser = _TARGETS[suffix]
+def libreoffice_convert(name: str, data: bytes, suffix: str, target: str, timeout_s: float) -> bytes:
+    """``data`` (a ``suffix`` file) converted by LibreOffice to ``target`` ("docx", "pdf", ...).
+
+    Raises ParseError naming ``name`` when LibreOffice is missing, overruns or produces nothing.
+    """
+    soffice = _soffice()
+    if soffice is None:
+        raise ParseError(
+            f"{name}: reading {suffix} files needs LibreOffice, which is not installed here ({_INSTALL_HINT})"
+        )
     with tempfile.TemporaryDirectory(prefix="zhiku-convert-") as work:
         folder = Path(work)
         source = folder / f"input{suffix}"  # never the user's file name: it is not a safe path
@@ -70,7 +78,7 @@ def _libreoffice(name: str, data: bytes, suffix: str, limits: ParseLimits, soffi
             str(folder / "out"),
             str(source),
         ]
-        result = _run(name, command, limits.convert_timeout_s, folder)
+        result = _run(name, command, timeout_s, folder)
         converted = folder / "out" / f"input.{target}"
         if not converted.is_file():
             detail = (result.stderr or result.stdout).decode(errors="replace").strip()[-300:]
@@ -78,7 +86,7 @@ def _libreoffice(name: str, data: bytes, suffix: str, limits: ParseLimits, soffi
                 f"{name}: LibreOffice could not convert this {suffix} file (corrupt, encrypted or not "
                 f"really {suffix}?){': ' + detail if detail else ''}"
             )
-        return parser(name, converted.read_bytes(), limits)
+        return converted.read_bytes()
 
 
 def _antiword(name: str, data: bytes, limits: ParseLimits, antiword: str) -> list[Segment]:
@@ -101,12 +109,8 @@ def parse_converted(name: str, data: bytes, limits: ParseLimits) -> list[Segment
         return parse_rtf(name, data, limits)  # Word saves RTF under .doc when asked to
     if not data.startswith(b"\xd0\xcf\x11\xe0"):
         raise ParseError(f"{name}: not a legacy Office {suffix} file (no OLE2 header)")
-    soffice = _soffice()
-    if soffice is not None:
-        return _libreoffice(name, data, suffix, limits, soffice)
     antiword = shutil.which("antiword")
-    if suffix == ".doc" and antiword is not None:
+    if _soffice() is None and suffix == ".doc" and antiword is not None:
         return _antiword(name, data, limits, antiword)
-    raise ParseError(
-        f"{name}: reading {suffix} files needs LibreOffice, which is not installed here ({_INSTALL_HINT})"
-    )
+    target, parser = _TARGETS[suffix]  # without LibreOffice, this says what to install
+    return parser(name, libreoffice_convert(name, data, suffix, target, limits.convert_timeout_s), limits)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 from odf import draw, presentation, table, text
@@ -20,6 +19,7 @@ from odf.opendocument import OpenDocumentPresentation, OpenDocumentSpreadsheet, 
 from services.ingest.parsers import ParseError, ParseLimits, converted, parse
 from services.ingest.parsers.opendocument import PRESENTATION_NS
 from services.ingest.tests.conftest import DOCS
+from services.ingest.tests.office_files import written_by_libreoffice
 
 UUID_IN_DOCX = "314b0a30-5b04-470b-b9f7-eed2c2bec74a"
 SHAPE_IN_PPTX = "This is a nested shape with content in 2 shapes"
@@ -27,18 +27,12 @@ NO_PICTURES = ParseLimits(embedded_images=0)
 
 
 @pytest.fixture(scope="module")
-def legacy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+def legacy() -> dict[str, bytes]:
     """test.doc and test.ppt as LibreOffice writes them from the evaluation set's OOXML files."""
-    soffice = shutil.which("soffice")
-    assert soffice, "LibreOffice is part of the test environment (make test installs it)"
-    folder = tmp_path_factory.mktemp("legacy")
-    made = {}
-    for source, target in (("test.docx", "doc"), ("test.pptx", "ppt")):
-        profile = (folder / "profile").as_uri()
-        command = [soffice, f"-env:UserInstallation={profile}", "--headless", "--convert-to", target]
-        subprocess.run([*command, "--outdir", str(folder), str(DOCS / source)], check=True, timeout=180)
-        made[target] = (folder / f"{Path(source).stem}.{target}").read_bytes()
-    return made
+    return {
+        "doc": written_by_libreoffice(DOCS / "test.docx", "doc"),
+        "ppt": written_by_libreoffice(DOCS / "test.pptx", "ppt"),
+    }
 
 
 def _all_text(segments) -> str:

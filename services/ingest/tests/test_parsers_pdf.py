@@ -147,13 +147,11 @@ def _numbered_footer(paragraph) -> None:
 
 def test_running_headers_footers_and_page_numbers_are_kept_once(tmp_path) -> None:
     """A four-page report written by LibreOffice with a header and a numbered footer on every page."""
-    import shutil
-    import subprocess
-
     import docx
     from docx.enum.text import WD_BREAK
 
     from services.ingest.parsers import parse
+    from services.ingest.tests.office_files import written_by_libreoffice
 
     document = docx.Document()
     section = document.sections[0]
@@ -166,24 +164,7 @@ def test_running_headers_footers_and_page_numbers_are_kept_once(tmp_path) -> Non
             paragraph.add_run().add_break(WD_BREAK.PAGE)
     source = tmp_path / "report.docx"
     document.save(source)
-    soffice = shutil.which("soffice")
-    assert soffice, "LibreOffice is part of the test environment (make test installs it)"
-    profile = (tmp_path / "profile").as_uri()
-    subprocess.run(
-        [
-            soffice,
-            f"-env:UserInstallation={profile}",
-            "--headless",
-            "--convert-to",
-            "pdf",
-            "--outdir",
-            str(tmp_path),
-            str(source),
-        ],
-        check=True,
-        timeout=180,
-    )
-    pages = parse("report.pdf", (tmp_path / "report.pdf").read_bytes())
+    pages = parse("report.pdf", written_by_libreoffice(source, "pdf"))
     assert [page.metadata["page"] for page in pages] == ["1", "2", "3", "4"]
     texts = ["".join(page.text.split()) for page in pages]  # PDF text layers space out CJK and digits
     for text, body in zip(texts, bodies, strict=True):
