@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import re
@@ -40,6 +39,7 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
 
+from services.common.lifetime import die_with_parent
 from services.supervision import RESTARTS, RestartBackoff, RestartRecord
 
 GRPC_SERVICES = ("embed", "retrieve", "generate", "ingest")
@@ -49,15 +49,12 @@ COLORS = {"embed": 36, "retrieve": 35, "generate": 33, "ingest": 34, "worker": 3
 # The launcher's own metrics (restarts), recorded under this name beside the children's ports.
 LAUNCHER = "stack"
 DEFAULT_LAUNCHER_METRICS_PORT = 9106
-_PR_SET_PDEATHSIG = 1
 PORTS_FILE = "stack-ports.json"  # written into the data dir: every port this run listens on
 
 
-def _die_with_parent() -> None:
+def _child_dies_with_launcher() -> None:
     """Child-side: be killed if the launcher dies, even by SIGKILL, so nothing is orphaned."""
-    os.setpgrp()
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    die_with_parent(signal.SIGTERM, own_process_group=True)
 
 
 def free_port() -> int:
@@ -180,7 +177,7 @@ class Stack:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_child_dies_with_launcher,
         )
         child.started_at = time.monotonic()
         os.set_blocking(child.process.stdout.fileno(), False)

@@ -23,6 +23,7 @@ from services.common.heap import freeze_startup_heap
 from services.common.interceptors import ServerInterceptor
 from services.common.logging import configure_logging
 from services.common.metrics import serve_metrics
+from services.common.service_names import HEALTH_SERVICE
 from services.common.tracing import setup_tracing
 
 log = logging.getLogger("zhiku.server")
@@ -67,7 +68,7 @@ class GrpcService:
         reflection.enable_server_reflection(
             (
                 *spec.service_names,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                HEALTH_SERVICE,
                 reflection.SERVICE_NAME,
             ),
             self.server,

@@ -11,14 +11,13 @@ import grpc
 import numpy as np
 
 from services.common.grpc_server import ServiceSpec, run_service
+from services.common.service_names import EMBED_SERVICE
 from services.embed.backends import BACKENDS, EmbedBackend
 from services.embed.batching import DynamicBatcher
 from services.embed.config import EmbedSettings
 from services.embed.domain import EmbedKind, validate_texts
 from services.embed.metrics import EMBED_TEXTS
 from zhiku.v1 import embed_pb2, embed_pb2_grpc
-
-SERVICE_NAME = embed_pb2.DESCRIPTOR.services_by_name["EmbedService"].full_name
 
 
 class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
@@ -114,7 +113,7 @@ def build_spec(settings: EmbedSettings) -> ServiceSpec:
 
     return ServiceSpec(
         name="embed",
-        service_names=[SERVICE_NAME],
+        service_names=[EMBED_SERVICE],
         register=register,
         startup=backend.start,
         shutdown=[servicer.close, backend.close],

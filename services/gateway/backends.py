@@ -15,28 +15,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.config import CommonSettings
 from services.common.grpc_client import aio_channel
+from services.common.service_names import SERVICE_FULL_NAMES
 from services.gateway.authz import KnowledgeBaseGuard
 from services.gateway.backend_names import naming_interceptors
 from services.gateway.kb_cache import KnowledgeBaseCache
 from services.gateway.kb_guard import KnowledgeBaseGuardInterceptor
 from zhiku.v1 import (
-    embed_pb2,
     embed_pb2_grpc,
-    generate_pb2,
     generate_pb2_grpc,
-    ingest_pb2,
     ingest_pb2_grpc,
-    retrieve_pb2,
     retrieve_pb2_grpc,
 )
-
-# Full gRPC service names, as health checks and the channels' retry policy name them.
-SERVICE_NAMES: dict[str, str] = {
-    "embed": embed_pb2.DESCRIPTOR.services_by_name["EmbedService"].full_name,
-    "retrieve": retrieve_pb2.DESCRIPTOR.services_by_name["RetrieveService"].full_name,
-    "generate": generate_pb2.DESCRIPTOR.services_by_name["GenerateService"].full_name,
-    "ingest": ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name,
-}
 
 
 @dataclass
@@ -69,7 +58,7 @@ class Backends:
         channels = {
             name: aio_channel(
                 address,
-                [SERVICE_NAMES[name]],
+                [SERVICE_FULL_NAMES[name]],
                 common.grpc_max_message_mb,
                 [*naming_interceptors(name), *([checked] if name in ("ingest", "retrieve") else [])],
             )
@@ -94,7 +83,7 @@ class Backends:
         stub = health_pb2_grpc.HealthStub(self.channels[name])
         try:
             reply = await stub.Check(
-                health_pb2.HealthCheckRequest(service=SERVICE_NAMES[name]), timeout=timeout_s
+                health_pb2.HealthCheckRequest(service=SERVICE_FULL_NAMES[name]), timeout=timeout_s
             )
         except grpc.RpcError as error:
             return f"unreachable ({error.code().name.lower()})"  # type: ignore[attr-defined]

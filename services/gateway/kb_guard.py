@@ -13,18 +13,18 @@ answers a missing one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 
 from services.common.errors import job_not_found, kb_not_found
+from services.common.service_names import INGEST_SERVICE, RETRIEVE_SERVICE
 from services.gateway.authz import (
     GATEWAY,
     KnowledgeBaseGuard,
     Permission,
     current_caller,
 )
-from zhiku.v1 import ingest_pb2, ingest_pb2_grpc, retrieve_pb2
+from zhiku.v1 import ingest_pb2, ingest_pb2_grpc
 
 
 @dataclass(frozen=True)
@@ -57,19 +57,17 @@ class Listing:
 Rule = NamedInRequest | JobInRequest | JobInReply | Listing
 
 
-def _methods(descriptor: Any, rules: dict[str, Rule]) -> dict[str, Rule]:
-    return {f"/{descriptor.full_name}/{name}": rule for name, rule in rules.items()}
+def _methods(service: str, rules: dict[str, Rule]) -> dict[str, Rule]:
+    return {f"/{service}/{name}": rule for name, rule in rules.items()}
 
 
-INGEST = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"]
-RETRIEVE = retrieve_pb2.DESCRIPTOR.services_by_name["RetrieveService"]
 # Methods of these services are checked; others on the same channels (health) pass.
-GUARDED_PREFIXES = (f"/{INGEST.full_name}/", f"/{RETRIEVE.full_name}/")
+GUARDED_PREFIXES = (f"/{INGEST_SERVICE}/", f"/{RETRIEVE_SERVICE}/")
 VIEW, EDIT, MANAGE, CREATE = Permission.VIEW, Permission.EDIT, Permission.MANAGE, Permission.CREATE
 
 RULES: dict[str, Rule] = {
     **_methods(
-        INGEST,
+        INGEST_SERVICE,
         {
             "CreateKnowledgeBase": NamedInRequest("name", CREATE),
             "GetKnowledgeBase": NamedInRequest("name", VIEW),
@@ -86,7 +84,7 @@ RULES: dict[str, Rule] = {
         },
     ),
     **_methods(
-        RETRIEVE,
+        RETRIEVE_SERVICE,
         {
             "Search": NamedInRequest("collection", VIEW),
             "Stats": NamedInRequest("collection", VIEW),

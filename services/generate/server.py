@@ -10,6 +10,7 @@ from contextlib import aclosing
 import grpc
 
 from services.common.grpc_server import ServiceSpec, run_service
+from services.common.service_names import GENERATE_SERVICE
 from services.generate import terms
 from services.generate.backends import Backend, create_backend
 from services.generate.coalesce import coalesced
@@ -18,8 +19,6 @@ from services.generate.domain import GenerationRequest
 from services.generate.generator import Generator
 from services.generate.prompting import PromptTemplates
 from zhiku.v1 import generate_pb2, generate_pb2_grpc
-
-SERVICE_NAME = generate_pb2.DESCRIPTOR.services_by_name["GenerateService"].full_name
 
 
 class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
@@ -71,7 +70,7 @@ def build_spec(settings: GenerateSettings, backend: Backend | None = None) -> Se
 
     return ServiceSpec(
         name="generate",
-        service_names=[SERVICE_NAME],
+        service_names=[GENERATE_SERVICE],
         register=register,
         startup=startup,
         shutdown=[backend.close],

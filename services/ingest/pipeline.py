@@ -43,6 +43,7 @@ from services.common.errors import (
 )
 from services.common.grpc_client import request_metadata, sync_channel
 from services.common.logging import new_request_id, request_id_var
+from services.common.service_names import EMBED_SERVICE, RETRIEVE_SERVICE
 from services.ingest.backoff import Backoff
 from services.ingest.batcher import EmbedBatcher
 from services.ingest.blobs import BlobStore
@@ -63,8 +64,6 @@ from zhiku.v1 import embed_pb2, embed_pb2_grpc, retrieve_pb2, retrieve_pb2_grpc
 
 log = logging.getLogger("zhiku.ingest.pipeline")
 
-EMBED_SERVICE = embed_pb2.DESCRIPTOR.services_by_name["EmbedService"].full_name
-RETRIEVE_SERVICE = retrieve_pb2.DESCRIPTOR.services_by_name["RetrieveService"].full_name
 
 # Fixed namespace of the deterministic point ids; changing it would orphan every indexed point.
 POINT_NAMESPACE = uuid.UUID("6f1c3a52-52b7-4c1e-9d0f-2a7e1b9c4d10")

@@ -29,6 +29,7 @@ from services.common.grpc_client import aio_channel
 from services.common.grpc_server import ServiceSpec, run_service
 from services.common.logging import current_request_id
 from services.common.names import check_file_name, check_kb_name
+from services.common.service_names import EMBED_SERVICE, INGEST_SERVICE, RETRIEVE_SERVICE
 from services.ingest.blobs import BlobStore
 from services.ingest.broker import (
     IngestCelery,
@@ -41,12 +42,11 @@ from services.ingest.catalog import Catalog
 from services.ingest.config import IngestSettings
 from services.ingest.metrics import JOBS_BY_STATE, JOBS_REPUBLISHED, QUEUE_DEPTH
 from services.ingest.models import SPLITTERS, Job, JobState
-from services.ingest.pipeline import EMBED_SERVICE, GENERATION_KEY, RETRIEVE_SERVICE, sha256_hex
+from services.ingest.pipeline import GENERATION_KEY, sha256_hex
 from zhiku.v1 import embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc, retrieve_pb2, retrieve_pb2_grpc
 
 log = logging.getLogger("zhiku.ingest")
 
-INGEST_SERVICE = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
 MAX_DESCRIPTION_CHARS = 2000
 MAX_LIST_JOBS = 10_000
 MIN_CHUNK_SIZE, MAX_CHUNK_SIZE = 20, 20_000

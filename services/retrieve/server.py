@@ -14,6 +14,7 @@ import grpc
 from services.common.errors import InvalidArgument
 from services.common.grpc_server import ServiceSpec, run_service
 from services.common.names import check_kb_name
+from services.common.service_names import RETRIEVE_SERVICE
 from services.retrieve.backends import create_backend
 from services.retrieve.backends.base import RetrieveBackend
 from services.retrieve.config import RetrieveSettings
@@ -21,8 +22,6 @@ from services.retrieve.domain import SearchQuery, points_from_pb
 from services.retrieve.metrics import DELETED_POINTS, SEARCH_HITS, UPSERTED_POINTS
 from services.retrieve.sparse import SparseEncoder
 from zhiku.v1 import retrieve_pb2, retrieve_pb2_grpc
-
-SERVICE_NAME = retrieve_pb2.DESCRIPTOR.services_by_name["RetrieveService"].full_name
 
 
 class RetrieveServicer(retrieve_pb2_grpc.RetrieveServiceServicer):
@@ -99,7 +98,7 @@ def build_spec(settings: RetrieveSettings, backend: RetrieveBackend | None = Non
     servicer = RetrieveServicer(store, settings)
     return ServiceSpec(
         name="retrieve",
-        service_names=[SERVICE_NAME],
+        service_names=[RETRIEVE_SERVICE],
         register=lambda server: retrieve_pb2_grpc.add_RetrieveServiceServicer_to_server(servicer, server),
         startup=store.start,
         shutdown=[store.close],

@@ -17,10 +17,8 @@ from services.common.grpc_client import aio_channel
 from services.common.grpc_server import GrpcService, ServiceSpec
 from services.common.logging import REQUEST_ID_HEADER, current_request_id, request_id_var
 from services.common.metrics import GRPC_REQUESTS
+from services.common.service_names import EMBED_SERVICE, GENERATE_SERVICE
 from zhiku.v1 import embed_pb2, embed_pb2_grpc, generate_pb2, generate_pb2_grpc
-
-EMBED_SERVICE = embed_pb2.DESCRIPTOR.services_by_name["EmbedService"].full_name
-GENERATE_SERVICE = generate_pb2.DESCRIPTOR.services_by_name["GenerateService"].full_name
 
 
 class EchoRequestIdGenerate(generate_pb2_grpc.GenerateServiceServicer):

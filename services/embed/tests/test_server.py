@@ -15,7 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
 from services.common.grpc_server import GrpcService
-from services.embed.server import SERVICE_NAME, build_spec
+from services.common.service_names import EMBED_SERVICE
+from services.embed.server import build_spec
 from services.embed.tests.conftest import embed, make_settings
 from zhiku.v1 import embed_pb2, embed_pb2_grpc
 
@@ -54,7 +55,7 @@ async def test_info_names_backend_model_and_dimension(stub: embed_pb2_grpc.Embed
 
 async def test_health_is_serving_after_the_model_loaded(server: tuple[GrpcService, grpc.aio.Channel]) -> None:
     health = health_pb2_grpc.HealthStub(server[1])
-    reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=10)
+    reply = await health.Check(health_pb2.HealthCheckRequest(service=EMBED_SERVICE), timeout=10)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 

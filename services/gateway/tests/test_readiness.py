@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from grpc_health.v1 import health_pb2
 
+from services.common.service_names import GENERATE_SERVICE
 from services.embed.config import EmbedSettings
 from services.embed.server import build_spec as build_embed
 from services.gateway.app import create_app
-from services.gateway.backends import SERVICE_NAMES
 from services.generate.config import GenerateSettings
 from services.generate.server import build_spec as build_generate
 from services.retrieve.config import RetrieveSettings
@@ -39,7 +39,7 @@ async def test_readyz_names_the_service_that_is_down_or_not_serving(tmp_path) ->
             assert body["services"]["ingest"].startswith("unreachable")
 
             # Up but draining (as during shutdown): reported as not serving.
-            await generate.health.set(SERVICE_NAMES["generate"], health_pb2.HealthCheckResponse.NOT_SERVING)
+            await generate.health.set(GENERATE_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
             body = (await client.get("/readyz")).json()
             assert body["down"] == ["generate", "ingest"]
             assert body["services"]["generate"] == "not_serving"

@@ -17,12 +17,13 @@ from prometheus_client import REGISTRY
 
 from services.common.grpc_client import aio_channel
 from services.common.grpc_server import GrpcService
+from services.common.service_names import GENERATE_SERVICE
 from services.generate.admission import REJECT_REASONS
 from services.generate.backends.llamacpp import LlamaCppBackend
 from services.generate.config import GenerateSettings
 from services.generate.generator import Generator
 from services.generate.prompting import PromptTemplates
-from services.generate.server import SERVICE_NAME, build_spec
+from services.generate.server import build_spec
 from services.generate.tests.conftest import ask, collect, make_settings
 from services.generate.tests.fake_openai import FakeOpenAI, running, words
 from services.generate.tests.test_openai_backend import openai_settings
@@ -70,7 +71,7 @@ async def connect() -> AsyncIterator[Connect]:
         service = GrpcService(build_spec(settings), settings)
         await service.start()
         services.append(service)
-        channel = aio_channel(f"127.0.0.1:{service.port}", [SERVICE_NAME])
+        channel = aio_channel(f"127.0.0.1:{service.port}", [GENERATE_SERVICE])
         channels.append(channel)
         return generate_pb2_grpc.GenerateServiceStub(channel)
 

@@ -7,7 +7,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.grpc_server import GrpcService
-from services.generate.server import SERVICE_NAME, build_spec
+from services.common.service_names import GENERATE_SERVICE
+from services.generate.server import build_spec
 from services.generate.tests.conftest import Serve, ask, collect, make_settings
 from zhiku.v1 import generate_pb2
 
@@ -87,7 +88,7 @@ async def test_health_is_serving_after_start() -> None:
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
-            reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=GENERATE_SERVICE))
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         await service.stop()

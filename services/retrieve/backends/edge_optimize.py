@@ -8,22 +8,12 @@ freeze every RPC. Only ``qdrant_edge`` is imported here, to keep the start cheap
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import json
 import os
 import signal
 import time
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent: int) -> None:
-    """Never outlive the retrieve process (Linux): a build nobody will swap in is wasted CPU."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        raise SystemExit(3)
+from services.common.lifetime import die_with_parent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent-pid", type=int, default=None, help="exit with this process")
     args = parser.parse_args(argv)
     if args.parent_pid is not None:
-        _die_with_parent(args.parent_pid)
+        # Never outlive the retrieve process: a build nobody will swap in is wasted CPU.
+        die_with_parent(signal.SIGKILL, expected_parent=args.parent_pid)
     if args.nice:
         os.nice(args.nice)
 
