@@ -6,7 +6,7 @@ import io
 import shutil
 from pathlib import Path
 
-from services.ingest.parsers.converted import libreoffice_convert
+from services.ingest.documents.parsers.converted import libreoffice_convert
 
 CONVERT_TIMEOUT_S = 180.0
 

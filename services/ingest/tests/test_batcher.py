@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from services.common.errors import DependencyUnavailable, FailedPrecondition
-from services.ingest.batcher import EmbedBatcher
+from services.ingest.worker.batcher import EmbedBatcher
 
 
 class Recorder:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from services.common.errors import InvalidArgument, NotFound
-from services.ingest.blobs import BlobStore
+from services.ingest.store.blobs import BlobStore
 
 
 def test_write_read_replace_and_delete(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from services.ingest.encodings import NotText, detect_and_decode
-from services.ingest.parsers import parse
+from services.ingest.documents.encodings import NotText, detect_and_decode
+from services.ingest.documents.parsers import parse
 from services.ingest.tests.conftest import DOCS
 
 SIMPLIFIED = (

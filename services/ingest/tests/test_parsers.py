@@ -8,7 +8,7 @@ import random
 import docx
 import pytest
 
-from services.ingest.parsers import ParseError, ParseLimits, parse
+from services.ingest.documents.parsers import ParseError, ParseLimits, parse
 from services.ingest.tests.conftest import DOCS
 
 # OCR of pictures inside documents has its own tests; elsewhere it would only cost time.

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from services.ingest.parsers import ParseError, ParseLimits, parse
+from services.ingest.documents.parsers import ParseError, ParseLimits, parse
 from services.ingest.tests import zips
 from services.ingest.tests.conftest import DOCS
 

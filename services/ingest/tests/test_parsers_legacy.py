@@ -16,8 +16,8 @@ import pytest
 from odf import draw, presentation, table, text
 from odf.opendocument import OpenDocumentPresentation, OpenDocumentSpreadsheet, OpenDocumentText
 
-from services.ingest.parsers import ParseError, ParseLimits, converted, parse
-from services.ingest.parsers.opendocument import PRESENTATION_NS
+from services.ingest.documents.parsers import ParseError, ParseLimits, converted, parse
+from services.ingest.documents.parsers.opendocument import PRESENTATION_NS
 from services.ingest.tests.conftest import DOCS
 from services.ingest.tests.office_files import written_by_libreoffice
 

@@ -8,9 +8,9 @@ import pypdf
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from services.ingest.parsers import ParseError, ParseLimits, parse
-from services.ingest.parsers import ocr as ocr_module
-from services.ingest.parsers.pdf_tables import usable_rows
+from services.ingest.documents.parsers import ParseError, ParseLimits, parse
+from services.ingest.documents.parsers import ocr as ocr_module
+from services.ingest.documents.parsers.pdf_tables import usable_rows
 from services.ingest.tests.conftest import DOCS
 
 SCANNED_LINES = ["Quarterly revenue grew 42 percent", "Zhiku reads scanned pages"]
@@ -150,7 +150,7 @@ def test_running_headers_footers_and_page_numbers_are_kept_once(tmp_path) -> Non
     import docx
     from docx.enum.text import WD_BREAK
 
-    from services.ingest.parsers import parse
+    from services.ingest.documents.parsers import parse
     from services.ingest.tests.office_files import written_by_libreoffice
 
     document = docx.Document()
@@ -174,8 +174,8 @@ def test_running_headers_footers_and_page_numbers_are_kept_once(tmp_path) -> Non
 
 
 def test_running_line_detection_leaves_table_rows_and_middles_alone() -> None:
-    from services.ingest.parsers.base import Segment
-    from services.ingest.parsers.pdf_running import drop_running_lines
+    from services.ingest.documents.parsers.base import Segment
+    from services.ingest.documents.parsers.pdf_running import drop_running_lines
 
     pages = [
         Segment(

@@ -20,13 +20,13 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.common.errors import FailedPrecondition
-from services.ingest.blobs import BlobStore
 from services.ingest.config import IngestSettings
-from services.ingest.models import JobState
-from services.ingest.parsers import parse
-from services.ingest.pipeline import EMBED_START, IngestPipeline, Retry, point_id
-from services.ingest.splitter import split_segments
+from services.ingest.documents.parsers import parse
+from services.ingest.documents.splitter import split_segments
+from services.ingest.store.blobs import BlobStore
+from services.ingest.store.records import JobState
 from services.ingest.tests.conftest import Dependencies, ingest_settings, unused_address
+from services.ingest.worker.pipeline import EMBED_START, IngestPipeline, Retry, point_id
 from zhiku.v1 import retrieve_pb2, retrieve_pb2_grpc
 
 TEXT = "\n\n".join(
@@ -56,14 +56,14 @@ def retrieve(dependencies: Dependencies) -> Iterator[retrieve_pb2_grpc.RetrieveS
 
 def _kb(pipeline: IngestPipeline, request: pytest.FixtureRequest) -> str:
     name = f"pipe_{abs(hash(request.node.name)) % 10**8}"
-    pipeline.catalog.create_kb(name)
+    pipeline.catalog.knowledge_bases.create(name)
     return name
 
 
 def _submit(pipeline: IngestPipeline, kb: str, name: str, content: bytes) -> str:
     BlobStore(pipeline.blobs.root).write(kb, name, content)
     digest = hashlib.sha256(content).hexdigest()
-    return pipeline.catalog.submit_file(kb, name, len(content), digest, 120, 20).id
+    return pipeline.lifecycle.submit_file(kb, name, len(content), digest, 120, 20).id
 
 
 def _points(retrieve: retrieve_pb2_grpc.RetrieveServiceStub, kb: str) -> int:
@@ -77,10 +77,10 @@ def test_a_redelivered_task_of_a_finished_job_does_nothing(
     kb = _kb(pipeline, request)
     job_id = _submit(pipeline, kb, "a.txt", TEXT.encode())
     assert pipeline.run(job_id) is JobState.SUCCEEDED
-    done = pipeline.catalog.get_job(job_id)
+    done = pipeline.catalog.jobs.get(job_id)
     assert _points(retrieve, kb) == done.chunks > 1
     assert pipeline.run(job_id) is None
-    assert pipeline.catalog.get_job(job_id) == done
+    assert pipeline.catalog.jobs.get(job_id) == done
     assert pipeline.run("00000000-0000-4000-8000-000000000000") is None  # unknown id: nothing to do
 
 
@@ -96,14 +96,14 @@ def test_point_ids_are_deterministic_per_file_and_content(
     hits = retrieve.Search(search, timeout=30).hits
     assert {hit.chunk_id for hit in hits} == {
         point_id(kb, "a.txt", digest, index, job_id)
-        for index in range(pipeline.catalog.get_job(job_id).chunks)
+        for index in range(pipeline.catalog.jobs.get(job_id).chunks)
     }
     # The same bytes under another name are another file: their points must not collide.
     assert point_id(kb, "a.txt", digest, 0) != point_id(kb, "b.txt", digest, 0)
     # Ingesting the same upload again rewrites the same points instead of adding new ones.
     again = _submit(pipeline, kb, "a.txt", content)
     pipeline.run(again)
-    assert _points(retrieve, kb) == pipeline.catalog.get_job(job_id).chunks
+    assert _points(retrieve, kb) == pipeline.catalog.jobs.get(job_id).chunks
 
 
 def test_a_superseded_job_is_skipped(pipeline: IngestPipeline, request: pytest.FixtureRequest) -> None:
@@ -112,7 +112,7 @@ def test_a_superseded_job_is_skipped(pipeline: IngestPipeline, request: pytest.F
     new = _submit(pipeline, kb, "a.txt", TEXT.encode())
     assert pipeline.run(old) is None
     assert pipeline.run(new) is JobState.SUCCEEDED
-    assert pipeline.catalog.get_file(kb, "a.txt").job_id == new
+    assert pipeline.catalog.files.get(kb, "a.txt").job_id == new
 
 
 def test_a_file_changed_behind_the_jobs_back_fails_clearly(
@@ -122,7 +122,7 @@ def test_a_file_changed_behind_the_jobs_back_fails_clearly(
     job_id = _submit(pipeline, kb, "a.txt", TEXT.encode())
     pipeline.blobs.write(kb, "a.txt", b"tampered")
     assert pipeline.run(job_id) is JobState.FAILED
-    assert pipeline.catalog.get_job(job_id).error == "a.txt: the stored original changed since this upload"
+    assert pipeline.catalog.jobs.get(job_id).error == "a.txt: the stored original changed since this upload"
 
 
 class _DeleteFileOnFirstUpsert:
@@ -153,13 +153,13 @@ def test_a_file_deleted_mid_run_leaves_no_vectors(
         kb = _kb(pipeline, request)
         keep = _submit(pipeline, kb, "keep.txt", TEXT.encode())
         assert pipeline.run(keep) is JobState.SUCCEEDED
-        kept = pipeline.catalog.get_job(keep).chunks
+        kept = pipeline.catalog.jobs.get(keep).chunks
         doomed = _submit(pipeline, kb, "doomed.txt", TEXT.encode())
         pipeline.retrieve = _DeleteFileOnFirstUpsert(  # type: ignore[assignment]
-            pipeline.retrieve, lambda: pipeline.catalog.delete_file(kb, "doomed.txt")
+            pipeline.retrieve, lambda: pipeline.lifecycle.delete_file(kb, "doomed.txt")
         )
         assert pipeline.run(doomed) is JobState.CANCELLED
-        assert pipeline.catalog.get_job(doomed).state is JobState.CANCELLED
+        assert pipeline.catalog.jobs.get(doomed).state is JobState.CANCELLED
         assert _points(retrieve, kb) == kept
     finally:
         pipeline.close()
@@ -184,7 +184,7 @@ def test_an_unavailable_dependency_makes_the_job_wait_until_the_give_up_window_c
         with pytest.raises(Retry) as retry:
             pipeline.run(job_id)
         assert (retry.value.attempt, retry.value.delay_s) == (1, pytest.approx(0.2))
-        queued = pipeline.catalog.get_job(job_id)
+        queued = pipeline.catalog.jobs.get(job_id)
         assert queued.state is JobState.QUEUED and queued.waiting_for == "embed"
         assert queued.to_pb().error.startswith(
             "waiting for embed (attempt 1, next try in 1 s): embed service:"
@@ -199,12 +199,12 @@ def test_an_unavailable_dependency_makes_the_job_wait_until_the_give_up_window_c
     try:
         time.sleep(max(0.0, queued.waiting_since + 0.5 - time.time()))
         assert impatient.run(job_id) is JobState.FAILED
-        failed = impatient.catalog.get_job(job_id)
+        failed = impatient.catalog.jobs.get(job_id)
         assert (
             failed.error.startswith("embed service:") and "(gave up waiting for embed after " in failed.error
         )
         assert failed.error.endswith(" s, 3 attempts)") and failed.to_pb().error == failed.error
-        assert impatient.catalog.get_file(kb, "a.txt").state is JobState.FAILED
+        assert impatient.catalog.files.get(kb, "a.txt").state is JobState.FAILED
     finally:
         impatient.close()
 
@@ -229,12 +229,12 @@ def test_a_file_over_the_chunk_limit_fails_at_once_before_any_embedding(
         embedded = REGISTRY.get_sample_value("zhiku_ingest_embed_batch_texts_count") or 0.0
         job_id = _submit(pipeline, kb, "big.txt", TEXT.encode())
         assert pipeline.run(job_id) is JobState.FAILED
-        failed = pipeline.catalog.get_job(job_id)
+        failed = pipeline.catalog.jobs.get(job_id)
         assert failed.error == (
             f"big.txt yields {chunks} chunks, over the limit of 3 per file; "
             "split it or raise ZHIKU_INGEST_MAX_CHUNKS_PER_FILE"
         )
-        assert failed.attempts == 1 and pipeline.catalog.get_file(kb, "big.txt").error == failed.error
+        assert failed.attempts == 1 and pipeline.catalog.files.get(kb, "big.txt").error == failed.error
         assert (REGISTRY.get_sample_value("zhiku_ingest_embed_batch_texts_count") or 0.0) == embedded
         assert _points(retrieve, kb) == -1  # nothing indexed, not even a collection
         small = _submit(pipeline, kb, "small.txt", "一句话。两句话。".encode())
@@ -274,29 +274,29 @@ def test_replacing_a_file_keeps_its_old_points_until_the_new_ones_are_indexed(
         kb = _kb(pipeline, request)
         first = _submit(pipeline, kb, "a.txt", TEXT.encode())
         assert pipeline.run(first) is JobState.SUCCEEDED
-        old = pipeline.catalog.get_job(first).chunks
+        old = pipeline.catalog.jobs.get(first).chunks
         # A reindex with smaller chunks: same content, a new generation of points.
-        file = pipeline.catalog.get_file(kb, "a.txt")
-        second = pipeline.catalog.submit_file(
+        file = pipeline.catalog.files.get(kb, "a.txt")
+        second = pipeline.lifecycle.submit_file(
             kb, "a.txt", file.size, file.content_hash, 40, 5, override=True
         ).id
         watch = _WatchUpserts(real, kb)
         pipeline.retrieve = watch  # type: ignore[assignment]
         assert pipeline.run(second) is JobState.SUCCEEDED
-        new = pipeline.catalog.get_job(second).chunks
+        new = pipeline.catalog.jobs.get(second).chunks
         assert new > old and len(watch.seen) > 2
         # Every upsert found the old points still there, plus the new ones written so far.
         assert watch.seen == [old + 3 * n for n in range(len(watch.seen))]
-        assert _points(retrieve, kb) == new == pipeline.catalog.get_file(kb, "a.txt").chunks
+        assert _points(retrieve, kb) == new == pipeline.catalog.files.get(kb, "a.txt").chunks
         # A permanent failure mid-index drops the partial generation and keeps the previous one.
-        third = pipeline.catalog.submit_file(
+        third = pipeline.lifecycle.submit_file(
             kb, "a.txt", file.size, file.content_hash, 120, 20, override=True
         ).id
         pipeline.retrieve = _WatchUpserts(real, kb, fail_after=1)  # type: ignore[assignment]
         assert pipeline.run(third) is JobState.FAILED
-        assert pipeline.catalog.get_job(third).error == "vector store rejected the batch"
+        assert pipeline.catalog.jobs.get(third).error == "vector store rejected the batch"
         assert _points(retrieve, kb) == new
-        failed = pipeline.catalog.get_file(kb, "a.txt")
+        failed = pipeline.catalog.files.get(kb, "a.txt")
         assert failed.chunks == new and failed.state is JobState.FAILED
     finally:
         pipeline.close()
@@ -307,9 +307,9 @@ def test_a_job_held_by_a_live_worker_is_not_run_twice(
 ) -> None:
     kb = _kb(pipeline, request)
     job_id = _submit(pipeline, kb, "a.txt", TEXT.encode())
-    assert pipeline.catalog.begin_attempt(job_id, lease_s=60) is not None  # another worker has it
+    assert pipeline.lifecycle.begin_attempt(job_id, lease_s=60) is not None  # another worker has it
     assert pipeline.run(job_id) is None  # a duplicate delivery does nothing
-    assert pipeline.catalog.get_job(job_id).attempts == 1
+    assert pipeline.catalog.jobs.get(job_id).attempts == 1
 
 
 def test_split_settings_of_the_job_reach_the_splitter(
@@ -322,14 +322,14 @@ def test_split_settings_of_the_job_reach_the_splitter(
     ).encode()
     BlobStore(pipeline.blobs.root).write(kb, "guide.md", content)
     digest = hashlib.sha256(content).hexdigest()
-    job = pipeline.catalog.submit_file(
+    job = pipeline.lifecycle.submit_file(
         kb, "guide.md", len(content), digest, 250, 50, splitter="markdown", title_enhance=True
     )
     assert (job.splitter, job.title_enhance) == ("markdown", True)
     assert pipeline.run(job.id) is JobState.SUCCEEDED
     search = retrieve_pb2.SearchRequest(collection=kb, vector=[0.0] * 511 + [1.0], top_k=10)
     hits = retrieve.Search(search, timeout=30).hits
-    assert len(hits) == pipeline.catalog.get_job(job.id).chunks
+    assert len(hits) == pipeline.catalog.jobs.get(job.id).chunks
     config = [hit for hit in hits if "编辑配置文件" in hit.text]
     assert config and config[0].metadata["heading"] == "安装指南 > 配置"
     assert config[0].text.startswith("安装指南")  # title enhancement prefixed the parent title
@@ -347,7 +347,7 @@ def test_a_collection_dropped_behind_the_workers_back_is_created_again(
     assert _points(retrieve, kb) == -1
     second = _submit(pipeline, kb, "b.txt", TEXT.encode())
     assert pipeline.run(second) is JobState.SUCCEEDED
-    assert _points(retrieve, kb) == pipeline.catalog.get_job(second).chunks > 1
+    assert _points(retrieve, kb) == pipeline.catalog.jobs.get(second).chunks > 1
 
 
 class _GatedEmbed:
@@ -379,7 +379,7 @@ def test_a_job_waiting_for_the_model_shows_that_it_is_embedding(
         with ThreadPoolExecutor(1) as pool:
             outcome = pool.submit(pipeline.run, job_id)
             deadline = time.monotonic() + 30
-            while (job := pipeline.catalog.get_job(job_id)).state is not JobState.EMBEDDING:
+            while (job := pipeline.catalog.jobs.get(job_id)).state is not JobState.EMBEDDING:
                 assert time.monotonic() < deadline, f"the waiting job still reads {job.state}, {job.progress}"
                 time.sleep(0.05)
             assert job.progress == pytest.approx(EMBED_START) and not outcome.done()

@@ -19,10 +19,11 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.common.config import CommonSettings
+from services.ingest.api.server import build_spec
 from services.ingest.broker import INGEST_FILE_TASK, create_celery_app
-from services.ingest.catalog import Catalog
 from services.ingest.config import IngestSettings
-from services.ingest.server import build_spec
+from services.ingest.jobs import JobLifecycle
+from services.ingest.store.catalog import Catalog
 from services.ingest.tests.conftest import DOCS, background_service, ingest_settings, unused_address
 from services.retrieve.config import RetrieveSettings
 from services.retrieve.server import build_spec as build_retrieve_spec
@@ -337,8 +338,9 @@ def test_the_sweeper_removes_what_a_dead_worker_indexed_for_an_ended_job(
         _create(api)
         job = _submit(api, "a.txt", "第一段。".encode())
         catalog = Catalog(settings.catalog_url)
+        lifecycle = JobLifecycle(catalog)
         try:
-            assert catalog.begin_attempt(job.id, lease_s=0.5) is not None  # the worker claims it
+            assert lifecycle.begin_attempt(job.id, lease_s=0.5) is not None  # the worker claims it
             api.retrieve.EnsureCollection(
                 retrieve_pb2.EnsureCollectionRequest(collection="手册", dimension=4), timeout=TIMEOUT
             )
@@ -355,7 +357,7 @@ def test_the_sweeper_removes_what_a_dead_worker_indexed_for_an_ended_job(
             while _count(api) != 4 and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert _count(api) == 4  # a.txt's older generation and b.txt stay
-            assert catalog.lapsed_cleanups() == []
+            assert lifecycle.lapsed_cleanups() == []
         finally:
             catalog.dispose()
 

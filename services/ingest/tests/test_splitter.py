@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from services.ingest.parsers import Segment
-from services.ingest.splitter import split_segments, split_text
+from services.ingest.documents.parsers import Segment
+from services.ingest.documents.splitter import split_segments, split_text
 
 SENTENCES = [f"第{i}句讲的是知识库问答系统如何把长文档切成小块，再交给向量模型编码。" for i in range(40)]
 CHINESE = "".join(SENTENCES)

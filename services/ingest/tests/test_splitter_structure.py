@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from services.ingest.outline import Outline
-from services.ingest.parsers import Segment, parse
-from services.ingest.splitter import split_segments
+from services.ingest.documents.outline import Outline
+from services.ingest.documents.parsers import Segment, parse
+from services.ingest.documents.splitter import split_segments
+from services.ingest.documents.title_enhance import is_possible_title, with_title
 from services.ingest.tests.conftest import DOCS
-from services.ingest.title_enhance import is_possible_title, with_title
 
 HANDBOOK = """# 员工手册
 

@@ -1,6 +1,6 @@
 """The whole ingest path with a REAL Celery worker process, on both brokers.
 
-``celery -A services.ingest.celery_app worker`` runs as a subprocess configured only by
+``celery -A services.ingest.worker.celery_app worker`` runs as a subprocess configured only by
 environment variables (as the launcher runs it); the ingest API, the embed service (bundled
 USE model) and the retrieve service (embedded Qdrant engine) run in this process on free
 ports. Broker "sqla" is the embedded default (Celery's SQLAlchemy transport on the SQLite
@@ -27,9 +27,10 @@ import httpx
 import pytest
 import redis
 
-from services.ingest.catalog import Base, Catalog
+from services.ingest.api.server import build_spec
 from services.ingest.config import IngestSettings
-from services.ingest.server import build_spec
+from services.ingest.store.catalog import Catalog
+from services.ingest.store.tables import CatalogBase
 from services.ingest.tests.conftest import (
     DOCS,
     REPO,
@@ -106,7 +107,7 @@ def celery_worker(
         "-m",
         "celery",
         "-A",
-        "services.ingest.celery_app",
+        "services.ingest.worker.celery_app",
         "worker",
         "--pool=threads",
         f"--concurrency={concurrency}",
@@ -152,7 +153,7 @@ def celery_worker(
 
 def _drop_tables(url: str) -> None:
     catalog = Catalog(url)
-    Base.metadata.drop_all(catalog.engine)
+    CatalogBase.metadata.drop_all(catalog.engine)
     catalog.dispose()
 
 
