@@ -25,7 +25,7 @@ from services.ingest.api.server import build_spec
 from services.ingest.documents.parsers import parse
 from services.ingest.documents.splitter import split_segments
 from services.ingest.tests.conftest import Dependencies, background_service, free_port, ingest_settings
-from services.ingest.tests.test_worker import REDIS_URL, TERMINAL, _drop_tables, celery_worker
+from services.ingest.tests.worker.test_worker import REDIS_URL, TERMINAL, _drop_tables, celery_worker
 from zhiku.v1 import ingest_pb2, ingest_pb2_grpc, retrieve_pb2, retrieve_pb2_grpc
 
 TIMEOUT = 60

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from services.ingest.documents.parsers import ParseError, ParseLimits, parse
-from services.ingest.tests import zips
 from services.ingest.tests.conftest import DOCS
+from services.ingest.tests.documents import zips
 
 
 def _zip(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:

@@ -23,9 +23,9 @@ from services.ingest.api.server import build_spec
 from services.ingest.config import IngestSettings
 from services.ingest.documents.parsers import parse
 from services.ingest.documents.splitter import split_segments
-from services.ingest.tests import zips
 from services.ingest.tests.conftest import Dependencies, background_service, free_port, ingest_settings
-from services.ingest.tests.test_worker import CHINESE, REDIS_URL, TERMINAL, _drop_tables, celery_worker
+from services.ingest.tests.documents import zips
+from services.ingest.tests.worker.test_worker import CHINESE, REDIS_URL, TERMINAL, _drop_tables, celery_worker
 from services.ingest.worker.pipeline import EMBED_START, INDEX_START
 from services.retrieve.config import RetrieveSettings
 from services.retrieve.server import build_spec as build_retrieve_spec
