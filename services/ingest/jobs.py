@@ -430,6 +430,27 @@ class JobLifecycle:
             {"state": JobState.QUEUED.value},
         )
 
+    def wait_or_give_up(
+        self, job: JobRecord, error: str, dependency: str, delay_s: float, give_up_s: float
+    ) -> JobState:
+        """After an attempt of ``job`` met an unavailable ``dependency``: QUEUED again to wait
+        ``delay_s`` for its next try, unless it has already waited ``give_up_s`` since its first
+        wait (then FAILED, saying for how long); CANCELLED when it was cancelled meanwhile."""
+        now = time.time()
+        waited = now - job.waiting_since if job.waiting_since else 0.0
+        if waited >= give_up_s:
+            spent = f" after {_duration(waited)}" if waited else ""
+            reason = f"{error} (gave up waiting for {dependency}{spent}, {job.attempts} attempts)"
+            log.warning("job %s failed: %s", job.id, reason)
+            return JobState.FAILED if self.fail_job(job.id, reason) else JobState.CANCELLED
+        if not self.requeue_waiting(job.id, error, dependency, now + delay_s):
+            return JobState.CANCELLED
+        return JobState.QUEUED
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
 
 class Heartbeat:
     """Renews a running job's lease from a daemon thread until stopped.

@@ -128,10 +128,6 @@ def _dependency_of(error: ZhikuError) -> str:
     return str(getattr(error, "dependency", "") or "catalog")
 
 
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
-
-
 @contextmanager
 def _stage(name: str) -> Iterator[None]:
     started = time.perf_counter()
@@ -488,21 +484,18 @@ class IngestPipeline:
 
     def _transient(self, run: _Run, error: ZhikuError) -> JobState:
         """A dependency was unavailable: the job waits for it (QUEUED, with the next try's time)
-        unless it has waited the whole give-up window already."""
+        unless it has waited the whole give-up window already (see JobLifecycle.wait_or_give_up)."""
         job = run.job
         dependency = _dependency_of(error)
-        now = time.time()
-        waited = now - job.waiting_since if job.waiting_since else 0.0
-        if waited >= self.settings.retry_give_up_s:
-            spent = f" after {_duration(waited)}" if waited else ""
-            return self._fail(
-                run, f"{error} (gave up waiting for {dependency}{spent}, {job.attempts} attempts)"
-            )
         delay = self._backoff.delay(job.retries + 1)
+        state = self.lifecycle.wait_or_give_up(
+            job, str(error), dependency, delay, self.settings.retry_give_up_s
+        )
+        if state is not JobState.QUEUED:
+            # Given up (its partial points go) or cancelled meanwhile (no retry comes).
+            self._clean_up(run)
+            return state
         # Partial points stay: the retry writes the same ids (same job, same generation).
-        if not self.lifecycle.requeue_waiting(job.id, str(error), dependency, now + delay):
-            self._clean_up(run)  # cancelled meanwhile: no retry comes
-            return JobState.CANCELLED
         JOB_RETRIES.inc()
         log.warning(
             "job %s waits for %s (attempt %d, next try in %.1f s): %s",
