@@ -33,8 +33,8 @@ import httpx
 from services.embed.backends.local import LocalBackend
 from services.embed.config import EmbedSettings
 from services.embed.domain import EmbedKind
-from services.ingest.parsers import parse
-from services.ingest.splitter import split_segments
+from services.ingest.documents.parsers import parse
+from services.ingest.documents.splitter import split_segments
 from services.stack import launch_in_background
 
 REPO = Path(__file__).resolve().parents[1]

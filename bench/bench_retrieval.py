@@ -1,7 +1,7 @@
 """Retrieval quality of dense, sparse and hybrid search against a Chatchat-style baseline.
 
 For each dataset and each bundled embedding model this indexes every passage the way the
-ingest worker does (``services.ingest.splitter.split_text``, 250/50) into the real retrieve
+ingest worker does (``services.ingest.documents.splitter.split_text``, 250/50) into the real retrieve
 service (edge backend, in-process gRPC on a free port) and asks every question through
 ``Search`` in each mode. Next to it, in the same run and with the same embeddings, a
 Chatchat-style baseline: LangChain's RecursiveCharacterTextSplitter(250, 50) (reimplemented
@@ -42,7 +42,7 @@ from services.embed import rerank
 from services.embed.backends.local import LocalBackend
 from services.embed.config import EmbedSettings
 from services.embed.domain import EmbedKind
-from services.ingest.splitter import split_text
+from services.ingest.documents.splitter import split_text
 from services.retrieve.backends.edge import EdgeBackend
 from services.retrieve.config import RetrieveSettings
 from services.retrieve.server import build_spec

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Converters for legacy Office files (.doc, .ppt, .wps, .dps; services/ingest/parsers/converted.py):
+# Converters for legacy Office files (.doc, .ppt, .wps, .dps; services/ingest/documents/parsers/converted.py):
 # LibreOffice headless (writer and impress, without the desktop) and antiword, from Debian's
 # packages, installed when missing. Without them those files fail their job saying what to
 # install; everything else works, so a machine where apt cannot run only gets a warning.

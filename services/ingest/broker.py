@@ -1,5 +1,8 @@
 """The Celery application factory: one configuration for the API (publisher) and the worker.
 
+Both processes use it, hence its place outside ``api/`` and ``worker/``: the API publishes
+ingest tasks and measures the queue (its sweeper), the worker consumes them.
+
 Broker: Redis when a Redis URL is configured, otherwise Celery's SQLAlchemy transport on the
 catalog database (the SQLite file embedded), so ``make run`` needs no extra server yet still
 runs a real Celery worker. No result backend: a job's state lives in the catalog.
@@ -9,11 +12,10 @@ from __future__ import annotations
 
 import datetime
 import logging
-import threading
 import time
 from json import dumps, loads
 from queue import Empty
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from celery import Celery
 from kombu.exceptions import ChannelError
@@ -23,9 +25,6 @@ from sqlalchemy import Engine, event, insert, select, text, update
 from sqlalchemy.exc import OperationalError
 
 from services.ingest.config import IngestSettings
-
-if TYPE_CHECKING:
-    from services.ingest.pipeline import IngestPipeline
 
 # The registered task name is part of the queue's wire format: keep it when refactoring
 # (a renamed task needs a shim for one release so queued messages survive a rolling deploy).
@@ -150,28 +149,11 @@ class SqlaTransport(kombu_sqla.Transport):
 
 
 class IngestCelery(Celery):
-    """A Celery app that carries its settings and, in a worker, the per-process pipeline."""
+    """A Celery app that carries its settings (the worker's subclass adds its pipeline)."""
 
     def __init__(self, settings: IngestSettings, **kwargs: Any) -> None:
         super().__init__("zhiku-ingest", **kwargs)
         self.settings = settings
-        self._pipeline: IngestPipeline | None = None
-        self._pipeline_lock = threading.Lock()
-
-    def pipeline(self) -> IngestPipeline:
-        """The worker's pipeline (catalog, blob store, gRPC channels), built once per process."""
-        with self._pipeline_lock:
-            if self._pipeline is None:
-                from services.ingest.pipeline import IngestPipeline
-
-                self._pipeline = IngestPipeline.from_settings(self.settings)
-            return self._pipeline
-
-    def close_pipeline(self) -> None:
-        with self._pipeline_lock:
-            if self._pipeline is not None:
-                self._pipeline.close()
-                self._pipeline = None
 
 
 def broker_config(settings: IngestSettings) -> dict[str, Any]:
@@ -197,6 +179,13 @@ def broker_config(settings: IngestSettings) -> dict[str, Any]:
 
 def create_celery_app(settings: IngestSettings, set_as_current: bool = False) -> IngestCelery:
     app = IngestCelery(settings, set_as_current=set_as_current)
+    configure_celery_app(app)
+    return app
+
+
+def configure_celery_app(app: IngestCelery) -> None:
+    """Broker, queue and delivery semantics, from the app's settings (the worker's app too)."""
+    settings = app.settings
     app.conf.update(
         **broker_config(settings),
         task_default_queue=settings.queue,
@@ -213,7 +202,6 @@ def create_celery_app(settings: IngestSettings, set_as_current: bool = False) ->
         worker_send_task_events=False,
         enable_utc=True,
     )
-    return app
 
 
 def prepare_broker(app: Celery, attempts: int = 10) -> None:

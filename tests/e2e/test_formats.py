@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.ingest.tests.office_files import ods_bytes, written_by_libreoffice
+from services.ingest.tests.documents.office_files import ods_bytes, written_by_libreoffice
 from services.stack import BackgroundStack, launch_in_background
 from tests.e2e.conftest import OUTPUT
 

@@ -41,11 +41,11 @@ PASSAGES_PER_FILE = 6
 SERVING_AFTER_RESTART_S = 10
 # Each child of the launcher, found by its command line.
 COMMANDS = {
-    "worker": "services.ingest.celery_app",
+    "worker": "services.ingest.worker.celery_app",
     "retrieve": "services.retrieve.server",
     "embed": "services.embed.server",
     "generate": "services.generate.server",
-    "ingest": "services.ingest.server",
+    "ingest": "services.ingest.api.server",
     "gateway": "services.gateway.server",
 }
 

@@ -117,9 +117,9 @@ def test_worker_probe_follows_the_broker(helm: Path) -> None:
     assert "/metrics" in " ".join(embedded["livenessProbe"]["exec"]["command"])
     redis = container(deployments(render(helm, "--set", "config.redisUrl=redis://redis:6379/0"))["worker"])
     command = " ".join(redis["livenessProbe"]["exec"]["command"])
-    assert "celery -A services.ingest.celery_app inspect ping" in command
+    assert "celery -A services.ingest.worker.celery_app inspect ping" in command
     assert redis["command"] == ["celery"]
-    assert redis["args"][:3] == ["-A", "services.ingest.celery_app", "worker"]
+    assert redis["args"][:3] == ["-A", "services.ingest.worker.celery_app", "worker"]
     assert "--pool=threads" in redis["args"]
 
 

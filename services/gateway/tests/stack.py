@@ -23,8 +23,8 @@ from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
 from services.generate.config import GenerateSettings
 from services.generate.server import build_spec as build_generate
+from services.ingest.api.server import build_spec as build_ingest
 from services.ingest.config import IngestSettings
-from services.ingest.server import build_spec as build_ingest
 from services.retrieve.config import RetrieveSettings
 from services.retrieve.server import build_spec as build_retrieve
 
@@ -62,7 +62,7 @@ def _worker(data_dir: Path, ingest: IngestSettings, addresses: dict[str, str], l
         "-m",
         "celery",
         "-A",
-        "services.ingest.celery_app",
+        "services.ingest.worker.celery_app",
         "worker",
         "--loglevel=INFO",
         "--pool=threads",

@@ -27,8 +27,10 @@ from services.common.config import CommonSettings, ServiceSettings
 from services.common.grpc_server import GrpcService, ServiceSpec
 from services.embed.config import EmbedSettings
 from services.embed.server import build_spec as build_embed_spec
-from services.ingest.catalog import Base, Catalog
 from services.ingest.config import IngestSettings
+from services.ingest.jobs import JobLifecycle
+from services.ingest.store.catalog import Catalog
+from services.ingest.store.tables import CatalogBase
 from services.retrieve.config import RetrieveSettings
 from services.retrieve.server import build_spec as build_retrieve_spec
 from zhiku.v1 import embed_pb2, embed_pb2_grpc
@@ -135,7 +137,7 @@ def postgres_url() -> Iterator[str]:
 def _reset_postgres(url: str) -> None:
     catalog = Catalog(url)
     try:
-        Base.metadata.drop_all(catalog.engine)
+        CatalogBase.metadata.drop_all(catalog.engine)
     finally:
         catalog.dispose()
 
@@ -158,6 +160,11 @@ def catalog(catalog_url: str) -> Iterator[Catalog]:
     store.create_schema()
     yield store
     store.dispose()
+
+
+@pytest.fixture
+def lifecycle(catalog: Catalog) -> JobLifecycle:
+    return JobLifecycle(catalog)
 
 
 @dataclass

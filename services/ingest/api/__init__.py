@@ -1,0 +1,1 @@
+"""The ingest API process: the IngestService gRPC servicer and its server entry point."""

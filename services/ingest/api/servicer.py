@@ -1,0 +1,320 @@
+"""The IngestService gRPC servicer: knowledge bases, files and jobs over the catalog.
+
+A thin servicer: it validates names and limits, keeps the catalog and the blob store in step,
+submits and cancels jobs through the job lifecycle (``services.ingest.jobs``), enqueues work
+for the Celery worker and asks the retrieve service to drop vectors. Catalog, blob and broker
+calls block, so they run in threads and the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import mimetypes
+import uuid
+from typing import Any
+
+import grpc
+
+from services.common.errors import (
+    AlreadyExists,
+    DependencyUnavailable,
+    InvalidArgument,
+    ResourceExhausted,
+    error_from_rpc,
+    kb_not_found,
+)
+from services.common.logging import current_request_id
+from services.common.names import check_file_name, check_kb_name
+from services.ingest.api.downstream import DownstreamStubs
+from services.ingest.broker import IngestCelery, enqueue_ingest
+from services.ingest.config import IngestSettings
+from services.ingest.jobs import GENERATION_KEY, JobLifecycle
+from services.ingest.store.blobs import BlobStore, sha256_hex
+from services.ingest.store.catalog import Catalog
+from services.ingest.store.records import SPLITTERS, JobRecord
+from zhiku.v1 import embed_pb2, ingest_pb2, ingest_pb2_grpc, retrieve_pb2
+
+log = logging.getLogger("zhiku.ingest")
+
+MAX_DESCRIPTION_CHARS = 2000
+MAX_LIST_JOBS = 10_000
+MIN_CHUNK_SIZE, MAX_CHUNK_SIZE = 20, 20_000
+
+
+def _job_id(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise InvalidArgument(f"job id {value!r} is not a UUID") from None
+
+
+def _splitter(value: str) -> str:
+    """The splitter name; empty means the default (the Chinese-aware recursive splitter)."""
+    if not value:
+        return SPLITTERS[0]
+    if value not in SPLITTERS:
+        raise InvalidArgument(f"splitter must be one of {', '.join(SPLITTERS)}, got {value!r}")
+    return value
+
+
+def _rpc_error(service: str, error: grpc.RpcError) -> Exception:
+    mapped = error_from_rpc(error)  # type: ignore[arg-type]
+    return type(mapped)(f"{service} service: {mapped}")
+
+
+class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
+    def __init__(
+        self,
+        settings: IngestSettings,
+        catalog: Catalog,
+        blobs: BlobStore,
+        celery: IngestCelery,
+        downstream: DownstreamStubs,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.lifecycle = JobLifecycle(catalog)
+        self.blobs = blobs
+        self.celery = celery
+        self.downstream = downstream
+
+    # -- knowledge bases ------------------------------------------------------------------
+
+    async def _embed_model(self) -> str:
+        """The embedding model's name, recorded on the KB; empty (filled by the first job) if down."""
+        embed = self.downstream.embed
+        if embed is None:
+            return ""
+        try:
+            info = await embed.Info(embed_pb2.EmbedInfoRequest(), timeout=self.settings.embed_info_timeout_s)
+        except grpc.RpcError as error:
+            log.warning("embed service did not answer Info (%s); model recorded later", error.code().name)
+            return ""
+        return info.model
+
+    async def CreateKnowledgeBase(
+        self, request: ingest_pb2.CreateKnowledgeBaseRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.KnowledgeBase:
+        name = check_kb_name(request.name)
+        if len(request.description) > MAX_DESCRIPTION_CHARS:
+            raise InvalidArgument(
+                f"description is {len(request.description)} characters; the limit is {MAX_DESCRIPTION_CHARS}"
+            )
+        if await asyncio.to_thread(self.catalog.knowledge_bases.exists, name):
+            # Checked before asking embed.Info; the insert below still guards against races.
+            raise AlreadyExists(f"knowledge base {name!r} already exists")
+        model = await self._embed_model()
+        kb = await asyncio.to_thread(self.catalog.knowledge_bases.create, name, request.description, model)
+        log.info("created knowledge base %s", name)
+        return kb.to_pb()
+
+    async def GetKnowledgeBase(
+        self, request: ingest_pb2.GetKnowledgeBaseRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.KnowledgeBase:
+        kb = await asyncio.to_thread(self.catalog.knowledge_bases.get, check_kb_name(request.name))
+        return kb.to_pb()
+
+    async def ListKnowledgeBases(
+        self, request: ingest_pb2.ListKnowledgeBasesRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.ListKnowledgeBasesResponse:
+        kbs = await asyncio.to_thread(self.catalog.knowledge_bases.list)
+        return ingest_pb2.ListKnowledgeBasesResponse(knowledge_bases=[kb.to_pb() for kb in kbs])
+
+    async def DeleteKnowledgeBase(
+        self, request: ingest_pb2.DeleteKnowledgeBaseRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.DeleteKnowledgeBaseResponse:
+        name = check_kb_name(request.name)
+        await asyncio.to_thread(self.catalog.knowledge_bases.get, name)  # NotFound before touching anything
+        # Vectors first: if retrieve is down nothing is deleted and the call can be repeated.
+        await self._retrieve_call(
+            "DropCollection", retrieve_pb2.DropCollectionRequest(collection=name), missing_ok=True
+        )
+        await asyncio.to_thread(self.catalog.knowledge_bases.delete, name)
+        await asyncio.to_thread(self.blobs.delete_kb, name)
+        log.info("deleted knowledge base %s", name)
+        return ingest_pb2.DeleteKnowledgeBaseResponse()
+
+    async def drop_generation(self, kb: str, file_name: str, job_id: str) -> None:
+        """Remove the points one job indexed (its generation) and nothing else of the file."""
+        request = retrieve_pb2.DeleteByFileRequest(
+            collection=kb, file_name=file_name, only_metadata={GENERATION_KEY: job_id}
+        )
+        await self._retrieve_call("DeleteByFile", request, missing_ok=True)
+
+    async def _retrieve_call(self, method: str, request: Any, missing_ok: bool = False) -> Any:
+        """Call retrieve; NOT_FOUND (no collection yet) is an empty answer when ``missing_ok``."""
+        retrieve = self.downstream.retrieve
+        if retrieve is None:
+            raise RuntimeError("retrieve channel not open (startup hook did not run)")
+        try:
+            return await getattr(retrieve, method)(request, timeout=self.settings.retrieve_timeout_s)
+        except grpc.RpcError as error:
+            if missing_ok and error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise _rpc_error("retrieve", error) from None
+
+    # -- files ----------------------------------------------------------------------------
+
+    def _chunking(
+        self, request: ingest_pb2.SubmitFileRequest | ingest_pb2.ReindexFileRequest, default_size: int = 0
+    ) -> tuple[int, int]:
+        """Chunk size and overlap for this upload; 0 means the service default."""
+        if request.chunk_size < 0 or request.chunk_overlap < 0:
+            raise InvalidArgument("chunk_size and chunk_overlap must not be negative")
+        size = request.chunk_size or default_size or self.settings.chunk_size
+        if not MIN_CHUNK_SIZE <= size <= MAX_CHUNK_SIZE:
+            raise InvalidArgument(
+                f"chunk_size must be between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE}, got {size}"
+            )
+        # The default overlap is scaled down for small custom chunks so it stays below them.
+        overlap = request.chunk_overlap or min(self.settings.chunk_overlap, size // 5)
+        if overlap >= size:
+            raise InvalidArgument(f"chunk_overlap ({overlap}) must be smaller than chunk_size ({size})")
+        return size, overlap
+
+    async def SubmitFile(
+        self, request: ingest_pb2.SubmitFileRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.Job:
+        kb = check_kb_name(request.knowledge_base)
+        name = check_file_name(request.file_name)
+        size = len(request.content)
+        if size > self.settings.max_file_bytes:
+            raise ResourceExhausted(
+                f"{name} is {size / 1048576:.1f} MB; the upload limit is {self.settings.max_file_mb:g} MB"
+            )
+        if size == 0:
+            raise InvalidArgument(f"{name} is empty")
+        chunk_size, chunk_overlap = self._chunking(request)
+        splitter = _splitter(request.splitter)
+        request_id = current_request_id()
+
+        def record() -> JobRecord:
+            # The blocking steps in one thread hop (an upload is hundreds of small files).
+            if not self.catalog.knowledge_bases.exists(kb):  # before storing anything
+                raise kb_not_found(kb)
+            content_hash = sha256_hex(request.content)
+            existing = self.catalog.files.find(kb, name)
+            if existing is None or existing.content_hash != content_hash:
+                # Identical bytes are already stored: the blob is left alone for running readers.
+                self.blobs.write(kb, name, request.content)
+            return self.lifecycle.submit_file(
+                kb,
+                name,
+                size,
+                content_hash,
+                chunk_size,
+                chunk_overlap,
+                request_id,
+                splitter=splitter,
+                title_enhance=request.title_enhance,
+                override=request.override,
+            )
+
+        job = await asyncio.to_thread(record)
+        if job.unchanged:
+            log.info("%s/%s is unchanged (job %s); nothing queued", kb, name, job.id)
+            return job.to_pb()
+        await self._enqueue(job)
+        log.info("queued job %s for %s/%s (%d bytes)", job.id, kb, name, size)
+        return job.to_pb()
+
+    async def _enqueue(self, job: JobRecord) -> None:
+        try:
+            await asyncio.to_thread(enqueue_ingest, self.celery, job.id)
+        except Exception as error:
+            reason = f"could not enqueue the job: {type(error).__name__}: {error}"
+            await asyncio.to_thread(self.lifecycle.fail_job, job.id, reason)
+            raise DependencyUnavailable(f"job queue unavailable: {error}") from error
+
+    async def ReindexFile(
+        self, request: ingest_pb2.ReindexFileRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.Job:
+        """Index the stored original again, with new split settings (unset: the last job's)."""
+        kb = check_kb_name(request.knowledge_base)
+        name = check_file_name(request.file_name)
+        current = await asyncio.to_thread(self.catalog.files.get, kb, name)
+        last = await asyncio.to_thread(self.catalog.jobs.find, current.job_id)
+        chunk_size, chunk_overlap = self._chunking(request, default_size=last.chunk_size if last else 0)
+        if last is not None and not request.chunk_size and not request.chunk_overlap:
+            chunk_overlap = last.chunk_overlap
+        splitter = _splitter(request.splitter or (last.splitter if last else ""))
+        title_enhance = (
+            request.title_enhance
+            if request.HasField("title_enhance")
+            else (last.title_enhance if last else False)
+        )
+        job = await asyncio.to_thread(
+            functools.partial(
+                self.lifecycle.submit_file,
+                kb,
+                name,
+                current.size,
+                current.content_hash,
+                chunk_size,
+                chunk_overlap,
+                current_request_id(),
+                splitter=splitter,
+                title_enhance=title_enhance,
+                override=True,
+            )
+        )
+        await self._enqueue(job)
+        log.info("queued reindex job %s for %s/%s", job.id, kb, name)
+        return job.to_pb()
+
+    async def ListJobs(
+        self, request: ingest_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.ListJobsResponse:
+        if request.limit < 0:
+            raise InvalidArgument("limit must not be negative")
+        limit = min(request.limit or self.settings.list_jobs_limit, MAX_LIST_JOBS)
+        jobs = await asyncio.to_thread(self.catalog.jobs.list, check_kb_name(request.knowledge_base), limit)
+        return ingest_pb2.ListJobsResponse(jobs=[job.to_pb() for job in jobs])
+
+    async def CancelJob(
+        self, request: ingest_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.Job:
+        job_id = _job_id(request.id)
+        await asyncio.to_thread(self.catalog.jobs.get, job_id)  # NotFound first
+        job = await asyncio.to_thread(self.lifecycle.cancel_job, job_id)
+        log.info("cancel of job %s: now %s", job_id, job.state.value)
+        return job.to_pb()
+
+    async def GetJob(
+        self, request: ingest_pb2.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.Job:
+        job = await asyncio.to_thread(self.catalog.jobs.get, _job_id(request.id))
+        return job.to_pb()
+
+    async def ListFiles(
+        self, request: ingest_pb2.ListFilesRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.ListFilesResponse:
+        files = await asyncio.to_thread(self.catalog.files.list, check_kb_name(request.knowledge_base))
+        return ingest_pb2.ListFilesResponse(files=[f.to_pb() for f in files])
+
+    async def DeleteFile(
+        self, request: ingest_pb2.DeleteFileRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.DeleteFileResponse:
+        kb = check_kb_name(request.knowledge_base)
+        name = check_file_name(request.file_name)
+        await asyncio.to_thread(self.catalog.files.get, kb, name)  # NotFound for unknown kb/file
+        reply = await self._retrieve_call(
+            "DeleteByFile", retrieve_pb2.DeleteByFileRequest(collection=kb, file_name=name), missing_ok=True
+        )
+        await asyncio.to_thread(self.lifecycle.delete_file, kb, name)
+        await asyncio.to_thread(self.blobs.delete, kb, name)
+        deleted = reply.deleted if reply is not None else 0
+        log.info("deleted %s/%s (%d chunks)", kb, name, deleted)
+        return ingest_pb2.DeleteFileResponse(deleted_chunks=deleted)
+
+    async def GetFileContent(
+        self, request: ingest_pb2.GetFileContentRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.FileContent:
+        kb = check_kb_name(request.knowledge_base)
+        name = check_file_name(request.file_name)
+        await asyncio.to_thread(self.catalog.files.get, kb, name)
+        content = await asyncio.to_thread(self.blobs.read, kb, name)
+        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        return ingest_pb2.FileContent(file_name=name, content_type=content_type, content=content)

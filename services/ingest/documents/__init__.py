@@ -1,0 +1,1 @@
+"""From uploaded bytes to chunks: parsers per file format, text decoding, splitters."""

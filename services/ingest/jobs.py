@@ -1,0 +1,518 @@
+"""The ingest job lifecycle, in one place: state transitions, leases and sweeping of lost jobs.
+
+Both processes use it: the API submits, cancels and (through its sweeper) recovers jobs; the
+worker claims them, renews their leases, reports progress and records how they ended.
+
+A job moves QUEUED -> PARSING -> EMBEDDING -> INDEXING -> SUCCEEDED, or to FAILED or
+CANCELLED from any active state; a job waiting for an unavailable dependency goes back to
+QUEUED with the time of its next try. The API process and the worker write the same rows
+concurrently, so every state change the worker makes is a conditional UPDATE (``... WHERE
+state IN active``): a job cancelled by a newer upload or a delete can never be flipped back to
+succeeded by a worker that was still running it. The file row follows its owning job in the
+same transaction, locked first (file, then job, then knowledge base: one lock order, so
+PostgreSQL never sees a deadlock).
+
+Crash safety: a worker holding a job renews ``lease_until`` (:class:`Heartbeat`); a job in a
+running stage whose lease expired belongs to a dead worker (SIGKILL, OOM, lost node), and
+:meth:`JobLifecycle.sweep` hands it back to the queue (:func:`sweep_lost_jobs`, run by the API
+process). Claims are conditional too (:meth:`JobLifecycle.begin_attempt`), so a redelivered
+duplicate message never runs a job twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import case, delete, select, update
+from sqlalchemy.orm import Session
+
+from services.common.errors import ZhikuError
+from services.ingest.broker import enqueue_ingest, queue_length
+from services.ingest.config import IngestSettings
+from services.ingest.metrics import JOBS_REPUBLISHED
+from services.ingest.store.catalog import Catalog
+from services.ingest.store.files import file_not_found
+from services.ingest.store.records import ACTIVE_STATES, RUNNING_STATES, JobRecord, JobState
+from services.ingest.store.tables import NO_SYNC, FileRow, JobRow, KnowledgeBaseRow, job_record
+
+log = logging.getLogger("zhiku.ingest.jobs")
+
+# Metadata key of every indexed point naming the job that wrote it (its generation): a job's
+# points are told apart from the file's previous ones, swapped in at success, dropped on failure.
+GENERATION_KEY = "generation"
+
+_ACTIVE = [state.value for state in ACTIVE_STATES]
+_RUNNING = [state.value for state in RUNNING_STATES]
+
+
+class JobLifecycle:
+    """Every change of a job's state; each method is one short transaction of the catalog."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._database = catalog.database
+
+    def submit_file(
+        self,
+        kb: str,
+        file_name: str,
+        size: int,
+        content_hash: str,
+        chunk_size: int,
+        chunk_overlap: int,
+        request_id: str = "",
+        *,
+        splitter: str = "recursive",
+        title_enhance: bool = False,
+        override: bool = False,
+    ) -> JobRecord:
+        """Record an upload: the file row (new or replaced) and a QUEUED job that owns it.
+
+        Content identical to the file's current upload (same hash, its job succeeded or still
+        running) is a no-op unless ``override``: the answer is that job, marked ``unchanged``,
+        and nothing is queued. Jobs still running for an earlier upload of the same name are
+        cancelled, so only the newest content is indexed and the superseded worker cannot
+        overwrite the file's state.
+        """
+        job_id = str(uuid.uuid4())
+
+        def work() -> JobRecord:
+            now = time.time()
+            with self._database.session(write=True) as session:
+                kb_id = self._database.kb_row(session, kb).id
+                # FOR UPDATE serialises concurrent uploads of one name on PostgreSQL (SQLite
+                # already serialises writers with BEGIN IMMEDIATE).
+                file_row = session.scalar(
+                    select(FileRow).where(FileRow.kb_id == kb_id, FileRow.name == file_name).with_for_update()
+                )
+                if file_row is not None and not override and file_row.content_hash == content_hash:
+                    current = session.get(JobRow, file_row.job_id)
+                    if current is not None and current.state not in (
+                        JobState.FAILED.value,
+                        JobState.CANCELLED.value,
+                    ):
+                        return job_record(kb, current, unchanged=True)
+                if file_row is None:
+                    file_row = FileRow(kb_id=kb_id, name=file_name, chunks=0, created_at=now)
+                    session.add(file_row)
+                else:
+                    self._cancel_active(session, kb_id, file_name, f"superseded by job {job_id}")
+                file_row.size = size
+                file_row.content_hash = content_hash
+                file_row.state = JobState.QUEUED.value
+                file_row.error = ""
+                file_row.job_id = job_id
+                file_row.updated_at = now
+                job = JobRow(
+                    id=job_id,
+                    kb_id=kb_id,
+                    file_name=file_name,
+                    content_hash=content_hash,
+                    state=JobState.QUEUED.value,
+                    progress=0.0,
+                    chunks=0,
+                    error="",
+                    attempts=0,
+                    chunk_size=chunk_size,
+                    chunk_overlap=chunk_overlap,
+                    request_id=request_id,
+                    created_at=now,
+                    updated_at=now,
+                    splitter=splitter,
+                    title_enhance=title_enhance,
+                    lease_until=0.0,
+                    retries=0,
+                    retry_at=0.0,
+                    waiting_for="",
+                    waiting_since=0.0,
+                )
+                session.add(job)
+                session.flush()
+                return job_record(kb, job)
+
+        return self._database.retry_on_conflict(work)
+
+    @staticmethod
+    def _cancel_active(session: Session, kb_id: int, file_name: str, reason: str) -> None:
+        session.execute(
+            update(JobRow)
+            .where(JobRow.kb_id == kb_id, JobRow.file_name == file_name, JobRow.state.in_(_ACTIVE))
+            .values(state=JobState.CANCELLED.value, error=reason, updated_at=time.time())
+        )
+
+    def delete_file(self, kb: str, file_name: str) -> None:
+        """Forget a file; its queued or running jobs are cancelled in the same transaction."""
+        with self._database.session(write=True) as session:
+            kb_id = self._database.kb_row(session, kb).id
+            deleted = session.execute(
+                delete(FileRow).where(FileRow.kb_id == kb_id, FileRow.name == file_name)
+            )
+            if deleted.rowcount == 0:
+                raise file_not_found(kb, file_name)
+            self._cancel_active(session, kb_id, file_name, "file was deleted")
+
+    def cancel_job(self, job_id: str, reason: str = "cancelled by request") -> JobRecord:
+        """Cancel a queued or running job (its worker stops at its next step); a finished job
+        is returned unchanged. The file keeps the points of its last finished upload."""
+        with self._database.session(write=True) as session:
+            self._lock_file_of(session, job_id)
+            changed = session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state.in_(_ACTIVE))
+                # A running job keeps its lease: released once its worker removed what it
+                # indexed, or, if that worker dies first, by the sweeper (lapsed_cleanups).
+                .values(state=JobState.CANCELLED.value, error=reason, updated_at=time.time())
+            )
+            if changed.rowcount:
+                self._file_state(session, job_id, state=JobState.CANCELLED.value, error=reason)
+        return self.catalog.jobs.get(job_id)
+
+    def begin_attempt(self, job_id: str, lease_s: float = 60.0) -> JobRecord | None:
+        """Claim a job for one more attempt, leased for ``lease_s``; None when it is gone,
+        finished, or held by another live worker (a duplicate delivery of its message)."""
+        with self._database.session(write=True) as session:
+            self._lock_file_of(session, job_id)
+            # Plain rows and statements (no ORM objects): every job pays for this claim.
+            row = session.execute(
+                select(*JobRow.__table__.columns, KnowledgeBaseRow.name.label("kb_name"))
+                .join(KnowledgeBaseRow, KnowledgeBaseRow.id == JobRow.kb_id)
+                .where(JobRow.id == job_id)
+                .with_for_update(of=JobRow)
+            ).first()
+            if row is None:
+                return None
+            now = time.time()
+            if JobState(row.state).terminal:
+                return None
+            if row.state != JobState.QUEUED.value and (row.lease_until or 0.0) > now:
+                return None
+            claim = {
+                "attempts": row.attempts + 1,
+                "state": JobState.PARSING.value,
+                "progress": 0.0,
+                "error": "",
+                "lease_until": now + lease_s,
+                "retry_at": 0.0,
+                "updated_at": now,
+            }
+            claimed = update(JobRow).where(JobRow.id == job_id).values(**claim)
+            session.execute(claimed, execution_options=NO_SYNC)
+            self._file_state(session, job_id, state=JobState.PARSING.value)
+            return job_record(row.kb_name, SimpleNamespace(**{**row._asdict(), **claim}))
+
+    @staticmethod
+    def _lock_file_of(session: Session, job_id: str) -> None:
+        """Lock the file row a job owns before touching the job: one lock order everywhere
+        (file, then job, then knowledge base), so PostgreSQL never sees a deadlock."""
+        session.execute(select(FileRow.id).where(FileRow.job_id == job_id).with_for_update())
+
+    @staticmethod
+    def _file_state(session: Session, job_id: str, **values: Any) -> None:
+        session.execute(
+            update(FileRow).where(FileRow.job_id == job_id).values(updated_at=time.time(), **values),
+            execution_options=NO_SYNC,
+        )
+
+    def _transition(self, job_id: str, job_values: dict[str, Any], file_values: dict[str, Any]) -> bool:
+        with self._database.session(write=True) as session:
+            if file_values:
+                self._lock_file_of(session, job_id)
+            changed = session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state.in_(_ACTIVE))
+                .values(updated_at=time.time(), **job_values),
+                execution_options=NO_SYNC,
+            )
+            if changed.rowcount == 0:
+                return False
+            if file_values:
+                self._file_state(session, job_id, **file_values)
+            return True
+
+    def heartbeat(self, job_id: str, lease_s: float) -> bool:
+        """Extend the running job's lease; False when it is no longer active."""
+        with self._database.session(write=True) as session:
+            changed = session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state.in_(_RUNNING))
+                .values(lease_until=time.time() + lease_s),
+                execution_options=NO_SYNC,
+            )
+            return bool(changed.rowcount)
+
+    def sweep(self, max_attempts: int, queued_redeliver_s: float, queue_empty: bool = True) -> list[str]:
+        """Recover jobs whose worker died; returns the ids to publish to the queue again.
+
+        A job in a running stage whose lease expired is QUEUED again (or FAILED once it has
+        used ``max_attempts`` not counting those that ended waiting for a dependency: a file
+        that kills its worker every time). A job QUEUED longer than ``queued_redeliver_s``
+        (past its next try, when it waits for a dependency) while the broker's queue is
+        empty (``queue_empty``) may
+        have lost its message (the SQL broker drops the messages a killed worker had fetched),
+        so it is published again; a duplicate message is harmless, since
+        :meth:`begin_attempt` lets only one delivery claim the job. (With messages still
+        waiting, a long-queued job is just behind a backlog: republishing it would only grow
+        the queue.)
+        """
+        now = time.time()
+        again: list[str] = []
+        with self._database.session(write=True) as session:
+            expired = session.scalars(
+                select(JobRow).where(JobRow.state.in_(_RUNNING), JobRow.lease_until < now).with_for_update()
+            ).all()
+            for row in expired:
+                lost = f"the worker running attempt {row.attempts} stopped answering (killed or crashed)"
+                if row.attempts - row.retries >= max_attempts:
+                    values = {
+                        "state": JobState.FAILED.value,
+                        "error": f"{lost}; gave up after {row.attempts} attempts",
+                    }
+                else:
+                    values = {"state": JobState.QUEUED.value, "progress": 0.0, "error": f"{lost}; re-queued"}
+                    again.append(row.id)
+                # Re-queued: lease cleared for the next claim. Failed: the lapsed lease stays,
+                # so lapsed_cleanups removes the points its attempts indexed.
+                lease = {"lease_until": 0.0} if values["state"] == JobState.QUEUED.value else {}
+                session.execute(
+                    update(JobRow)
+                    .where(JobRow.id == row.id, JobRow.state == row.state)
+                    .values(updated_at=now, **lease, **values)
+                )
+                file_values = {"state": values["state"]}
+                if values["state"] == JobState.FAILED.value:
+                    file_values["error"] = values["error"]
+                self._file_state(session, row.id, **file_values)
+            stale = (
+                session.scalars(
+                    select(JobRow.id).where(
+                        JobRow.state == JobState.QUEUED.value,
+                        JobRow.updated_at < now - queued_redeliver_s,
+                        JobRow.retry_at < now - queued_redeliver_s,
+                    )
+                ).all()
+                if queue_empty
+                else []
+            )
+            if stale:
+                session.execute(update(JobRow).where(JobRow.id.in_(stale)).values(updated_at=now))
+                again.extend(stale)
+        return again
+
+    def lapsed_cleanups(self, limit: int = 100) -> list[tuple[str, str, str]]:
+        """(job id, knowledge base, file) of cancelled or failed jobs whose worker stopped
+        before removing the points it had indexed.
+
+        A job cancelled (or superseded) while running keeps its lease until its worker has
+        dropped its generation of points and called :meth:`release_lease`. If the worker is
+        killed first, nothing else would ever remove those points (the next upload's swap
+        only drops generations that exist when it swaps), so once the lease lapses the
+        sweeper drops them.
+        """
+        now = time.time()
+        finished = [JobState.CANCELLED.value, JobState.FAILED.value]
+        with self._database.session(write=False) as session:
+            rows = session.execute(
+                select(JobRow.id, KnowledgeBaseRow.name, JobRow.file_name)
+                .join(KnowledgeBaseRow, KnowledgeBaseRow.id == JobRow.kb_id)
+                .where(JobRow.state.in_(finished), JobRow.lease_until > 0, JobRow.lease_until < now)
+                .order_by(JobRow.lease_until)
+                .limit(limit)
+            ).all()
+        return [(job_id, kb, file_name) for job_id, kb, file_name in rows]
+
+    def release_lease(self, job_id: str) -> None:
+        """A finished job's leftovers are gone: nothing for the sweeper to clean up."""
+        with self._database.session(write=True) as session:
+            session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state.not_in(_ACTIVE))
+                .values(lease_until=0.0),
+                execution_options=NO_SYNC,
+            )
+
+    def advance(self, job_id: str, state: JobState, progress: float) -> bool:
+        """Move a running job on; False when it was cancelled or deleted meanwhile (stop work)."""
+        return self._transition(job_id, {"state": state.value, "progress": progress}, {"state": state.value})
+
+    def set_progress(self, job_id: str, progress: float) -> bool:
+        return self._transition(job_id, {"progress": progress}, {})
+
+    def finish_job(
+        self, job_id: str, chunks: int, embed_model: str = "", swap: Callable[[], None] | None = None
+    ) -> bool:
+        """Mark success and give the file its chunk count; False when the job lost ownership.
+
+        ``swap`` (drop the file's previous points) runs inside this transaction, holding the
+        file's row, once the job is known to still own the file: a superseding upload or a
+        cancel can then neither slip in between the check and the delete (which would remove
+        the newer job's points) nor leave the count unwritten after it. If it raises, nothing
+        is recorded.
+        """
+        with self._database.session(write=True) as session:
+            self._lock_file_of(session, job_id)
+            row = session.execute(
+                select(JobRow.kb_id, JobRow.file_name, JobRow.state).where(JobRow.id == job_id)
+            ).first()
+            if row is None or row.state not in _ACTIVE:
+                return False
+            owner = session.scalar(select(FileRow.id).where(FileRow.job_id == job_id))
+            if owner is None:
+                return False
+            # The file's first job ever has no other generation to drop: skip the call (and
+            # holding the write lock through it), the common case of a bulk import.
+            earlier = session.scalar(
+                select(JobRow.id)
+                .where(JobRow.kb_id == row.kb_id, JobRow.file_name == row.file_name, JobRow.id != job_id)
+                .limit(1)
+            )
+            if swap is not None and earlier is not None:
+                swap()
+            changed = session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state.in_(_ACTIVE))
+                .values(
+                    state=JobState.SUCCEEDED.value,
+                    progress=1.0,
+                    chunks=chunks,
+                    error="",
+                    lease_until=0.0,
+                    updated_at=time.time(),
+                ),
+                execution_options=NO_SYNC,
+            )
+            if changed.rowcount == 0:
+                return False
+            self._file_state(session, job_id, state=JobState.SUCCEEDED.value, chunks=chunks, error="")
+            if embed_model:
+                session.execute(
+                    update(KnowledgeBaseRow)
+                    .where(KnowledgeBaseRow.id == row.kb_id, KnowledgeBaseRow.embed_model == "")
+                    .values(embed_model=embed_model),
+                    execution_options=NO_SYNC,
+                )
+            return True
+
+    def fail_job(self, job_id: str, error: str, chunks_left: int | None = None) -> bool:
+        """Mark failure with its reason on the job and its file.
+
+        ``chunks_left`` is how many of the file's points are still indexed when the failure
+        came after the old ones were deleted, so the file's count keeps matching the index.
+        """
+        file_values: dict[str, Any] = {"state": JobState.FAILED.value, "error": error}
+        if chunks_left is not None:
+            file_values["chunks"] = chunks_left
+        return self._transition(job_id, {"state": JobState.FAILED.value, "error": error}, file_values)
+
+    def requeue_waiting(self, job_id: str, error: str, waiting_for: str, retry_at: float) -> bool:
+        """Put a job back to QUEUED to wait for ``waiting_for`` until ``retry_at``, keeping the
+        reason visible; False when it was cancelled meanwhile (no retry must follow)."""
+        return self._transition(
+            job_id,
+            {
+                "state": JobState.QUEUED.value,
+                "progress": 0.0,
+                "error": error,
+                "lease_until": 0.0,
+                "retries": JobRow.retries + 1,
+                "retry_at": retry_at,
+                "waiting_for": waiting_for,
+                # The first wait starts the give-up window; later ones keep it.
+                "waiting_since": case((JobRow.waiting_since > 0, JobRow.waiting_since), else_=time.time()),
+            },
+            {"state": JobState.QUEUED.value},
+        )
+
+    def wait_or_give_up(
+        self, job: JobRecord, error: str, dependency: str, delay_s: float, give_up_s: float
+    ) -> JobState:
+        """After an attempt of ``job`` met an unavailable ``dependency``: QUEUED again to wait
+        ``delay_s`` for its next try, unless it has already waited ``give_up_s`` since its first
+        wait (then FAILED, saying for how long); CANCELLED when it was cancelled meanwhile."""
+        now = time.time()
+        waited = now - job.waiting_since if job.waiting_since else 0.0
+        if waited >= give_up_s:
+            spent = f" after {_duration(waited)}" if waited else ""
+            reason = f"{error} (gave up waiting for {dependency}{spent}, {job.attempts} attempts)"
+            log.warning("job %s failed: %s", job.id, reason)
+            return JobState.FAILED if self.fail_job(job.id, reason) else JobState.CANCELLED
+        if not self.requeue_waiting(job.id, error, dependency, now + delay_s):
+            return JobState.CANCELLED
+        return JobState.QUEUED
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+class Heartbeat:
+    """Renews a running job's lease from a daemon thread until stopped.
+
+    A SIGKILLed worker takes this thread with it, so the lease runs out and the sweeper
+    re-queues the job; a live worker busy in one long Embed call keeps its job.
+    """
+
+    def __init__(self, lifecycle: JobLifecycle, job_id: str, lease_s: float) -> None:
+        self._lifecycle = lifecycle
+        self._job_id = job_id
+        self._lease_s = lease_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{job_id[:8]}", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._lease_s / 4):
+            try:
+                if not self._lifecycle.heartbeat(self._job_id, self._lease_s):
+                    return  # finished or cancelled: nothing left to hold
+            except ZhikuError as error:
+                log.warning("lease renewal of job %s failed: %s", self._job_id, error)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+# Removes the points one job indexed (kb, file name, job id) and nothing else of the file.
+DropGeneration = Callable[[str, str, str], Awaitable[None]]
+
+
+async def sweep_lost_jobs(
+    lifecycle: JobLifecycle, celery: Celery, settings: IngestSettings, drop_generation: DropGeneration
+) -> None:
+    """Re-queue jobs whose worker died (lease lapsed), re-publish long-queued ones, and remove
+    the points of cancelled or failed jobs whose worker died before removing them; forever,
+    every ``sweep_interval_s``.
+
+    Neither broker gives a SIGKILLed worker's task back in time: the SQL transport deleted the
+    message when the worker fetched it, and Redis waits for its visibility timeout (1 h). The
+    catalog's leases say which jobs lost their worker; publishing again is safe because only
+    one delivery can claim a job.
+    """
+    while True:
+        await asyncio.sleep(settings.sweep_interval_s)
+        try:
+            waiting = await asyncio.to_thread(queue_length, celery)
+            job_ids = await asyncio.to_thread(
+                lifecycle.sweep, settings.max_attempts, settings.queued_redeliver_s, waiting == 0
+            )
+            for job_id in job_ids:
+                await asyncio.to_thread(enqueue_ingest, celery, job_id)
+                JOBS_REPUBLISHED.inc()
+                log.warning("job %s lost its worker or its message; published again", job_id)
+            for job_id, kb, file_name in await asyncio.to_thread(lifecycle.lapsed_cleanups):
+                await drop_generation(kb, file_name, job_id)
+                await asyncio.to_thread(lifecycle.release_lease, job_id)
+                log.warning("job %s ended without removing what it indexed; removed it", job_id)
+        except Exception as error:  # the sweeper must outlive a database or broker hiccup
+            log.warning("sweeping lost jobs failed: %s", error)

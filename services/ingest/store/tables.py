@@ -1,0 +1,146 @@
+"""The catalog's SQL tables (knowledge bases, files, ingest jobs) and their rows as records.
+
+One schema for SQLite (embedded) and PostgreSQL (deployed). Repositories and the job
+lifecycle (``services.ingest.jobs``) query these tables; callers outside the store only ever
+see the plain records of :mod:`services.ingest.store.records`, built here from rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, Double, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from services.ingest.store.records import FileRecord, JobRecord, JobState, KnowledgeBaseRecord
+
+# Bulk UPDATEs of the catalog never touch rows loaded as objects in the same session that are
+# used afterwards, so the ORM need not evaluate them against its identity map (CPU per statement).
+NO_SYNC = {"synchronize_session": False}
+
+# Columns added after the first release, created on existing databases by create_schema.
+ADDED_COLUMNS: dict[str, dict[str, str]] = {
+    "jobs": {
+        "splitter": "VARCHAR(16) NOT NULL DEFAULT 'recursive'",
+        "title_enhance": "BOOLEAN NOT NULL DEFAULT FALSE",
+        "lease_until": "DOUBLE PRECISION NOT NULL DEFAULT 0",
+        "retries": "INTEGER NOT NULL DEFAULT 0",
+        "retry_at": "DOUBLE PRECISION NOT NULL DEFAULT 0",
+        "waiting_for": "VARCHAR(32) NOT NULL DEFAULT ''",
+        "waiting_since": "DOUBLE PRECISION NOT NULL DEFAULT 0",
+    }
+}
+
+
+class CatalogBase(DeclarativeBase):
+    """Declarative base of the ingest catalog's tables (the gateway's tables have their own)."""
+
+
+class KnowledgeBaseRow(CatalogBase):
+    __tablename__ = "knowledge_bases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    embed_model: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class FileRow(CatalogBase):
+    __tablename__ = "files"
+    __table_args__ = (UniqueConstraint("kb_id", "name", name="uq_files_kb_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    chunks: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str] = mapped_column(Text, default="")
+    # The job that owns this file's vectors now; older jobs lose the right to update the row.
+    job_id: Mapped[str] = mapped_column(String(36), index=True)
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
+class JobRow(CatalogBase):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
+    file_name: Mapped[str] = mapped_column(String(255))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    progress: Mapped[float] = mapped_column(Double, default=0.0)
+    chunks: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    chunk_size: Mapped[int] = mapped_column(Integer)
+    chunk_overlap: Mapped[int] = mapped_column(Integer)
+    # The submitting request's id, so the worker's logs and calls join the upload's trace.
+    request_id: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[float] = mapped_column(Double, index=True)
+    updated_at: Mapped[float] = mapped_column(Double)
+    splitter: Mapped[str] = mapped_column(String(16), default="recursive")
+    title_enhance: Mapped[bool] = mapped_column(Boolean, default=False)
+    lease_until: Mapped[float] = mapped_column(Double, default=0.0)
+    # Waiting for an unavailable dependency (see JobLifecycle.requeue_waiting and JobRecord).
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    retry_at: Mapped[float] = mapped_column(Double, default=0.0)
+    waiting_for: Mapped[str] = mapped_column(String(32), default="")
+    waiting_since: Mapped[float] = mapped_column(Double, default=0.0)
+
+
+def kb_record(row: KnowledgeBaseRow, file_count: int = 0, chunk_count: int = 0) -> KnowledgeBaseRecord:
+    return KnowledgeBaseRecord(
+        name=row.name,
+        description=row.description,
+        embed_model=row.embed_model,
+        created_at=row.created_at,
+        file_count=int(file_count),
+        chunk_count=int(chunk_count or 0),
+    )
+
+
+def file_record(kb: str, row: FileRow) -> FileRecord:
+    return FileRecord(
+        knowledge_base=kb,
+        name=row.name,
+        size=row.size,
+        content_hash=row.content_hash,
+        chunks=row.chunks,
+        state=JobState(row.state),
+        error=row.error,
+        job_id=row.job_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def job_record(kb: str, row: Any, unchanged: bool = False) -> JobRecord:
+    """A JobRecord from a JobRow, or from a plain row of the jobs table's columns."""
+    return JobRecord(
+        id=row.id,
+        knowledge_base=kb,
+        file_name=row.file_name,
+        content_hash=row.content_hash,
+        state=JobState(row.state),
+        progress=row.progress,
+        chunks=row.chunks,
+        error=row.error,
+        attempts=row.attempts,
+        chunk_size=row.chunk_size,
+        chunk_overlap=row.chunk_overlap,
+        request_id=row.request_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        splitter=row.splitter or "recursive",
+        title_enhance=bool(row.title_enhance),
+        lease_until=row.lease_until or 0.0,
+        unchanged=unchanged,
+        retries=row.retries or 0,
+        retry_at=row.retry_at or 0.0,
+        waiting_for=row.waiting_for or "",
+        waiting_since=row.waiting_since or 0.0,
+    )

@@ -1,0 +1,225 @@
+"""Jobs in the catalog, on SQLite and PostgreSQL: idempotent uploads, cancel, list, leases, sweep."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from services.ingest.jobs import JobLifecycle
+from services.ingest.store.catalog import Catalog
+from services.ingest.store.records import JobState
+
+
+def _submit(lifecycle: JobLifecycle, content_hash: str = "h1", **options: object):
+    return lifecycle.submit_file("kb", "a.txt", 10, content_hash, 250, 50, "req", **options)  # type: ignore[arg-type]
+
+
+def _finish(lifecycle: JobLifecycle, job_id: str, chunks: int = 3) -> None:
+    assert lifecycle.begin_attempt(job_id, lease_s=30) is not None
+    assert lifecycle.finish_job(job_id, chunks)
+
+
+def test_identical_content_is_a_noop_unless_overridden(catalog: Catalog, lifecycle: JobLifecycle) -> None:
+    catalog.knowledge_bases.create("kb")
+    first = _submit(lifecycle)
+    assert not first.unchanged
+    again = _submit(lifecycle)  # still queued: the same job answers
+    assert again.unchanged and again.id == first.id
+    _finish(lifecycle, first.id)
+    done = _submit(lifecycle)
+    assert done.unchanged and done.id == first.id and done.state is JobState.SUCCEEDED
+    assert [job.id for job in catalog.jobs.list("kb")] == [first.id]  # nothing new recorded
+    forced = _submit(lifecycle, override=True, splitter="markdown", title_enhance=True)
+    assert not forced.unchanged and forced.id != first.id
+    assert (forced.splitter, forced.title_enhance) == ("markdown", True)
+    # The file keeps the old count until the new job finishes.
+    assert catalog.files.get("kb", "a.txt").chunks == 3
+    changed = _submit(lifecycle, content_hash="h2")
+    assert not changed.unchanged
+    assert catalog.jobs.get(forced.id).state is JobState.CANCELLED  # superseded
+
+
+def test_a_failed_file_is_ingested_again_on_identical_upload(
+    catalog: Catalog, lifecycle: JobLifecycle
+) -> None:
+    catalog.knowledge_bases.create("kb")
+    first = _submit(lifecycle)
+    lifecycle.begin_attempt(first.id)
+    lifecycle.fail_job(first.id, "boom")
+    again = _submit(lifecycle)
+    assert not again.unchanged and again.id != first.id
+
+
+def test_jobs_are_listed_newest_first_and_can_be_cancelled(catalog: Catalog, lifecycle: JobLifecycle) -> None:
+    catalog.knowledge_bases.create("kb")
+    ids = []
+    for n in range(3):
+        ids.append(lifecycle.submit_file("kb", f"f{n}.txt", 1, f"h{n}", 250, 50).id)
+        time.sleep(0.01)
+    assert [job.id for job in catalog.jobs.list("kb")] == ids[::-1]
+    assert [job.id for job in catalog.jobs.list("kb", limit=2)] == ids[:0:-1]
+    cancelled = lifecycle.cancel_job(ids[0])
+    assert cancelled.state is JobState.CANCELLED and cancelled.error == "cancelled by request"
+    assert catalog.files.get("kb", "f0.txt").state is JobState.CANCELLED
+    assert lifecycle.begin_attempt(ids[0]) is None  # a worker that gets it later does nothing
+    _finish(lifecycle, ids[1])
+    assert lifecycle.cancel_job(ids[1]).state is JobState.SUCCEEDED  # finished jobs stay as they are
+
+
+def test_a_leased_job_is_claimed_once_and_recovered_after_its_worker_dies(
+    catalog: Catalog, lifecycle: JobLifecycle
+) -> None:
+    catalog.knowledge_bases.create("kb")
+    job = _submit(lifecycle)
+    claimed = lifecycle.begin_attempt(job.id, lease_s=0.5)
+    assert claimed is not None and claimed.attempts == 1 and claimed.lease_until > time.time()
+    assert lifecycle.begin_attempt(job.id, lease_s=0.5) is None  # a duplicate delivery while it runs
+    assert lifecycle.advance(job.id, JobState.EMBEDDING, 0.3)
+    assert lifecycle.heartbeat(job.id, lease_s=0.5)
+    assert lifecycle.sweep(max_attempts=3, queued_redeliver_s=3600) == []  # lease still valid
+    time.sleep(0.7)  # no heartbeat: the worker is gone
+    assert lifecycle.sweep(max_attempts=3, queued_redeliver_s=3600) == [job.id]
+    lost = catalog.jobs.get(job.id)
+    assert lost.state is JobState.QUEUED and lost.progress == 0
+    assert "stopped answering" in lost.error and lost.error.endswith("re-queued")
+    assert catalog.files.get("kb", "a.txt").state is JobState.QUEUED
+    again = lifecycle.begin_attempt(job.id, lease_s=0.2)
+    assert again is not None and again.attempts == 2
+    time.sleep(0.4)
+    # An expired lease may also be claimed directly (Redis redelivering before the sweep).
+    third = lifecycle.begin_attempt(job.id, lease_s=0.2)
+    assert third is not None and third.attempts == 3
+    time.sleep(0.4)
+    assert lifecycle.sweep(max_attempts=3, queued_redeliver_s=3600) == []
+    gave_up = catalog.jobs.get(job.id)
+    assert gave_up.state is JobState.FAILED and "gave up after 3 attempts" in gave_up.error
+    assert catalog.files.get("kb", "a.txt").error == gave_up.error
+
+
+def test_attempts_that_ended_waiting_for_a_dependency_are_not_counted_as_crashes(
+    catalog: Catalog,
+    lifecycle: JobLifecycle,
+) -> None:
+    """max_attempts bounds attempts lost to dead workers; an outage's waits must not use them up."""
+    catalog.knowledge_bases.create("kb")
+    job = _submit(lifecycle)
+    for _ in range(3):
+        assert lifecycle.begin_attempt(job.id, lease_s=0.2) is not None
+        assert lifecycle.requeue_waiting(
+            job.id, "retrieve service: failed to connect", "retrieve", time.time()
+        )
+    assert lifecycle.begin_attempt(job.id, lease_s=0.2) is not None  # attempt 4: its worker dies
+    time.sleep(0.3)
+    assert lifecycle.sweep(max_attempts=2, queued_redeliver_s=3600) == [job.id]
+    assert catalog.jobs.get(job.id).state is JobState.QUEUED
+    assert lifecycle.begin_attempt(job.id, lease_s=0.2) is not None  # attempt 5: dies too
+    time.sleep(0.3)
+    assert lifecycle.sweep(max_attempts=2, queued_redeliver_s=3600) == []
+    gave_up = catalog.jobs.get(job.id)
+    assert gave_up.state is JobState.FAILED and "gave up after 5 attempts" in gave_up.error
+
+
+def test_a_waiting_job_is_published_again_only_well_past_its_next_try(
+    catalog: Catalog, lifecycle: JobLifecycle
+) -> None:
+    catalog.knowledge_bases.create("kb")
+    job = _submit(lifecycle)
+    lifecycle.begin_attempt(job.id)
+    assert lifecycle.requeue_waiting(job.id, "embed service: down", "embed", time.time() + 0.6)
+    time.sleep(0.3)
+    # Its message is held back until the next try: not lost, even though the row is quiet.
+    assert lifecycle.sweep(max_attempts=3, queued_redeliver_s=0.2) == []
+    time.sleep(0.6)
+    assert lifecycle.sweep(max_attempts=3, queued_redeliver_s=0.2) == [job.id]
+
+
+def test_long_queued_jobs_are_published_again(catalog: Catalog, lifecycle: JobLifecycle) -> None:
+    catalog.knowledge_bases.create("kb")
+    job = _submit(lifecycle)
+    assert lifecycle.sweep(max_attempts=3, queued_redeliver_s=60) == []
+    time.sleep(0.3)
+    assert lifecycle.sweep(max_attempts=3, queued_redeliver_s=0.2) == [job.id]
+    assert lifecycle.sweep(max_attempts=3, queued_redeliver_s=0.2) == []  # once per period
+
+
+def test_finish_runs_the_swap_only_while_the_job_owns_the_file(
+    catalog: Catalog, lifecycle: JobLifecycle
+) -> None:
+    catalog.knowledge_bases.create("kb")
+    old = _submit(lifecycle)
+    lifecycle.begin_attempt(old.id)
+    newer = _submit(lifecycle, content_hash="h2")  # supersedes the running job
+    swaps: list[str] = []
+    assert not lifecycle.finish_job(old.id, 5, swap=lambda: swaps.append(old.id))
+    assert swaps == []
+    lifecycle.begin_attempt(newer.id)
+
+    def broken() -> None:
+        raise RuntimeError("retrieve went away")
+
+    with pytest.raises(RuntimeError):
+        lifecycle.finish_job(newer.id, 4, swap=broken)
+    assert catalog.jobs.get(newer.id).state is JobState.PARSING  # nothing recorded
+    assert lifecycle.finish_job(newer.id, 4, swap=lambda: swaps.append(newer.id))
+    assert swaps == [newer.id] and catalog.files.get("kb", "a.txt").chunks == 4
+
+
+def test_columns_added_later_are_created_on_an_old_database(
+    catalog: Catalog, lifecycle: JobLifecycle
+) -> None:
+    from sqlalchemy import text
+
+    with catalog.engine.begin() as connection:
+        for column in ("lease_until", "retries", "retry_at", "waiting_for", "waiting_since"):
+            connection.execute(text(f"ALTER TABLE jobs DROP COLUMN {column}"))
+    catalog.create_schema()
+    catalog.knowledge_bases.create("kb")
+    job = _submit(lifecycle)
+    assert (job.lease_until, job.retries, job.retry_at, job.waiting_for) == (0.0, 0, 0.0, "")
+
+
+def test_long_queued_jobs_behind_a_backlog_are_not_published_again(
+    catalog: Catalog, lifecycle: JobLifecycle
+) -> None:
+    catalog.knowledge_bases.create("kb")
+    job = _submit(lifecycle)
+    time.sleep(0.3)
+    assert lifecycle.sweep(max_attempts=3, queued_redeliver_s=0.2, queue_empty=False) == []
+    assert lifecycle.sweep(max_attempts=3, queued_redeliver_s=0.2, queue_empty=True) == [job.id]
+
+
+def test_a_job_ended_while_running_is_cleaned_up_once_its_lease_lapses(
+    catalog: Catalog, lifecycle: JobLifecycle
+) -> None:
+    """A running job that is cancelled, superseded or given up keeps its lease until its worker
+    removed what it indexed (release_lease); if that worker died, the sweeper finds it."""
+    catalog.knowledge_bases.create("kb")
+    queued = _submit(lifecycle)
+    lifecycle.cancel_job(queued.id)  # never ran: nothing indexed, nothing to clean
+    running = _submit(lifecycle, content_hash="h2")
+    lifecycle.begin_attempt(running.id, lease_s=0.3)
+    lifecycle.cancel_job(running.id)
+    superseded = _submit(lifecycle, content_hash="h3")
+    lifecycle.begin_attempt(superseded.id, lease_s=0.3)
+    newest = _submit(lifecycle, content_hash="h4")  # supersedes the running job
+    _finish(lifecycle, newest.id)  # succeeded: never a cleanup
+    assert lifecycle.lapsed_cleanups() == []  # the leases still run: their workers may clean up
+    time.sleep(0.4)
+    assert sorted(lifecycle.lapsed_cleanups()) == sorted(
+        [(running.id, "kb", "a.txt"), (superseded.id, "kb", "a.txt")]
+    )
+    lifecycle.release_lease(running.id)
+    lifecycle.release_lease(newest.id)  # a no-op on a succeeded job
+    assert lifecycle.lapsed_cleanups() == [(superseded.id, "kb", "a.txt")]
+    assert catalog.jobs.get(newest.id).state is JobState.SUCCEEDED
+
+
+def test_a_job_given_up_by_the_sweeper_is_cleaned_up(catalog: Catalog, lifecycle: JobLifecycle) -> None:
+    catalog.knowledge_bases.create("kb")
+    job = _submit(lifecycle)
+    lifecycle.begin_attempt(job.id, lease_s=0.1)
+    time.sleep(0.2)
+    assert lifecycle.sweep(max_attempts=1, queued_redeliver_s=3600) == []
+    assert catalog.jobs.get(job.id).state is JobState.FAILED
+    assert lifecycle.lapsed_cleanups() == [(job.id, "kb", "a.txt")]

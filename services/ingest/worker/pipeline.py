@@ -1,0 +1,508 @@
+"""One ingest job, start to finish: parse -> split -> embed -> index, with the catalog kept current.
+
+The pipeline takes only a job id and re-reads everything from the catalog, so a redelivered
+or retried task is harmless: finished jobs are skipped, a job another live worker holds is
+left alone (leases), and a re-run writes the same point ids (uuid5 over knowledge base, file
+name, content hash, job id and chunk index), overwriting instead of duplicating.
+
+Replacement is atomic for searchers: each job indexes a new generation of the file's points
+(metadata ``generation`` = job id) next to the old one and only then, holding the file's
+catalog row, deletes every other generation of that file; so a re-upload or a reindex never
+leaves the file without vectors, and the catalog's chunk count is written in the same step.
+While it runs, a heartbeat thread renews the job's lease: a worker killed mid-job stops
+renewing, and the ingest service's sweeper hands the job back to the queue. Every change of
+the job's state goes through the job lifecycle (``services.ingest.jobs``); what stays here is
+the work and the worker's reaction to its outcome (drop what it indexed, wait or fail).
+
+One pipeline serves every task of a worker process (the threads pool shares it): its gRPC
+channels and database engine are thread-safe and long-lived, created once per process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+
+from services.common.errors import (
+    DependencyUnavailable,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    ZhikuError,
+    error_from_rpc,
+)
+from services.common.grpc_client import request_metadata, sync_channel
+from services.common.logging import new_request_id, request_id_var
+from services.common.service_names import EMBED_SERVICE, RETRIEVE_SERVICE
+from services.ingest.config import IngestSettings
+from services.ingest.documents.parsers import parse
+from services.ingest.documents.splitter import TextChunk, split_segments
+from services.ingest.jobs import GENERATION_KEY, Heartbeat, JobLifecycle
+from services.ingest.metrics import (
+    CHUNKS_INDEXED,
+    EMBED_BATCH_TEXTS,
+    JOB_RETRIES,
+    JOB_SECONDS,
+    JOBS_FINISHED,
+    STAGE_SECONDS,
+)
+from services.ingest.store.blobs import BlobStore, sha256_hex
+from services.ingest.store.catalog import Catalog
+from services.ingest.store.records import JobRecord, JobState
+from services.ingest.worker.backoff import Backoff
+from services.ingest.worker.batcher import EmbedBatcher
+from zhiku.v1 import embed_pb2, embed_pb2_grpc, retrieve_pb2, retrieve_pb2_grpc
+
+log = logging.getLogger("zhiku.ingest.pipeline")
+
+
+# Fixed namespace of the deterministic point ids; changing it would orphan every indexed point.
+POINT_NAMESPACE = uuid.UUID("6f1c3a52-52b7-4c1e-9d0f-2a7e1b9c4d10")
+
+# Errors worth another attempt: the dependency may come back (restart, overload).
+TRANSIENT_ERRORS: tuple[type[ZhikuError], ...] = (DependencyUnavailable, ResourceExhausted)
+
+# A waiting job asks the dependency it waits for whether it is back before redoing its work;
+# one that does not answer so trivial a call within this long is not back.
+PROBE_TIMEOUT_S = 10.0
+
+# Progress milestones: parsing is quick, embedding dominates, indexing is the tail.
+EMBED_START, INDEX_START = 0.1, 0.8
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+T = TypeVar("T")
+
+
+def point_id(kb: str, file_name: str, content_hash: str, chunk_index: int, generation: str = "") -> str:
+    """Deterministic id of one chunk's point: a retried job overwrites instead of duplicating.
+
+    The file name is part of it, not only the content hash: two files with identical bytes
+    (a copy under another name) must not share, and overwrite, each other's points. The
+    generation (the job id) keeps a reindex's new points apart from the old ones it replaces.
+    """
+    parts = (kb, file_name, content_hash, str(chunk_index), *((generation,) if generation else ()))
+    return str(uuid.uuid5(POINT_NAMESPACE, "\x1f".join(parts)))
+
+
+class Retry(Exception):
+    """The attempt met an unavailable dependency; the job is QUEUED again, waiting, and the task
+    should run again after ``delay_s``."""
+
+    def __init__(self, message: str, attempt: int, delay_s: float) -> None:
+        super().__init__(message)
+        self.attempt = attempt
+        self.delay_s = delay_s
+
+
+class _Abandoned(Exception):
+    """The job was cancelled or deleted while running (newer upload, file or KB deleted)."""
+
+
+@dataclass
+class _Run:
+    job: JobRecord
+    # How many points of this job's generation were upserted (0: the index is untouched).
+    indexed: int = 0
+    # The stage and progress the worker is at, and what the catalog was last told (writes
+    # are throttled; what was held back is written while the job waits, see _await).
+    stage: JobState = JobState.PARSING
+    progress: float = 0.0
+    reported_stage: JobState = JobState.PARSING
+    reported_progress: float = 0.0
+    reported_at: float = field(default_factory=time.monotonic)
+
+
+def _dependency_of(error: ZhikuError) -> str:
+    """Which service an unavailable-dependency error came from (the catalog when untagged)."""
+    return str(getattr(error, "dependency", "") or "catalog")
+
+
+@contextmanager
+def _stage(name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        STAGE_SECONDS.labels(name).observe(time.perf_counter() - started)
+
+
+class IngestPipeline:
+    def __init__(
+        self,
+        settings: IngestSettings,
+        catalog: Catalog,
+        blobs: BlobStore,
+        embed: embed_pb2_grpc.EmbedServiceStub,
+        retrieve: retrieve_pb2_grpc.RetrieveServiceStub,
+        channels: Sequence[grpc.Channel] = (),
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.lifecycle = JobLifecycle(catalog)
+        self.blobs = blobs
+        self.embed = embed
+        self.retrieve = retrieve
+        self._channels = list(channels)
+        # (collection, dimension) pairs this process already ensured: one EnsureCollection
+        # per knowledge base instead of one per file. An Upsert answering NOT_FOUND (the
+        # collection was dropped since) forgets the pair and ensures again.
+        self._ensured: set[tuple[str, int]] = set()
+        self._backoff = Backoff.from_settings(settings)
+        self._batcher = EmbedBatcher(
+            self._embed_texts,
+            settings.embed_batch_size,
+            settings.embed_coalesce_ms / 1000,
+            settings.embed_concurrency,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: IngestSettings) -> IngestPipeline:
+        common = settings.common
+        catalog = Catalog(settings.catalog_url, settings.sqlite_busy_timeout_s)
+        catalog.create_schema()
+        embed_channel = sync_channel(common.embed_addr, [EMBED_SERVICE], common.grpc_max_message_mb)
+        retrieve_channel = sync_channel(common.retrieve_addr, [RETRIEVE_SERVICE], common.grpc_max_message_mb)
+        return cls(
+            settings,
+            catalog,
+            BlobStore(settings.blob_dir),  # type: ignore[arg-type]  # set by the validator
+            embed_pb2_grpc.EmbedServiceStub(embed_channel),
+            retrieve_pb2_grpc.RetrieveServiceStub(retrieve_channel),
+            [embed_channel, retrieve_channel],
+        )
+
+    def close(self) -> None:
+        self._batcher.close()
+        for channel in self._channels:
+            channel.close()
+        self.catalog.dispose()
+
+    # -- the job --------------------------------------------------------------------------
+
+    def run(self, job_id: str) -> JobState | None:
+        """Run one attempt of a job; returns its final state, None when there was nothing to do.
+
+        Raises :class:`Retry` after a transient failure with attempts left (job re-queued).
+        """
+        job = self.lifecycle.begin_attempt(job_id, self.settings.lease_s)
+        if job is None:
+            log.info("job %s is gone, finished or held by a live worker; nothing to do", job_id)
+            return None
+        token = request_id_var.set(job.request_id or new_request_id())
+        started = time.perf_counter()
+        run = _Run(job)
+        log.info(
+            "ingesting %s into %s (job %s, attempt %d)",
+            job.file_name,
+            job.knowledge_base,
+            job.id,
+            job.attempts,
+        )
+        try:
+            with Heartbeat(self.lifecycle, job.id, self.settings.lease_s):
+                state = self._execute(run)
+        except _Abandoned:
+            log.info("job %s was cancelled while running; its work is dropped", job.id)
+            self._clean_up(run)
+            state = JobState.CANCELLED
+        except TRANSIENT_ERRORS as error:
+            state = self._transient(run, error)
+        except ZhikuError as error:
+            state = self._fail(run, str(error))
+        except Exception as error:  # a bug or an unexpected library error: still fail clearly
+            log.exception("job %s crashed", job.id)
+            state = self._fail(run, f"internal error: {type(error).__name__}: {error}")
+        finally:
+            JOB_SECONDS.observe(time.perf_counter() - started)
+            request_id_var.reset(token)
+        JOBS_FINISHED.labels(state.value).inc()
+        return state
+
+    def _execute(self, run: _Run) -> JobState:
+        job = run.job
+        if job.waiting_for:
+            self._probe(job)
+        chunks = self._prepare(job)
+        self._report(run, JobState.EMBEDDING, EMBED_START)
+        vectors, model = self._embed_chunks(run, chunks)
+        self._report(run, JobState.INDEXING, INDEX_START)
+        self._index(run, chunks, vectors)
+        self._swap(job, len(chunks), model)
+        CHUNKS_INDEXED.inc(len(chunks))
+        log.info("job %s succeeded: %d chunks from %s", job.id, len(chunks), job.file_name)
+        return JobState.SUCCEEDED
+
+    def _report(self, run: _Run, stage: JobState, progress: float) -> None:
+        """Tell the catalog the stage and progress, at most every ``progress_interval_s``.
+
+        A small file goes from parsing to succeeded without the writes in between (they were
+        most of its catalog traffic); a long one shows every stage and its progress. A cancel
+        is noticed at the next write, or at the final one, which is conditional anyway.
+        """
+        run.stage, run.progress = stage, min(progress, 0.99)
+        now = time.monotonic()
+        if now - run.reported_at < self.settings.progress_interval_s:
+            return
+        if stage != run.reported_stage:
+            still_active = self.lifecycle.advance(run.job.id, stage, run.progress)
+        else:
+            still_active = self.lifecycle.set_progress(run.job.id, run.progress)
+        run.reported_stage, run.reported_progress, run.reported_at = stage, run.progress, now
+        if not still_active:
+            raise _Abandoned(run.job.id)
+
+    def _await(self, run: _Run, piece: Future[T]) -> T:
+        """The piece's result; meanwhile, what _report held back is written once it is due.
+
+        A job's embedding can wait long on texts of other jobs ahead of it in the batcher;
+        without this, its last throttled report (often "embedding" itself) would never reach
+        the catalog, and the job would read "parsing, 0 %" until it suddenly succeeded.
+        """
+        poll_s = max(self.settings.progress_interval_s, 0.05)
+        while True:
+            try:
+                return piece.result(timeout=poll_s)
+            except FutureTimeout:
+                if (run.stage, run.progress) != (run.reported_stage, run.reported_progress):
+                    self._report(run, run.stage, run.progress)
+
+    def _probe(self, job: JobRecord) -> None:
+        """Ask the dependency the last attempt waited for whether it is back, before parsing
+        and embedding the file again (a cheap call; unavailable means another wait)."""
+        if job.waiting_for == "retrieve":
+            request = retrieve_pb2.StatsRequest(collection=job.knowledge_base)
+            self._call("retrieve", self.retrieve.Stats, request, PROBE_TIMEOUT_S)
+        elif job.waiting_for == "embed":
+            self._call("embed", self.embed.Info, embed_pb2.EmbedInfoRequest(), PROBE_TIMEOUT_S)
+
+    def _prepare(self, job: JobRecord) -> list[TextChunk]:
+        with _stage("parse"):
+            data = self.blobs.read(job.knowledge_base, job.file_name)
+            if sha256_hex(data) != job.content_hash:
+                # Normally a newer upload, whose own job indexes it (this one is then cancelled).
+                raise FailedPrecondition(f"{job.file_name}: the stored original changed since this upload")
+            segments = parse(job.file_name, data)
+        with _stage("split"):
+            chunks = split_segments(
+                segments,
+                job.file_name,
+                job.chunk_size,
+                job.chunk_overlap,
+                splitter=job.splitter,
+                title_enhance=job.title_enhance,
+            )
+        if not chunks:
+            raise FailedPrecondition(f"{job.file_name}: no text left after splitting")
+        limit = self.settings.max_chunks_per_file
+        if len(chunks) > limit:
+            raise InvalidArgument(
+                f"{job.file_name} yields {len(chunks):,} chunks, over the limit of {limit:,} per file; "
+                "split it or raise ZHIKU_INGEST_MAX_CHUNKS_PER_FILE"
+            )
+        return chunks
+
+    def _call(self, service: str, method: Callable[..., Response], request: Any, timeout: float) -> Response:
+        try:
+            return method(request, timeout=timeout, metadata=request_metadata())
+        except grpc.RpcError as error:
+            mapped = error_from_rpc(error)  # type: ignore[arg-type]
+            raised = type(mapped)(f"{service} service: {mapped}")
+            raised.dependency = service  # type: ignore[attr-defined]  # what a waiting job names
+            raise raised from error
+
+    def _embed_texts(self, texts: list[str]) -> tuple[list[list[float]], str]:
+        """One Embed call (run by the batcher for the texts of every job in flight)."""
+        EMBED_BATCH_TEXTS.observe(len(texts))
+        reply = self._call(
+            "embed",
+            self.embed.Embed,
+            embed_pb2.EmbedRequest(texts=texts, kind=embed_pb2.EMBED_KIND_PASSAGE),
+            self.settings.embed_timeout_s,
+        )
+        return [list(vector.values) for vector in reply.vectors], reply.model
+
+    def _embed_chunks(self, run: _Run, chunks: list[TextChunk]) -> tuple[list[list[float]], str]:
+        batch_size = self.settings.embed_batch_size
+        vectors: list[list[float]] = []
+        model = ""
+        dimension = 0
+        with _stage("embed"):
+            # Every piece is queued at once: the batcher packs them with other jobs' texts.
+            pieces = [
+                self._batcher.submit([chunk.text for chunk in chunks[start : start + batch_size]], run.job.id)
+                for start in range(0, len(chunks), batch_size)
+            ]
+            try:
+                for piece in pieces:
+                    piece_vectors, piece_model = self._await(run, piece)
+                    for vector in piece_vectors:
+                        if dimension and len(vector) != dimension:
+                            raise FailedPrecondition(
+                                f"embed service changed dimension mid-file ({dimension} -> {len(vector)})"
+                            )
+                        dimension = len(vector)
+                        vectors.append(vector)
+                    model = piece_model or model
+                    done = len(vectors) / len(chunks)
+                    self._report(run, JobState.EMBEDDING, EMBED_START + (INDEX_START - EMBED_START) * done)
+            finally:
+                for piece in pieces:
+                    piece.cancel()  # a failed or cancelled job stops queuing work
+        if not dimension:
+            raise FailedPrecondition("embed service returned empty vectors")
+        return vectors, model
+
+    def _index(self, run: _Run, chunks: list[TextChunk], vectors: list[list[float]]) -> None:
+        job = run.job
+        kb = job.knowledge_base
+        timeout = self.settings.retrieve_timeout_s
+        with _stage("index"):
+            self._ensure_collection(kb, len(vectors[0]))
+            batch_size = self.settings.upsert_batch_size
+            for start in range(0, len(chunks), batch_size):
+                points = [
+                    retrieve_pb2.Point(
+                        id=point_id(kb, job.file_name, job.content_hash, chunk.index, job.id),
+                        vector=vector,
+                        file_name=job.file_name,
+                        chunk_index=chunk.index,
+                        text=chunk.text,
+                        metadata={
+                            **chunk.metadata,
+                            "content_hash": job.content_hash,
+                            GENERATION_KEY: job.id,
+                        },
+                    )
+                    for chunk, vector in zip(
+                        chunks[start : start + batch_size], vectors[start : start + batch_size], strict=True
+                    )
+                ]
+                request = retrieve_pb2.UpsertRequest(collection=kb, points=points)
+                try:
+                    self._call("retrieve", self.retrieve.Upsert, request, timeout)
+                except NotFound:
+                    # Dropped since this process ensured it (a knowledge base deleted and
+                    # created again): ensure it anew, as every job used to, and retry once.
+                    self._ensured.discard((kb, len(vectors[0])))
+                    self._ensure_collection(kb, len(vectors[0]))
+                    self._call("retrieve", self.retrieve.Upsert, request, timeout)
+                run.indexed += len(points)
+                self._report(
+                    run, JobState.INDEXING, INDEX_START + (1 - INDEX_START) * run.indexed / len(chunks)
+                )
+
+    def _ensure_collection(self, kb: str, dimension: int) -> None:
+        if (kb, dimension) in self._ensured:
+            return
+        self._call(
+            "retrieve",
+            self.retrieve.EnsureCollection,
+            retrieve_pb2.EnsureCollectionRequest(collection=kb, dimension=dimension),
+            self.settings.retrieve_timeout_s,
+        )
+        self._ensured.add((kb, dimension))
+
+    def _swap(self, job: JobRecord, chunks: int, model: str) -> None:
+        """Drop the file's other generations and record the new count, as one catalog step."""
+
+        def drop_previous() -> None:
+            self._delete_file_points(job, keep_metadata={GENERATION_KEY: job.id})
+
+        with _stage("swap"):
+            if not self.lifecycle.finish_job(job.id, chunks, model, swap=drop_previous):
+                raise _Abandoned(job.id)
+
+    def _drop_generation(self, job: JobRecord) -> None:
+        """Remove the points this job upserted (its generation), leaving the file's others."""
+        self._delete_file_points(job, only_metadata={GENERATION_KEY: job.id})
+
+    def _delete_file_points(self, job: JobRecord, **narrowing: dict[str, str]) -> None:
+        """DeleteByFile on the job's file, narrowed by ``keep_metadata`` or ``only_metadata``."""
+        self._call(
+            "retrieve",
+            self.retrieve.DeleteByFile,
+            retrieve_pb2.DeleteByFileRequest(
+                collection=job.knowledge_base, file_name=job.file_name, **narrowing
+            ),
+            self.settings.retrieve_timeout_s,
+        )
+
+    def _clean_up(self, run: _Run) -> None:
+        """After a cancel or failure: drop what the job indexed, then release its lease, which
+        tells the sweeper there is nothing left to remove (see JobLifecycle.lapsed_cleanups)."""
+        if not run.indexed or self._drop_orphans(run.job):
+            self.lifecycle.release_lease(run.job.id)
+
+    def _drop_orphans(self, job: JobRecord) -> bool:
+        """The job was cancelled or failed mid-flight: remove what it indexed (or the whole file or
+        collection when those were deleted meanwhile). False when the retrieve service refused."""
+        timeout = self.settings.retrieve_timeout_s
+        try:
+            if not self.catalog.knowledge_bases.exists(job.knowledge_base):
+                self._call(
+                    "retrieve",
+                    self.retrieve.DropCollection,
+                    retrieve_pb2.DropCollectionRequest(collection=job.knowledge_base),
+                    timeout,
+                )
+            elif self.catalog.files.find(job.knowledge_base, job.file_name) is None:
+                self._call(
+                    "retrieve",
+                    self.retrieve.DeleteByFile,
+                    retrieve_pb2.DeleteByFileRequest(collection=job.knowledge_base, file_name=job.file_name),
+                    timeout,
+                )
+            elif self.catalog.jobs.get(job.id).state is not JobState.SUCCEEDED:
+                # (A worker presumed dead may have finished this very job meanwhile: its
+                # points are the same generation and must stay.)
+                self._drop_generation(job)
+        except ZhikuError as error:
+            log.warning("could not clean up after cancelled job %s: %s", job.id, error)
+            return False
+        return True
+
+    # -- outcomes -------------------------------------------------------------------------
+
+    def _fail(self, run: _Run, reason: str) -> JobState:
+        log.warning("job %s failed: %s", run.job.id, reason)
+        failed = self.lifecycle.fail_job(run.job.id, reason)
+        # Its partial points go; the previous generation is untouched, so the file's count
+        # stays right.
+        self._clean_up(run)
+        return JobState.FAILED if failed else JobState.CANCELLED
+
+    def _transient(self, run: _Run, error: ZhikuError) -> JobState:
+        """A dependency was unavailable: the job waits for it (QUEUED, with the next try's time)
+        unless it has waited the whole give-up window already (see JobLifecycle.wait_or_give_up)."""
+        job = run.job
+        dependency = _dependency_of(error)
+        delay = self._backoff.delay(job.retries + 1)
+        state = self.lifecycle.wait_or_give_up(
+            job, str(error), dependency, delay, self.settings.retry_give_up_s
+        )
+        if state is not JobState.QUEUED:
+            # Given up (its partial points go) or cancelled meanwhile (no retry comes).
+            self._clean_up(run)
+            return state
+        # Partial points stay: the retry writes the same ids (same job, same generation).
+        JOB_RETRIES.inc()
+        log.warning(
+            "job %s waits for %s (attempt %d, next try in %.1f s): %s",
+            job.id,
+            dependency,
+            job.attempts,
+            delay,
+            error,
+        )
+        raise Retry(f"waiting for {dependency}: {error}", job.attempts, delay)
