@@ -43,6 +43,13 @@ from services.common.lifetime import die_with_parent
 from services.supervision import RESTARTS, RestartBackoff, RestartRecord
 
 GRPC_SERVICES = ("embed", "retrieve", "generate", "ingest")
+# The module each gRPC service process runs (ingest keeps its API apart from its worker).
+SERVER_MODULES = {
+    "embed": "services.embed.server",
+    "retrieve": "services.retrieve.server",
+    "generate": "services.generate.server",
+    "ingest": "services.ingest.api.server",
+}
 DEFAULT_GRPC_PORTS = {"embed": 50051, "retrieve": 50052, "generate": 50053, "ingest": 50054}
 DEFAULT_METRICS_PORTS = {"embed": 9101, "retrieve": 9102, "generate": 9103, "ingest": 9104, "worker": 9105}
 COLORS = {"embed": 36, "retrieve": 35, "generate": 33, "ingest": 34, "worker": 32, "gateway": 31}
@@ -130,13 +137,13 @@ def stack_env(ports: Ports, data_dir: Path) -> dict[str, str]:
 def build_children(ports: Ports, data_dir: Path, worker_concurrency: int) -> list[Child]:
     python = sys.executable
     env = stack_env(ports, data_dir)
-    children = [Child(name, [python, "-m", f"services.{name}.server"], env) for name in GRPC_SERVICES]
+    children = [Child(name, [python, "-m", SERVER_MODULES[name]], env) for name in GRPC_SERVICES]
     worker_argv = [
         python,
         "-m",
         "celery",
         "-A",
-        "services.ingest.celery_app",
+        "services.ingest.worker.celery_app",
         "worker",
         "--loglevel=INFO",
         "--pool=threads",
