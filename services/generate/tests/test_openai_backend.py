@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from services.generate.backends.openai_compat import request_kwargs, sse_data
 from services.generate.domain import Job, Prompt, Sampling, Turn
 from services.generate.tests.conftest import Serve, ask, collect, make_settings
-from services.generate.tests.fake_openai import FakeOpenAI, running
+from testing.fake_openai import FakeOpenAI, running
 
 TOKENS = ["Files ", "are ", "kept ", "in ", "the ", "blob ", "store ", "[1]."]
 PASSAGES = [("guide.md", "Zhiku stores files in a blob store.")]
