@@ -7,7 +7,7 @@ PROTO_SRC := $(wildcard protos/zhiku/v1/*.proto)
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install run test test-unit test-e2e test-vllm bench-generate bench-generate-queue lint format proto proto-check bench bench-embed bench-retrieve bench-retrieval bench-stack bench-ingest bench-answers \
-	bench-search-load \
+	bench-search-load bench-generate-backend \
 	helm-lint compose-check services clean docs webui webui-check
 
 install: $(STAMP)
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt scripts/install.sh scripts/install-llam
 ## is restarted with back-off (restarts on :9106/metrics); only Ctrl-C stops all
 run: install
 	@bash scripts/ensure-converters.sh
-	$(PY) -m services.stack
+	$(PY) -m launcher
 
 ## test: install, start Redis/PostgreSQL when missing, lint, build the docs, then unit, integration, chart and e2e tests
 test: install services lint docs proto-check
@@ -30,7 +30,7 @@ test: install services lint docs proto-check
 	$(MAKE) --no-print-directory test-vllm
 
 test-unit: install
-	$(PY) -m pytest -q services
+	$(PY) -m pytest -q services launcher
 
 test-e2e: install services
 	$(PY) -m pytest -q tests/e2e
@@ -124,6 +124,11 @@ test-vllm: install
 ## the same OpenAI-protocol test server directly: TTFT p50/p99, tokens/s, errors
 bench-generate: install
 	$(PY) -m bench.bench_generate
+
+## bench-generate-backend: one generate backend alone over gRPC (in-process, no gateway): model load,
+## TTFT p50/max, decode tok/s per stream and in aggregate (ARGS="--backend llamacpp --requests 6")
+bench-generate-backend: install
+	$(PY) -m bench.bench_generate_backend $(ARGS)
 
 ## bench-generate-queue: 32 concurrent chats on llama.cpp (one at a time) through the gateway:
 ## answered / 503 (bounded queue, Retry-After) / 504, time to first token and to refusal

@@ -61,9 +61,9 @@ from bench.answer_sets import (
     load_squad,
 )
 from bench.bench_embed import evaldata_dir
+from launcher.stack import BackgroundStack, launch_in_background
 from services.embed.config import EmbedSettings
 from services.generate.config import bundled_gguf
-from services.stack import BackgroundStack, launch_in_background
 
 REPO = Path(__file__).resolve().parents[1]
 CMRC_SAMPLE = 400

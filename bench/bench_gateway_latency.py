@@ -44,9 +44,9 @@ import numpy as np
 
 from bench.bench_embed import evaldata_dir, load_cmrc
 from bench.bench_stack import REPO, percentile
+from launcher.stack import PORTS_FILE, launch_in_background
 from services.retrieve.backends.edge_shard import ShardOptions
 from services.retrieve.config import RetrieveSettings
-from services.stack import PORTS_FILE, launch_in_background
 from zhiku.v1 import embed_pb2, embed_pb2_grpc, retrieve_pb2, retrieve_pb2_grpc
 
 KB = "latency"

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import httpx
 
-from services.generate.tests.processes import generation_stack
-from services.stack import free_port
+from launcher.stack import free_port
+from testing.generation_stack import generation_stack
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         [
             sys.executable,
             "-m",
-            "services.generate.tests.fake_openai",
+            "testing.fake_openai",
             "--port",
             str(port),
             "--ttft-ms",

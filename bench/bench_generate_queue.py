@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from services.generate.tests.processes import generation_stack
+from testing.generation_stack import generation_stack
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"

@@ -30,12 +30,12 @@ from pathlib import Path
 
 import httpx
 
+from launcher.stack import launch_in_background
 from services.embed.backends.local import LocalBackend
 from services.embed.config import EmbedSettings
 from services.embed.domain import EmbedKind
 from services.ingest.documents.parsers import parse
 from services.ingest.documents.splitter import split_segments
-from services.stack import launch_in_background
 
 REPO = Path(__file__).resolve().parents[1]
 EVALDATA = Path(os.environ.get("ZHIKU_EVALDATA", REPO.parent / "shared" / "evaldata"))

@@ -56,9 +56,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.bench_ingest import cpu_seconds_by_process
 from bench.bench_stack import REPO, cmrc, ingest_passages, percentile
+from launcher.stack import PORTS_FILE, BackgroundStack, launch_in_background
 from services.common.event_loop import run_event_loop
 from services.embed.config import EmbedSettings
-from services.stack import PORTS_FILE, BackgroundStack, launch_in_background
 
 KB = "load"
 Passages = list[tuple[str, str, list[str]]]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from services.stack import launch_in_background
+from launcher.stack import launch_in_background
 
 REPO = Path(__file__).resolve().parents[1]
 EVALDATA = Path(os.environ.get("ZHIKU_EVALDATA", REPO.parent / "shared" / "evaldata"))

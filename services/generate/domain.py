@@ -237,7 +237,7 @@ class Sampling:
 
 
 @dataclass
-class Job:
+class GenerationJob:
     """One generation handed to a backend.
 
     ``cancel`` is a thread-safe flag: the gRPC layer sets it when the client goes away, so a

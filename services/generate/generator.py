@@ -20,7 +20,16 @@ from services.common.logging import current_request_id
 from services.generate.admission import Admission
 from services.generate.backends.base import Backend
 from services.generate.config import GenerateSettings
-from services.generate.domain import Chunk, GenerationRequest, Job, ModelInfo, Prompt, Sampling, Turn, Usage
+from services.generate.domain import (
+    Chunk,
+    GenerationJob,
+    GenerationRequest,
+    ModelInfo,
+    Prompt,
+    Sampling,
+    Turn,
+    Usage,
+)
 from services.generate.grounding import abstains, check_answer
 from services.generate.metrics import ABSTENTIONS, ITL, REPETITIONS_CUT, TOKENS, TTFT
 from services.generate.prompting import PromptBuilder, PromptTemplates, earlier_subject
@@ -144,7 +153,7 @@ class Generator:
             no_model_reply="",
         )
         sampling = Sampling(temperature=0.0, top_p=1.0, max_tokens=CONDENSE_MAX_TOKENS)
-        job = Job(request_id=current_request_id(), prompt=prompt, sampling=sampling)
+        job = GenerationJob(request_id=current_request_id(), prompt=prompt, sampling=sampling)
         parts: list[str] = []
         finish = ""
         async with self.admission.slot(), aclosing(self.backend.stream(job)) as chunks:
@@ -174,7 +183,7 @@ class Generator:
         backend = self.backend
         started = time.perf_counter()
         prompt, sampling = await self._tokenizing(self.prepare, request)
-        job = Job(request_id=current_request_id(), prompt=prompt, sampling=sampling, cancel=cancel)
+        job = GenerationJob(request_id=current_request_id(), prompt=prompt, sampling=sampling, cancel=cancel)
         guard = RepetitionGuard()
         parts: list[str] = []
         final: Chunk | None = None

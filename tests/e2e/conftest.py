@@ -1,4 +1,4 @@
-"""Start the whole stack exactly as ``make run`` does (``python -m services.stack``), on free ports."""
+"""Start the whole stack exactly as ``make run`` does (``python -m launcher``), on free ports."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.stack import BackgroundStack, launch_in_background
+from launcher.stack import BackgroundStack, launch_in_background
 
 REPO = Path(__file__).resolve().parents[2]
 EVALDATA = Path(os.environ.get("ZHIKU_EVALDATA", REPO.parent / "shared" / "evaldata"))

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.ingest.tests.documents.office_files import ods_bytes, written_by_libreoffice
-from services.stack import BackgroundStack, launch_in_background
+from launcher.stack import BackgroundStack, launch_in_background
+from testing.office_files import ods_bytes, written_by_libreoffice
 from tests.e2e.conftest import OUTPUT
 
 pytestmark = pytest.mark.e2e

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.generate.tests.fake_openai import FakeOpenAI, ThreadedFake, words
-from services.generate.tests.processes import GenerationStack, generation_stack
+from testing.fake_openai import FakeOpenAI, ThreadedFake, words
+from testing.generation_stack import GenerationStack, generation_stack
 
 pytestmark = pytest.mark.e2e
 

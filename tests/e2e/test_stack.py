@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from services.stack import BackgroundStack
+from launcher.stack import BackgroundStack
 from tests.e2e.conftest import wait_for_jobs
 
 pytestmark = pytest.mark.e2e

@@ -26,7 +26,7 @@ import grpc
 import httpx
 import pytest
 
-from services.stack import PORTS_FILE, BackgroundStack, launch_in_background
+from launcher.stack import PORTS_FILE, BackgroundStack, launch_in_background
 from tests.e2e.conftest import OUTPUT, wait_for_jobs
 from zhiku.v1 import retrieve_pb2, retrieve_pb2_grpc
 

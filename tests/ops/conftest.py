@@ -1,6 +1,6 @@
 """A real stack scraped by a real Prometheus, with some ingest, search and chat traffic driven.
 
-The stack is ``services.stack`` on free ports (the same launcher as ``make run``); the ports
+The stack is ``launcher.stack`` on free ports (the same launcher as ``make run``); the ports
 it chose come from ``<data dir>/stack-ports.json``. Prometheus is Debian's package, installed
 by ``scripts/ensure-prometheus.sh`` when missing, run on a free port with a generated config
 that scrapes every process each second and loads ``deploy/prometheus/rules.yml``.
@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from services.stack import PORTS_FILE, BackgroundStack, free_port, launch_in_background
+from launcher.stack import PORTS_FILE, BackgroundStack, free_port, launch_in_background
 
 REPO = Path(__file__).resolve().parents[2]
 OUTPUT = REPO / "test-output" / "ops"

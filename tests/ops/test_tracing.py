@@ -18,11 +18,11 @@ from fastapi.testclient import TestClient
 from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from launcher.stack import launch_in_background
 from services.common import tracing
 from services.common.config import CommonSettings
 from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
-from services.stack import launch_in_background
 from tests.ops.conftest import OUTPUT, _wait, _wait_jobs
 
 

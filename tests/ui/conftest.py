@@ -19,7 +19,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from services.stack import BackgroundStack, launch_in_background
+from launcher.stack import BackgroundStack, launch_in_background
 
 REPO = Path(__file__).resolve().parents[2]
 OUTPUT = REPO / "test-output" / "ui"

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from services.stack import BackgroundStack, free_port
+from launcher.stack import BackgroundStack, free_port
 from tests.ui.conftest import REPO, enter_key_when_asked, gateway_client, ingest, launch_ui_stack
 
 PARKING = (
@@ -38,7 +38,7 @@ INVENTED = "Electric cars park for free on weekends"
 QUESTION = "Where do visitors park?"
 KB = "ui-parking"
 UPSTREAM_KEY = "fake-upstream-key"
-FAKE_OPENAI = [sys.executable, "-m", "services.generate.tests.fake_openai"]
+FAKE_OPENAI = [sys.executable, "-m", "testing.fake_openai"]
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """``zhiku up``: the whole stack on this machine, exactly what ``make run`` starts.
 
-It runs :func:`services.stack.main` in this process with the same options, so Ctrl-C reaches
+It runs :func:`launcher.stack.main` in this process with the same options, so Ctrl-C reaches
 the launcher's own handler, which stops every child process group.
 """
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
+from launcher.stack import BackgroundStack, launch_in_background
 from services.cli.main import app
-from services.stack import BackgroundStack, launch_in_background
 
 REPO = Path(__file__).resolve().parents[3]
 OUTPUT = REPO / "test-output" / "cli"

@@ -16,9 +16,9 @@ import httpx
 import pytest
 from typer.testing import Result
 
+from launcher.stack import BackgroundStack, free_port
 from services.cli.context import EXIT_AUTH, EXIT_FAILED, EXIT_NOT_FOUND, EXIT_UNREACHABLE
 from services.cli.tests.conftest import ADMIN_KEY, Cli
-from services.stack import BackgroundStack, free_port
 
 LEAVE = (
     "Annual leave policy.\n"

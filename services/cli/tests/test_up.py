@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from launcher.stack import free_port
 from services.cli.tests.conftest import FAST_STACK_ENV, OUTPUT
-from services.stack import free_port
 
 ZHIKU = Path(sys.executable).parent / "zhiku"
 READY = re.compile(r"ready: (http://127\.0\.0\.1:\d+)")

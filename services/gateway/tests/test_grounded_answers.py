@@ -20,7 +20,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from services.generate.tests.fake_openai import FakeOpenAI, running
+from testing.fake_openai import FakeOpenAI, running
 
 from .stack import Stack, running_stack
 

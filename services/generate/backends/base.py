@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Sequence
 
-from services.generate.domain import Chunk, Job, ModelInfo, Turn
+from services.generate.domain import Chunk, GenerationJob, ModelInfo, Turn
 from services.generate.prompting import MESSAGE_OVERHEAD_TOKENS
 from services.generate.text import approx_token_count
 
@@ -50,4 +50,4 @@ class Backend(abc.ABC):
         return sum(self.count_tokens(m.content) + MESSAGE_OVERHEAD_TOKENS for m in messages)
 
     @abc.abstractmethod
-    def stream(self, job: Job) -> AsyncIterator[Chunk]: ...
+    def stream(self, job: GenerationJob) -> AsyncIterator[Chunk]: ...

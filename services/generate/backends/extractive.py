@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from services.generate.backends.base import Backend
 from services.generate.config import GenerateSettings
-from services.generate.domain import Chunk, Job, ModelInfo, PassageRef
+from services.generate.domain import Chunk, GenerationJob, ModelInfo, PassageRef
 from services.generate.lexical import HAN_CLASS, char_unigrams, features, normalized, split_sentences
 from services.generate.terms import presence
 from services.generate.text import approx_token_count
@@ -153,7 +153,7 @@ class ExtractiveBackend(Backend):
     def context_window(self) -> int:
         return CONTEXT_WINDOW
 
-    async def stream(self, job: Job) -> AsyncIterator[Chunk]:
+    async def stream(self, job: GenerationJob) -> AsyncIterator[Chunk]:
         prompt = job.prompt
         if prompt.kind == "kb_chat":
             answer = compose_answer(prompt.question, prompt.passages, prompt.language, prompt.earlier_subject)

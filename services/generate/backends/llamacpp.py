@@ -24,7 +24,7 @@ from typing import Any, cast
 from services.common.errors import FailedPrecondition
 from services.generate.backends.base import Backend
 from services.generate.config import GenerateSettings
-from services.generate.domain import Chunk, Job, ModelInfo, Turn, Usage
+from services.generate.domain import Chunk, GenerationJob, ModelInfo, Turn, Usage
 
 log = logging.getLogger("zhiku.generate.llamacpp")
 
@@ -129,7 +129,7 @@ class LlamaCppBackend(Backend):
         )
         return len(tokens)
 
-    async def stream(self, job: Job) -> AsyncIterator[Chunk]:
+    async def stream(self, job: GenerationJob) -> AsyncIterator[Chunk]:
         llm = self._model()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
@@ -158,7 +158,7 @@ class LlamaCppBackend(Backend):
         finally:
             job.cancel.set()  # no-op after a normal end; stops the worker if the client left
 
-    def _produce(self, llm: Any, job: Job, put: Callable[[object], None]) -> None:
+    def _produce(self, llm: Any, job: GenerationJob, put: Callable[[object], None]) -> None:
         """Worker thread: run one streamed chat completion, forwarding chunks until done or cancelled."""
         self.generations += 1
         record = StreamRecord(outcome="error")

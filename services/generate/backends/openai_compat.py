@@ -43,7 +43,7 @@ from services.common.errors import (
 )
 from services.generate.backends.base import Backend
 from services.generate.config import GenerateSettings
-from services.generate.domain import Chunk, Job, ModelInfo, Usage
+from services.generate.domain import Chunk, GenerationJob, ModelInfo, Usage
 
 log = logging.getLogger("zhiku.generate.openai")
 
@@ -96,7 +96,7 @@ def backoff_s(attempt: int, retry_after: str | None = None) -> float:
     return min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1)) * (1 - 0.25 * random.random())
 
 
-def request_kwargs(job: Job, model: str) -> dict[str, Any]:
+def request_kwargs(job: GenerationJob, model: str) -> dict[str, Any]:
     """The ``chat.completions.create`` arguments for a job (pure, unit-tested)."""
     sampling = job.sampling
     kwargs: dict[str, Any] = {
@@ -209,7 +209,7 @@ class OpenAIBackend(Backend):
             log.warning("retrying the upstream request (attempt %d): %s", attempt + 1, failure)
             await asyncio.sleep(backoff_s(attempt, retry_after))
 
-    async def stream(self, job: Job) -> AsyncIterator[Chunk]:
+    async def stream(self, job: GenerationJob) -> AsyncIterator[Chunk]:
         response = await self._open(request_kwargs(job, self._model))
         finish = "stop"
         usage: Usage | None = None

@@ -21,7 +21,7 @@ from typing import Any
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.generate.backends.base import Backend
 from services.generate.config import GenerateSettings
-from services.generate.domain import Chunk, Job, ModelInfo, Sampling, Turn, Usage
+from services.generate.domain import Chunk, GenerationJob, ModelInfo, Sampling, Turn, Usage
 
 log = logging.getLogger("zhiku.generate.vllm")
 
@@ -146,7 +146,7 @@ class VllmBackend(Backend):
             return super().count_prompt_tokens(messages)
         return len(self._tokenizer.encode(self._render(messages), add_special_tokens=False))
 
-    async def stream(self, job: Job) -> AsyncIterator[Chunk]:
+    async def stream(self, job: GenerationJob) -> AsyncIterator[Chunk]:
         if self._engine is None:
             raise FailedPrecondition("the vLLM engine is not started")
         from vllm import SamplingParams

@@ -25,8 +25,8 @@ from services.generate.generator import Generator
 from services.generate.prompting import PromptTemplates
 from services.generate.server import build_spec
 from services.generate.tests.conftest import ask, collect, make_settings
-from services.generate.tests.fake_openai import FakeOpenAI, running, words
 from services.generate.tests.test_openai_backend import openai_settings
+from testing.fake_openai import FakeOpenAI, running, words
 from zhiku.v1 import generate_pb2, generate_pb2_grpc
 
 Connect = Callable[[GenerateSettings], Awaitable[generate_pb2_grpc.GenerateServiceStub]]

@@ -10,7 +10,7 @@ from services.generate.config import GenerateSettings
 from services.generate.domain import PassageRef
 from services.generate.grounding import abstains, check_answer, support_for
 from services.generate.tests.conftest import Serve, ask, collect, make_settings
-from services.generate.tests.fake_openai import FakeOpenAI, running
+from testing.fake_openai import FakeOpenAI, running
 from zhiku.v1 import common_pb2
 
 from .test_openai_backend import openai_settings

@@ -12,9 +12,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.generate.backends.openai_compat import request_kwargs, sse_data
-from services.generate.domain import Job, Prompt, Sampling, Turn
+from services.generate.domain import GenerationJob, Prompt, Sampling, Turn
 from services.generate.tests.conftest import Serve, ask, collect, make_settings
-from services.generate.tests.fake_openai import FakeOpenAI, running
+from testing.fake_openai import FakeOpenAI, running
 
 TOKENS = ["Files ", "are ", "kept ", "in ", "the ", "blob ", "store ", "[1]."]
 PASSAGES = [("guide.md", "Zhiku stores files in a blob store.")]
@@ -144,7 +144,7 @@ def test_request_kwargs_carry_sampling_and_stop() -> None:
         nothing_found_reply="",
         no_model_reply="",
     )
-    job = Job("rid", prompt, Sampling(temperature=0.1, top_p=0.5, max_tokens=9, stop=("END",)))
+    job = GenerationJob("rid", prompt, Sampling(temperature=0.1, top_p=0.5, max_tokens=9, stop=("END",)))
     kwargs = request_kwargs(job, "m")
     assert kwargs["messages"] == [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]
     assert (kwargs["temperature"], kwargs["top_p"], kwargs["max_tokens"], kwargs["stop"]) == (

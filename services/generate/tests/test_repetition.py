@@ -6,7 +6,7 @@ from prometheus_client import REGISTRY
 
 from services.generate.repetition import RepetitionGuard
 from services.generate.tests.conftest import Serve, ask, collect
-from services.generate.tests.fake_openai import FakeOpenAI, running
+from testing.fake_openai import FakeOpenAI, running
 
 from .test_openai_backend import openai_settings
 

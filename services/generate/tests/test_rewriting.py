@@ -5,7 +5,7 @@ from __future__ import annotations
 from services.generate.domain import Turn
 from services.generate.rewriting import rewrite_with_terms, stands_alone
 from services.generate.tests.conftest import Serve, make_settings
-from services.generate.tests.fake_openai import FakeOpenAI, running
+from testing.fake_openai import FakeOpenAI, running
 from zhiku.v1 import generate_pb2
 
 from .test_openai_backend import openai_settings

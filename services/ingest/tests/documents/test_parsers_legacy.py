@@ -19,7 +19,7 @@ from odf.opendocument import OpenDocumentPresentation, OpenDocumentSpreadsheet, 
 from services.ingest.documents.parsers import ParseError, ParseLimits, converted, parse
 from services.ingest.documents.parsers.opendocument import PRESENTATION_NS
 from services.ingest.tests.conftest import DOCS
-from services.ingest.tests.documents.office_files import written_by_libreoffice
+from testing.office_files import written_by_libreoffice
 
 UUID_IN_DOCX = "314b0a30-5b04-470b-b9f7-eed2c2bec74a"
 SHAPE_IN_PPTX = "This is a nested shape with content in 2 shapes"

@@ -151,7 +151,7 @@ def test_running_headers_footers_and_page_numbers_are_kept_once(tmp_path) -> Non
     from docx.enum.text import WD_BREAK
 
     from services.ingest.documents.parsers import parse
-    from services.ingest.tests.documents.office_files import written_by_libreoffice
+    from testing.office_files import written_by_libreoffice
 
     document = docx.Document()
     section = document.sections[0]

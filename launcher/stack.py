@@ -1,4 +1,5 @@
-"""``make run``: the whole stack on one machine, one process per service, one log stream.
+"""``make run`` (``python -m launcher``): the whole stack on one machine, one process per service,
+one log stream.
 
 Each service runs as its own process exactly as it would in a pod, so the embedded stack
 exercises the same gRPC boundaries as production. The launcher waits for every service's
@@ -7,7 +8,7 @@ Ctrl-C or SIGTERM stops the children's whole process groups, leaving no orphans 
 
 Supervision: once the stack is ready, a child that exits (any code, any signal) is started
 again with the same command, environment and ports after an exponential back-off
-(:mod:`services.supervision`: 1 s doubling to 30 s, reset after a minute up), while the
+(:mod:`launcher.supervision`: 1 s doubling to 30 s, reset after a minute up), while the
 others keep serving; the gateway answers the dead service's clients 503 naming it. The log
 says ``retrieve exited with -9 (SIGKILL) after 42.0 s up; restart 1 in 1.0 s``, then
 ``retrieve restarted (restart 1, pid ...)`` and ``retrieve is serving again (restart 1,
@@ -39,8 +40,8 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
 
+from launcher.supervision import RESTARTS, RestartBackoff, RestartRecord
 from services.common.lifetime import die_with_parent
-from services.supervision import RESTARTS, RestartBackoff, RestartRecord
 
 GRPC_SERVICES = ("embed", "retrieve", "generate", "ingest")
 # The module each gRPC service process runs (ingest keeps its API apart from its worker).
@@ -376,7 +377,7 @@ class BackgroundStack:
 def launch_in_background(
     data_dir: Path, log_path: Path, env: dict[str, str] | None = None, ready_timeout_s: float = 420
 ) -> BackgroundStack:
-    """Start ``python -m services.stack --free-ports`` and wait for its ready line.
+    """Start ``python -m launcher --free-ports`` and wait for its ready line.
 
     Only the given environment reaches the stack (``ZHIKU_*`` of the caller are dropped), so a
     test or benchmark runs the defaults unless it names what it changes.
@@ -386,7 +387,7 @@ def launch_in_background(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "services.stack", "--free-ports", "--data-dir", str(data_dir)],
+            [sys.executable, "-m", "launcher", "--free-ports", "--data-dir", str(data_dir)],
             cwd=Path(__file__).resolve().parents[1],
             env=child_env,
             stdout=log,

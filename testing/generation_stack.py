@@ -3,7 +3,7 @@ backend pointed at an OpenAI-protocol server (the fake, in a thread or its own p
 
 Only the two processes a chat needs are started (no ingest, embed, retrieve or worker), each in
 its own session on free ports, and both are killed with their process groups on exit. Used by
-``tests/e2e/test_generation.py`` and ``bench/bench_generate.py``.
+``tests/e2e/test_generation.py``, ``bench/bench_generate.py`` and ``bench/bench_generate_queue.py``.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.stack import free_port
+from launcher.stack import free_port
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[1]
 # Nothing listens on port 1: services a plain chat never calls point there, never at a stack
 # another developer runs on the default ports.
 UNUSED_ADDR = "127.0.0.1:1"

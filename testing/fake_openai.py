@@ -10,11 +10,11 @@ is how tests prove that a cancelled gRPC stream closes the upstream request.
 
 It also runs as its own process, for benchmarks and the end-to-end tests:
 
-    python -m services.generate.tests.fake_openai --port 8090 --ttft-ms 50 --tokens-per-s 50 --tokens 64
+    python -m testing.fake_openai --port 8090 --ttft-ms 50 --tokens-per-s 50 --tokens 64
 
 or, for a test that needs a particular answer (every call gets the same one):
 
-    python -m services.generate.tests.fake_openai --port 8090 --script "Visitors park in garage B [1]."
+    python -m testing.fake_openai --port 8090 --script "Visitors park in garage B [1]."
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from services.stack import (
+from launcher.stack import (
     DEFAULT_GRPC_PORTS,
     LAUNCHER,
     Child,
@@ -25,7 +25,7 @@ from services.stack import (
     describe_exit,
     stack_env,
 )
-from services.supervision import RestartBackoff, RestartRecord
+from launcher.supervision import RestartBackoff, RestartRecord
 
 # Stands in for the gateway: answers 200 on every path, on the port given as its argument.
 HTTP_CHILD = """

@@ -1,6 +1,7 @@
-"""Generate benchmark: TTFT and token throughput over real gRPC, printed, never pass/fail.
+"""One generate backend alone: TTFT and token throughput over real gRPC, printed, never pass/fail.
 
-    python -m services.generate.bench --backend llamacpp --requests 6 --concurrency 2
+    make bench-generate-backend ARGS="--backend llamacpp --requests 6 --concurrency 2"
+    python -m bench.bench_generate_backend --backend llamacpp --requests 6 --concurrency 2
 
 The service runs in-process on a free port with the chosen backend (settings from the
 environment as usual, ZHIKU_GENERATE_*), and each request is a knowledge-base question with
