@@ -20,7 +20,7 @@ import grpc
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.common.grpc_client import request_metadata
-from services.gateway.backends import Backends
+from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import ApiError, rpc_error_body
 from services.gateway.names import kb_name_error
@@ -277,29 +277,31 @@ class ChatPlan:
 
 
 async def retrieval_query(
-    backends: Backends, messages: list[generate_pb2.ChatMessage], rewrite: bool, timeout_s: float
+    clients: ServiceClients, messages: list[generate_pb2.ChatMessage], rewrite: bool, timeout_s: float
 ) -> str:
     """The last question, made standalone by the generate service when there is earlier
     conversation to draw on (a follow-up alone finds nothing useful)."""
     question = _last_user_text(messages)
     if not rewrite or not any(m.role == "user" for m in messages[:-1]):
         return question
-    reply = await backends.generate.RewriteQuery(
+    reply = await clients.generate.RewriteQuery(
         generate_pb2.RewriteQueryRequest(messages=messages), timeout=timeout_s
     )
     return reply.query[:MAX_QUERY_CHARS] or question
 
 
-async def plan_chat(body: ChatCompletionRequest, backends: Backends, settings: GatewaySettings) -> ChatPlan:
+async def plan_chat(
+    body: ChatCompletionRequest, clients: ServiceClients, settings: GatewaySettings
+) -> ChatPlan:
     """Resolve the target, retrieve passages for knowledge-base chat, build the request."""
     kb_name, model = body.target()
     messages = _pb_messages(body.messages)
     passages: list[common_pb2.Passage] = []
     query = ""
     if kb_name is not None:
-        query = await retrieval_query(backends, messages, body.rewrite, settings.request_timeout_s)
+        query = await retrieval_query(clients, messages, body.rewrite, settings.request_timeout_s)
         _, passages = await lookup_and_search(
-            backends,
+            clients,
             kb_name,
             body.knowledge_bases,
             query,
@@ -403,12 +405,12 @@ class Generation:
         self.call.cancel()
 
 
-async def start_generation(backends: Backends, plan: ChatPlan, timeout_s: float) -> Generation:
+async def start_generation(clients: ServiceClients, plan: ChatPlan, timeout_s: float) -> Generation:
     """Start the stream and wait for its first message, so a failing start (unknown model,
     service down) is still an HTTP error status rather than an error inside a 200 stream."""
     # Explicit metadata: grpc.aio registers common's request-id interceptor (one object that is
     # both unary-unary and unary-stream) for unary-unary calls only, so streams would lose the id.
-    call = backends.generate.Generate(plan.request, timeout=timeout_s, metadata=request_metadata())
+    call = clients.generate.Generate(plan.request, timeout=timeout_s, metadata=request_metadata())
     try:
         first = await call.read()
     except BaseException:

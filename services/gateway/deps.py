@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from services.gateway.access import Access, Principal
-from services.gateway.backends import Backends
+from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import UPLOAD_STATE_FLAG, ApiError
 from services.gateway.names import file_name_error, kb_name_error
@@ -27,11 +27,11 @@ async def get_settings(request: Request) -> GatewaySettings:
     return request.app.state.settings
 
 
-async def get_backends(request: Request) -> Backends:
-    backends: Backends | None = getattr(request.app.state, "backends", None)
-    if backends is None:
+async def get_clients(request: Request) -> ServiceClients:
+    clients: ServiceClients | None = getattr(request.app.state, "clients", None)
+    if clients is None:
         raise ApiError(503, "the gateway is not started (lifespan did not run)", code="not_started")
-    return backends
+    return clients
 
 
 async def get_store(request: Request) -> GatewayStore:
@@ -51,7 +51,7 @@ async def get_principal(request: Request) -> Principal | None:
 
 
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
-BackendsDep = Annotated[Backends, Depends(get_backends)]
+ClientsDep = Annotated[ServiceClients, Depends(get_clients)]
 StoreDep = Annotated[GatewayStore, Depends(get_store)]
 AccessDep = Annotated[Access, Depends(get_access)]
 CurrentKey = Annotated[Principal | None, Depends(get_principal)]
@@ -63,20 +63,20 @@ async def require_admin(principal: CurrentKey) -> None:
         raise ApiError(403, "managing API keys needs an admin key", code="admin_required")
 
 
-async def _ingest(backends: BackendsDep) -> ingest_pb2_grpc.IngestServiceStub:
-    return backends.ingest
+async def _ingest(clients: ClientsDep) -> ingest_pb2_grpc.IngestServiceStub:
+    return clients.ingest
 
 
-async def _embed(backends: BackendsDep) -> embed_pb2_grpc.EmbedServiceStub:
-    return backends.embed
+async def _embed(clients: ClientsDep) -> embed_pb2_grpc.EmbedServiceStub:
+    return clients.embed
 
 
-async def _retrieve(backends: BackendsDep) -> retrieve_pb2_grpc.RetrieveServiceStub:
-    return backends.retrieve
+async def _retrieve(clients: ClientsDep) -> retrieve_pb2_grpc.RetrieveServiceStub:
+    return clients.retrieve
 
 
-async def _generate(backends: BackendsDep) -> generate_pb2_grpc.GenerateServiceStub:
-    return backends.generate
+async def _generate(clients: ClientsDep) -> generate_pb2_grpc.GenerateServiceStub:
+    return clients.generate
 
 
 IngestStub = Annotated[ingest_pb2_grpc.IngestServiceStub, Depends(_ingest)]

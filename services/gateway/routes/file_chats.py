@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, File, UploadFile, status
 from pydantic import BaseModel, Field
 
 from services.gateway import file_chats
-from services.gateway.deps import BackendsDep, CurrentKey, SettingsDep, StoreDep, mark_upload
+from services.gateway.deps import ClientsDep, CurrentKey, SettingsDep, StoreDep, mark_upload
 from services.gateway.errors import ApiError
 from services.gateway.names import upload_file_name
 
@@ -55,7 +55,7 @@ async def read_uploads(files: list[UploadFile]) -> list[tuple[str, bytes]]:
 )
 async def create_file_chat(
     files: Annotated[list[UploadFile], File(description="one or more files (repeat the field)")],
-    backends: BackendsDep,
+    clients: ClientsDep,
     store: StoreDep,
     settings: SettingsDep,
     principal: CurrentKey,
@@ -63,8 +63,8 @@ async def create_file_chat(
     """Create a temporary knowledge base from the files; waits until each is ingested. The
     file chat belongs to the caller's key: no other key can use it or see its files."""
     named = await read_uploads(files)
-    chat = await file_chats.open_file_chat(backends, store, settings, principal)
-    chat, outcomes = await file_chats.add_files(backends, store, chat, named, settings)
+    chat = await file_chats.open_file_chat(clients, store, settings, principal)
+    chat, outcomes = await file_chats.add_files(clients, store, chat, named, settings)
     return FileChatCreated(
         id=chat.id,
         expires_at=chat.expires_at,

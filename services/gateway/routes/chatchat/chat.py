@@ -37,7 +37,7 @@ from services.gateway.chat import (
     start_generation,
 )
 from services.gateway.config import GatewaySettings
-from services.gateway.deps import BackendsDep, CurrentKey, SettingsDep, StoreDep
+from services.gateway.deps import ClientsDep, CurrentKey, SettingsDep, StoreDep
 from services.gateway.errors import ApiError, rpc_error_body
 from services.gateway.names import kb_name_error
 from services.gateway.routes.chatchat import ingest_ops
@@ -202,13 +202,13 @@ async def frames(
 
 @router.post("/chat", response_class=StreamingResponse, responses=EVENT_STREAM)
 async def chat(
-    body: ChatBody, backends: BackendsDep, settings: SettingsDep, store: StoreDep, principal: CurrentKey
+    body: ChatBody, clients: ClientsDep, settings: SettingsDep, store: StoreDep, principal: CurrentKey
 ) -> StreamingResponse:
     """Plain chat: frames ``{"text": token, "message_id": id}``."""
     conversation = await ChatchatConversation.open(body, store, principal, settings)
     stored = conversation.history if conversation else None
-    plan = await plan_chat(completion_request(body, stored=stored), backends, settings)
-    generation = await start_generation(backends, plan, settings.chat_timeout_s)
+    plan = await plan_chat(completion_request(body, stored=stored), clients, settings)
+    generation = await start_generation(clients, plan, settings.chat_timeout_s)
     tail = {"message_id": conversation.message_id if conversation else uuid.uuid4().hex}
     on_answer = _storing(conversation, body.query)
     return StreamingResponse(
@@ -241,7 +241,7 @@ def _source(index: int, passage: common_pb2.Passage, base_url: str, kb: str) -> 
 async def knowledge_base_chat(
     body: KnowledgeBaseChatBody,
     request: Request,
-    backends: BackendsDep,
+    clients: ClientsDep,
     settings: SettingsDep,
     store: StoreDep,
     principal: CurrentKey,
@@ -255,7 +255,7 @@ async def knowledge_base_chat(
     if problem is not None:
         return _json(forbidden(problem))
     try:
-        await backends.ingest.GetKnowledgeBase(
+        await clients.ingest.GetKnowledgeBase(
             ingest_pb2.GetKnowledgeBaseRequest(name=kb), timeout=settings.request_timeout_s
         )
     except grpc.RpcError as error:
@@ -270,8 +270,8 @@ async def knowledge_base_chat(
         top_k=body.top_k,
         score_threshold=chatchat_threshold(body.score_threshold),
     )
-    plan = await plan_chat(completion, backends, settings)
-    generation = await start_generation(backends, plan, settings.chat_timeout_s)
+    plan = await plan_chat(completion, clients, settings)
+    generation = await start_generation(clients, plan, settings.chat_timeout_s)
     base_url = str(request.base_url)
     docs = [_source(index, passage, base_url, kb) for index, passage in enumerate(plan.passages)] or [NO_DOCS]
     return StreamingResponse(

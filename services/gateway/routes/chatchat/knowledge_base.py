@@ -25,7 +25,7 @@ from fastapi import APIRouter, Body, Depends, File, Form, Query, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.gateway.deps import BackendsDep, IngestStub, SettingsDep, mark_upload
+from services.gateway.deps import ClientsDep, IngestStub, SettingsDep, mark_upload
 from services.gateway.errors import ApiError
 from services.gateway.names import file_name_error, kb_name_error, upload_file_name
 from services.gateway.retrieval import search_passages
@@ -334,7 +334,7 @@ async def _resubmit(
 
 @router.post("/search_docs", response_model=list[DocumentWithScore])
 async def search_docs(
-    body: SearchDocsBody, backends: BackendsDep, settings: SettingsDep
+    body: SearchDocsBody, clients: ClientsDep, settings: SettingsDep
 ) -> list[DocumentWithScore]:
     """A bare list of ``{page_content, metadata, score}``, best first, at most ``top_k``.
 
@@ -347,7 +347,7 @@ async def search_docs(
     if not body.query.strip() or kb_name_error(body.knowledge_base_name) is not None:
         return []
     try:
-        kb = await backends.ingest.GetKnowledgeBase(
+        kb = await clients.ingest.GetKnowledgeBase(
             ingest_pb2.GetKnowledgeBaseRequest(name=body.knowledge_base_name),
             timeout=settings.request_timeout_s,
         )
@@ -356,7 +356,7 @@ async def search_docs(
             return []
         raise
     passages = await search_passages(
-        backends,
+        clients,
         kb,
         body.query,
         top_k=body.top_k,
