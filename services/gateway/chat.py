@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.common.grpc_client import request_metadata
 from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
-from services.gateway.errors import ApiError, rpc_error_body
+from services.gateway.errors import HttpApiError, rpc_error_body
 from services.gateway.names import kb_name_error
 from services.gateway.retrieval import citation, lookup_and_search, options_of
 from services.gateway.schemas import (
@@ -61,7 +61,7 @@ class ChatMessageIn(BaseModel):
             return self.content
         unsupported = sorted({part.type for part in self.content if part.type != "text"})
         if unsupported:
-            raise ApiError(
+            raise HttpApiError(
                 422, f"unsupported content part type(s): {', '.join(unsupported)}", param="messages"
             )
         return "\n".join(part.text or "" for part in self.content)
@@ -148,7 +148,7 @@ class ChatCompletionRequest(RetrievalParams):
         "(the response's retrieval_query says what was searched); false searches the last message",
     )
 
-    def unsupported_features(self) -> ApiError | None:
+    def unsupported_features(self) -> HttpApiError | None:
         """The 400 for a request that needs tool calling or structured output (None: fine).
 
         Clients such as LangChain's ``bind_tools`` send ``tools`` and act on ``tool_calls``;
@@ -157,7 +157,7 @@ class ChatCompletionRequest(RetrievalParams):
         """
         if self.tools or self.functions:
             name = "tools" if self.tools else "functions"
-            return ApiError(
+            return HttpApiError(
                 400,
                 f"{name} (tool calling) is not supported by this deployment's generate backend; "
                 "send the request without it",
@@ -166,19 +166,19 @@ class ChatCompletionRequest(RetrievalParams):
         for name in ("tool_choice", "function_call"):
             value = getattr(self, name)
             if value is not None and value not in ("none", "auto"):
-                return ApiError(
+                return HttpApiError(
                     400, f"{name}={value!r} needs tool calling, which is not supported", param=name
                 )
         kind = (self.response_format or {}).get("type", "text")
         if kind != "text":
-            return ApiError(
+            return HttpApiError(
                 400,
                 f"response_format type {kind!r} is not supported (structured output); only 'text'",
                 param="response_format",
             )
         for message in self.messages:
             if message.role in ("tool", "function") or message.tool_calls:
-                return ApiError(
+                return HttpApiError(
                     400,
                     "messages hold tool calls or tool results, which need tool calling; it is not supported",
                     param="messages",
@@ -196,12 +196,12 @@ class ChatCompletionRequest(RetrievalParams):
         if model.startswith(KB_MODEL_PREFIX):
             from_model = model[len(KB_MODEL_PREFIX) :]
             if kb is not None and kb != from_model:
-                raise ApiError(422, f"model {model!r} contradicts knowledge_base {kb!r}", param="model")
+                raise HttpApiError(422, f"model {model!r} contradicts knowledge_base {kb!r}", param="model")
             kb, model = from_model, ""
         if kb is not None:
             problem = kb_name_error(kb)
             if problem is not None:
-                raise ApiError(422, problem, param="knowledge_base")
+                raise HttpApiError(422, problem, param="knowledge_base")
         return kb, model
 
 
@@ -210,7 +210,7 @@ def _pb_messages(messages: list[ChatMessageIn]) -> list[generate_pb2.ChatMessage
     for message in messages:
         role = _ROLE_ALIASES.get(message.role)
         if role is None:
-            raise ApiError(422, f"unsupported message role {message.role!r}", param="messages")
+            raise HttpApiError(422, f"unsupported message role {message.role!r}", param="messages")
         converted.append(generate_pb2.ChatMessage(role=role, content=message.text()))
     return converted
 
@@ -221,7 +221,7 @@ def _last_user_text(messages: list[generate_pb2.ChatMessage]) -> str:
     for message in reversed(messages):
         if message.role == "user" and message.content.strip():
             if len(message.content) > MAX_QUERY_CHARS:
-                raise ApiError(
+                raise HttpApiError(
                     422,
                     f"the question is too long to search the knowledge base: {len(message.content):,} "
                     f"characters, at most {MAX_QUERY_CHARS:,}; ask a shorter question, or send long "
@@ -229,7 +229,7 @@ def _last_user_text(messages: list[generate_pb2.ChatMessage]) -> str:
                     param="messages",
                 )
             return message.content
-    raise ApiError(422, "knowledge-base chat needs a non-empty user message", param="messages")
+    raise HttpApiError(422, "knowledge-base chat needs a non-empty user message", param="messages")
 
 
 @dataclass

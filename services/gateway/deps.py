@@ -16,7 +16,7 @@ from fastapi import Depends, Path, Request
 from services.gateway.access import Access, Principal
 from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
-from services.gateway.errors import UPLOAD_STATE_FLAG, ApiError
+from services.gateway.errors import UPLOAD_STATE_FLAG, HttpApiError
 from services.gateway.names import file_name_error, kb_name_error
 from services.gateway.schemas import KB_REF
 from services.gateway.store import GatewayStore
@@ -30,14 +30,14 @@ async def get_settings(request: Request) -> GatewaySettings:
 async def get_clients(request: Request) -> ServiceClients:
     clients: ServiceClients | None = getattr(request.app.state, "clients", None)
     if clients is None:
-        raise ApiError(503, "the gateway is not started (lifespan did not run)", code="not_started")
+        raise HttpApiError(503, "the gateway is not started (lifespan did not run)", code="not_started")
     return clients
 
 
 async def get_store(request: Request) -> GatewayStore:
     store: GatewayStore | None = getattr(request.app.state, "store", None)
     if store is None:
-        raise ApiError(503, "the gateway is not started (lifespan did not run)", code="not_started")
+        raise HttpApiError(503, "the gateway is not started (lifespan did not run)", code="not_started")
     return store
 
 
@@ -60,7 +60,7 @@ CurrentKey = Annotated[Principal | None, Depends(get_principal)]
 async def require_admin(principal: CurrentKey) -> None:
     """Route dependency: managing keys needs an admin key (any caller while the gateway is open)."""
     if principal is not None and not principal.admin:
-        raise ApiError(403, "managing API keys needs an admin key", code="admin_required")
+        raise HttpApiError(403, "managing API keys needs an admin key", code="admin_required")
 
 
 async def _ingest(clients: ClientsDep) -> ingest_pb2_grpc.IngestServiceStub:
@@ -91,7 +91,7 @@ async def _kb_name(
     """The ``{kb}`` path parameter, rejected with 422 when it could never be a valid name."""
     problem = kb_name_error(kb)
     if problem is not None:
-        raise ApiError(422, problem, param="kb")
+        raise HttpApiError(422, problem, param="kb")
     return kb
 
 
@@ -103,7 +103,7 @@ async def _file_name(
 ) -> str:
     problem = file_name_error(file_name)
     if problem is not None:
-        raise ApiError(422, problem, param="file_name")
+        raise HttpApiError(422, problem, param="file_name")
     return file_name
 
 

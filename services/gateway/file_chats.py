@@ -19,7 +19,7 @@ from services.gateway.access import Principal, key_of, visible_owner
 from services.gateway.authz import GATEWAY, acting_as
 from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
-from services.gateway.errors import ApiError
+from services.gateway.errors import HttpApiError
 from services.gateway.routes.chatchat import ingest_ops
 from services.gateway.schemas import job_state
 from services.gateway.store import GatewayStore
@@ -114,7 +114,7 @@ async def find_file_chat(store: GatewayStore, chat_id: str, principal: Principal
     """The caller's live file chat, or 404 (unknown, expired and another key's read alike)."""
     chat = await store.run(store.file_chats.get, chat_id, visible_owner(principal))
     if chat is None:
-        raise ApiError(404, f"file chat {chat_id!r} does not exist or has expired", param="file_chat_id")
+        raise HttpApiError(404, f"file chat {chat_id!r} does not exist or has expired", param="file_chat_id")
     return chat
 
 

@@ -235,7 +235,7 @@ class RetrievalParams(BaseModel):
     rerank: bool = Field(default=False, description="rerank top_k x 4 candidates with the embed service")
 
 
-class SearchQuery(RetrievalParams):
+class SearchRequest(RetrievalParams):
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     top_k: int | None = Field(default=None, ge=1, le=100, description="default: the gateway's default_top_k")
     score_threshold: float = Field(

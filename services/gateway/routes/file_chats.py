@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from services.gateway import file_chats
 from services.gateway.deps import ClientsDep, CurrentKey, SettingsDep, StoreDep, mark_upload
-from services.gateway.errors import ApiError
+from services.gateway.errors import HttpApiError
 from services.gateway.names import upload_file_name
 
 router = APIRouter(prefix="/v1/file_chats", tags=["file chat"])
@@ -40,9 +40,9 @@ async def read_uploads(files: list[UploadFile]) -> list[tuple[str, bytes]]:
         try:
             name = upload_file_name(upload.filename)
         except ValueError as error:
-            raise ApiError(422, f"{upload.filename!r}: {error}", param="files") from error
+            raise HttpApiError(422, f"{upload.filename!r}: {error}", param="files") from error
         if any(name == seen for seen, _ in named):
-            raise ApiError(422, f"file {name!r} appears twice in one upload", param="files")
+            raise HttpApiError(422, f"file {name!r} appears twice in one upload", param="files")
         named.append((name, await upload.read()))
     return named
 

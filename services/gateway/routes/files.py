@@ -19,7 +19,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
 
 from services.gateway.deps import FileName, IngestStub, KnowledgeBaseName, SettingsDep, mark_upload
-from services.gateway.errors import ApiError
+from services.gateway.errors import HttpApiError
 from services.gateway.names import upload_file_name
 from services.gateway.schemas import (
     FileEntry,
@@ -42,9 +42,9 @@ def _stored_names(files: list[UploadFile]) -> list[str]:
         try:
             name = upload_file_name(upload.filename)
         except ValueError as error:
-            raise ApiError(422, f"{upload.filename!r}: {error}", param="files") from error
+            raise HttpApiError(422, f"{upload.filename!r}: {error}", param="files") from error
         if name in names:
-            raise ApiError(422, f"file {name!r} appears twice in one upload", param="files")
+            raise HttpApiError(422, f"file {name!r} appears twice in one upload", param="files")
         names.append(name)
     return names
 
@@ -68,7 +68,7 @@ async def upload_files(
 ) -> UploadAccepted:
     """Queue each file for ingestion; answers before any parsing happens."""
     if chunk_size and chunk_overlap >= chunk_size:
-        raise ApiError(422, "chunk_overlap must be smaller than chunk_size", param="chunk_overlap")
+        raise HttpApiError(422, "chunk_overlap must be smaller than chunk_size", param="chunk_overlap")
     names = _stored_names(files)
     # Fail fast on an unknown knowledge base before shipping megabytes to the ingest service.
     await ingest.GetKnowledgeBase(
@@ -106,7 +106,7 @@ async def reindex_file(
     until the new ones are indexed."""
     body = body or ReindexRequest()
     if body.chunk_size and body.chunk_overlap >= body.chunk_size:
-        raise ApiError(422, "chunk_overlap must be smaller than chunk_size", param="chunk_overlap")
+        raise HttpApiError(422, "chunk_overlap must be smaller than chunk_size", param="chunk_overlap")
     request = ingest_pb2.ReindexFileRequest(
         knowledge_base=kb,
         file_name=file_name,

@@ -38,7 +38,7 @@ from services.gateway.chat import (
 )
 from services.gateway.config import GatewaySettings
 from services.gateway.deps import ClientsDep, CurrentKey, SettingsDep, StoreDep
-from services.gateway.errors import ApiError, rpc_error_body
+from services.gateway.errors import HttpApiError, rpc_error_body
 from services.gateway.names import kb_name_error
 from services.gateway.routes.chatchat import ingest_ops
 from services.gateway.routes.chatchat.envelopes import (
@@ -142,7 +142,7 @@ class ChatchatConversation:
             return None
         conversation_id = body.conversation_id.lower()
         if not _CONVERSATION_ID.fullmatch(conversation_id):
-            raise ApiError(
+            raise HttpApiError(
                 422, "conversation_id must be 32 hex digits (uuid4().hex)", param="conversation_id"
             )
         found = await store.run(store.conversations.get, conversation_id, visible_owner(principal))

@@ -13,7 +13,7 @@ import time
 import grpc
 
 from services.gateway.config import GatewaySettings
-from services.gateway.errors import ApiError
+from services.gateway.errors import HttpApiError
 from zhiku.v1 import ingest_pb2, ingest_pb2_grpc
 
 TERMINAL_STATES = frozenset(
@@ -80,7 +80,7 @@ async def wait_for_job(
     deadline = time.monotonic() + settings.chat_timeout_s
     while job.state not in TERMINAL_STATES:
         if time.monotonic() > deadline:
-            raise ApiError(
+            raise HttpApiError(
                 504, f"ingestion of {job.file_name!r} did not finish in time", code="deadline_exceeded"
             )
         await asyncio.sleep(POLL_INTERVAL_S)

@@ -26,7 +26,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway.deps import ClientsDep, IngestStub, SettingsDep, mark_upload
-from services.gateway.errors import ApiError
+from services.gateway.errors import HttpApiError
 from services.gateway.names import file_name_error, kb_name_error, upload_file_name
 from services.gateway.retrieval import search_passages
 from services.gateway.routes.chatchat import ingest_ops
@@ -477,7 +477,7 @@ async def _recreate_frames(
                     "doc": name,
                 }
             )
-    except ApiError as error:
+    except HttpApiError as error:
         yield sse_frame({"code": error.status, "msg": error.message})
     except grpc.RpcError as error:
         # Headers are sent already: report in-band, in the frame shape clients parse.
