@@ -18,7 +18,7 @@ from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import UPLOAD_STATE_FLAG, HttpApiError
 from services.gateway.names import file_name_error, kb_name_error
-from services.gateway.schemas import KB_REF
+from services.gateway.schemas.refs import KB_REF
 from services.gateway.store import GatewayStore
 from zhiku.v1 import embed_pb2_grpc, generate_pb2_grpc, ingest_pb2_grpc, retrieve_pb2_grpc
 

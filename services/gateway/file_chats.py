@@ -21,7 +21,7 @@ from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import HttpApiError
 from services.gateway.routes.chatchat import ingest_ops
-from services.gateway.schemas import job_state
+from services.gateway.schemas.native import job_state
 from services.gateway.store import GatewayStore
 from services.gateway.store.file_chats import FileChat
 from zhiku.v1 import ingest_pb2

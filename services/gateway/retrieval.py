@@ -16,7 +16,7 @@ import grpc
 
 from services.gateway.authz import Permission, current_caller
 from services.gateway.clients import ServiceClients
-from services.gateway.schemas import FusionName, RetrievalParams, SearchModeName
+from services.gateway.schemas.native import FusionName, RetrievalParams, SearchModeName
 from zhiku.v1 import common_pb2, embed_pb2, ingest_pb2, retrieve_pb2
 
 

@@ -5,16 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from services.gateway.chat import (
-    ChatCompletionRequest,
-    Completion,
-    collect,
-    plan_chat,
-    start_generation,
-    stream_events,
-)
-from services.gateway.conversing import prepare_turn
+from services.gateway.chat.generation import collect, start_generation
+from services.gateway.chat.history import prepare_turn
+from services.gateway.chat.planning import plan_chat
+from services.gateway.chat.streaming import stream_events
 from services.gateway.deps import ClientsDep, CurrentKey, SettingsDep, StoreDep
+from services.gateway.schemas.openai import ChatCompletionRequest, Completion
 
 router = APIRouter(prefix="/v1/chat", tags=["openai"])
 

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.gateway.access import key_of, visible_owner
 from services.gateway.deps import CurrentKey, IngestStub, SettingsDep, StoreDep
 from services.gateway.errors import HttpApiError
-from services.gateway.schemas import CONVERSATION_REF, KB_REF, MESSAGE_REF, KnowledgeBaseNameField
+from services.gateway.schemas.native import KnowledgeBaseNameField
+from services.gateway.schemas.refs import CONVERSATION_REF, KB_REF, MESSAGE_REF
 from services.gateway.store.conversations import ConversationRecord
 from zhiku.v1 import ingest_pb2
 

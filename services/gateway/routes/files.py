@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile,
 from services.gateway.deps import FileName, IngestStub, KnowledgeBaseName, SettingsDep, mark_upload
 from services.gateway.errors import HttpApiError
 from services.gateway.names import upload_file_name
-from services.gateway.schemas import (
+from services.gateway.schemas.native import (
     FileEntry,
     FileList,
     ReindexRequest,

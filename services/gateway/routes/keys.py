@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway.deps import AccessDep, StoreDep, require_admin
 from services.gateway.errors import HttpApiError
-from services.gateway.schemas import KBS_REF, KnowledgeBaseNameField
+from services.gateway.schemas.native import KnowledgeBaseNameField
+from services.gateway.schemas.refs import KBS_REF
 from services.gateway.store.keys import ApiKeyRecord
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[Depends(require_admin)])

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from services.gateway.deps import ClientsDep, KnowledgeBaseName, SettingsDep
 from services.gateway.retrieval import lookup_and_search, options_of
-from services.gateway.schemas import SearchHit, SearchRequest, SearchResults
+from services.gateway.schemas.native import SearchHit, SearchRequest, SearchResults
 
 router = APIRouter(prefix="/v1/knowledge_bases/{kb}", tags=["search"])
 

@@ -27,7 +27,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from services.gateway.schemas import REF_EXTENSION
+from services.gateway.schemas.refs import REF_EXTENSION
 
 from .openapi_probes import Operation, Probe, Schema, Slot
 from .stack import Stack, running_stack

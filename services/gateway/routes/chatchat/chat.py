@@ -29,13 +29,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway.access import Principal, key_of, visible_owner
-from services.gateway.chat import (
-    ChatCompletionRequest,
-    ChatMessageIn,
-    Generation,
-    plan_chat,
-    start_generation,
-)
+from services.gateway.chat.generation import Generation, start_generation
+from services.gateway.chat.planning import plan_chat
 from services.gateway.config import GatewaySettings
 from services.gateway.deps import ClientsDep, CurrentKey, SettingsDep, StoreDep
 from services.gateway.errors import HttpApiError, rpc_error_body
@@ -55,7 +50,8 @@ from services.gateway.routes.chatchat.knowledge_base import (
     CHATCHAT_TOP_K,
     SSE_HEADERS,
 )
-from services.gateway.schemas import CONVERSATION_REF, KB_REF
+from services.gateway.schemas.openai import ChatCompletionRequest, ChatMessageIn
+from services.gateway.schemas.refs import CONVERSATION_REF, KB_REF
 from services.gateway.store import GatewayStore
 from zhiku.v1 import common_pb2, ingest_pb2
 

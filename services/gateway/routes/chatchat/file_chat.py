@@ -18,7 +18,8 @@ from pydantic import Field
 
 from services.gateway import file_chats
 from services.gateway.access import visible_owner
-from services.gateway.chat import plan_chat, start_generation
+from services.gateway.chat.generation import start_generation
+from services.gateway.chat.planning import plan_chat
 from services.gateway.deps import ClientsDep, CurrentKey, SettingsDep, StoreDep, mark_upload
 from services.gateway.names import upload_file_name
 from services.gateway.routes.chatchat import chat as chatchat_chat
@@ -29,7 +30,7 @@ from services.gateway.routes.chatchat.knowledge_base import (
     SSE_HEADERS,
 )
 from services.gateway.routes.files import MAX_CHUNK_SIZE
-from services.gateway.schemas import FILE_CHAT_REF
+from services.gateway.schemas.refs import FILE_CHAT_REF
 from zhiku.v1 import common_pb2
 
 upload_router = APIRouter(prefix="/knowledge_base", tags=["chatchat"], responses=ERRORS)

@@ -46,7 +46,8 @@ from services.gateway.routes.chatchat.envelopes import (
     sse_frame,
 )
 from services.gateway.routes.files import MAX_CHUNK_SIZE, content_disposition
-from services.gateway.schemas import KB_REF, MAX_QUERY_CHARS
+from services.gateway.schemas.native import MAX_QUERY_CHARS
+from services.gateway.schemas.refs import KB_REF
 from zhiku.v1 import ingest_pb2
 
 router = APIRouter(prefix="/knowledge_base", tags=["chatchat"], responses=ERRORS)

@@ -1,8 +1,8 @@
 """What ``/v1/chat/completions`` does around generation when given ``conversation_id`` or
 ``file_chat_id``: resolve them into the request, and store the new turn afterwards.
 
-Kept apart from ``chat.py`` (generation) so both stay small: this module knows the store,
-that one knows the generate service.
+Kept apart from ``planning`` and ``generation`` so each stays small: this module knows the
+store, they know the retrieval path and the generate service.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 from services.gateway import file_chats
 from services.gateway.access import Principal, visible_owner
-from services.gateway.chat import KB_MODEL_PREFIX, ChatCompletionRequest, ChatMessageIn
 from services.gateway.errors import HttpApiError
+from services.gateway.schemas.openai import KB_MODEL_PREFIX, ChatCompletionRequest, ChatMessageIn
 from services.gateway.store import GatewayStore
 
 
