@@ -18,7 +18,8 @@ from services.gateway.authz import KnowledgeBaseGuard
 from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import install_error_handlers
-from services.gateway.file_chats import run_sweeper
+from services.gateway.file_chat import routes as file_chats
+from services.gateway.file_chat.lifecycle import run_sweeper
 from services.gateway.middleware import (
     AccessMiddleware,
     BodyLimitMiddleware,
@@ -31,7 +32,6 @@ from services.gateway.routes import (
     chatchat,
     conversations,
     embeddings,
-    file_chats,
     files,
     health,
     jobs,

@@ -11,9 +11,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.gateway import file_chats
 from services.gateway.access import Principal, visible_owner
 from services.gateway.errors import HttpApiError
+from services.gateway.file_chat import lifecycle
 from services.gateway.schemas.openai import KB_MODEL_PREFIX, ChatCompletionRequest, ChatMessageIn
 from services.gateway.store import GatewayStore
 
@@ -77,7 +77,7 @@ async def prepare_turn(
             raise HttpApiError(
                 422, "file_chat_id cannot be combined with a knowledge base", param="file_chat_id"
             )
-        chat = await file_chats.find_file_chat(store, body.file_chat_id, principal)
+        chat = await lifecycle.find_file_chat(store, body.file_chat_id, principal)
         updates["knowledge_base"] = chat.knowledge_base
         temporary = True
     turn = HistoryTurn(request=body)

@@ -10,9 +10,9 @@ import asyncio
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
+from services.gateway.file_chat.records import FileChatRepo
 from services.gateway.store.conversations import ConversationRepo
 from services.gateway.store.database import Database
-from services.gateway.store.file_chats import FileChatRepo
 from services.gateway.store.keys import KeyRepo
 
 P = ParamSpec("P")

@@ -28,6 +28,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.gateway import submitting
 from services.gateway.access import Principal, key_of, visible_owner
 from services.gateway.chat.generation import Generation, start_generation
 from services.gateway.chat.planning import plan_chat
@@ -35,7 +36,6 @@ from services.gateway.config import GatewaySettings
 from services.gateway.deps import ClientsDep, CurrentKey, SettingsDep, StoreDep
 from services.gateway.errors import HttpApiError, rpc_error_body
 from services.gateway.names import kb_name_error
-from services.gateway.routes.chatchat import ingest_ops
 from services.gateway.routes.chatchat.envelopes import (
     ERRORS,
     BaseResponse,
@@ -255,7 +255,7 @@ async def knowledge_base_chat(
             ingest_pb2.GetKnowledgeBaseRequest(name=kb), timeout=settings.request_timeout_s
         )
     except grpc.RpcError as error:
-        if ingest_ops.is_not_found(error):
+        if submitting.is_not_found(error):
             return _json(not_found(kb_not_found(kb)))
         raise
     conversation = await ChatchatConversation.open(body, store, principal, settings)

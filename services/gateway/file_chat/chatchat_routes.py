@@ -1,5 +1,5 @@
 """Chatchat v0.2's ``/knowledge_base/upload_temp_docs`` and ``/chat/file_chat`` over Zhiku's
-file chats (temporary knowledge bases with a time to live, see ``services/gateway/file_chats``).
+file chats (temporary knowledge bases with a time to live, see ``services.gateway.file_chat.lifecycle``).
 
 Chatchat keeps temporary FAISS indexes in memory; Zhiku ingests into a ``tmp_<id>`` knowledge
 base that expires after ``ZHIKU_GATEWAY_FILE_CHAT_TTL_S``. ``upload_temp_docs`` waits for
@@ -16,11 +16,11 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field
 
-from services.gateway import file_chats
 from services.gateway.access import visible_owner
 from services.gateway.chat.generation import start_generation
 from services.gateway.chat.planning import plan_chat
 from services.gateway.deps import ClientsDep, CurrentKey, SettingsDep, StoreDep, mark_upload
+from services.gateway.file_chat import lifecycle
 from services.gateway.names import upload_file_name
 from services.gateway.routes.chatchat import chat as chatchat_chat
 from services.gateway.routes.chatchat.envelopes import ERRORS, BaseResponse, chatchat_threshold, not_found, ok
@@ -29,8 +29,8 @@ from services.gateway.routes.chatchat.knowledge_base import (
     CHATCHAT_TOP_K,
     SSE_HEADERS,
 )
-from services.gateway.routes.files import MAX_CHUNK_SIZE
 from services.gateway.schemas.refs import FILE_CHAT_REF
+from services.gateway.submitting import MAX_CHUNK_SIZE
 from zhiku.v1 import common_pb2
 
 upload_router = APIRouter(prefix="/knowledge_base", tags=["chatchat"], responses=ERRORS)
@@ -79,8 +79,8 @@ async def upload_temp_docs(
     owner = visible_owner(principal)
     chat = await store.run(store.file_chats.get, prev_id, owner) if prev_id else None
     if chat is None:  # another key's prev_id gets a new file chat, exactly like an unknown one
-        chat = await file_chats.open_file_chat(clients, store, settings, principal)
-    chat, outcomes = await file_chats.add_files(
+        chat = await lifecycle.open_file_chat(clients, store, settings, principal)
+    chat, outcomes = await lifecycle.add_files(
         clients, store, chat, named, settings, chunk_size=chunk_size, chunk_overlap=chunk_overlap
     )
     failed.update({outcome.file_name: outcome.error for outcome in outcomes if outcome.error})

@@ -15,15 +15,15 @@ from dataclasses import dataclass
 
 import grpc
 
+from services.gateway import submitting
 from services.gateway.access import Principal, key_of, visible_owner
 from services.gateway.authz import GATEWAY, acting_as
 from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import HttpApiError
-from services.gateway.routes.chatchat import ingest_ops
+from services.gateway.file_chat.records import FileChat
 from services.gateway.schemas.native import job_state
 from services.gateway.store import GatewayStore
-from services.gateway.store.file_chats import FileChat
 from zhiku.v1 import ingest_pb2
 
 log = logging.getLogger("zhiku.gateway.file_chats")
@@ -72,17 +72,24 @@ async def _ingest_one(
     chunk_overlap: int,
 ) -> FileOutcome:
     try:
-        job = await ingest_ops.submit(
-            clients.ingest, kb, name, content, settings, chunk_size=chunk_size, chunk_overlap=chunk_overlap
+        job = await submitting.submit_file(
+            clients.ingest,
+            kb,
+            name,
+            content,
+            settings,
+            override=True,  # as Chatchat's upload_temp_docs: always index, never the no-op path
+            chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap,
         )
     except grpc.RpcError as error:
-        reason = ingest_ops.per_file_reason(error)
+        reason = submitting.per_file_reason(error)
         if reason is None:
             raise
         return FileOutcome(file_name=name, state="failed", chunks=0, error=reason)
-    job = await ingest_ops.wait_for_job(clients.ingest, job, settings)
+    job = await submitting.wait_for_job(clients.ingest, job, settings)
     return FileOutcome(
-        file_name=name, state=job_state(job.state), chunks=job.chunks, error=ingest_ops.job_failure(job)
+        file_name=name, state=job_state(job.state), chunks=job.chunks, error=submitting.job_failure(job)
     )
 
 
@@ -128,7 +135,7 @@ async def sweep_expired(clients: ServiceClients, store: GatewayStore, settings: 
                 timeout=settings.request_timeout_s,
             )
         except grpc.RpcError as error:
-            if not ingest_ops.is_not_found(error):
+            if not submitting.is_not_found(error):
                 log.warning("could not sweep file chat %s: %s", chat.id, error.details())  # type: ignore[attr-defined]
                 continue  # kept, retried at the next sweep
         await store.run(store.file_chats.forget, chat.id)
