@@ -8,7 +8,7 @@ answers "nothing found" without embedding anything.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -96,7 +96,7 @@ async def lookup_and_search(
     clients: ServiceClients,
     first: str,
     more: Sequence[str],
-    query: str,
+    query: str | Awaitable[str],
     *,
     top_k: int,
     score_threshold: float,
@@ -106,15 +106,22 @@ async def lookup_and_search(
     """The knowledge bases and their hits, the lookups running while the query is embedded.
 
     Done one after the other, the catalog round trip adds to every search's latency; side by
-    side it is hidden behind the embedding. An unknown knowledge base still fails the whole
-    request with its 404, and the embedding is cancelled. (With cached records the lookup
-    returns at once.)"""
-    embedding = (
-        None if options.mode == "sparse" else asyncio.ensure_future(embed_query(clients, query, timeout_s))
-    )
+    side it is hidden behind the embedding. ``query`` may still be in the making (chat's
+    follow-up made standalone by the generate service): the lookups then run during that
+    round trip too, and the embedding starts once the query is known. A failure to make the
+    query comes first, as it would sequentially; then an unknown knowledge base fails the
+    whole request with its 404, and the embedding is cancelled. (With cached records the
+    lookup returns at once.)"""
+    lookups = asyncio.ensure_future(get_knowledge_bases(clients, first, more, timeout_s))
+    embedding: asyncio.Future[list[float]] | None = None
     try:
-        found = await get_knowledge_bases(clients, first, more, timeout_s)
+        if not isinstance(query, str):
+            query = await query
+        if options.mode != "sparse":
+            embedding = asyncio.ensure_future(embed_query(clients, query, timeout_s))
+        found = await lookups
     except BaseException:
+        _abandon(lookups)
         if embedding is not None:
             embedding.cancel()
         raise
@@ -130,6 +137,16 @@ async def lookup_and_search(
         vector=vector,
     )
     return found, passages
+
+
+def _abandon(task: asyncio.Future[object]) -> None:
+    """Cancel a task whose outcome no longer matters (its failure, if it already failed, is
+    marked as seen: the request is failing for an earlier reason)."""
+    if task.done():
+        if not task.cancelled():
+            task.exception()
+    else:
+        task.cancel()
 
 
 async def search_passages(

@@ -8,6 +8,7 @@ Errors up to here are plain HTTP errors (nothing has been streamed yet).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -97,14 +98,15 @@ class ChatPlan:
         return {k: v for k, v in self.grounded_fields(generation).items() if k != "citations"}
 
 
-async def retrieval_query(
-    clients: ServiceClients, messages: list[generate_pb2.ChatMessage], rewrite: bool, timeout_s: float
+def _is_follow_up(messages: list[generate_pb2.ChatMessage]) -> bool:
+    """Whether there is earlier conversation to draw on (a follow-up alone finds nothing useful)."""
+    return any(m.role == "user" for m in messages[:-1])
+
+
+async def standalone_query(
+    clients: ServiceClients, messages: list[generate_pb2.ChatMessage], question: str, timeout_s: float
 ) -> str:
-    """The last question, made standalone by the generate service when there is earlier
-    conversation to draw on (a follow-up alone finds nothing useful)."""
-    question = _last_user_text(messages)
-    if not rewrite or not any(m.role == "user" for m in messages[:-1]):
-        return question
+    """The last ``question`` made standalone by the generate service from the conversation."""
     reply = await clients.generate.RewriteQuery(
         generate_pb2.RewriteQueryRequest(messages=messages), timeout=timeout_s
     )
@@ -120,17 +122,25 @@ async def plan_chat(
     passages: list[common_pb2.Passage] = []
     query = ""
     if kb_name is not None:
-        query = await retrieval_query(clients, messages, body.rewrite, settings.request_timeout_s)
+        question = _last_user_text(messages)  # refused (422) before any call
+        # A follow-up is made standalone (a round trip to the generate service) while the
+        # knowledge bases are looked up: the search route's overlap, one step earlier.
+        rewriting = (
+            asyncio.ensure_future(standalone_query(clients, messages, question, settings.request_timeout_s))
+            if body.rewrite and _is_follow_up(messages)
+            else None
+        )
         _, passages = await lookup_and_search(
             clients,
             kb_name,
             body.knowledge_bases,
-            query,
+            question if rewriting is None else rewriting,
             top_k=body.top_k or settings.default_top_k,
             score_threshold=body.score_threshold or 0.0,
             timeout_s=settings.request_timeout_s,
             options=options_of(body),
         )
+        query = question if rewriting is None else rewriting.result()
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     request = generate_pb2.GenerateRequest(
         messages=messages,
