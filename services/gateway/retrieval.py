@@ -1,8 +1,8 @@
 """Retrieval shared by search and knowledge-base chat: embed the query, search the KBs.
 
-The knowledge base is looked up first: an unknown name is a clean 404 (from ingest) instead
-of whatever the vector store says about a missing collection, and a KB with no chunks yet
-answers "nothing found" without embedding anything.
+The knowledge bases are looked up (alongside the embedding) before searching: an unknown
+name is a clean 404 (from ingest) instead of whatever the vector store says about a missing
+collection, and a KB with no chunks yet answers "nothing found" without a search.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ async def lookup_and_search(
     except BaseException:
         _abandon(lookups)
         if embedding is not None:
-            embedding.cancel()
+            _abandon(embedding)
         raise
     vector = await embedding if embedding is not None else []
     passages = await search_passages(
