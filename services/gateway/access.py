@@ -21,7 +21,7 @@ from async_lru import alru_cache
 from services.gateway.config import GatewaySettings
 from services.gateway.rate_limit import RateLimiter, create_rate_limiter
 from services.gateway.store import GatewayStore
-from services.gateway.store.keys import ApiKey, hash_key
+from services.gateway.store.keys import ApiKeyRecord, hash_key
 
 CACHE_TTL_S = 5.0
 # Distinct presented keys remembered (least recently used dropped first).
@@ -73,7 +73,7 @@ class Access:
         assert self.store is not None  # callers check
         return await self.store.run(self.store.keys.count_active)
 
-    async def _load_key(self, token: str) -> ApiKey | None:
+    async def _load_key(self, token: str) -> ApiKeyRecord | None:
         assert self.store is not None  # callers check
         return await self.store.run(self.store.keys.find, token)
 

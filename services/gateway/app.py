@@ -15,10 +15,11 @@ from starlette.middleware.cors import CORSMiddleware
 from services.common.heap import freeze_startup_heap
 from services.gateway.access import Access
 from services.gateway.authz import KnowledgeBaseGuard
-from services.gateway.backends import Backends
+from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import install_error_handlers
-from services.gateway.file_chats import run_sweeper
+from services.gateway.file_chat import routes as file_chats
+from services.gateway.file_chat.lifecycle import run_sweeper
 from services.gateway.middleware import (
     AccessMiddleware,
     BodyLimitMiddleware,
@@ -31,7 +32,6 @@ from services.gateway.routes import (
     chatchat,
     conversations,
     embeddings,
-    file_chats,
     files,
     health,
     jobs,
@@ -83,10 +83,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         from services.common.tracing import setup_tracing  # off unless ZHIKU_OTEL_ENDPOINT is set
 
         setup_tracing("gateway", settings.common)
-        app.state.backends = Backends.connect(settings.common, guard, settings.kb_cache_ttl_s)
+        app.state.clients = ServiceClients.connect(settings.common, guard, settings.kb_cache_ttl_s)
         store = await _start_store(app, settings, access, guard)
         sweeper = asyncio.create_task(
-            run_sweeper(app.state.backends, store, settings), name="file-chat-sweeper"
+            run_sweeper(app.state.clients, store, settings), name="file-chat-sweeper"
         )
         freeze_startup_heap()
         try:
@@ -95,8 +95,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
-            await app.state.backends.close()
-            app.state.backends = None
+            await app.state.clients.close()
+            app.state.clients = None
             await asyncio.to_thread(store.dispose)
             app.state.store = access.store = guard.store = None
             await access.limiter.close()
@@ -121,7 +121,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         ],
     )
     app.state.settings = settings
-    app.state.backends = None
+    app.state.clients = None
     app.state.store = None
     app.state.access = access
     install_error_handlers(app)

@@ -31,8 +31,8 @@ from contextvars import ContextVar
 from typing import Final
 
 from services.gateway.access import Principal
+from services.gateway.file_chat.records import TEMP_KB_PREFIX, FileChat
 from services.gateway.store import GatewayStore
-from services.gateway.store.file_chats import TEMP_KB_PREFIX, FileChat
 
 
 class Permission(enum.Enum):

@@ -14,11 +14,11 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from services.gateway.access import Access, Principal
-from services.gateway.backends import Backends
+from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
-from services.gateway.errors import UPLOAD_STATE_FLAG, ApiError
+from services.gateway.errors import UPLOAD_STATE_FLAG, HttpApiError
 from services.gateway.names import file_name_error, kb_name_error
-from services.gateway.schemas import KB_REF
+from services.gateway.schemas.refs import KB_REF
 from services.gateway.store import GatewayStore
 from zhiku.v1 import embed_pb2_grpc, generate_pb2_grpc, ingest_pb2_grpc, retrieve_pb2_grpc
 
@@ -27,17 +27,17 @@ async def get_settings(request: Request) -> GatewaySettings:
     return request.app.state.settings
 
 
-async def get_backends(request: Request) -> Backends:
-    backends: Backends | None = getattr(request.app.state, "backends", None)
-    if backends is None:
-        raise ApiError(503, "the gateway is not started (lifespan did not run)", code="not_started")
-    return backends
+async def get_clients(request: Request) -> ServiceClients:
+    clients: ServiceClients | None = getattr(request.app.state, "clients", None)
+    if clients is None:
+        raise HttpApiError(503, "the gateway is not started (lifespan did not run)", code="not_started")
+    return clients
 
 
 async def get_store(request: Request) -> GatewayStore:
     store: GatewayStore | None = getattr(request.app.state, "store", None)
     if store is None:
-        raise ApiError(503, "the gateway is not started (lifespan did not run)", code="not_started")
+        raise HttpApiError(503, "the gateway is not started (lifespan did not run)", code="not_started")
     return store
 
 
@@ -51,7 +51,7 @@ async def get_principal(request: Request) -> Principal | None:
 
 
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
-BackendsDep = Annotated[Backends, Depends(get_backends)]
+ClientsDep = Annotated[ServiceClients, Depends(get_clients)]
 StoreDep = Annotated[GatewayStore, Depends(get_store)]
 AccessDep = Annotated[Access, Depends(get_access)]
 CurrentKey = Annotated[Principal | None, Depends(get_principal)]
@@ -60,23 +60,23 @@ CurrentKey = Annotated[Principal | None, Depends(get_principal)]
 async def require_admin(principal: CurrentKey) -> None:
     """Route dependency: managing keys needs an admin key (any caller while the gateway is open)."""
     if principal is not None and not principal.admin:
-        raise ApiError(403, "managing API keys needs an admin key", code="admin_required")
+        raise HttpApiError(403, "managing API keys needs an admin key", code="admin_required")
 
 
-async def _ingest(backends: BackendsDep) -> ingest_pb2_grpc.IngestServiceStub:
-    return backends.ingest
+async def _ingest(clients: ClientsDep) -> ingest_pb2_grpc.IngestServiceStub:
+    return clients.ingest
 
 
-async def _embed(backends: BackendsDep) -> embed_pb2_grpc.EmbedServiceStub:
-    return backends.embed
+async def _embed(clients: ClientsDep) -> embed_pb2_grpc.EmbedServiceStub:
+    return clients.embed
 
 
-async def _retrieve(backends: BackendsDep) -> retrieve_pb2_grpc.RetrieveServiceStub:
-    return backends.retrieve
+async def _retrieve(clients: ClientsDep) -> retrieve_pb2_grpc.RetrieveServiceStub:
+    return clients.retrieve
 
 
-async def _generate(backends: BackendsDep) -> generate_pb2_grpc.GenerateServiceStub:
-    return backends.generate
+async def _generate(clients: ClientsDep) -> generate_pb2_grpc.GenerateServiceStub:
+    return clients.generate
 
 
 IngestStub = Annotated[ingest_pb2_grpc.IngestServiceStub, Depends(_ingest)]
@@ -91,7 +91,7 @@ async def _kb_name(
     """The ``{kb}`` path parameter, rejected with 422 when it could never be a valid name."""
     problem = kb_name_error(kb)
     if problem is not None:
-        raise ApiError(422, problem, param="kb")
+        raise HttpApiError(422, problem, param="kb")
     return kb
 
 
@@ -103,7 +103,7 @@ async def _file_name(
 ) -> str:
     problem = file_name_error(file_name)
     if problem is not None:
-        raise ApiError(422, problem, param="file_name")
+        raise HttpApiError(422, problem, param="file_name")
     return file_name
 
 

@@ -81,7 +81,7 @@ _CODE_BY_STATUS = {
 }
 
 
-class ApiError(Exception):
+class HttpApiError(Exception):
     """An error raised by gateway code itself (not by a service), with its HTTP status."""
 
     def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None):
@@ -166,7 +166,7 @@ async def _on_rpc_error(request: Request, error: grpc.RpcError) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=rpc_error_headers(error))
 
 
-async def _on_api_error(request: Request, error: ApiError) -> JSONResponse:
+async def _on_api_error(request: Request, error: HttpApiError) -> JSONResponse:
     return error_response(error.status, error.message, error.code, error.param, path=request.url.path)
 
 
@@ -206,7 +206,7 @@ async def _on_unexpected(request: Request, error: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers; each is typed for the exception class it is registered for."""
     app.add_exception_handler(grpc.RpcError, _on_rpc_error)  # type: ignore[arg-type]
-    app.add_exception_handler(ApiError, _on_api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HttpApiError, _on_api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _on_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _on_unexpected)

@@ -108,7 +108,7 @@ def refusal(name: str, permission: Permission) -> grpc.aio.AioRpcError:
 
 
 class KnowledgeBaseGuardInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
-    """Installed on the gateway's ingest and retrieve channels (see ``Backends.connect``)."""
+    """Installed on the gateway's ingest and retrieve channels (see ``ServiceClients.connect``)."""
 
     def __init__(self, guard: KnowledgeBaseGuard) -> None:
         self.guard = guard

@@ -25,7 +25,7 @@ from services.common.logging import REQUEST_ID_HEADER, new_request_id, request_i
 from services.common.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from services.gateway.access import Access, Principal
 from services.gateway.authz import acting_as
-from services.gateway.errors import ApiError, error_response
+from services.gateway.errors import HttpApiError, error_response
 from services.gateway.webui import is_ui_path
 
 access_log = logging.getLogger("zhiku.gateway.access")
@@ -185,7 +185,7 @@ class AccessMiddleware:
             return
         try:  # outside FastAPI's handlers: a store failure (503) is answered here
             principal, refusal = await self._caller(scope)
-        except ApiError as error:
+        except HttpApiError as error:
             principal, refusal = (
                 None,
                 error_response(error.status, error.message, error.code, error.param, path=scope["path"]),

@@ -1,35 +1,37 @@
 """Retrieval shared by search and knowledge-base chat: embed the query, search the KBs.
 
-The knowledge base is looked up first: an unknown name is a clean 404 (from ingest) instead
-of whatever the vector store says about a missing collection, and a KB with no chunks yet
-answers "nothing found" without embedding anything.
+The knowledge bases are looked up (alongside the embedding) before searching: an unknown
+name is a clean 404 (from ingest) instead of whatever the vector store says about a missing
+collection, and a KB with no chunks yet answers "nothing found" without a search.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
 import grpc
 
 from services.gateway.authz import Permission, current_caller
-from services.gateway.backends import Backends
-from services.gateway.schemas import FusionName, RetrievalParams, SearchModeName
+from services.gateway.clients import ServiceClients
+from services.gateway.schemas.native import FusionName, RetrievalParams, SearchModeName
 from zhiku.v1 import common_pb2, embed_pb2, ingest_pb2, retrieve_pb2
 
 
-async def get_knowledge_base(backends: Backends, name: str, timeout_s: float) -> ingest_pb2.KnowledgeBase:
+async def get_knowledge_base(
+    clients: ServiceClients, name: str, timeout_s: float
+) -> ingest_pb2.KnowledgeBase:
     """The knowledge base's record, from the gateway's short-lived cache when it has it and
     the caller may view it (else the lookup below answers, refusals included)."""
-    cached = backends.kb_cache.get(name)
-    if cached is not None and await backends.guard.permits(current_caller(), name, Permission.VIEW):
+    cached = clients.kb_cache.get(name)
+    if cached is not None and await clients.guard.permits(current_caller(), name, Permission.VIEW):
         return cached
-    found = await backends.ingest.GetKnowledgeBase(
+    found = await clients.ingest.GetKnowledgeBase(
         ingest_pb2.GetKnowledgeBaseRequest(name=name), timeout=timeout_s
     )
-    backends.kb_cache.put(found)
+    clients.kb_cache.put(found)
     return found
 
 
@@ -75,26 +77,26 @@ def options_of(params: RetrievalParams) -> SearchOptions:
 
 
 async def get_knowledge_bases(
-    backends: Backends, first: str, more: Sequence[str], timeout_s: float
+    clients: ServiceClients, first: str, more: Sequence[str], timeout_s: float
 ) -> list[ingest_pb2.KnowledgeBase]:
     """``first`` and ``more`` (duplicates dropped), looked up concurrently; any unknown is a 404."""
     names = list(dict.fromkeys([first, *more]))
-    return list(await asyncio.gather(*(get_knowledge_base(backends, name, timeout_s) for name in names)))
+    return list(await asyncio.gather(*(get_knowledge_base(clients, name, timeout_s) for name in names)))
 
 
-async def embed_query(backends: Backends, query: str, timeout_s: float) -> list[float]:
+async def embed_query(clients: ServiceClients, query: str, timeout_s: float) -> list[float]:
     """The query's vector (the embed service caches recent queries, so repeats are cheap)."""
-    embedded = await backends.embed.Embed(
+    embedded = await clients.embed.Embed(
         embed_pb2.EmbedRequest(texts=[query], kind=embed_pb2.EMBED_KIND_QUERY), timeout=timeout_s
     )
     return list(embedded.vectors[0].values)
 
 
 async def lookup_and_search(
-    backends: Backends,
+    clients: ServiceClients,
     first: str,
     more: Sequence[str],
-    query: str,
+    query: str | Awaitable[str],
     *,
     top_k: int,
     score_threshold: float,
@@ -104,21 +106,28 @@ async def lookup_and_search(
     """The knowledge bases and their hits, the lookups running while the query is embedded.
 
     Done one after the other, the catalog round trip adds to every search's latency; side by
-    side it is hidden behind the embedding. An unknown knowledge base still fails the whole
-    request with its 404, and the embedding is cancelled. (With cached records the lookup
-    returns at once.)"""
-    embedding = (
-        None if options.mode == "sparse" else asyncio.ensure_future(embed_query(backends, query, timeout_s))
-    )
+    side it is hidden behind the embedding. ``query`` may still be in the making (chat's
+    follow-up made standalone by the generate service): the lookups then run during that
+    round trip too, and the embedding starts once the query is known. A failure to make the
+    query comes first, as it would sequentially; then an unknown knowledge base fails the
+    whole request with its 404, and the embedding is cancelled. (With cached records the
+    lookup returns at once.)"""
+    lookups = asyncio.ensure_future(get_knowledge_bases(clients, first, more, timeout_s))
+    embedding: asyncio.Future[list[float]] | None = None
     try:
-        found = await get_knowledge_bases(backends, first, more, timeout_s)
+        if not isinstance(query, str):
+            query = await query
+        if options.mode != "sparse":
+            embedding = asyncio.ensure_future(embed_query(clients, query, timeout_s))
+        found = await lookups
     except BaseException:
+        _abandon(lookups)
         if embedding is not None:
-            embedding.cancel()
+            _abandon(embedding)
         raise
     vector = await embedding if embedding is not None else []
     passages = await search_passages(
-        backends,
+        clients,
         found,
         query,
         top_k=top_k,
@@ -130,8 +139,18 @@ async def lookup_and_search(
     return found, passages
 
 
+def _abandon(task: asyncio.Future[object]) -> None:
+    """Cancel a task whose outcome no longer matters (its failure, if it already failed, is
+    marked as seen: the request is failing for an earlier reason)."""
+    if task.done():
+        if not task.cancelled():
+            task.exception()
+    else:
+        task.cancel()
+
+
 async def search_passages(
-    backends: Backends,
+    clients: ServiceClients,
     kb: ingest_pb2.KnowledgeBase | Sequence[ingest_pb2.KnowledgeBase],
     query: str,
     *,
@@ -153,7 +172,7 @@ async def search_passages(
     if not kbs:
         return []
     if vector is None:
-        vector = [] if options.mode == "sparse" else await embed_query(backends, query, timeout_s)
+        vector = [] if options.mode == "sparse" else await embed_query(clients, query, timeout_s)
     candidates = top_k * RERANK_CANDIDATE_FACTOR if options.rerank else top_k
     requests = [
         retrieve_pb2.SearchRequest(
@@ -170,36 +189,36 @@ async def search_passages(
         for one in kbs
     ]
     try:
-        replies = await asyncio.gather(*(backends.retrieve.Search(r, timeout=timeout_s) for r in requests))
+        replies = await asyncio.gather(*(clients.retrieve.Search(r, timeout=timeout_s) for r in requests))
     except grpc.aio.AioRpcError as error:
         if error.code() is not grpc.StatusCode.NOT_FOUND or not any(
-            backends.kb_cache.get(one.name) for one in kbs
+            clients.kb_cache.get(one.name) for one in kbs
         ):
             raise
         # A cached record outlived its knowledge base: ask the catalog for the real answer
         # (its 404, or a re-created knowledge base), once, and search what it returns.
         for one in kbs:
-            backends.kb_cache.forget(one.name)
-        fresh = await get_knowledge_bases(backends, kbs[0].name, [one.name for one in kbs[1:]], timeout_s)
+            clients.kb_cache.forget(one.name)
+        fresh = await get_knowledge_bases(clients, kbs[0].name, [one.name for one in kbs[1:]], timeout_s)
         searched = {one.name for one in fresh if one.chunk_count > 0}
         requests = [request for request in requests if request.collection in searched]
-        replies = await asyncio.gather(*(backends.retrieve.Search(r, timeout=timeout_s) for r in requests))
+        replies = await asyncio.gather(*(clients.retrieve.Search(r, timeout=timeout_s) for r in requests))
     hits = [hit for reply in replies for hit in reply.hits]
     if options.rerank and hits:
-        hits = await _rerank(backends, query, hits, timeout_s)
+        hits = await _rerank(clients, query, hits, timeout_s)
         hits = [hit for hit in hits if hit.score >= score_threshold]
     hits.sort(key=lambda hit: hit.score, reverse=True)
     return hits[:top_k]
 
 
 async def _rerank(
-    backends: Backends, query: str, hits: list[common_pb2.Passage], timeout_s: float
+    clients: ServiceClients, query: str, hits: list[common_pb2.Passage], timeout_s: float
 ) -> list[common_pb2.Passage]:
     texts = [hit.text for hit in hits]
     batches = [texts[start : start + RERANK_BATCH] for start in range(0, len(texts), RERANK_BATCH)]
     replies = await asyncio.gather(
         *(
-            backends.embed.Rerank(embed_pb2.RerankRequest(query=query, passages=batch), timeout=timeout_s)
+            clients.embed.Rerank(embed_pb2.RerankRequest(query=query, passages=batch), timeout=timeout_s)
             for batch in batches
         )
     )

@@ -5,16 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from services.gateway.chat import (
-    ChatCompletionRequest,
-    Completion,
-    collect,
-    plan_chat,
-    start_generation,
-    stream_events,
-)
-from services.gateway.conversing import prepare_turn
-from services.gateway.deps import BackendsDep, CurrentKey, SettingsDep, StoreDep
+from services.gateway.chat.generation import collect, start_generation
+from services.gateway.chat.history import prepare_turn
+from services.gateway.chat.planning import plan_chat
+from services.gateway.chat.streaming import stream_events
+from services.gateway.deps import ClientsDep, CurrentKey, SettingsDep, StoreDep
+from services.gateway.schemas.openai import ChatCompletionRequest, Completion
 
 router = APIRouter(prefix="/v1/chat", tags=["openai"])
 
@@ -24,7 +20,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 @router.post("/completions", response_model=None)
 async def create_chat_completion(
     body: ChatCompletionRequest,
-    backends: BackendsDep,
+    clients: ClientsDep,
     settings: SettingsDep,
     store: StoreDep,
     principal: CurrentKey,
@@ -39,8 +35,8 @@ async def create_chat_completion(
     response carries ``conversation_id`` and ``message_id``."""
     history = settings.conversation_history_messages if body.history_length is None else body.history_length
     turn = await prepare_turn(body, store, principal, history)
-    plan = await plan_chat(turn.request, backends, settings)
-    generation = await start_generation(backends, plan, settings.chat_timeout_s)
+    plan = await plan_chat(turn.request, clients, settings)
+    generation = await start_generation(clients, plan, settings.chat_timeout_s)
     completion = Completion(model=body.model)
     if body.stream:
 

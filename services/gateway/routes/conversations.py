@@ -15,9 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway.access import key_of, visible_owner
 from services.gateway.deps import CurrentKey, IngestStub, SettingsDep, StoreDep
-from services.gateway.errors import ApiError
-from services.gateway.schemas import CONVERSATION_REF, KB_REF, MESSAGE_REF, KnowledgeBaseNameField
-from services.gateway.store.conversations import Conversation as ConversationRecord
+from services.gateway.errors import HttpApiError
+from services.gateway.schemas.native import KnowledgeBaseNameField
+from services.gateway.schemas.refs import CONVERSATION_REF, KB_REF, MESSAGE_REF
+from services.gateway.store.conversations import ConversationRecord
 from zhiku.v1 import ingest_pb2
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
@@ -116,8 +117,8 @@ class Feedback(BaseModel):
     reason: str
 
 
-def _not_found(conversation_id: str) -> ApiError:
-    return ApiError(404, f"conversation {conversation_id!r} not found", param="conversation_id")
+def _not_found(conversation_id: str) -> HttpApiError:
+    return HttpApiError(404, f"conversation {conversation_id!r} not found", param="conversation_id")
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=Conversation)
@@ -202,6 +203,6 @@ async def give_feedback(
         store.conversations.set_feedback, message_id, body.score, body.reason, visible_owner(principal)
     )
     if stored is None:
-        raise ApiError(404, f"message {message_id!r} not found", param="message_id")
+        raise HttpApiError(404, f"message {message_id!r} not found", param="message_id")
     values = asdict(stored)
     return Feedback(id=values["message_id"], score=values["score"], reason=values["reason"])

@@ -14,7 +14,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway.deps import EmbedStub, SettingsDep
-from services.gateway.errors import ApiError
+from services.gateway.errors import HttpApiError
 from zhiku.v1 import embed_pb2
 
 router = APIRouter(prefix="/v1/embeddings", tags=["openai"])
@@ -35,11 +35,11 @@ class EmbeddingsRequest(BaseModel):
 def _texts(value: str | list[str] | list[int] | list[list[int]]) -> list[str]:
     texts = [value] if isinstance(value, str) else value
     if not texts or not all(isinstance(text, str) for text in texts):
-        raise ApiError(
+        raise HttpApiError(
             422, "input must be a string or a non-empty list of strings (no token ids)", param="input"
         )
     if len(texts) > MAX_INPUTS:
-        raise ApiError(422, f"at most {MAX_INPUTS} inputs per request", param="input")
+        raise HttpApiError(422, f"at most {MAX_INPUTS} inputs per request", param="input")
     return texts  # type: ignore[return-value]
 
 

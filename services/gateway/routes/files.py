@@ -4,6 +4,7 @@ Uploads are accepted with 202 and one job per file; ingestion runs in the Celery
 clients follow ``GET /v1/jobs/{id}`` (or its ``/events`` stream). Content identical to what is
 indexed is a no-op answered with ``"unchanged": true``; ``override=true`` re-indexes anyway,
 and ``POST .../files/{name}/reindex`` re-splits the stored original with new settings.
+Submission itself is ``services.gateway.submitting``, shared with Chatchat and file chats.
 
 The body size limit is enforced by middleware before
 the multipart body is parsed, and multipart parsing spools files to disk past 1 MB, so a
@@ -19,9 +20,8 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
 
 from services.gateway.deps import FileName, IngestStub, KnowledgeBaseName, SettingsDep, mark_upload
-from services.gateway.errors import ApiError
-from services.gateway.names import upload_file_name
-from services.gateway.schemas import (
+from services.gateway.errors import HttpApiError
+from services.gateway.schemas.native import (
     FileEntry,
     FileList,
     ReindexRequest,
@@ -29,24 +29,10 @@ from services.gateway.schemas import (
     SubmittedJob,
     UploadAccepted,
 )
+from services.gateway.submitting import MAX_CHUNK_SIZE, submit_file, upload_names
 from zhiku.v1 import ingest_pb2
 
 router = APIRouter(prefix="/v1/knowledge_bases/{kb}/files", tags=["files"])
-
-MAX_CHUNK_SIZE = 100_000
-
-
-def _stored_names(files: list[UploadFile]) -> list[str]:
-    names: list[str] = []
-    for upload in files:
-        try:
-            name = upload_file_name(upload.filename)
-        except ValueError as error:
-            raise ApiError(422, f"{upload.filename!r}: {error}", param="files") from error
-        if name in names:
-            raise ApiError(422, f"file {name!r} appears twice in one upload", param="files")
-        names.append(name)
-    return names
 
 
 @router.post(
@@ -68,8 +54,8 @@ async def upload_files(
 ) -> UploadAccepted:
     """Queue each file for ingestion; answers before any parsing happens."""
     if chunk_size and chunk_overlap >= chunk_size:
-        raise ApiError(422, "chunk_overlap must be smaller than chunk_size", param="chunk_overlap")
-    names = _stored_names(files)
+        raise HttpApiError(422, "chunk_overlap must be smaller than chunk_size", param="chunk_overlap")
+    names = upload_names(files)
     # Fail fast on an unknown knowledge base before shipping megabytes to the ingest service.
     await ingest.GetKnowledgeBase(
         ingest_pb2.GetKnowledgeBaseRequest(name=kb), timeout=settings.request_timeout_s
@@ -77,18 +63,17 @@ async def upload_files(
     jobs: list[SubmittedJob] = []
     for name, upload in zip(names, files, strict=True):
         content = await upload.read()
-        job = await ingest.SubmitFile(
-            ingest_pb2.SubmitFileRequest(
-                knowledge_base=kb,
-                file_name=name,
-                content=content,
-                chunk_size=chunk_size,
-                chunk_overlap=chunk_overlap,
-                override=override,
-                splitter=splitter,
-                title_enhance=title_enhance,
-            ),
-            timeout=settings.request_timeout_s,
+        job = await submit_file(
+            ingest,
+            kb,
+            name,
+            content,
+            settings,
+            override=override,
+            chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap,
+            splitter=splitter,
+            title_enhance=title_enhance,
         )
         jobs.append(SubmittedJob.from_pb(job, name))
     return UploadAccepted(jobs=jobs)
@@ -106,7 +91,7 @@ async def reindex_file(
     until the new ones are indexed."""
     body = body or ReindexRequest()
     if body.chunk_size and body.chunk_overlap >= body.chunk_size:
-        raise ApiError(422, "chunk_overlap must be smaller than chunk_size", param="chunk_overlap")
+        raise HttpApiError(422, "chunk_overlap must be smaller than chunk_size", param="chunk_overlap")
     request = ingest_pb2.ReindexFileRequest(
         knowledge_base=kb,
         file_name=file_name,

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from services.gateway.deps import BackendsDep, SettingsDep
+from services.gateway.deps import ClientsDep, SettingsDep
 
 router = APIRouter(tags=["health"])
 
@@ -19,9 +19,9 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(backends: BackendsDep, settings: SettingsDep) -> JSONResponse:
+async def readyz(clients: ClientsDep, settings: SettingsDep) -> JSONResponse:
     """Readiness: every service answers its gRPC health check as SERVING."""
-    services = await backends.health(settings.readyz_timeout_s)
+    services = await clients.health(settings.readyz_timeout_s)
     down = sorted(name for name, status in services.items() if status != "serving")
     if down:
         return JSONResponse({"status": "not_ready", "down": down, "services": services}, status_code=503)

@@ -16,7 +16,8 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from services.gateway.deps import IngestStub, KnowledgeBaseName, SettingsDep
-from services.gateway.schemas import JOB_REF, Job, JobList
+from services.gateway.schemas.native import Job, JobList
+from services.gateway.schemas.refs import JOB_REF
 from zhiku.v1 import ingest_pb2
 
 router = APIRouter(tags=["jobs"])

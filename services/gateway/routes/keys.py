@@ -12,9 +12,10 @@ from fastapi import APIRouter, Depends, Path, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway.deps import AccessDep, StoreDep, require_admin
-from services.gateway.errors import ApiError
-from services.gateway.schemas import KBS_REF, KnowledgeBaseNameField
-from services.gateway.store.keys import ApiKey as ApiKeyRecord
+from services.gateway.errors import HttpApiError
+from services.gateway.schemas.native import KnowledgeBaseNameField
+from services.gateway.schemas.refs import KBS_REF
+from services.gateway.store.keys import ApiKeyRecord
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[Depends(require_admin)])
 
@@ -88,6 +89,6 @@ async def revoke_key(
 ) -> Response:
     """Revoke a key: it stops working at once on this replica, within seconds on others."""
     if not await store.run(store.keys.revoke, key_id):
-        raise ApiError(404, f"API key {key_id!r} not found (or already revoked)", param="key_id")
+        raise HttpApiError(404, f"API key {key_id!r} not found (or already revoked)", param="key_id")
     access.forget_cached()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

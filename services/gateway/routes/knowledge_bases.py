@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from services.gateway.deps import IngestStub, KnowledgeBaseName, SettingsDep
-from services.gateway.schemas import CreateKnowledgeBase, KnowledgeBase, KnowledgeBaseList
+from services.gateway.schemas.native import CreateKnowledgeBase, KnowledgeBase, KnowledgeBaseList
 from zhiku.v1 import ingest_pb2
 
 router = APIRouter(prefix="/v1/knowledge_bases", tags=["knowledge bases"])

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.gateway.deps import BackendsDep, KnowledgeBaseName, SettingsDep
+from services.gateway.deps import ClientsDep, KnowledgeBaseName, SettingsDep
 from services.gateway.retrieval import lookup_and_search, options_of
-from services.gateway.schemas import SearchHit, SearchQuery, SearchResults
+from services.gateway.schemas.native import SearchHit, SearchRequest, SearchResults
 
 router = APIRouter(prefix="/v1/knowledge_bases/{kb}", tags=["search"])
 
 
 @router.post("/search", response_model=SearchResults)
 async def search(
-    kb: KnowledgeBaseName, body: SearchQuery, backends: BackendsDep, settings: SettingsDep
+    kb: KnowledgeBaseName, body: SearchRequest, clients: ClientsDep, settings: SettingsDep
 ) -> SearchResults:
     """Hits best first; ``score`` is a similarity in [0, 1] and ``score_threshold`` keeps
     hits with score >= threshold. ``mode`` picks dense, sparse or hybrid (default) search;
     ``knowledge_bases`` adds more knowledge bases to ``kb`` (hits merged by score)."""
     _, passages = await lookup_and_search(
-        backends,
+        clients,
         kb,
         body.knowledge_bases,
         body.query,

@@ -1,7 +1,9 @@
 """The gateway's store: conversations, messages, feedback, API keys and file chats in SQL.
 
 Repositories are synchronous SQLAlchemy; async callers go through :meth:`GatewayStore.run`,
-which runs them in a worker thread so a slow database never stalls the event loop.
+which runs them in a worker thread so a slow database never stalls the event loop. The file
+chats' repository lives with file chats (``services.gateway.file_chat.records``); every table
+is declared in ``tables``.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ import asyncio
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
+from services.gateway.file_chat.records import FileChatRepo
 from services.gateway.store.conversations import ConversationRepo
 from services.gateway.store.database import Database
-from services.gateway.store.file_chats import FileChatRepo
 from services.gateway.store.keys import KeyRepo
 
 P = ParamSpec("P")

@@ -16,7 +16,7 @@ from services.gateway.store.tables import ConversationRow, FeedbackRow, MessageR
 
 
 @dataclass(frozen=True)
-class Feedback:
+class FeedbackRecord:
     message_id: str
     score: int
     reason: str
@@ -30,13 +30,13 @@ class Message:
     content: str
     citations: list[dict[str, Any]]
     created_at: float
-    feedback: Feedback | None = None
+    feedback: FeedbackRecord | None = None
     # abstained / retrieval_query / unsupported of a knowledge-base answer ({} otherwise).
     grounding: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class Conversation:
+class ConversationRecord:
     id: str
     title: str
     knowledge_base: str | None
@@ -56,8 +56,8 @@ class NewMessage:
     grounding: dict[str, Any] = field(default_factory=dict)
 
 
-def _conversation(row: ConversationRow, messages: list[Message] | None = None) -> Conversation:
-    return Conversation(
+def _conversation(row: ConversationRow, messages: list[Message] | None = None) -> ConversationRecord:
+    return ConversationRecord(
         id=row.id,
         title=row.title,
         knowledge_base=row.knowledge_base,
@@ -85,7 +85,7 @@ class ConversationRepo:
         knowledge_base: str | None = None,
         owner: str | None = None,
         conversation_id: str | None = None,
-    ) -> Conversation:
+    ) -> ConversationRecord:
         """A new conversation; ``conversation_id`` is chosen by the client only on Chatchat's
         routes, whose clients name conversations themselves (uuid4 hex, as ours)."""
         now = time.time()
@@ -105,7 +105,7 @@ class ConversationRepo:
         query = _owned(select(ConversationRow).where(ConversationRow.id == conversation_id), owner)
         return session.scalar(query)
 
-    def list(self, owner: str | None = None, limit: int = 100) -> list[Conversation]:
+    def list(self, owner: str | None = None, limit: int = 100) -> list[ConversationRecord]:
         """Most recently active first."""
         with self.db.session() as session:
             rows = session.scalars(
@@ -115,7 +115,7 @@ class ConversationRepo:
             ).all()
             return [_conversation(row) for row in rows]
 
-    def get(self, conversation_id: str, owner: str | None = None) -> Conversation | None:
+    def get(self, conversation_id: str, owner: str | None = None) -> ConversationRecord | None:
         with self.db.session() as session:
             row = self._find(session, conversation_id, owner)
             if row is None:
@@ -137,13 +137,13 @@ class ConversationRepo:
                     grounding=json.loads(message.grounding or "{}"),
                     feedback=None
                     if feedback is None
-                    else Feedback(message_id=message.id, score=feedback.score, reason=feedback.reason),
+                    else FeedbackRecord(message_id=message.id, score=feedback.score, reason=feedback.reason),
                 )
                 for message, feedback in pairs
             ]
             return _conversation(row, messages)
 
-    def rename(self, conversation_id: str, title: str, owner: str | None = None) -> Conversation | None:
+    def rename(self, conversation_id: str, title: str, owner: str | None = None) -> ConversationRecord | None:
         with self.db.session(write=True) as session:
             row = self._find(session, conversation_id, owner)
             if row is None:
@@ -215,7 +215,7 @@ class ConversationRepo:
 
     def set_feedback(
         self, message_id: str, score: int, reason: str, owner: str | None = None
-    ) -> Feedback | None:
+    ) -> FeedbackRecord | None:
         """Record (or replace) the feedback on a message; None when the message is unknown."""
         with self.db.session(write=True) as session:
             query = (
@@ -232,4 +232,4 @@ class ConversationRepo:
                 )
             else:
                 row.score, row.reason, row.created_at = score, reason, time.time()
-        return Feedback(message_id=message_id, score=score, reason=reason)
+        return FeedbackRecord(message_id=message_id, score=score, reason=reason)

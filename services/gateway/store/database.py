@@ -13,8 +13,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.common.database import WRITE_OPTION, add_columns, make_engine
-from services.gateway.errors import ApiError
-from services.gateway.store.tables import ADDED_COLUMNS, Base
+from services.gateway.errors import HttpApiError
+from services.gateway.store.tables import ADDED_COLUMNS, GatewayTable
 
 
 class Database:
@@ -29,7 +29,7 @@ class Database:
 
     def create_schema(self) -> None:
         """Create the ``gw_`` tables that are missing (idempotent, safe for several replicas)."""
-        Base.metadata.create_all(self.engine, checkfirst=True)
+        GatewayTable.metadata.create_all(self.engine, checkfirst=True)
         add_columns(self.engine, ADDED_COLUMNS)
 
     @contextmanager
@@ -39,7 +39,7 @@ class Database:
             with (self._writes if write else self._reads).begin() as session:
                 yield session
         except OperationalError as error:
-            raise ApiError(
+            raise HttpApiError(
                 503, f"the gateway's database is unavailable: {error.orig}", code="unavailable"
             ) from error
 

@@ -24,7 +24,7 @@ def hash_key(key: str) -> str:
 
 
 @dataclass(frozen=True)
-class ApiKey:
+class ApiKeyRecord:
     id: str
     name: str
     prefix: str
@@ -34,8 +34,8 @@ class ApiKey:
     created_at: float
 
 
-def _record(row: ApiKeyRow) -> ApiKey:
-    return ApiKey(
+def _record(row: ApiKeyRow) -> ApiKeyRecord:
+    return ApiKeyRecord(
         id=row.id,
         name=row.name,
         prefix=row.prefix,
@@ -56,7 +56,7 @@ class KeyRepo:
         knowledge_bases: list[str] | None = None,
         rate_limit_per_minute: int | None = None,
         admin: bool = False,
-    ) -> tuple[ApiKey, str]:
+    ) -> tuple[ApiKeyRecord, str]:
         """The stored key and its plaintext (returned once, never stored)."""
         plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
         row = ApiKeyRow(
@@ -75,7 +75,7 @@ class KeyRepo:
             session.add(row)
         return _record(row), plaintext
 
-    def list(self) -> list[ApiKey]:
+    def list(self) -> list[ApiKeyRecord]:
         """Active keys, newest first."""
         with self.db.session() as session:
             rows = session.scalars(
@@ -83,7 +83,7 @@ class KeyRepo:
             ).all()
             return [_record(row) for row in rows]
 
-    def find(self, plaintext: str) -> ApiKey | None:
+    def find(self, plaintext: str) -> ApiKeyRecord | None:
         """The active key whose hash matches, or None."""
         with self.db.session() as session:
             row = session.scalar(

@@ -11,11 +11,11 @@ from sqlalchemy import Boolean, Double, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
-class Base(DeclarativeBase):
+class GatewayTable(DeclarativeBase):
     pass
 
 
-class ConversationRow(Base):
+class ConversationRow(GatewayTable):
     __tablename__ = "gw_conversations"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -27,7 +27,7 @@ class ConversationRow(Base):
     updated_at: Mapped[float] = mapped_column(Double, index=True)
 
 
-class MessageRow(Base):
+class MessageRow(GatewayTable):
     __tablename__ = "gw_messages"
 
     # An increasing integer orders a conversation's messages even when two share a timestamp.
@@ -47,7 +47,7 @@ class MessageRow(Base):
     created_at: Mapped[float] = mapped_column(Double)
 
 
-class FeedbackRow(Base):
+class FeedbackRow(GatewayTable):
     __tablename__ = "gw_feedback"
 
     message_id: Mapped[str] = mapped_column(
@@ -58,7 +58,7 @@ class FeedbackRow(Base):
     created_at: Mapped[float] = mapped_column(Double)
 
 
-class ApiKeyRow(Base):
+class ApiKeyRow(GatewayTable):
     __tablename__ = "gw_api_keys"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -74,7 +74,7 @@ class ApiKeyRow(Base):
     revoked_at: Mapped[float | None] = mapped_column(Double, nullable=True, index=True)
 
 
-class FileChatRow(Base):
+class FileChatRow(GatewayTable):
     __tablename__ = "gw_file_chats"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

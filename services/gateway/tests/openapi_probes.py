@@ -13,7 +13,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.gateway.schemas import REF_EXTENSION
+from services.gateway.schemas.refs import REF_EXTENSION
 
 UPLOAD = ("probe.txt", b"a harmless probe upload\n", "text/plain")
 

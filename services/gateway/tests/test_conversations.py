@@ -12,8 +12,8 @@ import openai
 import pytest
 
 from services.gateway.app import create_app
-from services.gateway.chat import ChatCompletionRequest
-from services.gateway.conversing import prepare_turn
+from services.gateway.chat.history import prepare_turn
+from services.gateway.schemas.openai import ChatCompletionRequest
 from services.gateway.store import GatewayStore
 from services.gateway.store.conversations import NewMessage
 from services.generate.backends.base import Backend

@@ -27,7 +27,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from services.gateway.schemas import REF_EXTENSION
+from services.gateway.schemas.refs import REF_EXTENSION
 
 from .openapi_probes import Operation, Probe, Schema, Slot
 from .stack import Stack, running_stack
@@ -286,8 +286,8 @@ async def test_every_input_that_looks_like_a_reference_is_marked(schema: Schema)
             and REF_EXTENSION not in prop
         }
     )
-    assert unmarked == [], f"mark these with {REF_EXTENSION} (services/gateway/schemas.py):\n" + "\n".join(
-        unmarked
+    assert unmarked == [], (
+        f"mark these with {REF_EXTENSION} (services/gateway/schemas/refs.py):\n" + "\n".join(unmarked)
     )
     assert sum(len(schema.slots(operation)) for operation in schema.operations()) >= 40
 

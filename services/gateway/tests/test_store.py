@@ -44,9 +44,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GatewaySto
     try:
         yield opened
     finally:
-        from services.gateway.store.tables import Base
+        from services.gateway.store.tables import GatewayTable
 
-        Base.metadata.drop_all(opened.db.engine)
+        GatewayTable.metadata.drop_all(opened.db.engine)
         opened.dispose()
 
 
@@ -194,13 +194,13 @@ def test_conversations_filtered_by_owner(store: GatewayStore) -> None:
 
 
 def test_unreachable_database_is_a_503() -> None:
-    from services.gateway.errors import ApiError
+    from services.gateway.errors import HttpApiError
 
     from .support import free_port
 
     dead = GatewayStore(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test?connect_timeout=2")
     try:
-        with pytest.raises(ApiError) as raised:
+        with pytest.raises(HttpApiError) as raised:
             dead.keys.count_active()
         assert raised.value.status == 503 and "unavailable" in raised.value.message
     finally:

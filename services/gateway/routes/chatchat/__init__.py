@@ -1,5 +1,10 @@
-"""Chatchat v0.2 compatibility routes (``/knowledge_base/*``, ``/chat/*``): drop-in for its clients."""
+"""Chatchat v0.2 compatibility routes (``/knowledge_base/*``, ``/chat/*``): drop-in for its clients.
 
-from services.gateway.routes.chatchat import chat, file_chat, knowledge_base
+The file-chat pair (``upload_temp_docs``, ``/chat/file_chat``) lives with file chats, in
+``services.gateway.file_chat.chatchat_routes``.
+"""
+
+from services.gateway.file_chat import chatchat_routes as file_chat
+from services.gateway.routes.chatchat import chat, knowledge_base
 
 routers = (knowledge_base.router, file_chat.upload_router, chat.router, file_chat.chat_router)

@@ -28,19 +28,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.gateway import submitting
 from services.gateway.access import Principal, key_of, visible_owner
-from services.gateway.chat import (
-    ChatCompletionRequest,
-    ChatMessageIn,
-    Generation,
-    plan_chat,
-    start_generation,
-)
+from services.gateway.chat.generation import Generation, start_generation
+from services.gateway.chat.planning import plan_chat
 from services.gateway.config import GatewaySettings
-from services.gateway.deps import BackendsDep, CurrentKey, SettingsDep, StoreDep
-from services.gateway.errors import ApiError, rpc_error_body
+from services.gateway.deps import ClientsDep, CurrentKey, SettingsDep, StoreDep
+from services.gateway.errors import HttpApiError, rpc_error_body
 from services.gateway.names import kb_name_error
-from services.gateway.routes.chatchat import ingest_ops
 from services.gateway.routes.chatchat.envelopes import (
     ERRORS,
     BaseResponse,
@@ -55,7 +50,8 @@ from services.gateway.routes.chatchat.knowledge_base import (
     CHATCHAT_TOP_K,
     SSE_HEADERS,
 )
-from services.gateway.schemas import CONVERSATION_REF, KB_REF
+from services.gateway.schemas.openai import ChatCompletionRequest, ChatMessageIn
+from services.gateway.schemas.refs import CONVERSATION_REF, KB_REF
 from services.gateway.store import GatewayStore
 from zhiku.v1 import common_pb2, ingest_pb2
 
@@ -142,7 +138,7 @@ class ChatchatConversation:
             return None
         conversation_id = body.conversation_id.lower()
         if not _CONVERSATION_ID.fullmatch(conversation_id):
-            raise ApiError(
+            raise HttpApiError(
                 422, "conversation_id must be 32 hex digits (uuid4().hex)", param="conversation_id"
             )
         found = await store.run(store.conversations.get, conversation_id, visible_owner(principal))
@@ -202,13 +198,13 @@ async def frames(
 
 @router.post("/chat", response_class=StreamingResponse, responses=EVENT_STREAM)
 async def chat(
-    body: ChatBody, backends: BackendsDep, settings: SettingsDep, store: StoreDep, principal: CurrentKey
+    body: ChatBody, clients: ClientsDep, settings: SettingsDep, store: StoreDep, principal: CurrentKey
 ) -> StreamingResponse:
     """Plain chat: frames ``{"text": token, "message_id": id}``."""
     conversation = await ChatchatConversation.open(body, store, principal, settings)
     stored = conversation.history if conversation else None
-    plan = await plan_chat(completion_request(body, stored=stored), backends, settings)
-    generation = await start_generation(backends, plan, settings.chat_timeout_s)
+    plan = await plan_chat(completion_request(body, stored=stored), clients, settings)
+    generation = await start_generation(clients, plan, settings.chat_timeout_s)
     tail = {"message_id": conversation.message_id if conversation else uuid.uuid4().hex}
     on_answer = _storing(conversation, body.query)
     return StreamingResponse(
@@ -241,7 +237,7 @@ def _source(index: int, passage: common_pb2.Passage, base_url: str, kb: str) -> 
 async def knowledge_base_chat(
     body: KnowledgeBaseChatBody,
     request: Request,
-    backends: BackendsDep,
+    clients: ClientsDep,
     settings: SettingsDep,
     store: StoreDep,
     principal: CurrentKey,
@@ -255,11 +251,11 @@ async def knowledge_base_chat(
     if problem is not None:
         return _json(forbidden(problem))
     try:
-        await backends.ingest.GetKnowledgeBase(
+        await clients.ingest.GetKnowledgeBase(
             ingest_pb2.GetKnowledgeBaseRequest(name=kb), timeout=settings.request_timeout_s
         )
     except grpc.RpcError as error:
-        if ingest_ops.is_not_found(error):
+        if submitting.is_not_found(error):
             return _json(not_found(kb_not_found(kb)))
         raise
     conversation = await ChatchatConversation.open(body, store, principal, settings)
@@ -270,8 +266,8 @@ async def knowledge_base_chat(
         top_k=body.top_k,
         score_threshold=chatchat_threshold(body.score_threshold),
     )
-    plan = await plan_chat(completion, backends, settings)
-    generation = await start_generation(backends, plan, settings.chat_timeout_s)
+    plan = await plan_chat(completion, clients, settings)
+    generation = await start_generation(clients, plan, settings.chat_timeout_s)
     base_url = str(request.base_url)
     docs = [_source(index, passage, base_url, kb) for index, passage in enumerate(plan.passages)] or [NO_DOCS]
     return StreamingResponse(

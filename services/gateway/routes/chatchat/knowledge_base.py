@@ -25,11 +25,11 @@ from fastapi import APIRouter, Body, Depends, File, Form, Query, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.gateway.deps import BackendsDep, IngestStub, SettingsDep, mark_upload
-from services.gateway.errors import ApiError
+from services.gateway import submitting
+from services.gateway.deps import ClientsDep, IngestStub, SettingsDep, mark_upload
+from services.gateway.errors import HttpApiError
 from services.gateway.names import file_name_error, kb_name_error, upload_file_name
 from services.gateway.retrieval import search_passages
-from services.gateway.routes.chatchat import ingest_ops
 from services.gateway.routes.chatchat.envelopes import (
     ERRORS,
     BaseResponse,
@@ -46,7 +46,8 @@ from services.gateway.routes.chatchat.envelopes import (
     sse_frame,
 )
 from services.gateway.routes.files import MAX_CHUNK_SIZE, content_disposition
-from services.gateway.schemas import KB_REF, MAX_QUERY_CHARS
+from services.gateway.schemas.native import MAX_QUERY_CHARS
+from services.gateway.schemas.refs import KB_REF
 from zhiku.v1 import ingest_pb2
 
 router = APIRouter(prefix="/knowledge_base", tags=["chatchat"], responses=ERRORS)
@@ -55,6 +56,9 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # Chatchat's VECTOR_SEARCH_TOP_K and SCORE_THRESHOLD defaults (1 = no filtering there).
 CHATCHAT_TOP_K = 3
 CHATCHAT_SCORE_THRESHOLD = 1.0
+# Chatchat's upload (with override), update and recreate calls always re-index, even identical
+# content (e.g. with new chunk settings): never the no-op path.
+CHATCHAT_OVERRIDE = True
 
 ChunkSize = Annotated[int, Field(ge=0, le=MAX_CHUNK_SIZE, description="0: Zhiku's default")]
 
@@ -129,7 +133,7 @@ async def _known_kb(ingest: IngestStub, name: str, settings: SettingsDep) -> Bas
             ingest_pb2.GetKnowledgeBaseRequest(name=name), timeout=settings.request_timeout_s
         )
     except grpc.RpcError as error:
-        if ingest_ops.is_not_found(error):
+        if submitting.is_not_found(error):
             return not_found(kb_not_found(name))
         raise
     return None
@@ -195,7 +199,7 @@ async def list_files(
     unknown = await _known_kb(ingest, knowledge_base_name, settings)
     if unknown is not None:
         return ListResponse(code=unknown.code, msg=unknown.msg, data=[])
-    return ListResponse(data=await ingest_ops.existing_files(ingest, knowledge_base_name, settings))
+    return ListResponse(data=await submitting.existing_files(ingest, knowledge_base_name, settings))
 
 
 @router.post("/upload_docs", response_model=FailedFilesResponse, dependencies=[Depends(mark_upload)])
@@ -223,7 +227,7 @@ async def upload_docs(
     refused = _chunking_error(chunk_size, chunk_overlap)
     if refused is not None:
         return refused
-    present = set(await ingest_ops.existing_files(ingest, knowledge_base_name, settings))
+    present = set(await submitting.existing_files(ingest, knowledge_base_name, settings))
     failed: dict[str, str] = {}
     jobs: dict[str, ingest_pb2.Job] = {}
     for upload in files:
@@ -236,17 +240,18 @@ async def upload_docs(
             failed[name] = f"文件 {name} 已存在。"
             continue
         try:
-            jobs[name] = await ingest_ops.submit(
+            jobs[name] = await submitting.submit_file(
                 ingest,
                 knowledge_base_name,
                 name,
                 await upload.read(),
                 settings,
+                override=CHATCHAT_OVERRIDE,
                 chunk_size=chunk_size,
                 chunk_overlap=chunk_overlap,
             )
         except grpc.RpcError as error:
-            reason = ingest_ops.per_file_reason(error)
+            reason = submitting.per_file_reason(error)
             if reason is None:
                 raise
             failed[name] = f"{name} 文件上传失败，报错信息为: {reason}"
@@ -258,8 +263,8 @@ async def _settle(
     ingest: IngestStub, jobs: dict[str, ingest_pb2.Job], settings: SettingsDep
 ) -> dict[str, str]:
     """Wait for every job; the failures by file name."""
-    settled = await asyncio.gather(*(ingest_ops.wait_for_job(ingest, job, settings) for job in jobs.values()))
-    failures = {name: ingest_ops.job_failure(job) for name, job in zip(jobs, settled, strict=True)}
+    settled = await asyncio.gather(*(submitting.wait_for_job(ingest, job, settings) for job in jobs.values()))
+    failures = {name: submitting.job_failure(job) for name, job in zip(jobs, settled, strict=True)}
     return {name: reason for name, reason in failures.items() if reason is not None}
 
 
@@ -280,7 +285,7 @@ async def delete_docs(body: DocsBody, ingest: IngestStub, settings: SettingsDep)
                 timeout=settings.request_timeout_s,
             )
         except grpc.RpcError as error:
-            if not ingest_ops.is_not_found(error):
+            if not submitting.is_not_found(error):
                 raise
             failed[name] = file_not_found(name)
     return FailedFilesResponse(msg="文件删除完成", data=FailedFiles(failed_files=failed))
@@ -320,13 +325,20 @@ async def _resubmit(
             ingest_pb2.GetFileContentRequest(knowledge_base=kb, file_name=name),
             timeout=settings.request_timeout_s,
         )
-        return await ingest_ops.submit(
-            ingest, kb, name, stored.content, settings, chunk_size=chunk_size, chunk_overlap=chunk_overlap
+        return await submitting.submit_file(
+            ingest,
+            kb,
+            name,
+            stored.content,
+            settings,
+            override=CHATCHAT_OVERRIDE,
+            chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap,
         )
     except grpc.RpcError as error:
-        if ingest_ops.is_not_found(error):
+        if submitting.is_not_found(error):
             return file_not_found(name)
-        reason = ingest_ops.per_file_reason(error)
+        reason = submitting.per_file_reason(error)
         if reason is None:
             raise
         return reason
@@ -334,7 +346,7 @@ async def _resubmit(
 
 @router.post("/search_docs", response_model=list[DocumentWithScore])
 async def search_docs(
-    body: SearchDocsBody, backends: BackendsDep, settings: SettingsDep
+    body: SearchDocsBody, clients: ClientsDep, settings: SettingsDep
 ) -> list[DocumentWithScore]:
     """A bare list of ``{page_content, metadata, score}``, best first, at most ``top_k``.
 
@@ -347,16 +359,16 @@ async def search_docs(
     if not body.query.strip() or kb_name_error(body.knowledge_base_name) is not None:
         return []
     try:
-        kb = await backends.ingest.GetKnowledgeBase(
+        kb = await clients.ingest.GetKnowledgeBase(
             ingest_pb2.GetKnowledgeBaseRequest(name=body.knowledge_base_name),
             timeout=settings.request_timeout_s,
         )
     except grpc.RpcError as error:
-        if ingest_ops.is_not_found(error):
+        if submitting.is_not_found(error):
             return []
         raise
     passages = await search_passages(
-        backends,
+        clients,
         kb,
         body.query,
         top_k=body.top_k,
@@ -396,7 +408,7 @@ async def download_doc(
             timeout=settings.request_timeout_s,
         )
     except grpc.RpcError as error:
-        if ingest_ops.is_not_found(error):
+        if submitting.is_not_found(error):
             return _envelope(not_found(file_not_found(file_name)))
         raise
     name = stored.file_name or file_name
@@ -451,7 +463,7 @@ async def _recreate_frames(
             await ingest.CreateKnowledgeBase(
                 ingest_pb2.CreateKnowledgeBaseRequest(name=kb), timeout=settings.request_timeout_s
             )
-        names = await ingest_ops.existing_files(ingest, kb, settings)
+        names = await submitting.existing_files(ingest, kb, settings)
         submitted = [
             (name, await _resubmit(ingest, kb, name, settings, body.chunk_size, body.chunk_overlap))
             for name in names
@@ -460,7 +472,7 @@ async def _recreate_frames(
             reason = (
                 job
                 if isinstance(job, str)
-                else ingest_ops.job_failure(await ingest_ops.wait_for_job(ingest, job, settings))
+                else submitting.job_failure(await submitting.wait_for_job(ingest, job, settings))
             )
             if reason is not None:
                 yield sse_frame(
@@ -477,7 +489,7 @@ async def _recreate_frames(
                     "doc": name,
                 }
             )
-    except ApiError as error:
+    except HttpApiError as error:
         yield sse_frame({"code": error.status, "msg": error.message})
     except grpc.RpcError as error:
         # Headers are sent already: report in-band, in the frame shape clients parse.

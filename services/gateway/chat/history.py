@@ -1,8 +1,8 @@
 """What ``/v1/chat/completions`` does around generation when given ``conversation_id`` or
 ``file_chat_id``: resolve them into the request, and store the new turn afterwards.
 
-Kept apart from ``chat.py`` (generation) so both stay small: this module knows the store,
-that one knows the generate service.
+Kept apart from ``planning`` and ``generation`` so each stays small: this module knows the
+store, they know the retrieval path and the generate service.
 """
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.gateway import file_chats
 from services.gateway.access import Principal, visible_owner
-from services.gateway.chat import KB_MODEL_PREFIX, ChatCompletionRequest, ChatMessageIn
-from services.gateway.errors import ApiError
+from services.gateway.errors import HttpApiError
+from services.gateway.file_chat import lifecycle
+from services.gateway.schemas.openai import KB_MODEL_PREFIX, ChatCompletionRequest, ChatMessageIn
 from services.gateway.store import GatewayStore
 
 
 @dataclass
-class Turn:
+class HistoryTurn:
     """The request as it goes to generation, plus what to store once the answer is known."""
 
     request: ChatCompletionRequest
@@ -61,28 +61,34 @@ def _names_kb(body: ChatCompletionRequest) -> bool:
 
 async def prepare_turn(
     body: ChatCompletionRequest, store: GatewayStore, principal: Principal | None, history_messages: int
-) -> Turn:
+) -> HistoryTurn:
     """Validate ``n`` and refuse unsupported features, resolve file chat and conversation (its
     latest ``history_messages`` go in front of the new turn); both must be the caller's key's."""
     if body.n is not None and body.n != 1:
-        raise ApiError(400, f"n={body.n} is not supported: Zhiku returns exactly one choice (n=1)", param="n")
+        raise HttpApiError(
+            400, f"n={body.n} is not supported: Zhiku returns exactly one choice (n=1)", param="n"
+        )
     if (refusal := body.unsupported_features()) is not None:
         raise refusal
     updates: dict[str, Any] = {}
     temporary = False
     if body.file_chat_id is not None:
         if _names_kb(body):
-            raise ApiError(422, "file_chat_id cannot be combined with a knowledge base", param="file_chat_id")
-        chat = await file_chats.find_file_chat(store, body.file_chat_id, principal)
+            raise HttpApiError(
+                422, "file_chat_id cannot be combined with a knowledge base", param="file_chat_id"
+            )
+        chat = await lifecycle.find_file_chat(store, body.file_chat_id, principal)
         updates["knowledge_base"] = chat.knowledge_base
         temporary = True
-    turn = Turn(request=body)
+    turn = HistoryTurn(request=body)
     if body.conversation_id is not None:
         conversation = await store.run(
             store.conversations.get, body.conversation_id, visible_owner(principal)
         )
         if conversation is None:
-            raise ApiError(404, f"conversation {body.conversation_id!r} not found", param="conversation_id")
+            raise HttpApiError(
+                404, f"conversation {body.conversation_id!r} not found", param="conversation_id"
+            )
         recent = (
             conversation.messages[len(conversation.messages) - history_messages :] if history_messages else []
         )

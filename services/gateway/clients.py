@@ -2,7 +2,7 @@
 
 Channels multiplex every request over one HTTP/2 connection per service and reconnect on
 their own; creating one per request would pay a handshake each time and defeat the retry
-policy ``aio_channel`` configures. The lifespan opens a :class:`Backends` and closes it.
+policy ``aio_channel`` configures. The lifespan opens a :class:`ServiceClients` and closes it.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from zhiku.v1 import (
 
 
 @dataclass
-class Backends:
+class ServiceClients:
     """The stubs routes call, plus the channels behind them (for health checks and close)."""
 
     channels: dict[str, grpc.aio.Channel]
@@ -45,7 +45,7 @@ class Backends:
     @classmethod
     def connect(
         cls, common: CommonSettings, guard: KnowledgeBaseGuard, kb_cache_ttl_s: float = 0.0
-    ) -> Backends:
+    ) -> ServiceClients:
         """Open the channels (lazily connecting: a service down at startup is not fatal). The
         channels that name knowledge bases (ingest, retrieve) check every call with ``guard``."""
         addresses = {

@@ -1,5 +1,5 @@
 """Chatchat v0.2's ``/knowledge_base/upload_temp_docs`` and ``/chat/file_chat`` over Zhiku's
-file chats (temporary knowledge bases with a time to live, see ``services/gateway/file_chats``).
+file chats (temporary knowledge bases with a time to live, see ``services.gateway.file_chat.lifecycle``).
 
 Chatchat keeps temporary FAISS indexes in memory; Zhiku ingests into a ``tmp_<id>`` knowledge
 base that expires after ``ZHIKU_GATEWAY_FILE_CHAT_TTL_S``. ``upload_temp_docs`` waits for
@@ -16,10 +16,11 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field
 
-from services.gateway import file_chats
 from services.gateway.access import visible_owner
-from services.gateway.chat import plan_chat, start_generation
-from services.gateway.deps import BackendsDep, CurrentKey, SettingsDep, StoreDep, mark_upload
+from services.gateway.chat.generation import start_generation
+from services.gateway.chat.planning import plan_chat
+from services.gateway.deps import ClientsDep, CurrentKey, SettingsDep, StoreDep, mark_upload
+from services.gateway.file_chat import lifecycle
 from services.gateway.names import upload_file_name
 from services.gateway.routes.chatchat import chat as chatchat_chat
 from services.gateway.routes.chatchat.envelopes import ERRORS, BaseResponse, chatchat_threshold, not_found, ok
@@ -28,8 +29,8 @@ from services.gateway.routes.chatchat.knowledge_base import (
     CHATCHAT_TOP_K,
     SSE_HEADERS,
 )
-from services.gateway.routes.files import MAX_CHUNK_SIZE
-from services.gateway.schemas import FILE_CHAT_REF
+from services.gateway.schemas.refs import FILE_CHAT_REF
+from services.gateway.submitting import MAX_CHUNK_SIZE
 from zhiku.v1 import common_pb2
 
 upload_router = APIRouter(prefix="/knowledge_base", tags=["chatchat"], responses=ERRORS)
@@ -49,7 +50,7 @@ class FileChatBody(chatchat_chat.ChatBody):
 @upload_router.post("/upload_temp_docs", response_model=BaseResponse, dependencies=[Depends(mark_upload)])
 async def upload_temp_docs(
     files: Annotated[list[UploadFile], File(description="one or more files (repeat the field)")],
-    backends: BackendsDep,
+    clients: ClientsDep,
     store: StoreDep,
     settings: SettingsDep,
     principal: CurrentKey,
@@ -78,9 +79,9 @@ async def upload_temp_docs(
     owner = visible_owner(principal)
     chat = await store.run(store.file_chats.get, prev_id, owner) if prev_id else None
     if chat is None:  # another key's prev_id gets a new file chat, exactly like an unknown one
-        chat = await file_chats.open_file_chat(backends, store, settings, principal)
-    chat, outcomes = await file_chats.add_files(
-        backends, store, chat, named, settings, chunk_size=chunk_size, chunk_overlap=chunk_overlap
+        chat = await lifecycle.open_file_chat(clients, store, settings, principal)
+    chat, outcomes = await lifecycle.add_files(
+        clients, store, chat, named, settings, chunk_size=chunk_size, chunk_overlap=chunk_overlap
     )
     failed.update({outcome.file_name: outcome.error for outcome in outcomes if outcome.error})
     return ok(data={"id": chat.id, "failed_files": failed})
@@ -93,7 +94,7 @@ def _source(index: int, passage: common_pb2.Passage) -> str:
 
 @chat_router.post("/file_chat", response_model=None, responses=chatchat_chat.EVENT_STREAM)
 async def file_chat(
-    body: FileChatBody, backends: BackendsDep, store: StoreDep, settings: SettingsDep, principal: CurrentKey
+    body: FileChatBody, clients: ClientsDep, store: StoreDep, settings: SettingsDep, principal: CurrentKey
 ) -> StreamingResponse | JSONResponse:
     """Chat with the files of ``upload_temp_docs``: frames ``{"answer": token}`` then
     ``{"docs": [...]}`` (one ``{"answer", "docs"}`` frame without ``stream``). Another key's
@@ -105,8 +106,8 @@ async def file_chat(
     completion = chatchat_chat.completion_request(
         body, chat.knowledge_base, top_k=body.top_k, score_threshold=chatchat_threshold(body.score_threshold)
     )
-    plan = await plan_chat(completion, backends, settings)
-    generation = await start_generation(backends, plan, settings.chat_timeout_s)
+    plan = await plan_chat(completion, clients, settings)
+    generation = await start_generation(clients, plan, settings.chat_timeout_s)
     docs = [_source(index, passage) for index, passage in enumerate(plan.passages)] or [chatchat_chat.NO_DOCS]
     tail: dict[str, Any] = {"docs": docs}
     return StreamingResponse(

@@ -1,8 +1,10 @@
-"""Ingest calls the Chatchat routes share: submit a file and wait until its job settles.
+"""Submitting files to the ingest service and following their jobs: the one place that calls
+``SubmitFile``, for the native upload route, the Chatchat routes and file chats alike.
 
-Chatchat parses and embeds inside the request, so its clients take a 200 as "indexed". Zhiku
-ingests in the Celery worker; these helpers wait for the jobs, so a Chatchat route answers only
-once the outcome is known and ``failed_files`` can report parse or embed failures too.
+Zhiku ingests in the Celery worker, so a submission answers with a job at once. The native API
+hands that job to the client; Chatchat's clients (which take a 200 as "indexed") and file chats
+(whose answer says which files are usable) wait here until each job settles, so a failure to
+parse or embed a file is reported with it.
 """
 
 from __future__ import annotations
@@ -11,11 +13,15 @@ import asyncio
 import time
 
 import grpc
+from fastapi import UploadFile
 
 from services.gateway.config import GatewaySettings
-from services.gateway.errors import ApiError
+from services.gateway.errors import HttpApiError
+from services.gateway.names import upload_file_name
 from zhiku.v1 import ingest_pb2, ingest_pb2_grpc
 
+# Largest chunk_size and chunk_overlap an upload may ask for.
+MAX_CHUNK_SIZE = 100_000
 TERMINAL_STATES = frozenset(
     {ingest_pb2.JOB_STATE_SUCCEEDED, ingest_pb2.JOB_STATE_FAILED, ingest_pb2.JOB_STATE_CANCELLED}
 )
@@ -47,16 +53,36 @@ async def existing_files(
     return [info.name for info in reply.files]
 
 
-async def submit(
+def upload_names(files: list[UploadFile]) -> list[str]:
+    """The stored name of each upload, in order; a bad or repeated name is a 422 for the whole
+    request (before any file is read)."""
+    names: list[str] = []
+    for upload in files:
+        try:
+            name = upload_file_name(upload.filename)
+        except ValueError as error:
+            raise HttpApiError(422, f"{upload.filename!r}: {error}", param="files") from error
+        if name in names:
+            raise HttpApiError(422, f"file {name!r} appears twice in one upload", param="files")
+        names.append(name)
+    return names
+
+
+async def submit_file(
     ingest: ingest_pb2_grpc.IngestServiceStub,
     kb: str,
     name: str,
     content: bytes,
     settings: GatewaySettings,
     *,
+    override: bool,
     chunk_size: int = 0,
     chunk_overlap: int = 0,
+    splitter: str = "",
+    title_enhance: bool = False,
 ) -> ingest_pb2.Job:
+    """Queue one file for ingestion; the job as submitted (``override``: re-index even content
+    identical to what is indexed, instead of the no-op answered with ``unchanged``)."""
     return await ingest.SubmitFile(
         ingest_pb2.SubmitFileRequest(
             knowledge_base=kb,
@@ -64,9 +90,9 @@ async def submit(
             content=content,
             chunk_size=chunk_size,
             chunk_overlap=chunk_overlap,
-            # Chatchat's upload (with override), update and recreate calls always re-index,
-            # even identical content (e.g. with new chunk settings): never the no-op path.
-            override=True,
+            override=override,
+            splitter=splitter,
+            title_enhance=title_enhance,
         ),
         timeout=settings.request_timeout_s,
     )
@@ -80,7 +106,7 @@ async def wait_for_job(
     deadline = time.monotonic() + settings.chat_timeout_s
     while job.state not in TERMINAL_STATES:
         if time.monotonic() > deadline:
-            raise ApiError(
+            raise HttpApiError(
                 504, f"ingestion of {job.file_name!r} did not finish in time", code="deadline_exceeded"
             )
         await asyncio.sleep(POLL_INTERVAL_S)

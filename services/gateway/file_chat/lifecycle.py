@@ -15,15 +15,15 @@ from dataclasses import dataclass
 
 import grpc
 
+from services.gateway import submitting
 from services.gateway.access import Principal, key_of, visible_owner
 from services.gateway.authz import GATEWAY, acting_as
-from services.gateway.backends import Backends
+from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
-from services.gateway.errors import ApiError
-from services.gateway.routes.chatchat import ingest_ops
-from services.gateway.schemas import job_state
+from services.gateway.errors import HttpApiError
+from services.gateway.file_chat.records import FileChat
+from services.gateway.schemas.native import job_state
 from services.gateway.store import GatewayStore
-from services.gateway.store.file_chats import FileChat
 from zhiku.v1 import ingest_pb2
 
 log = logging.getLogger("zhiku.gateway.file_chats")
@@ -38,7 +38,7 @@ class FileOutcome:
 
 
 async def open_file_chat(
-    backends: Backends, store: GatewayStore, settings: GatewaySettings, principal: Principal | None
+    clients: ServiceClients, store: GatewayStore, settings: GatewaySettings, principal: Principal | None
 ) -> FileChat:
     """Record a new file chat of the caller's key and create its knowledge base (the record
     goes if that fails).
@@ -50,7 +50,7 @@ async def open_file_chat(
         store.file_chats.create, settings.file_chat_ttl_s + settings.chat_timeout_s, key_of(principal)
     )
     try:
-        await backends.ingest.CreateKnowledgeBase(
+        await clients.ingest.CreateKnowledgeBase(
             ingest_pb2.CreateKnowledgeBaseRequest(
                 name=chat.knowledge_base, description="file chat (temporary)"
             ),
@@ -63,7 +63,7 @@ async def open_file_chat(
 
 
 async def _ingest_one(
-    backends: Backends,
+    clients: ServiceClients,
     kb: str,
     name: str,
     content: bytes,
@@ -72,22 +72,29 @@ async def _ingest_one(
     chunk_overlap: int,
 ) -> FileOutcome:
     try:
-        job = await ingest_ops.submit(
-            backends.ingest, kb, name, content, settings, chunk_size=chunk_size, chunk_overlap=chunk_overlap
+        job = await submitting.submit_file(
+            clients.ingest,
+            kb,
+            name,
+            content,
+            settings,
+            override=True,  # as Chatchat's upload_temp_docs: always index, never the no-op path
+            chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap,
         )
     except grpc.RpcError as error:
-        reason = ingest_ops.per_file_reason(error)
+        reason = submitting.per_file_reason(error)
         if reason is None:
             raise
         return FileOutcome(file_name=name, state="failed", chunks=0, error=reason)
-    job = await ingest_ops.wait_for_job(backends.ingest, job, settings)
+    job = await submitting.wait_for_job(clients.ingest, job, settings)
     return FileOutcome(
-        file_name=name, state=job_state(job.state), chunks=job.chunks, error=ingest_ops.job_failure(job)
+        file_name=name, state=job_state(job.state), chunks=job.chunks, error=submitting.job_failure(job)
     )
 
 
 async def add_files(
-    backends: Backends,
+    clients: ServiceClients,
     store: GatewayStore,
     chat: FileChat,
     files: list[tuple[str, bytes]],
@@ -101,7 +108,7 @@ async def add_files(
     outcomes = list(
         await asyncio.gather(
             *(
-                _ingest_one(backends, chat.knowledge_base, name, content, settings, chunk_size, chunk_overlap)
+                _ingest_one(clients, chat.knowledge_base, name, content, settings, chunk_size, chunk_overlap)
                 for name, content in files
             )
         )
@@ -114,21 +121,21 @@ async def find_file_chat(store: GatewayStore, chat_id: str, principal: Principal
     """The caller's live file chat, or 404 (unknown, expired and another key's read alike)."""
     chat = await store.run(store.file_chats.get, chat_id, visible_owner(principal))
     if chat is None:
-        raise ApiError(404, f"file chat {chat_id!r} does not exist or has expired", param="file_chat_id")
+        raise HttpApiError(404, f"file chat {chat_id!r} does not exist or has expired", param="file_chat_id")
     return chat
 
 
-async def sweep_expired(backends: Backends, store: GatewayStore, settings: GatewaySettings) -> int:
+async def sweep_expired(clients: ServiceClients, store: GatewayStore, settings: GatewaySettings) -> int:
     """Delete every expired temporary knowledge base; returns how many went."""
     swept = 0
     for chat in await store.run(store.file_chats.expired):
         try:
-            await backends.ingest.DeleteKnowledgeBase(
+            await clients.ingest.DeleteKnowledgeBase(
                 ingest_pb2.DeleteKnowledgeBaseRequest(name=chat.knowledge_base),
                 timeout=settings.request_timeout_s,
             )
         except grpc.RpcError as error:
-            if not ingest_ops.is_not_found(error):
+            if not submitting.is_not_found(error):
                 log.warning("could not sweep file chat %s: %s", chat.id, error.details())  # type: ignore[attr-defined]
                 continue  # kept, retried at the next sweep
         await store.run(store.file_chats.forget, chat.id)
@@ -138,17 +145,17 @@ async def sweep_expired(backends: Backends, store: GatewayStore, settings: Gatew
     return swept
 
 
-async def run_sweeper(backends: Backends, store: GatewayStore, settings: GatewaySettings) -> None:
+async def run_sweeper(clients: ServiceClients, store: GatewayStore, settings: GatewaySettings) -> None:
     """Sweep now (catching up after a restart), then every ``file_chat_sweep_interval_s``;
     the gateway deletes on its own behalf, not any caller's."""
     with acting_as(GATEWAY):
-        await _sweep_forever(backends, store, settings)
+        await _sweep_forever(clients, store, settings)
 
 
-async def _sweep_forever(backends: Backends, store: GatewayStore, settings: GatewaySettings) -> None:
+async def _sweep_forever(clients: ServiceClients, store: GatewayStore, settings: GatewaySettings) -> None:
     while True:
         try:
-            await sweep_expired(backends, store, settings)
+            await sweep_expired(clients, store, settings)
         except Exception:  # a database hiccup must not end the sweeper
             log.exception("file chat sweep failed")
         await asyncio.sleep(settings.file_chat_sweep_interval_s)

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, Field
 
 from services.gateway.names import KB_NAME_MAX_CHARS, validate_kb_name
+from services.gateway.schemas.refs import KB_REF, KBS_REF
 from zhiku.v1 import common_pb2, ingest_pb2
 
 JobStateName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -45,18 +46,6 @@ def job_stage(state: int) -> JobStageName:
 def job_state(state: int) -> JobStateName:
     return _STATE_BY_STAGE[job_stage(state)]
 
-
-# OpenAPI extension on every field and parameter that refers to something a key may not be
-# allowed to see (a knowledge base, a file chat, a conversation...). It documents the field,
-# and the scope test walks the schema by it, so a new field is tested without editing the test.
-REF_EXTENSION = "x-zhiku-refers-to"
-KB_REF = {REF_EXTENSION: "knowledge_base"}
-KBS_REF = {REF_EXTENSION: "knowledge_bases"}
-MODEL_REF = {REF_EXTENSION: "model"}  # a model id, where "kb:<name>" names a knowledge base
-FILE_CHAT_REF = {REF_EXTENSION: "file_chat"}
-CONVERSATION_REF = {REF_EXTENSION: "conversation"}
-MESSAGE_REF = {REF_EXTENSION: "message"}
-JOB_REF = {REF_EXTENSION: "job"}
 
 KnowledgeBaseNameField = Annotated[
     str,
@@ -235,7 +224,7 @@ class RetrievalParams(BaseModel):
     rerank: bool = Field(default=False, description="rerank top_k x 4 candidates with the embed service")
 
 
-class SearchQuery(RetrievalParams):
+class SearchRequest(RetrievalParams):
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     top_k: int | None = Field(default=None, ge=1, le=100, description="default: the gateway's default_top_k")
     score_threshold: float = Field(

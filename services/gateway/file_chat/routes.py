@@ -12,10 +12,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, UploadFile, status
 from pydantic import BaseModel, Field
 
-from services.gateway import file_chats
-from services.gateway.deps import BackendsDep, CurrentKey, SettingsDep, StoreDep, mark_upload
-from services.gateway.errors import ApiError
-from services.gateway.names import upload_file_name
+from services.gateway.deps import ClientsDep, CurrentKey, SettingsDep, StoreDep, mark_upload
+from services.gateway.file_chat import lifecycle
+from services.gateway.submitting import upload_names
 
 router = APIRouter(prefix="/v1/file_chats", tags=["file chat"])
 
@@ -35,16 +34,7 @@ class FileChatCreated(BaseModel):
 
 async def read_uploads(files: list[UploadFile]) -> list[tuple[str, bytes]]:
     """(stored name, content) per upload; a bad or repeated name is a 422 for the whole request."""
-    named: list[tuple[str, bytes]] = []
-    for upload in files:
-        try:
-            name = upload_file_name(upload.filename)
-        except ValueError as error:
-            raise ApiError(422, f"{upload.filename!r}: {error}", param="files") from error
-        if any(name == seen for seen, _ in named):
-            raise ApiError(422, f"file {name!r} appears twice in one upload", param="files")
-        named.append((name, await upload.read()))
-    return named
+    return [(name, await upload.read()) for name, upload in zip(upload_names(files), files, strict=True)]
 
 
 @router.post(
@@ -55,7 +45,7 @@ async def read_uploads(files: list[UploadFile]) -> list[tuple[str, bytes]]:
 )
 async def create_file_chat(
     files: Annotated[list[UploadFile], File(description="one or more files (repeat the field)")],
-    backends: BackendsDep,
+    clients: ClientsDep,
     store: StoreDep,
     settings: SettingsDep,
     principal: CurrentKey,
@@ -63,8 +53,8 @@ async def create_file_chat(
     """Create a temporary knowledge base from the files; waits until each is ingested. The
     file chat belongs to the caller's key: no other key can use it or see its files."""
     named = await read_uploads(files)
-    chat = await file_chats.open_file_chat(backends, store, settings, principal)
-    chat, outcomes = await file_chats.add_files(backends, store, chat, named, settings)
+    chat = await lifecycle.open_file_chat(clients, store, settings, principal)
+    chat, outcomes = await lifecycle.add_files(clients, store, chat, named, settings)
     return FileChatCreated(
         id=chat.id,
         expires_at=chat.expires_at,

@@ -1,0 +1,79 @@
+"""A started generation: the generate service's token stream, read for deltas and tallies.
+
+The first message is read before any HTTP response starts, so a failing start (unknown model,
+service down) is still an HTTP error status rather than an error inside a 200 stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from services.common.grpc_client import request_metadata
+from services.gateway.chat.planning import ChatPlan
+from services.gateway.clients import ServiceClients
+from services.gateway.schemas.openai import Completion
+from zhiku.v1 import generate_pb2
+
+Reply = generate_pb2.GenerateResponse
+
+
+@dataclass
+class Generation:
+    """A started gRPC stream with its first message already read, plus the final tallies."""
+
+    call: grpc.aio.UnaryStreamCall
+    first: Reply | None
+    finish_reason: str = "stop"
+    usage: generate_pb2.Usage = field(default_factory=generate_pb2.Usage)
+    grounding: generate_pb2.Grounding | None = None
+
+    @property
+    def abstained(self) -> bool:
+        """The service declined to answer from the passages (known from the first message)."""
+        return bool(self.first is not None and self.first.abstained)
+
+    async def deltas(self) -> AsyncIterator[str]:
+        """Text deltas in order; finish reason, usage and grounding are recorded as they arrive."""
+        message = self.first
+        while message is not None:
+            if message.finish_reason:
+                self.finish_reason = message.finish_reason
+            if message.HasField("usage"):
+                self.usage = message.usage
+            if message.HasField("grounding"):
+                self.grounding = message.grounding
+            if message.delta:
+                yield message.delta
+            following = await self.call.read()
+            message = None if following is grpc.aio.EOF else following
+
+    def cancel(self) -> None:
+        """Stop the generation (a no-op once the stream has ended)."""
+        self.call.cancel()
+
+
+async def start_generation(clients: ServiceClients, plan: ChatPlan, timeout_s: float) -> Generation:
+    """Start the stream and wait for its first message, so a failing start (unknown model,
+    service down) is still an HTTP error status rather than an error inside a 200 stream."""
+    # Explicit metadata: grpc.aio registers common's request-id interceptor (one object that is
+    # both unary-unary and unary-stream) for unary-unary calls only, so streams would lose the id.
+    call = clients.generate.Generate(plan.request, timeout=timeout_s, metadata=request_metadata())
+    try:
+        first = await call.read()
+    except BaseException:
+        call.cancel()
+        raise
+    return Generation(call=call, first=None if first is grpc.aio.EOF else first)
+
+
+async def collect(generation: Generation, completion: Completion) -> dict[str, Any]:
+    """Non-streaming answer: the deltas joined, with the final finish reason and usage."""
+    try:
+        text = "".join([delta async for delta in generation.deltas()])
+    finally:
+        generation.cancel()
+    return completion.whole(text, generation.finish_reason, generation.usage)
