@@ -19,7 +19,7 @@ import pytest
 from services.gateway.app import create_app
 from services.generate.backends.base import Backend
 from services.generate.config import GenerateSettings
-from services.generate.domain import Chunk, Job, ModelInfo
+from services.generate.domain import Chunk, GenerationJob, ModelInfo
 from services.generate.server import build_spec
 
 from .support import asgi_client, gateway_settings, running_service, served
@@ -44,7 +44,7 @@ class TickingBackend(Backend):
     def context_window(self) -> int:
         return 4096
 
-    async def stream(self, job: Job) -> AsyncIterator[Chunk]:
+    async def stream(self, job: GenerationJob) -> AsyncIterator[Chunk]:
         self.request_ids.append(job.request_id)
         try:
             yield Chunk(delta="partial ")

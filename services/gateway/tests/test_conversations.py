@@ -18,7 +18,7 @@ from services.gateway.store import GatewayStore
 from services.gateway.store.conversations import NewMessage
 from services.generate.backends.base import Backend
 from services.generate.config import GenerateSettings
-from services.generate.domain import Chunk, Job, ModelInfo
+from services.generate.domain import Chunk, GenerationJob, ModelInfo
 from services.generate.server import build_spec
 
 from .support import gateway_settings, running_service, served
@@ -38,7 +38,7 @@ class RecordingBackend(Backend):
     def context_window(self) -> int:
         return 8192
 
-    async def stream(self, job: Job) -> AsyncIterator[Chunk]:
+    async def stream(self, job: GenerationJob) -> AsyncIterator[Chunk]:
         self.prompts.append(job.prompt.message_dicts())
         self.sampling.append(job.sampling)
         yield Chunk(delta="answer ")
