@@ -25,37 +25,41 @@ _sym_db = _symbol_database.Default()
 from zhiku.v1 import common_pb2 as zhiku_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17zhiku/v1/generate.proto\x12\x08zhiku.v1\x1a\x15zhiku/v1/common.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xfe\x01\n\x0fGenerateRequest\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.zhiku.v1.ChatMessage\x12#\n\x08passages\x18\x02 \x03(\x0b\x32\x11.zhiku.v1.Passage\x12\x10\n\x08grounded\x18\x03 \x01(\x08\x12\x18\n\x0btemperature\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x02H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x06 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\r\n\x05model\x18\x08 \x01(\tB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokens\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\"B\n\x0ePassageSupport\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\r\n\x05\x63ited\x18\x02 \x01(\x08\x12\x11\n\tsupported\x18\x03 \x01(\x08\"?\n\x13UnsupportedSentence\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x05\"k\n\tGrounding\x12*\n\x08passages\x18\x01 \x03(\x0b\x32\x18.zhiku.v1.PassageSupport\x12\x32\n\x0bunsupported\x18\x02 \x03(\x0b\x32\x1d.zhiku.v1.UnsupportedSentence\"\x93\x01\n\x10GenerateResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12\x1e\n\x05usage\x18\x03 \x01(\x0b\x32\x0f.zhiku.v1.Usage\x12\x11\n\tabstained\x18\x04 \x01(\x08\x12&\n\tgrounding\x18\x05 \x01(\x0b\x32\x13.zhiku.v1.Grounding\"M\n\x13RewriteQueryRequest\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.zhiku.v1.ChatMessage\x12\r\n\x05model\x18\x02 \x01(\t\"5\n\x14RewriteQueryResponse\x12\r\n\x05query\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\"\x13\n\x11ListModelsRequest\"@\n\tModelCard\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontext_window\x18\x03 \x01(\x05\"9\n\x12ListModelsResponse\x12#\n\x06models\x18\x01 \x03(\x0b\x32\x13.zhiku.v1.ModelCard2\xee\x01\n\x0fGenerateService\x12\x43\n\x08Generate\x12\x19.zhiku.v1.GenerateRequest\x1a\x1a.zhiku.v1.GenerateResponse0\x01\x12G\n\nListModels\x12\x1b.zhiku.v1.ListModelsRequest\x1a\x1c.zhiku.v1.ListModelsResponse\x12M\n\x0cRewriteQuery\x12\x1d.zhiku.v1.RewriteQueryRequest\x1a\x1e.zhiku.v1.RewriteQueryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17zhiku/v1/generate.proto\x12\x08zhiku.v1\x1a\x15zhiku/v1/common.proto\"7\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\targuments\x18\x03 \x01(\t\"x\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12&\n\ntool_calls\x18\x03 \x03(\x0b\x32\x12.zhiku.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\"\x84\x03\n\x0fGenerateRequest\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.zhiku.v1.ChatMessage\x12#\n\x08passages\x18\x02 \x03(\x0b\x32\x11.zhiku.v1.Passage\x12\x10\n\x08grounded\x18\x03 \x01(\x08\x12\x18\n\x0btemperature\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x02H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x06 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\r\n\x05model\x18\x08 \x01(\t\x12\x12\n\ntools_json\x18\t \x01(\t\x12\x18\n\x10tool_choice_json\x18\n \x01(\t\x12 \n\x13parallel_tool_calls\x18\x0b \x01(\x08H\x03\x88\x01\x01\x12\x1c\n\x14response_format_json\x18\x0c \x01(\tB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x16\n\x14_parallel_tool_calls\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\"B\n\x0ePassageSupport\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\r\n\x05\x63ited\x18\x02 \x01(\x08\x12\x11\n\tsupported\x18\x03 \x01(\x08\"?\n\x13UnsupportedSentence\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x05\"k\n\tGrounding\x12*\n\x08passages\x18\x01 \x03(\x0b\x32\x18.zhiku.v1.PassageSupport\x12\x32\n\x0bunsupported\x18\x02 \x03(\x0b\x32\x1d.zhiku.v1.UnsupportedSentence\"K\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\targuments\x18\x04 \x01(\t\"\xc0\x01\n\x10GenerateResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12\x1e\n\x05usage\x18\x03 \x01(\x0b\x32\x0f.zhiku.v1.Usage\x12\x11\n\tabstained\x18\x04 \x01(\x08\x12&\n\tgrounding\x18\x05 \x01(\x0b\x32\x13.zhiku.v1.Grounding\x12+\n\ntool_calls\x18\x06 \x03(\x0b\x32\x17.zhiku.v1.ToolCallDelta\"M\n\x13RewriteQueryRequest\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.zhiku.v1.ChatMessage\x12\r\n\x05model\x18\x02 \x01(\t\"5\n\x14RewriteQueryResponse\x12\r\n\x05query\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\"\x13\n\x11ListModelsRequest\"O\n\tModelCard\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontext_window\x18\x03 \x01(\x05\x12\r\n\x05tools\x18\x04 \x01(\x08\"9\n\x12ListModelsResponse\x12#\n\x06models\x18\x01 \x03(\x0b\x32\x13.zhiku.v1.ModelCard2\xee\x01\n\x0fGenerateService\x12\x43\n\x08Generate\x12\x19.zhiku.v1.GenerateRequest\x1a\x1a.zhiku.v1.GenerateResponse0\x01\x12G\n\nListModels\x12\x1b.zhiku.v1.ListModelsRequest\x1a\x1c.zhiku.v1.ListModelsResponse\x12M\n\x0cRewriteQuery\x12\x1d.zhiku.v1.RewriteQueryRequest\x1a\x1e.zhiku.v1.RewriteQueryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'zhiku.v1.generate_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHATMESSAGE']._serialized_start=60
-  _globals['_CHATMESSAGE']._serialized_end=104
-  _globals['_GENERATEREQUEST']._serialized_start=107
-  _globals['_GENERATEREQUEST']._serialized_end=361
-  _globals['_USAGE']._serialized_start=363
-  _globals['_USAGE']._serialized_end=420
-  _globals['_PASSAGESUPPORT']._serialized_start=422
-  _globals['_PASSAGESUPPORT']._serialized_end=488
-  _globals['_UNSUPPORTEDSENTENCE']._serialized_start=490
-  _globals['_UNSUPPORTEDSENTENCE']._serialized_end=553
-  _globals['_GROUNDING']._serialized_start=555
-  _globals['_GROUNDING']._serialized_end=662
-  _globals['_GENERATERESPONSE']._serialized_start=665
-  _globals['_GENERATERESPONSE']._serialized_end=812
-  _globals['_REWRITEQUERYREQUEST']._serialized_start=814
-  _globals['_REWRITEQUERYREQUEST']._serialized_end=891
-  _globals['_REWRITEQUERYRESPONSE']._serialized_start=893
-  _globals['_REWRITEQUERYRESPONSE']._serialized_end=946
-  _globals['_LISTMODELSREQUEST']._serialized_start=948
-  _globals['_LISTMODELSREQUEST']._serialized_end=967
-  _globals['_MODELCARD']._serialized_start=969
-  _globals['_MODELCARD']._serialized_end=1033
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1035
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1092
-  _globals['_GENERATESERVICE']._serialized_start=1095
-  _globals['_GENERATESERVICE']._serialized_end=1333
+  _globals['_TOOLCALL']._serialized_start=60
+  _globals['_TOOLCALL']._serialized_end=115
+  _globals['_CHATMESSAGE']._serialized_start=117
+  _globals['_CHATMESSAGE']._serialized_end=237
+  _globals['_GENERATEREQUEST']._serialized_start=240
+  _globals['_GENERATEREQUEST']._serialized_end=628
+  _globals['_USAGE']._serialized_start=630
+  _globals['_USAGE']._serialized_end=687
+  _globals['_PASSAGESUPPORT']._serialized_start=689
+  _globals['_PASSAGESUPPORT']._serialized_end=755
+  _globals['_UNSUPPORTEDSENTENCE']._serialized_start=757
+  _globals['_UNSUPPORTEDSENTENCE']._serialized_end=820
+  _globals['_GROUNDING']._serialized_start=822
+  _globals['_GROUNDING']._serialized_end=929
+  _globals['_TOOLCALLDELTA']._serialized_start=931
+  _globals['_TOOLCALLDELTA']._serialized_end=1006
+  _globals['_GENERATERESPONSE']._serialized_start=1009
+  _globals['_GENERATERESPONSE']._serialized_end=1201
+  _globals['_REWRITEQUERYREQUEST']._serialized_start=1203
+  _globals['_REWRITEQUERYREQUEST']._serialized_end=1280
+  _globals['_REWRITEQUERYRESPONSE']._serialized_start=1282
+  _globals['_REWRITEQUERYRESPONSE']._serialized_end=1335
+  _globals['_LISTMODELSREQUEST']._serialized_start=1337
+  _globals['_LISTMODELSREQUEST']._serialized_end=1356
+  _globals['_MODELCARD']._serialized_start=1358
+  _globals['_MODELCARD']._serialized_end=1437
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1439
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1496
+  _globals['_GENERATESERVICE']._serialized_start=1499
+  _globals['_GENERATESERVICE']._serialized_end=1737
 # @@protoc_insertion_point(module_scope)
