@@ -38,10 +38,12 @@ test-e2e: install services
 services:
 	bash scripts/ensure-services.sh
 
-## lint: ruff, and the committed web UI bundle is what webui/ builds to (npm ci from the lock file)
+## lint: ruff, mypy (what it checks: [tool.mypy] in pyproject.toml), and the committed web UI bundle
+## is what webui/ builds to (npm ci from the lock file)
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	bash scripts/webui.sh check
 
 format: install

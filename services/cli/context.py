@@ -86,7 +86,7 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
         ctx = kwargs.get("ctx")
         if not hasattr(ctx, "find_object"):  # Typer passes its click context, by this name
             raise TypeError(f"{command.__name__} must take ctx: typer.Context")
-        state = current(ctx)  # type: ignore[arg-type]
+        state = current(ctx)  # type: ignore[arg-type]  # a typer.Context, as checked just above
         try:
             return command(*args, **kwargs)
         except ClientError as error:

@@ -13,8 +13,8 @@ that saw its server down for 30 s went on failing for up to 11 s after the serve
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import grpc
 
@@ -23,6 +23,9 @@ from services.common.grpc_server import channel_options
 from services.common.logging import REQUEST_ID_HEADER, current_request_id, new_request_id
 
 MAX_RECONNECT_BACKOFF_MS = 2000
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
 
 
 def _service_config(service_names: Sequence[str]) -> str:
@@ -44,7 +47,7 @@ def _service_config(service_names: Sequence[str]) -> str:
     )
 
 
-def _options(service_names: Sequence[str], max_message_mb: int) -> list[tuple[str, Any]]:
+def _options(service_names: Sequence[str], max_message_mb: int) -> list[tuple[str, str | int]]:
     return [
         *channel_options(max_message_mb),
         ("grpc.enable_retries", 1),
@@ -62,10 +65,10 @@ def request_metadata() -> tuple[tuple[str, str], ...]:
 
 def _with_request_id(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
     metadata = grpc.aio.Metadata(*(details.metadata or ()))
-    if REQUEST_ID_HEADER not in metadata:
+    if metadata.get(REQUEST_ID_HEADER) is None:
         metadata.add(REQUEST_ID_HEADER, current_request_id() or new_request_id())
     for key, value in tracing.inject().items():
-        if key not in metadata:
+        if metadata.get(key) is None:
             metadata.add(key, value)
     return grpc.aio.ClientCallDetails(
         details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
@@ -74,12 +77,26 @@ def _with_request_id(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCall
 
 # grpc.aio files an interceptor under one call type only, so each type needs its own class.
 class _UnaryRequestId(grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[override]
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, _Request], Awaitable[grpc.aio.UnaryUnaryCall[_Request, _Response]]
+        ],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: _Request,
+    ) -> grpc.aio.UnaryUnaryCall[_Request, _Response]:
         return await continuation(_with_request_id(client_call_details), request)
 
 
 class _StreamRequestId(grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[override]
+    async def intercept_unary_stream(
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, _Request], Awaitable[grpc.aio.UnaryStreamCall[_Request, _Response]]
+        ],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: _Request,
+    ) -> grpc.aio.UnaryStreamCall[_Request, _Response]:
         return await continuation(_with_request_id(client_call_details), request)
 
 

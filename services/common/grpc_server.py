@@ -75,7 +75,7 @@ class GrpcService:
         )
         self.port = self.server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
 
-    async def _set_status(self, status: int) -> None:
+    async def _set_status(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
         for name in ("", *self.spec.service_names):
             await self.health.set(name, status)
 

@@ -10,7 +10,8 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from contextvars import Token
+from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
 from opentelemetry import context as otel_context
@@ -26,15 +27,21 @@ log = logging.getLogger("zhiku.grpc")
 # Health and reflection calls are polled constantly; they would drown the request metrics.
 _QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
+# A servicer context as the wrapped handlers see it: requests and responses of any message type.
+Context = grpc.aio.ServicerContext[Any, Any]
 
-def _request_id_from(context: grpc.aio.ServicerContext) -> str:
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+
+
+def _request_id_from(context: Context) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_HEADER and value:
             return str(value)
     return new_request_id()
 
 
-def _start_span(method: str, context: grpc.aio.ServicerContext) -> tuple[trace.Span, object]:
+def _start_span(method: str, context: Context) -> tuple[trace.Span, Token[otel_context.Context]]:
     """A SERVER span for one call, child of the caller's ``traceparent``; made current."""
     service, _, name = method.lstrip("/").rpartition("/")
     span = tracing.tracer().start_span(
@@ -46,12 +53,18 @@ def _start_span(method: str, context: grpc.aio.ServicerContext) -> tuple[trace.S
     return span, otel_context.attach(trace.set_span_in_context(span))
 
 
-def _end_span(span: trace.Span, token: object, code: grpc.StatusCode) -> None:
+def _end_span(span: trace.Span, token: Token[otel_context.Context], code: grpc.StatusCode) -> None:
     span.set_attribute("rpc.grpc.status_code", code.value[0])
     if code is not grpc.StatusCode.OK:
         span.set_status(trace.Status(trace.StatusCode.ERROR, code.name))
-    otel_context.detach(token)  # type: ignore[arg-type]
+    otel_context.detach(token)
     span.end()
+
+
+def _aborted_code(context: Context) -> grpc.StatusCode:
+    """The code a handler aborted with; UNKNOWN if none was set (grpc.aio's ``code()`` returns
+    None then, though its stubs promise a StatusCode)."""
+    return cast("grpc.StatusCode | None", context.code()) or grpc.StatusCode.UNKNOWN
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
@@ -63,9 +76,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Request, _Response] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[_Request, _Response] | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or method.startswith(_QUIET_PREFIXES):
@@ -84,8 +99,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             )
         return handler
 
-    def _timeout(self, context: grpc.aio.ServicerContext) -> float:
-        remaining = context.time_remaining()
+    def _timeout(self, context: Context) -> float:
+        # None when the call carries no deadline (grpc.aio does so; its stubs say float).
+        remaining = cast("float | None", context.time_remaining())
         return self.default_timeout_s if remaining is None else max(remaining, 0.0)
 
     def _record(self, method: str, code: grpc.StatusCode, started: float) -> None:
@@ -93,9 +109,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         GRPC_REQUESTS.labels(self.service, name, code.name).inc()
         GRPC_LATENCY.labels(self.service, name).observe(time.perf_counter() - started)
 
-    async def _fail(
-        self, context: grpc.aio.ServicerContext, method: str, error: BaseException
-    ) -> grpc.StatusCode:
+    async def _fail(self, context: Context, method: str, error: BaseException) -> NoReturn:
         if isinstance(error, asyncio.TimeoutError):
             code, message = grpc.StatusCode.DEADLINE_EXCEEDED, f"{method} ran past its deadline"
         else:
@@ -108,10 +122,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             log.exception("%s crashed", method)
             message = f"internal error: {message}"
         await context.abort(code, message, trailing)
-        return code  # unreachable: abort raises
 
     def _wrap_unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def wrapped(request: Any, context: Context) -> Any:
             token = request_id_var.set(_request_id_from(context))
             span, span_token = _start_span(method, context)
             started = time.perf_counter()
@@ -126,7 +139,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 raise
             except Exception as error:  # every failure leaves as a mapped status
                 if isinstance(error, grpc.aio.AbortError):
-                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    code = _aborted_code(context)
                     raise
                 code = grpc_code_for(error)
                 await self._fail(context, method, error)
@@ -138,7 +151,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _wrap_stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def wrapped(request: Any, context: Context) -> AsyncIterator[Any]:
             token = request_id_var.set(_request_id_from(context))
             span, span_token = _start_span(method, context)
             started = time.perf_counter()
@@ -151,7 +164,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 raise
             except Exception as error:
                 if isinstance(error, grpc.aio.AbortError):
-                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    code = _aborted_code(context)
                     raise
                 code = grpc_code_for(error)
                 await self._fail(context, method, error)

@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 import uuid
+from typing import TextIO
 
 REQUEST_ID_HEADER = "x-request-id"
 
@@ -59,17 +60,17 @@ class PlainFormatter(logging.Formatter):
         super().__init__(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
 
 
-class CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class CurrentStderrHandler(logging.StreamHandler[TextIO]):
     """Writes to whatever ``sys.stderr`` is when a record is emitted, not the stream that was
     there when logging was configured: a test runner swaps and closes its capture streams, and
     a server thread still answering afterwards must not log into a closed file."""
 
-    @property  # type: ignore[override]
-    def stream(self) -> object:
+    @property
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
-    def stream(self, _value: object) -> None:
+    def stream(self, _value: TextIO) -> None:
         """StreamHandler assigns its stream on construction; there is nothing to keep."""
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -20,16 +20,19 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from services.common.config import CommonSettings
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
 log = logging.getLogger("zhiku.tracing")
 
 TRACER_NAME = "zhiku"
 _PROPAGATOR = TraceContextTextMapPropagator()
 _GETTER = DefaultGetter()
 # The provider this process installed (a second setup in one process keeps the first).
-_installed: Any = None
+_installed: TracerProvider | None = None
 
 
-def setup_tracing(service: str, common: CommonSettings) -> Any:
+def setup_tracing(service: str, common: CommonSettings) -> TracerProvider | None:
     """Install a tracer provider exporting to ``common.otel_endpoint``; None when it is empty.
 
     The SDK is imported only when tracing is on, so a process without an endpoint never
@@ -62,7 +65,7 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER_NAME)
 
 
-def extract(carrier: Iterable[tuple[str, Any]] | None) -> Context:
+def extract(carrier: Iterable[tuple[str | bytes, str | bytes]] | None) -> Context:
     """The remote parent carried by gRPC metadata or ASGI headers (pairs), if any."""
     headers: dict[str, str] = {}
     for key, value in carrier or ():

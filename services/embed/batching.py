@@ -166,19 +166,19 @@ class DynamicBatcher:
                 vectors = await self._call([text for waiting in live for text in waiting.texts])
             except asyncio.CancelledError:  # close(): no caller may wait forever
                 for waiting in live:
-                    _settle(waiting, error=DependencyUnavailable("the embed service is shutting down"))
+                    _settle(waiting, DependencyUnavailable("the embed service is shutting down"))
                 raise
             except Exception as error:
                 if len(live) == 1 or isinstance(error, _SHARED_FAILURES):
                     for waiting in live:
-                        _settle(waiting, error=error)
+                        _settle(waiting, error)
                     return
                 await self._run_one_by_one(live)
                 return
             start = 0
             for waiting in live:
                 end = start + len(waiting.texts)
-                _settle(waiting, vectors=vectors[start:end])
+                _settle(waiting, vectors[start:end])
                 start = end
         finally:
             self._slots.release()
@@ -189,16 +189,16 @@ class DynamicBatcher:
             if waiting.future.done():
                 continue
             try:
-                _settle(waiting, vectors=await self._call(waiting.texts))
+                _settle(waiting, await self._call(waiting.texts))
             except Exception as error:
-                _settle(waiting, error=error)
+                _settle(waiting, error)
 
 
-def _settle(waiting: _Waiting, *, vectors: np.ndarray | None = None, error: Exception | None = None) -> None:
-    """Hand the caller its outcome, unless it gave up meanwhile."""
+def _settle(waiting: _Waiting, outcome: np.ndarray | Exception) -> None:
+    """Hand the caller its outcome (its vectors or the error), unless it gave up meanwhile."""
     if waiting.future.done():
         return
-    if error is not None:
-        waiting.future.set_exception(error)
+    if isinstance(outcome, Exception):
+        waiting.future.set_exception(outcome)
     else:
-        waiting.future.set_result(vectors)
+        waiting.future.set_result(outcome)

@@ -61,4 +61,5 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     if not np.isfinite(matrix).all():
         raise ValueError("the model produced non-finite values (NaN or inf)")
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix / np.maximum(norms, np.float32(1e-12))
+    unit: np.ndarray = matrix / np.maximum(norms, np.float32(1e-12))
+    return unit

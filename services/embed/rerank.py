@@ -46,4 +46,5 @@ def blend(
     """Scores in [0, 1] for unit vectors, one per passage, in order."""
     dense = np.clip((1.0 + passage_vectors @ query_vector) / 2.0, 0.0, 1.0)
     lexical = np.asarray([overlap(query, passage) for passage in passages], dtype=np.float64)
-    return ((1.0 - weight) * dense + weight * lexical).tolist()
+    scores: list[float] = ((1.0 - weight) * dense + weight * lexical).tolist()
+    return scores

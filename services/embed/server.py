@@ -58,7 +58,7 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
         if cached is not None:
             self._query_cache.move_to_end(text)
             return cached
-        vector = (await self._embed([text], EmbedKind.QUERY))[0].tolist()
+        vector: list[float] = (await self._embed([text], EmbedKind.QUERY))[0].tolist()
         if self._settings.query_cache_size:
             self._query_cache[text] = vector
             if len(self._query_cache) > self._settings.query_cache_size:
@@ -66,7 +66,9 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
         return vector
 
     async def Embed(
-        self, request: embed_pb2.EmbedRequest, context: grpc.aio.ServicerContext
+        self,
+        request: embed_pb2.EmbedRequest,
+        context: grpc.aio.ServicerContext[embed_pb2.EmbedRequest, embed_pb2.EmbedResponse],
     ) -> embed_pb2.EmbedResponse:
         kind = EmbedKind.from_pb(request.kind)
         texts = validate_texts(
@@ -84,7 +86,9 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
         )
 
     async def Rerank(
-        self, request: embed_pb2.RerankRequest, context: grpc.aio.ServicerContext
+        self,
+        request: embed_pb2.RerankRequest,
+        context: grpc.aio.ServicerContext[embed_pb2.RerankRequest, embed_pb2.RerankResponse],
     ) -> embed_pb2.RerankResponse:
         limits = (self._settings.max_texts_per_call, self._settings.max_text_chars)
         (query,) = validate_texts([request.query], *limits)
@@ -93,7 +97,9 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
         return embed_pb2.RerankResponse(scores=scores, model=self._backend.model)
 
     async def Info(
-        self, request: embed_pb2.EmbedInfoRequest, context: grpc.aio.ServicerContext
+        self,
+        request: embed_pb2.EmbedInfoRequest,
+        context: grpc.aio.ServicerContext[embed_pb2.EmbedInfoRequest, embed_pb2.EmbedInfo],
     ) -> embed_pb2.EmbedInfo:
         return embed_pb2.EmbedInfo(
             backend=self._backend.name,

@@ -20,12 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from services.generate.domain import Chunk
 
 
-async def coalesced(source: AsyncIterator[Chunk], min_interval_s: float = 0.0) -> AsyncIterator[Chunk]:
+async def coalesced(source: AsyncIterator[Chunk], min_interval_s: float = 0.0) -> AsyncGenerator[Chunk, None]:
     """``source``'s chunks, with deltas produced since the last yield joined into one.
 
     The final chunk (finish_reason, usage) comes last, after every delta; an error from the

@@ -82,7 +82,7 @@ class GenerationRequest:
                 raise InvalidArgument(
                     f"messages[{index}].role is {message.role!r}; expected one of system, user, assistant"
                 )
-            turns.append(Turn(role=message.role, content=message.content))  # type: ignore[arg-type]
+            turns.append(Turn(role=message.role, content=message.content))
         last = turns[-1]
         if last.role != "user":
             raise InvalidArgument(

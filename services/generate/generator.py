@@ -11,7 +11,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import TypeVar
 
@@ -102,7 +102,7 @@ class Generator:
 
     async def generate(
         self, request: GenerationRequest, cancel: threading.Event | None = None
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """Text deltas, then one final chunk with finish_reason and usage.
 
         Grounded requests whose passages cannot answer get the abstention reply at once, with
@@ -172,14 +172,14 @@ class Generator:
         settings = self.settings
         return abstains(asked, request.passages, settings.abstain_below, settings.abstain_unless_similar)
 
-    async def _abstention(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    async def _abstention(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         reply = self.builder.templates.render("abstain_reply", detect_language(request.question))
         ABSTENTIONS.labels(self.backend.name).inc()
         yield Chunk(delta=reply, abstained=True)
         usage = Usage(prompt_tokens=0, completion_tokens=approx_token_count(reply))
         yield Chunk(finish_reason="stop", usage=usage)
 
-    async def _run(self, request: GenerationRequest, cancel: threading.Event) -> AsyncIterator[Chunk]:
+    async def _run(self, request: GenerationRequest, cancel: threading.Event) -> AsyncGenerator[Chunk, None]:
         backend = self.backend
         started = time.perf_counter()
         prompt, sampling = await self._tokenizing(self.prepare, request)

@@ -29,27 +29,36 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
         self.stream_interval_s = stream_interval_s
 
     async def Generate(
-        self, request: generate_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+        self,
+        request: generate_pb2.GenerateRequest,
+        context: grpc.aio.ServicerContext[generate_pb2.GenerateRequest, generate_pb2.GenerateResponse],
     ) -> AsyncIterator[generate_pb2.GenerateResponse]:
         parsed = GenerationRequest.from_pb(request)
         # Set when the call ends for any reason, cancellation included: a backend decoding in
         # a worker thread sees it at the next token, whatever the event loop is doing.
         cancel = threading.Event()
-        context.add_done_callback(lambda _call: cancel.set())
+        # typeshed declares the callback as a class of its own, not a callable protocol.
+        context.add_done_callback(lambda _call: cancel.set())  # type: ignore[arg-type]
         generation = self.generator.generate(parsed, cancel)
         async with aclosing(coalesced(generation, self.stream_interval_s)) as chunks:
             async for chunk in chunks:
                 yield chunk.to_pb()
 
     async def RewriteQuery(
-        self, request: generate_pb2.RewriteQueryRequest, context: grpc.aio.ServicerContext
+        self,
+        request: generate_pb2.RewriteQueryRequest,
+        context: grpc.aio.ServicerContext[
+            generate_pb2.RewriteQueryRequest, generate_pb2.RewriteQueryResponse
+        ],
     ) -> generate_pb2.RewriteQueryResponse:
         turns = GenerationRequest.turns_from_pb(request.messages)
         query, method = await self.generator.rewrite(turns)
         return generate_pb2.RewriteQueryResponse(query=query, method=method)
 
     async def ListModels(
-        self, request: generate_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: generate_pb2.ListModelsRequest,
+        context: grpc.aio.ServicerContext[generate_pb2.ListModelsRequest, generate_pb2.ListModelsResponse],
     ) -> generate_pb2.ListModelsResponse:
         return generate_pb2.ListModelsResponse(models=[m.to_pb() for m in self.generator.models()])
 

@@ -264,8 +264,8 @@ def coverage(terms: Mapping[str, float], text: str) -> float:
     if not terms:
         return 1.0
     body = normalized(text)
-    total = sum(weight**EMPHASIS for weight in terms.values())
-    found = sum(
+    total: float = sum(weight**EMPHASIS for weight in terms.values())
+    found: float = sum(
         weight**EMPHASIS * presence(term, body, name=weight >= NAME_WEIGHT) for term, weight in terms.items()
     )
     return found / total

@@ -156,6 +156,7 @@ class SearchQuery:
         requested = _REQUESTED_MODES.get(request.mode)
         if requested is None:
             raise InvalidArgument(f"unknown search mode {request.mode}")
+        fusion: str | None
         if request.fusion == retrieve_pb2.HYBRID_FUSION_UNSPECIFIED:
             fusion = default_fusion
         elif (fusion := _REQUESTED_FUSIONS.get(request.fusion)) is None:

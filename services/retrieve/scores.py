@@ -116,7 +116,8 @@ def keep(score: float, threshold: float) -> bool:
 
 
 def _f32(value: float) -> float:
-    return struct.unpack("f", struct.pack("f", value))[0]
+    (single,) = struct.unpack("f", struct.pack("f", value))
+    return float(single)
 
 
 def score_from_bm25(bm25: float) -> float:

@@ -31,7 +31,11 @@ class RetrieveServicer(retrieve_pb2_grpc.RetrieveServiceServicer):
         self._encoder = SparseEncoder(settings.sparse_k1, settings.sparse_b, settings.sparse_avg_len)
 
     async def EnsureCollection(
-        self, request: retrieve_pb2.EnsureCollectionRequest, context: grpc.aio.ServicerContext
+        self,
+        request: retrieve_pb2.EnsureCollectionRequest,
+        context: grpc.aio.ServicerContext[
+            retrieve_pb2.EnsureCollectionRequest, retrieve_pb2.EnsureCollectionResponse
+        ],
     ) -> retrieve_pb2.EnsureCollectionResponse:
         name = check_kb_name(request.collection)
         limit = self._settings.max_dimension
@@ -41,7 +45,9 @@ class RetrieveServicer(retrieve_pb2_grpc.RetrieveServiceServicer):
         return retrieve_pb2.EnsureCollectionResponse(created=created)
 
     async def Upsert(
-        self, request: retrieve_pb2.UpsertRequest, context: grpc.aio.ServicerContext
+        self,
+        request: retrieve_pb2.UpsertRequest,
+        context: grpc.aio.ServicerContext[retrieve_pb2.UpsertRequest, retrieve_pb2.UpsertResponse],
     ) -> retrieve_pb2.UpsertResponse:
         name = check_kb_name(request.collection)
         # jieba tokenisation of a batch takes milliseconds: keep it off the event loop.
@@ -51,7 +57,9 @@ class RetrieveServicer(retrieve_pb2_grpc.RetrieveServiceServicer):
         return retrieve_pb2.UpsertResponse(upserted=upserted)
 
     async def Search(
-        self, request: retrieve_pb2.SearchRequest, context: grpc.aio.ServicerContext
+        self,
+        request: retrieve_pb2.SearchRequest,
+        context: grpc.aio.ServicerContext[retrieve_pb2.SearchRequest, retrieve_pb2.SearchResponse],
     ) -> retrieve_pb2.SearchResponse:
         name = check_kb_name(request.collection)
         query = SearchQuery.from_pb(
@@ -66,7 +74,11 @@ class RetrieveServicer(retrieve_pb2_grpc.RetrieveServiceServicer):
         return retrieve_pb2.SearchResponse(hits=[hit.to_pb(name) for hit in hits])
 
     async def DeleteByFile(
-        self, request: retrieve_pb2.DeleteByFileRequest, context: grpc.aio.ServicerContext
+        self,
+        request: retrieve_pb2.DeleteByFileRequest,
+        context: grpc.aio.ServicerContext[
+            retrieve_pb2.DeleteByFileRequest, retrieve_pb2.DeleteByFileResponse
+        ],
     ) -> retrieve_pb2.DeleteByFileResponse:
         name = check_kb_name(request.collection)
         if not request.file_name:
@@ -80,13 +92,19 @@ class RetrieveServicer(retrieve_pb2_grpc.RetrieveServiceServicer):
         return retrieve_pb2.DeleteByFileResponse(deleted=deleted)
 
     async def DropCollection(
-        self, request: retrieve_pb2.DropCollectionRequest, context: grpc.aio.ServicerContext
+        self,
+        request: retrieve_pb2.DropCollectionRequest,
+        context: grpc.aio.ServicerContext[
+            retrieve_pb2.DropCollectionRequest, retrieve_pb2.DropCollectionResponse
+        ],
     ) -> retrieve_pb2.DropCollectionResponse:
         name = check_kb_name(request.collection)
         return retrieve_pb2.DropCollectionResponse(dropped=await self._backend.drop_collection(name))
 
     async def Stats(
-        self, request: retrieve_pb2.StatsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: retrieve_pb2.StatsRequest,
+        context: grpc.aio.ServicerContext[retrieve_pb2.StatsRequest, retrieve_pb2.StatsResponse],
     ) -> retrieve_pb2.StatsResponse:
         name = check_kb_name(request.collection)
         return (await self._backend.stats(name)).to_pb()

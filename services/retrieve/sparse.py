@@ -156,7 +156,8 @@ def _stem(word: str) -> str:
     stemmer = getattr(_stemmers, "english", None)
     if stemmer is None:
         stemmer = _stemmers.english = snowballstemmer.stemmer("english")
-    return stemmer.stemWord(word)
+    stemmed: str = stemmer.stemWord(word)
+    return stemmed
 
 
 def tokenize(text: str) -> list[str]:

@@ -125,7 +125,9 @@ def test_ingest_again_reports_unchanged_files_and_override_reindexes(cli: Cli, t
         cli("ingest", str(tmp_path), "--kb", kb, "--override", "--chunk-size", "60", "--chunk-overlap", "0")
     )
     assert "1 files: 1 succeeded" in forced.stdout
-    chunks = int(re.search(r"; (\d+) chunks indexed", forced.stdout).group(1))
+    indexed = re.search(r"; (\d+) chunks indexed", forced.stdout)
+    assert indexed, forced.stdout
+    chunks = int(indexed.group(1))
     assert chunks > 1  # re-split with the smaller chunk size
 
 

@@ -105,7 +105,7 @@ async def test_domain_errors_map_to_status_codes(running):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Embed(embed_pb2.EmbedRequest(texts=["missing"]), timeout=2)
     assert caught.value.code() is grpc.StatusCode.NOT_FOUND
-    assert "'nope' does not exist" in caught.value.details()
+    assert "'nope' does not exist" in (caught.value.details() or "")
     assert isinstance(error_from_rpc(caught.value), NotFound)
 
 
@@ -115,7 +115,7 @@ async def test_unexpected_errors_are_internal_and_the_server_stays_up(running, c
     with caplog.at_level(logging.ERROR), pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Embed(embed_pb2.EmbedRequest(texts=["crash"]), timeout=2)
     assert caught.value.code() is grpc.StatusCode.INTERNAL
-    assert "boom" in caught.value.details()
+    assert "boom" in (caught.value.details() or "")
     reply = await stub.Embed(embed_pb2.EmbedRequest(texts=["fine"]), timeout=2)
     assert reply.model == "probe"
 

@@ -206,7 +206,7 @@ class TeiBackend(EmbedBackend):
         try:
             matrix = np.asarray(body, dtype=np.float32)
         except (TypeError, ValueError):
-            matrix = np.empty(0)
+            matrix = np.empty(0, dtype=np.float32)  # not a matrix: refused below
         if matrix.ndim != 2 or matrix.shape[0] != expected or matrix.shape[1] == 0:
             raise DependencyUnavailable(
                 f"TEI at {self._url} returned {np.shape(body)} for {expected} inputs, "
@@ -245,7 +245,7 @@ class TeiBackend(EmbedBackend):
             attempts = retrying.statistics.get("attempt_number", 1)
             raise DependencyUnavailable(
                 f"TEI at {self._url} is unreachable ({request}, {attempts} attempts): "
-                f"{type(error).__name__}: {error or 'connection failed'}"
+                f"{type(error).__name__}: {error}"
             ) from None
         except httpx.TimeoutException:
             raise DependencyUnavailable(

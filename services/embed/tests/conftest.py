@@ -41,7 +41,7 @@ async def running_embed(settings: EmbedSettings) -> AsyncIterator[embed_pb2_grpc
 async def embed(
     stub: embed_pb2_grpc.EmbedServiceStub,
     texts: list[str],
-    kind: int = embed_pb2.EMBED_KIND_PASSAGE,
+    kind: embed_pb2.EmbedKind = embed_pb2.EMBED_KIND_PASSAGE,
 ) -> np.ndarray:
     response = await stub.Embed(embed_pb2.EmbedRequest(texts=texts, kind=kind), timeout=60)
     assert len(response.vectors) == len(texts)

@@ -63,16 +63,25 @@ class FakeTeiState:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+class _TeiServer(ThreadingHTTPServer):
+    """Keeps its open keep-alive connections, cut on stop() so "TEI is down" really means down."""
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self.connections: set[socket.socket] = set()
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     state: FakeTeiState  # set on a per-server subclass
+    server: _TeiServer
 
     def setup(self) -> None:
         super().setup()
-        self.server.connections.add(self.connection)  # type: ignore[attr-defined]
+        self.server.connections.add(self.connection)
 
     def finish(self) -> None:
-        self.server.connections.discard(self.connection)  # type: ignore[attr-defined]
+        self.server.connections.discard(self.connection)
         super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -196,18 +205,15 @@ class FakeTei:
     def __init__(self, state: FakeTeiState | None = None) -> None:
         self.state = state or FakeTeiState()
         handler = type("BoundHandler", (_Handler,), {"state": self.state})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = _TeiServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
-        # Open keep-alive connections, cut on stop() so "TEI is down" really means down.
-        self._server.connections = set()  # type: ignore[attr-defined]
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._server.server_port}"
 
     def start(self) -> FakeTei:
         self._thread.start()
@@ -216,7 +222,7 @@ class FakeTei:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-        for connection in list(self._server.connections):  # type: ignore[attr-defined]
+        for connection in list(self._server.connections):
             with contextlib.suppress(OSError):  # already closed by the client
                 connection.shutdown(socket.SHUT_RDWR)
         self._thread.join(timeout=5)

@@ -79,10 +79,17 @@ async def e5() -> AsyncIterator[LocalBackend]:
     await backend.close()
 
 
-def batcher(call: Callable[[list[str]], Awaitable[np.ndarray]], **overrides: object) -> DynamicBatcher:
-    options: dict[str, object] = {"backend": "local", "max_texts": 32, "window_s": 0.0, "max_in_flight": 1}
-    options.update(overrides)
-    return DynamicBatcher(call, **options)  # type: ignore[arg-type]
+def batcher(
+    call: Callable[[list[str]], Awaitable[np.ndarray]],
+    *,
+    backend: str = "local",
+    max_texts: int = 32,
+    window_s: float = 0.0,
+    max_in_flight: int = 1,
+) -> DynamicBatcher:
+    return DynamicBatcher(
+        call, backend=backend, max_texts=max_texts, window_s=window_s, max_in_flight=max_in_flight
+    )
 
 
 async def test_requests_queued_behind_a_busy_backend_share_its_next_call(e5: LocalBackend) -> None:
@@ -217,6 +224,7 @@ async def test_a_text_the_backend_rejects_fails_only_its_own_request() -> None:
 
     assert isinstance(bad, InvalidArgument)
     assert "cannot tokenize" in str(bad)
+    # gather(return_exceptions=True) types each outcome as "rows or an exception".
     assert [rows.shape for rows in (first_rows, good, also_good)] == [(1, 64)] * 3  # type: ignore[union-attr]
     # The merged request failed as a whole, then each request went alone.
     assert tei.state.rejected == [["好", "毒", "也好"], ["毒"]]
@@ -259,7 +267,8 @@ async def test_concurrent_grpc_queries_are_merged_and_match_single_calls() -> No
     *vectors, refused = results
     assert isinstance(refused, grpc.aio.AioRpcError)
     assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
-    np.testing.assert_allclose(np.concatenate(vectors), np.concatenate([singles] * 4), atol=1e-6)
+    # gather(return_exceptions=True) types each outcome as "vectors or an exception".
+    np.testing.assert_allclose(np.concatenate(vectors), np.concatenate([singles] * 4), atol=1e-6)  # type: ignore[arg-type]
     # 32 queries sent at once: the first runs alone, the rest arrive while the model is busy.
     assert requests - requests_before == len(QUESTIONS) * 4
     assert calls - calls_before < requests - requests_before

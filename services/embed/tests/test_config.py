@@ -36,9 +36,9 @@ def test_tei_url_must_be_http() -> None:
 
 def test_unknown_backend_and_model_are_refused() -> None:
     with pytest.raises(ValidationError):
-        EmbedSettings(backend="openai-ish")
+        EmbedSettings(backend="openai-ish")  # type: ignore[arg-type]  # the invalid value under test
     with pytest.raises(ValidationError):
-        EmbedSettings(local_model="bert")
+        EmbedSettings(local_model="bert")  # type: ignore[arg-type]  # the invalid value under test
 
 
 def test_batch_size_cannot_exceed_the_call_limit() -> None:

@@ -113,7 +113,8 @@ async def test_bad_requests_get_invalid_argument_and_the_service_stays_up(
     stub: embed_pb2_grpc.EmbedServiceStub, texts: list[str], kind: int, message: str
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.Embed(embed_pb2.EmbedRequest(texts=texts, kind=kind), timeout=10)
+        # A plain int: kind 7, which no EmbedKind names, is one of the cases under test.
+        await stub.Embed(embed_pb2.EmbedRequest(texts=texts, kind=kind), timeout=10)  # type: ignore[arg-type]
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in (caught.value.details() or "")
     assert (await embed(stub, ["still serving"])).shape == (1, 512)

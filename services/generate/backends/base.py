@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from services.generate.domain import Chunk, GenerationJob, ModelInfo, Turn
 from services.generate.prompting import MESSAGE_OVERHEAD_TOKENS
@@ -50,4 +50,4 @@ class Backend(abc.ABC):
         return sum(self.count_tokens(m.content) + MESSAGE_OVERHEAD_TOKENS for m in messages)
 
     @abc.abstractmethod
-    def stream(self, job: GenerationJob) -> AsyncIterator[Chunk]: ...
+    def stream(self, job: GenerationJob) -> AsyncGenerator[Chunk, None]: ...

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
 from services.generate.backends.base import Backend
@@ -153,7 +153,7 @@ class ExtractiveBackend(Backend):
     def context_window(self) -> int:
         return CONTEXT_WINDOW
 
-    async def stream(self, job: GenerationJob) -> AsyncIterator[Chunk]:
+    async def stream(self, job: GenerationJob) -> AsyncGenerator[Chunk, None]:
         prompt = job.prompt
         if prompt.kind == "kb_chat":
             answer = compose_answer(prompt.question, prompt.passages, prompt.language, prompt.earlier_subject)

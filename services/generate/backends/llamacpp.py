@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,7 +129,7 @@ class LlamaCppBackend(Backend):
         )
         return len(tokens)
 
-    async def stream(self, job: GenerationJob) -> AsyncIterator[Chunk]:
+    async def stream(self, job: GenerationJob) -> AsyncGenerator[Chunk, None]:
         llm = self._model()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()

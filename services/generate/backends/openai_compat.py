@@ -28,7 +28,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -93,7 +93,8 @@ def backoff_s(attempt: int, retry_after: str | None = None) -> float:
             wanted = -1.0
         if 0 <= wanted <= 60:
             return wanted
-    return min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1)) * (1 - 0.25 * random.random())
+    exponential: float = BACKOFF_BASE_S * 2 ** (attempt - 1)
+    return min(BACKOFF_MAX_S, exponential) * (1 - 0.25 * random.random())
 
 
 def request_kwargs(job: GenerationJob, model: str) -> dict[str, Any]:
@@ -188,7 +189,7 @@ class OpenAIBackend(Backend):
             except aiohttp.ClientError as error:
                 failure = DependencyUnavailable(
                     f"OpenAI-compatible upstream {self._base_url} is unreachable: "
-                    f"{type(error).__name__}: {error or 'connection failed'}"
+                    f"{type(error).__name__}: {error}"
                 )
                 may_retry = True
             else:
@@ -209,7 +210,7 @@ class OpenAIBackend(Backend):
             log.warning("retrying the upstream request (attempt %d): %s", attempt + 1, failure)
             await asyncio.sleep(backoff_s(attempt, retry_after))
 
-    async def stream(self, job: GenerationJob) -> AsyncIterator[Chunk]:
+    async def stream(self, job: GenerationJob) -> AsyncGenerator[Chunk, None]:
         response = await self._open(request_kwargs(job, self._model))
         finish = "stop"
         usage: Usage | None = None

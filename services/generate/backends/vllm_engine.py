@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,16 +137,17 @@ class VllmBackend(Backend):
         return len(self._tokenizer.encode(text, add_special_tokens=False))
 
     def _render(self, messages: Sequence[Turn]) -> str:
-        return self._tokenizer.apply_chat_template(
+        rendered: str = self._tokenizer.apply_chat_template(
             [m.as_dict() for m in messages], tokenize=False, add_generation_prompt=True
         )
+        return rendered
 
     def count_prompt_tokens(self, messages: Sequence[Turn]) -> int:
         if self._tokenizer is None:
             return super().count_prompt_tokens(messages)
         return len(self._tokenizer.encode(self._render(messages), add_special_tokens=False))
 
-    async def stream(self, job: GenerationJob) -> AsyncIterator[Chunk]:
+    async def stream(self, job: GenerationJob) -> AsyncGenerator[Chunk, None]:
         if self._engine is None:
             raise FailedPrecondition("the vLLM engine is not started")
         from vllm import SamplingParams

@@ -53,9 +53,9 @@ def test_environment_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"backend": "extractive", "max_queue_wait_s": -1}, "max_queue_wait_s"),
     ],
 )
-def test_invalid_settings_fail_fast(overrides: dict[str, object], fragment: str) -> None:
+def test_invalid_settings_fail_fast(overrides: dict[str, typing.Any], fragment: str) -> None:
     with pytest.raises(ValidationError) as caught:
-        GenerateSettings(**overrides)  # type: ignore[arg-type]
+        GenerateSettings(**overrides)
     assert fragment in str(caught.value)
 
 
@@ -69,9 +69,9 @@ def test_invalid_settings_fail_fast(overrides: dict[str, object], fragment: str)
         ({"backend": "openai", "openai_model": "m", "max_concurrency": 7}, 7),
     ],
 )
-def test_concurrency_defaults_per_backend(overrides: dict[str, object], expected: int) -> None:
+def test_concurrency_defaults_per_backend(overrides: dict[str, typing.Any], expected: int) -> None:
     """An upstream or vLLM batches many streams; a 16-slot gate would queue them for nothing."""
-    assert GenerateSettings(**overrides).max_concurrency == expected  # type: ignore[arg-type]
+    assert GenerateSettings(**overrides).max_concurrency == expected
 
 
 def test_every_backend_name_has_a_factory() -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY
 
-from services.generate.backends.extractive import ExtractiveBackend, compose_answer, features, rank_sentences
+from services.generate.backends.extractive import ExtractiveBackend, compose_answer, rank_sentences
 from services.generate.domain import GenerationRequest, PassageRef
 from services.generate.generator import Generator
+from services.generate.lexical import features
 from services.generate.prompting import PromptTemplates
 from services.generate.tests.conftest import Serve, ask, collect, make_settings
 

@@ -20,7 +20,7 @@ TOKENS = ["Files ", "are ", "kept ", "in ", "the ", "blob ", "store ", "[1]."]
 PASSAGES = [("guide.md", "Zhiku stores files in a blob store.")]
 
 
-def openai_settings(base_url: str, **overrides: object):  # type: ignore[no-untyped-def]
+def openai_settings(base_url: str, **overrides: object):
     values: dict[str, object] = {
         "backend": "openai",
         "openai_base_url": base_url,
@@ -241,5 +241,5 @@ async def test_sse_reader_follows_the_event_stream_format() -> None:
         ]:
             yield line
 
-    response = SimpleNamespace(content=lines())
+    response = SimpleNamespace(content=lines())  # stands in for an aiohttp response: only .content is read
     assert [data async for data in sse_data(response)] == ['{"a": 1}', "first\nsecond", "[DONE]"]  # type: ignore[arg-type]

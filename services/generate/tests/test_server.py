@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -13,9 +15,11 @@ from services.generate.tests.conftest import Serve, ask, collect, make_settings
 from zhiku.v1 import generate_pb2
 
 
-async def expect_error(call: object, code: grpc.StatusCode, fragment: str) -> None:
+async def expect_error(
+    call: AsyncIterator[generate_pb2.GenerateResponse], code: grpc.StatusCode, fragment: str
+) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await collect(call)  # type: ignore[arg-type]
+        await collect(call)
     assert caught.value.code() == code, caught.value.details()
     assert fragment in (caught.value.details() or "")
 

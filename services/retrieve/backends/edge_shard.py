@@ -85,6 +85,8 @@ from services.retrieve.metrics import OPTIMIZE_RUNS, OPTIMIZE_SECONDS
 from services.retrieve.sparse import SPARSE
 
 if TYPE_CHECKING:
+    from qdrant_edge import ConditionType
+
     from services.retrieve.config import RetrieveSettings
 
 log = logging.getLogger("zhiku.retrieve.edge")
@@ -382,7 +384,8 @@ class EdgeCollection:
                 ),
                 Prefetch(limit=candidates, query=sparse, filter=query_filter),
             ],
-            query=Fusion.Rrf(k=scores.RRF_K) if query.fusion == FUSION_RRF else Fusion.Dbsf(),
+            # qdrant_edge's stubs name the Fusion class where its Rrf and Dbsf variants are meant.
+            query=Fusion.Rrf(k=scores.RRF_K) if query.fusion == FUSION_RRF else Fusion.Dbsf(),  # type: ignore[arg-type]
             filter=query_filter,
             with_payload=True,
             with_vector=[DENSE],  # for each hit's dense_score (scores.py)
@@ -450,10 +453,14 @@ class EdgeCollection:
     async def delete_by_file(
         self, file_name: str, keep: tuple[tuple[str, str], ...] = (), only: tuple[tuple[str, str], ...] = ()
     ) -> int:
-        kept = [FieldCondition(key=f"{METADATA}.{key}", match=MatchValue(value)) for key, value in keep]
+        kept: list[ConditionType] = [
+            FieldCondition(key=f"{METADATA}.{key}", match=MatchValue(value)) for key, value in keep
+        ]
         selector = Filter(
-            must=[FieldCondition(key=FILE_NAME, match=MatchValue(file_name))]
-            + [FieldCondition(key=f"{METADATA}.{key}", match=MatchValue(value)) for key, value in only],
+            must=[
+                FieldCondition(key=FILE_NAME, match=MatchValue(file_name)),
+                *(FieldCondition(key=f"{METADATA}.{key}", match=MatchValue(value)) for key, value in only),
+            ],
             must_not=kept or None,
         )
         async with self._write_lock, self._gate.shared(self._gone):
@@ -603,7 +610,8 @@ class EdgeCollection:
         if process.returncode != 0:
             tail = err.decode("utf-8", "replace")[-2000:]
             raise RuntimeError(f"optimizer exited with {process.returncode}: {tail}")
-        return json.loads(out.decode("utf-8").strip().splitlines()[-1])
+        report: dict[str, Any] = json.loads(out.decode("utf-8").strip().splitlines()[-1])
+        return report
 
     def _catch_up(self, copy: Path, count: int) -> None:
         """Blocking, while the live shard keeps serving: apply the first ``count`` journalled
@@ -675,7 +683,7 @@ def _apply_writes(shard: EdgeShard, operations: list[UpdateOperation]) -> None:
 
 def _filter(query: SearchQuery) -> Filter | None:
     """File names (any of) and metadata fields (all of), as one engine filter."""
-    must = []
+    must: list[ConditionType] = []
     if query.file_names:
         must.append(FieldCondition(key=FILE_NAME, match=MatchAny(any=list(query.file_names))))
     for key, value in query.metadata_filter:

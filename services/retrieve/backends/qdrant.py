@@ -100,7 +100,7 @@ def _search_filter(query: SearchQuery) -> models.Filter | None:
     return models.Filter(must=must) if must else None
 
 
-def _is_conflict(error: Exception) -> bool:
+def _is_conflict(error: BaseException) -> bool:
     if isinstance(error, UnexpectedResponse):
         return error.status_code == _CONFLICT_HTTP
     if isinstance(error, grpc.RpcError):
@@ -241,7 +241,7 @@ class QdrantBackend:
                 await self.client.upsert(collection, points=structs, wait=True)
         return len(points)
 
-    def _vectors(self, collection: str, point: PointRecord) -> dict[str, object]:
+    def _vectors(self, collection: str, point: PointRecord) -> dict[str, models.Vector]:
         if self._sparse.get(collection) and point.sparse:
             sparse = models.SparseVector(indices=point.sparse.indices, values=point.sparse.values)
             return {DENSE: point.vector, SPARSE: sparse}

@@ -45,7 +45,7 @@ async def test_sparse_finds_the_exact_sentence_dense_misses(retrieve: Running, e
     await retrieve.stub.Upsert(pb.UpsertRequest(collection=KB, points=points))
     query = embed([QUERY], EmbedKind.QUERY)[0].tolist()
 
-    async def top(mode: int, k: int = 5) -> list[str]:
+    async def top(mode: pb.SearchMode, k: int = 5) -> list[str]:
         request = pb.SearchRequest(collection=KB, vector=query, query_text=QUERY, mode=mode, top_k=k)
         return [hit.chunk_id for hit in (await retrieve.stub.Search(request)).hits]
 

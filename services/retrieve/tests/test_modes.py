@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -28,6 +29,7 @@ from services.retrieve.tests.conftest import (
     point_id,
     running,
 )
+from zhiku.v1 import common_pb2
 from zhiku.v1 import retrieve_pb2 as pb
 
 KB = "modes"
@@ -54,7 +56,7 @@ async def seed(retrieve: Running) -> None:
     await retrieve.stub.Upsert(pb.UpsertRequest(collection=KB, points=points))
 
 
-async def search(retrieve: Running, mode: str, text: str, **fields: object) -> list[pb.Passage]:
+async def search(retrieve: Running, mode: str, text: str, **fields: Any) -> list[common_pb2.Passage]:
     fields.setdefault("top_k", 10)
     request = pb.SearchRequest(collection=KB, vector=E0, query_text=text, mode=MODES[mode], **fields)
     return list((await retrieve.stub.Search(request)).hits)
@@ -152,6 +154,7 @@ async def test_configured_fusion_is_the_default_and_unknown_fusion_is_rejected(r
     explicit = await search(retrieve, "hybrid", "ZX-9041 错误码", fusion=pb.HYBRID_FUSION_DBSF)
     unspecified = await search(retrieve, "hybrid", "ZX-9041 错误码")
     assert [(h.chunk_id, h.score) for h in explicit] == [(h.chunk_id, h.score) for h in unspecified]
+    # fusion 7, which no HybridFusion names, is the case under test.
     request = pb.SearchRequest(collection=KB, vector=E0, query_text="x", fusion=7)  # type: ignore[arg-type]
     await expect_error(retrieve.stub.Search(request), grpc.StatusCode.INVALID_ARGUMENT, "fusion")
 

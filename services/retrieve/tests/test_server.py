@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 
 from services.retrieve.tests.conftest import Running, expect_error, make_point, point_id
+from zhiku.v1 import common_pb2
 from zhiku.v1 import retrieve_pb2 as pb
 
 KB = "知识库_kb-1.v2"
@@ -32,7 +35,7 @@ async def seed(retrieve: Running, collection: str = KB) -> None:
     assert reply.upserted == len(POINTS)
 
 
-async def search(retrieve: Running, vector: list[float] = E0, **fields: object) -> list:
+async def search(retrieve: Running, vector: list[float] = E0, **fields: Any) -> list[common_pb2.Passage]:
     fields.setdefault("top_k", 10)
     reply = await retrieve.stub.Search(pb.SearchRequest(collection=KB, vector=vector, **fields))
     return list(reply.hits)

@@ -146,7 +146,7 @@ async def test_writes_made_while_the_copy_catches_up_are_replayed_in_the_swap(tm
             catch_up(copy, count)
             asyncio.run_coroutine_threadsafe(write_late(), loop).result(timeout=30)
 
-        collection._catch_up = catch_up_then_write  # type: ignore[method-assign]
+        collection._catch_up = catch_up_then_write  # type: ignore[method-assign]  # the test's hook
 
         async def write_before_catch_up() -> None:
             await seed(served, 10, start=1000, file_name="early.txt")
