@@ -31,7 +31,7 @@ def up(
 ) -> None:
     """Start every service, the worker and the gateway (same as `make run`); a service that dies
     is restarted with back-off; Ctrl-C stops all."""
-    from services import stack  # imports grpc: only for this command
+    from launcher import stack  # imports grpc: only for this command
 
     argv: list[str] = []
     if data_dir is not None:
