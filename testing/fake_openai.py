@@ -15,6 +15,12 @@ It also runs as its own process, for benchmarks and the end-to-end tests:
 or, for a test that needs a particular answer (every call gets the same one):
 
     python -m testing.fake_openai --port 8090 --script "Visitors park in garage B [1]."
+
+Tool calling: ``replies`` scripts the answers of successive calls, each either text or
+``ScriptedToolCall``s. Tool calls stream as OpenAI streams them (the first piece of a call
+carries its id, type and name with empty arguments, then the arguments follow in fragments of
+``fragment_chars``) with finish_reason "tool_calls"; non-streamed, they are the message's
+``tool_calls`` with ``content`` null.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ import json
 import re
 import threading
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,11 +57,47 @@ class RecordedCall:
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+@dataclass
+class ScriptedToolCall:
+    name: str
+    arguments: str  # JSON text, as a model writes it
+    id: str = field(default_factory=lambda: f"call_{uuid.uuid4().hex[:24]}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass
+class Reply:
+    """One scripted answer: text tokens, or tool calls (then finish_reason "tool_calls")."""
+
+    tokens: list[str] = field(default_factory=list)
+    tool_calls: list[ScriptedToolCall] = field(default_factory=list)
+    fragment_chars: int = 4  # streamed arguments arrive in pieces this long
+
+    def deltas(self) -> Iterable[dict[str, Any]]:
+        """The ``delta`` objects after the role chunk, as OpenAI streams them."""
+        for token in self.tokens:
+            yield {"content": token}
+        for index, call in enumerate(self.tool_calls):
+            opening = {"index": index, "id": call.id, "type": "function"}
+            yield {"tool_calls": [{**opening, "function": {"name": call.name, "arguments": ""}}]}
+            step = max(1, self.fragment_chars)
+            for start in range(0, len(call.arguments), step):
+                piece = call.arguments[start : start + step]
+                yield {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}
+
+
 class FakeOpenAI:
     def __init__(
         self,
         tokens: list[str],
         *,
+        replies: Iterable[Reply] = (),
         delay_s: float = 0.0,
         prompt_tokens: int = 42,
         api_key: str = "test-key",
@@ -67,6 +111,8 @@ class FakeOpenAI:
         hold: asyncio.Event | None = None,
     ) -> None:
         self.tokens = tokens
+        # Answers of the next calls, in order; once used up, calls get ``tokens``.
+        self.replies: deque[Reply] = deque(replies)
         self.delay_s = delay_s
         self.ttft_s = ttft_s
         # The first ``fail_first`` calls answer error_status (503 when unset), later ones stream.
@@ -134,16 +180,20 @@ class FakeOpenAI:
         if self.error_status is not None:
             call.ended.set()
             return self._error(self.error_status, f"scripted failure {self.error_status}", "server_error")
-        max_tokens = body.get("max_tokens") or len(self.tokens)
-        tokens = self.tokens[:max_tokens]
-        finish = "length" if max_tokens < len(self.tokens) else "stop"
         include_usage = self.sends_usage and bool((body.get("stream_options") or {}).get("include_usage"))
+        if self.replies:
+            reply = self.replies.popleft()
+            finish = "tool_calls" if reply.tool_calls else "stop"
+        else:
+            max_tokens = body.get("max_tokens") or len(self.tokens)
+            reply = Reply(tokens=self.tokens[:max_tokens])
+            finish = "length" if max_tokens < len(self.tokens) else "stop"
         if not body.get("stream"):
             call.completed = True
             call.ended.set()
-            return JSONResponse(self._completion(tokens, finish))
+            return JSONResponse(self._completion(reply, finish))
         return StreamingResponse(
-            self._frames(call, tokens, finish, include_usage),
+            self._frames(call, reply, finish, include_usage),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache"},
         )
@@ -164,24 +214,27 @@ class FakeOpenAI:
             "total_tokens": self.prompt_tokens + completion_tokens,
         }
 
-    def _completion(self, tokens: list[str], finish: str) -> dict[str, Any]:
+    def _completion(self, reply: Reply, finish: str) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(reply.tokens)}
+        if reply.tool_calls:
+            message = {
+                "role": "assistant",
+                "content": message["content"] or None,
+                "tool_calls": [call.as_dict() for call in reply.tool_calls],
+            }
         return {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": self.model,
             "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "".join(tokens)},
-                    "finish_reason": finish,
-                }
+                {"index": 0, "message": message, "finish_reason": finish},
             ],
-            "usage": self._usage(len(tokens)),
+            "usage": self._usage(len(reply.tokens) + len(reply.tool_calls)),
         }
 
     async def _frames(
-        self, call: RecordedCall, tokens: list[str], finish: str, include_usage: bool
+        self, call: RecordedCall, reply: Reply, finish: str, include_usage: bool
     ) -> AsyncIterator[bytes]:
         def frame(payload: dict[str, Any] | str) -> bytes:
             data = payload if isinstance(payload, str) else json.dumps(payload)
@@ -199,19 +252,19 @@ class FakeOpenAI:
             if self.hold is not None:
                 await self.hold.wait()
             due = time.perf_counter() + self.ttft_s
-            for index, token in enumerate(tokens):
+            for index, delta in enumerate(reply.deltas()):
                 if index:
                     due += self.delay_s
                 pause = due - time.perf_counter()
                 if pause > 0:
                     await asyncio.sleep(pause)
-                yield frame(self._chunk({"content": token}))
+                yield frame(self._chunk(delta))
                 call.tokens_sent += 1
             yield frame(self._chunk({}, finish))
             if include_usage:
                 usage_chunk = self._chunk({})
                 usage_chunk["choices"] = []
-                usage_chunk["usage"] = self._usage(len(tokens))
+                usage_chunk["usage"] = self._usage(call.tokens_sent)
                 yield frame(usage_chunk)
             yield frame("[DONE]")
             call.completed = True

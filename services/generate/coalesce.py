@@ -23,6 +23,7 @@ import math
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from services.generate.domain import Chunk
+from services.generate.tooling import ToolCallDelta
 
 
 async def coalesced(source: AsyncIterator[Chunk], min_interval_s: float = 0.0) -> AsyncGenerator[Chunk, None]:
@@ -33,6 +34,7 @@ async def coalesced(source: AsyncIterator[Chunk], min_interval_s: float = 0.0) -
     producer task, which closes ``source`` (and so the backend request) at once.
     """
     pending: list[str] = []
+    pending_calls: list[ToolCallDelta] = []  # tool-call pieces travel in order, never merged
     abstained = False  # carried by the first delta of an abstaining answer; kept on the merged one
     finals: list[Chunk] = []
     failure: list[BaseException] = []
@@ -49,6 +51,7 @@ async def coalesced(source: AsyncIterator[Chunk], min_interval_s: float = 0.0) -
                 abstained = abstained or chunk.abstained
                 if chunk.delta:
                     pending.append(chunk.delta)
+                pending_calls.extend(chunk.tool_calls)
                 if chunk.finish_reason:
                     finals.append(chunk)
                 ready.set()
@@ -64,17 +67,19 @@ async def coalesced(source: AsyncIterator[Chunk], min_interval_s: float = 0.0) -
         while True:
             await ready.wait()
             ready.clear()
-            if pending and not finished and (wait := last_sent + min_interval_s - loop.time()) > 0:
+            waiting = pending or pending_calls
+            if waiting and not finished and (wait := last_sent + min_interval_s - loop.time()) > 0:
                 # Deltas arriving meanwhile join this message; the end of the stream ends the wait.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(done.wait(), wait)
-            if pending:
-                text = "".join(pending)
+            if pending or pending_calls:
+                text, calls = "".join(pending), tuple(pending_calls)
                 pending.clear()
-                yield Chunk(delta=text, abstained=abstained)
+                pending_calls.clear()
+                yield Chunk(delta=text, abstained=abstained, tool_calls=calls)
                 abstained = False
                 last_sent = loop.time()
-            if finished and not pending:
+            if finished and not pending and not pending_calls:
                 if failure:
                     raise failure[0]
                 for final in finals:

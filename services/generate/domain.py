@@ -10,14 +10,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from services.common.errors import InvalidArgument
+from services.generate.tooling import ToolCall, ToolCallDelta, ToolOptions
 from zhiku.v1 import common_pb2, generate_pb2
 
-Role = Literal["system", "user", "assistant"]
-ROLES: tuple[Role, ...] = ("system", "user", "assistant")
-FINISH_REASONS = ("stop", "length", "cancelled")
+Role = Literal["system", "user", "assistant", "tool"]
+ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
+FINISH_REASONS = ("stop", "length", "tool_calls", "cancelled")
 MAX_STOP_SEQUENCES = 16
 
 
@@ -25,10 +26,26 @@ MAX_STOP_SEQUENCES = 16
 class Turn:
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # assistant turns that called tools
+    tool_call_id: str = ""  # tool turns: the call this result answers
+    name: str = ""  # tool turns: the tool's name, when the client sent it
 
-    def as_dict(self) -> dict[str, str]:
-        """The OpenAI / llama.cpp / Hugging Face chat-template message shape."""
-        return {"role": self.role, "content": self.content}
+    @property
+    def is_tool_turn(self) -> bool:
+        return bool(self.tool_calls) or self.role == "tool"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The OpenAI / llama.cpp / Hugging Face chat-template message shape (tool fields only
+        where the turn has them, so plain conversations render exactly as before)."""
+        message: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            message["content"] = self.content or None  # OpenAI's shape of a tool-calling turn
+            message["tool_calls"] = [call.as_dict() for call in self.tool_calls]
+        if self.role == "tool":
+            message["tool_call_id"] = self.tool_call_id
+            if self.name:
+                message["name"] = self.name
+        return message
 
 
 @dataclass(frozen=True)
@@ -62,28 +79,52 @@ class GenerationRequest:
     max_tokens: int | None
     stop: tuple[str, ...]
     model: str
+    tools: ToolOptions = field(default_factory=ToolOptions)
 
     @property
     def question(self) -> str:
-        return self.messages[-1].content
+        """The latest user message (a tool-calling turn may end on tool results instead)."""
+        return next((t.content for t in reversed(self.messages) if t.role == "user"), "")
 
     @property
     def history(self) -> tuple[Turn, ...]:
         return self.messages[:-1]
 
+    @property
+    def uses_tools(self) -> bool:
+        """Tools offered, or tool turns in the conversation: the messages go to the model as
+        they are (prompting.py ``build_tool_chat``), and only a tool-calling backend can serve it."""
+        return bool(self.tools.tools) or any(t.is_tool_turn for t in self.messages)
+
+    @staticmethod
+    def _turn_from_pb(index: int, message: generate_pb2.ChatMessage) -> Turn:
+        if message.role not in ROLES:
+            raise InvalidArgument(
+                f"messages[{index}].role is {message.role!r}; expected one of system, user, assistant, tool"
+            )
+        if message.tool_calls and message.role != "assistant":
+            raise InvalidArgument(f"messages[{index}]: only assistant messages carry tool_calls")
+        if message.role == "tool" and not message.tool_call_id:
+            raise InvalidArgument(f"messages[{index}]: a tool message needs tool_call_id")
+        calls = tuple(ToolCall.from_pb(f"messages[{index}]", call) for call in message.tool_calls)
+        return Turn(
+            role=message.role,
+            content=message.content,
+            tool_calls=calls,
+            tool_call_id=message.tool_call_id if message.role == "tool" else "",
+            name=message.name if message.role == "tool" else "",
+        )
+
     @staticmethod
     def turns_from_pb(messages: Sequence[generate_pb2.ChatMessage]) -> tuple[Turn, ...]:
-        """The conversation, checked: known roles, ending with a non-empty user question."""
+        """The conversation, checked: known roles, ending with a non-empty user question (or,
+        in a tool-calling exchange, with the results of the tools the model called)."""
         if not messages:
             raise InvalidArgument("messages is empty: send at least the user's question as a 'user' message")
-        turns: list[Turn] = []
-        for index, message in enumerate(messages):
-            if message.role not in ROLES:
-                raise InvalidArgument(
-                    f"messages[{index}].role is {message.role!r}; expected one of system, user, assistant"
-                )
-            turns.append(Turn(role=message.role, content=message.content))
+        turns = [GenerationRequest._turn_from_pb(index, message) for index, message in enumerate(messages)]
         last = turns[-1]
+        if last.role == "tool":
+            return tuple(turns)
         if last.role != "user":
             raise InvalidArgument(
                 f"the last message must be the user's question (role 'user'), got role {last.role!r}"
@@ -123,6 +164,7 @@ class GenerationRequest:
             max_tokens=max_tokens,
             stop=tuple(request.stop),
             model=request.model,
+            tools=ToolOptions.from_pb(request),
         )
 
 
@@ -147,10 +189,14 @@ class Chunk:
     usage: Usage | None = None
     abstained: bool = False
     check: AnswerCheck | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()  # pieces of the calls the model makes
 
     def to_pb(self) -> generate_pb2.GenerateResponse:
         response = generate_pb2.GenerateResponse(
-            delta=self.delta, finish_reason=self.finish_reason, abstained=self.abstained
+            delta=self.delta,
+            finish_reason=self.finish_reason,
+            abstained=self.abstained,
+            tool_calls=[piece.to_pb() for piece in self.tool_calls],
         )
         if self.usage is not None:
             response.usage.CopyFrom(self.usage.to_pb())
@@ -198,9 +244,12 @@ class ModelInfo:
     id: str
     backend: str
     context_window: int
+    tools: bool = False  # the model can be given tools (tool calling passes through)
 
     def to_pb(self) -> generate_pb2.ModelCard:
-        return generate_pb2.ModelCard(id=self.id, backend=self.backend, context_window=self.context_window)
+        return generate_pb2.ModelCard(
+            id=self.id, backend=self.backend, context_window=self.context_window, tools=self.tools
+        )
 
 
 PromptKind = Literal["kb_chat", "chat", "nothing_found"]
@@ -223,8 +272,10 @@ class Prompt:
     abstain_reply: str = ""
     # A follow-up's subject, carried from the earlier questions (rewriting.py): what "它" means.
     earlier_subject: tuple[str, ...] = ()
+    # Tool calling and structured output, passed through to the backend as the client sent them.
+    tools: ToolOptions = field(default_factory=ToolOptions)
 
-    def message_dicts(self) -> list[dict[str, str]]:
+    def message_dicts(self) -> list[dict[str, Any]]:
         return [turn.as_dict() for turn in self.messages]
 
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import TypeVar
 
-from services.common.errors import NotFound
+from services.common.errors import InvalidArgument, NotFound
 from services.common.logging import current_request_id
 from services.generate.admission import Admission
 from services.generate.backends.base import Backend
@@ -83,6 +83,20 @@ class Generator:
         if model and model != DEFAULT_MODEL_ALIAS and model not in served:
             raise NotFound(f"model {model!r} is not served here; available: {', '.join(served)}")
 
+    def _check_capabilities(self, request: GenerationRequest) -> None:
+        """Refuse what the backend would silently drop: tools, tool turns, structured output."""
+        backend = self.backend
+        if request.uses_tools and not backend.can_call_tools:
+            field = "tools" if request.tools.tools else "messages"
+            what = "tools (tool calling)" if field == "tools" else "messages with tool calls or tool results"
+            raise InvalidArgument(f"{field}: backend {backend.name} cannot take {what}: {backend.tools_hint}")
+        kind = request.tools.response_type
+        if kind not in backend.response_formats:
+            raise InvalidArgument(
+                f"response_format type {kind!r} is not supported by backend {backend.name} "
+                f"(supported: {', '.join(sorted(backend.response_formats))})"
+            )
+
     def prepare(self, request: GenerationRequest) -> tuple[Prompt, Sampling]:
         """Prompt and sampling for ``request``; CPU work where the backend tokenizes (then run
         off the event loop)."""
@@ -91,7 +105,10 @@ class Generator:
         wanted = request.max_tokens or settings.max_tokens_default
         # Reserve room for the answer, but never more than half the window: passages matter more.
         reserve = min(wanted, window // 2)
-        prompt = self.builder.build(request, self.backend, window=window, reserve=reserve)
+        if request.uses_tools:
+            prompt = self.builder.build_tool_chat(request, self.backend, window=window, reserve=reserve)
+        else:
+            prompt = self.builder.build(request, self.backend, window=window, reserve=reserve)
         sampling = Sampling(
             temperature=settings.temperature_default if request.temperature is None else request.temperature,
             top_p=settings.top_p_default if request.top_p is None else request.top_p,
@@ -109,7 +126,9 @@ class Generator:
         ``abstained`` on the first chunk, without waiting for a slot or running the model;
         every other grounded answer gets the sentence check on its final chunk."""
         self._check_model(request.model)
-        if self._abstains(request):
+        self._check_capabilities(request)
+        # With tools the model decides (it may call one rather than answer): never abstain for it.
+        if not request.uses_tools and self._abstains(request):
             async for chunk in self._abstention(request):
                 yield chunk
             return
@@ -193,6 +212,8 @@ class Generator:
                 ttft, itl = TTFT.labels(backend.name), ITL.labels(backend.name)
                 last = started
                 async for chunk in chunks:
+                    if chunk.tool_calls:  # passed on as they come; they are not text to guard
+                        yield Chunk(tool_calls=chunk.tool_calls)
                     passed = guard.feed(chunk.delta) if chunk.delta else ""
                     if passed:
                         now = time.perf_counter()

@@ -3,7 +3,8 @@
 Three prompts exist, each in Chinese and English (picked by the question's language):
 knowledge-base chat (numbered passages, answer from them and cite [n]), plain chat, and
 "nothing found" (knowledge-base chat where retrieval returned nothing); a fourth, ``condense``,
-turns a follow-up into a standalone question for retrieval (``rewriting.py``). Templates are files,
+turns a follow-up into a standalone question for retrieval (``rewriting.py``). A request with
+tools is the exception: its conversation goes to the model as sent (``build_tool_chat``). Templates are files,
 so operators tune wording without a release; they are validated once at start-up.
 
 Fitting priority when the window is tight: the question first, then passages in retrieval
@@ -16,6 +17,7 @@ estimate for OpenAI-compatible upstreams whose tokenizer is not at hand), never 
 from __future__ import annotations
 
 import importlib.resources
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -41,6 +43,7 @@ TEMPLATE_FIELDS: Mapping[str, tuple[frozenset[str], frozenset[str]]] = {
     "system": (frozenset(), frozenset()),
     "kb_chat": (frozenset({"context", "question"}), frozenset({"context", "question"})),
     "passage": (frozenset({"index", "text"}), frozenset({"index", "file_name", "text"})),
+    "kb_system": (frozenset({"context"}), frozenset({"context"})),
     "chat": (frozenset({"question"}), frozenset({"question"})),
     "nothing_found": (frozenset({"question"}), frozenset({"question"})),
     "nothing_found_reply": (frozenset(), frozenset()),
@@ -224,6 +227,53 @@ class PromptBuilder:
             no_model_reply=self.templates.render("no_model_reply", language),
             abstain_reply=self.templates.render("abstain_reply", language),
             earlier_subject=earlier_subject(request) if kind == "kb_chat" else (),
+            tools=request.tools,  # response_format alone keeps the usual prompt
+        )
+
+    def build_tool_chat(
+        self, request: GenerationRequest, counter: TokenCounter, window: int, reserve: int
+    ) -> Prompt:
+        """A request with tools or tool turns: the conversation goes to the model as sent (no
+        question template, nothing dropped: a tool result must follow the call it answers),
+        the tools with it. With a knowledge base, passages that fit are appended to the system
+        message (``kb_system``), so the model may answer from them or call a tool."""
+        language = detect_language(request.question)
+        system_text = "\n\n".join(t.content for t in request.messages if t.role == "system") or (
+            self.templates.render("system", language)
+        )
+        dialogue = [t for t in request.messages if t.role != "system"]
+
+        def cost(turn: Turn) -> int:
+            calls = "".join(c.name + c.arguments for c in turn.tool_calls)
+            return counter.count_tokens(turn.content + calls) + MESSAGE_OVERHEAD_TOKENS
+
+        tools_cost = counter.count_tokens(json.dumps(request.tools.tools, ensure_ascii=False))
+        budget = window - reserve
+        fixed = cost(Turn("system", system_text)) + sum(cost(t) for t in dialogue) + tools_cost
+        if fixed > budget:
+            raise InvalidArgument(
+                f"the conversation and its tools need about {fixed} tokens, but only {budget} fit (context "
+                f"window {window} minus {reserve} reserved for the answer); send fewer or shorter messages"
+            )
+        used: list[PassageRef] = []
+        if request.passages:
+            frame = counter.count_tokens(self.templates.render("kb_system", language, context=""))
+            used, _ = self._fit_passages(request.passages, language, counter, budget - fixed - frame)
+        if used:
+            context = "\n\n".join(self._passage_block(p, language) for p in used)
+            system_text += "\n\n" + self.templates.render("kb_system", language, context=context)
+        messages = (Turn("system", system_text), *dialogue)
+        return Prompt(
+            kind="kb_chat" if used else "chat",
+            language=language,
+            messages=messages,
+            question=request.question,
+            passages=tuple(used),
+            prompt_tokens=counter.count_prompt_tokens(messages) + tools_cost,
+            nothing_found_reply=self.templates.render("nothing_found_reply", language),
+            no_model_reply=self.templates.render("no_model_reply", language),
+            abstain_reply=self.templates.render("abstain_reply", language),
+            tools=request.tools,
         )
 
     def _final_turn(self, kind: PromptKind, language: Language, question: str, context: str) -> Turn:

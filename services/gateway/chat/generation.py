@@ -19,6 +19,20 @@ from services.gateway.schemas.openai import Completion
 from zhiku.v1 import generate_pb2
 
 Reply = generate_pb2.GenerateResponse
+ToolPieces = list[generate_pb2.ToolCallDelta]
+
+
+def tool_call_delta(piece: generate_pb2.ToolCallDelta) -> dict[str, Any]:
+    """One streamed piece as OpenAI's ``delta.tool_calls[i]``: id, type and name on a call's
+    first piece, arguments fragments after."""
+    function: dict[str, str] = {"arguments": piece.arguments}
+    if piece.name:
+        function = {"name": piece.name, **function}
+    delta: dict[str, Any] = {"index": piece.index}
+    if piece.id:
+        delta.update(id=piece.id, type="function")
+    delta["function"] = function
+    return delta
 
 
 @dataclass
@@ -30,14 +44,36 @@ class Generation:
     finish_reason: str = "stop"
     usage: generate_pb2.Usage = field(default_factory=generate_pb2.Usage)
     grounding: generate_pb2.Grounding | None = None
+    calls: dict[int, dict[str, Any]] = field(default_factory=dict)  # tool calls assembled by index
 
     @property
     def abstained(self) -> bool:
         """The service declined to answer from the passages (known from the first message)."""
         return bool(self.first is not None and self.first.abstained)
 
+    @property
+    def tool_calls(self) -> list[dict[str, Any]]:
+        """The calls the model made, whole, as OpenAI's ``message.tool_calls``."""
+        return [self.calls[index] for index in sorted(self.calls)]
+
+    def _assemble(self, pieces: ToolPieces) -> None:
+        for piece in pieces:
+            call = self.calls.setdefault(
+                piece.index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+            )
+            call["id"] = call["id"] or piece.id
+            call["function"]["name"] = call["function"]["name"] or piece.name
+            call["function"]["arguments"] += piece.arguments
+
     async def deltas(self) -> AsyncIterator[str]:
-        """Text deltas in order; finish reason, usage and grounding are recorded as they arrive."""
+        """Text deltas in order (tool calls are assembled on the side, see :meth:`pieces`)."""
+        async for piece in self.pieces():
+            if isinstance(piece, str):
+                yield piece
+
+    async def pieces(self) -> AsyncIterator[str | ToolPieces]:
+        """Text deltas and tool-call pieces in order; finish reason, usage, grounding and the
+        assembled calls are recorded as they arrive."""
         message = self.first
         while message is not None:
             if message.finish_reason:
@@ -48,6 +84,10 @@ class Generation:
                 self.grounding = message.grounding
             if message.delta:
                 yield message.delta
+            if message.tool_calls:
+                pieces = list(message.tool_calls)
+                self._assemble(pieces)
+                yield pieces
             following = await self.call.read()
             message = None if following is grpc.aio.EOF else following
 
@@ -76,4 +116,4 @@ async def collect(generation: Generation, completion: Completion) -> dict[str, A
         text = "".join([delta async for delta in generation.deltas()])
     finally:
         generation.cancel()
-    return completion.whole(text, generation.finish_reason, generation.usage)
+    return completion.whole(text, generation.finish_reason, generation.usage, generation.tool_calls)

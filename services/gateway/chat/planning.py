@@ -4,6 +4,10 @@ Resolve the target (a knowledge base or none, and the model), convert the messag
 knowledge-base chat make a follow-up standalone and retrieve its passages; the passages go to
 the generate service with ``grounded=True`` and come back to the client as ``citations``.
 Errors up to here are plain HTTP errors (nothing has been streamed yet).
+
+A request with tools is plain chat with the model unless it names a knowledge base too; then
+the passages go to the generate service as usual and it puts them in the system message,
+while the conversation and the tools reach the model as sent (``tool_support``).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from services.gateway.chat.tool_support import ensure_tool_support, options_fields, tool_fields
 from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import HttpApiError
@@ -24,7 +29,13 @@ if TYPE_CHECKING:
     from services.gateway.chat.generation import Generation
 
 # Roles the generate service understands; "developer" is OpenAI's newer name for "system".
-_ROLE_ALIASES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_ROLE_ALIASES = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+}
 
 
 def _pb_messages(messages: list[ChatMessageIn]) -> list[generate_pb2.ChatMessage]:
@@ -33,8 +44,15 @@ def _pb_messages(messages: list[ChatMessageIn]) -> list[generate_pb2.ChatMessage
         role = _ROLE_ALIASES.get(message.role)
         if role is None:
             raise HttpApiError(422, f"unsupported message role {message.role!r}", param="messages")
-        converted.append(generate_pb2.ChatMessage(role=role, content=message.text()))
+        converted.append(generate_pb2.ChatMessage(role=role, content=message.text(), **tool_fields(message)))
     return converted
+
+
+def _dialogue(messages: list[generate_pb2.ChatMessage]) -> list[generate_pb2.ChatMessage]:
+    """The conversation up to its last user question, without tool turns: what a follow-up is
+    made standalone from (a tool result is not a question)."""
+    last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
+    return [m for m in messages[: last_user + 1] if m.role != "tool" and not m.tool_calls]
 
 
 def _last_user_text(messages: list[generate_pb2.ChatMessage]) -> str:
@@ -119,15 +137,17 @@ async def plan_chat(
     """Resolve the target, retrieve passages for knowledge-base chat, build the request."""
     kb_name, model = body.target()
     messages = _pb_messages(body.messages)
+    await ensure_tool_support(clients, body, model, settings.request_timeout_s)
     passages: list[common_pb2.Passage] = []
     query = ""
     if kb_name is not None:
         question = _last_user_text(messages)  # refused (422) before any call
         # A follow-up is made standalone (a round trip to the generate service) while the
         # knowledge bases are looked up: the search route's overlap, one step earlier.
+        dialogue = _dialogue(messages)
         rewriting = (
-            asyncio.ensure_future(standalone_query(clients, messages, question, settings.request_timeout_s))
-            if body.rewrite and _is_follow_up(messages)
+            asyncio.ensure_future(standalone_query(clients, dialogue, question, settings.request_timeout_s))
+            if body.rewrite and _is_follow_up(dialogue)
             else None
         )
         _, passages = await lookup_and_search(
@@ -151,5 +171,6 @@ async def plan_chat(
         max_tokens=body.max_completion_tokens or body.max_tokens,
         stop=stop,
         model=model,
+        **options_fields(body),  # type: ignore[arg-type]
     )
     return ChatPlan(request=request, knowledge_base=kb_name, passages=passages, retrieval_query=query)

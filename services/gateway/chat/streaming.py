@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import grpc
 
-from services.gateway.chat.generation import Generation
+from services.gateway.chat.generation import Generation, tool_call_delta
 from services.gateway.chat.planning import ChatPlan
 from services.gateway.errors import rpc_error_body
 from services.gateway.schemas.openai import Completion
@@ -33,8 +33,9 @@ async def stream_events(
     on_complete: Callable[[str], Awaitable[None]] | None = None,
 ) -> AsyncIterator[bytes]:
     """SSE frames: role (+ citations, ``abstained``, ``retrieval_query``, ``opening_extra``)
-    first, content deltas, finish (+ the citations checked against the answer, and its
-    ``unsupported`` sentences), optional usage, [DONE]. ``on_complete`` gets the whole answer
+    first, content deltas and ``tool_calls`` pieces (one frame each, as OpenAI streams them),
+    finish (+ the citations checked against the answer, and its ``unsupported`` sentences),
+    optional usage, [DONE]. ``on_complete`` gets the whole answer
     before [DONE] (to store it).
 
     The ``finally`` cancels the gRPC stream when the client goes away: Starlette cancels this
@@ -58,9 +59,13 @@ async def stream_events(
         opening.update(plan.grounded_fields(generation))
         opening.update(opening_extra or {})
         yield framed(opening)
-        async for delta in generation.deltas():
-            parts.append(delta)
-            yield framed(completion.chunk({"content": delta}))
+        async for piece in generation.pieces():
+            if isinstance(piece, str):
+                parts.append(piece)
+                yield framed(completion.chunk({"content": piece}))
+                continue
+            for call in piece:
+                yield framed(completion.chunk({"tool_calls": [tool_call_delta(call)]}))
         # The finish chunk repeats the citations, now checked against the whole answer.
         yield framed({**completion.chunk({}, generation.finish_reason), **plan.grounded_fields(generation)})
         completed = True

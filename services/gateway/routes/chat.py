@@ -32,7 +32,11 @@ async def create_chat_completion(
     (what was searched: a follow-up made standalone) and ``unsupported`` (sentences of the
     answer no passage backs; each citation's ``supported`` says whether it backs the answer).
     With ``conversation_id`` the stored history is prepended, the new turn is stored, and the
-    response carries ``conversation_id`` and ``message_id``."""
+    response carries ``conversation_id`` and ``message_id``.
+
+    ``tools``, ``tool_choice``, ``parallel_tool_calls`` and ``response_format`` reach models
+    that support them, and ``tool_calls`` come back as OpenAI sends them (streamed in pieces);
+    a model that cannot call tools makes a request with tools a 400 naming ``tools``."""
     history = settings.conversation_history_messages if body.history_length is None else body.history_length
     turn = await prepare_turn(body, store, principal, history)
     plan = await plan_chat(turn.request, clients, settings)
@@ -42,7 +46,8 @@ async def create_chat_completion(
 
         async def remember(answer: str) -> None:
             citations = plan.citations(generation.grounding)
-            await turn.store_answer(store, answer, citations, plan.stored_grounding(generation))
+            grounding = plan.stored_grounding(generation)
+            await turn.store_answer(store, answer, citations, grounding, generation.tool_calls)
 
         events = stream_events(
             generation, completion, plan, body.include_usage, turn.extra_fields(), remember
@@ -53,7 +58,8 @@ async def create_chat_completion(
         answer["citations"] = plan.citations()
     answer.update(plan.grounded_fields(generation))
     citations = plan.citations(generation.grounding)
-    content = answer["choices"][0]["message"]["content"]
-    await turn.store_answer(store, content, citations, plan.stored_grounding(generation))
+    content = answer["choices"][0]["message"]["content"] or ""
+    grounding = plan.stored_grounding(generation)
+    await turn.store_answer(store, content, citations, grounding, generation.tool_calls)
     answer.update(turn.extra_fields())
     return JSONResponse(answer)

@@ -83,6 +83,11 @@ class MessageOut(BaseModel):
     citations: list[dict[str, Any]] = Field(description="passages the answer was generated from")
     created_at: float
     feedback: FeedbackOut | None
+    tool_calls: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="assistant turns that called tools: the calls, as OpenAI's message.tool_calls",
+    )
+    tool_call_id: str | None = Field(default=None, description="role tool: the call this result answers")
     abstained: bool | None = Field(
         default=None, description="knowledge-base answers: the passages could not answer, the reply says so"
     )
@@ -163,6 +168,8 @@ async def get_conversation(
             abstained=message.grounding.get("abstained"),
             retrieval_query=message.grounding.get("retrieval_query"),
             unsupported=message.grounding.get("unsupported"),
+            tool_calls=message.tool_turn.get("tool_calls"),
+            tool_call_id=message.tool_turn.get("tool_call_id"),
             feedback=None
             if message.feedback is None
             else FeedbackOut(score=message.feedback.score, reason=message.feedback.reason),

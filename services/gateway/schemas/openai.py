@@ -3,7 +3,9 @@
 
 The request model accepts what the SDK sends and ignores fields it does not know (clients add
 new ones all the time). Knowledge-base chat is selected by the extra body field
-``knowledge_base`` or by the model ``kb:<name>``; ``target`` resolves which.
+``knowledge_base`` or by the model ``kb:<name>``; ``target`` resolves which. Tool calling
+(``tools``, ``tool_choice``, ``parallel_tool_calls``, tool turns) and ``response_format`` pass
+through to the generate service; the legacy ``functions`` / ``function_call`` are refused.
 """
 
 from __future__ import annotations
@@ -31,12 +33,31 @@ class ContentPart(BaseModel):
     text: str | None = None
 
 
+class FunctionCallIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(min_length=1)
+    arguments: str = Field(description="JSON text, as the model wrote it")
+
+
+class ToolCallIn(BaseModel):
+    """An assistant turn's call, as the model made it (OpenAI's ``message.tool_calls[i]``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(min_length=1)
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
 class ChatMessageIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: str
     content: str | list[ContentPart] | None = None
-    tool_calls: list[dict[str, Any]] | None = None  # refused (unsupported_features), never dropped
+    tool_calls: list[ToolCallIn] | None = Field(default=None, description="assistant turns: the calls made")
+    tool_call_id: str | None = Field(default=None, description="role tool: the call this result answers")
+    name: str | None = None
 
     def text(self) -> str:
         if self.content is None:
@@ -92,15 +113,20 @@ class ChatCompletionRequest(RetrievalParams):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     stop: str | list[str] | None = None
     n: int | None = Field(default=None, description="number of choices; only 1 is supported")
-    # OpenAI's tool calling and structured output. No generate backend passes them to a model
-    # yet, so a request that relies on them is refused (unsupported_features) rather than
-    # answered as if they had been honoured.
-    tools: list[dict[str, Any]] | None = Field(default=None, description="not supported yet: 400")
-    tool_choice: str | dict[str, Any] | None = Field(default=None, description="not supported yet")
-    parallel_tool_calls: bool | None = Field(default=None, description="not supported yet")
-    functions: list[dict[str, Any]] | None = Field(default=None, description="not supported yet: 400")
-    function_call: str | dict[str, Any] | None = Field(default=None, description="not supported yet")
-    response_format: dict[str, Any] | None = Field(default=None, description="only type 'text'")
+    # OpenAI's tool calling and structured output: passed through to the model where its backend
+    # supports them; a backend that cannot call tools makes the request a 400 naming ``tools``.
+    tools: list[dict[str, Any]] | None = Field(
+        default=None, description="function tools the model may call (400 where the model cannot call tools)"
+    )
+    tool_choice: str | dict[str, Any] | None = Field(
+        default=None, description='"auto", "none", "required" or {"type": "function", "function": {"name"}}'
+    )
+    parallel_tool_calls: bool | None = None
+    functions: list[dict[str, Any]] | None = Field(default=None, description="legacy: refused, use tools")
+    function_call: str | dict[str, Any] | None = Field(default=None, description="legacy: refused")
+    response_format: dict[str, Any] | None = Field(
+        default=None, description="text, json_object or json_schema, where the backend supports it"
+    )
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(default=None, description="end-user id (accepted, not used)")
@@ -132,42 +158,37 @@ class ChatCompletionRequest(RetrievalParams):
         "(the response's retrieval_query says what was searched); false searches the last message",
     )
 
-    def unsupported_features(self) -> HttpApiError | None:
-        """The 400 for a request that needs tool calling or structured output (None: fine).
+    def refused_fields(self) -> HttpApiError | None:
+        """The 400 for OpenAI's deprecated ``functions`` / ``function_call``, or a ``tool_choice``
+        that asks for a call with no ``tools`` to call (None: fine).
 
-        Clients such as LangChain's ``bind_tools`` send ``tools`` and act on ``tool_calls``;
-        silently dropping them would give such a client a plain answer it cannot tell from a
-        decision not to call a tool. "No tools" spelled out (an empty list, ``"none"``) is fine.
+        Legacy functions are refused, not silently dropped or rewritten: a client that sends
+        them acts on ``function_call`` in the answer, which never comes; ``tools`` is the
+        supported spelling. "No tools" spelled out (``[]``, ``"none"``) is fine.
         """
-        if self.tools or self.functions:
-            name = "tools" if self.tools else "functions"
+        if not self.tools and self.tool_choice is not None and self.tool_choice not in ("none", "auto"):
             return HttpApiError(
                 400,
-                f"{name} (tool calling) is not supported by this deployment's generate backend; "
-                "send the request without it",
-                param=name,
+                f"tool_choice={self.tool_choice!r} needs tools to call; none were sent",
+                param="tool_choice",
             )
-        for name in ("tool_choice", "function_call"):
-            value = getattr(self, name)
-            if value is not None and value not in ("none", "auto"):
-                return HttpApiError(
-                    400, f"{name}={value!r} needs tool calling, which is not supported", param=name
-                )
-        kind = (self.response_format or {}).get("type", "text")
-        if kind != "text":
-            return HttpApiError(
-                400,
-                f"response_format type {kind!r} is not supported (structured output); only 'text'",
-                param="response_format",
-            )
-        for message in self.messages:
-            if message.role in ("tool", "function") or message.tool_calls:
+        for name in ("functions", "function_call"):
+            if getattr(self, name) is not None:
                 return HttpApiError(
                     400,
-                    "messages hold tool calls or tool results, which need tool calling; it is not supported",
-                    param="messages",
+                    f"{name} is OpenAI's deprecated function calling; send tools and tool_choice",
+                    param=name,
                 )
+        if any(message.role == "function" for message in self.messages):
+            return HttpApiError(
+                400, "role 'function' is deprecated; send tool results as role 'tool'", param="messages"
+            )
         return None
+
+    @property
+    def uses_tools(self) -> bool:
+        """Tools offered, or tool turns in the conversation: only a tool-calling model can serve it."""
+        return bool(self.tools) or any(m.role == "tool" or m.tool_calls for m in self.messages)
 
     @property
     def include_usage(self) -> bool:
@@ -208,7 +229,7 @@ class Completion:
             "total_tokens": usage.prompt_tokens + usage.completion_tokens,
         }
 
-    def chunk(self, delta: dict[str, str], finish_reason: str | None = None) -> dict[str, Any]:
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         return {
             **self._envelope("chat.completion.chunk"),
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
@@ -217,13 +238,24 @@ class Completion:
     def usage_chunk(self, usage: generate_pb2.Usage) -> dict[str, Any]:
         return {**self._envelope("chat.completion.chunk"), "choices": [], "usage": self.usage(usage)}
 
-    def whole(self, text: str, finish_reason: str, usage: generate_pb2.Usage) -> dict[str, Any]:
+    def whole(
+        self,
+        text: str,
+        finish_reason: str,
+        usage: generate_pb2.Usage,
+        tool_calls: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """The whole answer; one that calls tools has them as ``tool_calls`` (content null
+        unless the model also wrote text), as OpenAI answers."""
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if tool_calls:
+            message = {"role": "assistant", "content": text or None, "tool_calls": tool_calls}
         return {
             **self._envelope("chat.completion"),
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text},
+                    "message": message,
                     "logprobs": None,
                     "finish_reason": finish_reason,
                 }

@@ -33,6 +33,8 @@ class Message:
     feedback: FeedbackRecord | None = None
     # abstained / retrieval_query / unsupported of a knowledge-base answer ({} otherwise).
     grounding: dict[str, Any] = field(default_factory=dict)
+    # A tool turn's OpenAI fields: {"tool_calls": [...]} or {"tool_call_id", "name"} ({} otherwise).
+    tool_turn: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class NewMessage:
     citations: list[dict[str, Any]] = field(default_factory=list)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     grounding: dict[str, Any] = field(default_factory=dict)
+    tool_turn: dict[str, Any] = field(default_factory=dict)
 
 
 def _conversation(row: ConversationRow, messages: list[Message] | None = None) -> ConversationRecord:
@@ -135,6 +138,7 @@ class ConversationRepo:
                     citations=json.loads(message.citations or "[]"),
                     created_at=message.created_at,
                     grounding=json.loads(message.grounding or "{}"),
+                    tool_turn=json.loads(message.tool_turn or "{}"),
                     feedback=None
                     if feedback is None
                     else FeedbackRecord(message_id=message.id, score=feedback.score, reason=feedback.reason),
@@ -171,10 +175,15 @@ class ConversationRepo:
         answer_id: str,
         citations: list[dict[str, Any]] | None = None,
         grounding: dict[str, Any] | None = None,
+        asked: list[NewMessage] | None = None,
+        tool_calls: list[dict[str, Any]] | None = None,
     ) -> list[Message]:
-        """One exchange: the user's question, then the answer under the id announced for it."""
-        reply = NewMessage("assistant", answer, citations or [], answer_id, grounding or {})
-        return self.append(conversation_id, [NewMessage(role="user", content=question), reply])
+        """One exchange: the user's question (or ``asked``: the turn's messages, such as the
+        results of the tools the previous answer called), then the answer under the id
+        announced for it, with the ``tool_calls`` it made."""
+        tool_turn = {"tool_calls": tool_calls} if tool_calls else {}
+        reply = NewMessage("assistant", answer, citations or [], answer_id, grounding or {}, tool_turn)
+        return self.append(conversation_id, [*(asked or [NewMessage(role="user", content=question)]), reply])
 
     def append(self, conversation_id: str, messages: list[NewMessage]) -> list[Message]:
         """Append messages in order; [] when the conversation is gone (deleted meanwhile)."""
@@ -193,6 +202,7 @@ class ConversationRepo:
                         content=new.content,
                         citations=json.dumps(new.citations, ensure_ascii=False),
                         grounding=json.dumps(new.grounding, ensure_ascii=False) if new.grounding else None,
+                        tool_turn=json.dumps(new.tool_turn, ensure_ascii=False) if new.tool_turn else None,
                         created_at=now,
                     )
                 )
@@ -205,6 +215,7 @@ class ConversationRepo:
                         citations=new.citations,
                         created_at=now,
                         grounding=new.grounding,
+                        tool_turn=new.tool_turn,
                     )
                 )
             conversation.updated_at = now

@@ -44,6 +44,9 @@ class MessageRow(GatewayTable):
     # unsupported sentences), so a reopened conversation shows it as it was shown live; NULL for
     # user turns, other answers, and rows older than the column.
     grounding: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # JSON object of a tool turn's OpenAI fields: {"tool_calls": [...]} on an assistant turn that
+    # called tools, {"tool_call_id", "name"} on a tool result; NULL for every other message.
+    tool_turn: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[float] = mapped_column(Double)
 
 
@@ -89,5 +92,5 @@ class FileChatRow(GatewayTable):
 # Columns added after a table's first release: ``create_schema`` adds them to older databases.
 ADDED_COLUMNS: dict[str, dict[str, str]] = {
     "gw_file_chats": {"owner": "VARCHAR(64)"},
-    "gw_messages": {"grounding": "TEXT"},
+    "gw_messages": {"grounding": "TEXT", "tool_turn": "TEXT"},
 }

@@ -218,13 +218,13 @@ TOOL = {
 async def test_tool_calling_and_structured_output_are_refused_never_dropped(
     gateway: tuple[RecordingBackend, str],
 ) -> None:
-    """A client that sends tools must not get a plain answer it would read as "no tool needed"."""
+    """A backend that cannot call tools: a client that sends tools must not get a plain answer
+    it would read as "no tool needed" (test_tool_calling.py has backends that can)."""
     backend, url = gateway
     hi = [{"role": "user", "content": "hi"}]
     refused_requests = [
         ("tools", {"tools": [TOOL]}),
         ("tool_choice", {"tool_choice": "required"}),
-        ("response_format", {"response_format": {"type": "json_object"}}),
         ("functions", {"functions": [TOOL["function"]]}),
         (
             "messages",
@@ -255,6 +255,13 @@ async def test_tool_calling_and_structured_output_are_refused_never_dropped(
                 with pytest.raises(openai.BadRequestError) as refused:
                     await sdk.chat.completions.create(**arguments, stream=stream)
                 assert refused.value.body["param"] == param, (param, stream)  # type: ignore[index]
+        # Structured output the backend cannot honour: refused by the generate service itself.
+        for stream in (False, True):
+            with pytest.raises(openai.UnprocessableEntityError) as unsupported:
+                await sdk.chat.completions.create(
+                    model="default", messages=hi, response_format={"type": "json_object"}, stream=stream
+                )
+            assert "response_format type 'json_object' is not supported" in unsupported.value.message
         assert len(backend.prompts) == asked_before  # no model was asked
         # Saying "no tools" is not asking for them.
         plain = await sdk.chat.completions.create(

@@ -13,10 +13,11 @@ from services.generate.text import approx_token_count
 class Backend(abc.ABC):
     """Streams an answer for a built prompt.
 
-    ``stream`` yields text deltas, then exactly one chunk with ``finish_reason`` ("stop" or
-    "length") and, when the backend knows them, exact token counts in ``usage`` (the service
-    fills in estimates otherwise). Closing the iterator early, or setting ``job.cancel``, must
-    stop production: a cancelled gRPC stream should not keep a GPU or CPU busy.
+    ``stream`` yields text deltas (and, for a request with tools, ``tool_calls`` pieces), then
+    exactly one chunk with ``finish_reason`` ("stop", "length" or "tool_calls") and, when the
+    backend knows them, exact token counts in ``usage`` (the service fills in estimates
+    otherwise). Closing the iterator early, or setting ``job.cancel``, must stop production:
+    a cancelled gRPC stream should not keep a GPU or CPU busy.
     """
 
     name: str
@@ -27,6 +28,15 @@ class Backend(abc.ABC):
     # Generations the backend runs at once, when it has a limit of its own (0: none). The
     # service admits no more than this, so calls queue where their wait is bounded and seen.
     max_parallel: int = 0
+    # OpenAI ``response_format`` types the backend honours ("text" is plain generation).
+    response_formats: frozenset[str] = frozenset({"text"})
+    # How to give this backend tools, named in the refusal of a request with tools.
+    tools_hint: str = "this backend cannot call tools"
+
+    @property
+    def can_call_tools(self) -> bool:
+        """Tools, tool_choice and tool turns reach the model (ModelCard.tools)."""
+        return False
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Load models, open clients; runs before the service reports SERVING."""

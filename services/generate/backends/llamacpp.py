@@ -8,6 +8,10 @@ ListModels and other streams; tokens cross to the loop through an asyncio queue.
 checks ``job.cancel`` after every token, so a client that goes away frees the model at once.
 The lock is released by the worker's completion callback, never earlier: a cancelled waiter
 can never let two threads into the model.
+
+Tool calling needs a chat format that has tools: ``LLAMACPP_CHAT_FORMAT`` set to one of
+llama-cpp-python's tool-calling handlers (``TOOL_CHAT_FORMATS``); otherwise the backend reports
+no tool support and requests with tools are refused before they reach it.
 """
 
 from __future__ import annotations
@@ -21,12 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from services.common.errors import FailedPrecondition
+from services.common.errors import FailedPrecondition, InvalidArgument
 from services.generate.backends.base import Backend
 from services.generate.config import GenerateSettings
 from services.generate.domain import Chunk, GenerationJob, ModelInfo, Turn, Usage
+from services.generate.tooling import CallPieces, ToolOptions, finish_reason_of
 
 log = logging.getLogger("zhiku.generate.llamacpp")
+
+# llama-cpp-python's chat handlers that take ``tools`` and answer with ``tool_calls``.
+TOOL_CHAT_FORMATS = frozenset({"chatml-function-calling", "functionary", "functionary-v1", "functionary-v2"})
 
 _END = object()
 
@@ -43,6 +51,11 @@ class LlamaCppBackend(Backend):
     name = "llamacpp"
     counts_with_tokenizer = True
     max_parallel = 1  # one KV cache: the service queues the rest, with its bounded wait
+    response_formats = frozenset({"text", "json_object"})  # JSON by grammar
+    tools_hint = (
+        "set ZHIKU_GENERATE_LLAMACPP_CHAT_FORMAT to a tool-calling chat format "
+        f"({', '.join(sorted(TOOL_CHAT_FORMATS))}) with a model trained for it"
+    )
 
     def __init__(self, settings: GenerateSettings) -> None:
         if settings.model_path is None:  # the settings validator resolves the bundled file
@@ -54,6 +67,7 @@ class LlamaCppBackend(Backend):
         self._n_threads = settings.n_threads or max(1, (os.cpu_count() or 2) // 2)
         self._model_id = settings.served_model_name or self._path.name.removesuffix(".gguf")
         self._repeat_penalty = settings.repeat_penalty
+        self._chat_format = settings.llamacpp_chat_format or None
         self._llm: Any = None
         self._formatter: Any = None
         self._lock = asyncio.Lock()
@@ -77,6 +91,7 @@ class LlamaCppBackend(Backend):
             n_ctx=self._n_ctx,
             n_threads=self._n_threads,
             n_threads_batch=self._n_threads,
+            chat_format=self._chat_format,
             verbose=False,
         )
         # The same Jinja2 chat template create_chat_completion applies, so prompt token counts
@@ -99,8 +114,29 @@ class LlamaCppBackend(Backend):
             self._llm.close()
             self._llm = None
 
+    @property
+    def can_call_tools(self) -> bool:
+        return self._chat_format in TOOL_CHAT_FORMATS
+
     def models(self) -> list[ModelInfo]:
-        return [ModelInfo(id=self._model_id, backend=self.name, context_window=self._n_ctx)]
+        window, tools = self._n_ctx, self.can_call_tools
+        return [ModelInfo(id=self._model_id, backend=self.name, context_window=window, tools=tools)]
+
+    @staticmethod
+    def tool_kwargs(options: ToolOptions) -> dict[str, Any]:
+        """``create_chat_completion`` arguments for tools and response_format. Its tool handlers
+        offer tools only with an explicit ``tool_choice``, so OpenAI's default ("auto" when
+        tools are given) is spelled out; "required" they cannot do."""
+        kwargs = options.as_openai_kwargs()
+        kwargs.pop("parallel_tool_calls", None)  # not a llama-cpp-python argument
+        if options.tools:
+            if options.tool_choice == "required":
+                raise InvalidArgument(
+                    "tool_choice 'required' is not supported by the llamacpp backend; name the function "
+                    'instead ({"type": "function", "function": {"name": ...}}) or use "auto"'
+                )
+            kwargs.setdefault("tool_choice", "auto")
+        return kwargs
 
     @property
     def context_window(self) -> int:
@@ -123,7 +159,8 @@ class LlamaCppBackend(Backend):
     def count_prompt_tokens(self, messages: Sequence[Turn]) -> int:
         if self._formatter is None:
             return super().count_prompt_tokens(messages)
-        rendered = self._formatter(messages=[m.as_dict() for m in messages])
+        # Text only: the GGUF's own template may not know tool fields (a tool call's content is None).
+        rendered = self._formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
         tokens = self._model().tokenize(
             rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
         )
@@ -131,6 +168,7 @@ class LlamaCppBackend(Backend):
 
     async def stream(self, job: GenerationJob) -> AsyncGenerator[Chunk, None]:
         llm = self._model()
+        self.tool_kwargs(job.prompt.tools)  # refuse what the handler cannot do before queueing
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
 
@@ -176,8 +214,10 @@ class LlamaCppBackend(Backend):
                 top_p=sampling.top_p,
                 stop=list(sampling.stop),
                 repeat_penalty=self._repeat_penalty,
+                **self.tool_kwargs(job.prompt.tools),
             )
             finish = "stop"
+            pieces = CallPieces()
             try:
                 for event in completion:
                     if job.cancel.is_set():
@@ -188,8 +228,12 @@ class LlamaCppBackend(Backend):
                     if text:
                         parts.append(text)
                         put(Chunk(delta=text))
+                    calls = pieces.read(choice["delta"].get("tool_calls"))
+                    if calls:
+                        parts.extend(call.arguments for call in calls)
+                        put(Chunk(tool_calls=calls))
                     if choice.get("finish_reason"):
-                        finish = "length" if choice["finish_reason"] == "length" else "stop"
+                        finish = finish_reason_of(choice["finish_reason"])
             finally:
                 completion.close()
             completion_tokens = self._count_completion(llm, "".join(parts))

@@ -8,6 +8,10 @@ same events with 2.5x less CPU than httpx with httpx-sse (16 against 40-44 us pe
 against 2.5-2.8 ms per request; ``make bench-generate`` streams thousands of tokens a second
 through one process). The SDK stays the client in the tests.
 
+* Tool calling and structured output pass through: ``tools``, ``tool_choice``,
+  ``parallel_tool_calls``, ``response_format`` and tool turns go upstream as the client sent
+  them, and ``delta.tool_calls`` pieces come back as they stream (``OPENAI_TOOLS`` off for an
+  upstream that cannot take them).
 * Usage comes from the upstream (``stream_options.include_usage``) when it sends it.
 * Timeouts: ``openai_timeout_s`` bounds connecting (at most 5 s), the wait for the response
   and every gap between two streamed chunks.
@@ -44,6 +48,7 @@ from services.common.errors import (
 from services.generate.backends.base import Backend
 from services.generate.config import GenerateSettings
 from services.generate.domain import Chunk, GenerationJob, ModelInfo, Usage
+from services.generate.tooling import CallPieces, finish_reason_of
 
 log = logging.getLogger("zhiku.generate.openai")
 
@@ -111,6 +116,7 @@ def request_kwargs(job: GenerationJob, model: str) -> dict[str, Any]:
     }
     if sampling.stop:
         kwargs["stop"] = list(sampling.stop)
+    kwargs.update(job.prompt.tools.as_openai_kwargs())
     return kwargs
 
 
@@ -133,6 +139,8 @@ async def sse_data(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
 
 class OpenAIBackend(Backend):
     name = "openai"
+    response_formats = frozenset({"text", "json_object", "json_schema"})
+    tools_hint = "the upstream is marked as unable to (ZHIKU_GENERATE_OPENAI_TOOLS=false)"
 
     def __init__(self, settings: GenerateSettings) -> None:
         self._settings = settings
@@ -161,9 +169,13 @@ class OpenAIBackend(Backend):
             await self._session.close()
             self._session = None
 
+    @property
+    def can_call_tools(self) -> bool:
+        return self._settings.openai_tools
+
     def models(self) -> list[ModelInfo]:
-        window = self._settings.openai_context_window
-        return [ModelInfo(id=self._model_id, backend=self.name, context_window=window)]
+        window, tools = self._settings.openai_context_window, self.can_call_tools
+        return [ModelInfo(id=self._model_id, backend=self.name, context_window=window, tools=tools)]
 
     @property
     def context_window(self) -> int:
@@ -215,6 +227,7 @@ class OpenAIBackend(Backend):
         finish = "stop"
         usage: Usage | None = None
         complete = False
+        calls = CallPieces()
         try:
             async for data in sse_data(response):
                 if data == "[DONE]":
@@ -241,11 +254,14 @@ class OpenAIBackend(Backend):
                         completion_tokens=int(counts.get("completion_tokens") or 0),
                     )
                 for choice in (payload.get("choices") or ())[:1]:
-                    content = (choice.get("delta") or {}).get("content")
+                    delta = choice.get("delta") or {}
+                    content = delta.get("content")
                     if content:
                         yield Chunk(delta=content)
+                    if delta.get("tool_calls"):
+                        yield Chunk(tool_calls=calls.read(delta["tool_calls"]))
                     if choice.get("finish_reason"):
-                        finish = "length" if choice["finish_reason"] == "length" else "stop"
+                        finish = finish_reason_of(choice["finish_reason"])
                 if job.cancel.is_set():
                     return
         except TimeoutError as error:

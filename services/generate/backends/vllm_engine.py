@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.generate.backends import vllm_tools
 from services.generate.backends.base import Backend
 from services.generate.config import GenerateSettings
 from services.generate.domain import Chunk, GenerationJob, ModelInfo, Sampling, Turn, Usage
@@ -84,6 +85,9 @@ class AbortRecord:
 class VllmBackend(Backend):
     name = "vllm"
     counts_with_tokenizer = True
+    tools_hint = (
+        "set ZHIKU_GENERATE_VLLM_TOOL_CALL_PARSER to the model's vLLM tool parser (hermes for Qwen2.5)"
+    )
 
     def __init__(self, settings: GenerateSettings) -> None:
         self._settings = settings
@@ -91,6 +95,7 @@ class VllmBackend(Backend):
         self._engine: Any = None
         self._tokenizer: Any = None
         self._window = settings.vllm_max_model_len or 0
+        self._tool_parser: Any = None
         self.aborted = 0
         self.last_abort = AbortRecord()
 
@@ -117,6 +122,8 @@ class VllmBackend(Backend):
         if model_config is None:
             model_config = await self._engine.get_model_config()
         self._window = int(model_config.max_model_len)
+        if self._settings.vllm_tool_call_parser:
+            self._tool_parser = vllm_tools.load_parser(self._settings.vllm_tool_call_parser, self._tokenizer)
         log.info("vLLM engine ready: %s (window %d)", self._settings.vllm_model, self._window)
 
     async def close(self) -> None:
@@ -124,8 +131,13 @@ class VllmBackend(Backend):
             self._engine.shutdown()
         self._engine = None
 
+    @property
+    def can_call_tools(self) -> bool:
+        return bool(self._settings.vllm_tool_call_parser)
+
     def models(self) -> list[ModelInfo]:
-        return [ModelInfo(id=self._model_id, backend=self.name, context_window=self._window)]
+        window, tools = self._window, self.can_call_tools
+        return [ModelInfo(id=self._model_id, backend=self.name, context_window=window, tools=tools)]
 
     @property
     def context_window(self) -> int:
@@ -136,9 +148,10 @@ class VllmBackend(Backend):
             return super().count_tokens(text)
         return len(self._tokenizer.encode(text, add_special_tokens=False))
 
-    def _render(self, messages: Sequence[Turn]) -> str:
+    def _render(self, messages: Sequence[Turn], tools: Sequence[dict[str, Any]] = ()) -> str:
+        extra = {"tools": list(tools)} if tools else {}  # the model's template lists them
         rendered: str = self._tokenizer.apply_chat_template(
-            [m.as_dict() for m in messages], tokenize=False, add_generation_prompt=True
+            [m.as_dict() for m in messages], tokenize=False, add_generation_prompt=True, **extra
         )
         return rendered
 
@@ -156,8 +169,13 @@ class VllmBackend(Backend):
             params = SamplingParams(**sampling_kwargs(job.sampling))
         except ValueError as error:
             raise InvalidArgument(f"sampling parameters rejected by vLLM: {error}") from error
+        options = job.prompt.tools
+        vllm_tools.check_choice(options)
+        tools = options.tools if options.offered else ()
+        if tools and self._tool_parser is None:
+            raise FailedPrecondition("the vLLM tool parser is not loaded")
         request_id = f"{job.request_id or 'zhiku'}-{uuid.uuid4().hex[:12]}"
-        outputs = self._engine.generate(self._render(job.prompt.messages), params, request_id)
+        outputs = self._engine.generate(self._render(job.prompt.messages, tools), params, request_id)
         sent = 0
         produced = 0
         finished = False
@@ -165,7 +183,7 @@ class VllmBackend(Backend):
             async for output in outputs:
                 completion = output.outputs[0]
                 produced = len(completion.token_ids)
-                delta = new_text(completion.text, sent)
+                delta = "" if tools else new_text(completion.text, sent)  # tools: parsed at the end
                 if delta:
                     sent += len(delta)
                     yield Chunk(delta=delta)
@@ -175,7 +193,15 @@ class VllmBackend(Backend):
                         prompt_tokens=len(output.prompt_token_ids or ()),
                         completion_tokens=len(completion.token_ids),
                     )
-                    yield Chunk(finish_reason=finish_reason(completion.finish_reason), usage=usage)
+                    reason = finish_reason(completion.finish_reason)
+                    if tools:
+                        text, calls = vllm_tools.parse_calls(self._tool_parser, completion.text, options)
+                        if text:
+                            yield Chunk(delta=text)
+                        if calls:
+                            yield Chunk(tool_calls=calls)
+                            reason = "tool_calls" if reason == "stop" else reason
+                    yield Chunk(finish_reason=reason, usage=usage)
                     return
                 if job.cancel.is_set():
                     return

@@ -1,0 +1,87 @@
+"""Tool calling at the gateway: tool turns converted for the generate service, and the model's
+ability to call tools checked before any work is done.
+
+The generate service reports each model's ability in ``ListModels`` (``ModelCard.tools``), so a
+request with tools for a model that cannot call them is refused here with a 400 naming
+``tools`` (the field the client must drop), before retrieval or generation starts; the generate
+service refuses the same request itself (INVALID_ARGUMENT) should one slip past.
+"""
+
+from __future__ import annotations
+
+import json
+
+from services.gateway.clients import ServiceClients
+from services.gateway.errors import HttpApiError
+from services.gateway.schemas.openai import ChatCompletionRequest, ChatMessageIn
+from zhiku.v1 import generate_pb2
+
+DEFAULT_MODEL_ALIAS = "default"
+# How an operator gives each generate backend tools (docs/guide/chat.md), for the refusal.
+ENABLE_TOOLS = {
+    "openai": "set ZHIKU_GENERATE_OPENAI_TOOLS=true if the upstream server calls tools",
+    "vllm": "set ZHIKU_GENERATE_VLLM_TOOL_CALL_PARSER to the model's vLLM tool parser (e.g. hermes)",
+    "llamacpp": "set ZHIKU_GENERATE_LLAMACPP_CHAT_FORMAT to a tool-calling chat format "
+    "(e.g. chatml-function-calling)",
+}
+ANY_BACKEND = (
+    "configure a backend that calls tools (openai, vllm with a tool parser, llamacpp with a "
+    "tool-calling chat format)"
+)
+
+
+def tool_fields(message: ChatMessageIn) -> dict[str, object]:
+    """The ``ChatMessage`` fields of a tool turn: an assistant's calls, or a tool's result."""
+    if message.role == "tool":
+        if not message.tool_call_id:
+            raise HttpApiError(422, "a message with role 'tool' needs tool_call_id", param="messages")
+        return {"tool_call_id": message.tool_call_id, "name": message.name or ""}
+    if message.tool_calls:
+        if message.role != "assistant":
+            raise HttpApiError(422, "only assistant messages carry tool_calls", param="messages")
+        calls = [
+            generate_pb2.ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments)
+            for call in message.tool_calls
+        ]
+        return {"tool_calls": calls}
+    return {}
+
+
+def options_fields(body: ChatCompletionRequest) -> dict[str, object]:
+    """``GenerateRequest``'s tool and response-format fields, as JSON text (only those set)."""
+    fields: dict[str, object] = {}
+    if body.tools:
+        fields["tools_json"] = json.dumps(body.tools, ensure_ascii=False)
+        if body.tool_choice is not None:
+            fields["tool_choice_json"] = json.dumps(body.tool_choice, ensure_ascii=False)
+        if body.parallel_tool_calls is not None:
+            fields["parallel_tool_calls"] = body.parallel_tool_calls
+    if body.response_format is not None:
+        fields["response_format_json"] = json.dumps(body.response_format, ensure_ascii=False)
+    return fields
+
+
+async def ensure_tool_support(
+    clients: ServiceClients, body: ChatCompletionRequest, model: str, timeout_s: float
+) -> None:
+    """400 naming ``tools`` (or ``messages``, for tool turns alone) when the model cannot call
+    tools; a model the service does not serve is left to generation's 404."""
+    if not body.uses_tools:
+        return
+    listing = await clients.generate.ListModels(generate_pb2.ListModelsRequest(), timeout=timeout_s)
+    cards = list(listing.models)
+    if model in ("", DEFAULT_MODEL_ALIAS):
+        card = cards[0] if cards else None
+    else:
+        card = next((c for c in cards if c.id == model), None)
+    if card is None or card.tools:
+        return
+    field = "tools" if body.tools else "messages"
+    what = "tools" if body.tools else "messages with tool calls or tool results"
+    how = ENABLE_TOOLS.get(card.backend, ANY_BACKEND)
+    raise HttpApiError(
+        400,
+        f"model {card.id!r} (generate backend {card.backend}) cannot call tools, so {what} cannot be "
+        f"honoured; send the request without them, or {how}",
+        param=field,
+    )
