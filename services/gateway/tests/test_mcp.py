@@ -11,12 +11,14 @@ when none is configured and that a dead service is a tool error too.
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import docx
 import httpx
 import httpx2
 import pytest
@@ -42,6 +44,8 @@ LEAVE_TEXT = (
 )
 BUDGET_FILE = "budget.md"
 BUDGET_TEXT = "# Travel budget\n\nThe travel budget of the finance team for 2026 is 48,000 euros."
+RULES_FILE = "travel-rules.docx"
+RULES_TEXT = "Train travel is booked in second class unless the trip is longer than six hours."
 TOOLS = {"list_knowledge_bases", "search", "ask", "get_file_content"}
 
 
@@ -49,11 +53,17 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-async def upload(client: httpx.AsyncClient, kb: str, name: str, text: str) -> None:
-    created = await client.post("/v1/knowledge_bases", json={"name": kb}, headers=bearer(ADMIN))
-    assert created.status_code == 201, created.text
+def docx_bytes(text: str) -> bytes:
+    document = docx.Document()
+    document.add_paragraph(text)
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()
+
+
+async def upload(client: httpx.AsyncClient, kb: str, name: str, content: bytes) -> None:
     reply = await client.post(
-        f"/v1/knowledge_bases/{kb}/files", files={"files": (name, text.encode())}, headers=bearer(ADMIN)
+        f"/v1/knowledge_bases/{kb}/files", files={"files": (name, content)}, headers=bearer(ADMIN)
     )
     assert reply.status_code == 202, reply.text
     job_id = reply.json()["jobs"][0]["id"]
@@ -79,8 +89,12 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         running_stack(tmp_path_factory.mktemp("mcp"), api_keys=[ADMIN]) as stack,
         httpx.AsyncClient(base_url=stack.url, timeout=120) as client,
     ):
-        await upload(client, "handbook", LEAVE_FILE, LEAVE_TEXT)
-        await upload(client, "finance", BUDGET_FILE, BUDGET_TEXT)
+        for kb in ("handbook", "finance"):
+            created = await client.post("/v1/knowledge_bases", json={"name": kb}, headers=bearer(ADMIN))
+            assert created.status_code == 201, created.text
+        await upload(client, "handbook", LEAVE_FILE, LEAVE_TEXT.encode())
+        await upload(client, "finance", BUDGET_FILE, BUDGET_TEXT.encode())
+        await upload(client, "finance", RULES_FILE, docx_bytes(RULES_TEXT))
         made = await client.post(
             "/v1/keys", json={"name": "handbook only", "knowledge_bases": ["handbook"]}, headers=bearer(ADMIN)
         )
@@ -208,6 +222,20 @@ async def test_admin_lists_searches_asks_and_reads(world: World) -> None:
         assert not chunks.is_error, text_of(chunks)
         assert chunks.structured_content["chunks"][0]["file_name"] == BUDGET_FILE
         assert "48,000" in chunks.structured_content["chunks"][0]["text"]
+
+        rules = {"knowledge_base": "finance", "file_name": RULES_FILE}
+        binary = await call(session, "get_file_content", rules)
+        assert binary.is_error, text_of(binary)
+        assert "not text: pass query to read its indexed chunks" in text_of(binary)
+        read = await call(
+            session,
+            "get_file_content",
+            {"knowledge_base": "finance", "file_name": RULES_FILE, "query": "train travel class"},
+        )
+        assert not read.is_error, text_of(read)
+        assert read.structured_content["text"] is None
+        assert read.structured_content["content_type"].endswith("wordprocessingml.document")
+        assert [chunk["text"] for chunk in read.structured_content["chunks"]] == [RULES_TEXT]
 
 
 def _named_away(message: str, name: str) -> str:
