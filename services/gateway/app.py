@@ -20,6 +20,7 @@ from services.gateway.config import GatewaySettings
 from services.gateway.errors import install_error_handlers
 from services.gateway.file_chat import routes as file_chats
 from services.gateway.file_chat.lifecycle import run_sweeper
+from services.gateway.mcp_server.endpoint import mount_mcp, running_mcp
 from services.gateway.middleware import (
     AccessMiddleware,
     BodyLimitMiddleware,
@@ -48,7 +49,8 @@ log = logging.getLogger("zhiku.gateway")
 API_DESCRIPTION = """\
 OpenAI-compatible chat (`/v1/chat/completions`, `/v1/embeddings`, `/v1/models`) grounded in
 knowledge bases with citations; native knowledge bases, files, jobs and search; conversations
-with feedback; file chats (temporary knowledge bases); API keys; Chatchat v0.2 routes.
+with feedback; file chats (temporary knowledge bases); API keys; Chatchat v0.2 routes; an MCP
+server at `/mcp` (streamable HTTP) whose tools search and ask the knowledge bases.
 
 Errors use OpenAI's shape `{"error": {"message", "type", "code", "param"}}` (Chatchat routes
 answer `{code, msg, data}` as Chatchat does). Send `Authorization: Bearer <key>` once keys exist.
@@ -90,7 +92,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         )
         freeze_startup_heap()
         try:
-            yield
+            async with running_mcp(app):
+                yield
         finally:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -133,6 +136,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(conversations.feedback_router)
     for router in chatchat.routers:
         app.include_router(router)
+    mount_mcp(app)  # /mcp: knowledge bases as MCP tools, under the same keys
     mount_webui(app)  # last: API routes win over the UI's paths
     return app
 
