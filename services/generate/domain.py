@@ -198,9 +198,12 @@ class ModelInfo:
     id: str
     backend: str
     context_window: int
+    tools: bool = False  # tool calling passes through to this model
 
     def to_pb(self) -> generate_pb2.ModelCard:
-        return generate_pb2.ModelCard(id=self.id, backend=self.backend, context_window=self.context_window)
+        return generate_pb2.ModelCard(
+            id=self.id, backend=self.backend, context_window=self.context_window, tools=self.tools
+        )
 
 
 PromptKind = Literal["kb_chat", "chat", "nothing_found"]

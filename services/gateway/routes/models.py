@@ -1,7 +1,11 @@
 """``GET /v1/models``: the generate service's models plus one ``kb:<name>`` per knowledge base.
 
-Clients that can only pick a model (chat UIs speaking the OpenAI API) reach a knowledge base
-by choosing ``kb:<name>``; the chat route treats it exactly like ``knowledge_base=<name>``.
+Each served model comes in OpenAI's list shape plus what a client choosing among several needs:
+``backend``, ``context_length`` (tokens) and ``capabilities`` (``tools``: tool calling passes
+through). The default model (what a request with no ``model`` gets) is listed first, with
+``default: true``. Clients that can only pick a model (chat UIs speaking the OpenAI API) reach
+a knowledge base by choosing ``kb:<name>``; the chat route treats it exactly like
+``knowledge_base=<name>``.
 """
 
 from __future__ import annotations
@@ -27,7 +31,17 @@ async def list_models(generate: GenerateStub, ingest: IngestStub, settings: Sett
         ingest.ListKnowledgeBases(ingest_pb2.ListKnowledgeBasesRequest(), timeout=settings.request_timeout_s),
     )
     data: list[dict[str, object]] = [
-        {"id": card.id, "object": "model", "created": 0, "owned_by": OWNER} for card in models.models
+        {
+            "id": card.id,
+            "object": "model",
+            "created": 0,
+            "owned_by": OWNER,
+            "backend": card.backend,
+            "context_length": card.context_window,
+            "capabilities": {"chat": True, "tools": card.tools},
+            "default": index == 0,
+        }
+        for index, card in enumerate(models.models)
     ]
     data += [
         {
