@@ -3,9 +3,10 @@
 Each served model comes in OpenAI's list shape plus what a client choosing among several needs:
 ``backend``, ``context_length`` (tokens) and ``capabilities`` (``tools``: tool calling passes
 through). The default model (what a request with no ``model`` gets) is listed first, with
-``default: true``. Clients that can only pick a model (chat UIs speaking the OpenAI API) reach
-a knowledge base by choosing ``kb:<name>``; the chat route treats it exactly like
-``knowledge_base=<name>``.
+``default: true``, then the rest of the main generate service's, then those of generate
+services serving one model each (``ZHIKU_GATEWAY_GENERATE_MODEL_ADDRS``). Clients that can
+only pick a model (chat UIs speaking the OpenAI API) reach a knowledge base by choosing
+``kb:<name>``; the chat route treats it exactly like ``knowledge_base=<name>``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncio
 
 from fastapi import APIRouter
 
-from services.gateway.deps import GenerateStub, IngestStub, SettingsDep
+from services.gateway.deps import ClientsDep, SettingsDep
 from zhiku.v1 import generate_pb2, ingest_pb2
 
 router = APIRouter(prefix="/v1/models", tags=["openai"])
@@ -24,12 +25,21 @@ OWNER = "zhiku"
 
 
 @router.get("")
-async def list_models(generate: GenerateStub, ingest: IngestStub, settings: SettingsDep) -> dict[str, object]:
-    """The served models, then ``kb:<name>`` for each knowledge base the caller's key may use."""
-    models, kbs = await asyncio.gather(
-        generate.ListModels(generate_pb2.ListModelsRequest(), timeout=settings.request_timeout_s),
-        ingest.ListKnowledgeBases(ingest_pb2.ListKnowledgeBasesRequest(), timeout=settings.request_timeout_s),
+async def list_models(clients: ClientsDep, settings: SettingsDep) -> dict[str, object]:
+    """The served models (from every generate service), then ``kb:<name>`` for each knowledge
+    base the caller's key may use."""
+    timeout = settings.request_timeout_s
+    *served, kbs = await asyncio.gather(
+        *(
+            stub.ListModels(generate_pb2.ListModelsRequest(), timeout=timeout)
+            for stub in clients.generate_services
+        ),
+        clients.ingest.ListKnowledgeBases(ingest_pb2.ListKnowledgeBasesRequest(), timeout=timeout),
     )
+    cards: dict[str, generate_pb2.ModelCard] = {}
+    for reply in served:
+        for card in reply.models:
+            cards.setdefault(card.id, card)
     data: list[dict[str, object]] = [
         {
             "id": card.id,
@@ -41,7 +51,7 @@ async def list_models(generate: GenerateStub, ingest: IngestStub, settings: Sett
             "capabilities": {"chat": True, "tools": card.tools},
             "default": index == 0,
         }
-        for index, card in enumerate(models.models)
+        for index, card in enumerate(cards.values())
     ]
     data += [
         {
