@@ -198,7 +198,7 @@ class ModelInfo:
     id: str
     backend: str
     context_window: int
-    tools: bool = False  # tool calling passes through to this model
+    tools: bool = False  # the model can be given tools (tool calling passes through)
 
     def to_pb(self) -> generate_pb2.ModelCard:
         return generate_pb2.ModelCard(
