@@ -51,6 +51,9 @@ trap 'rm -rf "${OUT}"' EXIT
   --set gateway.ingress.enabled=true --set gateway.ingress.className=nginx \
   --set persistence.accessModes[0]=ReadWriteMany --set generate.gpu.runtimeClassName=nvidia \
   --set autoscaling.enabled=true --set 'networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name=monitoring' \
+  --set-json 'generate.models={"fast":{"backend":"openai","openai_base_url":"http://small:8000/v1","openai_model":"small"}}' \
+  --set-json 'generate.modelDeployments=[{"name":"Qwen/Qwen2.5-72B","values":{"backend":"vllm","model":"Qwen/Qwen2.5-72B-Instruct","gpu":{"enabled":true},"vllm":{"tensorParallelSize":4},"replicaCount":2,"modelCache":{"persistent":true}}},{"name":"online","values":{"backend":"openai","model":"gpt-4o-mini","openai":{"baseUrl":"https://api.openai.com/v1","apiKey":"sk-online"}}}]' \
+  --set generate.rewriteModel=online \
   >"${OUT}/full.yaml"
 # CRD kinds (ServiceMonitor, PodMonitor, KEDA ScaledObject) have no schema in kubernetes-validate:
 # they render only when enabled, here into a file of their own that must render but is not validated.

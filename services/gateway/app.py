@@ -85,7 +85,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         from services.common.tracing import setup_tracing  # off unless ZHIKU_OTEL_ENDPOINT is set
 
         setup_tracing("gateway", settings.common)
-        app.state.clients = ServiceClients.connect(settings.common, guard, settings.kb_cache_ttl_s)
+        app.state.clients = ServiceClients.connect(
+            settings.common, guard, settings.kb_cache_ttl_s, settings.generate_model_addrs
+        )
         store = await _start_store(app, settings, access, guard)
         sweeper = asyncio.create_task(
             run_sweeper(app.state.clients, store, settings), name="file-chat-sweeper"

@@ -1,5 +1,8 @@
 """Long-lived gRPC channels and stubs to the four services, opened once per process.
 
+A model may be served by a generate service of its own (one Deployment per model): each such
+address gets its own channel, and :meth:`ServiceClients.generate_for` picks the stub by model.
+
 Channels multiplex every request over one HTTP/2 connection per service and reconnect on
 their own; creating one per request would pay a handshake each time and defeat the retry
 policy ``aio_channel`` configures. The lifespan opens a :class:`ServiceClients` and closes it.
@@ -27,6 +30,14 @@ from zhiku.v1 import (
     retrieve_pb2_grpc,
 )
 
+# Channel name of a generate service that serves one model: "generate:<model>".
+GENERATE_PREFIX = "generate:"
+
+
+def service_of(channel_name: str) -> str:
+    """The service behind a channel name ("generate:qwen" -> "generate")."""
+    return "generate" if channel_name.startswith(GENERATE_PREFIX) else channel_name
+
 
 @dataclass
 class ServiceClients:
@@ -37,6 +48,8 @@ class ServiceClients:
     retrieve: retrieve_pb2_grpc.RetrieveServiceStub
     generate: generate_pb2_grpc.GenerateServiceStub
     ingest: ingest_pb2_grpc.IngestServiceStub
+    # Models served at an address of their own (generate_model_addrs), by model name.
+    generate_by_model: dict[str, generate_pb2_grpc.GenerateServiceStub] = field(default_factory=dict)
     # Decides who may use which knowledge base; the ingest and retrieve channels enforce it.
     guard: KnowledgeBaseGuard = field(default_factory=KnowledgeBaseGuard)
     # Knowledge-base records for searches (off unless connect() is given a TTL).
@@ -44,21 +57,28 @@ class ServiceClients:
 
     @classmethod
     def connect(
-        cls, common: CommonSettings, guard: KnowledgeBaseGuard, kb_cache_ttl_s: float = 0.0
+        cls,
+        common: CommonSettings,
+        guard: KnowledgeBaseGuard,
+        kb_cache_ttl_s: float = 0.0,
+        generate_model_addrs: dict[str, str] | None = None,
     ) -> ServiceClients:
         """Open the channels (lazily connecting: a service down at startup is not fatal). The
-        channels that name knowledge bases (ingest, retrieve) check every call with ``guard``."""
+        channels that name knowledge bases (ingest, retrieve) check every call with ``guard``;
+        each of ``generate_model_addrs`` gets a channel named ``generate:<model>``."""
         addresses = {
             "embed": common.embed_addr,
             "retrieve": common.retrieve_addr,
             "generate": common.generate_addr,
             "ingest": common.ingest_addr,
         }
+        by_model = {f"{GENERATE_PREFIX}{model}": addr for model, addr in (generate_model_addrs or {}).items()}
+        addresses.update(by_model)
         checked = KnowledgeBaseGuardInterceptor(guard)
         channels = {
             name: aio_channel(
                 address,
-                [SERVICE_FULL_NAMES[name]],
+                [SERVICE_FULL_NAMES[service_of(name)]],
                 common.grpc_max_message_mb,
                 [*naming_interceptors(name), *([checked] if name in ("ingest", "retrieve") else [])],
             )
@@ -72,9 +92,22 @@ class ServiceClients:
             retrieve=retrieve_pb2_grpc.RetrieveServiceStub(channels["retrieve"]),
             generate=generate_pb2_grpc.GenerateServiceStub(channels["generate"]),
             ingest=ingest,
+            generate_by_model={
+                name.removeprefix(GENERATE_PREFIX): generate_pb2_grpc.GenerateServiceStub(channels[name])
+                for name in by_model
+            },
             guard=guard,
             kb_cache=KnowledgeBaseCache(ttl_s=kb_cache_ttl_s),
         )
+
+    def generate_for(self, model: str) -> generate_pb2_grpc.GenerateServiceStub:
+        """The generate service that serves ``model`` (the main one unless it has its own)."""
+        return self.generate_by_model.get(model, self.generate)
+
+    @property
+    def generate_services(self) -> list[generate_pb2_grpc.GenerateServiceStub]:
+        """Every generate service, the main one (whose first model is the default) first."""
+        return [self.generate, *self.generate_by_model.values()]
 
     async def close(self) -> None:
         await asyncio.gather(*(channel.close() for channel in self.channels.values()))
@@ -83,7 +116,8 @@ class ServiceClients:
         stub = health_pb2_grpc.HealthStub(self.channels[name])
         try:
             reply = await stub.Check(
-                health_pb2.HealthCheckRequest(service=SERVICE_FULL_NAMES[name]), timeout=timeout_s
+                health_pb2.HealthCheckRequest(service=SERVICE_FULL_NAMES[service_of(name)]),
+                timeout=timeout_s,
             )
         except grpc.RpcError as error:
             return f"unreachable ({error.code().name.lower()})"  # type: ignore[attr-defined]

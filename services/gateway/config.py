@@ -59,6 +59,13 @@ class GatewaySettings(BaseSettings):
     file_chat_sweep_interval_s: float = Field(default=60.0, gt=0)
     # Stored messages of a conversation put in front of a new turn (the latest ones); 0 = none.
     conversation_history_messages: int = Field(default=20, ge=0, le=1000)
+    # Models served by generate services of their own (the chart's one Deployment per model):
+    # model name -> host:port, as JSON ({"qwen": "zhiku-generate-qwen:50053"}). A request
+    # naming one goes there, every other to ZHIKU_GENERATE_ADDR; GET /v1/models lists them all.
+    generate_model_addrs: dict[str, str] = Field(default_factory=dict)
+    # The model that makes follow-ups standalone for retrieval (sent to its address); empty:
+    # the generate service at ZHIKU_GENERATE_ADDR picks (ZHIKU_GENERATE_REWRITE_MODEL).
+    rewrite_model: str = ""
     common: CommonSettings = Field(default_factory=CommonSettings)
 
     @field_validator("api_keys", "cors_origins", mode="before")

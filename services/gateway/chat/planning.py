@@ -122,11 +122,16 @@ def _is_follow_up(messages: list[generate_pb2.ChatMessage]) -> bool:
 
 
 async def standalone_query(
-    clients: ServiceClients, messages: list[generate_pb2.ChatMessage], question: str, timeout_s: float
+    clients: ServiceClients,
+    messages: list[generate_pb2.ChatMessage],
+    question: str,
+    timeout_s: float,
+    model: str = "",
 ) -> str:
-    """The last ``question`` made standalone by the generate service from the conversation."""
-    reply = await clients.generate.RewriteQuery(
-        generate_pb2.RewriteQueryRequest(messages=messages), timeout=timeout_s
+    """The last ``question`` made standalone from the conversation by ``model`` (empty: the
+    generate service's rewrite model)."""
+    reply = await clients.generate_for(model).RewriteQuery(
+        generate_pb2.RewriteQueryRequest(messages=messages, model=model), timeout=timeout_s
     )
     return reply.query[:MAX_QUERY_CHARS] or question
 
@@ -146,7 +151,11 @@ async def plan_chat(
         # knowledge bases are looked up: the search route's overlap, one step earlier.
         dialogue = _dialogue(messages)
         rewriting = (
-            asyncio.ensure_future(standalone_query(clients, dialogue, question, settings.request_timeout_s))
+            asyncio.ensure_future(
+                standalone_query(
+                    clients, dialogue, question, settings.request_timeout_s, settings.rewrite_model
+                )
+            )
             if body.rewrite and _is_follow_up(dialogue)
             else None
         )

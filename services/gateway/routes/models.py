@@ -1,7 +1,12 @@
 """``GET /v1/models``: the generate service's models plus one ``kb:<name>`` per knowledge base.
 
-Clients that can only pick a model (chat UIs speaking the OpenAI API) reach a knowledge base
-by choosing ``kb:<name>``; the chat route treats it exactly like ``knowledge_base=<name>``.
+Each served model comes in OpenAI's list shape plus what a client choosing among several needs:
+``backend``, ``context_length`` (tokens) and ``capabilities`` (``tools``: tool calling passes
+through). The default model (what a request with no ``model`` gets) is listed first, with
+``default: true``, then the rest of the main generate service's, then those of generate
+services serving one model each (``ZHIKU_GATEWAY_GENERATE_MODEL_ADDRS``). Clients that can
+only pick a model (chat UIs speaking the OpenAI API) reach a knowledge base by choosing
+``kb:<name>``; the chat route treats it exactly like ``knowledge_base=<name>``.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ import asyncio
 
 from fastapi import APIRouter
 
-from services.gateway.deps import GenerateStub, IngestStub, SettingsDep
+from services.gateway.deps import ClientsDep, SettingsDep
 from zhiku.v1 import generate_pb2, ingest_pb2
 
 router = APIRouter(prefix="/v1/models", tags=["openai"])
@@ -20,14 +25,33 @@ OWNER = "zhiku"
 
 
 @router.get("")
-async def list_models(generate: GenerateStub, ingest: IngestStub, settings: SettingsDep) -> dict[str, object]:
-    """The served models, then ``kb:<name>`` for each knowledge base the caller's key may use."""
-    models, kbs = await asyncio.gather(
-        generate.ListModels(generate_pb2.ListModelsRequest(), timeout=settings.request_timeout_s),
-        ingest.ListKnowledgeBases(ingest_pb2.ListKnowledgeBasesRequest(), timeout=settings.request_timeout_s),
+async def list_models(clients: ClientsDep, settings: SettingsDep) -> dict[str, object]:
+    """The served models (from every generate service), then ``kb:<name>`` for each knowledge
+    base the caller's key may use."""
+    timeout = settings.request_timeout_s
+    *served, kbs = await asyncio.gather(
+        *(
+            stub.ListModels(generate_pb2.ListModelsRequest(), timeout=timeout)
+            for stub in clients.generate_services
+        ),
+        clients.ingest.ListKnowledgeBases(ingest_pb2.ListKnowledgeBasesRequest(), timeout=timeout),
     )
+    cards: dict[str, generate_pb2.ModelCard] = {}
+    for reply in served:
+        for card in reply.models:
+            cards.setdefault(card.id, card)
     data: list[dict[str, object]] = [
-        {"id": card.id, "object": "model", "created": 0, "owned_by": OWNER} for card in models.models
+        {
+            "id": card.id,
+            "object": "model",
+            "created": 0,
+            "owned_by": OWNER,
+            "backend": card.backend,
+            "context_length": card.context_window,
+            "capabilities": {"chat": True, "tools": card.tools},
+            "default": index == 0,
+        }
+        for index, card in enumerate(cards.values())
     ]
     data += [
         {

@@ -215,7 +215,7 @@ async def test_chatchat_chat_routes(client: httpx.AsyncClient) -> None:
     question = {
         "query": "How long does a refund take?",
         "knowledge_base_name": kb,
-        "model_name": "chatglm3-6b",
+        "model_name": "extractive",  # the served model, by its id in GET /v1/models
     }
 
     streamed = await client.post("/chat/knowledge_base_chat", json={**question, "stream": True})
@@ -252,3 +252,10 @@ async def test_chatchat_chat_routes(client: httpx.AsyncClient) -> None:
     assert len({token["message_id"] for token in tokens}) == 1
     single = frames((await client.post("/chat/chat", json={"query": "Say something"})).text)
     assert len(single) == 1 and single[0]["text"]
+
+    # model_name routes like the OpenAI route's model: one served nowhere is a 404 naming it.
+    for route, body in (("/chat/chat", {"query": "Hi"}), ("/chat/knowledge_base_chat", question)):
+        unknown_model = await client.post(route, json={**body, "model_name": "chatglm3-6b"})
+        assert unknown_model.status_code == 404, unknown_model.text
+        envelope = unknown_model.json()
+        assert envelope["code"] == 404 and "'chatglm3-6b' is not served here" in envelope["msg"]

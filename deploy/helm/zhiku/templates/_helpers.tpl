@@ -24,7 +24,7 @@ Shared names, labels, images, probes and pod pieces. Component templates call th
 
 {{/* Name of one component's resources: <fullname>-<component>. Args: root, component. */}}
 {{- define "zhiku.componentName" -}}
-{{- printf "%s-%s" (include "zhiku.fullname" .root | trunc 50 | trimSuffix "-") .component }}
+{{- printf "%s-%s" (include "zhiku.fullname" .root | trunc 50 | trimSuffix "-") .component | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{- define "zhiku.chart" -}}
@@ -200,11 +200,34 @@ securityContext:
 {{- if and (eq $v.generate.backend "vllm") (not $v.generate.gpu.enabled) }}
 {{- fail "generate.backend=vllm runs vLLM in the pod: set generate.gpu.enabled=true (see values-gpu.yaml)" }}
 {{- end }}
+{{- $components := dict }}
+{{- range $entry := $v.generate.modelDeployments }}
+{{- $where := printf "generate.modelDeployments[%s]" ($entry.name | default "" | quote) }}
+{{- if not (regexMatch "^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$" ($entry.name | default "")) }}
+{{- fail (printf "%s: name is the model name requests use: 1-128 letters, digits and . _ : / @ + -" $where) }}
+{{- end }}
+{{- if or (hasKey ($v.generate.models | default dict) $entry.name) (eq $entry.name "default") (hasPrefix "kb:" $entry.name) }}
+{{- fail (printf "%s: the name is taken (by generate.models, or reserved: default, kb:...)" $where) }}
+{{- end }}
+{{- $component := include "zhiku.modelComponent" $entry }}
+{{- if or (hasKey $components $component) (eq $component "generate-") }}
+{{- fail (printf "%s: its Deployment would be named %s, like another's: rename one" $where $component) }}
+{{- end }}
+{{- $_ := set $components $component true }}
+{{- $mv := include "zhiku.modelValues" (dict "root" $ "entry" $entry) | fromYaml }}
+{{- $backend := get ($entry.settings | default dict) "backend" | default $mv.backend }}
+{{- if and (eq $backend "vllm") (not $mv.gpu.enabled) }}
+{{- fail (printf "%s: backend vllm runs vLLM in the pod: set values.gpu.enabled=true" $where) }}
+{{- end }}
+{{- if and (eq $backend "openai") (not (or $mv.model (get ($entry.settings | default dict) "openai_model"))) }}
+{{- fail (printf "%s: backend openai needs values.model (the upstream model name)" $where) }}
+{{- end }}
+{{- end }}
 {{- end }}
 
-{{/* Service of a gRPC component: grpc and metrics ports. Args: root, component. */}}
+{{/* Service of a gRPC component: grpc and metrics ports. Args: root, component, values (default: the component's). */}}
 {{- define "zhiku.grpcService" -}}
-{{- $v := index .root.Values .component -}}
+{{- $v := .values | default (index .root.Values .component) -}}
 apiVersion: v1
 kind: Service
 metadata:
@@ -235,6 +258,8 @@ spec:
 Deployment of a gRPC service process (embed, retrieve, generate, ingest): gRPC health probes,
 metrics port, config from the ConfigMap and Secret, writable /tmp and /data.
 Args: root, component, and optionally:
+  values         the component's values (default: .Values.<component>)
+  service        the service it runs, for its ZHIKU_<SERVICE>_ settings (default: component)
   image          image values (default: the component's image)
   resources      resources map (default: the component's resources)
   strategy       Deployment strategy (default: the component's strategy)
@@ -248,7 +273,8 @@ Args: root, component, and optionally:
 {{- define "zhiku.grpcDeployment" -}}
 {{- $root := .root }}
 {{- $component := .component }}
-{{- $v := index $root.Values $component }}
+{{- $v := .values | default (index $root.Values $component) }}
+{{- $service := .service | default $component }}
 {{- $ctx := dict "root" $root "component" $component }}
 {{- $strategy := .strategy | default $v.strategy }}
 {{- $nodeSelector := .nodeSelector | default $v.nodeSelector }}
@@ -299,7 +325,7 @@ spec:
         - name: {{ $component }}
           {{- include "zhiku.containerCommon" (dict "root" $root "image" (.image | default $v.image)) | nindent 10 }}
           env:
-            {{- include "zhiku.grpcEnv" (dict "component" $component "values" $v) | nindent 12 }}
+            {{- include "zhiku.grpcEnv" (dict "component" $service "values" $v) | nindent 12 }}
             {{- with .env }}
             {{- toYaml . | nindent 12 }}
             {{- end }}

@@ -3,9 +3,9 @@
 Both answer ``text/event-stream`` whether or not ``stream`` is set, as Chatchat does: with
 ``stream`` one frame per token, without it a single frame holding the whole answer. Requests
 are translated into the gateway's own chat request, so retrieval, prompts and generation are
-exactly those of ``/v1/chat/completions``. ``model_name`` and ``prompt_name`` are accepted and
-ignored (Chatchat's model names rarely exist here; the served default model answers), and
-history is passed as chat turns.
+exactly those of ``/v1/chat/completions``. ``model_name`` picks the model as ``model`` does
+there (empty: the default model; one not served: 404 naming it), ``prompt_name`` is accepted
+and ignored, and history is passed as chat turns.
 
 ``conversation_id`` works as in Chatchat: the turn (question and answer) is stored in that
 conversation, created on first use under the id the client chose, and with no ``history`` in
@@ -51,7 +51,7 @@ from services.gateway.routes.chatchat.knowledge_base import (
     SSE_HEADERS,
 )
 from services.gateway.schemas.openai import ChatCompletionRequest, ChatMessageIn
-from services.gateway.schemas.refs import CONVERSATION_REF, KB_REF
+from services.gateway.schemas.refs import CONVERSATION_REF, KB_REF, MODEL_REF
 from services.gateway.store import GatewayStore
 from zhiku.v1 import common_pb2, ingest_pb2
 
@@ -76,7 +76,11 @@ class ChatBody(BaseModel):
     history_len: int = -1
     history: list[History] = Field(default_factory=list)
     stream: bool = False
-    model_name: str = Field(default="", description="accepted, ignored: the served default model answers")
+    model_name: str = Field(
+        default="",
+        description="a model from GET /v1/models; empty: the default model",
+        json_schema_extra=MODEL_REF,
+    )
     temperature: float = Field(default=0.7, ge=0, le=2)
     max_tokens: int | None = Field(default=None, description="None or <= 0: the model's default")
     prompt_name: str = "default"
@@ -103,6 +107,7 @@ def completion_request(
     messages.append(ChatMessageIn(role="user", content=body.query))
     return ChatCompletionRequest(
         messages=messages,
+        model=body.model_name,
         temperature=body.temperature,
         max_tokens=body.max_tokens if body.max_tokens and body.max_tokens > 0 else None,
         knowledge_base=knowledge_base,
