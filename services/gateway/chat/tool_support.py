@@ -61,6 +61,17 @@ def options_fields(body: ChatCompletionRequest) -> dict[str, object]:
     return fields
 
 
+async def model_card(clients: ServiceClients, model: str, timeout_s: float) -> generate_pb2.ModelCard | None:
+    """What the generate service serving ``model`` says about it; None for a model it does not
+    serve (left to generation's 404)."""
+    request = generate_pb2.ListModelsRequest()
+    listing = await clients.generate_for(model).ListModels(request, timeout=timeout_s)
+    cards = list(listing.models)
+    if model in ("", DEFAULT_MODEL_ALIAS):
+        return cards[0] if cards else None
+    return next((c for c in cards if c.id == model), None)
+
+
 async def ensure_tool_support(
     clients: ServiceClients, body: ChatCompletionRequest, model: str, timeout_s: float
 ) -> None:
@@ -68,12 +79,7 @@ async def ensure_tool_support(
     tools; a model the service does not serve is left to generation's 404."""
     if not body.uses_tools:
         return
-    listing = await clients.generate.ListModels(generate_pb2.ListModelsRequest(), timeout=timeout_s)
-    cards = list(listing.models)
-    if model in ("", DEFAULT_MODEL_ALIAS):
-        card = cards[0] if cards else None
-    else:
-        card = next((c for c in cards if c.id == model), None)
+    card = await model_card(clients, model, timeout_s)
     if card is None or card.tools:
         return
     field = "tools" if body.tools else "messages"
@@ -84,4 +90,18 @@ async def ensure_tool_support(
         f"model {card.id!r} (generate backend {card.backend}) cannot call tools, so {what} cannot be "
         f"honoured; send the request without them, or {how}",
         param=field,
+    )
+
+
+async def ensure_model_calls_tools(clients: ServiceClients, model: str, timeout_s: float) -> None:
+    """400 naming ``model`` when it cannot call tools: agent chat is nothing else."""
+    card = await model_card(clients, model, timeout_s)
+    if card is None or card.tools:
+        return
+    how = ENABLE_TOOLS.get(card.backend, ANY_BACKEND)
+    raise HttpApiError(
+        400,
+        f"model {card.id!r} (generate backend {card.backend}) cannot call tools, and agent chat needs "
+        f"a model that can: name one whose capabilities.tools is true in GET /v1/models, or {how}",
+        param="model",
     )
