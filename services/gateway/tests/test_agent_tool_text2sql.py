@@ -60,7 +60,8 @@ def sqlite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("text2sql") / "shop.db"
     with sqlite3.connect(path) as connection:
         connection.execute(
-            "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT NOT NULL, amount NUMERIC, placed DATE)"
+            "CREATE TABLE orders "
+            "(id INTEGER PRIMARY KEY, customer TEXT NOT NULL, amount NUMERIC, placed DATE)"
         )
         connection.executemany("INSERT INTO orders VALUES (?, ?, ?, ?)", ROWS)
     return path
@@ -171,7 +172,7 @@ async def test_the_connection_itself_is_read_only(tools: ToolRegistry, database:
         "lite": ["INSERT INTO orders VALUES (9, 'Eve', 1, '2026-03-01')", "DELETE FROM orders"],
     }[database]
     for sql in writes:
-        with pytest.raises(ToolError, match="the database refused the query: .*(read-only|readonly)"):
+        with pytest.raises(ToolError, match=r"the database refused the query: .*(read-only|readonly)"):
             await db.query(sql)
     after = await run_sql(tools, database, "SELECT count(*) FROM orders")
     assert after.data["rows"] == [[3]]
@@ -202,5 +203,5 @@ async def test_unknown_database_and_bad_arguments(tools: ToolRegistry) -> None:
         await run_sql(tools, "hr", "SELECT 1")
     with pytest.raises(ToolError, match="invalid arguments: sql: Field required"):
         await tools.run("text2sql", {"database": "pg"}, CONTEXT)
-    with pytest.raises(ToolError, match="does not exist|no such table"):
+    with pytest.raises(ToolError, match=r"does not exist|no such table"):
         await run_sql(tools, "pg", "SELECT * FROM salaries")

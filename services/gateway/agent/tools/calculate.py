@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-import simpleeval
+import simpleeval  # type: ignore[import-untyped]
 from pydantic import Field
 
 from services.gateway.agent.tools.base import (
@@ -176,7 +176,7 @@ class NumericEval(simpleeval.SimpleEval):  # type: ignore[misc]
 
     def __init__(self) -> None:
         super().__init__(operators=dict(OPERATORS), functions=dict(FUNCTIONS), names=dict(NAMES))
-        self.nodes = {node: handler for node, handler in self.nodes.items() if node in ALLOWED_NODES}
+        self.nodes: dict[type[ast.AST], Any] = {node: handler for node, handler in self.nodes.items() if node in ALLOWED_NODES}
         self.nodes[ast.Constant] = self._number
 
     def _number(self, node: ast.Constant) -> Number:

@@ -41,7 +41,8 @@ class WebResult:
 
 
 class SearchProvider(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     async def search(self, client: httpx.AsyncClient, query: str, max_results: int) -> list[WebResult]: ...
 
