@@ -14,6 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from services.common.heap import freeze_startup_heap
 from services.gateway.access import Access
+from services.gateway.agent.tools import build_registry
 from services.gateway.authz import KnowledgeBaseGuard
 from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
@@ -77,6 +78,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     access = Access(settings)
     guard = KnowledgeBaseGuard()
+    agent_tools = build_registry(settings)  # a misconfigured tool fails here, at start
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -100,6 +102,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await asyncio.to_thread(store.dispose)
             app.state.store = access.store = guard.store = None
             await access.limiter.close()
+            await asyncio.to_thread(agent_tools.close)
 
     app = FastAPI(
         title="Zhiku",
@@ -124,6 +127,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.clients = None
     app.state.store = None
     app.state.access = access
+    app.state.agent_tools = agent_tools
     install_error_handlers(app)
     install_openapi(app)
     for module in (health, knowledge_bases, files, jobs, search, chat, embeddings, models):

@@ -51,16 +51,16 @@ class QueryResult:
 
 
 @dataclass(frozen=True)
-class Column:
+class TableColumn:
     name: str
     type: str
     nullable: bool
 
 
 @dataclass(frozen=True)
-class Table:
+class DatabaseTable:
     name: str
-    columns: list[Column]
+    columns: list[TableColumn]
     kind: str = "table"
 
 
@@ -194,21 +194,21 @@ class RegisteredDatabase:
             return f"the query ran longer than {self.timeout_s:g} s and was cancelled"
         return f"the database refused the query: {message}"
 
-    async def describe(self) -> list[Table]:
+    async def describe(self) -> list[DatabaseTable]:
         return await asyncio.to_thread(self._describe)
 
-    def _describe(self) -> list[Table]:
+    def _describe(self) -> list[DatabaseTable]:
         try:
             with self.engine.connect() as connection:
                 inspector = inspect(connection)
                 tables = [(name, "table") for name in inspector.get_table_names()]
                 tables += [(name, "view") for name in inspector.get_view_names()]
                 described = [
-                    Table(
+                    DatabaseTable(
                         name=name,
                         kind=kind,
                         columns=[
-                            Column(str(column["name"]), str(column["type"]), bool(column.get("nullable", True)))
+                            TableColumn(str(column["name"]), str(column["type"]), bool(column.get("nullable", True)))
                             for column in inspector.get_columns(name)
                         ],
                     )
