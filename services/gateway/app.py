@@ -29,6 +29,7 @@ from services.gateway.middleware import (
 )
 from services.gateway.openapi import ERROR_RESPONSES, install_openapi
 from services.gateway.routes import (
+    agent_databases,
     chat,
     chatchat,
     conversations,
@@ -87,6 +88,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         setup_tracing("gateway", settings.common)
         app.state.clients = ServiceClients.connect(settings.common, guard, settings.kb_cache_ttl_s)
         store = await _start_store(app, settings, access, guard)
+        agent_tools.sql_databases.store = store
         sweeper = asyncio.create_task(
             run_sweeper(app.state.clients, store, settings), name="file-chat-sweeper"
         )
@@ -100,7 +102,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await app.state.clients.close()
             app.state.clients = None
             await asyncio.to_thread(store.dispose)
-            app.state.store = access.store = guard.store = None
+            app.state.store = access.store = guard.store = agent_tools.sql_databases.store = None
             await access.limiter.close()
             await asyncio.to_thread(agent_tools.close)
 
@@ -132,7 +134,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     install_openapi(app)
     for module in (health, knowledge_bases, files, jobs, search, chat, embeddings, models):
         app.include_router(module.router)
-    for module in (conversations, file_chats, keys):
+    for module in (conversations, file_chats, keys, agent_databases):
         app.include_router(module.router)
     app.include_router(conversations.feedback_router)
     for router in chatchat.routers:

@@ -164,7 +164,7 @@ async def test_writes_are_refused_with_a_clear_error(
 @pytest.mark.parametrize("database", DATABASES)
 async def test_the_connection_itself_is_read_only(tools: ToolRegistry, database: str) -> None:
     """Past the parser check (called directly here), the database refuses writes on its own."""
-    db = tools.get("text2sql").databases[database]  # type: ignore[attr-defined]
+    db = tools.sql_databases.configured[database]
     writes = {
         # PostgreSQL takes rows through a cursor, which refuses anything but a query; a query
         # that writes (a sequence step) is refused by the read-only transaction.

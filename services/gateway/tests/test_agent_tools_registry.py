@@ -67,7 +67,7 @@ def test_every_tool_renders_as_an_openai_function_tool(tmp_path) -> None:
             {"agent_tools": "search_internet", "agent_search_provider": "bing"},
             "needs ZHIKU_GATEWAY_AGENT_SEARCH_API_KEY",
         ),
-        ({"agent_tools": "text2sql"}, "needs at least one database"),
+        ({"agent_tools": "text2sql", "agent_sql_databases": {"x": "sqlite://"}}, "must be a file"),
         ({"agent_tools": "text2sql", "agent_sql_databases": {"x": "mysql://h/db"}}, "not 'mysql'"),
     ],
 )

@@ -2,8 +2,8 @@
 
 ``ZHIKU_GATEWAY_AGENT_TOOLS`` names the enabled tools; each name builds one or more tools
 (``text2sql`` brings ``describe_database``, which it needs). A misconfigured tool (an unknown
-name, a search provider without its URL or key, text2sql without databases) fails at startup
-with the setting to fix, not on the first call.
+name, a search provider without its URL or key, a database URL text2sql cannot use) fails at
+startup with the setting to fix, not on the first call.
 """
 
 from __future__ import annotations
@@ -17,21 +17,21 @@ from services.gateway.agent.tools.calculate import CalculateTool
 from services.gateway.agent.tools.knowledge_base import SearchKnowledgeBaseTool
 from services.gateway.agent.tools.read_url import ReadUrlTool
 from services.gateway.agent.tools.search_internet import SearchInternetTool
-from services.gateway.agent.tools.sql_databases import RegisteredDatabase, open_databases
+from services.gateway.agent.tools.sql_directory import SqlDatabaseDirectory
 from services.gateway.agent.tools.text2sql import DescribeDatabaseTool, Text2SqlTool
 from services.gateway.agent.tools.web_search import build_provider
 from services.gateway.config import GatewaySettings
 
 
-def _search_knowledge_base(settings: GatewaySettings) -> list[Tool]:
+def _search_knowledge_base(settings: GatewaySettings, directory: SqlDatabaseDirectory) -> list[Tool]:
     return [SearchKnowledgeBaseTool()]
 
 
-def _calculate(settings: GatewaySettings) -> list[Tool]:
+def _calculate(settings: GatewaySettings, directory: SqlDatabaseDirectory) -> list[Tool]:
     return [CalculateTool()]
 
 
-def _search_internet(settings: GatewaySettings) -> list[Tool]:
+def _search_internet(settings: GatewaySettings, directory: SqlDatabaseDirectory) -> list[Tool]:
     provider = build_provider(
         settings.agent_search_provider, settings.agent_search_url, settings.agent_search_api_key
     )
@@ -42,7 +42,7 @@ def _search_internet(settings: GatewaySettings) -> list[Tool]:
     ]
 
 
-def _read_url(settings: GatewaySettings) -> list[Tool]:
+def _read_url(settings: GatewaySettings, directory: SqlDatabaseDirectory) -> list[Tool]:
     return [
         ReadUrlTool(
             timeout_s=settings.agent_tool_timeout_s,
@@ -53,18 +53,11 @@ def _read_url(settings: GatewaySettings) -> list[Tool]:
     ]
 
 
-def _text2sql(settings: GatewaySettings) -> list[Tool]:
-    if not settings.agent_sql_databases:
-        raise ValueError("text2sql needs at least one database in ZHIKU_GATEWAY_AGENT_SQL_DATABASES")
-    databases = open_databases(
-        settings.agent_sql_databases,
-        timeout_s=settings.agent_sql_timeout_s,
-        max_rows=settings.agent_sql_max_rows,
-    )
-    return [DescribeDatabaseTool(databases), Text2SqlTool(databases)]
+def _text2sql(settings: GatewaySettings, directory: SqlDatabaseDirectory) -> list[Tool]:
+    return [DescribeDatabaseTool(directory), Text2SqlTool(directory)]
 
 
-FACTORIES: dict[str, Callable[[GatewaySettings], list[Tool]]] = {
+FACTORIES: dict[str, Callable[[GatewaySettings, SqlDatabaseDirectory], list[Tool]]] = {
     "search_knowledge_base": _search_knowledge_base,
     "calculate": _calculate,
     "search_internet": _search_internet,
@@ -74,9 +67,11 @@ FACTORIES: dict[str, Callable[[GatewaySettings], list[Tool]]] = {
 
 
 class ToolRegistry:
-    """The enabled tools by name."""
+    """The enabled tools by name, and the SQL databases text2sql may use (whether or not it is
+    enabled, so an admin can register them first)."""
 
-    def __init__(self, tools: list[Tool]) -> None:
+    def __init__(self, tools: list[Tool], sql_databases: SqlDatabaseDirectory) -> None:
+        self.sql_databases = sql_databases
         self.tools: dict[str, Tool] = {}
         for tool in tools:
             if tool.name in self.tools:
@@ -122,10 +117,7 @@ class ToolRegistry:
 
     def close(self) -> None:
         """Release what tools hold (database connection pools)."""
-        for tool in self:
-            databases: dict[str, RegisteredDatabase] = getattr(tool, "databases", {})
-            for database in databases.values():
-                database.dispose()
+        self.sql_databases.close()
 
 
 def build_registry(settings: GatewaySettings) -> ToolRegistry:
@@ -136,7 +128,8 @@ def build_registry(settings: GatewaySettings) -> ToolRegistry:
             f"unknown agent tool(s) {', '.join(unknown)} in ZHIKU_GATEWAY_AGENT_TOOLS; "
             f"available: {', '.join(FACTORIES)}"
         )
+    directory = SqlDatabaseDirectory(settings)
     tools: list[Tool] = []
     for name in dict.fromkeys(settings.agent_tools):
-        tools.extend(FACTORIES[name](settings))
-    return ToolRegistry(tools)
+        tools.extend(FACTORIES[name](settings, directory))
+    return ToolRegistry(tools, directory)

@@ -1,8 +1,8 @@
 """``text2sql`` and ``describe_database``: the model reads a registered database's schema, then
 runs one SELECT it wrote; the answer shows the SQL that ran and the rows (bounded).
 
-Databases are registered by an admin (``ZHIKU_GATEWAY_AGENT_SQL_DATABASES``); the model only
-names one. The statement passes :func:`~services.gateway.agent.tools.sql_guard.check_select`
+Databases are registered by an admin (``ZHIKU_GATEWAY_AGENT_SQL_DATABASES`` or
+``/v1/agent/databases``); the model only names one. The statement passes :func:`~services.gateway.agent.tools.sql_guard.check_select`
 (a parser check) and then runs on a read-only connection with a timeout and a row limit
 (:mod:`~services.gateway.agent.tools.sql_databases`). Rows come from outside the prompt's
 authors, so the result is ``external``: shown to the model as data.
@@ -24,6 +24,7 @@ from services.gateway.agent.tools.base import (
     parse_arguments,
 )
 from services.gateway.agent.tools.sql_databases import RegisteredDatabase
+from services.gateway.agent.tools.sql_directory import SqlDatabaseDirectory
 from services.gateway.agent.tools.sql_guard import check_select
 
 MAX_SQL_CHARS = 10_000
@@ -42,25 +43,29 @@ class QueryArguments(Arguments):
     )
 
 
-def _with_names(schema: dict[str, Any], names: list[str]) -> dict[str, Any]:
-    """``schema`` with ``database`` limited to the registered names."""
-    schema["properties"]["database"]["enum"] = names
-    return schema
-
-
 class _SqlTool:
-    def __init__(self, databases: dict[str, RegisteredDatabase]) -> None:
-        self.databases = databases
+    def __init__(self, directory: SqlDatabaseDirectory) -> None:
+        self.directory = directory
 
-    def _database(self, name: str) -> RegisteredDatabase:
-        database = self.databases.get(name)
+    async def _database(self, name: str) -> RegisteredDatabase:
+        databases = await self.directory.current()
+        database = databases.get(name)
         if database is None:
-            known = ", ".join(sorted(self.databases)) or "none"
+            known = ", ".join(sorted(databases)) or "none"
             raise ToolError(f"unknown database {name!r}; registered databases: {known}")
         return database
 
     def _listing(self) -> str:
-        return ", ".join(f"{name} ({db.backend})" for name, db in sorted(self.databases.items()))
+        known = self.directory.known()
+        return ", ".join(f"{name} ({db.backend})" for name, db in sorted(known.items())) or "none yet"
+
+    def _parameters(self, model: type[Arguments]) -> dict[str, Any]:
+        """``model``'s schema; ``database`` limited to the known names when there are some."""
+        schema = parameters_of(model)
+        names = sorted(self.directory.known())
+        if names:
+            schema["properties"]["database"]["enum"] = names
+        return schema
 
 
 class DescribeDatabaseTool(_SqlTool):
@@ -75,10 +80,10 @@ class DescribeDatabaseTool(_SqlTool):
 
     @property
     def parameters(self) -> dict[str, Any]:
-        return _with_names(parameters_of(DescribeArguments), sorted(self.databases))
+        return self._parameters(DescribeArguments)
 
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
-        database = self._database(parse_arguments(DescribeArguments, arguments).database)
+        database = await self._database(parse_arguments(DescribeArguments, arguments).database)
         tables = await database.describe()
         lines = [f"Database {database.name} ({database.backend}, SQL dialect {database.dialect}):"]
         for table in tables:
@@ -117,11 +122,11 @@ class Text2SqlTool(_SqlTool):
 
     @property
     def parameters(self) -> dict[str, Any]:
-        return _with_names(parameters_of(QueryArguments), sorted(self.databases))
+        return self._parameters(QueryArguments)
 
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
         args = parse_arguments(QueryArguments, arguments)
-        database = self._database(args.database)
+        database = await self._database(args.database)
         sql = check_select(args.sql, database.dialect)
         result = await database.query(sql)
         shown = "\n".join(json.dumps(row, ensure_ascii=False) for row in result.rows)
