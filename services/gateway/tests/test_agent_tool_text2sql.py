@@ -121,6 +121,10 @@ async def test_select_runs_and_shows_the_sql_it_ran(tools: ToolRegistry, databas
         tools, database, "WITH big AS (SELECT * FROM orders WHERE amount > 50) SELECT count(*) AS n FROM big"
     )
     assert with_cte.data["rows"] == [[2]]
+    percent = await run_sql(
+        tools, database, "SELECT customer, '100%' AS share FROM orders WHERE customer LIKE 'A%' LIMIT 1"
+    )
+    assert percent.data["rows"] == [["Ada", "100%"]] and "LIKE 'A%'" in percent.data["sql"]
 
 
 @pytest.mark.parametrize("database", DATABASES)

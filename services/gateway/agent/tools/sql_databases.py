@@ -173,7 +173,9 @@ class RegisteredDatabase:
                 deadline = connection.info.get(DEADLINE_KEY, _Deadline())
                 deadline.at = time.monotonic() + self.timeout_s
                 try:
-                    result = connection.exec_driver_sql(sql, execution_options={"stream_results": True})
+                    result = connection.exec_driver_sql(
+                        self._literal(sql), execution_options={"stream_results": True}
+                    )
                     columns = list(result.keys())
                     fetched = result.fetchmany(self.max_rows + 1)
                 finally:
@@ -183,6 +185,11 @@ class RegisteredDatabase:
             raise ToolError(self._explain(error)) from None
         rows = [[_cell(value) for value in row] for row in fetched[: self.max_rows]]
         return QueryResult(sql=sql, columns=columns, rows=rows, truncated=len(fetched) > self.max_rows)
+
+    def _literal(self, sql: str) -> str:
+        """``sql`` as the driver must receive it to run it as written: drivers with ``%s``
+        placeholders (psycopg) read a lone ``%`` (``LIKE 'A%'``) as one, so it is doubled."""
+        return sql.replace("%", "%%") if self.engine.dialect.paramstyle in ("format", "pyformat") else sql
 
     def _explain(self, error: DBAPIError) -> str:
         original = error.orig
