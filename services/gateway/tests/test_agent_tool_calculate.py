@@ -42,6 +42,7 @@ async def test_arithmetic_and_math_functions(expression: str, value: object) -> 
 async def test_result_text_shows_the_expression_and_value() -> None:
     result = await CalculateTool().run({"expression": "0.5 * 30"}, CONTEXT)
     assert result.text == "0.5 * 30 = 15" and result.data == {"expression": "0.5 * 30", "value": 15.0}
+    assert result.short() == "15"
 
 
 @pytest.mark.parametrize(

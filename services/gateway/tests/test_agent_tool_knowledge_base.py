@@ -93,6 +93,7 @@ async def test_passages_carry_citation_data(context: ToolContext) -> None:
     assert top["url"] == f"/v1/knowledge_bases/{HARBOUR}/files/tides.txt/content"
     assert result.text.startswith(f"[1] {HARBOUR} / tides.txt (score ")
     assert "06:42" in result.text
+    assert result.short() == f"{len(result.citations)} passage(s) from {HARBOUR}"
     assert result.data["passages"] == result.citations and result.data["knowledge_bases"] == [HARBOUR]
 
 

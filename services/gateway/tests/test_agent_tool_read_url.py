@@ -113,6 +113,7 @@ async def test_reads_the_main_text_of_a_real_page(site: str) -> None:
     result = await read(f"{site}/article")
     assert result.external
     assert result.data["title"] == "Tide tables of Port Vell" and result.data["truncated"] is False
+    assert result.short().startswith("Tide tables of Port Vell (") and result.short().endswith(" characters)")
     assert result.citations == [{"url": f"{site}/article", "title": "Tide tables of Port Vell"}]
     text = result.text
     assert "# Tide tables" in text

@@ -226,7 +226,7 @@ async def test_searxng_json_api(server: str) -> None:
     assert requests[0]["path"] == "/searx/search"
     assert requests[0]["query"] == {"q": "port vell tides", "format": "json", "pageno": "1"}
     assert_pages(result, 3)
-    assert result.data["provider"] == "searxng"
+    assert result.data["provider"] == "searxng" and result.short() == "3 result(s) from searxng"
     limited = await search("searxng", f"{server}/searx/", {"query": "tides", "max_results": 2})
     assert len(limited.data["results"]) == 2
 

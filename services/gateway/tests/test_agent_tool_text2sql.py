@@ -117,6 +117,7 @@ async def test_select_runs_and_shows_the_sql_it_ran(tools: ToolRegistry, databas
     assert [float(row[1]) for row in result.data["rows"]] == [162.75, 80.0]
     assert result.data["truncated"] is False
     assert f"SQL run on {database}:\n{sql.rstrip(';')}" in result.text and result.external
+    assert result.short() == f"2 row(s) from {database}: {sql.rstrip(';')}"
     with_cte = await run_sql(
         tools, database, "WITH big AS (SELECT * FROM orders WHERE amount > 50) SELECT count(*) AS n FROM big"
     )

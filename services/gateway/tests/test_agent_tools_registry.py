@@ -123,6 +123,12 @@ def test_external_content_is_fenced_as_data_and_cannot_close_the_fence() -> None
     assert 'source="https://evil.example/&quot;page&quot;"' in wrapped
 
 
+def test_a_results_summary_is_one_bounded_line() -> None:
+    assert ToolResult(text="first line\nsecond").short() == "first line"
+    assert ToolResult(text="x", summary="3 rows").short() == "3 rows"
+    assert ToolResult(text="y" * 500).short(limit=10) == "y" * 9 + "…"
+
+
 def test_only_external_results_are_fenced_for_the_model() -> None:
     assert ToolResult(text="2 + 2 = 4").for_model("calculate") == "2 + 2 = 4"
     fenced = ToolResult(text="row 1", external=True).for_model("text2sql")

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from services.gateway.config import GatewaySettings
 
 
+SUMMARY_CHARS = 200
+
+
 class ToolError(Exception):
     """A failure the model should read and may correct; the message is written for it."""
 
@@ -47,7 +50,7 @@ class ToolResult:
 
     ``text`` is what the model reads; ``data`` the same as structured JSON (for the stream's
     step events and the stored conversation); ``citations`` what a final answer can carry.
-    ``external`` marks content from outside Zhiku (web pages, search results, SQL rows): it is
+    ``summary`` is one line for the step shown to the user. ``external`` marks content from outside Zhiku (web pages, search results, SQL rows): it is
     put in front of the model as delimited data, never as instructions (:meth:`for_model`).
     """
 
@@ -55,6 +58,13 @@ class ToolResult:
     data: Any = None
     citations: list[dict[str, Any]] = field(default_factory=list)
     external: bool = False
+    # One line for a step event ("3 passages from handbook"); empty: the text's beginning.
+    summary: str = ""
+
+    def short(self, limit: int = SUMMARY_CHARS) -> str:
+        """The summary, or the text's first line, at most ``limit`` characters."""
+        line = self.summary or (self.text.strip().splitlines() or [""])[0]
+        return line if len(line) <= limit else line[: limit - 1] + "…"
 
     def for_model(self, tool_name: str) -> str:
         """The content of the ``role: "tool"`` message answering this call."""

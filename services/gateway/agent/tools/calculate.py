@@ -230,4 +230,6 @@ class CalculateTool:
         expression = parse_arguments(CalculateArguments, arguments).expression
         value = evaluate(expression)
         shown = _shown(value)
-        return ToolResult(text=f"{expression} = {shown}", data={"expression": expression, "value": value})
+        return ToolResult(
+            text=f"{expression} = {shown}", data={"expression": expression, "value": value}, summary=shown
+        )

@@ -94,4 +94,5 @@ class SearchKnowledgeBaseTool:
             text=_passages_text(hits),
             data={"query": args.query, "knowledge_bases": names, "passages": hits},
             citations=hits,
+            summary=f"{len(hits)} passage(s) from {', '.join(names)}",
         )

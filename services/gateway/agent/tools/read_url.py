@@ -92,6 +92,7 @@ class ReadUrlTool:
             data={"url": str(url), "final_url": final_url, "title": title, "truncated": truncated},
             citations=[{"url": final_url, "title": title}],
             external=True,
+            summary=f"{title or final_url} ({len(text)} characters{', cut' if truncated else ''})",
         )
 
     async def _fetch(self, url: httpx.URL) -> tuple[str, str, str | None, bytes, bool]:

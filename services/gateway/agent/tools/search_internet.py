@@ -64,4 +64,5 @@ class SearchInternetTool:
             data={"query": args.query, "provider": self.provider.name, "results": hits},
             citations=[{"title": hit["title"], "url": hit["url"]} for hit in hits],
             external=True,
+            summary=f"{len(hits)} result(s) from {self.provider.name}",
         )

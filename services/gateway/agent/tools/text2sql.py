@@ -107,7 +107,9 @@ class DescribeDatabaseTool(_SqlTool):
                 for table in tables
             ],
         }
-        return ToolResult(text="\n".join(lines), data=data, external=True)
+        return ToolResult(
+            text="\n".join(lines), data=data, external=True, summary=f"{len(tables)} table(s) in {database.name}"
+        )
 
 
 class Text2SqlTool(_SqlTool):
@@ -142,4 +144,5 @@ class Text2SqlTool(_SqlTool):
             "rows": result.rows,
             "truncated": result.truncated,
         }
-        return ToolResult(text=text, data=data, external=True)
+        rows = f"{len(result.rows)}{'+' if result.truncated else ''} row(s)"
+        return ToolResult(text=text, data=data, external=True, summary=f"{rows} from {database.name}: {sql}")
