@@ -14,6 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from services.common.heap import freeze_startup_heap
 from services.gateway.access import Access
+from services.gateway.agent.tools import build_registry
 from services.gateway.authz import KnowledgeBaseGuard
 from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
@@ -29,6 +30,7 @@ from services.gateway.middleware import (
 )
 from services.gateway.openapi import ERROR_RESPONSES, install_openapi
 from services.gateway.routes import (
+    agent_databases,
     chat,
     chatchat,
     conversations,
@@ -79,6 +81,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     access = Access(settings)
     guard = KnowledgeBaseGuard()
+    agent_tools = build_registry(settings)  # a misconfigured tool fails here, at start
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -89,6 +92,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             settings.common, guard, settings.kb_cache_ttl_s, settings.generate_model_addrs
         )
         store = await _start_store(app, settings, access, guard)
+        agent_tools.sql_databases.store = store
         sweeper = asyncio.create_task(
             run_sweeper(app.state.clients, store, settings), name="file-chat-sweeper"
         )
@@ -103,8 +107,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await app.state.clients.close()
             app.state.clients = None
             await asyncio.to_thread(store.dispose)
-            app.state.store = access.store = guard.store = None
+            app.state.store = access.store = guard.store = agent_tools.sql_databases.store = None
             await access.limiter.close()
+            await asyncio.to_thread(agent_tools.close)
 
     app = FastAPI(
         title="Zhiku",
@@ -129,11 +134,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.clients = None
     app.state.store = None
     app.state.access = access
+    app.state.agent_tools = agent_tools
     install_error_handlers(app)
     install_openapi(app)
     for module in (health, knowledge_bases, files, jobs, search, chat, embeddings, models):
         app.include_router(module.router)
-    for module in (conversations, file_chats, keys):
+    for module in (conversations, file_chats, keys, agent_databases):
         app.include_router(module.router)
     app.include_router(conversations.feedback_router)
     for router in chatchat.routers:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -66,9 +66,71 @@ class GatewaySettings(BaseSettings):
     # The model that makes follow-ups standalone for retrieval (sent to its address); empty:
     # the generate service at ZHIKU_GENERATE_ADDR picks (ZHIKU_GENERATE_REWRITE_MODEL).
     rewrite_model: str = ""
+    agent_tools: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["search_knowledge_base", "calculate"],
+        description=(
+            "Built-in agent tools enabled in this deployment (comma-separated): search_knowledge_base, "
+            "calculate, search_internet, read_url, text2sql (with describe_database). search_internet "
+            "and read_url need outbound network; text2sql needs agent_sql_databases."
+        ),
+    )
+    agent_tool_timeout_s: float = Field(
+        default=15.0, gt=0, description="Time limit of one search_internet or read_url call, in seconds."
+    )
+    agent_search_provider: Literal["searxng", "bing", "tavily", "duckduckgo"] = Field(
+        default="searxng", description="The search_internet provider: searxng, bing, tavily or duckduckgo."
+    )
+    agent_search_url: str = Field(
+        default="",
+        description=(
+            "The search provider's endpoint: a SearXNG instance's base URL (required for searxng); "
+            "empty uses the public API of bing, tavily or duckduckgo."
+        ),
+    )
+    agent_search_api_key: str = Field(
+        default="", description="API key of the search provider (required for bing and tavily)."
+    )
+    agent_search_max_results: int = Field(
+        default=5, ge=1, le=20, description="Results search_internet returns when the model asks no number."
+    )
+    agent_read_url_max_bytes: int = Field(
+        default=2_000_000,
+        ge=1024,
+        description="Bytes of a page read_url downloads at most (the rest is cut).",
+    )
+    agent_read_url_max_chars: int = Field(
+        default=20_000, ge=100, description="Characters of a page's text read_url gives the model at most."
+    )
+    agent_read_url_allow_private: bool = Field(
+        default=False,
+        description=(
+            "Let read_url fetch loopback, private, link-local and reserved addresses (intranet pages); "
+            "off by default, so a model cannot reach internal services or cloud metadata."
+        ),
+    )
+    agent_sql_databases: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Databases text2sql may query, as JSON mapping a name to a SQLAlchemy URL, e.g. "
+            '{"sales": "postgresql+psycopg://reader@db/sales", "stock": "sqlite:////data/stock.db"}. '
+            "PostgreSQL and SQLite; connections are read-only. Use an account that can only read."
+        ),
+    )
+    agent_sql_timeout_s: float = Field(
+        default=10.0, gt=0, description="Statement timeout of a text2sql query, in seconds."
+    )
+    agent_max_steps: int = Field(
+        default=6, ge=1, le=20, description="Tool rounds an agent run may take before the model must answer."
+    )
+    agent_time_limit_s: float = Field(
+        default=120.0, gt=0, description="Wall-clock limit of one agent run (model calls and tools), in seconds."
+    )
+    agent_sql_max_rows: int = Field(
+        default=200, ge=1, le=10_000, description="Rows a text2sql query returns at most (the rest is cut)."
+    )
     common: CommonSettings = Field(default_factory=CommonSettings)
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "cors_origins", "agent_tools", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         """Accept ``"k1,k2"`` from the environment as well as a list from code."""

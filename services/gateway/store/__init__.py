@@ -1,4 +1,5 @@
-"""The gateway's store: conversations, messages, feedback, API keys and file chats in SQL.
+"""The gateway's store: conversations, messages, feedback, API keys, file chats and the agent's
+registered SQL databases, in SQL.
 
 Repositories are synchronous SQLAlchemy; async callers go through :meth:`GatewayStore.run`,
 which runs them in a worker thread so a slow database never stalls the event loop. The file
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 from services.gateway.file_chat.records import FileChatRepo
+from services.gateway.store.agent_databases import AgentDatabaseRepo
 from services.gateway.store.conversations import ConversationRepo
 from services.gateway.store.database import Database
 from services.gateway.store.keys import KeyRepo
@@ -27,6 +29,7 @@ class GatewayStore:
         self.conversations = ConversationRepo(self.db)
         self.keys = KeyRepo(self.db)
         self.file_chats = FileChatRepo(self.db)
+        self.agent_databases = AgentDatabaseRepo(self.db)
 
     def create_schema(self) -> None:
         self.db.create_schema()

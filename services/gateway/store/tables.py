@@ -1,5 +1,5 @@
 """The gateway's own catalog tables (prefix ``gw_``): conversations, messages, feedback, API
-keys and temporary file-chat knowledge bases.
+keys, temporary file-chat knowledge bases and the agent's registered SQL databases.
 
 They live in the same database as the ingest catalog (one URL to operate) but are owned and
 created by the gateway only; the ingest service never reads them.
@@ -87,6 +87,17 @@ class FileChatRow(GatewayTable):
     created_at: Mapped[float] = mapped_column(Double)
     # Stored, not kept in memory, so a restarted gateway still sweeps what expired meanwhile.
     expires_at: Mapped[float] = mapped_column(Double, index=True)
+
+
+class AgentDatabaseRow(GatewayTable):
+    """A database an admin registered for the agent's text2sql tool (through the API)."""
+
+    __tablename__ = "gw_agent_databases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # A SQLAlchemy URL; it may hold the (read-only) account's password, never shown by the API.
+    url: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Double)
 
 
 # Columns added after a table's first release: ``create_schema`` adds them to older databases.

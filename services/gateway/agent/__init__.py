@@ -1,0 +1,1 @@
+"""Agents: a server-side loop in which a model calls Zhiku's tools (``tools/``) until it answers."""
