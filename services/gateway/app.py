@@ -30,6 +30,7 @@ from services.gateway.middleware import (
 )
 from services.gateway.openapi import ERROR_RESPONSES, install_openapi
 from services.gateway.routes import (
+    agent,
     agent_databases,
     chat,
     chatchat,
@@ -139,7 +140,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     install_openapi(app)
     for module in (health, knowledge_bases, files, jobs, search, chat, embeddings, models):
         app.include_router(module.router)
-    for module in (conversations, file_chats, keys, agent_databases):
+    for module in (conversations, file_chats, keys, agent, agent_databases):
         app.include_router(module.router)
     app.include_router(conversations.feedback_router)
     for router in chatchat.routers:

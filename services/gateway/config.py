@@ -123,7 +123,9 @@ class GatewaySettings(BaseSettings):
         default=6, ge=1, le=20, description="Tool rounds an agent run may take before the model must answer."
     )
     agent_time_limit_s: float = Field(
-        default=120.0, gt=0, description="Wall-clock limit of one agent run (model calls and tools), in seconds."
+        default=120.0,
+        gt=0,
+        description="Wall-clock limit of one agent run (model calls and tools), in seconds.",
     )
     agent_sql_max_rows: int = Field(
         default=200, ge=1, le=10_000, description="Rows a text2sql query returns at most (the rest is cut)."

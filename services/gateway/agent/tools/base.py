@@ -37,11 +37,14 @@ class ToolContext:
     the gateway's gRPC channels, for the caller the access middleware put in the request's
     context (``services.gateway.authz``), so a tool cannot widen or forget it.
     ``knowledge_bases`` are the ones the request named, searched when the model names none.
+    ``first_citation`` numbers the passages a call returns after those earlier calls of the same
+    run returned, so an answer's ``[n]`` points at one passage however many searches it took.
     """
 
     settings: GatewaySettings
     clients: ServiceClients | None = None
     knowledge_bases: tuple[str, ...] = ()
+    first_citation: int = 1
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,8 @@ def _passages_text(hits: list[dict[str, Any]]) -> str:
     if not hits:
         return "No passage matched the query."
     blocks = []
-    for number, hit in enumerate(hits, start=1):
+    for hit in hits:
+        number = hit["number"]
         text = hit["text"]
         if len(text) > MAX_PASSAGE_CHARS:
             text = text[:MAX_PASSAGE_CHARS] + " …"
@@ -87,8 +88,12 @@ class SearchKnowledgeBaseTool:
                 raise ToolError(error.details() or error.code().name) from None
             raise
         hits = [
-            {"knowledge_base": passage.knowledge_base, **citation(passage.knowledge_base, passage)}
-            for passage in passages
+            {
+                "number": number,
+                "knowledge_base": passage.knowledge_base,
+                **citation(passage.knowledge_base, passage),
+            }
+            for number, passage in enumerate(passages, start=context.first_citation)
         ]
         return ToolResult(
             text=_passages_text(hits),

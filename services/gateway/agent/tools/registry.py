@@ -93,6 +93,10 @@ class ToolRegistry:
             raise ToolError(f"unknown tool {name!r}; available: {', '.join(self.tools) or 'none'}")
         return tool
 
+    def subset(self, names: list[str]) -> ToolRegistry:
+        """Only the tools ``names`` (each enabled here), sharing this registry's databases."""
+        return ToolRegistry([self.get(name) for name in dict.fromkeys(names)], self.sql_databases)
+
     def openai_tools(self) -> list[dict[str, Any]]:
         """The registry as OpenAI's ``tools`` request field."""
         return [

@@ -5,6 +5,12 @@ The file-chat pair (``upload_temp_docs``, ``/chat/file_chat``) lives with file c
 """
 
 from services.gateway.file_chat import chatchat_routes as file_chat
-from services.gateway.routes.chatchat import chat, knowledge_base
+from services.gateway.routes.chatchat import agent_chat, chat, knowledge_base
 
-routers = (knowledge_base.router, file_chat.upload_router, chat.router, file_chat.chat_router)
+routers = (
+    knowledge_base.router,
+    file_chat.upload_router,
+    chat.router,
+    file_chat.chat_router,
+    agent_chat.router,
+)
