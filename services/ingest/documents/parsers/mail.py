@@ -46,6 +46,7 @@ def parse_eml(name: str, data: bytes, limits: ParseLimits) -> list[Segment]:
 def parse_msg(name: str, data: bytes, limits: ParseLimits) -> list[Segment]:
     import extract_msg
     from extract_msg.exceptions import ExMsgBaseException
+    from extract_msg.msg_classes import MessageBase
 
     try:
         message = extract_msg.openMsg(data, delayAttachments=True)
@@ -54,6 +55,9 @@ def parse_msg(name: str, data: bytes, limits: ParseLimits) -> list[Segment]:
             f"{name}: not a readable Outlook .msg file ({type(error).__name__}: {error})"
         ) from None
     try:
+        if not isinstance(message, MessageBase):
+            # openMsg gives a bare MSGFile, with no message properties, for the class "IPM".
+            raise ParseError(f"{name}: an Outlook .msg file of class {message.classType!r}, not a message")
         body = message.body or ""
         if not body.strip() and getattr(message, "htmlBody", None):
             html = message.htmlBody
