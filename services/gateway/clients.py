@@ -86,7 +86,7 @@ class ServiceClients:
                 health_pb2.HealthCheckRequest(service=SERVICE_FULL_NAMES[name]), timeout=timeout_s
             )
         except grpc.RpcError as error:
-            return f"unreachable ({error.code().name.lower()})"  # type: ignore[attr-defined]
+            return f"unreachable ({error.code().name.lower()})"
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status).lower()
 
     async def health(self, timeout_s: float) -> dict[str, str]:

@@ -25,7 +25,7 @@ Reply = generate_pb2.GenerateResponse
 class Generation:
     """A started gRPC stream with its first message already read, plus the final tallies."""
 
-    call: grpc.aio.UnaryStreamCall
+    call: grpc.aio.UnaryStreamCall[generate_pb2.GenerateRequest, Reply]
     first: Reply | None
     finish_reason: str = "stop"
     usage: generate_pb2.Usage = field(default_factory=generate_pb2.Usage)
@@ -49,7 +49,7 @@ class Generation:
             if message.delta:
                 yield message.delta
             following = await self.call.read()
-            message = None if following is grpc.aio.EOF else following
+            message = following if isinstance(following, Reply) else None  # else EOF
 
     def cancel(self) -> None:
         """Stop the generation (a no-op once the stream has ended)."""
