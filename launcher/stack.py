@@ -34,6 +34,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, cast
 
 import grpc
 import httpx
@@ -68,7 +69,7 @@ def _child_dies_with_launcher() -> None:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -188,6 +189,7 @@ class Stack:
             preexec_fn=_child_dies_with_launcher,
         )
         child.started_at = time.monotonic()
+        assert child.process.stdout is not None  # stdout=PIPE above
         os.set_blocking(child.process.stdout.fileno(), False)
         self.selector.register(child.process.stdout, selectors.EVENT_READ, child)
 
@@ -263,13 +265,14 @@ class Stack:
         """Forward whatever the children printed, line by line, with their name in front."""
         for key, _ in self.selector.select(timeout):
             child: Child = key.data
+            stream = cast(IO[bytes], key.fileobj)  # what _spawn registered: the child's stdout pipe
             try:
-                data = key.fileobj.read()  # type: ignore[union-attr]
+                data = stream.read()
             except (BlockingIOError, OSError):
                 continue
             if not data:
-                self.selector.unregister(key.fileobj)
-                key.fileobj.close()  # type: ignore[union-attr]
+                self.selector.unregister(stream)
+                stream.close()
                 if child.buffer:
                     self._emit(child, child.buffer)
                     child.buffer = b""
@@ -285,7 +288,7 @@ class Stack:
     def _grpc_ready(self, name: str) -> bool:
         with grpc.insecure_channel(f"127.0.0.1:{self.ports.grpc[name]}") as channel:
             try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(
+                reply: health_pb2.HealthCheckResponse = health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(service=""), timeout=1
                 )
             except grpc.RpcError:
@@ -444,7 +447,10 @@ def main(argv: list[str] | None = None) -> int:
     stack.start()
     stack.say(f"starting {len(stack.children)} processes, data in {data_dir}")
     if not stack.wait_ready(args.ready_timeout):
-        failed = ", ".join(f"{c.name} (exit {c.process.returncode})" for c in stack.exited())
+        # exited() holds only children with a process; the check is for the type checker.
+        failed = ", ".join(
+            f"{c.name} (exit {c.process.returncode if c.process else None})" for c in stack.exited()
+        )
         stack.say(f"stack failed to start: {failed or 'timed out waiting for readiness'}")
         stack.stop()
         return 1

@@ -68,7 +68,9 @@ def _env(
 def _serving(addr: str) -> bool:
     with grpc.insecure_channel(addr) as channel:
         try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            reply: health_pb2.HealthCheckResponse = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
         except grpc.RpcError:
             return False
     return reply.status == health_pb2.HealthCheckResponse.SERVING

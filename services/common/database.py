@@ -10,9 +10,9 @@ deferred transaction that reads and then writes while another process writes fai
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 
 WRITE_OPTION = "zhiku_write"  # execution option marking sessions that write
@@ -67,3 +67,12 @@ def add_columns(engine: Engine, added: dict[str, dict[str, str]]) -> None:
             if name not in present:
                 with engine.begin() as connection:
                     connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
+
+
+def rows_matched(result: Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE run through ``Session.execute`` matched.
+
+    ``Session.execute`` is typed to return a ``Result``; for these statements it is a
+    ``CursorResult``, which alone has ``rowcount``.
+    """
+    return cast(CursorResult[Any], result).rowcount

@@ -10,12 +10,15 @@ cannot tell which of four services that is. Each of the gateway's channels gets 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 
 _ATTRIBUTE = "zhiku_backend"
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
 
 
 def backend_of(error: grpc.RpcError) -> str | None:
@@ -27,7 +30,14 @@ class _NameUnary(grpc.aio.UnaryUnaryClientInterceptor):
     def __init__(self, service: str) -> None:
         self.service = service
 
-    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[override]
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, _Request], Awaitable[grpc.aio.UnaryUnaryCall[_Request, _Response]]
+        ],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: _Request,
+    ) -> _Response:
         try:  # an inner interceptor may fail the call before it has a call object
             return await (await continuation(client_call_details, request))
         except grpc.aio.AioRpcError as error:
@@ -42,7 +52,14 @@ class _NameStream(grpc.aio.UnaryStreamClientInterceptor):
     def __init__(self, service: str) -> None:
         self.service = service
 
-    async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[override]
+    async def intercept_unary_stream(
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, _Request], Awaitable[grpc.aio.UnaryStreamCall[_Request, _Response]]
+        ],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: _Request,
+    ) -> AsyncIterator[_Response]:
         call = await continuation(client_call_details, request)
         return self._responses(call)
 

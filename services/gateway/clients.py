@@ -120,7 +120,7 @@ class ServiceClients:
                 timeout=timeout_s,
             )
         except grpc.RpcError as error:
-            return f"unreachable ({error.code().name.lower()})"  # type: ignore[attr-defined]
+            return f"unreachable ({error.code().name.lower()})"
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status).lower()
 
     async def health(self, timeout_s: float) -> dict[str, str]:

@@ -24,7 +24,8 @@ from zhiku.v1 import embed_pb2_grpc, generate_pb2_grpc, ingest_pb2_grpc, retriev
 
 
 async def get_settings(request: Request) -> GatewaySettings:
-    return request.app.state.settings
+    settings: GatewaySettings = request.app.state.settings
+    return settings
 
 
 async def get_clients(request: Request) -> ServiceClients:
@@ -42,7 +43,8 @@ async def get_store(request: Request) -> GatewayStore:
 
 
 async def get_access(request: Request) -> Access:
-    return request.app.state.access
+    access: Access = request.app.state.access
+    return access
 
 
 async def get_principal(request: Request) -> Principal | None:

@@ -12,6 +12,7 @@ retries a 503, twice by default).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -99,7 +100,7 @@ CHATCHAT_PREFIXES = ("/knowledge_base/", "/chat/")
 
 def error_body(
     status: int, message: str, code: str | None = None, param: str | None = None, *, path: str = ""
-) -> dict:
+) -> dict[str, Any]:
     if path.startswith(CHATCHAT_PREFIXES):
         return {"code": status, "msg": message, "data": None}
     return {
@@ -117,7 +118,7 @@ def error_response(
     message: str,
     code: str | None = None,
     param: str | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
     *,
     path: str = "",
 ) -> JSONResponse:
@@ -127,11 +128,13 @@ def error_response(
     )
 
 
-def rpc_error_body(error: grpc.RpcError, *, upload: bool = False, path: str = "") -> tuple[int, dict]:
+def rpc_error_body(
+    error: grpc.RpcError, *, upload: bool = False, path: str = ""
+) -> tuple[int, dict[str, Any]]:
     """Status and body for a failed gRPC call; also used for errors inside an SSE stream."""
-    code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
+    code: grpc.StatusCode = error.code()
     status = http_status_for(code, upload=upload)
-    message = error.details() or code.name  # type: ignore[attr-defined]
+    message = error.details() or code.name
     if code is grpc.StatusCode.UNAVAILABLE:
         service = backend_of(error)
         who = f"the {service} service" if service else "a backend service"
@@ -162,7 +165,7 @@ async def _on_rpc_error(request: Request, error: grpc.RpcError) -> JSONResponse:
     upload = bool(getattr(request.state, UPLOAD_STATE_FLAG, False))
     status, body = rpc_error_body(error, upload=upload, path=request.url.path)
     if status >= 500:
-        log.warning("backend call failed: %s", error.details(), extra={"fields": {"status": status}})  # type: ignore[attr-defined]
+        log.warning("backend call failed: %s", error.details(), extra={"fields": {"status": status}})
     return JSONResponse(body, status_code=status, headers=rpc_error_headers(error))
 
 
@@ -194,7 +197,8 @@ async def _on_validation_error(request: Request, error: RequestValidationError) 
 
 
 async def _on_http_exception(request: Request, error: StarletteHTTPException) -> JSONResponse:
-    message = error.detail if isinstance(error.detail, str) else str(error.detail)
+    detail: object = error.detail  # typed str, but FastAPI's HTTPException takes any detail
+    message = detail if isinstance(detail, str) else str(detail)
     return error_response(error.status_code, message, headers=error.headers, path=request.url.path)
 
 

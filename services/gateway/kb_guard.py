@@ -12,7 +12,9 @@ answers a missing one.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -115,9 +117,18 @@ class KnowledgeBaseGuardInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         # The guarded ingest stub, for the job lookups of JobInRequest; set once it exists.
         self.ingest: ingest_pb2_grpc.IngestServiceStub | None = None
 
-    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[override]
-        method = client_call_details.method
-        method = method.decode() if isinstance(method, bytes) else method
+    # One interceptor for every guarded method: requests and replies are the methods' messages,
+    # read by field name (the rules say which), hence Any.
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, Any], Awaitable[grpc.aio.UnaryUnaryCall[Any, Any]]
+        ],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        raw: str | bytes = client_call_details.method  # typed str; grpc.aio passes bytes
+        method = raw.decode() if isinstance(raw, bytes) else raw
         if not method.startswith(GUARDED_PREFIXES):
             return await continuation(client_call_details, request)
         rule = RULES.get(method)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import grpc
@@ -28,19 +29,19 @@ async def get_knowledge_base(
     cached = clients.kb_cache.get(name)
     if cached is not None and await clients.guard.permits(current_caller(), name, Permission.VIEW):
         return cached
-    found = await clients.ingest.GetKnowledgeBase(
+    found: ingest_pb2.KnowledgeBase = await clients.ingest.GetKnowledgeBase(
         ingest_pb2.GetKnowledgeBaseRequest(name=name), timeout=timeout_s
     )
     clients.kb_cache.put(found)
     return found
 
 
-SEARCH_MODES: dict[str, int] = {
+SEARCH_MODES: dict[str, retrieve_pb2.SearchMode] = {
     "hybrid": retrieve_pb2.SEARCH_MODE_HYBRID,
     "dense": retrieve_pb2.SEARCH_MODE_DENSE,
     "sparse": retrieve_pb2.SEARCH_MODE_SPARSE,
 }
-HYBRID_FUSIONS: dict[FusionName | None, int] = {
+HYBRID_FUSIONS: dict[FusionName | None, retrieve_pb2.HybridFusion] = {
     None: retrieve_pb2.HYBRID_FUSION_UNSPECIFIED,  # the retrieve service's configured default
     "dbsf": retrieve_pb2.HYBRID_FUSION_DBSF,
     "rrf": retrieve_pb2.HYBRID_FUSION_RRF,
@@ -139,7 +140,7 @@ async def lookup_and_search(
     return found, passages
 
 
-def _abandon(task: asyncio.Future[object]) -> None:
+def _abandon(task: asyncio.Future[Any]) -> None:
     """Cancel a task whose outcome no longer matters (its failure, if it already failed, is
     marked as seen: the request is failing for an earlier reason)."""
     if task.done():

@@ -23,7 +23,7 @@ def main() -> None:
         port=settings.port,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=settings.shutdown_grace_s,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,  # type: ignore[arg-type]  # typed int; a float works
         loop=settings.common.event_loop,  # auto: uvloop when installed
     )
 

@@ -33,14 +33,14 @@ PER_FILE_CODES = frozenset(
 
 
 def is_not_found(error: grpc.RpcError) -> bool:
-    return error.code() is grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+    return error.code() is grpc.StatusCode.NOT_FOUND
 
 
 def per_file_reason(error: grpc.RpcError) -> str | None:
     """The reason to list under ``failed_files``, or None when the error is not the file's."""
-    code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
+    code: grpc.StatusCode = error.code()
     if code in PER_FILE_CODES:
-        return error.details() or code.name  # type: ignore[attr-defined]
+        return error.details() or code.name
     return None
 
 
@@ -83,7 +83,7 @@ async def submit_file(
 ) -> ingest_pb2.Job:
     """Queue one file for ingestion; the job as submitted (``override``: re-index even content
     identical to what is indexed, instead of the no-op answered with ``unchanged``)."""
-    return await ingest.SubmitFile(
+    job: ingest_pb2.Job = await ingest.SubmitFile(
         ingest_pb2.SubmitFileRequest(
             knowledge_base=kb,
             file_name=name,
@@ -96,6 +96,7 @@ async def submit_file(
         ),
         timeout=settings.request_timeout_s,
     )
+    return job
 
 
 async def wait_for_job(

@@ -15,15 +15,17 @@ import logging
 import time
 from json import dumps, loads
 from queue import Empty
-from typing import Any
+from typing import Any, cast
 
 from celery import Celery
 from kombu.exceptions import ChannelError
 from kombu.transport import sqlalchemy as kombu_sqla
+from kombu.transport import virtual as kombu_virtual
 from kombu.utils.encoding import bytes_to_str
 from sqlalchemy import Engine, event, insert, select, text, update
 from sqlalchemy.exc import OperationalError
 
+from services.common.database import rows_matched
 from services.ingest.config import IngestSettings
 
 # The registered task name is part of the queue's wire format: keep it when refactoring
@@ -61,7 +63,9 @@ class SqlaChannel(kombu_sqla.Channel):
             self._queue_ids[queue] = queue_id
         return queue_id
 
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    # kombu's sqlalchemy Channel overrides _put and _get with these signatures, narrower than
+    # its virtual base class declares.
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         messages = self.message_cls.__table__
         row = {"queue_id": self._queue_id(queue), "payload": dumps(payload), "visible": True, "version": 1}
         session = self.session
@@ -73,7 +77,7 @@ class SqlaChannel(kombu_sqla.Channel):
             session.rollback()
             raise
 
-    def _get(self, queue: str) -> Any:
+    def _get(self, queue: str) -> Any:  # type: ignore[override]
         """kombu's claim (oldest visible message -> invisible, version bumped), as plain SQL."""
         queue_id = self._queue_id(queue)
         messages = self.message_cls.__table__
@@ -85,7 +89,7 @@ class SqlaChannel(kombu_sqla.Channel):
             session.commit()  # ends the read; nothing was written
         if found is None:
             raise Empty()
-        if session.bind.name == "sqlite":
+        if session.get_bind().dialect.name == "sqlite":
             session.execute(text("BEGIN IMMEDIATE TRANSACTION"))
         try:
             oldest = session.execute(
@@ -102,7 +106,7 @@ class SqlaChannel(kombu_sqla.Channel):
                 .where(messages.c.id == oldest.id, messages.c.version == oldest.version)
                 .values(visible=False, timestamp=datetime.datetime.now(), version=oldest.version + 1)
             )
-            if claimed.rowcount != 1:
+            if rows_matched(claimed) != 1:
                 raise Empty()  # another consumer took it
             return loads(bytes_to_str(oldest.payload))
         finally:
@@ -111,7 +115,7 @@ class SqlaChannel(kombu_sqla.Channel):
     def _get_or_create(self, queue: str) -> Any:
         queue_id = self._queue_ids.get(queue)
         if queue_id is None:
-            return super()._get_or_create(queue)
+            return super()._get_or_create(queue)  # type: ignore[misc]  # kombu's, missing in its stubs
         # kombu's other calls (size, purge) need only the row's id: answer without a query.
         return _QueueRef(queue_id)
 
@@ -230,9 +234,9 @@ def queue_length(app: Celery) -> int:
     """Messages waiting in the ingest queue (not those a worker already fetched); blocking."""
     with app.connection_for_write() as connection:
         try:
-            declared = connection.default_channel.queue_declare(
-                queue=app.conf.task_default_queue, passive=True
-            )
+            # Redis or SQLAlchemy transport: both channels are kombu's virtual ones.
+            channel = cast(kombu_virtual.Channel, connection.default_channel)
+            declared = channel.queue_declare(queue=app.conf.task_default_queue, passive=True)
         except ChannelError:  # Redis: an empty queue does not exist
             return 0
         return int(declared.message_count)

@@ -34,6 +34,7 @@ from celery import Celery
 from sqlalchemy import case, delete, select, update
 from sqlalchemy.orm import Session
 
+from services.common.database import rows_matched
 from services.common.errors import ZhikuError
 from services.ingest.broker import enqueue_ingest, queue_length
 from services.ingest.config import IngestSettings
@@ -155,7 +156,7 @@ class JobLifecycle:
             deleted = session.execute(
                 delete(FileRow).where(FileRow.kb_id == kb_id, FileRow.name == file_name)
             )
-            if deleted.rowcount == 0:
+            if rows_matched(deleted) == 0:
                 raise file_not_found(kb, file_name)
             self._cancel_active(session, kb_id, file_name, "file was deleted")
 
@@ -171,7 +172,7 @@ class JobLifecycle:
                 # indexed, or, if that worker dies first, by the sweeper (lapsed_cleanups).
                 .values(state=JobState.CANCELLED.value, error=reason, updated_at=time.time())
             )
-            if changed.rowcount:
+            if rows_matched(changed):
                 self._file_state(session, job_id, state=JobState.CANCELLED.value, error=reason)
         return self.catalog.jobs.get(job_id)
 
@@ -231,7 +232,7 @@ class JobLifecycle:
                 .values(updated_at=time.time(), **job_values),
                 execution_options=NO_SYNC,
             )
-            if changed.rowcount == 0:
+            if rows_matched(changed) == 0:
                 return False
             if file_values:
                 self._file_state(session, job_id, **file_values)
@@ -246,7 +247,7 @@ class JobLifecycle:
                 .values(lease_until=time.time() + lease_s),
                 execution_options=NO_SYNC,
             )
-            return bool(changed.rowcount)
+            return bool(rows_matched(changed))
 
     def sweep(self, max_attempts: int, queued_redeliver_s: float, queue_empty: bool = True) -> list[str]:
         """Recover jobs whose worker died; returns the ids to publish to the queue again.
@@ -270,6 +271,7 @@ class JobLifecycle:
             ).all()
             for row in expired:
                 lost = f"the worker running attempt {row.attempts} stopped answering (killed or crashed)"
+                values: dict[str, str | float]
                 if row.attempts - row.retries >= max_attempts:
                     values = {
                         "state": JobState.FAILED.value,
@@ -388,7 +390,7 @@ class JobLifecycle:
                 ),
                 execution_options=NO_SYNC,
             )
-            if changed.rowcount == 0:
+            if rows_matched(changed) == 0:
                 return False
             self._file_state(session, job_id, state=JobState.SUCCEEDED.value, chunks=chunks, error="")
             if embed_model:

@@ -39,7 +39,7 @@ def tool_call_delta(piece: generate_pb2.ToolCallDelta) -> dict[str, Any]:
 class Generation:
     """A started gRPC stream with its first message already read, plus the final tallies."""
 
-    call: grpc.aio.UnaryStreamCall
+    call: grpc.aio.UnaryStreamCall[generate_pb2.GenerateRequest, Reply]
     first: Reply | None
     finish_reason: str = "stop"
     usage: generate_pb2.Usage = field(default_factory=generate_pb2.Usage)
@@ -89,7 +89,7 @@ class Generation:
                 self._assemble(pieces)
                 yield pieces
             following = await self.call.read()
-            message = None if following is grpc.aio.EOF else following
+            message = following if isinstance(following, Reply) else None  # else EOF
 
     def cancel(self) -> None:
         """Stop the generation (a no-op once the stream has ended)."""

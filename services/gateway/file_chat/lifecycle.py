@@ -136,7 +136,7 @@ async def sweep_expired(clients: ServiceClients, store: GatewayStore, settings: 
             )
         except grpc.RpcError as error:
             if not submitting.is_not_found(error):
-                log.warning("could not sweep file chat %s: %s", chat.id, error.details())  # type: ignore[attr-defined]
+                log.warning("could not sweep file chat %s: %s", chat.id, error.details())
                 continue  # kept, retried at the next sweep
         await store.run(store.file_chats.forget, chat.id)
         swept += 1

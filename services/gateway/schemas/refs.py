@@ -6,14 +6,16 @@ their fields without importing each other.
 
 from __future__ import annotations
 
+from pydantic.config import JsonDict
+
 # OpenAPI extension on every field and parameter that refers to something a key may not be
 # allowed to see (a knowledge base, a file chat, a conversation...). It documents the field,
 # and the scope test walks the schema by it, so a new field is tested without editing the test.
 REF_EXTENSION = "x-zhiku-refers-to"
-KB_REF = {REF_EXTENSION: "knowledge_base"}
-KBS_REF = {REF_EXTENSION: "knowledge_bases"}
-MODEL_REF = {REF_EXTENSION: "model"}  # a model id, where "kb:<name>" names a knowledge base
-FILE_CHAT_REF = {REF_EXTENSION: "file_chat"}
-CONVERSATION_REF = {REF_EXTENSION: "conversation"}
-MESSAGE_REF = {REF_EXTENSION: "message"}
-JOB_REF = {REF_EXTENSION: "job"}
+KB_REF: JsonDict = {REF_EXTENSION: "knowledge_base"}
+KBS_REF: JsonDict = {REF_EXTENSION: "knowledge_bases"}
+MODEL_REF: JsonDict = {REF_EXTENSION: "model"}  # a model id, where "kb:<name>" names a knowledge base
+FILE_CHAT_REF: JsonDict = {REF_EXTENSION: "file_chat"}
+CONVERSATION_REF: JsonDict = {REF_EXTENSION: "conversation"}
+MESSAGE_REF: JsonDict = {REF_EXTENSION: "message"}
+JOB_REF: JsonDict = {REF_EXTENSION: "job"}

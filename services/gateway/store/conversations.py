@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Row, Select, delete, select
 from sqlalchemy.orm import Session
 
+from services.common.database import rows_matched
 from services.gateway.store.database import Database
 from services.gateway.store.tables import ConversationRow, FeedbackRow, MessageRow
+
+_Query = TypeVar("_Query", bound=Select[Any])
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ def _conversation(row: ConversationRow, messages: list[Message] | None = None) -
     )
 
 
-def _owned(query: Select, owner: str | None) -> Select:
+def _owned(query: _Query, owner: str | None) -> _Query:
     """Only ``owner``'s conversations; ``owner`` None means every conversation (admin, open)."""
     return query if owner is None else query.where(ConversationRow.owner == owner)
 
@@ -123,7 +128,8 @@ class ConversationRepo:
             row = self._find(session, conversation_id, owner)
             if row is None:
                 return None
-            pairs = session.execute(
+            # An outer join: a message without feedback comes with None.
+            pairs: Sequence[Row[MessageRow, FeedbackRow | None]] = session.execute(
                 select(MessageRow, FeedbackRow)
                 .outerjoin(FeedbackRow, FeedbackRow.message_id == MessageRow.id)
                 .where(MessageRow.conversation_id == conversation_id)
@@ -165,7 +171,7 @@ class ConversationRepo:
             session.execute(delete(FeedbackRow).where(FeedbackRow.message_id.in_(message_ids)))
             session.execute(delete(MessageRow).where(MessageRow.conversation_id == conversation_id))
             deleted = session.execute(delete(ConversationRow).where(ConversationRow.id == conversation_id))
-            return bool(deleted.rowcount)
+            return bool(rows_matched(deleted))
 
     def append_turn(
         self,
@@ -173,11 +179,11 @@ class ConversationRepo:
         question: str,
         answer: str,
         answer_id: str,
-        citations: list[dict[str, Any]] | None = None,
+        citations: builtins.list[dict[str, Any]] | None = None,
         grounding: dict[str, Any] | None = None,
-        asked: list[NewMessage] | None = None,
-        tool_calls: list[dict[str, Any]] | None = None,
-    ) -> list[Message]:
+        asked: builtins.list[NewMessage] | None = None,
+        tool_calls: builtins.list[dict[str, Any]] | None = None,
+    ) -> builtins.list[Message]:
         """One exchange: the user's question (or ``asked``: the turn's messages, such as the
         results of the tools the previous answer called), then the answer under the id
         announced for it, with the ``tool_calls`` it made."""
@@ -185,7 +191,8 @@ class ConversationRepo:
         reply = NewMessage("assistant", answer, citations or [], answer_id, grounding or {}, tool_turn)
         return self.append(conversation_id, [*(asked or [NewMessage(role="user", content=question)]), reply])
 
-    def append(self, conversation_id: str, messages: list[NewMessage]) -> list[Message]:
+    # builtins.list: within the class, `list` is the method above.
+    def append(self, conversation_id: str, messages: builtins.list[NewMessage]) -> builtins.list[Message]:
         """Append messages in order; [] when the conversation is gone (deleted meanwhile)."""
         now = time.time()
         stored = []

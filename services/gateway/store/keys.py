@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 
+from services.common.database import rows_matched
 from services.gateway.store.database import Database
 from services.gateway.store.tables import ApiKeyRow
 
@@ -104,4 +105,4 @@ class KeyRepo:
                 .where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
                 .values(revoked_at=time.time())
             )
-            return bool(result.rowcount)
+            return bool(rows_matched(result))

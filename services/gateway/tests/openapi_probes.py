@@ -153,7 +153,7 @@ class Schema:
         media, body = self._body(operation)
         if media is None:
             return probe
-        marked = {slot.name: value for slot, value in values.items() if slot.where in ("json", "form")}
+        marked_fields = {slot.name: value for slot, value in values.items() if slot.where in ("json", "form")}
         if REF_EXTENSION in body:
             bare = [value for slot, value in values.items() if slot.where == "body"]
             probe.json = bare[0] if bare else self.sample(body)
@@ -166,7 +166,7 @@ class Schema:
         for name in body.get("required", []):
             if name not in fields and REF_EXTENSION not in properties.get(name, {}):
                 fields[name] = self.sample(properties[name], name)
-        fields.update(marked)
+        fields.update(marked_fields)
         if media == "application/json":
             probe.json = fields
             return probe

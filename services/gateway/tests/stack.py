@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from services.common.config import CommonSettings
 from services.embed.config import EmbedSettings
@@ -79,7 +80,7 @@ def _worker(data_dir: Path, ingest: IngestSettings, addresses: dict[str, str], l
 
 @asynccontextmanager
 async def running_stack(
-    data_dir: Path, generate: dict[str, object] | None = None, **gateway_overrides: object
+    data_dir: Path, generate: dict[str, Any] | None = None, **gateway_overrides: Any
 ) -> AsyncIterator[Stack]:
     """The stack; ``generate`` overrides the generate service's settings (extractive by default)."""
     common = CommonSettings(data_dir=data_dir, log_json=False)
@@ -95,13 +96,13 @@ async def running_stack(
         retrieve = await stack.enter_async_context(
             running_service(build_retrieve(retrieve_settings), retrieve_settings)
         )
-        generate = await stack.enter_async_context(
+        generate_service = await stack.enter_async_context(
             running_service(build_generate(generate_settings), generate_settings)
         )
         addresses = {
             "embed": f"127.0.0.1:{embed.port}",
             "retrieve": f"127.0.0.1:{retrieve.port}",
-            "generate": f"127.0.0.1:{generate.port}",
+            "generate": f"127.0.0.1:{generate_service.port}",
         }
         wired = common.model_copy(update={f"{name}_addr": address for name, address in addresses.items()})
         ingest_settings = IngestSettings(

@@ -12,7 +12,7 @@ import socket
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import uvicorn
@@ -21,6 +21,8 @@ from fastapi import FastAPI
 from services.common.config import CommonSettings, ServiceSettings
 from services.common.grpc_server import GrpcService, ServiceSpec
 from services.gateway.config import GatewaySettings
+
+_Settings = TypeVar("_Settings", bound=ServiceSettings)
 
 SERVICES = ("embed", "retrieve", "generate", "ingest")
 
@@ -36,7 +38,7 @@ def dead_address() -> str:
     return f"127.0.0.1:{free_port()}"
 
 
-def loopback(settings: ServiceSettings) -> ServiceSettings:
+def loopback(settings: _Settings) -> _Settings:
     """Service settings bound to a free loopback port, stopping without a grace period."""
     return settings.model_copy(update={"grpc_host": "127.0.0.1", "grpc_port": 0, "shutdown_grace_s": 0.0})
 
@@ -53,7 +55,8 @@ async def running_service(spec: ServiceSpec, settings: ServiceSettings) -> Async
 
 def gateway_settings(addresses: dict[str, str], **overrides: Any) -> GatewaySettings:
     """Gateway settings with the given service addresses; the others point at dead ports."""
-    common = CommonSettings(**{f"{name}_addr": addresses.get(name) or dead_address() for name in SERVICES})
+    addrs: dict[str, Any] = {f"{name}_addr": addresses.get(name) or dead_address() for name in SERVICES}
+    common = CommonSettings(**addrs)
     # Each app gets its own store file, so tests never share conversations or keys.
     overrides.setdefault("catalog_url", f"sqlite:///{tempfile.mkdtemp(prefix='zhiku-gw-')}/gateway.db")
     return GatewaySettings(common=common, **overrides)

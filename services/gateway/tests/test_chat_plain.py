@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from services.gateway.app import create_app
 from services.generate.backends.base import Backend
@@ -24,7 +26,7 @@ from services.generate.server import build_spec
 
 from .support import asgi_client, gateway_settings, running_service, served
 
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 class TickingBackend(Backend):
@@ -44,7 +46,7 @@ class TickingBackend(Backend):
     def context_window(self) -> int:
         return 4096
 
-    async def stream(self, job: GenerationJob) -> AsyncIterator[Chunk]:
+    async def stream(self, job: GenerationJob) -> AsyncGenerator[Chunk, None]:
         self.request_ids.append(job.request_id)
         try:
             yield Chunk(delta="partial ")
@@ -60,7 +62,7 @@ class TickingBackend(Backend):
             self.stopped.set()
 
 
-def generate_settings(**overrides: object) -> GenerateSettings:
+def generate_settings(**overrides: Any) -> GenerateSettings:
     return GenerateSettings(backend="extractive", metrics_port=0, **overrides)
 
 
@@ -121,6 +123,7 @@ async def test_sdk_stream_matches_the_non_streamed_answer(extractive_url: str) -
     # include_usage: a last chunk with no choices carries the usage.
     assert chunks[-1].choices == []
     assert chunks[-1].usage is not None
+    assert whole.usage is not None
     assert chunks[-1].usage.total_tokens == whole.usage.total_tokens
     assert all(c.usage is None for c in chunks[:-1])
 
@@ -162,7 +165,7 @@ async def test_unknown_model_fails_before_the_stream_starts(extractive_url: str)
 
 
 async def test_conversation_must_end_with_the_user(extractive_url: str) -> None:
-    messages = [*QUESTION, {"role": "assistant", "content": "Paris."}]
+    messages: list[ChatCompletionMessageParam] = [*QUESTION, {"role": "assistant", "content": "Paris."}]
     async with sdk(extractive_url) as client:
         with pytest.raises(openai.UnprocessableEntityError):
             await client.chat.completions.create(model="extractive", messages=messages)

@@ -5,11 +5,13 @@ the model would have seen, so a test can check that a second turn's prompt holds
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from services.gateway.app import create_app
 from services.gateway.chat.history import prepare_turn
@@ -38,7 +40,7 @@ class RecordingBackend(Backend):
     def context_window(self) -> int:
         return 8192
 
-    async def stream(self, job: GenerationJob) -> AsyncIterator[Chunk]:
+    async def stream(self, job: GenerationJob) -> AsyncGenerator[Chunk, None]:
         self.prompts.append(job.prompt.message_dicts())
         self.sampling.append(job.sampling)
         yield Chunk(delta="answer ")
@@ -221,8 +223,8 @@ async def test_tool_calling_and_structured_output_are_refused_never_dropped(
     """A backend that cannot call tools: a client that sends tools must not get a plain answer
     it would read as "no tool needed" (test_tool_calling.py has backends that can)."""
     backend, url = gateway
-    hi = [{"role": "user", "content": "hi"}]
-    refused_requests = [
+    hi: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+    refused_requests: list[tuple[str, dict[str, Any]]] = [
         ("tools", {"tools": [TOOL]}),
         ("tool_choice", {"tool_choice": "required"}),
         ("functions", {"functions": [TOOL["function"]]}),
@@ -250,7 +252,7 @@ async def test_tool_calling_and_structured_output_are_refused_never_dropped(
     async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0) as sdk:
         asked_before = len(backend.prompts)
         for param, fields in refused_requests:
-            arguments = {"model": "default", "messages": hi, **fields}
+            arguments: dict[str, Any] = {"model": "default", "messages": hi, **fields}
             for stream in (False, True):
                 with pytest.raises(openai.BadRequestError) as refused:
                     await sdk.chat.completions.create(**arguments, stream=stream)
@@ -300,8 +302,8 @@ async def test_history_is_capped_to_the_latest_messages(tmp_path) -> None:
             conversation.id,
             [NewMessage("user" if i % 2 == 0 else "assistant", f"turn {i}") for i in range(4)],
         )
-        body = ChatCompletionRequest(
-            messages=[{"role": "user", "content": "new"}], conversation_id=conversation.id
+        body = ChatCompletionRequest.model_validate(
+            {"messages": [{"role": "user", "content": "new"}], "conversation_id": conversation.id}
         )
         turn = await prepare_turn(body, store, None, history_messages=2)
         assert [m.text() for m in turn.request.messages] == ["turn 2", "turn 3", "new"]

@@ -18,6 +18,7 @@ import httpx
 import openai
 import pytest
 import pytest_asyncio
+from openai.types.chat import ChatCompletionMessageParam
 
 from .stack import INGEST_MAX_FILE_MB, Stack, running_stack
 
@@ -243,7 +244,9 @@ async def test_grounded_chat_with_the_openai_sdk(
     sdk: openai.AsyncOpenAI, client: httpx.AsyncClient, stack: Stack
 ) -> None:
     name = await make_kb(client, stack)
-    question = [{"role": "user", "content": "How many days do I have to request a refund?"}]
+    question: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "How many days do I have to request a refund?"}
+    ]
     answer = await sdk.chat.completions.create(
         model="extractive", messages=question, extra_body={"knowledge_base": name, "top_k": 3}
     )
@@ -317,7 +320,9 @@ async def test_kb_models_select_a_knowledge_base(
     assert "extractive" in models
     assert f"kb:{name}" in models and models[f"kb:{name}"].object == "model"
 
-    question = [{"role": "user", "content": "How long does express delivery take?"}]
+    question: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "How long does express delivery take?"}
+    ]
     by_model = await sdk.chat.completions.create(model=f"kb:{name}", messages=question)
     by_field = await sdk.chat.completions.create(
         model="extractive", messages=question, extra_body={"knowledge_base": name}
@@ -331,7 +336,7 @@ async def test_kb_models_select_a_knowledge_base(
 async def test_chat_against_missing_or_empty_knowledge_bases(
     sdk: openai.AsyncOpenAI, client: httpx.AsyncClient, stack: Stack
 ) -> None:
-    question = [{"role": "user", "content": "What is the refund policy?"}]
+    question: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is the refund policy?"}]
     with pytest.raises(openai.NotFoundError):
         await sdk.chat.completions.create(
             model="extractive", messages=question, extra_body={"knowledge_base": unique_name()}

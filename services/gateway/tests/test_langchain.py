@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import openai
@@ -15,6 +16,7 @@ import pytest
 import pytest_asyncio
 from langchain_core.messages import AIMessageChunk, HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 
 from .stack import Stack, running_stack
 
@@ -48,8 +50,10 @@ async def kb(stack: Stack) -> str:
     return name
 
 
-def chat_model(stack: Stack, **options: object) -> ChatOpenAI:
-    return ChatOpenAI(base_url=f"{stack.url}/v1", api_key="unused", max_retries=0, timeout=60, **options)
+def chat_model(stack: Stack, **options: Any) -> ChatOpenAI:
+    return ChatOpenAI(
+        base_url=f"{stack.url}/v1", api_key=SecretStr("unused"), max_retries=0, timeout=60, **options
+    )
 
 
 async def test_plain_invoke_and_stream(stack: Stack) -> None:

@@ -94,13 +94,15 @@ async def test_a_failure_to_make_the_query_comes_before_the_lookups() -> None:
 
 async def test_chat_looks_up_the_knowledge_base_while_the_follow_up_is_rewritten() -> None:
     fake = FakeServices()
-    body = ChatCompletionRequest(
-        model="kb:handbook",
-        messages=[
-            {"role": "user", "content": "How do I request leave?"},
-            {"role": "assistant", "content": "Through the portal."},
-            {"role": "user", "content": "And how many days?"},
-        ],
+    body = ChatCompletionRequest.model_validate(
+        {
+            "model": "kb:handbook",
+            "messages": [
+                {"role": "user", "content": "How do I request leave?"},
+                {"role": "assistant", "content": "Through the portal."},
+                {"role": "user", "content": "And how many days?"},
+            ],
+        }
     )
     plan = await plan_chat(body, fake.clients(), GatewaySettings())
     assert fake.rewrite_started.is_set()
@@ -111,8 +113,8 @@ async def test_chat_looks_up_the_knowledge_base_while_the_follow_up_is_rewritten
 
 async def test_chat_without_history_searches_the_question_itself() -> None:
     fake = FakeServices()
-    body = ChatCompletionRequest(
-        model="kb:handbook", messages=[{"role": "user", "content": "How do I request leave?"}]
+    body = ChatCompletionRequest.model_validate(
+        {"model": "kb:handbook", "messages": [{"role": "user", "content": "How do I request leave?"}]}
     )
     plan = await plan_chat(body, fake.clients(), GatewaySettings())
     assert not fake.rewrite_started.is_set()

@@ -60,7 +60,7 @@ def _splitter(value: str) -> str:
 
 
 def _rpc_error(service: str, error: grpc.RpcError) -> Exception:
-    mapped = error_from_rpc(error)  # type: ignore[arg-type]
+    mapped = error_from_rpc(error)
     return type(mapped)(f"{service} service: {mapped}")
 
 
@@ -88,14 +88,18 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         if embed is None:
             return ""
         try:
-            info = await embed.Info(embed_pb2.EmbedInfoRequest(), timeout=self.settings.embed_info_timeout_s)
+            info: embed_pb2.EmbedInfo = await embed.Info(
+                embed_pb2.EmbedInfoRequest(), timeout=self.settings.embed_info_timeout_s
+            )
         except grpc.RpcError as error:
             log.warning("embed service did not answer Info (%s); model recorded later", error.code().name)
             return ""
         return info.model
 
     async def CreateKnowledgeBase(
-        self, request: ingest_pb2.CreateKnowledgeBaseRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ingest_pb2.CreateKnowledgeBaseRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.CreateKnowledgeBaseRequest, ingest_pb2.KnowledgeBase],
     ) -> ingest_pb2.KnowledgeBase:
         name = check_kb_name(request.name)
         if len(request.description) > MAX_DESCRIPTION_CHARS:
@@ -111,19 +115,29 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         return kb.to_pb()
 
     async def GetKnowledgeBase(
-        self, request: ingest_pb2.GetKnowledgeBaseRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ingest_pb2.GetKnowledgeBaseRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.GetKnowledgeBaseRequest, ingest_pb2.KnowledgeBase],
     ) -> ingest_pb2.KnowledgeBase:
         kb = await asyncio.to_thread(self.catalog.knowledge_bases.get, check_kb_name(request.name))
         return kb.to_pb()
 
     async def ListKnowledgeBases(
-        self, request: ingest_pb2.ListKnowledgeBasesRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ingest_pb2.ListKnowledgeBasesRequest,
+        context: grpc.aio.ServicerContext[
+            ingest_pb2.ListKnowledgeBasesRequest, ingest_pb2.ListKnowledgeBasesResponse
+        ],
     ) -> ingest_pb2.ListKnowledgeBasesResponse:
         kbs = await asyncio.to_thread(self.catalog.knowledge_bases.list)
         return ingest_pb2.ListKnowledgeBasesResponse(knowledge_bases=[kb.to_pb() for kb in kbs])
 
     async def DeleteKnowledgeBase(
-        self, request: ingest_pb2.DeleteKnowledgeBaseRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ingest_pb2.DeleteKnowledgeBaseRequest,
+        context: grpc.aio.ServicerContext[
+            ingest_pb2.DeleteKnowledgeBaseRequest, ingest_pb2.DeleteKnowledgeBaseResponse
+        ],
     ) -> ingest_pb2.DeleteKnowledgeBaseResponse:
         name = check_kb_name(request.name)
         await asyncio.to_thread(self.catalog.knowledge_bases.get, name)  # NotFound before touching anything
@@ -175,7 +189,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         return size, overlap
 
     async def SubmitFile(
-        self, request: ingest_pb2.SubmitFileRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ingest_pb2.SubmitFileRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.SubmitFileRequest, ingest_pb2.Job],
     ) -> ingest_pb2.Job:
         kb = check_kb_name(request.knowledge_base)
         name = check_file_name(request.file_name)
@@ -229,7 +245,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             raise DependencyUnavailable(f"job queue unavailable: {error}") from error
 
     async def ReindexFile(
-        self, request: ingest_pb2.ReindexFileRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ingest_pb2.ReindexFileRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.ReindexFileRequest, ingest_pb2.Job],
     ) -> ingest_pb2.Job:
         """Index the stored original again, with new split settings (unset: the last job's)."""
         kb = check_kb_name(request.knowledge_base)
@@ -265,7 +283,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         return job.to_pb()
 
     async def ListJobs(
-        self, request: ingest_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ingest_pb2.ListJobsRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.ListJobsRequest, ingest_pb2.ListJobsResponse],
     ) -> ingest_pb2.ListJobsResponse:
         if request.limit < 0:
             raise InvalidArgument("limit must not be negative")
@@ -274,7 +294,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         return ingest_pb2.ListJobsResponse(jobs=[job.to_pb() for job in jobs])
 
     async def CancelJob(
-        self, request: ingest_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ingest_pb2.CancelJobRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.CancelJobRequest, ingest_pb2.Job],
     ) -> ingest_pb2.Job:
         job_id = _job_id(request.id)
         await asyncio.to_thread(self.catalog.jobs.get, job_id)  # NotFound first
@@ -283,19 +305,25 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         return job.to_pb()
 
     async def GetJob(
-        self, request: ingest_pb2.GetJobRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ingest_pb2.GetJobRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.GetJobRequest, ingest_pb2.Job],
     ) -> ingest_pb2.Job:
         job = await asyncio.to_thread(self.catalog.jobs.get, _job_id(request.id))
         return job.to_pb()
 
     async def ListFiles(
-        self, request: ingest_pb2.ListFilesRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ingest_pb2.ListFilesRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.ListFilesRequest, ingest_pb2.ListFilesResponse],
     ) -> ingest_pb2.ListFilesResponse:
         files = await asyncio.to_thread(self.catalog.files.list, check_kb_name(request.knowledge_base))
         return ingest_pb2.ListFilesResponse(files=[f.to_pb() for f in files])
 
     async def DeleteFile(
-        self, request: ingest_pb2.DeleteFileRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ingest_pb2.DeleteFileRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.DeleteFileRequest, ingest_pb2.DeleteFileResponse],
     ) -> ingest_pb2.DeleteFileResponse:
         kb = check_kb_name(request.knowledge_base)
         name = check_file_name(request.file_name)
@@ -310,7 +338,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         return ingest_pb2.DeleteFileResponse(deleted_chunks=deleted)
 
     async def GetFileContent(
-        self, request: ingest_pb2.GetFileContentRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ingest_pb2.GetFileContentRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.GetFileContentRequest, ingest_pb2.FileContent],
     ) -> ingest_pb2.FileContent:
         kb = check_kb_name(request.knowledge_base)
         name = check_file_name(request.file_name)

@@ -11,6 +11,7 @@ import math
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import cast
 
 from zhiku.v1 import ingest_pb2
 
@@ -28,8 +29,9 @@ class JobState(StrEnum):
     def terminal(self) -> bool:
         return self in TERMINAL_STATES
 
-    def to_pb(self) -> ingest_pb2.JobState.ValueType:
-        return ingest_pb2.JobState.Value(f"JOB_STATE_{self.name}")
+    def to_pb(self) -> ingest_pb2.JobState:
+        # Value() is typed to return int; the stubs type the enum's values as the enum class.
+        return cast(ingest_pb2.JobState, ingest_pb2.JobState.Value(f"JOB_STATE_{self.name}"))
 
 
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})

@@ -8,12 +8,15 @@ import textwrap
 import time
 import uuid
 from pathlib import Path
+from typing import cast
 
 import pytest
+from kombu.transport import virtual as kombu_virtual
 
 from services.ingest.broker import (
     INGEST_FILE_TASK,
     SQLA_POLLING_INTERVAL_S,
+    SqlaChannel,
     SqlaTransport,
     create_celery_app,
     enqueue_ingest,
@@ -106,13 +109,14 @@ def test_queue_length_counts_waiting_messages_and_sqlite_publishes_without_fsync
         assert queue_length(app) == 3  # what the sweeper checks before republishing queued jobs
         if not redis_url:
             with app.connection_for_write() as connection:
-                channel = connection.default_channel
+                channel = cast(SqlaChannel, connection.default_channel)
                 engine, _ = channel._open()
                 with engine.connect() as db:
                     assert db.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
     finally:
         with app.connection_for_write() as connection:
-            connection.default_channel.queue_purge(settings.queue)
+            virtual_channel = cast(kombu_virtual.Channel, connection.default_channel)
+            virtual_channel.queue_purge(settings.queue)
             if redis_url:
-                connection.default_channel.queue_delete(settings.queue)
+                virtual_channel.queue_delete(settings.queue)
         app.close()

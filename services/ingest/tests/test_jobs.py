@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -11,8 +12,8 @@ from services.ingest.store.catalog import Catalog
 from services.ingest.store.records import JobState
 
 
-def _submit(lifecycle: JobLifecycle, content_hash: str = "h1", **options: object):
-    return lifecycle.submit_file("kb", "a.txt", 10, content_hash, 250, 50, "req", **options)  # type: ignore[arg-type]
+def _submit(lifecycle: JobLifecycle, content_hash: str = "h1", **options: Any):
+    return lifecycle.submit_file("kb", "a.txt", 10, content_hash, 250, 50, "req", **options)
 
 
 def _finish(lifecycle: JobLifecycle, job_id: str, chunks: int = 3) -> None:

@@ -316,7 +316,7 @@ class IngestPipeline:
         try:
             return method(request, timeout=timeout, metadata=request_metadata())
         except grpc.RpcError as error:
-            mapped = error_from_rpc(error)  # type: ignore[arg-type]
+            mapped = error_from_rpc(error)
             raised = type(mapped)(f"{service} service: {mapped}")
             raised.dependency = service  # type: ignore[attr-defined]  # what a waiting job names
             raise raised from error

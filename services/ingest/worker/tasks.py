@@ -16,9 +16,9 @@ from services.ingest.worker.pipeline import Retry
 
 
 @app.task(name=INGEST_FILE_TASK, bind=True, max_retries=None)
-def ingest_file(self: Task, job_id: str) -> str | None:
+def ingest_file(self: Task[[str], str | None], job_id: str) -> str | None:
     """Ingest the file of job ``job_id``; a job waiting for a dependency comes back later."""
-    celery_app: WorkerCelery = self.app  # type: ignore[assignment]
+    celery_app: WorkerCelery = self.app  # type: ignore[assignment]  # typed as the Celery base class
     try:
         state = celery_app.pipeline().run(job_id)
     except Retry as retry:

@@ -58,7 +58,9 @@ from zhiku.v1 import common_pb2, ingest_pb2
 router = APIRouter(prefix="/chat", tags=["chatchat"], responses=ERRORS)
 
 NO_DOCS = "<span style='color:red'>未找到相关文档,该回答为大模型自身能力解答！</span>"
-EVENT_STREAM = {200: {"content": {"text/event-stream": {}}, "description": "SSE frames of JSON objects"}}
+EVENT_STREAM: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "SSE frames of JSON objects"}
+}
 
 
 class History(BaseModel):

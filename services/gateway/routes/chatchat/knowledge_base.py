@@ -45,9 +45,10 @@ from services.gateway.routes.chatchat.envelopes import (
     ok,
     sse_frame,
 )
-from services.gateway.routes.files import MAX_CHUNK_SIZE, content_disposition
+from services.gateway.routes.files import content_disposition
 from services.gateway.schemas.native import MAX_QUERY_CHARS
 from services.gateway.schemas.refs import KB_REF
+from services.gateway.submitting import MAX_CHUNK_SIZE
 from zhiku.v1 import ingest_pb2
 
 router = APIRouter(prefix="/knowledge_base", tags=["chatchat"], responses=ERRORS)
@@ -165,7 +166,7 @@ async def create_knowledge_base(
             timeout=settings.request_timeout_s,
         )
     except grpc.RpcError as error:
-        if error.code() is grpc.StatusCode.ALREADY_EXISTS:  # type: ignore[attr-defined]
+        if error.code() is grpc.StatusCode.ALREADY_EXISTS:
             return not_found(f"已存在同名知识库 {name}")
         raise
     return ok(f"已新增知识库 {name}")
@@ -493,4 +494,4 @@ async def _recreate_frames(
         yield sse_frame({"code": error.status, "msg": error.message})
     except grpc.RpcError as error:
         # Headers are sent already: report in-band, in the frame shape clients parse.
-        yield sse_frame({"code": 500, "msg": error.details() or error.code().name})  # type: ignore[attr-defined]
+        yield sse_frame({"code": 500, "msg": error.details() or error.code().name})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-from email.message import EmailMessage
 
 from services.ingest.documents.parsers.base import ParseError, ParseLimits, Segment, single
 from services.ingest.documents.parsers.web import html_to_text
@@ -28,7 +27,7 @@ def _message_text(
 
 def parse_eml(name: str, data: bytes, limits: ParseLimits) -> list[Segment]:
     message = email.message_from_bytes(data, policy=email.policy.default)
-    if not isinstance(message, EmailMessage) or not (message.keys() or message.get_payload()):
+    if not (message.keys() or message.get_payload()):
         raise ParseError(f"{name}: not an e-mail message (no headers found)")
     body = ""
     part = message.get_body(preferencelist=("plain", "html"))
@@ -46,6 +45,7 @@ def parse_eml(name: str, data: bytes, limits: ParseLimits) -> list[Segment]:
 def parse_msg(name: str, data: bytes, limits: ParseLimits) -> list[Segment]:
     import extract_msg
     from extract_msg.exceptions import ExMsgBaseException
+    from extract_msg.msg_classes import MessageBase
 
     try:
         message = extract_msg.openMsg(data, delayAttachments=True)
@@ -54,9 +54,13 @@ def parse_msg(name: str, data: bytes, limits: ParseLimits) -> list[Segment]:
             f"{name}: not a readable Outlook .msg file ({type(error).__name__}: {error})"
         ) from None
     try:
+        if not isinstance(message, MessageBase):
+            # openMsg gives a bare MSGFile, with no message properties, for the class "IPM".
+            raise ParseError(f"{name}: an Outlook .msg file of class {message.classType!r}, not a message")
         body = message.body or ""
-        if not body.strip() and getattr(message, "htmlBody", None):
-            html = message.htmlBody
+        # Typed as bytes, but made from the RTF body by a cast over what RTFDE returns: allow str.
+        html: bytes | str | None = message.htmlBody if not body.strip() else None
+        if html:
             body = html_to_text(html.decode("utf-8", "replace") if isinstance(html, bytes) else html)[1]
         headers = [
             ("From", message.sender or ""),

@@ -34,7 +34,7 @@ def _paragraph_text(paragraph: Any) -> str:
     """The paragraph's text including equations (OMML ``m:t`` runs), which ``.text`` skips."""
     element = paragraph._p
     if element.find(f".//{_M}oMath") is None:
-        return paragraph.text
+        return str(paragraph.text)
     parts = []
     for node in element.iter(f"{_W}t", f"{_M}t", f"{_W}tab", f"{_W}br"):
         parts.append(node.text or "" if node.tag.endswith("}t") else " ")
@@ -92,6 +92,7 @@ def parse_docx(name: str, data: bytes, limits: ParseLimits) -> list[Segment]:
     import docx
     from docx.opc.exceptions import PackageNotFoundError
 
+    errors: tuple[type[Exception], ...] = (PackageNotFoundError, *_OOXML_ERRORS)
     check_container(name, data, limits)
     try:
         document = docx.Document(io.BytesIO(data))
@@ -101,7 +102,7 @@ def parse_docx(name: str, data: bytes, limits: ParseLimits) -> list[Segment]:
         if comments:
             blocks.append("Comments:\n" + "\n".join(f"- {comment}" for comment in comments))
         text = "\n\n".join(blocks)
-    except (PackageNotFoundError, *_OOXML_ERRORS) as error:
+    except errors as error:
         raise ParseError(f"{name}: not a readable .docx file ({type(error).__name__}: {error})") from None
     return single(text)
 
@@ -152,6 +153,7 @@ def parse_pptx(name: str, data: bytes, limits: ParseLimits) -> list[Segment]:
     import pptx
     from pptx.exc import PackageNotFoundError
 
+    errors: tuple[type[Exception], ...] = (PackageNotFoundError, *_OOXML_ERRORS)
     check_container(name, data, limits)
     try:
         presentation = pptx.Presentation(io.BytesIO(data))
@@ -177,7 +179,7 @@ def parse_pptx(name: str, data: bytes, limits: ParseLimits) -> list[Segment]:
                 segments.append(Segment(text, {"page": str(number)}))
     except ParseError:
         raise
-    except (PackageNotFoundError, *_OOXML_ERRORS) as error:
+    except errors as error:
         raise ParseError(f"{name}: not a readable .pptx file ({type(error).__name__}: {error})") from None
     return segments
 
@@ -191,10 +193,11 @@ def parse_xlsx(name: str, data: bytes, limits: ParseLimits) -> list[Segment]:
     """One segment per sheet: the sheet name as a heading, then its rows as a Markdown table."""
     import openpyxl
 
+    errors: tuple[type[Exception], ...] = (*_OOXML_ERRORS, OSError)
     check_container(name, data, limits)
     try:
         workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-    except (*_OOXML_ERRORS, OSError) as error:  # openpyxl's InvalidFileException is an OSError
+    except errors as error:  # openpyxl's InvalidFileException is an OSError
         raise ParseError(f"{name}: not a readable .xlsx file ({type(error).__name__}: {error})") from None
     try:
         segments: list[Segment] = []
@@ -209,11 +212,13 @@ def parse_xlsx(name: str, data: bytes, limits: ParseLimits) -> list[Segment]:
 def parse_xls(name: str, data: bytes, limits: ParseLimits) -> list[Segment]:
     """Legacy Excel 97-2003 via xlrd; dates come back as dates, not serial numbers."""
     import xlrd
+    from xlrd.biffh import XLRDError
+    from xlrd.compdoc import CompDocError
 
     try:
         # xlrd reports damage by printing to stdout; the ParseError below says it instead.
         book = xlrd.open_workbook(file_contents=data, on_demand=True, logfile=io.StringIO())
-    except (xlrd.XLRDError, xlrd.compdoc.CompDocError, ValueError, IndexError, AssertionError) as error:
+    except (XLRDError, CompDocError, ValueError, IndexError, AssertionError) as error:
         raise ParseError(f"{name}: not a readable .xls file ({type(error).__name__}: {error})") from None
     try:
         segments: list[Segment] = []
@@ -224,7 +229,8 @@ def parse_xls(name: str, data: bytes, limits: ParseLimits) -> list[Segment]:
                 row = []
                 for cell in sheet.row(r):
                     if cell.ctype == xlrd.XL_CELL_DATE:
-                        row.append(str(xlrd.xldate_as_datetime(cell.value, book.datemode)))
+                        # A date cell holds a float (the stubs type every cell's value as str | float).
+                        row.append(str(xlrd.xldate_as_datetime(float(cell.value), book.datemode)))
                     elif cell.ctype == xlrd.XL_CELL_BOOLEAN:
                         row.append("TRUE" if cell.value else "FALSE")
                     else:

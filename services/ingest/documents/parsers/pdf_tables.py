@@ -36,7 +36,9 @@ def usable_rows(cells: list[list[str | None]]) -> list[list[str]] | None:
     return rows
 
 
-def _text(page: Any, box: tuple[float, float, float, float], hole: tuple | None = None) -> str:
+def _text(
+    page: Any, box: tuple[float, float, float, float], hole: tuple[float, float, float, float] | None = None
+) -> str:
     x0, top, x1, bottom = page.bbox
     box = (max(box[0], x0), max(box[1], top), min(box[2], x1), min(box[3], bottom))
     if box[2] - box[0] <= 1 or box[3] - box[1] <= 1:

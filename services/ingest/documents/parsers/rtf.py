@@ -33,5 +33,7 @@ def parse_rtf(name: str, data: bytes, limits: ParseLimits) -> list[Segment]:
     if not data.lstrip().startswith(b"{\\rtf"):
         raise ParseError(f"{name}: not an RTF file (it does not start with '{{\\rtf')")
     # Raw bytes past ASCII are not valid RTF, but some writers emit them: keep them one-to-one.
-    text = rtf_to_text(data.decode("latin-1"), encoding=_encoding(data), errors="replace")
+    text: str = rtf_to_text(  # type: ignore[no-untyped-call]  # striprtf has no annotations
+        data.decode("latin-1"), encoding=_encoding(data), errors="replace"
+    )
     return single(text)

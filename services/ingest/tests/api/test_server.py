@@ -80,7 +80,7 @@ def api(tmp_path: Path, retrieve_address: str) -> Iterator[Api]:
 def _code(call: Any, request: Any) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as caught:
         call(request, timeout=TIMEOUT)
-    return caught.value.code(), caught.value.details()
+    return caught.value.code(), caught.value.details() or ""
 
 
 def _create(api: Api, name: str = "手册") -> ingest_pb2.KnowledgeBase:
@@ -89,7 +89,7 @@ def _create(api: Api, name: str = "手册") -> ingest_pb2.KnowledgeBase:
     )
 
 
-def _submit(api: Api, name: str, content: bytes, kb: str = "手册", **extra: int) -> ingest_pb2.Job:
+def _submit(api: Api, name: str, content: bytes, kb: str = "手册", **extra: Any) -> ingest_pb2.Job:
     request = ingest_pb2.SubmitFileRequest(knowledge_base=kb, file_name=name, content=content, **extra)
     return api.stub.SubmitFile(request, timeout=TIMEOUT)
 

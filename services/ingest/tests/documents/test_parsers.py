@@ -218,6 +218,21 @@ def test_outlook_msg_headers_and_body() -> None:
     assert "Cc:" not in segment.text  # empty headers are left out
 
 
+def test_outlook_msg_without_message_class_is_a_parse_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # extract_msg opens a file of class "IPM" as a bare MSGFile, which has no body or headers.
+    import extract_msg
+
+    class BareMsg:
+        classType = "IPM"
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(extract_msg, "openMsg", lambda data, **kwargs: BareMsg())
+    with pytest.raises(ParseError, match=r"note\.msg: an Outlook \.msg file of class 'IPM', not a message"):
+        parse("note.msg", b"ignored")
+
+
 def test_eml_prefers_plain_text_and_lists_attachments() -> None:
     from email.message import EmailMessage
 

@@ -66,7 +66,7 @@ def test_doc_without_libreoffice_is_read_by_antiword(legacy: dict[str, bytes], m
 
 
 def test_without_any_converter_the_job_says_what_to_install(legacy: dict[str, bytes], monkeypatch) -> None:
-    monkeypatch.setattr(converted.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # the module converted.py calls
     with pytest.raises(
         ParseError, match=r"deck\.ppt: reading \.ppt files needs LibreOffice.*libreoffice-impress"
     ):

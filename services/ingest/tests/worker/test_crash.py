@@ -129,6 +129,7 @@ def test_a_worker_killed_mid_job_leaves_it_to_be_finished_exactly_once(
             with celery_worker(settings, free_port(), tmp_path / "worker-2.log"):
                 deadline = time.monotonic() + FINISH_S
                 requeued = False
+                current = ingest_pb2.Job()  # replaced on the first pass
                 while time.monotonic() < deadline:
                     current = _get(ingest, job.id)
                     requeued = requeued or "stopped answering" in current.error

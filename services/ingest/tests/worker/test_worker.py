@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -214,7 +215,7 @@ def _kb(stack: Stack) -> str:
     return name
 
 
-def _submit(stack: Stack, kb: str, name: str, content: bytes, **extra: int) -> str:
+def _submit(stack: Stack, kb: str, name: str, content: bytes, **extra: Any) -> str:
     request = ingest_pb2.SubmitFileRequest(knowledge_base=kb, file_name=name, content=content, **extra)
     job = stack.ingest.SubmitFile(request, timeout=TIMEOUT)
     assert job.state == ingest_pb2.JOB_STATE_QUEUED
@@ -425,6 +426,7 @@ def test_unreachable_embed_is_retried_then_fails_with_the_reason(
         )
         deadline = time.monotonic() + JOB_TIMEOUT_S
         seen_retry = False
+        current = ingest_pb2.Job()  # replaced on the first pass
         while time.monotonic() < deadline:
             current = ingest.GetJob(ingest_pb2.GetJobRequest(id=job.id), timeout=TIMEOUT)
             seen_retry = seen_retry or current.error.startswith("waiting for embed (attempt 1, next try in ")
