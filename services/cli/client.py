@@ -269,7 +269,14 @@ class ZhikuClient:
 
     def chat_stream(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """The chunks of a streamed chat completion, up to ``[DONE]``; in-band errors raise."""
-        for data in self._stream_events("POST", "/v1/chat/completions", json={**body, "stream": True}):
+        return self._chunks("/v1/chat/completions", body)
+
+    def agent_stream(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """The chunks of a streamed agent run (``agent_step`` chunks among them)."""
+        return self._chunks("/v1/agent/completions", body)
+
+    def _chunks(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        for data in self._stream_events("POST", path, json={**body, "stream": True}):
             if data.strip() == "[DONE]":
                 return
             chunk = json.loads(data)

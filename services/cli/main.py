@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from services.cli.client import DEFAULT_URL
-from services.cli.commands import ask, ingest, jobs, kb, keys, search, up
+from services.cli.commands import agent, ask, ingest, jobs, kb, keys, search, up
 from services.cli.context import CliState
 
 app = typer.Typer(
@@ -44,6 +44,7 @@ app.command("up")(up.up)
 app.add_typer(kb.app, name="kb")
 app.command("ingest")(ingest.ingest)
 app.command("ask")(ask.ask)
+app.command("agent")(agent.agent)
 app.command("search")(search.search)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(keys.app, name="keys")
