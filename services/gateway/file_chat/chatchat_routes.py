@@ -103,6 +103,7 @@ async def file_chat(
     if chat is None:
         envelope = not_found(f"未找到临时知识库 {body.knowledge_id}，请先上传文件")
         return JSONResponse(envelope.model_dump())
+    body = await chatchat_chat.with_served_model(body, clients, settings)
     completion = chatchat_chat.completion_request(
         body, chat.knowledge_base, top_k=body.top_k, score_threshold=chatchat_threshold(body.score_threshold)
     )

@@ -16,7 +16,8 @@ import asyncio
 from fastapi import APIRouter
 
 from services.gateway.deps import ClientsDep, SettingsDep
-from zhiku.v1 import generate_pb2, ingest_pb2
+from services.gateway.served_models import served_models
+from zhiku.v1 import ingest_pb2
 
 router = APIRouter(prefix="/v1/models", tags=["openai"])
 
@@ -29,17 +30,10 @@ async def list_models(clients: ClientsDep, settings: SettingsDep) -> dict[str, o
     """The served models (from every generate service), then ``kb:<name>`` for each knowledge
     base the caller's key may use."""
     timeout = settings.request_timeout_s
-    *served, kbs = await asyncio.gather(
-        *(
-            stub.ListModels(generate_pb2.ListModelsRequest(), timeout=timeout)
-            for stub in clients.generate_services
-        ),
+    cards, kbs = await asyncio.gather(
+        served_models(clients, timeout),
         clients.ingest.ListKnowledgeBases(ingest_pb2.ListKnowledgeBasesRequest(), timeout=timeout),
     )
-    cards: dict[str, generate_pb2.ModelCard] = {}
-    for reply in served:
-        for card in reply.models:
-            cards.setdefault(card.id, card)
     data: list[dict[str, object]] = [
         {
             "id": card.id,

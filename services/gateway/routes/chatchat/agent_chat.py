@@ -20,7 +20,12 @@ from services.gateway.agent.loop import AgentEvent, AgentFinished, AnswerDelta, 
 from services.gateway.deps import ClientsDep, CurrentKey, SettingsDep, StoreDep
 from services.gateway.errors import rpc_error_body
 from services.gateway.routes.agent import start_agent
-from services.gateway.routes.chatchat.chat import EVENT_STREAM, ChatBody, completion_request
+from services.gateway.routes.chatchat.chat import (
+    EVENT_STREAM,
+    ChatBody,
+    completion_request,
+    with_served_model,
+)
 from services.gateway.routes.chatchat.envelopes import ERRORS, sse_frame
 from services.gateway.routes.chatchat.knowledge_base import SSE_HEADERS
 from services.gateway.schemas.agent import AgentCompletionRequest
@@ -70,9 +75,13 @@ async def agent_chat(
 ) -> StreamingResponse:
     """Agent chat: frames ``{"tools": [...]}`` per finished tool call, ``{"answer": token}``,
     then ``{"final_answer": answer}``."""
-    chat = completion_request(body)
+    chat = completion_request(await with_served_model(body, clients, settings))
     agent_body = AgentCompletionRequest(
-        messages=chat.messages, temperature=chat.temperature, max_tokens=chat.max_tokens, stream=body.stream
+        model=chat.model,
+        messages=chat.messages,
+        temperature=chat.temperature,
+        max_tokens=chat.max_tokens,
+        stream=body.stream,
     )
     _, _, events, first = await start_agent(agent_body, request, clients, settings, store, principal)
 

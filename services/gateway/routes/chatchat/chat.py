@@ -3,9 +3,10 @@
 Both answer ``text/event-stream`` whether or not ``stream`` is set, as Chatchat does: with
 ``stream`` one frame per token, without it a single frame holding the whole answer. Requests
 are translated into the gateway's own chat request, so retrieval, prompts and generation are
-exactly those of ``/v1/chat/completions``. ``model_name`` picks the model as ``model`` does
-there (empty: the default model; one not served: 404 naming it), ``prompt_name`` is accepted
-and ignored, and history is passed as chat turns.
+exactly those of ``/v1/chat/completions``. ``model_name`` picks a served model as ``model`` does
+there; Chatchat's clients send their own configured LLM's name with every request, so a name
+not served here is answered by the default model (a drop-in must not refuse them).
+``prompt_name`` is accepted and ignored, and history is passed as chat turns.
 
 ``conversation_id`` works as in Chatchat: the turn (question and answer) is stored in that
 conversation, created on first use under the id the client chose, and with no ``history`` in
@@ -19,7 +20,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
 import anyio
@@ -32,6 +33,7 @@ from services.gateway import submitting
 from services.gateway.access import Principal, key_of, visible_owner
 from services.gateway.chat.generation import Generation, start_generation
 from services.gateway.chat.planning import plan_chat
+from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
 from services.gateway.deps import ClientsDep, CurrentKey, SettingsDep, StoreDep
 from services.gateway.errors import HttpApiError, rpc_error_body
@@ -52,6 +54,7 @@ from services.gateway.routes.chatchat.knowledge_base import (
 )
 from services.gateway.schemas.openai import ChatCompletionRequest, ChatMessageIn
 from services.gateway.schemas.refs import CONVERSATION_REF, KB_REF, MODEL_REF
+from services.gateway.served_models import served_or_default
 from services.gateway.store import GatewayStore
 from zhiku.v1 import common_pb2, ingest_pb2
 
@@ -80,7 +83,7 @@ class ChatBody(BaseModel):
     stream: bool = False
     model_name: str = Field(
         default="",
-        description="a model from GET /v1/models; empty: the default model",
+        description="a model from GET /v1/models; empty or not served here: the default model",
         json_schema_extra=MODEL_REF,
     )
     temperature: float = Field(default=0.7, ge=0, le=2)
@@ -94,6 +97,15 @@ class KnowledgeBaseChatBody(ChatBody):
     score_threshold: float = Field(
         default=CHATCHAT_SCORE_THRESHOLD, ge=0, le=1, description="Chatchat's meaning: 1 = no filtering"
     )
+
+
+BodyT = TypeVar("BodyT", bound=ChatBody)
+
+
+async def with_served_model(body: BodyT, clients: ServiceClients, settings: GatewaySettings) -> BodyT:
+    """``body`` with ``model_name`` kept when served here, else cleared (the default answers)."""
+    model = await served_or_default(clients, body.model_name, settings.request_timeout_s)
+    return body if model == body.model_name else body.model_copy(update={"model_name": model})
 
 
 def completion_request(
@@ -208,6 +220,7 @@ async def chat(
     body: ChatBody, clients: ClientsDep, settings: SettingsDep, store: StoreDep, principal: CurrentKey
 ) -> StreamingResponse:
     """Plain chat: frames ``{"text": token, "message_id": id}``."""
+    body = await with_served_model(body, clients, settings)
     conversation = await ChatchatConversation.open(body, store, principal, settings)
     stored = conversation.history if conversation else None
     plan = await plan_chat(completion_request(body, stored=stored), clients, settings)
@@ -265,6 +278,7 @@ async def knowledge_base_chat(
         if submitting.is_not_found(error):
             return _json(not_found(kb_not_found(kb)))
         raise
+    body = await with_served_model(body, clients, settings)
     conversation = await ChatchatConversation.open(body, store, principal, settings)
     completion = completion_request(
         body,
