@@ -16,7 +16,7 @@ from zhiku.v1 import generate_pb2
 def agent_messages(messages: list[ChatMessageIn]) -> list[generate_pb2.ChatMessage]:
     """The conversation for the generate service, tool turns included."""
     return [
-        generate_pb2.ChatMessage(role=message.role, content=message.text(), **tool_fields(message))  # type: ignore[arg-type]
+        generate_pb2.ChatMessage(role=message.role, content=message.text(), **tool_fields(message))
         for message in messages
     ]
 

@@ -180,6 +180,6 @@ async def plan_chat(
         max_tokens=body.max_completion_tokens or body.max_tokens,
         stop=stop,
         model=model,
-        **options_fields(body),  # type: ignore[arg-type]
+        **options_fields(body),
     )
     return ChatPlan(request=request, knowledge_base=kb_name, passages=passages, retrieval_query=query)

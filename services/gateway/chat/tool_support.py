@@ -10,6 +10,7 @@ service refuses the same request itself (INVALID_ARGUMENT) should one slip past.
 from __future__ import annotations
 
 import json
+from typing import TypedDict
 
 from services.gateway.clients import ServiceClients
 from services.gateway.errors import HttpApiError
@@ -30,7 +31,24 @@ ANY_BACKEND = (
 )
 
 
-def tool_fields(message: ChatMessageIn) -> dict[str, object]:
+class ToolTurnFields(TypedDict, total=False):
+    """``ChatMessage``'s tool fields, as :func:`tool_fields` gives them."""
+
+    tool_calls: list[generate_pb2.ToolCall]
+    tool_call_id: str
+    name: str
+
+
+class OptionsFields(TypedDict, total=False):
+    """``GenerateRequest``'s tool and response-format fields, as :func:`options_fields` gives them."""
+
+    tools_json: str
+    tool_choice_json: str
+    parallel_tool_calls: bool
+    response_format_json: str
+
+
+def tool_fields(message: ChatMessageIn) -> ToolTurnFields:
     """The ``ChatMessage`` fields of a tool turn: an assistant's calls, or a tool's result."""
     if message.role == "tool":
         if not message.tool_call_id:
@@ -47,9 +65,9 @@ def tool_fields(message: ChatMessageIn) -> dict[str, object]:
     return {}
 
 
-def options_fields(body: ChatCompletionRequest) -> dict[str, object]:
+def options_fields(body: ChatCompletionRequest) -> OptionsFields:
     """``GenerateRequest``'s tool and response-format fields, as JSON text (only those set)."""
-    fields: dict[str, object] = {}
+    fields: OptionsFields = {}
     if body.tools:
         fields["tools_json"] = json.dumps(body.tools, ensure_ascii=False)
         if body.tool_choice is not None:

@@ -33,7 +33,8 @@ DatabaseName = Annotated[
 
 
 async def get_agent_tools(request: Request) -> ToolRegistry:
-    return request.app.state.agent_tools
+    tools: ToolRegistry = request.app.state.agent_tools
+    return tools
 
 
 AgentToolsDep = Annotated[ToolRegistry, Depends(get_agent_tools)]

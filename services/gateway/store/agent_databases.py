@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, select
 
+from services.common.database import rows_matched
 from services.gateway.store.database import Database
 from services.gateway.store.tables import AgentDatabaseRow
 
@@ -45,4 +46,5 @@ class AgentDatabaseRepo:
 
     def delete(self, name: str) -> bool:
         with self.db.session(write=True) as session:
-            return session.execute(delete(AgentDatabaseRow).where(AgentDatabaseRow.name == name)).rowcount > 0  # type: ignore[attr-defined]
+            deleted = session.execute(delete(AgentDatabaseRow).where(AgentDatabaseRow.name == name))
+            return rows_matched(deleted) > 0

@@ -9,6 +9,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -69,7 +70,8 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def context(stack: Stack) -> AsyncIterator[ToolContext]:
-    common = CommonSettings(**{f"{name}_addr": address for name, address in stack.addresses.items()})
+    addrs: dict[str, Any] = {f"{name}_addr": address for name, address in stack.addresses.items()}
+    common = CommonSettings(**addrs)
     settings = GatewaySettings(catalog_url="sqlite:///unused.db", common=common)
     clients = ServiceClients.connect(common, KnowledgeBaseGuard())
     yield ToolContext(settings=settings, clients=clients)

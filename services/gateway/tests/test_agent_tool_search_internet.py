@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import pytest_asyncio
@@ -197,10 +197,13 @@ async def server() -> AsyncIterator[str]:
         yield url
 
 
-async def search(provider: str, url: str, arguments: dict[str, Any], **overrides: Any):
+SearchProvider = Literal["searxng", "bing", "tavily", "duckduckgo"]  # GatewaySettings.agent_search_provider
+
+
+async def search(provider: SearchProvider, url: str, arguments: dict[str, Any], **overrides: Any):
     settings = GatewaySettings(
         catalog_url="sqlite:///unused.db",
-        agent_tools="search_internet",
+        agent_tools=["search_internet"],
         agent_search_provider=provider,
         agent_search_url=url,
         agent_search_api_key=overrides.pop("key", KEY),

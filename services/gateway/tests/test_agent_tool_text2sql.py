@@ -71,7 +71,7 @@ def sqlite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def tools(pg_schema: str, sqlite_file: Path) -> AsyncIterator[ToolRegistry]:
     settings = GatewaySettings(
         catalog_url="sqlite:///unused.db",
-        agent_tools="text2sql",
+        agent_tools=["text2sql"],
         agent_sql_timeout_s=TIMEOUT_S,
         agent_sql_max_rows=MAX_ROWS,
         agent_sql_databases={

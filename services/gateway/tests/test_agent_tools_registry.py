@@ -4,6 +4,7 @@ interface every tool implements, and the fence that keeps outside content data."
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from openai.types.chat import ChatCompletionFunctionToolParam
@@ -16,7 +17,7 @@ from services.gateway.config import GatewaySettings
 ALL = "search_knowledge_base,calculate,search_internet,read_url,text2sql"
 
 
-def settings(**overrides: object) -> GatewaySettings:
+def settings(**overrides: Any) -> GatewaySettings:
     return GatewaySettings(catalog_url="sqlite:///unused.db", **overrides)
 
 

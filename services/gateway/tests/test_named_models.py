@@ -10,11 +10,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import openai
 import pytest
 import pytest_asyncio
+from openai.types.chat import ChatCompletionMessageParam
 
 from services.gateway.app import create_app
 from services.generate.config import GenerateSettings
@@ -41,7 +43,8 @@ class Served:
     kb: str
 
 
-def entry(base_url: str, upstream_model: str, window: int) -> dict[str, object]:
+def entry(base_url: str, upstream_model: str, window: int) -> dict[str, Any]:
+    """One ``ZHIKU_GENERATE_MODELS`` entry (``GenerateSettings.models`` holds them as such)."""
     return {
         "backend": "openai",
         "openai_base_url": base_url,
@@ -121,7 +124,7 @@ async def test_models_list_names_every_model_with_its_capabilities(served: Serve
 
 async def test_each_request_reaches_the_model_it_names(served: Served) -> None:
     reset(served)
-    question = [{"role": "user", "content": "Say hello."}]
+    question: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
     async with sdk(served) as client:
         answer = await client.chat.completions.create(model="qwen", messages=question)
         stream = await client.chat.completions.create(model="tiny", messages=question, stream=True)
@@ -137,7 +140,7 @@ async def test_each_request_reaches_the_model_it_names(served: Served) -> None:
 
 async def test_an_unknown_model_is_a_404_naming_it(served: Served) -> None:
     reset(served)
-    question = [{"role": "user", "content": "Say hello."}]
+    question: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
     async with sdk(served) as client:
         for stream in (False, True):
             with pytest.raises(openai.NotFoundError) as raised:
@@ -152,7 +155,7 @@ async def test_follow_ups_are_rewritten_by_the_rewrite_model_and_answered_by_the
     served: Served,
 ) -> None:
     reset(served)
-    history = [
+    history: list[ChatCompletionMessageParam] = [
         {"role": "user", "content": "Tell me about the Hanseatic League."},
         {"role": "assistant", "content": "A league of merchant guilds."},
         {"role": "user", "content": "When was it founded?"},
@@ -200,7 +203,7 @@ async def test_the_gateway_sends_follow_ups_to_the_rewrite_model_at_its_own_addr
     settings = gateway_settings(
         served.stack.addresses, generate_model_addrs={"solo": served.solo_addr}, rewrite_model="solo"
     )
-    history = [
+    history: list[ChatCompletionMessageParam] = [
         {"role": "user", "content": "Tell me about the Hanseatic League."},
         {"role": "assistant", "content": "A league of merchant guilds."},
         {"role": "user", "content": "When was it founded?"},

@@ -15,13 +15,21 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import openai
 import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 from langchain_openai import ChatOpenAI
+from openai.types.chat import (
+    ChatCompletionAssistantMessageParam,
+    ChatCompletionNamedToolChoiceParam,
+    ChatCompletionToolMessageParam,
+    ChatCompletionToolParam,
+    ChatCompletionUserMessageParam,
+)
+from pydantic import SecretStr
 
 from services.gateway.app import create_app
 from services.generate.config import GenerateSettings, bundled_gguf
@@ -31,7 +39,7 @@ from testing.fake_openai import FakeOpenAI, Reply, ScriptedToolCall, running
 from .stack import running_stack
 from .support import gateway_settings, running_service, served
 
-WEATHER_TOOL: dict[str, Any] = {
+WEATHER_TOOL: ChatCompletionToolParam = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -43,7 +51,7 @@ WEATHER_TOOL: dict[str, Any] = {
         },
     },
 }
-TIME_TOOL: dict[str, Any] = {
+TIME_TOOL: ChatCompletionToolParam = {
     "type": "function",
     "function": {
         "name": "get_time",
@@ -51,7 +59,7 @@ TIME_TOOL: dict[str, Any] = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
     },
 }
-QUESTION = {"role": "user", "content": "What is the weather in Paris?"}
+QUESTION: ChatCompletionUserMessageParam = {"role": "user", "content": "What is the weather in Paris?"}
 PARIS = '{"city": "Paris"}'
 
 
@@ -72,7 +80,7 @@ async def upstream() -> AsyncIterator[tuple[FakeOpenAI, str]]:
             backend="openai",
             openai_base_url=fake.base_url,
             openai_model="fake-model",
-            openai_api_key="test-key",
+            openai_api_key=SecretStr("test-key"),
             openai_max_retries=0,
             metrics_port=0,
         )
@@ -85,7 +93,9 @@ def sdk(url: str) -> openai.AsyncOpenAI:
 
 
 def chat_model(url: str) -> ChatOpenAI:
-    return ChatOpenAI(model="fake-model", base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+    return ChatOpenAI(
+        model="fake-model", base_url=f"{url}/v1", api_key=SecretStr("unused"), max_retries=0, timeout=60
+    )
 
 
 async def test_sdk_round_trip_non_streamed(upstream: tuple[FakeOpenAI, str]) -> None:
@@ -122,7 +132,7 @@ async def test_sdk_round_trip_non_streamed(upstream: tuple[FakeOpenAI, str]) -> 
             model="fake-model",
             messages=[
                 QUESTION,
-                choice.message.model_dump(exclude_none=True),
+                cast(ChatCompletionAssistantMessageParam, choice.message.model_dump(exclude_none=True)),
                 {"role": "tool", "tool_call_id": "call_w1", "content": '{"sky": "sunny"}'},
             ],
             tools=[WEATHER_TOOL],
@@ -189,7 +199,7 @@ async def test_langchain_bind_tools_invoke_and_stream(upstream: tuple[FakeOpenAI
     fake.replies.extend(
         [Reply(tool_calls=[call]), Reply(tool_calls=[call], fragment_chars=2), Reply(tokens=["Sunny."])]
     )
-    llm = chat_model(url).bind_tools([WEATHER_TOOL])
+    llm = chat_model(url).bind_tools([dict(WEATHER_TOOL)])  # LangChain takes a plain dict
     question = [HumanMessage("What is the weather in Paris?")]
     expected = [{"name": "get_weather", "args": {"city": "Paris"}, "id": "call_lc", "type": "tool_call"}]
 
@@ -268,7 +278,8 @@ async def test_malformed_tool_requests_are_precise(upstream: tuple[FakeOpenAI, s
         with pytest.raises(openai.UnprocessableEntityError) as orphan:
             await client.chat.completions.create(
                 model="fake-model",
-                messages=[QUESTION, {"role": "tool", "content": "sunny"}],
+                # Deliberately invalid: a tool result without tool_call_id.
+                messages=[QUESTION, {"role": "tool", "content": "sunny"}],  # type: ignore[list-item, misc]
                 tools=[WEATHER_TOOL],
             )
         assert "tool_call_id" in orphan.value.message
@@ -304,7 +315,7 @@ async def test_llamacpp_calls_tools_only_with_a_tool_calling_chat_format() -> No
         assert "LLAMACPP_CHAT_FORMAT" in refused.value.message
 
     tooled = plain.model_copy(update={"llamacpp_chat_format": "chatml-function-calling"})
-    named = {"type": "function", "function": {"name": "get_weather"}}
+    named: ChatCompletionNamedToolChoiceParam = {"type": "function", "function": {"name": "get_weather"}}
     async with gateway_over(tooled) as url, sdk(url) as client:
         whole = await client.chat.completions.create(
             model="default",
@@ -326,11 +337,13 @@ async def test_llamacpp_calls_tools_only_with_a_tool_calling_chat_format() -> No
         chunks = [chunk async for chunk in stream]
     assert whole.choices[0].finish_reason == "tool_calls"
     calls = whole.choices[0].message.tool_calls
-    assert calls is not None and calls[0].function.name == "get_weather"
+    assert calls is not None and calls[0].type == "function" and calls[0].function.name == "get_weather"
     assert isinstance(json.loads(calls[0].function.arguments), dict)  # the grammar's JSON
     pieces = [p for c in chunks if c.choices for p in c.choices[0].delta.tool_calls or ()]
-    assert [p.function.name for p in pieces if p.function.name] == ["get_weather"]  # once
-    streamed_arguments = "".join(p.function.arguments or "" for p in pieces)
+    functions = [p.function for p in pieces if p.function is not None]
+    assert len(functions) == len(pieces)  # every fragment carries its function part
+    assert [f.name for f in functions if f.name] == ["get_weather"]  # once
+    streamed_arguments = "".join(f.arguments or "" for f in functions)
     assert json.loads(streamed_arguments) == json.loads(calls[0].function.arguments)
 
 
@@ -366,7 +379,10 @@ async def test_knowledge_base_with_tools_puts_passages_in_the_system_message(tmp
                     Reply(tokens=["Employees ", "get ", "fifteen ", "days ", "[1]."]),
                 ]
             )
-            question = {"role": "user", "content": "How many days of annual leave do employees get?"}
+            question: ChatCompletionUserMessageParam = {
+                "role": "user",
+                "content": "How many days of annual leave do employees get?",
+            }
             async with sdk(stack.url) as client:
                 called = await client.chat.completions.create(
                     model="fake-model",
@@ -374,10 +390,18 @@ async def test_knowledge_base_with_tools_puts_passages_in_the_system_message(tmp
                     tools=[WEATHER_TOOL],
                     extra_body={"knowledge_base": "leave"},
                 )
-                result = {"role": "tool", "tool_call_id": "call_k", "content": "sunny"}
+                result: ChatCompletionToolMessageParam = {
+                    "role": "tool",
+                    "tool_call_id": "call_k",
+                    "content": "sunny",
+                }
+                echoed = cast(
+                    ChatCompletionAssistantMessageParam,
+                    called.choices[0].message.model_dump(exclude_none=True),
+                )
                 answered = await client.chat.completions.create(
                     model="fake-model",
-                    messages=[question, called.choices[0].message.model_dump(exclude_none=True), result],
+                    messages=[question, echoed, result],
                     tools=[WEATHER_TOOL],
                     extra_body={"knowledge_base": "leave"},
                 )

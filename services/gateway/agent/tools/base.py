@@ -104,7 +104,8 @@ def parameters_of(model: type[Arguments]) -> dict[str, Any]:
     """The JSON Schema of ``model`` as OpenAI's ``parameters``: pydantic's titles dropped, and an
     optional field shown as its plain type (not ``anyOf`` with null), which every model's
     tool-call grammar handles."""
-    return _plain(model.model_json_schema())
+    schema: dict[str, Any] = _plain(model.model_json_schema())
+    return schema
 
 
 def _plain(node: Any) -> Any:

@@ -15,7 +15,7 @@ import math
 import operator
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import simpleeval  # type: ignore[import-untyped]
 from pydantic import Field
@@ -34,6 +34,7 @@ MAX_DIGITS = 1000  # of any integer an operation may produce
 MAX_FACTORIAL = 400  # 400! has 869 digits
 MAX_COMBINATORIC_N = 2000
 Number = int | float
+_Value = TypeVar("_Value")
 
 
 class CalculateArguments(Arguments):
@@ -54,7 +55,7 @@ def _digits(value: float) -> float:
     return math.log10(abs(value)) + 1 if value else 1
 
 
-def _bounded(value: Any) -> Any:
+def _bounded(value: _Value) -> _Value:
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_DIGITS * 3.33:
         raise simpleeval.NumberTooHigh(f"the result would have more than {MAX_DIGITS} digits")
     return value
@@ -65,12 +66,15 @@ def _power(base: Number, exponent: Number) -> Number:
         if exponent * _digits(base) > MAX_DIGITS:
             raise simpleeval.NumberTooHigh(f"{base} ** {exponent} would have more than {MAX_DIGITS} digits")
     try:
-        return _bounded(base**exponent)
+        result: Number = base**exponent  # int ** int is typed Any: a negative exponent gives a float
+        return _bounded(result)
     except OverflowError:
         raise simpleeval.NumberTooHigh(f"{base} ** {exponent} is too large") from None
 
 
-def _multiply(left: Number, right: Number) -> Number:
+# Operators and functions get whatever their operands evaluated to (simpleeval checks nothing),
+# hence `object` where they check the types themselves.
+def _multiply(left: object, right: object) -> Number:
     if not isinstance(left, int | float) or not isinstance(right, int | float):
         raise simpleeval.InvalidExpression("only numbers can be multiplied")
     if isinstance(left, int) and isinstance(right, int) and _digits(left) + _digits(right) > MAX_DIGITS + 1:
@@ -78,7 +82,7 @@ def _multiply(left: Number, right: Number) -> Number:
     return left * right
 
 
-def _factorial(value: int) -> int:
+def _factorial(value: object) -> int:
     if not isinstance(value, int) or value < 0:
         raise simpleeval.InvalidExpression("factorial() takes a non-negative integer")
     if value > MAX_FACTORIAL:
@@ -96,7 +100,7 @@ def _checked(function: Callable[..., Any]) -> Callable[..., Any]:
 def _combinatoric(function: Callable[..., int]) -> Callable[..., int]:
     """comb/perm with n limited like factorial (their cost grows with n before any check)."""
 
-    def call(n: int, *rest: int) -> int:
+    def call(n: object, *rest: object) -> int:
         if isinstance(n, int) and n > MAX_COMBINATORIC_N:
             raise simpleeval.NumberTooHigh(f"{function.__name__}() is limited to n <= {MAX_COMBINATORIC_N}")
         return _bounded(function(n, *rest))
@@ -176,7 +180,9 @@ class NumericEval(simpleeval.SimpleEval):  # type: ignore[misc]
 
     def __init__(self) -> None:
         super().__init__(operators=dict(OPERATORS), functions=dict(FUNCTIONS), names=dict(NAMES))
-        self.nodes: dict[type[ast.AST], Any] = {node: handler for node, handler in self.nodes.items() if node in ALLOWED_NODES}
+        self.nodes: dict[type[ast.AST], Any] = {
+            node: handler for node, handler in self.nodes.items() if node in ALLOWED_NODES
+        }
         self.nodes[ast.Constant] = self._number
 
     def _number(self, node: ast.Constant) -> Number:
