@@ -33,11 +33,13 @@ class FakeServices:
         self.rewritten = "standalone question"
 
     def clients(self) -> Any:
+        generate = SimpleNamespace(RewriteQuery=self.rewrite)
         return SimpleNamespace(
             ingest=SimpleNamespace(GetKnowledgeBase=self.get_knowledge_base),
             embed=SimpleNamespace(Embed=self.embed),
             retrieve=SimpleNamespace(Search=self.search),
-            generate=SimpleNamespace(RewriteQuery=self.rewrite),
+            generate=generate,
+            generate_for=lambda model: generate,  # one generate service serves every model
             kb_cache=KnowledgeBaseCache(ttl_s=0),
             guard=KnowledgeBaseGuard(),
         )
