@@ -68,7 +68,7 @@ def test_a_conversation_keeps_the_model_it_was_held_with(
     page.goto(f"{str(api.base_url).rstrip('/')}/#/chat")
     enter_key_when_asked(page)
     choice = page.get_by_test_id("chat-model")
-    expect(choice.locator("option")).to_have_text(["extractive", "tiny"])  # the default first
+    expect(choice.locator("option")).to_have_text(["extractive", "tiny · tools"])  # the default first
     page.get_by_test_id("chat-mode").select_option("plain")
 
     choice.select_option("tiny")

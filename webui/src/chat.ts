@@ -1,7 +1,9 @@
 // The chat page: plain, knowledge-base or file chat with streamed Markdown answers, numbered
 // sources that open their passage (each saying whether it backs the answer), unsupported
 // sentences underlined, abstentions shown as a notice, conversations (when the gateway stores
-// them), copy and feedback thumbs.
+// them), copy and feedback thumbs; in agent mode the model calls the gateway's tools and each
+// step is shown folded above its answer.
+import { type AgentStep, AgentSteps, collectStoredSteps, type ToolTurn } from "./agent";
 import { ApiError, errorMessage, getJson, openFile, raw, request, routeExists, sendJson, sseData } from "./api";
 import { append, clear, h } from "./dom";
 import { markSentinels, type UnsupportedSentence, withSentinels } from "./grounding";
@@ -16,8 +18,10 @@ export interface Citation {
   score?: number;
   text: string;
   url?: string;
-  /** The n of [n] in the answer; with the checked citations (answer complete) also: */
+  /** The n of [n] in the answer (agent answers: ``number``); with the checked citations
+   * (answer complete) also: */
   index?: number;
+  number?: number;
   cited?: boolean; // the answer cites it
   supported?: boolean; // it backs a sentence that cites it
 }
@@ -36,10 +40,8 @@ interface Conversation {
   updated_at?: number | string;
 }
 
-interface StoredMessage extends Grounding {
+interface StoredMessage extends Grounding, ToolTurn {
   id: string;
-  role: string;
-  content: string;
   citations?: Citation[];
   feedback?: { score: number; reason?: string } | null;
 }
@@ -60,13 +62,16 @@ interface Model {
 type Mode = "plain" | "kb" | "files";
 
 const SETTINGS_KEY = "zhiku.chatSettings";
-// The model each conversation was held with (conversation id -> model id): this browser's own.
+// The model each conversation was held with (conversation id -> model id), and whether in
+// agent mode (conversation id -> true): this browser's own.
 const CONVERSATION_MODELS_KEY = "zhiku.conversationModels";
+const CONVERSATION_AGENT_KEY = "zhiku.conversationAgent";
 
 interface Settings {
   mode: Mode;
   kb: string;
   model: string; // "" or "default": the gateway's default model
+  agent: boolean; // agent mode: /v1/agent/completions with the gateway's tools
   topK: number;
   threshold: number;
   temperature: number;
@@ -74,7 +79,16 @@ interface Settings {
 }
 
 function loadSettings(): Settings {
-  const defaults: Settings = { mode: "kb", kb: "", model: "", topK: 5, threshold: 0, temperature: 0.7, history: 6 };
+  const defaults: Settings = {
+    mode: "kb",
+    kb: "",
+    model: "",
+    agent: false,
+    topK: 5,
+    threshold: 0,
+    temperature: 0.7,
+    history: 6,
+  };
   try {
     return { ...defaults, ...JSON.parse(localStorage.getItem(SETTINGS_KEY) ?? "{}") };
   } catch {
@@ -82,16 +96,16 @@ function loadSettings(): Settings {
   }
 }
 
-function conversationModels(): Record<string, string> {
+function conversationChoices<T>(key: string): Record<string, T> {
   try {
-    return JSON.parse(localStorage.getItem(CONVERSATION_MODELS_KEY) ?? "{}") as Record<string, string>;
+    return JSON.parse(localStorage.getItem(key) ?? "{}") as Record<string, T>;
   } catch {
     return {};
   }
 }
 
-function rememberConversationModel(id: string, model: string): void {
-  localStorage.setItem(CONVERSATION_MODELS_KEY, JSON.stringify({ ...conversationModels(), [id]: model }));
+function rememberConversationChoice<T>(key: string, id: string, value: T): void {
+  localStorage.setItem(key, JSON.stringify({ ...conversationChoices<T>(key), [id]: value }));
 }
 
 function labelled(label: string, control: HTMLElement, testid?: string): HTMLLabelElement {
@@ -102,6 +116,7 @@ export class ChatPage {
   readonly root = h("section", { class: "page chat-page", "data-testid": "chat-page" });
   private settings = loadSettings();
   private conversationsSupported = false;
+  private agentSupported = false;
   private conversations: Conversation[] = [];
   private activeId: string | null = null;
   private history: Array<{ role: string; content: string }> = [];
@@ -126,7 +141,10 @@ export class ChatPage {
 
   async start(): Promise<void> {
     this.renderStatic();
-    this.conversationsSupported = await routeExists("/v1/conversations");
+    [this.conversationsSupported, this.agentSupported] = await Promise.all([
+      routeExists("/v1/conversations"),
+      routeExists("/v1/agent/tools"),
+    ]);
     this.convPane.hidden = !this.conversationsSupported;
     await Promise.all([
       this.loadKnowledgeBases(),
@@ -218,7 +236,7 @@ export class ChatPage {
         onchange: (event: Event) => {
           s.model = (event.target as HTMLSelectElement).value;
           this.save();
-          if (this.activeId) rememberConversationModel(this.activeId, s.model);
+          if (this.activeId) rememberConversationChoice(CONVERSATION_MODELS_KEY, this.activeId, s.model);
         },
       },
       ...this.models.map((m) =>
@@ -229,6 +247,18 @@ export class ChatPage {
         ),
       ),
     );
+    const agent = h("input", {
+      type: "checkbox",
+      checked: s.agent,
+      "data-testid": "chat-agent",
+      title: t("chat.agentHelp"),
+      onchange: (event: Event) => {
+        s.agent = (event.target as HTMLInputElement).checked;
+        this.save();
+        if (this.activeId) rememberConversationChoice(CONVERSATION_AGENT_KEY, this.activeId, s.agent);
+        this.renderControls();
+      },
+    });
     const number = (key: "topK" | "threshold" | "temperature" | "history", attrs: Record<string, string>) =>
       h("input", {
         type: "number",
@@ -241,19 +271,26 @@ export class ChatPage {
           this.save();
         },
       });
+    // Agent runs choose their own searches, and the gateway puts the conversation's history in.
+    const agentOn = this.agentSupported && s.agent;
     clear(this.controls);
     append(
       this.controls,
       this.models.length > 1 ? labelled(t("chat.model"), model, "chat-model-field") : null,
+      this.agentSupported ? labelled(t("chat.agent"), agent, "chat-agent-field") : null,
       labelled(t("chat.mode"), mode),
       s.mode === "kb" ? labelled(t("chat.kb"), kb) : null,
       s.mode === "files" ? this.fileChatControl() : null,
-      s.mode !== "plain" ? labelled(t("chat.topK"), number("topK", { min: "1", max: "100", step: "1" })) : null,
-      s.mode !== "plain"
+      s.mode !== "plain" && !agentOn
+        ? labelled(t("chat.topK"), number("topK", { min: "1", max: "100", step: "1" }))
+        : null,
+      s.mode !== "plain" && !agentOn
         ? labelled(t("chat.threshold"), number("threshold", { min: "0", max: "1", step: "0.05" }))
         : null,
       labelled(t("chat.temperature"), number("temperature", { min: "0", max: "2", step: "0.1" })),
-      labelled(t("chat.history"), number("history", { min: "0", max: "50", step: "1" })),
+      agentOn && this.conversationsSupported
+        ? null
+        : labelled(t("chat.history"), number("history", { min: "0", max: "50", step: "1" })),
     );
   }
 
@@ -399,21 +436,26 @@ export class ChatPage {
         this.settings.mode = "kb";
         this.settings.kb = conversation.knowledge_base;
       }
-      const held = conversationModels()[id];
+      const held = conversationChoices<string>(CONVERSATION_MODELS_KEY)[id];
       if (held !== undefined && (held === "" || this.models.some((m) => m.id === held))) {
         this.settings.model = held;
       }
+      this.settings.agent = conversationChoices<boolean>(CONVERSATION_AGENT_KEY)[id] ?? this.settings.agent;
       this.renderControls();
       clear(this.messages);
       this.history = [];
       let question = "";
+      let steps: AgentStep[] = []; // an agent run's tool steps, shown with the answer after them
       for (const message of conversation.messages) {
+        if (collectStoredSteps(message, steps)) continue;
         this.history.push({ role: message.role, content: message.content });
         if (message.role === "user") {
           question = message.content;
           this.userBubble(message.content);
         } else if (message.role === "assistant") {
           const bubble = this.assistantBubble(question);
+          for (const step of steps) bubble.step(step);
+          steps = [];
           bubble.setText(message.content);
           bubble.setCitations(message.citations ?? []);
           bubble.ground(message);
@@ -458,6 +500,7 @@ export class ChatPage {
 
   private async ask(question: string): Promise<void> {
     const s = this.settings;
+    const agent = this.agentSupported && s.agent;
     if (this.messages.querySelector(".empty")) clear(this.messages);
     this.userBubble(question);
     const bubble = this.assistantBubble(question);
@@ -472,13 +515,15 @@ export class ChatPage {
       };
       if (s.mode === "kb") {
         if (!s.kb) throw new Error(t("chat.noKb"));
-        body.knowledge_base = s.kb;
+        if (agent) body.knowledge_bases = [s.kb];
+        else body.knowledge_base = s.kb;
       }
       if (s.mode === "files") {
+        if (agent) throw new Error(t("chat.agentNoFiles"));
         if (!this.fileChatId) throw new Error(t("chat.filesNeeded"));
         body.file_chat_id = this.fileChatId;
       }
-      if (s.mode !== "plain") {
+      if (s.mode !== "plain" && !agent) {
         body.top_k = s.topK;
         body.score_threshold = s.threshold;
       }
@@ -490,15 +535,18 @@ export class ChatPage {
             knowledge_base: s.mode === "kb" ? s.kb : undefined,
           });
           this.activeId = created?.id ?? null;
-          if (this.activeId) rememberConversationModel(this.activeId, s.model);
+          if (this.activeId) {
+            rememberConversationChoice(CONVERSATION_MODELS_KEY, this.activeId, s.model);
+            rememberConversationChoice(CONVERSATION_AGENT_KEY, this.activeId, agent);
+          }
         }
         body.conversation_id = this.activeId;
-        body.history_length = s.history;
+        if (!agent) body.history_length = s.history;
         body.messages = [user];
       } else {
         body.messages = [...(s.history > 0 ? this.history.slice(-s.history) : []), user];
       }
-      const response = await request("/v1/chat/completions", {
+      const response = await request(agent ? "/v1/agent/completions" : "/v1/chat/completions", {
         method: "POST",
         headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
         body: JSON.stringify(body),
@@ -509,6 +557,7 @@ export class ChatPage {
         if (data === "[DONE]") break;
         const chunk = JSON.parse(data);
         if (chunk.error) throw new Error(chunk.error.message ?? JSON.stringify(chunk.error));
+        if (chunk.agent_step) bubble.step(chunk.agent_step as AgentStep);
         if (Array.isArray(chunk.citations)) bubble.setCitations(chunk.citations);
         bubble.ground(chunk);
         if (chunk.message_id) messageId = String(chunk.message_id);
@@ -550,6 +599,7 @@ class AssistantBubble {
   // An abstention's reply says itself that the knowledge base cannot answer: the bubble only
   // looks like a notice (muted, an info sign), with no second sentence saying the same.
   private notice = h("span", { class: "notice-sign", role: "img", "data-testid": "abstained-notice", hidden: true });
+  private steps: AgentSteps | null = null; // agent mode's tool steps, above the answer
   private content = h("div", { class: "content markdown", "data-testid": "answer" });
   private note = h("p", { class: "grounding-note", "data-testid": "unsupported-note", hidden: true });
   private sources = h("ol", { class: "sources", "data-testid": "sources" });
@@ -565,6 +615,15 @@ class AssistantBubble {
   /** ``question``: what the user asked, to tell when the search used other words. */
   constructor(private readonly question: string) {
     this.el.append(this.notice, this.content, this.note, this.sources, this.actions);
+  }
+
+  /** An agent step as it starts or ends. */
+  step(step: AgentStep): void {
+    if (!this.steps) {
+      this.steps = new AgentSteps();
+      this.content.before(this.steps.el);
+    }
+    this.steps.show(step);
   }
 
   setText(text: string): void {
@@ -610,9 +669,9 @@ class AssistantBubble {
     }
   }
 
-  /** Source n: the citation whose ``index`` is n (older gateways: the n-th). */
+  /** Source n: the citation numbered n (older gateways: the n-th). */
   private citation(n: number): Citation | undefined {
-    return this.citations.find((c, position) => (c.index ?? position + 1) === n);
+    return this.citations.find((c, position) => numberOf(c, position) === n);
   }
 
   setCitations(citations: Citation[]): void {
@@ -668,7 +727,7 @@ class AssistantBubble {
       : t("chat.sources");
     this.sources.append(h("li", { class: "sources-title" }, title, searched ? " · " : null, searched));
     citations.forEach((citation, position) => {
-      const n = citation.index ?? position + 1;
+      const n = numberOf(citation, position);
       const support = supportOf(citation);
       const label = support ? t(SUPPORT_LABELS[support]) : "";
       this.sources.append(
@@ -760,6 +819,11 @@ class AssistantBubble {
     });
     this.actions.append(...thumbs);
   }
+}
+
+/** The n of a citation's [n]: its ``index`` (agent answers: ``number``); older gateways: its place. */
+function numberOf(citation: Citation, position: number): number {
+  return citation.index ?? citation.number ?? position + 1;
 }
 
 type Support = "supported" | "unsupported" | "uncited";
