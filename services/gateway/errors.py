@@ -77,6 +77,7 @@ _CODE_BY_STATUS = {
     422: "invalid_argument",
     429: "rate_limited",
     500: "internal_error",
+    502: "bad_gateway",
     503: "unavailable",
     504: "deadline_exceeded",
 }

@@ -101,7 +101,9 @@ def _from_question(messages: list[Message]) -> list[Message]:
 
 
 def _names_kb(body: ChatCompletionRequest) -> bool:
-    return bool(body.knowledge_base) or body.model.startswith(KB_MODEL_PREFIX)
+    """A knowledge base named, or web search asked for (so no stored knowledge base applies)."""
+    searches_web = body.search_engine not in (None, False, "")
+    return bool(body.knowledge_base) or body.model.startswith(KB_MODEL_PREFIX) or searches_web
 
 
 async def prepare_turn(
@@ -120,7 +122,9 @@ async def prepare_turn(
     if body.file_chat_id is not None:
         if _names_kb(body):
             raise HttpApiError(
-                422, "file_chat_id cannot be combined with a knowledge base", param="file_chat_id"
+                422,
+                "file_chat_id cannot be combined with a knowledge base or search_engine",
+                param="file_chat_id",
             )
         chat = await lifecycle.find_file_chat(store, body.file_chat_id, principal)
         updates["knowledge_base"] = chat.knowledge_base

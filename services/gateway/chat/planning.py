@@ -5,6 +5,9 @@ knowledge-base chat make a follow-up standalone and retrieve its passages; the p
 the generate service with ``grounded=True`` and come back to the client as ``citations``.
 Errors up to here are plain HTTP errors (nothing has been streamed yet).
 
+Search-engine chat (``search_engine``) is the same with a web search in place of retrieval
+(:mod:`web_passages`): the results are the passages, the pages are the citations.
+
 A request with tools is plain chat with the model unless it names a knowledge base too; then
 the passages go to the generate service as usual and it puts them in the system message,
 while the conversation and the tools reach the model as sent (``tool_support``).
@@ -17,6 +20,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from services.gateway.chat.tool_support import ensure_tool_support, options_fields, tool_fields
+from services.gateway.chat.web_passages import (
+    as_passages,
+    provider_for,
+    requested_engine,
+    search_web,
+    web_citation,
+)
 from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import HttpApiError
@@ -80,6 +90,12 @@ class ChatPlan:
     knowledge_base: str | None
     passages: list[common_pb2.Passage] = field(default_factory=list)
     retrieval_query: str = ""
+    search_engine: str | None = None  # the provider searched, for search-engine chat
+
+    @property
+    def grounded(self) -> bool:
+        """Answered from passages: a knowledge base's or a web search's."""
+        return self.knowledge_base is not None or self.search_engine is not None
 
     def citations(self, grounding: generate_pb2.Grounding | None = None) -> list[dict[str, object]]:
         """The passages as citations, numbered as the answer cites them; with the answer's
@@ -88,7 +104,11 @@ class ChatPlan:
         checked = {p.number: p for p in grounding.passages} if grounding is not None else {}
         found = []
         for number, passage in enumerate(self.passages, start=1):
-            entry = {**citation(passage.knowledge_base or kb, passage), "index": number}
+            if self.search_engine is not None:
+                source = web_citation(passage)
+            else:
+                source = citation(passage.knowledge_base or kb, passage)
+            entry = {**source, "index": number}
             if grounding is not None:
                 check = checked.get(number)
                 entry["cited"] = bool(check and check.cited)
@@ -99,9 +119,11 @@ class ChatPlan:
     def grounded_fields(self, generation: Generation) -> dict[str, Any]:
         """What a knowledge-base answer adds to the response: whether it abstained, what was
         searched, and (once the answer is complete) its checked citations and unsupported sentences."""
-        if self.knowledge_base is None:
+        if not self.grounded:
             return {}
         fields: dict[str, Any] = {"abstained": generation.abstained, "retrieval_query": self.retrieval_query}
+        if self.search_engine is not None:
+            fields["search_engine"] = self.search_engine
         # An abstention states nothing from the passages: none is cited, none backs anything.
         grounding = generate_pb2.Grounding() if generation.abstained else generation.grounding
         if grounding is not None:
@@ -145,7 +167,20 @@ async def plan_chat(
     await ensure_tool_support(clients, body, model, settings.request_timeout_s)
     passages: list[common_pb2.Passage] = []
     query = ""
-    if kb_name is not None:
+    engine = requested_engine(body.search_engine)
+    provider = provider_for(engine, settings) if engine is not None else None
+    if provider is not None:
+        question = _last_user_text(messages)  # refused (422) before any call
+        dialogue = _dialogue(messages)
+        query = question
+        if body.rewrite and _is_follow_up(dialogue):
+            query = await standalone_query(
+                clients, dialogue, question, settings.request_timeout_s, settings.rewrite_model
+            )
+        count = body.top_k or settings.agent_search_max_results
+        results = await search_web(provider, query, count, settings.agent_tool_timeout_s)
+        passages = as_passages(results, provider.name)
+    elif kb_name is not None:
         question = _last_user_text(messages)  # refused (422) before any call
         # A follow-up is made standalone (a round trip to the generate service) while the
         # knowledge bases are looked up: the search route's overlap, one step earlier.
@@ -174,7 +209,7 @@ async def plan_chat(
     request = generate_pb2.GenerateRequest(
         messages=messages,
         passages=passages,
-        grounded=kb_name is not None,
+        grounded=kb_name is not None or provider is not None,
         temperature=body.temperature,
         top_p=body.top_p,
         max_tokens=body.max_completion_tokens or body.max_tokens,
@@ -182,4 +217,10 @@ async def plan_chat(
         model=model,
         **options_fields(body),
     )
-    return ChatPlan(request=request, knowledge_base=kb_name, passages=passages, retrieval_query=query)
+    return ChatPlan(
+        request=request,
+        knowledge_base=kb_name,
+        passages=passages,
+        retrieval_query=query,
+        search_engine=provider.name if provider is not None else None,
+    )

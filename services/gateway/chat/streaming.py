@@ -54,7 +54,7 @@ async def stream_events(
     completed = False
     try:
         opening = completion.chunk({"role": "assistant", "content": ""})
-        if plan.knowledge_base is not None:
+        if plan.grounded:
             opening["citations"] = plan.citations()
         opening.update(plan.grounded_fields(generation))
         opening.update(opening_extra or {})

@@ -54,7 +54,7 @@ async def create_chat_completion(
         )
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
     answer = await collect(generation, completion)
-    if plan.knowledge_base is not None:
+    if plan.grounded:
         answer["citations"] = plan.citations()
     answer.update(plan.grounded_fields(generation))
     citations = plan.citations(generation.grounding)

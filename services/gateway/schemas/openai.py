@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -150,6 +150,13 @@ class ChatCompletionRequest(RetrievalParams):
         description="chat with the files of POST /v1/file_chats",
         json_schema_extra=FILE_CHAT_REF,
     )
+    search_engine: bool | Annotated[str, Field(max_length=32)] | None = Field(
+        default=None,
+        description="answer from a web search instead of a knowledge base: true searches with the "
+        "configured provider (ZHIKU_GATEWAY_AGENT_SEARCH_PROVIDER), or name it (searxng, bing, tavily, "
+        "duckduckgo); citations carry each page's title and url",
+        examples=[True, "searxng"],
+    )
     top_k: int | None = Field(default=None, ge=1, le=100)
     score_threshold: float | None = Field(default=None, ge=0, le=1)
     rewrite: bool = Field(
@@ -203,6 +210,10 @@ class ChatCompletionRequest(RetrievalParams):
             if kb is not None and kb != from_model:
                 raise HttpApiError(422, f"model {model!r} contradicts knowledge_base {kb!r}", param="model")
             kb, model = from_model, ""
+        if kb is not None and self.search_engine not in (None, False, ""):
+            raise HttpApiError(
+                422, "search_engine cannot be combined with a knowledge base", param="search_engine"
+            )
         if kb is not None:
             problem = kb_name_error(kb)
             if problem is not None:

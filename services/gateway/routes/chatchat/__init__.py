@@ -5,7 +5,7 @@ The file-chat pair (``upload_temp_docs``, ``/chat/file_chat``) lives with file c
 """
 
 from services.gateway.file_chat import chatchat_routes as file_chat
-from services.gateway.routes.chatchat import agent_chat, chat, knowledge_base
+from services.gateway.routes.chatchat import agent_chat, chat, knowledge_base, search_engine_chat
 
 routers = (
     knowledge_base.router,
@@ -13,4 +13,5 @@ routers = (
     chat.router,
     file_chat.chat_router,
     agent_chat.router,
+    search_engine_chat.router,
 )

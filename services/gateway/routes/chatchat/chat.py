@@ -226,7 +226,7 @@ async def chat(
     plan = await plan_chat(completion_request(body, stored=stored), clients, settings)
     generation = await start_generation(clients, plan, settings.chat_timeout_s)
     tail = {"message_id": conversation.message_id if conversation else uuid.uuid4().hex}
-    on_answer = _storing(conversation, body.query)
+    on_answer = storing(conversation, body.query)
     return StreamingResponse(
         frames(generation, body.stream, "text", tail, on_answer),
         media_type="text/event-stream",
@@ -234,7 +234,7 @@ async def chat(
     )
 
 
-def _storing(
+def storing(
     conversation: ChatchatConversation | None, question: str
 ) -> Callable[[str], Awaitable[None]] | None:
     if conversation is None:
@@ -292,7 +292,7 @@ async def knowledge_base_chat(
     base_url = str(request.base_url)
     docs = [_source(index, passage, base_url, kb) for index, passage in enumerate(plan.passages)] or [NO_DOCS]
     return StreamingResponse(
-        frames(generation, body.stream, "answer", {"docs": docs}, _storing(conversation, body.query)),
+        frames(generation, body.stream, "answer", {"docs": docs}, storing(conversation, body.query)),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )
