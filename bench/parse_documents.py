@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from testing.pdf_files import Text, line_by_line_pdf, two_column_page
 
@@ -69,7 +70,7 @@ def sales_report() -> bytes:
     return line_by_line_pdf([texts])
 
 
-def _writer(build: Callable[[object], None]) -> bytes:
+def _writer(build: Callable[[Any], None]) -> bytes:
     import docx
 
     from testing.office_files import written_by_libreoffice
@@ -78,7 +79,7 @@ def _writer(build: Callable[[object], None]) -> bytes:
     build(document)
     with tempfile.TemporaryDirectory() as folder:
         source = Path(folder) / "document.docx"
-        document.save(source)
+        document.save(str(source))
         return written_by_libreoffice(source, "pdf")
 
 
@@ -94,11 +95,11 @@ def delivery_note() -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
 
-    def build(document: object) -> None:
-        document.add_heading("Delivery Records", level=1)  # type: ignore[attr-defined]
-        document.add_paragraph("The signed delivery note is pasted below as a picture.")  # type: ignore[attr-defined]
-        document.add_picture(io.BytesIO(buffer.getvalue()), width=Inches(5))  # type: ignore[attr-defined]
-        document.add_paragraph("Keep the original in the archive.")  # type: ignore[attr-defined]
+    def build(document: Any) -> None:
+        document.add_heading("Delivery Records", level=1)
+        document.add_paragraph("The signed delivery note is pasted below as a picture.")
+        document.add_picture(io.BytesIO(buffer.getvalue()), width=Inches(5))
+        document.add_paragraph("Keep the original in the archive.")
 
     return _writer(build)
 
@@ -107,10 +108,10 @@ def writer_columns() -> bytes:
     from docx.enum.section import WD_SECTION
     from docx.oxml import parse_xml
 
-    def build(document: object) -> None:
-        document.add_heading("Harbour Survey", level=1)  # type: ignore[attr-defined]
-        document.add_paragraph("This introduction spans the whole page above both columns.")  # type: ignore[attr-defined]
-        section = document.add_section(WD_SECTION.CONTINUOUS)  # type: ignore[attr-defined]
+    def build(document: Any) -> None:
+        document.add_heading("Harbour Survey", level=1)
+        document.add_paragraph("This introduction spans the whole page above both columns.")
+        section = document.add_section(WD_SECTION.CONTINUOUS)
         section._sectPr.append(
             parse_xml(
                 '<w:cols xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main" '
@@ -123,7 +124,7 @@ def writer_columns() -> bytes:
             "The west breakwater lost part of its crest in the February gale and will be rebuilt in stone.",
             "New mooring buoys were laid along the west channel for visiting yachts in the summer season.",
         ]:
-            document.add_paragraph(text)  # type: ignore[attr-defined]
+            document.add_paragraph(text)
 
     return _writer(build)
 

@@ -2,9 +2,10 @@
 
 Their text is invisible to the text layer, so each picture big enough to hold a line of
 text is decoded by PDFium and OCRed like a picture in a .docx: at most
-``limits.embedded_images`` per document (the first ones in reading order), none larger than
-``limits.image_max_pixels``. A picture the text layer already covers with words (a scan with
-an OCR layer underneath, a background behind text) is skipped: its text is there already.
+``limits.embedded_images`` per document (the first ones in reading order), and the pictures
+decoded from one page together no larger than ``limits.image_max_pixels``. A picture the text
+layer already covers with words (a scan with an OCR layer underneath, a background behind
+text) is skipped: its text is there already.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def page_pictures(page: Any, limits: ParseLimits, budget: int) -> list[Picture]:
         return []
     height = page.get_height()
     found = []
+    pixels_left = limits.image_max_pixels  # decoded pictures of one page together stay under it
     for image in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=2):
         left, bottom, right, top = image.get_bounds()
         if right - left < MIN_DRAWN_WIDTH or top - bottom < MIN_DRAWN_HEIGHT:
@@ -47,9 +49,10 @@ def page_pictures(page: Any, limits: ParseLimits, budget: int) -> list[Picture]:
             width_px, height_px = image.get_px_size()
             if width_px < MIN_OCR_WIDTH or height_px < MIN_OCR_HEIGHT:
                 continue
-            if width_px * height_px > limits.image_max_pixels:
+            if width_px * height_px > pixels_left:
                 log.info("skipping a %dx%d picture in a PDF: over the pixel limit", width_px, height_px)
                 continue
+            pixels_left -= width_px * height_px
             pixels = np.array(image.get_bitmap(render=False).to_pil().convert("RGB"))
         except Exception as error:  # a broken picture never fails its page
             log.info("skipping an unreadable picture in a PDF: %s: %s", type(error).__name__, error)

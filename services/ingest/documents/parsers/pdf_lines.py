@@ -10,6 +10,7 @@ to the font size too.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,7 +102,7 @@ def _is_bold(fontname: str) -> bool:
     return any(mark in name for mark in _BOLD_MARKS)
 
 
-def page_words(page: Any, holes: list[tuple[float, float, float, float]] = ()) -> list[Word]:  # type: ignore[assignment]
+def page_words(page: Any, holes: Sequence[tuple[float, float, float, float]] = ()) -> list[Word]:
     """The page's upright words, less those whose centre lies in one of ``holes`` (x0, top, x1, bottom)."""
     words = []
     raw_words = page.extract_words(

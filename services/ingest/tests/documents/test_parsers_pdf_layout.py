@@ -70,7 +70,7 @@ def test_libreoffice_two_column_section_keeps_the_title_in_place(tmp_path: Path)
     for paragraph in [*left, *right]:
         document.add_paragraph(paragraph * 2)
     source = tmp_path / "columns.docx"
-    document.save(source)
+    document.save(str(source))
     (page,) = parse("columns.pdf", written_by_libreoffice(source, "pdf"))
     text = _flat(page.text)
     assert text.startswith("# Annual Field Report This introduction spans the whole width")
@@ -142,7 +142,7 @@ def pdf_with_picture(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     )
     document.add_paragraph("Keep the original in the archive.")
     source = tmp_path_factory.mktemp("picture") / "note.docx"
-    document.save(source)
+    document.save(str(source))
     return written_by_libreoffice(source, "pdf")
 
 
@@ -164,3 +164,11 @@ def test_stamp_on_a_real_report_is_read() -> None:
     pages = parse("inventory.pdf", (DOCS / "SPARSE-2024-INV-1234_borderless_table.pdf").read_bytes())
     stamp = next(line for line in pages[1].text.splitlines() if line.startswith("[image] "))
     assert "AUD-2024-7842" in stamp
+
+
+def test_tightly_set_paper_keeps_its_words_and_numbered_heading() -> None:
+    """test.pdf sets words ~0.2 em apart with no space characters; a fixed 3 pt tolerance glues them."""
+    (page,) = parse("paper.pdf", (DOCS / "test.pdf").read_bytes())
+    assert page.text.startswith("# 1 Introduction\n")  # "1" and "Introduction" a wide gap apart
+    assert "Large language models (LLMs) are becoming a crucial building block" in _flat(page.text)
+    assert "| " not in page.text  # one column of prose: no table, no gutter
