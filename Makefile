@@ -7,7 +7,7 @@ PROTO_SRC := $(wildcard protos/zhiku/v1/*.proto)
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install run test test-unit test-e2e test-vllm bench-generate bench-generate-queue lint format proto proto-check bench bench-embed bench-retrieve bench-retrieval bench-stack bench-ingest bench-answers \
-	bench-search-load bench-generate-backend \
+	bench-search-load bench-generate-backend bench-parse \
 	helm-lint compose-check services clean docs webui webui-check
 
 install: $(STAMP)
@@ -79,6 +79,11 @@ bench-retrieval: install
 ## llamacpp, any GGUF): gold answer in reply, cited passage, abstention, follow-ups (ARGS="--limit 40")
 bench-answers: install
 	$(PY) -m bench.bench_answers $(ARGS)
+
+## bench-parse: is each answer in one chunk with its column header or heading? PDFs with tables,
+## two columns and pictures, parsed and split with the PDF layout off (text layer) and on
+bench-parse: install
+	$(PY) -m bench.bench_parse $(ARGS)
 
 ## bench-ingest: all 848 CMRC passages as files through the stack, next to raw embedding and a
 ## Chatchat-style LangChain + FAISS build with the same embedder (use; e5 on a subset)

@@ -49,18 +49,27 @@ def _text(
     return region.extract_text() or ""
 
 
+Box = tuple[float, float, float, float]
+
+
+def ruled_tables(page: Any) -> list[tuple[Box, list[list[str]]]]:
+    """The page's usable ruled tables, (bbox, rows) each, top to bottom."""
+    found = []
+    for table in page.find_tables():
+        rows = usable_rows(table.extract())
+        if rows is not None:
+            found.append((tuple(float(v) for v in table.bbox), rows))
+    found.sort(key=lambda item: item[0][1])
+    return found  # type: ignore[return-value]
+
+
 def page_text_with_tables(plumber_pdf: Any, index: int) -> str | None:
     """The page's text with its data tables as Markdown, or None when it has none we can use."""
     page = plumber_pdf.pages[index]
     try:
-        found = []
-        for table in page.find_tables():
-            rows = usable_rows(table.extract())
-            if rows is not None:
-                found.append((table.bbox, rows))
+        found = ruled_tables(page)
         if not found:
             return None
-        found.sort(key=lambda item: item[0][1])
         for (previous, _), (current, _) in itertools.pairwise(found):
             if current[1] < previous[3]:
                 return None  # tables side by side: keep the plain text rather than guess an order
