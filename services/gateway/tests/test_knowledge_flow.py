@@ -96,7 +96,16 @@ async def test_knowledge_base_lifecycle(client: httpx.AsyncClient) -> None:
     created = await client.post("/v1/knowledge_bases", json={"name": name, "description": "HR docs"})
     assert created.status_code == 201
     kb = created.json()
-    assert set(kb) == {"name", "description", "file_count", "chunk_count", "embed_model", "created_at"}
+    assert set(kb) == {
+        "name",
+        "description",
+        "file_count",
+        "chunk_count",
+        "embed_model",
+        "created_at",
+        "parent_child",
+        "parent_chunk_size",
+    }
     assert (kb["name"], kb["description"], kb["file_count"], kb["chunk_count"]) == (name, "HR docs", 0, 0)
     assert kb["created_at"] > 0
 
