@@ -6,14 +6,19 @@ import pytest
 
 from services.ingest.documents.parent_child import check_parent_size, split_parent_child
 from services.ingest.documents.parsers import Segment
+from services.ingest.documents.splitter import TextChunk
 
 SECTION_A = "".join(f"甲节第{i}句说明员工请假需要提前三天在系统里提交申请。" for i in range(30))
 SECTION_B = " ".join(f"Sentence {i} of section B explains how expenses are approved." for i in range(25))
 DOCUMENT = f"# 员工手册\n\n## 请假\n\n{SECTION_A}\n\n## Expenses\n\n{SECTION_B}\n"
 
 
-def _split(parent: int = 600, child: int = 120, overlap: int = 20, **kw: object) -> list:  # type: ignore[type-arg]
-    return split_parent_child([Segment(DOCUMENT, {})], "handbook.md", child, overlap, parent, **kw)  # type: ignore[arg-type]
+def _split(
+    parent: int = 600, child: int = 120, overlap: int = 20, splitter: str = "recursive"
+) -> list[TextChunk]:
+    return split_parent_child(
+        [Segment(DOCUMENT, {})], "handbook.md", child, overlap, parent, splitter=splitter
+    )
 
 
 def test_children_lie_within_parents_that_are_bounded() -> None:
