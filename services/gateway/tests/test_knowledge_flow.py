@@ -215,7 +215,7 @@ async def test_search_scores_and_ordering(client: httpx.AsyncClient, stack: Stac
     )
     assert response.status_code == 200
     hits = response.json()["data"]
-    assert hits and set(hits[0]) == {"id", "text", "score", "file_name", "metadata"}
+    assert hits and set(hits[0]) == {"id", "text", "score", "file_name", "metadata", "parent"}
     assert hits[0]["file_name"] == "refunds.md"
     scores = [hit["score"] for hit in hits]
     assert all(0.0 <= score <= 1.0 for score in scores)
