@@ -24,6 +24,12 @@ default; ``--split dev`` is for tuning, never for reporting):
   the conversation-aware search (``rewrite: true``) and with the last message only
   (``rewrite: false``).
 
+Each backend runs once per chunking mode (``--chunking``, both by default, side by side in
+the tables): ``plain`` (the default splitter, 250/50) and ``parent-child`` (knowledge bases
+``<name>-pc`` created with ``parent_child``: children of 125/25 characters are embedded and
+matched, the prompt receives their parent section of at most 1500 characters, one per parent).
+A reply's citation is the child, so "cited passage holds answer" checks the child's file.
+
 LLM backends are slow here, so they answer the first ``--llm-limit`` (100) questions of each
 set's sample; the extractive default is also reported on that same prefix, so rows compare
 identical questions. Prints one Markdown table per set and writes every reply with its
@@ -31,6 +37,7 @@ judgement to ``bench/results/answers.json``. Never passes or fails.
 
     python -m bench.bench_answers [--backends extractive,llamacpp] [--gguf PATH] [--limit N]
         [--llm-limit M] [--split test|dev] [--embed-model e5|use] [--set ZHIKU_NAME=value ...]
+        [--chunking plain,parent-child]
 """
 
 from __future__ import annotations
@@ -150,6 +157,43 @@ def make_plan(split: Split, squad_questions: str, limit: int | None) -> Plan:
     )
 
 
+# How the knowledge bases are chunked ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Chunking:
+    """A chunking mode: its knowledge bases' name suffix, creation fields and upload fields."""
+
+    name: str
+    suffix: str
+    create: dict[str, Any]
+    upload: dict[str, str]
+
+    def kb(self, base: str) -> str:
+        return base + self.suffix
+
+
+CHUNKINGS = {
+    "plain": Chunking("plain", "", {}, {}),
+    # Sizes fixed before the first run (children half the plain chunks), never tuned.
+    "parent-child": Chunking(
+        "parent-child",
+        "-pc",
+        {"parent_child": True, "parent_chunk_size": 1500},
+        {"chunk_size": "125", "chunk_overlap": "25"},
+    ),
+}
+
+
+def choose_chunkings(names: str) -> list[Chunking]:
+    chosen = []
+    for name in (n.strip() for n in names.split(",") if n.strip()):
+        if name not in CHUNKINGS:
+            raise SystemExit(f"unknown chunking {name!r}: {', '.join(CHUNKINGS)}")
+        chosen.append(CHUNKINGS[name])
+    return chosen
+
+
 # Who answers -------------------------------------------------------------------------------
 
 
@@ -197,10 +241,12 @@ def stack_settings(assignments: list[str]) -> dict[str, str]:
 # The stack and its knowledge bases ---------------------------------------------------------
 
 
-def ensure_knowledge_base(http: httpx.Client, name: str, documents: list[Document]) -> int:
+def ensure_knowledge_base(
+    http: httpx.Client, name: str, documents: list[Document], chunking: Chunking = CHUNKINGS["plain"]
+) -> int:
     """Make ``name`` hold exactly ``documents``, each ingested; returns the files uploaded."""
     if http.get(f"/v1/knowledge_bases/{name}").status_code == 404:
-        http.post("/v1/knowledge_bases", json={"name": name}).raise_for_status()
+        http.post("/v1/knowledge_bases", json={"name": name, **chunking.create}).raise_for_status()
     wanted = {d.file_name: d for d in documents}
 
     def listed() -> dict[str, dict[str, Any]]:
@@ -222,7 +268,7 @@ def ensure_knowledge_base(http: httpx.Client, name: str, documents: list[Documen
     for start in range(0, len(missing), UPLOAD_BATCH):
         batch = missing[start : start + UPLOAD_BATCH]
         form = [("files", (d.file_name, d.text.encode(), "text/plain")) for d in batch]
-        http.post(f"/v1/knowledge_bases/{name}/files", files=form).raise_for_status()
+        http.post(f"/v1/knowledge_bases/{name}/files", files=form, data=chunking.upload).raise_for_status()
     deadline = time.monotonic() + INGEST_TIMEOUT_S
     last_note = time.monotonic()
     while True:
@@ -256,15 +302,21 @@ def launch(backend: Backend, data_dir: Path, embed_model: str | None) -> Backgro
 class Asker:
     """Sends knowledge-base chats one at a time and judges the replies."""
 
-    def __init__(self, http: httpx.Client) -> None:
+    def __init__(self, http: httpx.Client, chunking: Chunking = CHUNKINGS["plain"]) -> None:
         self.http = http
+        self.chunking = chunking
         self.errors_in_a_row = 0
 
     def ask(
         self, question: Question, kb: str, history: Sequence[dict[str, str]] = (), rewrite: bool = True
     ) -> tuple[Judged, dict[str, Any]]:
         messages = [*history, {"role": "user", "content": question.text}]
-        body: dict[str, Any] = {"model": "", "messages": messages, "knowledge_base": kb, "stream": False}
+        body: dict[str, Any] = {
+            "model": "",
+            "messages": messages,
+            "knowledge_base": self.chunking.kb(kb),
+            "stream": False,
+        }
         if not rewrite:
             body["rewrite"] = False
         started = time.perf_counter()
@@ -316,20 +368,28 @@ class BackendRun:
 
 
 def run_backend(
-    backend: Backend, plan: Plan, data_dir: Path, embed_model: str | None, limit: int | None
+    backend: Backend,
+    plan: Plan,
+    data_dir: Path,
+    embed_model: str | None,
+    limit: int | None,
+    chunking: Chunking = CHUNKINGS["plain"],
 ) -> BackendRun:
     started = time.perf_counter()
+    if chunking.name != "plain":
+        backend = Backend(f"{backend.label}, {chunking.name}", backend.env, backend.is_llm)
     say(f"{backend.label}: starting the stack")
     stack = launch(backend, data_dir, embed_model)
     run = BackendRun(backend)
     try:
         with httpx.Client(base_url=stack.url, timeout=REQUEST_TIMEOUT_S) as http:
-            for kb, documents in plan.knowledge_bases.items():
+            for base, documents in plan.knowledge_bases.items():
+                kb = chunking.kb(base)
                 ingest_started = time.perf_counter()
-                uploaded = ensure_knowledge_base(http, kb, documents)
+                uploaded = ensure_knowledge_base(http, kb, documents, chunking)
                 if uploaded:
                     say(f"{kb}: {uploaded} files ingested in {time.perf_counter() - ingest_started:.0f} s")
-            asker = Asker(http)
+            asker = Asker(http, chunking)
             for asked in plan.sets:
                 run.sets[asked.key] = asker.ask_all(asked, limit)
             run.follow_ups = asker.converse(plan.follow_ups, limit)
@@ -570,6 +630,11 @@ def main() -> None:
         help="a stack setting for every backend (repeatable; for tuning runs on the dev split)",
     )
     parser.add_argument("--llm-limit", type=int, default=100, help="questions per set for LLM backends")
+    parser.add_argument(
+        "--chunking",
+        default="plain,parent-child",
+        help="chunking modes, each a row per backend: plain, parent-child (children 125/25, parents 1500)",
+    )
     parser.add_argument("--embed-model", default=None, help="local embed model [default: the stack's]")
     parser.add_argument("--cache-dir", type=Path, default=REPO / "bench" / ".cache")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "answers.json")
@@ -578,6 +643,7 @@ def main() -> None:
     settings = stack_settings(args.set)
     names = [b.strip() for b in args.backends.split(",") if b.strip()]
     backends = choose_backends(names, args.gguf, settings)
+    chunkings = choose_chunkings(args.chunking)
     plan = make_plan(args.split, args.squad_questions, args.limit)
     embed_model = args.embed_model or EmbedSettings.model_fields["local_model"].default
     data_dir = (args.cache_dir / f"answers-{embed_model}").resolve()
@@ -589,6 +655,7 @@ def main() -> None:
         "llm_limit": args.llm_limit,
         "squad_questions": args.squad_questions,
         "settings": settings,
+        "chunking": [c.name for c in chunkings],
         "load_average_start": os.getloadavg()[0],
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
@@ -601,7 +668,8 @@ def main() -> None:
     runs = []
     for backend in backends:
         limit = min(args.llm_limit, args.limit or args.llm_limit) if backend.is_llm else args.limit
-        runs.append(run_backend(backend, plan, data_dir, args.embed_model, limit))
+        for chunking in chunkings:
+            runs.append(run_backend(backend, plan, data_dir, args.embed_model, limit, chunking))
     rows = rows_of(runs, args.llm_limit)
     text = tables(rows, plan, args.split)
     meta["load_average_end"] = os.getloadavg()[0]

@@ -10,6 +10,12 @@ below, no LangChain) and a FAISS inner-product index over the same model.
 A question's hit is any returned chunk of its gold passage: the ranked chunk list is reduced
 to distinct passages (first occurrence), then recall@1/5/10 and MRR@10 are computed.
 
+Parent-child rows index the same passages in parent-child mode
+(``services.ingest.documents.parent_child``, as the worker does with ``parent_child``):
+children of 125/25 characters are embedded and searched, parents are bounded at 1500 (so a
+passage is one parent or a few). Recall counts the child hits mapped to their passages, the
+same reduction as the plain rows. The sizes were fixed before the first run, never tuned.
+
 * CMRC 2018 dev (zh): all 848 passages, all 3,219 questions.
 * SQuAD 2.0 sample (en): all 411 passages, the 242 answerable questions.
 
@@ -42,6 +48,8 @@ from services.embed import rerank
 from services.embed.backends.local import LocalBackend
 from services.embed.config import EmbedSettings
 from services.embed.domain import EmbedKind
+from services.ingest.documents.parent_child import split_parent_child
+from services.ingest.documents.parsers import Segment
 from services.ingest.documents.splitter import split_text
 from services.retrieve.backends.edge import EdgeBackend
 from services.retrieve.config import RetrieveSettings
@@ -51,6 +59,8 @@ from zhiku.v1 import retrieve_pb2_grpc
 
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"
 CHUNK_SIZE, CHUNK_OVERLAP = 250, 50
+# Parent-child mode: children embedded and matched, parents (what an answer reads) bounded.
+CHILD_SIZE, CHILD_OVERLAP, PARENT_SIZE = 125, 25, 1500
 KS = (1, 5, 10)
 CANDIDATE_CHUNKS = 40  # chunks fetched per question, reduced to distinct passages
 MODES = {"dense": pb.SEARCH_MODE_DENSE, "sparse": pb.SEARCH_MODE_SPARSE, "hybrid": pb.SEARCH_MODE_HYBRID}
@@ -108,6 +118,12 @@ def _merge(pieces: list[str], size: int, overlap: int) -> list[str]:
     if window:
         chunks.append("".join(window))
     return chunks
+
+
+def parent_child_split(text: str) -> list[str]:
+    """The children the ingest worker embeds in parent-child mode (their parents are not indexed)."""
+    chunks = split_parent_child([Segment(text, {})], "p.txt", CHILD_SIZE, CHILD_OVERLAP, PARENT_SIZE)
+    return [chunk.text for chunk in chunks]
 
 
 # ----- embeddings, cached on disk -----
@@ -249,9 +265,15 @@ async def run_dataset(
     cache = EmbeddingCache(model)
     zh_texts, zh_owners = chunked(data.passages, lambda p: split_text(p, CHUNK_SIZE, CHUNK_OVERLAP))
     cc_texts, cc_owners = chunked(data.passages, recursive_split)
-    print(f"  {data.name} / {model}: {len(zh_texts)} zhiku chunks, {len(cc_texts)} baseline", file=sys.stderr)
-    vectors = await embed_all(backend, cache, list(dict.fromkeys(zh_texts + cc_texts)), EmbedKind.PASSAGE)
-    by_text = dict(zip(dict.fromkeys(zh_texts + cc_texts), vectors, strict=True))
+    pc_texts, pc_owners = chunked(data.passages, parent_child_split)
+    print(
+        f"  {data.name} / {model}: {len(zh_texts)} zhiku chunks, {len(cc_texts)} baseline, "
+        f"{len(pc_texts)} parent-child children",
+        file=sys.stderr,
+    )
+    every = list(dict.fromkeys(zh_texts + cc_texts + pc_texts))
+    vectors = await embed_all(backend, cache, every, EmbedKind.PASSAGE)
+    by_text = dict(zip(every, vectors, strict=True))
     queries = await embed_all(backend, cache, data.questions, EmbedKind.QUERY)
 
     rows = []
@@ -260,19 +282,7 @@ async def run_dataset(
     rows.append(Row(data.name, model, "chatchat-faiss", recall, mrr))
 
     kb = f"bench-{hashlib.sha1(f'{data.name}{model}'.encode()).hexdigest()[:10]}"
-    await stub.EnsureCollection(pb.EnsureCollectionRequest(collection=kb, dimension=vectors.shape[1]))
-    points = [
-        pb.Point(
-            id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{kb}/{i}")),
-            vector=by_text[text].tolist(),
-            file_name=str(owner),
-            chunk_index=i,
-            text=text,
-        )
-        for i, (text, owner) in enumerate(zip(zh_texts, zh_owners, strict=True))
-    ]
-    for start in range(0, len(points), 256):
-        await stub.Upsert(pb.UpsertRequest(collection=kb, points=points[start : start + 256]))
+    await upsert_chunks(stub, kb, zh_texts, zh_owners, by_text)
     for name, (mode, fusion) in SYSTEMS.items():
         chunks, latencies = await zhiku_search(stub, kb, data.questions, queries, mode, fusion)
         recall, mrr = score([[zh_owners[c] for c in ranked] for ranked in chunks], data.gold)
@@ -286,7 +296,47 @@ async def run_dataset(
             ]
             recall, mrr = score([[zh_owners[c] for c in ranked] for ranked in reranked], data.gold)
             rows.append(Row(data.name, model, "hybrid+local rerank", recall, mrr))
+    # Parent-child: the children are what is searched; each hit counts as its passage.
+    await upsert_chunks(stub, f"{kb}-pc", pc_texts, pc_owners, by_text)
+    for name, mode in MODES.items():
+        chunks, latencies = await zhiku_search(stub, f"{kb}-pc", data.questions, queries, mode)
+        recall, mrr = score([[pc_owners[c] for c in ranked] for ranked in chunks], data.gold)
+        rows.append(
+            Row(
+                data.name,
+                model,
+                f"parent-child {name}",
+                recall,
+                mrr,
+                percentile(latencies, 0.5),
+                percentile(latencies, 0.99),
+            )
+        )
     return rows
+
+
+async def upsert_chunks(
+    stub: retrieve_pb2_grpc.RetrieveServiceStub,
+    kb: str,
+    texts: list[str],
+    owners: list[int],
+    by_text: dict[str, np.ndarray],
+) -> None:
+    """Index ``texts`` (chunk_index = position, file_name = the owning passage) in ``kb``."""
+    dimension = len(next(iter(by_text.values())))
+    await stub.EnsureCollection(pb.EnsureCollectionRequest(collection=kb, dimension=dimension))
+    points = [
+        pb.Point(
+            id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{kb}/{i}")),
+            vector=by_text[text].tolist(),
+            file_name=str(owner),
+            chunk_index=i,
+            text=text,
+        )
+        for i, (text, owner) in enumerate(zip(texts, owners, strict=True))
+    ]
+    for start in range(0, len(points), 256):
+        await stub.Upsert(pb.UpsertRequest(collection=kb, points=points[start : start + 256]))
 
 
 def local_rerank(

@@ -96,6 +96,8 @@ class UploadOptions:
     chunk_overlap: int | None = None
     splitter: str | None = None
     title_enhance: bool | None = None
+    parent_child: bool | None = None
+    parent_chunk_size: int | None = None
 
     def form(self) -> dict[str, str]:
         fields: dict[str, str] = {}
@@ -199,8 +201,14 @@ class ZhikuClient:
     def list_knowledge_bases(self) -> list[KnowledgeBase]:
         return self._send("GET", "/v1/knowledge_bases").json()["data"]
 
-    def create_knowledge_base(self, name: str, description: str = "") -> KnowledgeBase:
-        body = {"name": name, "description": description}
+    def create_knowledge_base(
+        self, name: str, description: str = "", parent_child: bool = False, parent_chunk_size: int = 0
+    ) -> KnowledgeBase:
+        body: dict[str, Any] = {"name": name, "description": description}
+        if parent_child:
+            body["parent_child"] = True
+            if parent_chunk_size:
+                body["parent_chunk_size"] = parent_chunk_size
         return self._send("POST", "/v1/knowledge_bases", json=body).json()
 
     def delete_knowledge_base(self, name: str) -> None:

@@ -239,10 +239,16 @@ def file_content_url(kb: str, file_name: str) -> str:
 
 
 def citation(kb: str, passage: common_pb2.Passage) -> dict[str, object]:
-    return {
+    """A hit as an answer cites it; a parent-child chunk is cited as the child (its id and
+    text) with its parent section's id and heading path."""
+    found: dict[str, object] = {
         "file_name": passage.file_name,
         "chunk_id": passage.chunk_id,
         "score": round(passage.score, 6),
         "text": passage.text,
         "url": file_content_url(kb, passage.file_name),
     }
+    if passage.parent_id:
+        found["parent_id"] = passage.parent_id
+        found["heading"] = passage.metadata.get("heading", "")
+    return found

@@ -80,22 +80,25 @@ async def submit_file(
     chunk_overlap: int = 0,
     splitter: str = "",
     title_enhance: bool = False,
+    parent_child: bool | None = None,
+    parent_chunk_size: int = 0,
 ) -> ingest_pb2.Job:
     """Queue one file for ingestion; the job as submitted (``override``: re-index even content
     identical to what is indexed, instead of the no-op answered with ``unchanged``)."""
-    job: ingest_pb2.Job = await ingest.SubmitFile(
-        ingest_pb2.SubmitFileRequest(
-            knowledge_base=kb,
-            file_name=name,
-            content=content,
-            chunk_size=chunk_size,
-            chunk_overlap=chunk_overlap,
-            override=override,
-            splitter=splitter,
-            title_enhance=title_enhance,
-        ),
-        timeout=settings.request_timeout_s,
+    request = ingest_pb2.SubmitFileRequest(
+        knowledge_base=kb,
+        file_name=name,
+        content=content,
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+        override=override,
+        splitter=splitter,
+        title_enhance=title_enhance,
+        parent_chunk_size=parent_chunk_size,
     )
+    if parent_child is not None:  # unset: the knowledge base's setting
+        request.parent_child = parent_child
+    job: ingest_pb2.Job = await ingest.SubmitFile(request, timeout=settings.request_timeout_s)
     return job
 
 

@@ -74,6 +74,7 @@ class JobLifecycle:
         splitter: str = "recursive",
         title_enhance: bool = False,
         override: bool = False,
+        parent_chunk_size: int = 0,
     ) -> JobRecord:
         """Record an upload: the file row (new or replaced) and a QUEUED job that owns it.
 
@@ -129,6 +130,7 @@ class JobLifecycle:
                     updated_at=now,
                     splitter=splitter,
                     title_enhance=title_enhance,
+                    parent_chunk_size=parent_chunk_size,
                     lease_until=0.0,
                     retries=0,
                     retry_at=0.0,

@@ -24,6 +24,8 @@ log = logging.getLogger("zhiku.retrieve")
 
 # Payload keys as stored in both backends; file_name carries a keyword index.
 TEXT, FILE_NAME, CHUNK_INDEX, METADATA = "text", "file_name", "chunk_index", "metadata"
+# Parent-child chunks only: the parent section a child belongs to (absent for plain chunks).
+PARENT_ID, PARENT_TEXT = "parent_id", "parent_text"
 # Name of the dense vector in every collection; the sparse (BM25) vector is sparse.SPARSE.
 DENSE = "dense"
 
@@ -78,6 +80,8 @@ class PointRecord:
     chunk_index: int
     text: str
     metadata: dict[str, str] = field(default_factory=dict)
+    parent_id: str = ""
+    parent_text: str = ""
     # BM25 term weights of ``text``; empty when the text has no words.
     sparse: SparseVector = field(default_factory=lambda: SparseVector([], []))
 
@@ -96,16 +100,21 @@ class PointRecord:
             chunk_index=point.chunk_index,
             text=point.text,
             metadata=dict(point.metadata),
+            parent_id=point.parent_id,
+            parent_text=point.parent_text,
             sparse=encoder.document(point.text) if encoder is not None else SparseVector([], []),
         )
 
     def payload(self) -> dict[str, Any]:
-        return {
+        payload: dict[str, Any] = {
             TEXT: self.text,
             FILE_NAME: self.file_name,
             CHUNK_INDEX: self.chunk_index,
             METADATA: dict(self.metadata),
         }
+        if self.parent_id:
+            payload[PARENT_ID], payload[PARENT_TEXT] = self.parent_id, self.parent_text
+        return payload
 
 
 def points_from_pb(
@@ -208,6 +217,8 @@ class Hit:
     score: float
     metadata: dict[str, str]
     dense_score: float = 0.0  # (1 + cos) / 2 to the query vector; 0 without one (scores.py)
+    parent_id: str = ""
+    parent_text: str = ""
 
     @classmethod
     def from_payload(
@@ -223,6 +234,8 @@ class Hit:
             score=score,
             metadata={str(k): str(v) for k, v in metadata.items()},
             dense_score=dense_score,
+            parent_id=str(payload.get(PARENT_ID) or ""),
+            parent_text=str(payload.get(PARENT_TEXT) or ""),
         )
 
     def to_pb(self, knowledge_base: str) -> common_pb2.Passage:
@@ -235,6 +248,8 @@ class Hit:
             score=self.score,
             metadata=self.metadata,
             dense_score=self.dense_score,
+            parent_id=self.parent_id,
+            parent_text=self.parent_text,
         )
 
 

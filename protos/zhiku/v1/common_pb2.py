@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15zhiku/v1/common.proto\x12\x08zhiku.v1\"i\n\x08Metadata\x12.\n\x06\x66ields\x18\x01 \x03(\x0b\x32\x1e.zhiku.v1.Metadata.FieldsEntry\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf1\x01\n\x07Passage\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\t\x12\x16\n\x0eknowledge_base\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x04 \x01(\x05\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\r\n\x05score\x18\x06 \x01(\x02\x12\x31\n\x08metadata\x18\x07 \x03(\x0b\x32\x1f.zhiku.v1.Passage.MetadataEntry\x12\x13\n\x0b\x64\x65nse_score\x18\x08 \x01(\x02\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15zhiku/v1/common.proto\x12\x08zhiku.v1\"i\n\x08Metadata\x12.\n\x06\x66ields\x18\x01 \x03(\x0b\x32\x1e.zhiku.v1.Metadata.FieldsEntry\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x99\x02\n\x07Passage\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\t\x12\x16\n\x0eknowledge_base\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x04 \x01(\x05\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\r\n\x05score\x18\x06 \x01(\x02\x12\x31\n\x08metadata\x18\x07 \x03(\x0b\x32\x1f.zhiku.v1.Passage.MetadataEntry\x12\x13\n\x0b\x64\x65nse_score\x18\x08 \x01(\x02\x12\x11\n\tparent_id\x18\t \x01(\t\x12\x13\n\x0bparent_text\x18\n \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,7 +40,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_METADATA_FIELDSENTRY']._serialized_start=95
   _globals['_METADATA_FIELDSENTRY']._serialized_end=140
   _globals['_PASSAGE']._serialized_start=143
-  _globals['_PASSAGE']._serialized_end=384
-  _globals['_PASSAGE_METADATAENTRY']._serialized_start=337
-  _globals['_PASSAGE_METADATAENTRY']._serialized_end=384
+  _globals['_PASSAGE']._serialized_end=424
+  _globals['_PASSAGE_METADATAENTRY']._serialized_start=377
+  _globals['_PASSAGE_METADATAENTRY']._serialized_end=424
 # @@protoc_insertion_point(module_scope)

@@ -20,7 +20,7 @@ class Metadata(_message.Message):
     def __init__(self, fields: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Passage(_message.Message):
-    __slots__ = ("chunk_id", "knowledge_base", "file_name", "chunk_index", "text", "score", "metadata", "dense_score")
+    __slots__ = ("chunk_id", "knowledge_base", "file_name", "chunk_index", "text", "score", "metadata", "dense_score", "parent_id", "parent_text")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,8 @@ class Passage(_message.Message):
     SCORE_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     DENSE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_TEXT_FIELD_NUMBER: _ClassVar[int]
     chunk_id: str
     knowledge_base: str
     file_name: str
@@ -44,4 +46,6 @@ class Passage(_message.Message):
     score: float
     metadata: _containers.ScalarMap[str, str]
     dense_score: float
-    def __init__(self, chunk_id: _Optional[str] = ..., knowledge_base: _Optional[str] = ..., file_name: _Optional[str] = ..., chunk_index: _Optional[int] = ..., text: _Optional[str] = ..., score: _Optional[float] = ..., metadata: _Optional[_Mapping[str, str]] = ..., dense_score: _Optional[float] = ...) -> None: ...
+    parent_id: str
+    parent_text: str
+    def __init__(self, chunk_id: _Optional[str] = ..., knowledge_base: _Optional[str] = ..., file_name: _Optional[str] = ..., chunk_index: _Optional[int] = ..., text: _Optional[str] = ..., score: _Optional[float] = ..., metadata: _Optional[_Mapping[str, str]] = ..., dense_score: _Optional[float] = ..., parent_id: _Optional[str] = ..., parent_text: _Optional[str] = ...) -> None: ...

@@ -27,28 +27,36 @@ JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
 
 class KnowledgeBase(_message.Message):
-    __slots__ = ("name", "description", "file_count", "chunk_count", "embed_model", "created_at")
+    __slots__ = ("name", "description", "file_count", "chunk_count", "embed_model", "created_at", "parent_child", "parent_chunk_size")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     FILE_COUNT_FIELD_NUMBER: _ClassVar[int]
     CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
     EMBED_MODEL_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    PARENT_CHILD_FIELD_NUMBER: _ClassVar[int]
+    PARENT_CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     file_count: int
     chunk_count: int
     embed_model: str
     created_at: float
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., file_count: _Optional[int] = ..., chunk_count: _Optional[int] = ..., embed_model: _Optional[str] = ..., created_at: _Optional[float] = ...) -> None: ...
+    parent_child: bool
+    parent_chunk_size: int
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., file_count: _Optional[int] = ..., chunk_count: _Optional[int] = ..., embed_model: _Optional[str] = ..., created_at: _Optional[float] = ..., parent_child: _Optional[bool] = ..., parent_chunk_size: _Optional[int] = ...) -> None: ...
 
 class CreateKnowledgeBaseRequest(_message.Message):
-    __slots__ = ("name", "description")
+    __slots__ = ("name", "description", "parent_child", "parent_chunk_size")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PARENT_CHILD_FIELD_NUMBER: _ClassVar[int]
+    PARENT_CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    parent_child: bool
+    parent_chunk_size: int
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., parent_child: _Optional[bool] = ..., parent_chunk_size: _Optional[int] = ...) -> None: ...
 
 class GetKnowledgeBaseRequest(_message.Message):
     __slots__ = ("name",)
@@ -77,7 +85,7 @@ class DeleteKnowledgeBaseResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "knowledge_base", "file_name", "state", "progress", "chunks", "error", "created_at", "updated_at", "unchanged", "attempts", "chunk_size", "chunk_overlap", "splitter", "title_enhance")
+    __slots__ = ("id", "knowledge_base", "file_name", "state", "progress", "chunks", "error", "created_at", "updated_at", "unchanged", "attempts", "chunk_size", "chunk_overlap", "splitter", "title_enhance", "parent_chunk_size")
     ID_FIELD_NUMBER: _ClassVar[int]
     KNOWLEDGE_BASE_FIELD_NUMBER: _ClassVar[int]
     FILE_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +101,7 @@ class Job(_message.Message):
     CHUNK_OVERLAP_FIELD_NUMBER: _ClassVar[int]
     SPLITTER_FIELD_NUMBER: _ClassVar[int]
     TITLE_ENHANCE_FIELD_NUMBER: _ClassVar[int]
+    PARENT_CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
     id: str
     knowledge_base: str
     file_name: str
@@ -108,10 +117,11 @@ class Job(_message.Message):
     chunk_overlap: int
     splitter: str
     title_enhance: bool
-    def __init__(self, id: _Optional[str] = ..., knowledge_base: _Optional[str] = ..., file_name: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[float] = ..., chunks: _Optional[int] = ..., error: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., unchanged: _Optional[bool] = ..., attempts: _Optional[int] = ..., chunk_size: _Optional[int] = ..., chunk_overlap: _Optional[int] = ..., splitter: _Optional[str] = ..., title_enhance: _Optional[bool] = ...) -> None: ...
+    parent_chunk_size: int
+    def __init__(self, id: _Optional[str] = ..., knowledge_base: _Optional[str] = ..., file_name: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[float] = ..., chunks: _Optional[int] = ..., error: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., unchanged: _Optional[bool] = ..., attempts: _Optional[int] = ..., chunk_size: _Optional[int] = ..., chunk_overlap: _Optional[int] = ..., splitter: _Optional[str] = ..., title_enhance: _Optional[bool] = ..., parent_chunk_size: _Optional[int] = ...) -> None: ...
 
 class SubmitFileRequest(_message.Message):
-    __slots__ = ("knowledge_base", "file_name", "content", "chunk_size", "chunk_overlap", "override", "splitter", "title_enhance")
+    __slots__ = ("knowledge_base", "file_name", "content", "chunk_size", "chunk_overlap", "override", "splitter", "title_enhance", "parent_child", "parent_chunk_size")
     KNOWLEDGE_BASE_FIELD_NUMBER: _ClassVar[int]
     FILE_NAME_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +130,8 @@ class SubmitFileRequest(_message.Message):
     OVERRIDE_FIELD_NUMBER: _ClassVar[int]
     SPLITTER_FIELD_NUMBER: _ClassVar[int]
     TITLE_ENHANCE_FIELD_NUMBER: _ClassVar[int]
+    PARENT_CHILD_FIELD_NUMBER: _ClassVar[int]
+    PARENT_CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
     knowledge_base: str
     file_name: str
     content: bytes
@@ -128,23 +140,29 @@ class SubmitFileRequest(_message.Message):
     override: bool
     splitter: str
     title_enhance: bool
-    def __init__(self, knowledge_base: _Optional[str] = ..., file_name: _Optional[str] = ..., content: _Optional[bytes] = ..., chunk_size: _Optional[int] = ..., chunk_overlap: _Optional[int] = ..., override: _Optional[bool] = ..., splitter: _Optional[str] = ..., title_enhance: _Optional[bool] = ...) -> None: ...
+    parent_child: bool
+    parent_chunk_size: int
+    def __init__(self, knowledge_base: _Optional[str] = ..., file_name: _Optional[str] = ..., content: _Optional[bytes] = ..., chunk_size: _Optional[int] = ..., chunk_overlap: _Optional[int] = ..., override: _Optional[bool] = ..., splitter: _Optional[str] = ..., title_enhance: _Optional[bool] = ..., parent_child: _Optional[bool] = ..., parent_chunk_size: _Optional[int] = ...) -> None: ...
 
 class ReindexFileRequest(_message.Message):
-    __slots__ = ("knowledge_base", "file_name", "chunk_size", "chunk_overlap", "splitter", "title_enhance")
+    __slots__ = ("knowledge_base", "file_name", "chunk_size", "chunk_overlap", "splitter", "title_enhance", "parent_child", "parent_chunk_size")
     KNOWLEDGE_BASE_FIELD_NUMBER: _ClassVar[int]
     FILE_NAME_FIELD_NUMBER: _ClassVar[int]
     CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
     CHUNK_OVERLAP_FIELD_NUMBER: _ClassVar[int]
     SPLITTER_FIELD_NUMBER: _ClassVar[int]
     TITLE_ENHANCE_FIELD_NUMBER: _ClassVar[int]
+    PARENT_CHILD_FIELD_NUMBER: _ClassVar[int]
+    PARENT_CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
     knowledge_base: str
     file_name: str
     chunk_size: int
     chunk_overlap: int
     splitter: str
     title_enhance: bool
-    def __init__(self, knowledge_base: _Optional[str] = ..., file_name: _Optional[str] = ..., chunk_size: _Optional[int] = ..., chunk_overlap: _Optional[int] = ..., splitter: _Optional[str] = ..., title_enhance: _Optional[bool] = ...) -> None: ...
+    parent_child: bool
+    parent_chunk_size: int
+    def __init__(self, knowledge_base: _Optional[str] = ..., file_name: _Optional[str] = ..., chunk_size: _Optional[int] = ..., chunk_overlap: _Optional[int] = ..., splitter: _Optional[str] = ..., title_enhance: _Optional[bool] = ..., parent_child: _Optional[bool] = ..., parent_chunk_size: _Optional[int] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ("knowledge_base", "limit")

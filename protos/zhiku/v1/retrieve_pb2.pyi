@@ -29,7 +29,7 @@ HYBRID_FUSION_DBSF: HybridFusion
 HYBRID_FUSION_RRF: HybridFusion
 
 class Point(_message.Message):
-    __slots__ = ("id", "vector", "file_name", "chunk_index", "text", "metadata")
+    __slots__ = ("id", "vector", "file_name", "chunk_index", "text", "metadata", "parent_id", "parent_text")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -43,13 +43,17 @@ class Point(_message.Message):
     CHUNK_INDEX_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_TEXT_FIELD_NUMBER: _ClassVar[int]
     id: str
     vector: _containers.RepeatedScalarFieldContainer[float]
     file_name: str
     chunk_index: int
     text: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., file_name: _Optional[str] = ..., chunk_index: _Optional[int] = ..., text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    parent_id: str
+    parent_text: str
+    def __init__(self, id: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., file_name: _Optional[str] = ..., chunk_index: _Optional[int] = ..., text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., parent_id: _Optional[str] = ..., parent_text: _Optional[str] = ...) -> None: ...
 
 class EnsureCollectionRequest(_message.Message):
     __slots__ = ("collection", "dimension")

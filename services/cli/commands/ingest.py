@@ -115,6 +115,16 @@ def ingest(
     title_enhance: Annotated[
         bool | None, typer.Option("--title-enhance/--no-title-enhance", help="prefix chunks with titles")
     ] = None,
+    parent_child: Annotated[
+        bool | None,
+        typer.Option(
+            "--parent-child/--no-parent-child",
+            help="embed small child chunks, answer from their parent section (default: the KB's setting)",
+        ),
+    ] = None,
+    parent_chunk_size: Annotated[
+        int | None, typer.Option("--parent-chunk-size", min=1, help="parent sections' size bound")
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow the jobs to their end")] = True,
 ) -> None:
     """Upload files into a knowledge base and show each one's ingestion progress."""
@@ -132,6 +142,8 @@ def ingest(
         chunk_overlap=chunk_overlap,
         splitter=splitter.value if splitter else None,
         title_enhance=title_enhance,
+        parent_child=parent_child,
+        parent_chunk_size=parent_chunk_size,
     )
     outcomes: list[Outcome] = []
     with state.client() as client:

@@ -21,11 +21,20 @@ def create(
     ctx: typer.Context,
     name: KbArgument,
     description: Annotated[str, typer.Option("--description", "-d", help="what it holds")] = "",
+    parent_child: Annotated[
+        bool,
+        typer.Option(
+            "--parent-child", help="uploads default to parent-child chunks (answers read the parent)"
+        ),
+    ] = False,
+    parent_chunk_size: Annotated[
+        int, typer.Option("--parent-chunk-size", min=0, help="parent sections' size bound (0: 1500)")
+    ] = 0,
 ) -> None:
     """Create an empty knowledge base (fails if the name is taken)."""
     state = current(ctx)
     with state.client() as client:
-        kb = client.create_knowledge_base(name, description)
+        kb = client.create_knowledge_base(name, description, parent_child, parent_chunk_size)
     state.console.print(f"Created knowledge base [bold]{escape(kb.get('name', name))}[/].")
 
 

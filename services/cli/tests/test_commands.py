@@ -131,6 +131,25 @@ def test_ingest_again_reports_unchanged_files_and_override_reindexes(cli: Cli, t
     assert chunks > 1  # re-split with the smaller chunk size
 
 
+def test_parent_child_from_kb_create_and_per_ingest(cli: Cli, tmp_path: Path) -> None:
+    kb = unique("parents")
+    ok(cli("kb", "create", kb, "--parent-child", "--parent-chunk-size", "800"))
+    (tmp_path / "leave.txt").write_text(LEAVE, encoding="utf-8")
+    (tmp_path / "expenses.txt").write_text(EXPENSES, encoding="utf-8")
+    ok(cli("ingest", str(tmp_path / "leave.txt"), "--kb", kb, "--chunk-size", "60", "--chunk-overlap", "0"))
+    ok(cli("ingest", str(tmp_path / "expenses.txt"), "--kb", kb, "--no-parent-child"))
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=cli.url, headers=headers, timeout=30) as http:
+        record = http.get(f"/v1/knowledge_bases/{kb}").json()
+        assert (record["parent_child"], record["parent_chunk_size"]) == (True, 800)
+        jobs = {job["file_name"]: job for job in http.get(f"/v1/knowledge_bases/{kb}/jobs").json()["data"]}
+        assert jobs["leave.txt"]["parent_chunk_size"] == 800
+        assert jobs["expenses.txt"]["parent_chunk_size"] == 0
+        hits = http.post(f"/v1/knowledge_bases/{kb}/search", json={"query": "annual leave portal"}).json()
+        leave = [hit for hit in hits["data"] if hit["file_name"] == "leave.txt"]
+        assert len(leave) > 1 and all(hit["parent"]["text"] == LEAVE.strip() for hit in leave)
+
+
 def test_ingest_exits_non_zero_and_prints_the_error_of_a_failed_file(cli: Cli, tmp_path: Path) -> None:
     kb = unique("broken")
     ok(cli("kb", "create", kb))

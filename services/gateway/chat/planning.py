@@ -19,6 +19,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from services.gateway.chat.parents import one_per_parent, prompt_passages
 from services.gateway.chat.tool_support import ensure_tool_support, options_fields, tool_fields
 from services.gateway.chat.web_passages import (
     as_passages,
@@ -205,10 +206,11 @@ async def plan_chat(
             options=options_of(body),
         )
         query = question if rewriting is None else rewriting.result()
+        passages = one_per_parent(passages)
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     request = generate_pb2.GenerateRequest(
         messages=messages,
-        passages=passages,
+        passages=prompt_passages(passages),
         grounded=kb_name is not None or provider is not None,
         temperature=body.temperature,
         top_p=body.top_p,

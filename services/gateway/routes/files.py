@@ -51,6 +51,13 @@ async def upload_files(
     override: Annotated[bool, Form(description="re-index even identical content")] = False,
     splitter: Annotated[SplitterName, Form(description="recursive (default) or markdown")] = "recursive",
     title_enhance: Annotated[bool, Form(description="prefix short title lines to their chunks")] = False,
+    parent_child: Annotated[
+        bool | None,
+        Form(description="parent-child chunks for these files; unset: the knowledge base's setting"),
+    ] = None,
+    parent_chunk_size: Annotated[
+        int, Form(ge=0, le=MAX_CHUNK_SIZE, description="parents' size bound; 0: the KB's or 1500")
+    ] = 0,
 ) -> UploadAccepted:
     """Queue each file for ingestion; answers before any parsing happens."""
     if chunk_size and chunk_overlap >= chunk_size:
@@ -74,6 +81,8 @@ async def upload_files(
             chunk_overlap=chunk_overlap,
             splitter=splitter,
             title_enhance=title_enhance,
+            parent_child=parent_child,
+            parent_chunk_size=parent_chunk_size,
         )
         jobs.append(SubmittedJob.from_pb(job, name))
     return UploadAccepted(jobs=jobs)
@@ -101,6 +110,9 @@ async def reindex_file(
     )
     if body.title_enhance is not None:
         request.title_enhance = body.title_enhance
+    if body.parent_child is not None:
+        request.parent_child = body.parent_child
+    request.parent_chunk_size = body.parent_chunk_size
     job = await ingest.ReindexFile(request, timeout=settings.request_timeout_s)
     return UploadAccepted(jobs=[SubmittedJob.from_pb(job, file_name)])
 

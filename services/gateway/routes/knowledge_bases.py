@@ -18,7 +18,12 @@ async def create_knowledge_base(
     """Create an empty knowledge base; 409 when the name is taken, 403 when the caller's key is
     limited to other knowledge bases (whether or not the name exists)."""
     created = await ingest.CreateKnowledgeBase(
-        ingest_pb2.CreateKnowledgeBaseRequest(name=body.name, description=body.description),
+        ingest_pb2.CreateKnowledgeBaseRequest(
+            name=body.name,
+            description=body.description,
+            parent_child=body.parent_child,
+            parent_chunk_size=body.parent_chunk_size,
+        ),
         timeout=settings.request_timeout_s,
     )
     return KnowledgeBase.from_pb(created)

@@ -54,9 +54,19 @@ KnowledgeBaseNameField = Annotated[
 ]
 
 
+PARENT_CHILD_HELP = (
+    "parent-child chunks: small children (chunk_size) are embedded and matched, answers read "
+    "their parent section of at most parent_chunk_size characters"
+)
+
+
 class CreateKnowledgeBase(BaseModel):
     name: Annotated[KnowledgeBaseNameField, Field(json_schema_extra=KB_REF)]
     description: str = Field(default="", max_length=2000)
+    parent_child: bool = Field(default=False, description=f"default for uploads: {PARENT_CHILD_HELP}")
+    parent_chunk_size: int = Field(
+        default=0, ge=0, le=100_000, description="0: the service's default (1500 characters)"
+    )
 
 
 class KnowledgeBase(BaseModel):
@@ -66,6 +76,8 @@ class KnowledgeBase(BaseModel):
     chunk_count: int
     embed_model: str
     created_at: float = Field(description="unix seconds")
+    parent_child: bool = Field(default=False, description=f"uploads' default: {PARENT_CHILD_HELP}")
+    parent_chunk_size: int = Field(default=0, description="the parents' size bound; 0 when off")
 
     @classmethod
     def from_pb(cls, kb: ingest_pb2.KnowledgeBase) -> KnowledgeBase:
@@ -76,6 +88,8 @@ class KnowledgeBase(BaseModel):
             chunk_count=kb.chunk_count,
             embed_model=kb.embed_model,
             created_at=kb.created_at,
+            parent_child=kb.parent_child,
+            parent_chunk_size=kb.parent_chunk_size,
         )
 
 
@@ -131,6 +145,7 @@ class Job(BaseModel):
     chunk_overlap: int = 0
     splitter: str = "recursive"
     title_enhance: bool = False
+    parent_chunk_size: int = Field(default=0, description="parent-child chunks' parent size; 0: plain")
     created_at: float = Field(default=0.0, description="unix seconds")
     updated_at: float = Field(default=0.0, description="unix seconds")
 
@@ -150,6 +165,7 @@ class Job(BaseModel):
             chunk_overlap=job.chunk_overlap,
             splitter=job.splitter or "recursive",
             title_enhance=job.title_enhance,
+            parent_chunk_size=job.parent_chunk_size,
             created_at=job.created_at,
             updated_at=job.updated_at,
         )
@@ -185,6 +201,8 @@ class ReindexRequest(BaseModel):
     chunk_overlap: int = Field(default=0, ge=0, le=100_000, description="0: the file's last setting")
     splitter: SplitterName | None = Field(default=None, description="null: the file's last setting")
     title_enhance: bool | None = Field(default=None, description="null: the file's last setting")
+    parent_child: bool | None = Field(default=None, description="null: the file's last setting")
+    parent_chunk_size: int = Field(default=0, ge=0, le=100_000, description="0: the last or default size")
 
 
 class UploadAccepted(BaseModel):
@@ -232,12 +250,23 @@ class SearchRequest(RetrievalParams):
     )
 
 
+class ParentSection(BaseModel):
+    """The section a parent-child chunk belongs to: what an answer's prompt reads."""
+
+    id: str
+    text: str
+    heading: str = Field(default="", description="the section's heading path, joined with ' > '")
+
+
 class SearchHit(BaseModel):
     id: str
     text: str
     score: float = Field(description="similarity in [0, 1], higher is better")
     file_name: str
     metadata: dict[str, str]
+    parent: ParentSection | None = Field(
+        default=None, description="parent-child chunks: the parent section of this (child) hit"
+    )
 
     @classmethod
     def from_pb(cls, passage: common_pb2.Passage) -> SearchHit:
@@ -247,6 +276,13 @@ class SearchHit(BaseModel):
             score=round(passage.score, 6),
             file_name=passage.file_name,
             metadata=dict(passage.metadata),
+            parent=ParentSection(
+                id=passage.parent_id,
+                text=passage.parent_text,
+                heading=passage.metadata.get("heading", ""),
+            )
+            if passage.parent_id
+            else None,
         )
 
 

@@ -96,7 +96,16 @@ async def test_knowledge_base_lifecycle(client: httpx.AsyncClient) -> None:
     created = await client.post("/v1/knowledge_bases", json={"name": name, "description": "HR docs"})
     assert created.status_code == 201
     kb = created.json()
-    assert set(kb) == {"name", "description", "file_count", "chunk_count", "embed_model", "created_at"}
+    assert set(kb) == {
+        "name",
+        "description",
+        "file_count",
+        "chunk_count",
+        "embed_model",
+        "created_at",
+        "parent_child",
+        "parent_chunk_size",
+    }
     assert (kb["name"], kb["description"], kb["file_count"], kb["chunk_count"]) == (name, "HR docs", 0, 0)
     assert kb["created_at"] > 0
 
@@ -206,7 +215,7 @@ async def test_search_scores_and_ordering(client: httpx.AsyncClient, stack: Stac
     )
     assert response.status_code == 200
     hits = response.json()["data"]
-    assert hits and set(hits[0]) == {"id", "text", "score", "file_name", "metadata"}
+    assert hits and set(hits[0]) == {"id", "text", "score", "file_name", "metadata", "parent"}
     assert hits[0]["file_name"] == "refunds.md"
     scores = [hit["score"] for hit in hits]
     assert all(0.0 <= score <= 1.0 for score in scores)

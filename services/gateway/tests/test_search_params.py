@@ -54,7 +54,8 @@ async def test_every_mode_ranks_and_scores_in_unit_range(
 ) -> None:
     hits = await search(client, kbs[0], "express delivery Lyon", mode=mode)
     assert hits[0]["file_name"] == "shipping.txt"
-    assert set(hits[0]) == {"id", "text", "score", "file_name", "metadata"}
+    assert set(hits[0]) == {"id", "text", "score", "file_name", "metadata", "parent"}
+    assert hits[0]["parent"] is None  # plain chunks
     scores = [hit["score"] for hit in hits]
     assert all(0.0 <= score <= 1.0 for score in scores)
     assert scores == sorted(scores, reverse=True)

@@ -28,6 +28,7 @@ from services.common.errors import (
 from services.common.logging import current_request_id
 from services.common.names import check_file_name, check_kb_name
 from services.ingest.api.downstream import DownstreamStubs
+from services.ingest.api.parent_mode import parent_chunk_size
 from services.ingest.broker import IngestCelery, enqueue_ingest
 from services.ingest.config import IngestSettings
 from services.ingest.jobs import GENERATION_KEY, JobLifecycle
@@ -106,11 +107,16 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             raise InvalidArgument(
                 f"description is {len(request.description)} characters; the limit is {MAX_DESCRIPTION_CHARS}"
             )
+        parents = parent_chunk_size(
+            request.parent_child or None, request.parent_chunk_size, 0, self.settings.chunk_size
+        )
         if await asyncio.to_thread(self.catalog.knowledge_bases.exists, name):
             # Checked before asking embed.Info; the insert below still guards against races.
             raise AlreadyExists(f"knowledge base {name!r} already exists")
         model = await self._embed_model()
-        kb = await asyncio.to_thread(self.catalog.knowledge_bases.create, name, request.description, model)
+        kb = await asyncio.to_thread(
+            self.catalog.knowledge_bases.create, name, request.description, model, parents
+        )
         log.info("created knowledge base %s", name)
         return kb.to_pb()
 
@@ -208,8 +214,15 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
         def record() -> JobRecord:
             # The blocking steps in one thread hop (an upload is hundreds of small files).
-            if not self.catalog.knowledge_bases.exists(kb):  # before storing anything
+            kb_parents = self.catalog.knowledge_bases.parent_chunk_size(kb)  # before storing anything
+            if kb_parents is None:
                 raise kb_not_found(kb)
+            parents = parent_chunk_size(
+                request.parent_child if request.HasField("parent_child") else None,
+                request.parent_chunk_size,
+                kb_parents,
+                chunk_size,
+            )
             content_hash = sha256_hex(request.content)
             existing = self.catalog.files.find(kb, name)
             if existing is None or existing.content_hash != content_hash:
@@ -226,6 +239,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 splitter=splitter,
                 title_enhance=request.title_enhance,
                 override=request.override,
+                parent_chunk_size=parents,
             )
 
         job = await asyncio.to_thread(record)
@@ -263,6 +277,12 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             if request.HasField("title_enhance")
             else (last.title_enhance if last else False)
         )
+        parents = parent_chunk_size(
+            request.parent_child if request.HasField("parent_child") else None,
+            request.parent_chunk_size,
+            last.parent_chunk_size if last else 0,
+            chunk_size,
+        )
         job = await asyncio.to_thread(
             functools.partial(
                 self.lifecycle.submit_file,
@@ -276,6 +296,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 splitter=splitter,
                 title_enhance=title_enhance,
                 override=True,
+                parent_chunk_size=parents,
             )
         )
         await self._enqueue(job)

@@ -43,6 +43,10 @@ class TextChunk:
     text: str
     index: int
     metadata: dict[str, str] = field(default_factory=dict)
+    # Parent-child chunks (:mod:`services.ingest.documents.parent_child`): the number of the
+    # parent section this child belongs to in its file, and that section's text.
+    parent_index: int = -1
+    parent_text: str = ""
 
 
 def _cut_after(text: str, pattern: re.Pattern[str]) -> list[str]:

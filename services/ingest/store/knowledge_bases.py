@@ -18,9 +18,15 @@ class KnowledgeBaseRepository:
     def __init__(self, database: CatalogDatabase) -> None:
         self.database = database
 
-    def create(self, name: str, description: str = "", embed_model: str = "") -> KnowledgeBaseRecord:
+    def create(
+        self, name: str, description: str = "", embed_model: str = "", parent_chunk_size: int = 0
+    ) -> KnowledgeBaseRecord:
         row = KnowledgeBaseRow(
-            name=name, description=description, embed_model=embed_model, created_at=time.time()
+            name=name,
+            description=description,
+            embed_model=embed_model,
+            created_at=time.time(),
+            parent_chunk_size=parent_chunk_size,
         )
         try:
             with self.database.session(write=True) as session:
@@ -63,6 +69,14 @@ class KnowledgeBaseRepository:
             session.execute(delete(FileRow).where(FileRow.kb_id == kb_id))
             session.execute(delete(JobRow).where(JobRow.kb_id == kb_id))
             session.execute(delete(KnowledgeBaseRow).where(KnowledgeBaseRow.id == kb_id))
+
+    def parent_chunk_size(self, name: str) -> int | None:
+        """The knowledge base's default parent-child setting (0: plain); None when it does not exist."""
+        with self.database.session(write=False) as session:
+            found = session.scalar(
+                select(KnowledgeBaseRow.parent_chunk_size).where(KnowledgeBaseRow.name == name)
+            )
+            return None if found is None else int(found)
 
     def exists(self, name: str) -> bool:
         with self.database.session(write=False) as session:

@@ -49,6 +49,8 @@ class KnowledgeBaseRecord:
     created_at: float
     file_count: int = 0
     chunk_count: int = 0
+    # Parent-child chunking by default for its uploads: the parents' size bound; 0: plain.
+    parent_chunk_size: int = 0
 
     def to_pb(self) -> ingest_pb2.KnowledgeBase:
         return ingest_pb2.KnowledgeBase(
@@ -58,6 +60,8 @@ class KnowledgeBaseRecord:
             chunk_count=self.chunk_count,
             embed_model=self.embed_model,
             created_at=self.created_at,
+            parent_child=self.parent_chunk_size > 0,
+            parent_chunk_size=self.parent_chunk_size,
         )
 
 
@@ -106,6 +110,8 @@ class JobRecord:
     updated_at: float
     splitter: str = "recursive"
     title_enhance: bool = False
+    # Parent-child chunking: the parents' size bound; 0 for plain chunks.
+    parent_chunk_size: int = 0
     # Until when the worker running it is known alive (heartbeats); 0 when no worker holds it.
     lease_until: float = 0.0
     # Set on the answer to an upload of content identical to what is indexed: nothing was queued.
@@ -151,4 +157,5 @@ class JobRecord:
             chunk_overlap=self.chunk_overlap,
             splitter=self.splitter,
             title_enhance=self.title_enhance,
+            parent_chunk_size=self.parent_chunk_size,
         )

@@ -28,7 +28,11 @@ ADDED_COLUMNS: dict[str, dict[str, str]] = {
         "retry_at": "DOUBLE PRECISION NOT NULL DEFAULT 0",
         "waiting_for": "VARCHAR(32) NOT NULL DEFAULT ''",
         "waiting_since": "DOUBLE PRECISION NOT NULL DEFAULT 0",
-    }
+        "parent_chunk_size": "INTEGER NOT NULL DEFAULT 0",
+    },
+    "knowledge_bases": {
+        "parent_chunk_size": "INTEGER NOT NULL DEFAULT 0",
+    },
 }
 
 
@@ -44,6 +48,8 @@ class KnowledgeBaseRow(CatalogBase):
     description: Mapped[str] = mapped_column(Text, default="")
     embed_model: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[float] = mapped_column(Double)
+    # Parent-child chunking by default for its uploads: the parents' size bound; 0: plain.
+    parent_chunk_size: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class FileRow(CatalogBase):
@@ -90,6 +96,7 @@ class JobRow(CatalogBase):
     retry_at: Mapped[float] = mapped_column(Double, default=0.0)
     waiting_for: Mapped[str] = mapped_column(String(32), default="")
     waiting_since: Mapped[float] = mapped_column(Double, default=0.0)
+    parent_chunk_size: Mapped[int] = mapped_column(Integer, default=0)
 
 
 def kb_record(row: KnowledgeBaseRow, file_count: int = 0, chunk_count: int = 0) -> KnowledgeBaseRecord:
@@ -100,6 +107,7 @@ def kb_record(row: KnowledgeBaseRow, file_count: int = 0, chunk_count: int = 0) 
         created_at=row.created_at,
         file_count=int(file_count),
         chunk_count=int(chunk_count or 0),
+        parent_chunk_size=row.parent_chunk_size or 0,
     )
 
 
@@ -143,4 +151,5 @@ def job_record(kb: str, row: Any, unchanged: bool = False) -> JobRecord:
         retry_at=row.retry_at or 0.0,
         waiting_for=row.waiting_for or "",
         waiting_since=row.waiting_since or 0.0,
+        parent_chunk_size=row.parent_chunk_size or 0,
     )

@@ -45,6 +45,7 @@ from services.common.grpc_client import request_metadata, sync_channel
 from services.common.logging import new_request_id, request_id_var
 from services.common.service_names import EMBED_SERVICE, RETRIEVE_SERVICE
 from services.ingest.config import IngestSettings
+from services.ingest.documents.parent_child import split_parent_child
 from services.ingest.documents.parsers import parse
 from services.ingest.documents.splitter import TextChunk, split_segments
 from services.ingest.jobs import GENERATION_KEY, Heartbeat, JobLifecycle
@@ -93,6 +94,12 @@ def point_id(kb: str, file_name: str, content_hash: str, chunk_index: int, gener
     """
     parts = (kb, file_name, content_hash, str(chunk_index), *((generation,) if generation else ()))
     return str(uuid.uuid5(POINT_NAMESPACE, "\x1f".join(parts)))
+
+
+def parent_id(content_hash: str, parent_index: int) -> str:
+    """A parent section's id within its file (empty for plain chunks): children that share it
+    share their parent, which the gateway puts in an answer's prompt once."""
+    return f"{content_hash[:16]}-p{parent_index}" if parent_index >= 0 else ""
 
 
 class Retry(Exception):
@@ -294,14 +301,25 @@ class IngestPipeline:
                 raise FailedPrecondition(f"{job.file_name}: the stored original changed since this upload")
             segments = parse(job.file_name, data)
         with _stage("split"):
-            chunks = split_segments(
-                segments,
-                job.file_name,
-                job.chunk_size,
-                job.chunk_overlap,
-                splitter=job.splitter,
-                title_enhance=job.title_enhance,
-            )
+            if job.parent_chunk_size:
+                chunks = split_parent_child(
+                    segments,
+                    job.file_name,
+                    job.chunk_size,
+                    job.chunk_overlap,
+                    job.parent_chunk_size,
+                    splitter=job.splitter,
+                    title_enhance=job.title_enhance,
+                )
+            else:
+                chunks = split_segments(
+                    segments,
+                    job.file_name,
+                    job.chunk_size,
+                    job.chunk_overlap,
+                    splitter=job.splitter,
+                    title_enhance=job.title_enhance,
+                )
         if not chunks:
             raise FailedPrecondition(f"{job.file_name}: no text left after splitting")
         limit = self.settings.max_chunks_per_file
@@ -383,6 +401,8 @@ class IngestPipeline:
                             "content_hash": job.content_hash,
                             GENERATION_KEY: job.id,
                         },
+                        parent_id=parent_id(job.content_hash, chunk.parent_index),
+                        parent_text=chunk.parent_text,
                     )
                     for chunk, vector in zip(
                         chunks[start : start + batch_size], vectors[start : start + batch_size], strict=True
