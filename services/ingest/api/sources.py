@@ -135,6 +135,9 @@ class SourceMethods:
 
     async def CreateSource(self, request: ingest_pb2.CreateSourceRequest, context: Any) -> ingest_pb2.Source:
         kb = check_kb_name(request.knowledge_base)
+        # An unknown knowledge base answers NOT_FOUND whatever the settings, like a hidden one.
+        if not await asyncio.to_thread(self.catalog.knowledge_bases.exists, kb):
+            raise kb_not_found(kb)
         spec = request.source
         name = check_source_name(spec.name)
         interval = spec.interval_s
@@ -143,12 +146,9 @@ class SourceMethods:
         config, secret = source_settings(spec, self.settings)
         sealed = SecretBox(self.settings.sources_key).seal(secret)
 
-        def create() -> SourceRecord:
-            if not self.catalog.knowledge_bases.exists(kb):
-                raise kb_not_found(kb)
-            return self.catalog.sources.create(kb, name, spec.kind, config, sealed, interval)
-
-        source = await asyncio.to_thread(create)
+        source = await asyncio.to_thread(
+            self.catalog.sources.create, kb, name, spec.kind, config, sealed, interval
+        )
         log.info("created %s source %s in %s", source.kind, name, kb)
         return source_pb(source, None)
 
