@@ -73,7 +73,7 @@ def source_settings(
             _http_url(spec.endpoint_url, "endpoint_url")
         if bool(spec.access_key_id) != bool(spec.secret_access_key):
             raise InvalidArgument("give both access_key_id and secret_access_key, or neither")
-        config = {
+        config: dict[str, Any] = {
             "bucket": spec.bucket,
             "prefix": spec.prefix,
             "endpoint_url": spec.endpoint_url,
@@ -84,7 +84,7 @@ def source_settings(
     if spec.kind == "web":
         if bool(spec.start_url) == bool(spec.sitemap_url):
             raise InvalidArgument("a web source needs exactly one of start_url and sitemap_url")
-        config: dict[str, Any] = {}
+        config = {}
         if spec.start_url:
             config["start_url"] = _http_url(spec.start_url, "start_url")
         else:

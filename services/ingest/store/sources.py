@@ -9,6 +9,7 @@ with a conditional UPDATE of ``next_sync_at``, so two API replicas never start t
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import time
@@ -243,10 +244,10 @@ class SourceRepository:
                 return _report(kb, name, active), False
             return _report(kb, name, self._new_run(session, source.id, "manual")), True
 
-    def claim_due(self, now: float) -> list[SyncReportRecord]:
+    def claim_due(self, now: float) -> builtins.list[SyncReportRecord]:
         """Queued syncs for every scheduled source whose time has come (each moved on by its
         interval first; a source still syncing skips this turn)."""
-        claimed: list[SyncReportRecord] = []
+        claimed: builtins.list[SyncReportRecord] = []
         with self.database.session(write=True) as session:
             due = session.execute(
                 select(

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import boto3
 import grpc
@@ -91,7 +92,7 @@ def new_kb(stack: Stack) -> str:
     return name
 
 
-def create(stack: Stack, kb: str, **fields: object) -> ingest_pb2.Source:
+def create(stack: Stack, kb: str, **fields: Any) -> ingest_pb2.Source:
     request = ingest_pb2.CreateSourceRequest(knowledge_base=kb, source=ingest_pb2.Source(**fields))
     return stack.ingest.CreateSource(request, timeout=TIMEOUT)
 
