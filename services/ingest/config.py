@@ -97,6 +97,9 @@ class IngestSettings(ServiceSettings):
     sources_sweep_s: float = Field(default=15.0, ge=0)
     # Limits of one S3 or web request, and the web crawler's defaults.
     sources_timeout_s: float = Field(default=20.0, gt=0)
+    # Web sources fetch public addresses only unless this is set (intranet sites): a user who may
+    # edit a knowledge base must not index the cloud metadata service or internal services.
+    sources_allow_private_networks: bool = False
     web_max_depth: int = Field(default=2, ge=0, le=10)
     web_max_pages: int = Field(default=200, ge=1, le=10_000)
     web_max_page_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)

@@ -58,6 +58,7 @@ def _worker(data_dir: Path, ingest: IngestSettings, addresses: dict[str, str], l
         "ZHIKU_INGEST_WORKER_METRICS_PORT": "0",
         "ZHIKU_INGEST_MAX_FILE_MB": str(INGEST_MAX_FILE_MB),
         "ZHIKU_INGEST_SOURCES_KEY": ingest.sources_key,
+        "ZHIKU_INGEST_SOURCES_ALLOW_PRIVATE_NETWORKS": str(ingest.sources_allow_private_networks).lower(),
     }
     if ingest.sources_root is not None:
         env["ZHIKU_INGEST_SOURCES_ROOT"] = str(ingest.sources_root)

@@ -35,5 +35,6 @@ def connector_for(source: SourceRecord, settings: IngestSettings) -> Connector:
             int(config.get("max_pages", settings.web_max_pages)),
             int(config.get("max_page_bytes", settings.web_max_page_bytes)),
             settings.sources_timeout_s,
+            settings.sources_allow_private_networks,
         )
     raise ValueError(f"unknown source kind {source.kind!r}")

@@ -1,9 +1,10 @@
 """A web site: the pages of a sitemap, or those reached from a start URL within a link depth.
 
 Only pages of the start URL's (or sitemap's) host are fetched, robots.txt is honoured for the
-user agent ``zhiku``, and the number of pages and each page's size are bounded. Pages are
-crawled in full before the sync compares anything, so an unreachable start URL fails the
-sync without touching what earlier syncs indexed. A page's file name is its URL path,
+user agent ``zhiku``, the number of pages and each page's size are bounded, and only public
+addresses are contacted unless private networks are allowed (``services.ingest.sources.network``).
+Pages are crawled in full before the sync compares anything, so an unreachable start URL fails
+the sync without touching what earlier syncs indexed. A page's file name is its URL path,
 flattened (``/docs/a`` -> ``docs__a.html``; the site's root -> ``index.html``).
 """
 
@@ -13,6 +14,7 @@ import posixpath
 import urllib.robotparser
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 import httpx
@@ -20,9 +22,21 @@ import lxml.etree
 import lxml.html
 
 from services.ingest.sources.items import ItemUnavailable, SourceItem, SourceUnavailable, file_name_for
+from services.ingest.sources.network import check_request, check_response
 
 USER_AGENT = "zhiku"
 HTML_TYPES = ("text/html", "application/xhtml+xml")
+
+
+@dataclass(frozen=True)
+class Page:
+    url: str
+    content_type: str
+    body: bytes
+
+    @property
+    def is_html(self) -> bool:
+        return self.content_type in HTML_TYPES
 
 
 def page_file_name(url: str, is_html: bool) -> str:
@@ -48,6 +62,7 @@ class WebConnector:
         max_pages: int,
         max_bytes: int,
         timeout_s: float,
+        allow_private: bool = False,
     ) -> None:
         self.start_url = start_url
         self.sitemap_url = sitemap_url
@@ -55,12 +70,20 @@ class WebConnector:
         self.max_pages = max_pages
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
+        self.allow_private = allow_private
 
     def list_items(self) -> list[SourceItem]:
         entry = self.sitemap_url or self.start_url
         host = urlsplit(entry).netloc
+        hooks: dict[str, list[Callable[..., object]]] = (
+            {} if self.allow_private else {"request": [check_request], "response": [check_response]}
+        )
         with httpx.Client(
-            follow_redirects=True, timeout=self.timeout_s, headers={"User-Agent": USER_AGENT}
+            follow_redirects=True,
+            timeout=self.timeout_s,
+            headers={"User-Agent": USER_AGENT},
+            trust_env=False,
+            event_hooks=hooks,
         ) as client:
             robots = self._robots(client, entry)
             if self.sitemap_url:
@@ -77,8 +100,8 @@ class WebConnector:
         parser.parse(reply.text.splitlines() if reply.status_code == 200 else [])
         return parser
 
-    def _get(self, client: httpx.Client, url: str) -> httpx.Response:
-        """The page, or ItemUnavailable saying why not (status, size, network)."""
+    def _get(self, client: httpx.Client, url: str) -> Page:
+        """The page, or ItemUnavailable saying why not (status, size, network, address)."""
         try:
             with client.stream("GET", url) as reply:
                 if reply.status_code != 200:
@@ -86,20 +109,20 @@ class WebConnector:
                 declared = int(reply.headers.get("content-length") or 0)
                 if declared > self.max_bytes:
                     raise ItemUnavailable(f"{declared} bytes; the page limit is {self.max_bytes}")
-                body = b""
+                body = bytearray()
                 for part in reply.iter_bytes():
                     body += part
                     if len(body) > self.max_bytes:
                         raise ItemUnavailable(f"over the page limit of {self.max_bytes} bytes")
-                reply._content = body
-                return reply
+                content_type = reply.headers.get("content-type", "").split(";")[0].strip().lower()
+                return Page(str(reply.url), content_type, bytes(body))
         except httpx.HTTPError as error:
             raise ItemUnavailable(f"cannot fetch {url}: {error}") from None
 
-    def _item(self, url: str, reply: httpx.Response) -> SourceItem:
-        content = reply.content
-        is_html = reply.headers.get("content-type", "").split(";")[0].strip() in HTML_TYPES
-        return SourceItem(url, page_file_name(url, is_html), lambda: content)
+    @staticmethod
+    def _item(url: str, page: Page) -> SourceItem:
+        body = page.body
+        return SourceItem(url, page_file_name(url, page.is_html), lambda: body)
 
     def _crawl(
         self, client: httpx.Client, robots: urllib.robotparser.RobotFileParser, host: str
@@ -111,20 +134,20 @@ class WebConnector:
             raise SourceUnavailable(f"start URL: {error}") from None
         items: list[SourceItem] = []
         seen = {start}
-        queue: deque[tuple[str, httpx.Response | None, int]] = deque([(start, first, 0)])
+        queue: deque[tuple[str, Page | None, int]] = deque([(start, first, 0)])
         while queue and len(items) < self.max_pages:
-            url, reply, depth = queue.popleft()
-            if reply is None:
+            url, page, depth = queue.popleft()
+            if page is None:
                 try:
-                    reply = self._get(client, url)
+                    page = self._get(client, url)
                 except ItemUnavailable as error:
                     items.append(SourceItem(url, page_file_name(url, True), _failing(str(error))))
                     continue
-            items.append(self._item(url, reply))
-            if depth >= self.max_depth or "html" not in reply.headers.get("content-type", ""):
+            items.append(self._item(url, page))
+            if depth >= self.max_depth or not page.is_html:
                 continue
-            for link in _links(reply):
-                target = urldefrag(urljoin(url, link))[0]
+            for link in _links(page.body):
+                target = urldefrag(urljoin(page.url, link))[0]
                 if target in seen or not _same_site(target, host) or not robots.can_fetch(USER_AGENT, target):
                     continue
                 seen.add(target)
@@ -135,8 +158,10 @@ class WebConnector:
         self, client: httpx.Client, robots: urllib.robotparser.RobotFileParser, host: str
     ) -> list[SourceItem]:
         try:
-            reply = self._get(client, self.sitemap_url)
-            root = lxml.etree.fromstring(reply.content, parser=lxml.etree.XMLParser(resolve_entities=False))
+            page = self._get(client, self.sitemap_url)
+            root = lxml.etree.fromstring(
+                page.body, parser=lxml.etree.XMLParser(resolve_entities=False, no_network=True)
+            )
         except (ItemUnavailable, lxml.etree.XMLSyntaxError) as error:
             raise SourceUnavailable(f"sitemap: {error}") from None
         urls = [loc.text.strip() for loc in root.iter("{*}loc") if loc.text]
@@ -160,9 +185,9 @@ def _failing(reason: str) -> Callable[[], bytes]:
     return fetch
 
 
-def _links(reply: httpx.Response) -> list[str]:
+def _links(body: bytes) -> list[str]:
     try:
-        document = lxml.html.fromstring(reply.content)
+        document = lxml.html.fromstring(body)
     except (lxml.etree.ParserError, ValueError):
         return []
     return [str(href) for href in document.xpath("//a/@href")]

@@ -26,6 +26,8 @@ from sqlalchemy import select
 
 from services.common.errors import FailedPrecondition
 from services.ingest.api.server import build_spec
+from services.ingest.sources.items import SourceUnavailable
+from services.ingest.sources.web import WebConnector
 from services.ingest.store.catalog import Catalog
 from services.ingest.store.secrets import SecretBox
 from services.ingest.store.tables import SourceRow
@@ -61,6 +63,7 @@ def sources(dependencies: Dependencies, tmp_path_factory: pytest.TempPathFactory
         sources_root=root,
         sources_key=Fernet.generate_key().decode(),
         sources_sweep_s=0.5,
+        sources_allow_private_networks=True,  # the test servers listen on loopback
     )
     metrics_port = free_port()
     log_path = data_dir / "worker.log"
@@ -404,3 +407,13 @@ def test_web_source_from_a_sitemap(sources: SourceStack, site: tuple[str, Path])
     assert "HTTP 404" in failed(report)[f"{base}/nope.html"]
     assert chunks_by_file(stack, kb) == {"a.html": 1}
     shutil.rmtree(root / "private")
+
+
+def test_web_source_refuses_private_addresses_unless_allowed(site: tuple[str, Path]) -> None:
+    base, root = site
+    write_page(root, "index.html", "Home", "An intranet page.", [])
+    refused = WebConnector(f"{base}/index.html", "", 1, 10, 100_000, 10, allow_private=False)
+    with pytest.raises(SourceUnavailable, match=r"127\.0\.0\.1, a private, loopback or reserved address"):
+        refused.list_items()
+    allowed = WebConnector(f"{base}/index.html", "", 1, 10, 100_000, 10, allow_private=True)
+    assert [item.file_name for item in allowed.list_items()] == ["index.html"]
