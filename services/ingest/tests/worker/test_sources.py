@@ -32,7 +32,7 @@ from services.ingest.store.catalog import Catalog
 from services.ingest.store.secrets import SecretBox
 from services.ingest.store.tables import SourceRow
 from services.ingest.tests.conftest import Dependencies, background_service, free_port, ingest_settings
-from services.ingest.tests.worker.test_worker import TERMINAL, Stack, celery_worker
+from services.ingest.tests.worker.test_worker import REDIS_URL, TERMINAL, Stack, _drop_tables, celery_worker
 from zhiku.v1 import ingest_pb2, ingest_pb2_grpc, retrieve_pb2, retrieve_pb2_grpc
 
 TIMEOUT = 60
@@ -51,9 +51,16 @@ class SourceStack:
     root: Path
 
 
-@pytest.fixture(scope="module")
-def sources(dependencies: Dependencies, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SourceStack]:
-    data_dir = tmp_path_factory.mktemp("ingest-sources")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def sources(
+    request: pytest.FixtureRequest, dependencies: Dependencies, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SourceStack]:
+    """The embedded shape (SQLite catalog and broker) and the deployed one (PostgreSQL, Redis)."""
+    data_dir = tmp_path_factory.mktemp(f"ingest-sources-{request.param}")
+    overrides: dict[str, Any] = {}
+    if request.param == "postgresql":
+        overrides = {"redis_url": REDIS_URL, "catalog_url": request.getfixturevalue("postgres_url")}
+        _drop_tables(overrides["catalog_url"])
     root = data_dir / "mounted"
     root.mkdir()
     settings = ingest_settings(
@@ -64,6 +71,7 @@ def sources(dependencies: Dependencies, tmp_path_factory: pytest.TempPathFactory
         sources_key=Fernet.generate_key().decode(),
         sources_sweep_s=0.5,
         sources_allow_private_networks=True,  # the test servers listen on loopback
+        **overrides,
     )
     metrics_port = free_port()
     log_path = data_dir / "worker.log"
