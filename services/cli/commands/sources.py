@@ -112,12 +112,12 @@ def remove(
 
 def _where(source: dict[str, Any]) -> str:
     if source["kind"] == "directory":
-        return source["path"]
+        return str(source["path"])
     if source["kind"] == "s3":
         return f"s3://{source['bucket']}/{source['prefix']}" + (
             " (keys set)" if source["credentials_set"] else ""
         )
-    return source["start_url"] or source["sitemap_url"]
+    return str(source["start_url"] or source["sitemap_url"])
 
 
 def sources_table(kb: str, sources: list[dict[str, Any]]) -> Table:

@@ -21,7 +21,12 @@ class SourceCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=64)
     kind: SourceKind
-    interval_s: int = Field(default=0, ge=0, description="seconds between scheduled syncs; 0: on demand only")
+    interval_s: int = Field(
+        default=0,
+        ge=0,
+        le=366 * 86400,
+        description="seconds between scheduled syncs (at least 5); 0: on demand only",
+    )
     path: str = Field(
         default="", max_length=4096, description="directory: relative to the server's sources root"
     )
@@ -35,7 +40,7 @@ class SourceCreate(BaseModel):
     sitemap_url: str = Field(default="", max_length=2048, description="web: its pages instead of a crawl")
     max_depth: int = Field(default=0, ge=0, le=10, description="web: 0 for the server's default")
     max_pages: int = Field(default=0, ge=0, le=10_000)
-    max_page_bytes: int = Field(default=0, ge=0)
+    max_page_bytes: int = Field(default=0, ge=0, le=1 << 40, description="web: 0 for the server's default")
 
     def to_pb(self) -> ingest_pb2.Source:
         return ingest_pb2.Source(**self.model_dump())
