@@ -314,3 +314,32 @@ class ZhikuClient:
 
     def revoke_key(self, key_id: str) -> None:
         self._send("DELETE", _path("v1/keys", key_id))
+
+    # -- sources --------------------------------------------------------------------------
+
+    def create_source(self, kb: str, body: dict[str, Any]) -> dict[str, Any]:
+        created: dict[str, Any] = self._send(
+            "POST", _path("v1/knowledge_bases", kb, "sources"), json=body
+        ).json()
+        return created
+
+    def list_sources(self, kb: str) -> list[dict[str, Any]]:
+        listed: list[dict[str, Any]] = self._send("GET", _path("v1/knowledge_bases", kb, "sources")).json()[
+            "data"
+        ]
+        return listed
+
+    def delete_source(self, kb: str, name: str) -> None:
+        self._send("DELETE", _path("v1/knowledge_bases", kb, "sources", name))
+
+    def sync_source(self, kb: str, name: str) -> dict[str, Any]:
+        report: dict[str, Any] = self._send(
+            "POST", _path("v1/knowledge_bases", kb, "sources", name, "sync")
+        ).json()
+        return report
+
+    def sync_report(self, kb: str, name: str, sync_id: str = "latest") -> dict[str, Any]:
+        report: dict[str, Any] = self._send(
+            "GET", _path("v1/knowledge_bases", kb, "sources", name, "syncs", sync_id)
+        ).json()
+        return report

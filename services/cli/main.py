@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from services.cli.client import DEFAULT_URL
-from services.cli.commands import agent, ask, ingest, jobs, kb, keys, search, up
+from services.cli.commands import agent, ask, ingest, jobs, kb, keys, search, sources, up
 from services.cli.context import CliState
 
 app = typer.Typer(
@@ -48,6 +48,7 @@ app.command("agent")(agent.agent)
 app.command("search")(search.search)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(keys.app, name="keys")
+app.add_typer(sources.app, name="sources")
 
 if __name__ == "__main__":
     app()

@@ -43,6 +43,7 @@ from services.gateway.routes import (
     knowledge_bases,
     models,
     search,
+    sources,
 )
 from services.gateway.store import GatewayStore
 from services.gateway.webui import mount_webui
@@ -140,7 +141,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     install_openapi(app)
     for module in (health, knowledge_bases, files, jobs, search, chat, embeddings, models):
         app.include_router(module.router)
-    for module in (conversations, file_chats, keys, agent, agent_databases):
+    for module in (conversations, file_chats, keys, agent, agent_databases, sources):
         app.include_router(module.router)
     app.include_router(conversations.feedback_router)
     for router in chatchat.routers:

@@ -83,6 +83,12 @@ RULES: dict[str, Rule] = {
             "ListJobs": NamedInRequest("knowledge_base", VIEW),
             "GetJob": JobInReply(VIEW),
             "CancelJob": JobInRequest(EDIT),
+            # A source decides what the knowledge base holds: changing or syncing one is editing.
+            "CreateSource": NamedInRequest("knowledge_base", EDIT),
+            "ListSources": NamedInRequest("knowledge_base", VIEW),
+            "DeleteSource": NamedInRequest("knowledge_base", EDIT),
+            "SyncSource": NamedInRequest("knowledge_base", EDIT),
+            "GetSyncReport": NamedInRequest("knowledge_base", VIEW),
         },
     ),
     **_methods(

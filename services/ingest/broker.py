@@ -31,6 +31,7 @@ from services.ingest.config import IngestSettings
 # The registered task name is part of the queue's wire format: keep it when refactoring
 # (a renamed task needs a shim for one release so queued messages survive a rolling deploy).
 INGEST_FILE_TASK = "zhiku.ingest.ingest_file"
+SYNC_SOURCE_TASK = "zhiku.ingest.sync_source"
 
 SQLA_POLLING_INTERVAL_S = 0.1
 
@@ -193,7 +194,10 @@ def configure_celery_app(app: IngestCelery) -> None:
     app.conf.update(
         **broker_config(settings),
         task_default_queue=settings.queue,
-        task_routes={INGEST_FILE_TASK: {"queue": settings.queue}},
+        task_routes={
+            INGEST_FILE_TASK: {"queue": settings.queue},
+            SYNC_SOURCE_TASK: {"queue": settings.queue},
+        },
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
@@ -245,3 +249,8 @@ def queue_length(app: Celery) -> int:
 def enqueue_ingest(app: Celery, job_id: str) -> None:
     """Publish one ingest task; blocking (the broker round trip), so call it off the event loop."""
     app.send_task(INGEST_FILE_TASK, args=[job_id], queue=app.conf.task_default_queue)
+
+
+def enqueue_sync(app: Celery, run_id: str) -> None:
+    """Publish one source sync (its run id); blocking, like :func:`enqueue_ingest`."""
+    app.send_task(SYNC_SOURCE_TASK, args=[run_id], queue=app.conf.task_default_queue)

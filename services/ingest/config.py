@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from services.common.config import ServiceSettings
+from services.ingest.store.secrets import valid_key
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
 
@@ -88,6 +89,26 @@ class IngestSettings(ServiceSettings):
     # How often the API refreshes the jobs-by-state gauges from the catalog; 0 disables.
     metrics_refresh_s: float = Field(default=5.0, ge=0)
 
+    # Sources (see docs/guide/sources.md). Directory sources must lie under sources_root (unset:
+    # no directory sources); S3 credentials are encrypted with sources_key (a Fernet key).
+    sources_root: Path | None = None
+    sources_key: str = ""
+    # How often the API process queues the syncs whose interval has come; 0 disables schedules.
+    sources_sweep_s: float = Field(default=15.0, ge=0)
+    # Limits of one S3 or web request, and the web crawler's defaults.
+    sources_timeout_s: float = Field(default=20.0, gt=0)
+    # Web sources fetch public addresses only unless this is set (intranet sites): a user who may
+    # edit a knowledge base must not index the cloud metadata service or internal services.
+    sources_allow_private_networks: bool = False
+    web_max_depth: int = Field(default=2, ge=0, le=10)
+    web_max_pages: int = Field(default=200, ge=1, le=10_000)
+    web_max_page_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+
+    @field_validator("sources_key")
+    @classmethod
+    def _sources_key(cls, value: str) -> str:
+        return valid_key(value.strip())
+
     @field_validator("redis_url", "catalog_url")
     @classmethod
     def _strip(cls, value: str) -> str:
@@ -121,6 +142,8 @@ class IngestSettings(ServiceSettings):
         if url.get_backend_name() == "sqlite" and not url.database:
             raise ValueError("catalog_url must name a SQLite file (the worker is another process)")
         self.blob_dir = (self.blob_dir or data_dir / "blobs").resolve()
+        if self.sources_root is not None:
+            self.sources_root = self.sources_root.resolve()
         if self.retry_backoff_max_s < self.retry_backoff_s:
             raise ValueError(
                 f"retry_backoff_max_s ({self.retry_backoff_max_s}) must not be below "

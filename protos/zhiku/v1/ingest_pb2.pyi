@@ -255,3 +255,139 @@ class FileContent(_message.Message):
     content_type: str
     content: bytes
     def __init__(self, file_name: _Optional[str] = ..., content_type: _Optional[str] = ..., content: _Optional[bytes] = ...) -> None: ...
+
+class Source(_message.Message):
+    __slots__ = ("name", "knowledge_base", "kind", "path", "bucket", "prefix", "endpoint_url", "region", "access_key_id", "secret_access_key", "credentials_set", "start_url", "sitemap_url", "max_depth", "max_pages", "max_page_bytes", "interval_s", "created_at", "next_sync_at", "last_sync")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KNOWLEDGE_BASE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_URL_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SECRET_ACCESS_KEY_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIALS_SET_FIELD_NUMBER: _ClassVar[int]
+    START_URL_FIELD_NUMBER: _ClassVar[int]
+    SITEMAP_URL_FIELD_NUMBER: _ClassVar[int]
+    MAX_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    MAX_PAGES_FIELD_NUMBER: _ClassVar[int]
+    MAX_PAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_SYNC_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_SYNC_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    knowledge_base: str
+    kind: str
+    path: str
+    bucket: str
+    prefix: str
+    endpoint_url: str
+    region: str
+    access_key_id: str
+    secret_access_key: str
+    credentials_set: bool
+    start_url: str
+    sitemap_url: str
+    max_depth: int
+    max_pages: int
+    max_page_bytes: int
+    interval_s: int
+    created_at: float
+    next_sync_at: float
+    last_sync: SyncReport
+    def __init__(self, name: _Optional[str] = ..., knowledge_base: _Optional[str] = ..., kind: _Optional[str] = ..., path: _Optional[str] = ..., bucket: _Optional[str] = ..., prefix: _Optional[str] = ..., endpoint_url: _Optional[str] = ..., region: _Optional[str] = ..., access_key_id: _Optional[str] = ..., secret_access_key: _Optional[str] = ..., credentials_set: _Optional[bool] = ..., start_url: _Optional[str] = ..., sitemap_url: _Optional[str] = ..., max_depth: _Optional[int] = ..., max_pages: _Optional[int] = ..., max_page_bytes: _Optional[int] = ..., interval_s: _Optional[int] = ..., created_at: _Optional[float] = ..., next_sync_at: _Optional[float] = ..., last_sync: _Optional[_Union[SyncReport, _Mapping]] = ...) -> None: ...
+
+class SyncFailure(_message.Message):
+    __slots__ = ("item", "reason")
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    item: str
+    reason: str
+    def __init__(self, item: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SyncReport(_message.Message):
+    __slots__ = ("id", "source", "knowledge_base", "state", "added", "updated", "removed", "failed", "unchanged", "error", "trigger", "created_at", "started_at", "finished_at", "job_ids")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    KNOWLEDGE_BASE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    source: str
+    knowledge_base: str
+    state: str
+    added: _containers.RepeatedScalarFieldContainer[str]
+    updated: _containers.RepeatedScalarFieldContainer[str]
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    failed: _containers.RepeatedCompositeFieldContainer[SyncFailure]
+    unchanged: int
+    error: str
+    trigger: str
+    created_at: float
+    started_at: float
+    finished_at: float
+    job_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., knowledge_base: _Optional[str] = ..., state: _Optional[str] = ..., added: _Optional[_Iterable[str]] = ..., updated: _Optional[_Iterable[str]] = ..., removed: _Optional[_Iterable[str]] = ..., failed: _Optional[_Iterable[_Union[SyncFailure, _Mapping]]] = ..., unchanged: _Optional[int] = ..., error: _Optional[str] = ..., trigger: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., job_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CreateSourceRequest(_message.Message):
+    __slots__ = ("knowledge_base", "source")
+    KNOWLEDGE_BASE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    knowledge_base: str
+    source: Source
+    def __init__(self, knowledge_base: _Optional[str] = ..., source: _Optional[_Union[Source, _Mapping]] = ...) -> None: ...
+
+class ListSourcesRequest(_message.Message):
+    __slots__ = ("knowledge_base",)
+    KNOWLEDGE_BASE_FIELD_NUMBER: _ClassVar[int]
+    knowledge_base: str
+    def __init__(self, knowledge_base: _Optional[str] = ...) -> None: ...
+
+class ListSourcesResponse(_message.Message):
+    __slots__ = ("sources",)
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    sources: _containers.RepeatedCompositeFieldContainer[Source]
+    def __init__(self, sources: _Optional[_Iterable[_Union[Source, _Mapping]]] = ...) -> None: ...
+
+class DeleteSourceRequest(_message.Message):
+    __slots__ = ("knowledge_base", "name")
+    KNOWLEDGE_BASE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    knowledge_base: str
+    name: str
+    def __init__(self, knowledge_base: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class DeleteSourceResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SyncSourceRequest(_message.Message):
+    __slots__ = ("knowledge_base", "name")
+    KNOWLEDGE_BASE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    knowledge_base: str
+    name: str
+    def __init__(self, knowledge_base: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class GetSyncReportRequest(_message.Message):
+    __slots__ = ("knowledge_base", "name", "id")
+    KNOWLEDGE_BASE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    knowledge_base: str
+    name: str
+    id: str
+    def __init__(self, knowledge_base: _Optional[str] = ..., name: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...

@@ -94,6 +94,31 @@ class IngestServiceStub:
                 request_serializer=zhiku_dot_v1_dot_ingest__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=zhiku_dot_v1_dot_ingest__pb2.Job.FromString,
                 _registered_method=True)
+        self.CreateSource = channel.unary_unary(
+                '/zhiku.v1.IngestService/CreateSource',
+                request_serializer=zhiku_dot_v1_dot_ingest__pb2.CreateSourceRequest.SerializeToString,
+                response_deserializer=zhiku_dot_v1_dot_ingest__pb2.Source.FromString,
+                _registered_method=True)
+        self.ListSources = channel.unary_unary(
+                '/zhiku.v1.IngestService/ListSources',
+                request_serializer=zhiku_dot_v1_dot_ingest__pb2.ListSourcesRequest.SerializeToString,
+                response_deserializer=zhiku_dot_v1_dot_ingest__pb2.ListSourcesResponse.FromString,
+                _registered_method=True)
+        self.DeleteSource = channel.unary_unary(
+                '/zhiku.v1.IngestService/DeleteSource',
+                request_serializer=zhiku_dot_v1_dot_ingest__pb2.DeleteSourceRequest.SerializeToString,
+                response_deserializer=zhiku_dot_v1_dot_ingest__pb2.DeleteSourceResponse.FromString,
+                _registered_method=True)
+        self.SyncSource = channel.unary_unary(
+                '/zhiku.v1.IngestService/SyncSource',
+                request_serializer=zhiku_dot_v1_dot_ingest__pb2.SyncSourceRequest.SerializeToString,
+                response_deserializer=zhiku_dot_v1_dot_ingest__pb2.SyncReport.FromString,
+                _registered_method=True)
+        self.GetSyncReport = channel.unary_unary(
+                '/zhiku.v1.IngestService/GetSyncReport',
+                request_serializer=zhiku_dot_v1_dot_ingest__pb2.GetSyncReportRequest.SerializeToString,
+                response_deserializer=zhiku_dot_v1_dot_ingest__pb2.SyncReport.FromString,
+                _registered_method=True)
 
 
 class IngestServiceServicer:
@@ -171,6 +196,36 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSource(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSources(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSource(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SyncSource(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSyncReport(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -233,6 +288,31 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=zhiku_dot_v1_dot_ingest__pb2.CancelJobRequest.FromString,
                     response_serializer=zhiku_dot_v1_dot_ingest__pb2.Job.SerializeToString,
+            ),
+            'CreateSource': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSource,
+                    request_deserializer=zhiku_dot_v1_dot_ingest__pb2.CreateSourceRequest.FromString,
+                    response_serializer=zhiku_dot_v1_dot_ingest__pb2.Source.SerializeToString,
+            ),
+            'ListSources': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSources,
+                    request_deserializer=zhiku_dot_v1_dot_ingest__pb2.ListSourcesRequest.FromString,
+                    response_serializer=zhiku_dot_v1_dot_ingest__pb2.ListSourcesResponse.SerializeToString,
+            ),
+            'DeleteSource': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSource,
+                    request_deserializer=zhiku_dot_v1_dot_ingest__pb2.DeleteSourceRequest.FromString,
+                    response_serializer=zhiku_dot_v1_dot_ingest__pb2.DeleteSourceResponse.SerializeToString,
+            ),
+            'SyncSource': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncSource,
+                    request_deserializer=zhiku_dot_v1_dot_ingest__pb2.SyncSourceRequest.FromString,
+                    response_serializer=zhiku_dot_v1_dot_ingest__pb2.SyncReport.SerializeToString,
+            ),
+            'GetSyncReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSyncReport,
+                    request_deserializer=zhiku_dot_v1_dot_ingest__pb2.GetSyncReportRequest.FromString,
+                    response_serializer=zhiku_dot_v1_dot_ingest__pb2.SyncReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -559,6 +639,141 @@ class IngestService:
             '/zhiku.v1.IngestService/CancelJob',
             zhiku_dot_v1_dot_ingest__pb2.CancelJobRequest.SerializeToString,
             zhiku_dot_v1_dot_ingest__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zhiku.v1.IngestService/CreateSource',
+            zhiku_dot_v1_dot_ingest__pb2.CreateSourceRequest.SerializeToString,
+            zhiku_dot_v1_dot_ingest__pb2.Source.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zhiku.v1.IngestService/ListSources',
+            zhiku_dot_v1_dot_ingest__pb2.ListSourcesRequest.SerializeToString,
+            zhiku_dot_v1_dot_ingest__pb2.ListSourcesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zhiku.v1.IngestService/DeleteSource',
+            zhiku_dot_v1_dot_ingest__pb2.DeleteSourceRequest.SerializeToString,
+            zhiku_dot_v1_dot_ingest__pb2.DeleteSourceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncSource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zhiku.v1.IngestService/SyncSource',
+            zhiku_dot_v1_dot_ingest__pb2.SyncSourceRequest.SerializeToString,
+            zhiku_dot_v1_dot_ingest__pb2.SyncReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSyncReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zhiku.v1.IngestService/GetSyncReport',
+            zhiku_dot_v1_dot_ingest__pb2.GetSyncReportRequest.SerializeToString,
+            zhiku_dot_v1_dot_ingest__pb2.SyncReport.FromString,
             options,
             channel_credentials,
             insecure,

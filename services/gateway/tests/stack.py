@@ -57,7 +57,11 @@ def _worker(data_dir: Path, ingest: IngestSettings, addresses: dict[str, str], l
         "ZHIKU_INGEST_QUEUE": ingest.queue,
         "ZHIKU_INGEST_WORKER_METRICS_PORT": "0",
         "ZHIKU_INGEST_MAX_FILE_MB": str(INGEST_MAX_FILE_MB),
+        "ZHIKU_INGEST_SOURCES_KEY": ingest.sources_key,
+        "ZHIKU_INGEST_SOURCES_ALLOW_PRIVATE_NETWORKS": str(ingest.sources_allow_private_networks).lower(),
     }
+    if ingest.sources_root is not None:
+        env["ZHIKU_INGEST_SOURCES_ROOT"] = str(ingest.sources_root)
     argv = [
         sys.executable,
         "-m",
@@ -80,9 +84,13 @@ def _worker(data_dir: Path, ingest: IngestSettings, addresses: dict[str, str], l
 
 @asynccontextmanager
 async def running_stack(
-    data_dir: Path, generate: dict[str, Any] | None = None, **gateway_overrides: Any
+    data_dir: Path,
+    generate: dict[str, Any] | None = None,
+    ingest: dict[str, Any] | None = None,
+    **gateway_overrides: Any,
 ) -> AsyncIterator[Stack]:
-    """The stack; ``generate`` overrides the generate service's settings (extractive by default)."""
+    """The stack; ``generate`` overrides the generate service's settings (extractive by default),
+    ``ingest`` the ingest service's (and its worker's, for the sources' settings)."""
     common = CommonSettings(data_dir=data_dir, log_json=False)
     async with AsyncExitStack() as stack:
         embed_settings = EmbedSettings(backend="local", local_model="use", metrics_port=0, common=common)
@@ -114,11 +122,12 @@ async def running_stack(
             metrics_refresh_s=0,
             max_file_mb=INGEST_MAX_FILE_MB,
             common=wired,
+            **(ingest or {}),
         )
-        ingest = await stack.enter_async_context(
+        ingest_service = await stack.enter_async_context(
             running_service(build_ingest(ingest_settings), ingest_settings)
         )
-        addresses["ingest"] = f"127.0.0.1:{ingest.port}"
+        addresses["ingest"] = f"127.0.0.1:{ingest_service.port}"
 
         worker_log = data_dir / "worker.log"
         worker = _worker(data_dir, ingest_settings, addresses, worker_log)

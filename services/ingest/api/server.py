@@ -1,8 +1,9 @@
 """The IngestService gRPC server: ``python -m services.ingest.api.server``.
 
 Wires the servicer to the catalog, the blob store, the task queue and the embed and retrieve
-services, and runs the API process's two background loops: the job gauges (jobs by state,
-queue depth, from the catalog) and the sweeper of lost jobs (``services.ingest.jobs``).
+services, and runs the API process's background loops: the job gauges (jobs by state,
+queue depth, from the catalog), the sweeper of lost jobs (``services.ingest.jobs``) and the
+queueing of scheduled source syncs (``services.ingest.api.sources``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from services.common.grpc_server import ServiceSpec, run_service
 from services.common.service_names import INGEST_SERVICE
 from services.ingest.api.downstream import DownstreamStubs
 from services.ingest.api.servicer import IngestServicer
+from services.ingest.api.sources import queue_due_syncs
 from services.ingest.broker import create_celery_app, prepare_broker
 from services.ingest.config import IngestSettings
 from services.ingest.jobs import sweep_lost_jobs
@@ -60,6 +62,8 @@ def build_spec(settings: IngestSettings) -> ServiceSpec:
         if settings.sweep_interval_s:
             sweeper = sweep_lost_jobs(servicer.lifecycle, celery, settings, servicer.drop_generation)
             tasks.append(asyncio.create_task(sweeper))
+        if settings.sources_sweep_s:
+            tasks.append(asyncio.create_task(queue_due_syncs(catalog, celery, settings.sources_sweep_s)))
 
     async def close() -> None:
         for task in tasks:

@@ -29,6 +29,7 @@ from services.common.logging import current_request_id
 from services.common.names import check_file_name, check_kb_name
 from services.ingest.api.downstream import DownstreamStubs
 from services.ingest.api.parent_mode import parent_chunk_size
+from services.ingest.api.sources import SourceMethods
 from services.ingest.broker import IngestCelery, enqueue_ingest
 from services.ingest.config import IngestSettings
 from services.ingest.jobs import GENERATION_KEY, JobLifecycle
@@ -65,7 +66,7 @@ def _rpc_error(service: str, error: grpc.RpcError) -> Exception:
     return type(mapped)(f"{service} service: {mapped}")
 
 
-class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
+class IngestServicer(SourceMethods, ingest_pb2_grpc.IngestServiceServicer):
     def __init__(
         self,
         settings: IngestSettings,

@@ -14,6 +14,7 @@ from services.ingest.store.database import CatalogDatabase
 from services.ingest.store.files import FileRepository
 from services.ingest.store.job_history import JobRepository
 from services.ingest.store.knowledge_bases import KnowledgeBaseRepository
+from services.ingest.store.sources import SourceRepository
 
 
 class Catalog:
@@ -22,6 +23,7 @@ class Catalog:
         self.knowledge_bases = KnowledgeBaseRepository(self.database)
         self.files = FileRepository(self.database)
         self.jobs = JobRepository(self.database)
+        self.sources = SourceRepository(self.database)
 
     @property
     def engine(self) -> Engine:

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from services.common.errors import AlreadyExists, kb_not_found
 from services.ingest.store.database import CatalogDatabase
 from services.ingest.store.records import KnowledgeBaseRecord
+from services.ingest.store.sources import delete_sources_of
 from services.ingest.store.tables import FileRow, JobRow, KnowledgeBaseRow, kb_record
 
 
@@ -68,6 +69,7 @@ class KnowledgeBaseRepository:
             # Explicit deletes: SQLite only cascades with foreign_keys=ON, PostgreSQL always does.
             session.execute(delete(FileRow).where(FileRow.kb_id == kb_id))
             session.execute(delete(JobRow).where(JobRow.kb_id == kb_id))
+            delete_sources_of(session, kb_id)
             session.execute(delete(KnowledgeBaseRow).where(KnowledgeBaseRow.id == kb_id))
 
     def parent_chunk_size(self, name: str) -> int | None:

@@ -99,6 +99,53 @@ class JobRow(CatalogBase):
     parent_chunk_size: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class SourceRow(CatalogBase):
+    """A source a knowledge base syncs from: its kind, its settings (JSON) and its secret
+    (encrypted JSON, see services.ingest.store.secrets)."""
+
+    __tablename__ = "sources"
+    __table_args__ = (UniqueConstraint("kb_id", "name", name="uq_sources_kb_name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    config: Mapped[str] = mapped_column(Text, default="{}")
+    secret: Mapped[str] = mapped_column(Text, default="")
+    interval_s: Mapped[int] = mapped_column(Integer, default=0)
+    next_sync_at: Mapped[float] = mapped_column(Double, default=0.0, index=True)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class SourceItemRow(CatalogBase):
+    """A file of the knowledge base that a source owns: a sync re-indexes or removes only these."""
+
+    __tablename__ = "source_items"
+    __table_args__ = (UniqueConstraint("source_id", "file_name", name="uq_source_items_file"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source_id: Mapped[str] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), index=True)
+    kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
+    file_name: Mapped[str] = mapped_column(String(255))
+    item: Mapped[str] = mapped_column(Text)
+
+
+class SyncRunRow(CatalogBase):
+    """One sync of a source; ``report`` is the JSON of its lists (added, updated, ...)."""
+
+    __tablename__ = "sync_runs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    source_id: Mapped[str] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    trigger: Mapped[str] = mapped_column(String(16))
+    report: Mapped[str] = mapped_column(Text, default="{}")
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Double, index=True)
+    started_at: Mapped[float] = mapped_column(Double, default=0.0)
+    finished_at: Mapped[float] = mapped_column(Double, default=0.0)
+
+
 def kb_record(row: KnowledgeBaseRow, file_count: int = 0, chunk_count: int = 0) -> KnowledgeBaseRecord:
     return KnowledgeBaseRecord(
         name=row.name,

@@ -9,10 +9,11 @@ from __future__ import annotations
 from celery import Task
 
 from services.common.errors import DependencyUnavailable
-from services.ingest.broker import INGEST_FILE_TASK
+from services.ingest.broker import INGEST_FILE_TASK, SYNC_SOURCE_TASK, enqueue_ingest
 from services.ingest.worker.backoff import Backoff
 from services.ingest.worker.celery_app import WorkerCelery, app
 from services.ingest.worker.pipeline import Retry
+from services.ingest.worker.sync import SourceSync
 
 
 @app.task(name=INGEST_FILE_TASK, bind=True, max_retries=None)
@@ -31,3 +32,17 @@ def ingest_file(self: Task[[str], str | None], job_id: str) -> str | None:
         countdown = backoff.delay(self.request.retries + 1)
         raise self.retry(countdown=countdown, exc=error, max_retries=backoff.retries()) from error
     return state.value if state is not None else None
+
+
+@app.task(name=SYNC_SOURCE_TASK, bind=True)
+def sync_source(self: Task[[str], str | None], run_id: str) -> str | None:
+    """Sync a source (its run ``run_id``): list it and submit, re-index or remove its files.
+
+    Not retried: a sync that dies half-way (catalog down, worker killed) stays "running" until
+    it goes stale (``STALE_RUN_S``) and the next manual or scheduled sync finishes its work,
+    since a sync only ever compares the source with the catalog.
+    """
+    celery_app: WorkerCelery = self.app  # type: ignore[assignment]  # typed as the Celery base class
+    sync = SourceSync(celery_app.pipeline(), lambda job_id: enqueue_ingest(celery_app, job_id))
+    report = sync.run(run_id)
+    return report.state if report is not None else None

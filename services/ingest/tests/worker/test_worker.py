@@ -94,8 +94,15 @@ def _worker_env(settings: IngestSettings, metrics_port: int) -> dict[str, str]:
             "ZHIKU_INGEST_LEASE_S": str(settings.lease_s),
             "ZHIKU_INGEST_EMBED_BATCH_SIZE": str(settings.embed_batch_size),
             "ZHIKU_INGEST_UPSERT_BATCH_SIZE": str(settings.upsert_batch_size),
+            "ZHIKU_INGEST_SOURCES_ROOT": str(settings.sources_root or ""),
+            "ZHIKU_INGEST_SOURCES_KEY": settings.sources_key,
+            "ZHIKU_INGEST_SOURCES_ALLOW_PRIVATE_NETWORKS": str(
+                settings.sources_allow_private_networks
+            ).lower(),
         }
     )
+    if settings.sources_root is None:
+        del env["ZHIKU_INGEST_SOURCES_ROOT"]
     return env
 
 
