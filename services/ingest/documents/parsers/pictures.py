@@ -116,7 +116,14 @@ def _png(image: bytes | Any, limits: ParseLimits, max_pixels: int) -> bytes | No
             buffer = io.BytesIO()
             converted.save(buffer, format="PNG", optimize=False)
             return buffer.getvalue()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError) as error:
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        TypeError,
+    ) as error:
         log.info("not captioning a picture that cannot be decoded: %s: %s", type(error).__name__, error)
         return None
 
