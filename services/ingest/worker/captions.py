@@ -152,9 +152,9 @@ class Captioner:
             try:
                 outcomes[number] = future.result(timeout=max(0.0, deadline - time.monotonic()))
             except FutureTimeout:
-                future.cancel()
+                if future.cancel():  # never started; one still running counts its own outcome
+                    PICTURE_CAPTIONS.labels("timeout").inc()
                 outcomes[number] = _Outcome(problem="timed out")
-                PICTURE_CAPTIONS.labels("timeout").inc()
         return outcomes
 
     def _caption(self, picture: CollectedPicture, prompt: str, unreachable: threading.Event) -> _Outcome:

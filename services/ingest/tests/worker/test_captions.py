@@ -158,6 +158,21 @@ def test_docx_pictures_are_captioned_in_the_documents_language(
     assert plain.text.count("[image]") == 1 and "caption" not in plain.text
 
 
+def test_a_slide_picture_is_captioned(captioner: Captioner, fake: ThreadedFake) -> None:
+    import pptx
+    from pptx.util import Inches as SlideInches
+
+    deck = pptx.Presentation()
+    slide = deck.slides.add_slide(deck.slide_layouts[5])
+    slide.shapes.title.text = "Regional sales"
+    slide.shapes.add_picture(io.BytesIO(_chart_picture()), SlideInches(1), SlideInches(2))
+    buffer = io.BytesIO()
+    deck.save(buffer)
+    (segment,) = captioner.parse("deck.pptx", buffer.getvalue())
+    assert segment.text == f"# Regional sales\n\n[image] caption: {CHART_CAPTION}"
+    assert segment.metadata == {"page": "1"} and len(fake.fake.calls) == 1
+
+
 def test_large_pictures_are_scaled_down_and_the_same_picture_is_captioned_once(
     tmp_path: Path, fake: ThreadedFake
 ) -> None:
@@ -203,10 +218,10 @@ def test_an_endpoint_that_is_down_leaves_the_ocr_text(tmp_path: Path, delivery_p
 def test_a_slow_endpoint_times_out_and_the_rest_of_the_file_is_skipped(
     tmp_path: Path, report_docx: bytes
 ) -> None:
-    slow = ThreadedFake(FakeOpenAI(["never read"], api_key="vision-key", answer_delay_s=3.0))
+    slow = ThreadedFake(FakeOpenAI(["never read"], api_key="vision-key", answer_delay_s=4.0))
     slow.start()
     captioner = Captioner.from_settings(
-        _settings(tmp_path, slow.fake.base_url, vision_timeout_s=0.5, vision_concurrency=1)
+        _settings(tmp_path, slow.fake.base_url, vision_timeout_s=1.0, vision_concurrency=1)
     )
     assert captioner is not None
     timeouts, skipped = _captions("timeout"), _captions("skipped")
