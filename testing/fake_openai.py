@@ -21,12 +21,21 @@ Tool calling: ``replies`` scripts the answers of successive calls, each either t
 carries its id, type and name with empty arguments, then the arguments follow in fragments of
 ``fragment_chars``) with finish_reason "tool_calls"; non-streamed, they are the message's
 ``tool_calls`` with ``content`` null.
+
+Pictures: a user message's ``content`` may be a list of parts, ``{"type": "text", ...}`` and
+``{"type": "image_url", "image_url": {"url": ...}}`` with an http(s) URL or a base64 data URL
+of a PNG, JPEG, GIF or WebP, as OpenAI takes them; a malformed part answers 400 as OpenAI does.
+``RecordedCall.images`` and ``RecordedCall.prompt`` say what a call sent, and ``respond``
+scripts the answer from the call itself (a caption per picture, whatever order they come in).
+``answer_delay_s`` holds back non-streamed answers (a slow vision model).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import contextlib
 import json
 import re
@@ -34,7 +43,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +56,63 @@ from starlette.routing import Route
 GATHER_TIMEOUT_S = 30.0
 
 
+_DATA_URL = re.compile(r"data:(image/(?:png|jpeg|gif|webp));base64,(.*)", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class ReceivedImage:
+    """A picture a call sent: its URL, and for a data URL its media type and decoded bytes."""
+
+    url: str
+    media_type: str = ""
+    data: bytes = b""
+
+
+def _content_parts(message: dict[str, Any]) -> list[dict[str, Any]]:
+    content = message.get("content")
+    return content if isinstance(content, list) else []
+
+
+def _image_of(url: str) -> ReceivedImage:
+    match = _DATA_URL.fullmatch(url)
+    if match is None:
+        return ReceivedImage(url)
+    return ReceivedImage(url, match.group(1), base64.b64decode(match.group(2), validate=True))
+
+
+def content_error(body: dict[str, Any]) -> str | None:
+    """What OpenAI would reject in the messages' content parts, or None when they are valid."""
+    for index, message in enumerate(body.get("messages") or []):
+        content = message.get("content") if isinstance(message, dict) else None
+        if content is None or isinstance(content, str):
+            continue
+        if not isinstance(content, list):
+            return f"messages[{index}].content must be a string or an array of content parts"
+        for number, part in enumerate(content):
+            where = f"messages[{index}].content[{number}]"
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text":
+                if not isinstance(part.get("text"), str):
+                    return f"{where}.text must be a string"
+            elif kind == "image_url":
+                image = part.get("image_url")
+                url = image.get("url") if isinstance(image, dict) else None
+                if not isinstance(url, str):
+                    return f"{where}.image_url.url must be a string"
+                if image.get("detail", "auto") not in ("auto", "low", "high"):
+                    return f"{where}.image_url.detail must be auto, low or high"
+                if url.startswith(("http://", "https://")):
+                    continue
+                try:
+                    if _DATA_URL.fullmatch(url) is None or not _image_of(url).data:
+                        raise ValueError(url[:40])
+                except (ValueError, binascii.Error):
+                    return f"Invalid image URL in {where}: expected a base64 image data URL or http(s)"
+            else:
+                return f"Invalid content part type {kind!r} in {where}: expected 'text' or 'image_url'"
+    return None
+
+
 @dataclass
 class RecordedCall:
     body: dict[str, Any]
@@ -55,6 +121,29 @@ class RecordedCall:
     completed: bool = False
     disconnected: bool = False
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def images(self) -> list[ReceivedImage]:
+        """The pictures of the call's messages (image_url content parts), in order."""
+        return [
+            _image_of(part["image_url"]["url"])
+            for message in self.body.get("messages") or []
+            for part in _content_parts(message)
+            if part.get("type") == "image_url"
+        ]
+
+    @property
+    def prompt(self) -> str:
+        """The text of the call's user messages: plain content and text parts, joined by newlines."""
+        texts: list[str] = []
+        for message in self.body.get("messages") or []:
+            if message.get("role") != "user":
+                continue
+            content = message.get("content")
+            if isinstance(content, str):
+                texts.append(content)
+            texts.extend(p["text"] for p in _content_parts(message) if p.get("type") == "text")
+        return "\n".join(texts)
 
 
 @dataclass
@@ -109,6 +198,8 @@ class FakeOpenAI:
         record: bool = True,
         gather: int = 0,
         hold: asyncio.Event | None = None,
+        respond: Callable[[RecordedCall], str | Reply] | None = None,
+        answer_delay_s: float = 0.0,
     ) -> None:
         self.tokens = tokens
         # Answers of the next calls, in order; once used up, calls get ``tokens``.
@@ -126,6 +217,11 @@ class FakeOpenAI:
         # Hold every stream's first token until this event is set: keeps calls in flight for
         # as long as a test needs (a full queue), with no clock involved.
         self.hold = hold
+        # The answer of each call made from the call itself (text or a Reply), when no scripted
+        # ``replies`` are left: e.g. a caption chosen by the picture the call sent.
+        self.respond = respond
+        # Non-streamed answers leave after this long (a slow model; streams use ttft_s).
+        self.answer_delay_s = answer_delay_s
         self.prompt_tokens = prompt_tokens
         self.api_key = api_key
         self.error_status = error_status
@@ -180,15 +276,24 @@ class FakeOpenAI:
         if self.error_status is not None:
             call.ended.set()
             return self._error(self.error_status, f"scripted failure {self.error_status}", "server_error")
+        if problem := content_error(body):
+            call.ended.set()
+            return self._error(400, problem, "invalid_request_error")
         include_usage = self.sends_usage and bool((body.get("stream_options") or {}).get("include_usage"))
         if self.replies:
             reply = self.replies.popleft()
+            finish = "tool_calls" if reply.tool_calls else "stop"
+        elif self.respond is not None:
+            answer = self.respond(call)
+            reply = Reply(tokens=script_tokens(answer)) if isinstance(answer, str) else answer
             finish = "tool_calls" if reply.tool_calls else "stop"
         else:
             max_tokens = body.get("max_tokens") or len(self.tokens)
             reply = Reply(tokens=self.tokens[:max_tokens])
             finish = "length" if max_tokens < len(self.tokens) else "stop"
         if not body.get("stream"):
+            if self.answer_delay_s:
+                await asyncio.sleep(self.answer_delay_s)
             call.completed = True
             call.ended.set()
             return JSONResponse(self._completion(reply, finish))

@@ -26,14 +26,44 @@ class Text:
     bold: bool = False
 
 
-def line_by_line_pdf(pages: list[list[Text]]) -> bytes:
-    """A PDF whose pages draw the given texts in the given order (that order is the text layer's)."""
+@dataclass(frozen=True)
+class Picture:
+    """A picture (encoded PNG or JPEG bytes) drawn with its top left at x, y from the page's
+    top, ``width`` by ``height`` points."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+    image: bytes
+
+
+def _insert_picture(document: object, page: object, picture: Picture) -> None:
+    import io
+
+    import pypdfium2 as pdfium
+    from PIL import Image
+
+    image = pdfium.PdfImage.new(document)
+    with Image.open(io.BytesIO(picture.image)) as pil:
+        bitmap = pdfium.PdfBitmap.from_pil(pil.convert("RGB"))
+    image.set_bitmap(bitmap)
+    bottom = PAGE_HEIGHT - picture.y - picture.height
+    image.set_matrix(pdfium.PdfMatrix().scale(picture.width, picture.height).translate(picture.x, bottom))
+    page.insert_obj(image)  # type: ignore[attr-defined]
+
+
+def line_by_line_pdf(pages: list[list[Text]], pictures: dict[int, list[Picture]] | None = None) -> bytes:
+    """A PDF whose pages draw the given texts in the given order (that order is the text layer's),
+    and on the pages ``pictures`` names (0-based), those pictures (embedded image objects)."""
     import pypdfium2 as pdfium
     import pypdfium2.raw as pdfium_c
 
     document = pdfium.PdfDocument.new()
-    for texts in pages:
+    for number, texts in enumerate(pages):
         page = document.new_page(PAGE_WIDTH, PAGE_HEIGHT)
+        for picture in (pictures or {}).get(number, []):
+            _insert_picture(document, page, picture)
         for item in texts:
             font = b"Helvetica-Bold" if item.bold else b"Helvetica"
             obj = pdfium_c.FPDFPageObj_NewTextObj(document.raw, font, ctypes.c_float(item.size))

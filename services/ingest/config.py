@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -104,6 +104,53 @@ class IngestSettings(ServiceSettings):
     web_max_pages: int = Field(default=200, ge=1, le=10_000)
     web_max_page_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
 
+    # Picture captions (see docs/guide/formats.md#picture-captions): off unless a base URL is set.
+    vision_enabled: bool = Field(
+        default=True,
+        description="Caption pictures when ZHIKU_INGEST_VISION_BASE_URL is set; false switches "
+        "captioning off without removing the endpoint.",
+    )
+    vision_base_url: str = Field(
+        default="",
+        description="Base URL of an OpenAI-compatible endpoint serving a vision-capable model "
+        "(e.g. http://vllm:8000/v1). Unset: pictures are only OCRed and no call is made.",
+    )
+    vision_model: str = Field(
+        default="", description="Model name sent to the vision endpoint (required with a base URL)."
+    )
+    vision_api_key: SecretStr = Field(
+        default=SecretStr(""), description="Bearer token of the vision endpoint (empty: none)."
+    )
+    vision_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Seconds one picture's caption may take; a picture past it keeps its OCR text only.",
+    )
+    vision_concurrency: int = Field(
+        default=4, ge=1, le=64, description="Caption requests in flight at once per worker process."
+    )
+    vision_max_pictures: int = Field(
+        default=20,
+        ge=0,
+        le=1000,
+        description="Distinct pictures captioned per file (the first ones in reading order); 0: none.",
+    )
+    vision_max_pixels: int = Field(
+        default=1_048_576,
+        ge=4096,
+        le=64_000_000,
+        description="Pictures larger than this many pixels are scaled down before they are sent.",
+    )
+    vision_max_tokens: int = Field(
+        default=200, ge=16, le=4096, description="Longest caption, in tokens (the request's max_tokens)."
+    )
+    vision_prompt: str = Field(
+        default="",
+        description="Instruction sent with every picture. Empty: a built-in prompt in the "
+        "document's language (Chinese or English), or a bilingual one when the file has no text.",
+    )
+
     @field_validator("sources_key")
     @classmethod
     def _sources_key(cls, value: str) -> str:
@@ -155,6 +202,13 @@ class IngestSettings(ServiceSettings):
                 f"retry_backoff_max_s ({self.retry_backoff_max_s}) must be below "
                 f"visibility_timeout_s ({self.visibility_timeout_s})"
             )
+        self.vision_base_url = self.vision_base_url.strip()
+        if self.vision_base_url and not self.vision_base_url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"vision_base_url must start with http:// or https://, got {self.vision_base_url!r}"
+            )
+        if self.vision_base_url and not self.vision_model.strip():
+            raise ValueError("vision_model must name the model served at vision_base_url")
         if self.chunk_overlap >= self.chunk_size:
             raise ValueError(
                 f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size})"
@@ -164,6 +218,11 @@ class IngestSettings(ServiceSettings):
     @property
     def is_sqlite(self) -> bool:
         return make_url(self.catalog_url).get_backend_name() == "sqlite"
+
+    @property
+    def captions_enabled(self) -> bool:
+        """Whether pictures are captioned: an endpoint is configured and not switched off."""
+        return self.vision_enabled and bool(self.vision_base_url) and self.vision_max_pictures > 0
 
     @property
     def max_file_bytes(self) -> int:

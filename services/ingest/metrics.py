@@ -37,3 +37,9 @@ JOBS_REPUBLISHED = Counter(
 
 JOBS_BY_STATE = Gauge("zhiku_ingest_jobs", "Ingest jobs in the catalog, by state", ["state"])
 QUEUE_DEPTH = Gauge("zhiku_ingest_queue_depth", "Ingest jobs waiting for a worker (state queued)")
+PICTURE_CAPTIONS = Counter(
+    "zhiku_ingest_picture_captions_total",
+    "Pictures sent to the vision endpoint, by outcome (captioned, failed, timeout, skipped); "
+    "a picture without a caption keeps its OCR text and its job still succeeds",
+    ["outcome"],
+)

@@ -62,6 +62,7 @@ from services.ingest.store.catalog import Catalog
 from services.ingest.store.records import JobRecord, JobState
 from services.ingest.worker.backoff import Backoff
 from services.ingest.worker.batcher import EmbedBatcher
+from services.ingest.worker.captions import Captioner
 from zhiku.v1 import embed_pb2, embed_pb2_grpc, retrieve_pb2, retrieve_pb2_grpc
 
 log = logging.getLogger("zhiku.ingest.pipeline")
@@ -161,6 +162,8 @@ class IngestPipeline:
         self.embed = embed
         self.retrieve = retrieve
         self._channels = list(channels)
+        # Pictures are captioned only with a vision endpoint configured (None: no calls).
+        self._captioner = Captioner.from_settings(settings)
         # (collection, dimension) pairs this process already ensured: one EnsureCollection
         # per knowledge base instead of one per file. An Upsert answering NOT_FOUND (the
         # collection was dropped since) forgets the pair and ensures again.
@@ -191,6 +194,8 @@ class IngestPipeline:
 
     def close(self) -> None:
         self._batcher.close()
+        if self._captioner is not None:
+            self._captioner.close()
         for channel in self._channels:
             channel.close()
         self.catalog.dispose()
@@ -299,7 +304,11 @@ class IngestPipeline:
             if sha256_hex(data) != job.content_hash:
                 # Normally a newer upload, whose own job indexes it (this one is then cancelled).
                 raise FailedPrecondition(f"{job.file_name}: the stored original changed since this upload")
-            segments = parse(job.file_name, data)
+            segments = (
+                self._captioner.parse(job.file_name, data)
+                if self._captioner is not None
+                else parse(job.file_name, data)
+            )
         with _stage("split"):
             if job.parent_chunk_size:
                 chunks = split_parent_child(

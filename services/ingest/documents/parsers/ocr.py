@@ -15,6 +15,7 @@ import threading
 from typing import Any
 
 from services.ingest.documents.parsers.base import ParseError, ParseLimits, Segment, single
+from services.ingest.documents.parsers.pictures import image_file_text
 
 log = logging.getLogger("zhiku.ingest.parsers")
 
@@ -102,7 +103,7 @@ def embedded_image_text(name: str, data: bytes, limits: ParseLimits) -> str:
 
 def parse_image(name: str, data: bytes, limits: ParseLimits) -> list[Segment]:
     pixels = _pixels(name, data, limits)
-    text = recognise(pixels) if pixels is not None else ""
+    text = image_file_text(data, recognise(pixels) if pixels is not None else "", limits)
     if not text.strip():
         raise ParseError(f"{name}: no text found in the image (OCR recognised nothing)")
     return single(text, {"ocr": "true"})

@@ -21,6 +21,7 @@ from services.ingest.documents.parsers.base import (
     single,
 )
 from services.ingest.documents.parsers.ocr import embedded_image_text
+from services.ingest.documents.parsers.pictures import picture_line
 from services.ingest.documents.parsers.zipsafe import check_container
 
 _OOXML_ERRORS: tuple[type[Exception], ...] = (zipfile.BadZipFile, KeyError, ValueError, EOFError)
@@ -42,7 +43,8 @@ def _paragraph_text(paragraph: Any) -> str:
 
 
 class _Pictures:
-    """OCR of a document's pictures in reading order, at most ``limits.embedded_images`` of them."""
+    """A document's pictures in reading order: the first ``limits.embedded_images`` OCRed, each
+    kept for a caption when the caller captions (see :mod:`pictures`)."""
 
     def __init__(self, name: str, limits: ParseLimits) -> None:
         self.name = name
@@ -50,11 +52,11 @@ class _Pictures:
         self.left = limits.embedded_images
 
     def text(self, blob: bytes) -> str:
-        if self.left <= 0:
-            return ""
-        self.left -= 1
-        text = embedded_image_text(self.name, blob, self.limits).strip()
-        return f"[image] {text}" if text else ""
+        text = ""
+        if self.left > 0:
+            self.left -= 1
+            text = embedded_image_text(self.name, blob, self.limits)
+        return picture_line(blob, text, self.limits)
 
 
 def _docx_pictures(document: Any, paragraph: Any, pictures: _Pictures) -> Iterator[str]:

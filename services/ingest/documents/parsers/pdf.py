@@ -29,6 +29,7 @@ from services.ingest.documents.parsers.pdf_layout import Block, analyse_page
 from services.ingest.documents.parsers.pdf_lines import page_words
 from services.ingest.documents.parsers.pdf_running import drop_running_lines
 from services.ingest.documents.parsers.pdf_tables import page_text_with_tables
+from services.ingest.documents.parsers.pictures import picture_line
 
 log = logging.getLogger("zhiku.ingest.parsers")
 
@@ -95,8 +96,11 @@ def _open_plumber(data: bytes) -> Any:
         return None
 
 
-def _pictures_text(page: Any, pictures: list[Picture]) -> list[tuple[tuple[float, float, float, float], str]]:
-    """OCR text of the pictures the text layer does not already cover (run outside the lock)."""
+def _pictures_text(
+    page: Any, pictures: list[Picture], limits: ParseLimits
+) -> list[tuple[tuple[float, float, float, float], str]]:
+    """(box, ``[image] ...`` line) of the pictures the text layer does not already cover: their
+    OCR text, and a caption placeholder when the caller captions (run outside the lock)."""
     if not pictures:
         return []
     words = page_words(page)
@@ -105,8 +109,8 @@ def _pictures_text(page: Any, pictures: list[Picture]) -> list[tuple[tuple[float
         if covered_by_text(picture, words):
             continue
         text = " ".join(normalise(recognise(picture.pixels)).split("\n")).strip()
-        if text:
-            found.append((picture.box, text))
+        if line := picture_line(picture.pixels, text, limits):
+            found.append((picture.box, line))
     return found
 
 
@@ -142,7 +146,7 @@ def parse_pdf_pages(name: str, data: bytes, limits: ParseLimits, *, layout: bool
             if plumber is None:
                 pages.append((metadata, text))
             elif layout:
-                pages.append((metadata, _layout_blocks(plumber, index, pictures, ruled) or text))
+                pages.append((metadata, _layout_blocks(plumber, index, pictures, ruled, limits) or text))
             else:
                 pages.append((metadata, (page_text_with_tables(plumber, index) if ruled else None) or text))
     finally:
@@ -161,11 +165,13 @@ def parse_pdf_pages(name: str, data: bytes, limits: ParseLimits, *, layout: bool
     return drop_running_lines(segments)
 
 
-def _layout_blocks(plumber: Any, index: int, pictures: list[Picture], ruled: bool) -> list[Block] | None:
+def _layout_blocks(
+    plumber: Any, index: int, pictures: list[Picture], ruled: bool, limits: ParseLimits
+) -> list[Block] | None:
     """The page's blocks in reading order, or None (keep PDFium's text) when analysis fails."""
     page = plumber.pages[index]
     try:
-        return analyse_page(page, _pictures_text(page, pictures), ruled=ruled) or None
+        return analyse_page(page, _pictures_text(page, pictures, limits), ruled=ruled) or None
     except Exception as error:  # the text layer is still there: a layout failure must not lose it
         log.warning("layout analysis failed on page %d: %s: %s", index + 1, type(error).__name__, error)
         return None

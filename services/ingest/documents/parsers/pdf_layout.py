@@ -134,8 +134,8 @@ def page_blocks(
 def analyse_page(
     page: Any, pictures: list[tuple[Box, str]], *, ruled: bool, find_borderless: bool = True
 ) -> list[Block]:
-    """A pdfplumber page in reading order; ``pictures``: (box, OCR text) of its pictures."""
-    placed = [Block(box[1], box[3], box[0], box[2], text=f"[image] {text}") for box, text in pictures]
+    """A pdfplumber page in reading order; ``pictures``: (box, ``[image] ...`` line) of its pictures."""
+    placed = [Block(box[1], box[3], box[0], box[2], text=line) for box, line in pictures]
     tables = ruled_tables(page) if ruled else []
     for box, rows in tables:
         placed.append(Block(box[1], box[3], box[0], box[2], text=markdown_table(rows)))
