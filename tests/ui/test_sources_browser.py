@@ -133,6 +133,7 @@ def test_s3_keys_are_write_only(page: Page, api: httpx.Client) -> None:
     page.goto(f"{str(api.base_url).rstrip('/')}/#/kb")
     enter_key_when_asked(page)
     page.locator(f'[data-testid="kb-item"][data-name="{KB}"] button').click()
+    expect(page.get_by_test_id("no-sources")).to_be_visible()
     form = page.get_by_test_id("source-form")
     form.get_by_test_id("source-name").fill("reports")
     form.get_by_test_id("source-kind").select_option("s3")

@@ -112,10 +112,13 @@ export class SourcesPanel {
   private generation = 0;
   private table = h("div", { class: "table-wrap" });
   private reportBox = h("div", { class: "sync-report-box" });
+  private heading = h("h3");
+  private formSlot = h("div");
   private form: HTMLElement | null = null;
 
   /** ``onSynced`` gets each finished sync's report: the page reloads its files and follows the jobs. */
   constructor(private readonly onSynced: (report: SyncReport) => void) {
+    this.root.append(this.heading, this.table, this.reportBox, this.formSlot);
     onLangChange(() => {
       this.form = null;
       this.render();
@@ -152,7 +155,10 @@ export class SourcesPanel {
       const listed = (await getJson<{ data: Source[] }>(`${kbPath(kb)}/sources`)).data;
       const report = this.shown ? await this.latest(kb, this.shown) : null;
       if (generation !== this.generation) return;
-      this.sources = listed;
+      // The report was read after the list: where both are the same sync, it is the fresher.
+      this.sources = listed.map((source) =>
+        report && source.name === report.source && source.last_sync?.id === report.id ? { ...source, last_sync: report } : source,
+      );
       if (this.shown) this.report = report;
       this.root.hidden = false;
     } catch (error) {
@@ -194,18 +200,23 @@ export class SourcesPanel {
 
   private schedulePoll(): void {
     window.clearTimeout(this.timer);
-    if (!this.pending.size) return;
+    const running = this.sources.some((source) => inProgress(source.last_sync)) || inProgress(this.report);
+    if (!this.pending.size && !running) return;
     const generation = this.generation;
     this.timer = window.setTimeout(() => {
       if (generation === this.generation) void this.load();
     }, POLL_MS);
   }
 
+  /** Table and report are rebuilt; the form stays in place (typed text, focus) unless gone. */
   private render(): void {
-    clear(this.root);
+    this.heading.textContent = t("sources.title");
     this.renderTable();
     this.renderReport();
-    this.root.append(h("h3", {}, t("sources.title")), this.table, this.reportBox, (this.form ??= this.createForm()));
+    if (!this.form) {
+      this.form = this.createForm();
+      this.formSlot.replaceChildren(this.form);
+    }
   }
 
   private renderTable(): void {
