@@ -33,14 +33,18 @@ def output_dir() -> Path:
     return OUTPUT
 
 
-def launch_ui_stack(data_dir: Path, log_path: Path, **generate: str) -> BackgroundStack:
+def launch_ui_stack(
+    data_dir: Path, log_path: Path, extra_env: dict[str, str] | None = None, **generate: str
+) -> BackgroundStack:
     """The stack with the fast ``use`` embedder and an API key; ``generate`` settings
-    (``backend="openai"``...) replace the ``extractive`` generator."""
+    (``backend="openai"``...) replace the ``extractive`` generator; ``extra_env`` adds any
+    other setting (``ZHIKU_INGEST_SOURCES_ROOT``...)."""
     env = {
         "ZHIKU_EMBED_LOCAL_MODEL": "use",
         "ZHIKU_GENERATE_BACKEND": "extractive",
         "ZHIKU_GATEWAY_API_KEYS": API_KEY,
         **{f"ZHIKU_GENERATE_{name.upper()}": value for name, value in generate.items()},
+        **(extra_env or {}),
     }
     try:
         return launch_in_background(data_dir, log_path, env)

@@ -1,11 +1,13 @@
 // The knowledge-base page: create, describe, delete; drag-and-drop uploads with per-file
-// progress from the job events; the file table with download, reindex and delete; search.
+// progress from the job events; the file table with download, reindex and delete; the
+// knowledge base's sources (sources.ts); search.
 import { ApiError, fileUrl, getJson, kbPath, openFile, request, sendJson } from "./api";
 import { showPassage } from "./chat";
 import { clear, formatBytes, formatTime, h } from "./dom";
 import { onLangChange, stateLabel, t } from "./i18n";
 import { followJob, type Job } from "./jobs";
 import { confirmDialog, toast } from "./modal";
+import { SourcesPanel, type SyncReport } from "./sources";
 
 interface KnowledgeBase {
   name: string;
@@ -59,6 +61,7 @@ export class KnowledgeBasePage {
   private uploadList = h("ul", { class: "uploads", "data-testid": "uploads" });
   private fileTable = h("div", { class: "table-wrap" });
   private hitList = h("div", { class: "hits", "data-testid": "search-results" });
+  private sources = new SourcesPanel((report) => this.afterSync(report));
   // Built once (and again on a language switch) so re-renders keep what was typed.
   private searchForm: HTMLElement | null = null;
 
@@ -76,6 +79,7 @@ export class KnowledgeBasePage {
 
   async refresh(): Promise<void> {
     await this.loadList();
+    await this.sources.refresh();
   }
 
   private current(): KnowledgeBase | undefined {
@@ -90,6 +94,7 @@ export class KnowledgeBasePage {
     }
     if (this.selected && !this.current()) this.selected = null;
     if (!this.selected && this.list.length) this.selected = this.list[0].name;
+    this.sources.setKnowledgeBase(this.selected);
     await this.loadFiles();
   }
 
@@ -115,7 +120,18 @@ export class KnowledgeBasePage {
     this.selected = name;
     this.uploads.clear();
     this.hits = null;
+    this.sources.setKnowledgeBase(name);
     void this.loadFiles();
+  }
+
+  /** A sync changed the files: show them now, and again as each ingest job it queued ends. */
+  private afterSync(report: SyncReport): void {
+    this.scheduleRefresh();
+    for (const id of report.job_ids) {
+      void followJob(id, () => undefined)
+        .then(() => this.scheduleRefresh())
+        .catch(() => this.scheduleRefresh());
+    }
   }
 
   private render(): void {
@@ -190,7 +206,7 @@ export class KnowledgeBasePage {
         h(
           "div",
           { class: "row" },
-          h("button", { type: "button", onclick: () => void this.loadList() }, t("kb.refresh")),
+          h("button", { type: "button", onclick: () => void this.refresh() }, t("kb.refresh")),
           h("button", { type: "button", class: "danger", "data-testid": "kb-delete", onclick: () => void this.deleteKb(kb) }, t("kb.deleteKb")),
         ),
       ),
@@ -200,7 +216,7 @@ export class KnowledgeBasePage {
     this.renderUploads();
     if (this.uploads.size) this.main.append(h("h3", {}, t("kb.uploads")), this.uploadList);
     this.renderFiles();
-    this.main.append(h("h3", {}, t("kb.fileTable")), this.fileTable, (this.searchForm ??= this.searchBox()));
+    this.main.append(h("h3", {}, t("kb.fileTable")), this.fileTable, this.sources.root, (this.searchForm ??= this.searchBox()));
     this.renderHits();
   }
 
