@@ -11,9 +11,9 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
+from services.common.public_addresses import is_public
 from services.gateway.agent.tools import ToolContext, ToolError, read_url
 from services.gateway.agent.tools.read_url import ReadUrlTool
-from services.gateway.agent.tools.url_safety import is_public
 from services.gateway.config import GatewaySettings
 
 from .local_http import serving

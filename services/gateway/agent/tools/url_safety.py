@@ -12,30 +12,14 @@ address rule (for intranet pages), never the scheme rule.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 
 import httpx
 
+from services.common.public_addresses import first_non_public, is_public, peer_address
 from services.gateway.agent.tools.base import ToolError
 
 ALLOWED_SCHEMES = ("http", "https")
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def is_public(address: str) -> bool:
-    """True for an address on the public internet."""
-    ip: IpAddress = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_reserved
-        or ip.is_multicast
-        or ip.is_unspecified
-    )
 
 
 def checked_url(url: str) -> httpx.URL:
@@ -60,22 +44,20 @@ async def check_host(url: httpx.URL, *, allow_private: bool) -> None:
         infos = await asyncio.get_running_loop().getaddrinfo(url.host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as error:
         raise ToolError(f"cannot resolve {url.host!r}: {error.strerror}") from None
-    for info in infos:
-        address = str(info[4][0])
-        if not is_public(address):
-            raise ToolError(refusal(url.host, address))
+    address = first_non_public(infos)
+    if address is not None:
+        raise ToolError(refusal(url.host, address))
 
 
 def check_peer(response: httpx.Response, *, allow_private: bool) -> None:
     """Refuse a response from a non-public address (the connection's actual peer)."""
     if allow_private:
         return
-    stream = response.extensions.get("network_stream")
-    peer = stream.get_extra_info("server_addr") if stream is not None else None
-    if not peer:
+    peer = peer_address(response)
+    if peer is None:
         raise ToolError(f"cannot tell which address {response.url.host!r} was fetched from; refused")
-    if not is_public(str(peer[0])):
-        raise ToolError(refusal(response.url.host, str(peer[0])))
+    if not is_public(peer):
+        raise ToolError(refusal(response.url.host, peer))
 
 
 def refusal(host: str, address: str) -> str:
