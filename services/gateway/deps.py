@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from services.gateway.access import Access, Principal
+from services.gateway.audit import AuditAction, AuditTrail
 from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import UPLOAD_STATE_FLAG, HttpApiError
@@ -47,6 +48,11 @@ async def get_access(request: Request) -> Access:
     return access
 
 
+async def get_audit(request: Request) -> AuditTrail:
+    trail: AuditTrail = request.app.state.audit
+    return trail
+
+
 async def get_principal(request: Request) -> Principal | None:
     """The caller's key, or None when the gateway is open (no keys configured)."""
     return getattr(request.state, "principal", None)
@@ -57,11 +63,20 @@ ClientsDep = Annotated[ServiceClients, Depends(get_clients)]
 StoreDep = Annotated[GatewayStore, Depends(get_store)]
 AccessDep = Annotated[Access, Depends(get_access)]
 CurrentKey = Annotated[Principal | None, Depends(get_principal)]
+AuditDep = Annotated[AuditTrail, Depends(get_audit)]
 
 
-async def require_admin(principal: CurrentKey) -> None:
-    """Route dependency: managing keys needs an admin key (any caller while the gateway is open)."""
+async def require_admin(principal: CurrentKey, request: Request, audit: AuditDep) -> None:
+    """Route dependency: managing keys needs an admin key (any caller while the gateway is open).
+
+    A refusal is audited: a non-admin probing admin routes is worth a trace."""
     if principal is not None and not principal.admin:
+        await audit.record(
+            AuditAction.ACCESS_DENIED,
+            request=request,
+            outcome="denied",
+            detail={"method": request.method, "path": request.url.path},
+        )
         raise HttpApiError(403, "managing API keys needs an admin key", code="admin_required")
 
 

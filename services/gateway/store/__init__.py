@@ -1,5 +1,5 @@
-"""The gateway's store: conversations, messages, feedback, API keys, file chats and the agent's
-registered SQL databases, in SQL.
+"""The gateway's store: conversations, messages, feedback, API keys, file chats, the agent's
+registered SQL databases and the audit trail, in SQL.
 
 Repositories are synchronous SQLAlchemy; async callers go through :meth:`GatewayStore.run`,
 which runs them in a worker thread so a slow database never stalls the event loop. The file
@@ -15,6 +15,7 @@ from typing import ParamSpec, TypeVar
 
 from services.gateway.file_chat.records import FileChatRepo
 from services.gateway.store.agent_databases import AgentDatabaseRepo
+from services.gateway.store.audit import AuditRepo
 from services.gateway.store.conversations import ConversationRepo
 from services.gateway.store.database import Database
 from services.gateway.store.keys import KeyRepo
@@ -30,6 +31,7 @@ class GatewayStore:
         self.keys = KeyRepo(self.db)
         self.file_chats = FileChatRepo(self.db)
         self.agent_databases = AgentDatabaseRepo(self.db)
+        self.audit = AuditRepo(self.db)
 
     def create_schema(self) -> None:
         self.db.create_schema()
