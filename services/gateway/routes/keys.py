@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response, status
+from fastapi import APIRouter, Depends, Path, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.gateway.deps import AccessDep, StoreDep, require_admin
+from services.gateway.audit import AuditAction
+from services.gateway.deps import AccessDep, AuditDep, StoreDep, require_admin
 from services.gateway.errors import HttpApiError
 from services.gateway.schemas.native import KnowledgeBaseNameField
 from services.gateway.schemas.refs import KBS_REF
@@ -68,12 +69,26 @@ class KeyList(BaseModel):
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CreatedKey)
-async def create_key(body: CreateKey, store: StoreDep, access: AccessDep) -> CreatedKey:
+async def create_key(
+    body: CreateKey, store: StoreDep, access: AccessDep, request: Request, audit: AuditDep
+) -> CreatedKey:
     knowledge_bases = None if body.knowledge_bases is None else list(dict.fromkeys(body.knowledge_bases))
     record, plaintext = await store.run(
         store.keys.create, body.name, knowledge_bases, body.rate_limit_per_minute, body.admin
     )
     access.forget_cached()
+    await audit.record(
+        AuditAction.KEY_CREATE,
+        request=request,
+        target=record.id,
+        detail={
+            "name": record.name,
+            "prefix": record.prefix,
+            "admin": record.admin,
+            "knowledge_bases": record.knowledge_bases,
+            "rate_limit_per_minute": record.rate_limit_per_minute,
+        },
+    )
     return CreatedKey(**ApiKey.of(record).model_dump(), key=plaintext)
 
 
@@ -85,10 +100,15 @@ async def list_keys(store: StoreDep) -> KeyList:
 
 @router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 async def revoke_key(
-    key_id: Annotated[str, Path(max_length=64)], store: StoreDep, access: AccessDep
+    key_id: Annotated[str, Path(max_length=64)],
+    store: StoreDep,
+    access: AccessDep,
+    request: Request,
+    audit: AuditDep,
 ) -> Response:
     """Revoke a key: it stops working at once on this replica, within seconds on others."""
     if not await store.run(store.keys.revoke, key_id):
         raise HttpApiError(404, f"API key {key_id!r} not found (or already revoked)", param="key_id")
     access.forget_cached()
+    await audit.record(AuditAction.KEY_REVOKE, request=request, target=key_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
