@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from services.gateway.audit import AuditAction
 from services.gateway.deps import StoreDep, require_admin
 from services.gateway.errors import HttpApiError
+from services.gateway.schemas.refs import KB_REF
 from services.gateway.store.audit import AuditEntry, AuditQuery
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], dependencies=[Depends(require_admin)])
@@ -101,7 +102,7 @@ async def list_audit(
         str | None, Query(max_length=320, description="a user id or email, or a key id or name")
     ] = None,
     action: Annotated[AuditAction | None, Query(description="one action")] = None,
-    knowledge_base: Annotated[str | None, Query(max_length=64)] = None,
+    knowledge_base: Annotated[str | None, Query(max_length=64, json_schema_extra=KB_REF)] = None,
     since: Annotated[
         str | None, Query(max_length=64, description="from this instant on (unix seconds or ISO 8601)")
     ] = None,
