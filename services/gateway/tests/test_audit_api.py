@@ -182,13 +182,14 @@ async def test_filters_and_pages_over_http(stack: tuple[Stack, Path]) -> None:
         assert [e["action"] for e in window] == ["kb.create"]
         assert await trail(client, until=before - 3600, knowledge_base=kbs[1]) == []
 
-        for params, param in [
+        refusals: list[tuple[dict[str, str | float], str]] = [
             ({"since": "yesterday"}, "since"),
             ({"since": after, "until": before}, "since"),
             ({"cursor": "not-a-cursor"}, "cursor"),
             ({"action": "kb.explode"}, "action"),
             ({"limit": 0}, "limit"),
-        ]:
+        ]
+        for params, param in refusals:
             reply = await client.get("/v1/audit", params=params)
             assert reply.status_code == 422, (params, reply.text)
             assert param in json.dumps(reply.json()["error"]), reply.text
