@@ -92,6 +92,10 @@ async def test_actions_of_every_route_family_are_audited(
             files=[("files", ("faq.txt", b"Q: refunds? A: within five business days."))],
         )
         assert chatchat.status_code == 200 and chatchat.json()["data"]["failed_files"] == {}, chatchat.text
+        updated = await client.post(
+            "/knowledge_base/update_docs", json={"knowledge_base_name": kb, "file_names": ["faq.txt"]}
+        )
+        assert updated.json()["data"]["failed_files"] == {}, updated.text
         deleted = await client.post(
             "/knowledge_base/delete_docs", json={"knowledge_base_name": kb, "file_names": ["faq.txt"]}
         )
@@ -119,6 +123,7 @@ async def test_actions_of_every_route_family_are_audited(
         ("file.reindex", kb, "leave.md"),
         ("file.delete", kb, "leave.md"),
         ("file.upload", kb, "faq.txt"),
+        ("file.reindex", kb, "faq.txt"),
         ("file.delete", kb, "faq.txt"),
         ("source.create", kb, "notes"),
         ("source.sync", kb, "notes"),
@@ -139,7 +144,8 @@ async def test_actions_of_every_route_family_are_audited(
     assert denied["actor"] == {"type": "key", "id": reader["id"], "name": "reader"}
     assert denied["outcome"] == "denied" and denied["detail"] == {"method": "GET", "path": "/v1/audit"}
     assert all(e["actor"] == ROOT_ACTOR for e in entries if e is not denied)
-    assert by_action["file.upload"]["detail"]["via"] == "chatchat"  # the newest upload
+    for action in ("file.upload", "file.reindex", "file.delete"):  # the newest: Chatchat's
+        assert by_action[action]["detail"]["via"] == "chatchat"
     assert [e["detail"].get("job_id") for e in entries if e["target"] == "leave.md"][-1] == job_id
     assert by_action["key.create"]["detail"]["name"] == "reader"
     assert reader["key"] not in json.dumps(entries)  # the secret itself is never recorded
