@@ -160,6 +160,27 @@ async def test_actions_of_every_route_family_are_audited(
 
 
 @pytest.mark.asyncio(loop_scope="module")
+async def test_file_chat_uploads_are_audited(stack: tuple[Stack, Path]) -> None:
+    running, _ = stack
+    async with httpx.AsyncClient(base_url=running.url, timeout=120, headers=ROOT) as client:
+        started = time.time()
+        native = await client.post("/v1/file_chats", files=[("files", ("memo.txt", b"Pier 88 at dawn."))])
+        assert native.status_code == 201, native.text
+        chatchat = await client.post(
+            "/knowledge_base/upload_temp_docs", files=[("files", ("note.txt", b"Lyon warehouse."))]
+        )
+        assert chatchat.json()["code"] == 200, chatchat.text
+        uploads = await trail(client, action="file.upload", since=started)
+    assert [(e["target"], e["detail"]["via"], e["detail"]["bytes"]) for e in uploads] == [
+        ("note.txt", "chatchat", 15),
+        ("memo.txt", "file_chat", 16),
+    ]
+    assert uploads[1]["detail"]["file_chat"] == native.json()["id"]
+    assert uploads[0]["detail"]["file_chat"] == chatchat.json()["data"]["id"]
+    assert all(e["knowledge_base"].startswith("tmp_") and e["actor"] == ROOT_ACTOR for e in uploads)
+
+
+@pytest.mark.asyncio(loop_scope="module")
 async def test_filters_and_pages_over_http(stack: tuple[Stack, Path]) -> None:
     running, _ = stack
     kbs = [f"flt-{uuid.uuid4().hex[:6]}" for _ in range(3)]
