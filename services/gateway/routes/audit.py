@@ -3,6 +3,7 @@ open), filtered by actor, action, knowledge base and time, in pages joined by a 
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -72,18 +73,23 @@ def parse_instant(value: str | None, param: str) -> float | None:
     if value is None or not value.strip():
         return None
     text = value.strip()
+    problem = HttpApiError(
+        422,
+        f"{param} must be unix seconds or an ISO 8601 time such as 2026-01-31T08:00:00Z, not {value!r}",
+        param=param,
+    )
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):  # "nan" and "inf" parse as floats but are no instants
+            raise problem
+        return seconds
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
     except ValueError:
-        raise HttpApiError(
-            422,
-            f"{param} must be unix seconds or an ISO 8601 time such as 2026-01-31T08:00:00Z, not {value!r}",
-            param=param,
-        ) from None
+        raise problem from None
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 

@@ -211,6 +211,7 @@ async def test_filters_and_pages_over_http(stack: tuple[Stack, Path]) -> None:
 
         refusals: list[tuple[dict[str, str | float], str]] = [
             ({"since": "yesterday"}, "since"),
+            ({"until": "nan"}, "until"),
             ({"since": after, "until": before}, "since"),
             ({"cursor": "not-a-cursor"}, "cursor"),
             ({"action": "kb.explode"}, "action"),
