@@ -12,6 +12,13 @@ The client address is ``request.client``: behind a proxy listed in
 ``ZHIKU_GATEWAY_TRUSTED_PROXIES`` the app's proxy-headers middleware has already replaced it with
 the address ``X-Forwarded-For`` names, and from anyone else that header is ignored.
 
+Recording, from a route (the actor defaults to the request's principal)::
+
+    await audit.record(AuditAction.KEY_REVOKE, request=request, target=key_id)
+    await audit.record(
+        AuditAction.LOGIN, request=request, actor=Actor("user", user.id, user.email), detail={"method": "sso"}
+    )
+
 Entries older than ``ZHIKU_GATEWAY_AUDIT_RETENTION_DAYS`` are deleted by a write at most once
 per :data:`PRUNE_INTERVAL_S` in each replica: an indexed delete now and then, no loop of its own.
 """
