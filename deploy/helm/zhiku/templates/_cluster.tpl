@@ -113,6 +113,13 @@ ZHIKU_RETRIEVE_QDRANT_{{ $suffix }}: {{ toString $value | quote }}
 {{- if and $v.config.redisUrl $v.externalRedis.host }}
 {{- fail "set either config.redisUrl or externalRedis.host, not both" }}
 {{- end }}
+{{- if $v.keda.enabled }}
+{{- $queue := get $v.config.extraEnv "ZHIKU_INGEST_QUEUE" }}
+{{- range $v.worker.extraEnv }}{{ if eq .name "ZHIKU_INGEST_QUEUE" }}{{ $queue = .value }}{{ end }}{{ end }}
+{{- if and $queue (ne (toString $queue) $v.keda.queueName) }}
+{{- fail (printf "keda.queueName (%s) must be the queue the workers consume, ZHIKU_INGEST_QUEUE (%s)" $v.keda.queueName $queue) }}
+{{- end }}
+{{- end }}
 {{- if $v.qdrant.enabled }}
 {{- if ne $v.retrieve.backend "qdrant" }}
 {{- fail "qdrant.enabled installs a Qdrant cluster for retrieve: set retrieve.backend=qdrant" }}
