@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Lint and validate the Helm chart deploy/helm/zhiku without a cluster:
-#   1. helm lint --strict with the default values and with values-gpu.yaml;
-#   2. helm template for the default (CPU) values, values-gpu.yaml, and a render that turns
+#   1. helm lint --strict with the default values, values-gpu.yaml and the cluster example
+#      deploy/helm/examples/cluster-values.yaml;
+#   2. helm template for the default (CPU) values, values-gpu.yaml, a render that turns
 #      on the optional pieces (ingress, Redis, PostgreSQL, secrets, TEI, Qdrant server, HPAs),
-#      and one with the CRD-based pieces (ServiceMonitors, KEDA), which step 3 cannot validate;
+#      one with the CRD-based pieces (ServiceMonitors, KEDA), which step 3 cannot validate,
+#      and the cluster example (the official Qdrant chart in distributed mode, external
+#      PostgreSQL and Redis, KEDA), whose CRD objects (KEDA's) are set aside before step 3;
 #   3. kubernetes-validate --strict of every rendered manifest against the Kubernetes
 #      versions in KUBE_VERSIONS (the oldest the chart supports and a current one).
 # helm comes from scripts/install-helm.sh (tools/bin/helm); kubernetes-validate is installed
@@ -13,6 +16,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "${ROOT}"
 CHART="deploy/helm/zhiku"
+CLUSTER_VALUES="deploy/helm/examples/cluster-values.yaml"
 HELM="${ROOT}/tools/bin/helm"
 PY="${ROOT}/.venv/bin/python"
 KV="${ROOT}/.venv/bin/kubernetes-validate"
@@ -39,6 +43,7 @@ trap 'rm -rf "${OUT}"' EXIT
 
 "${HELM}" lint --strict "${CHART}"
 "${HELM}" lint --strict "${CHART}" -f "${CHART}/values-gpu.yaml"
+"${HELM}" lint --strict "${CHART}" -f "${CLUSTER_VALUES}"
 
 "${HELM}" template zhiku "${CHART}" --namespace zhiku >"${OUT}/default.yaml"
 "${HELM}" template zhiku "${CHART}" --namespace zhiku -f "${CHART}/values-gpu.yaml" >"${OUT}/gpu.yaml"
@@ -60,11 +65,26 @@ trap 'rm -rf "${OUT}"' EXIT
 "${HELM}" template zhiku "${CHART}" --namespace zhiku --set serviceMonitor.enabled=true \
   --set keda.enabled=true --set keda.redisAddress=redis:6379 --set config.redisUrl=redis://redis:6379/0 \
   >"${OUT}/crds.yaml"
-for f in default gpu full crds; do
+"${HELM}" template zhiku "${CHART}" --namespace zhiku -f "${CLUSTER_VALUES}" >"${OUT}/cluster-all.yaml"
+# The cluster example's KEDA objects go with the other CRD kinds (rendered, not validated).
+"${PY}" - "${OUT}/cluster-all.yaml" "${OUT}/cluster.yaml" "${OUT}/cluster-crds.yaml" <<'PY'
+import sys
+
+import yaml
+
+source, core, crds = sys.argv[1:]
+docs = [d for d in yaml.safe_load_all(open(source, encoding="utf-8")) if d]
+for path, keep in ((core, False), (crds, True)):
+    chosen = [d for d in docs if d["apiVersion"].startswith("keda.sh/") == keep]
+    with open(path, "w", encoding="utf-8") as out:
+        yaml.safe_dump_all(chosen, out, sort_keys=False)
+PY
+for f in default gpu full crds cluster cluster-crds; do
   echo "helm-lint: rendered ${f}: $(grep -c '^kind:' "${OUT}/${f}.yaml") resources"
 done
 
 for version in ${KUBE_VERSIONS}; do
-  "${KV}" --strict --quiet -k "${version}" "${OUT}/default.yaml" "${OUT}/gpu.yaml" "${OUT}/full.yaml"
+  "${KV}" --strict --quiet -k "${version}" "${OUT}/default.yaml" "${OUT}/gpu.yaml" "${OUT}/full.yaml" \
+    "${OUT}/cluster.yaml"
   echo "helm-lint: kubernetes-validate --strict ok against Kubernetes ${version}"
 done

@@ -59,13 +59,17 @@ def test_pdbs_and_hpas_follow_replicas_and_autoscaling(helm: Path) -> None:
 
 def test_keda_scales_workers_on_the_queue_instead_of_cpu(helm: Path) -> None:
     docs = render(helm, "--set", "autoscaling.enabled=true", "--set", "keda.enabled=true",
-                  "--set", "keda.redisAddress=redis:6379")  # fmt: skip
+                  "--set", "keda.redisAddress=redis:6379",
+                  "--set", "config.redisUrl=redis://redis:6379/0")  # fmt: skip
     assert "worker" not in by_kind(docs, "HorizontalPodAutoscaler")
     (scaled,) = [d for d in docs if d["kind"] == "ScaledObject"]
     trigger = scaled["spec"]["triggers"][0]
     assert trigger["type"] == "redis" and trigger["metadata"]["listName"] == "zhiku-ingest"
     refused = run_helm(helm, "--set", "keda.enabled=true")
     assert refused.returncode != 0 and "redisAddress" in refused.stderr
+    # Celery on the SQLAlchemy transport leaves the Redis list empty: KEDA would never scale up.
+    no_broker = run_helm(helm, "--set", "keda.enabled=true", "--set", "keda.redisAddress=redis:6379")
+    assert no_broker.returncode != 0 and "config.redisUrl or externalRedis.host" in no_broker.stderr
 
 
 def test_monitors_render_only_when_enabled_and_name_jobs_like_the_rules(helm: Path) -> None:

@@ -188,9 +188,10 @@ securityContext:
 {{- if and (eq $v.retrieve.backend "edge") (gt (int $v.retrieve.replicaCount) 1) }}
 {{- fail "retrieve.backend=edge opens its shards from one process: set retrieve.replicaCount=1 or use retrieve.backend=qdrant" }}
 {{- end }}
-{{- if and (eq $v.retrieve.backend "qdrant") (not $v.retrieve.qdrant.url) }}
-{{- fail "retrieve.backend=qdrant needs retrieve.qdrant.url" }}
+{{- if and (eq $v.retrieve.backend "qdrant") (not (include "zhiku.qdrantUrl" .)) }}
+{{- fail "retrieve.backend=qdrant needs retrieve.qdrant.url (or qdrant.enabled to install a Qdrant cluster with the chart)" }}
 {{- end }}
+{{- include "zhiku.validateCluster" . }}
 {{- if and (eq $v.embed.backend "tei") (not $v.embed.tei.url) }}
 {{- fail "embed.backend=tei needs embed.tei.url" }}
 {{- end }}
@@ -287,7 +288,9 @@ metadata:
   labels:
     {{- include "zhiku.labels" $ctx | nindent 4 }}
 spec:
+  {{- if not (include "zhiku.autoscaled" $ctx) }}
   replicas: {{ $v.replicaCount }}
+  {{- end }}
   {{- with $strategy }}
   strategy:
     {{- toYaml . | nindent 4 }}
