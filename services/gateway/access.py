@@ -30,13 +30,20 @@ KEY_CACHE_SIZE = 10_000
 
 @dataclass(frozen=True)
 class Principal:
-    """The caller behind a request's key; ``knowledge_bases`` None means every one."""
+    """The caller behind a request's key; ``knowledge_bases`` None means every one.
+
+    ``user_id``, ``email`` and ``groups`` name the person behind it (None and empty for
+    key-only callers: environment keys, stored keys without an owner); document access lists
+    match them (:func:`services.gateway.authz.reader_acl`)."""
 
     key_id: str
     name: str
     admin: bool
     knowledge_bases: frozenset[str] | None
     rate_limit_per_minute: int
+    user_id: str | None = None
+    email: str | None = None
+    groups: frozenset[str] = frozenset()
 
     def may_use(self, knowledge_base: str) -> bool:
         return self.knowledge_bases is None or knowledge_base in self.knowledge_bases

@@ -20,6 +20,10 @@ The rules:
 
 ``Permission`` already distinguishes viewing, editing and managing, so per-knowledge-base roles
 only change :meth:`KnowledgeBaseGuard.permits`, never the callers.
+
+Document access lists narrow what a viewer reads within a knowledge base: the guard says who
+sees every document (:meth:`KnowledgeBaseGuard.sees_every_document`) and :func:`reader_acl`
+gives everyone else's tokens, which the interceptor puts on every search.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Final
 from services.gateway.access import Principal
 from services.gateway.file_chat.records import TEMP_KB_PREFIX, FileChat
 from services.gateway.store import GatewayStore
+from zhiku.v1 import ingest_pb2
 
 
 class Permission(enum.Enum):
@@ -72,6 +77,28 @@ def acting_as(caller: Caller) -> Iterator[None]:
         _caller.reset(token)
 
 
+# The token every reader holds: chunks of files without an access list carry it.
+OPEN_TOKEN = "*"
+
+
+def reader_acl(caller: Principal) -> list[str]:
+    """The document-access tokens a caller reads with: ``*`` (open files), ``user:<id>`` and
+    ``group:<name>`` for each of its groups; the one place they are computed."""
+    tokens = [OPEN_TOKEN]
+    if caller.user_id:
+        tokens.append(f"user:{caller.user_id}")
+    tokens.extend(f"group:{group}" for group in sorted(caller.groups))
+    return tokens
+
+
+def may_read(caller: Principal, access: ingest_pb2.FileAccess) -> bool:
+    """Whether a restricted reader may read a file with this access list (the same rule the
+    retrieve service applies to its chunks with :func:`reader_acl`'s tokens)."""
+    if not access.users and not access.groups:
+        return True
+    return caller.user_id in access.users or not caller.groups.isdisjoint(access.groups)
+
+
 def is_temporary(name: str) -> bool:
     return name.startswith(TEMP_KB_PREFIX)
 
@@ -95,6 +122,16 @@ class KnowledgeBaseGuard:
             if permission is Permission.CREATE:
                 return False  # tmp_ names are the file chats'
         return caller.may_use(name)
+
+    async def sees_every_document(self, caller: Caller | _Unknown, name: str) -> bool:
+        """Whether the caller reads every file of the knowledge base whatever its access list:
+        the gateway itself (and an open gateway's callers), admins (environment keys are
+        admins) and the knowledge base's owners (owners arrive with knowledge-base roles)."""
+        if caller is GATEWAY:
+            return True
+        if isinstance(caller, _Unknown):
+            return False
+        return caller.admin
 
     async def visible(self, caller: Caller | _Unknown, names: list[str]) -> list[str]:
         """``names`` a listing may show: those the caller may view, file chats' never (they

@@ -39,8 +39,8 @@ from services.common.errors import ZhikuError
 from services.ingest.broker import enqueue_ingest, queue_length
 from services.ingest.config import IngestSettings
 from services.ingest.metrics import JOBS_REPUBLISHED
-from services.ingest.store.catalog import Catalog
 from services.ingest.store.access import FileAccess
+from services.ingest.store.catalog import Catalog
 from services.ingest.store.files import file_not_found
 from services.ingest.store.records import ACTIVE_STATES, RUNNING_STATES, FileRecord, JobRecord, JobState
 from services.ingest.store.tables import NO_SYNC, FileRow, JobRow, KnowledgeBaseRow, file_record, job_record
@@ -156,9 +156,7 @@ class JobLifecycle:
 
         return self._database.retry_on_conflict(work)
 
-    def set_access(
-        self, kb: str, file_name: str, access: FileAccess | None, apply: ApplyAcl
-    ) -> FileRecord:
+    def set_access(self, kb: str, file_name: str, access: FileAccess | None, apply: ApplyAcl) -> FileRecord:
         """Write the file's access list (None: keep it) and ``apply`` its tokens to the file's
         points inside the same transaction, holding the file's row.
 

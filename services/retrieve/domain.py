@@ -78,9 +78,7 @@ def check_acl(tokens: Sequence[str], what: str) -> tuple[str, ...]:
         if token != OPEN_ACL and not any(
             token.startswith(prefix) and len(token) > len(prefix) for prefix in ACL_PREFIXES
         ):
-            raise InvalidArgument(
-                f"{what}: access token {token!r} is not '*', 'user:<id>' or 'group:<name>'"
-            )
+            raise InvalidArgument(f"{what}: access token {token!r} is not '*', 'user:<id>' or 'group:<name>'")
     return tuple(dict.fromkeys(tokens))
 
 

@@ -462,7 +462,9 @@ class IngestPipeline:
             self._call(
                 "retrieve",
                 self.retrieve.SetFileAcl,
-                retrieve_pb2.SetFileAclRequest(collection=job.knowledge_base, file_name=job.file_name, acl=acl),
+                retrieve_pb2.SetFileAclRequest(
+                    collection=job.knowledge_base, file_name=job.file_name, acl=acl
+                ),
                 self.settings.retrieve_timeout_s,
             )
 

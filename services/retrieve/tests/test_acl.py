@@ -20,7 +20,13 @@ E0 = [1.0, 0.0, 0.0, 0.0]
 # (n, vector, file, text, acl): the secret file ranks first for E0 and for "budget".
 POINTS: list[tuple[int, list[float], str, str, list[str]]] = [
     (0, E0, "secret.txt", "budget budget plan for the merger", ["user:u_alice", "group:finance"]),
-    (1, [0.99, 0.01, 0.0, 0.0], "secret.txt", "budget numbers of the merger", ["user:u_alice", "group:finance"]),
+    (
+        1,
+        [0.99, 0.01, 0.0, 0.0],
+        "secret.txt",
+        "budget numbers of the merger",
+        ["user:u_alice", "group:finance"],
+    ),
     (2, [0.9, 0.1, 0.0, 0.0], "public.txt", "budget of the picnic", ["*"]),
     (3, [0.8, 0.2, 0.0, 0.0], "legacy.txt", "budget notes from before access lists", []),
     (4, [0.7, 0.3, 0.0, 0.0], "team.txt", "budget of the team offsite", ["group:sales"]),
@@ -40,9 +46,7 @@ async def seed(retrieve: Running) -> None:
 
 async def files_found(retrieve: Running, mode: str = "dense", **fields: Any) -> list[str]:
     fields.setdefault("top_k", 10)
-    request = pb.SearchRequest(
-        collection=KB, vector=E0, query_text="budget", mode=MODES[mode], **fields
-    )
+    request = pb.SearchRequest(collection=KB, vector=E0, query_text="budget", mode=MODES[mode], **fields)
     hits: list[common_pb2.Passage] = list((await retrieve.stub.Search(request)).hits)
     return [hit.file_name for hit in hits]
 
@@ -95,13 +99,17 @@ async def test_set_file_acl_changes_access_in_place(retrieve: Running) -> None:
     assert reply.updated == 2
     assert "secret.txt" in await files_found(retrieve, **bob)
     # Closing a legacy (acl-less) file and opening the team file.
-    await retrieve.stub.SetFileAcl(pb.SetFileAclRequest(collection=KB, file_name="legacy.txt", acl=["user:u_alice"]))
+    await retrieve.stub.SetFileAcl(
+        pb.SetFileAclRequest(collection=KB, file_name="legacy.txt", acl=["user:u_alice"])
+    )
     await retrieve.stub.SetFileAcl(pb.SetFileAclRequest(collection=KB, file_name="team.txt", acl=["*"]))
     assert set(await files_found(retrieve, **bob)) == {"secret.txt", "public.txt", "team.txt"}
     # Text, vectors and the rest of the payload are untouched.
     hits = (await retrieve.stub.Search(pb.SearchRequest(collection=KB, vector=E0, top_k=1))).hits
     assert hits[0].text == POINTS[0][3] and hits[0].score == pytest.approx(1.0)
-    missing = await retrieve.stub.SetFileAcl(pb.SetFileAclRequest(collection=KB, file_name="nope.txt", acl=["*"]))
+    missing = await retrieve.stub.SetFileAcl(
+        pb.SetFileAclRequest(collection=KB, file_name="nope.txt", acl=["*"])
+    )
     assert missing.updated == 0
     # Stats still count every point: counts for readers come from searches.
     assert (await retrieve.stub.Stats(pb.StatsRequest(collection=KB))).points == len(POINTS)

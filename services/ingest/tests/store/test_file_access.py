@@ -31,7 +31,12 @@ def test_tokens_of_open_and_restricted_lists() -> None:
 
 @pytest.mark.parametrize(
     ("users", "groups", "fragment"),
-    [([""], [], "empty"), (["u a"], [], "white space"), ([], ["x" * 300], "over 255"), (["u\x07a"], [], "control")],
+    [
+        ([""], [], "empty"),
+        (["u a"], [], "white space"),
+        ([], ["x" * 300], "over 255"),
+        (["u\x07a"], [], "control"),
+    ],
 )
 def test_bad_entries_are_invalid(users: list[str], groups: list[str], fragment: str) -> None:
     with pytest.raises(InvalidArgument, match=fragment):
