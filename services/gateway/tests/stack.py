@@ -113,7 +113,7 @@ async def running_stack(
             **{"backend": "extractive", "metrics_port": 0, "common": common, **(generate or {})}
         )
         embed = await stack.enter_async_context(running_service(build_embed(embed_settings), embed_settings))
-        retrieve = await stack.enter_async_context(
+        retrieve_service = await stack.enter_async_context(
             running_service(build_retrieve(retrieve_settings), retrieve_settings)
         )
         generate_service = await stack.enter_async_context(
@@ -121,7 +121,7 @@ async def running_stack(
         )
         addresses = {
             "embed": f"127.0.0.1:{embed.port}",
-            "retrieve": f"127.0.0.1:{retrieve.port}",
+            "retrieve": f"127.0.0.1:{retrieve_service.port}",
             "generate": f"127.0.0.1:{generate_service.port}",
         }
         wired = common.model_copy(update={f"{name}_addr": address for name, address in addresses.items()})

@@ -296,7 +296,8 @@ async def test_agent_tool_and_mcp_filter_too(world: World) -> None:
         user_id="u_bob",
         groups=frozenset({"sales"}),
     )
-    common = CommonSettings(**{f"{name}_addr": address for name, address in world.stack.addresses.items()})
+    addresses: dict[str, Any] = {f"{name}_addr": address for name, address in world.stack.addresses.items()}
+    common = CommonSettings(**addresses)
     settings = GatewaySettings(catalog_url="sqlite:///unused.db", common=common)
     clients = ServiceClients.connect(common, KnowledgeBaseGuard())
     tools = build_registry(settings)

@@ -92,7 +92,7 @@ async def test_file_and_metadata_filters_combine_with_access(retrieve: Running) 
 
 async def test_set_file_acl_changes_access_in_place(retrieve: Running) -> None:
     await seed(retrieve)
-    bob = {"enforce_acl": True, "reader_acl": ["user:u_bob"]}
+    bob: dict[str, Any] = {"enforce_acl": True, "reader_acl": ["user:u_bob"]}
     reply = await retrieve.stub.SetFileAcl(
         pb.SetFileAclRequest(collection=KB, file_name="secret.txt", acl=["user:u_alice", "user:u_bob"])
     )
