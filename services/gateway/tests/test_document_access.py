@@ -82,6 +82,7 @@ class World:
     stack: Stack
     keys: dict[str, str]  # person -> API key
     backend: str
+    jobs: dict[str, str]  # file name -> the job that indexed it
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -131,6 +132,7 @@ async def upload(
     assert reply.status_code == 202, reply.text
     job = await settle(client, reply.json()["jobs"][0]["id"])
     assert job["state"] == "succeeded", job
+    return str(job["id"])
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["edge", "qdrant"])
@@ -152,12 +154,15 @@ async def world(
         identify(stack, by_key_id)
         created = await client.post("/v1/knowledge_bases", json={"name": KB}, headers=bearer(ADMIN))
         assert created.status_code == 201, created.text
+        jobs = {}
         for name, article in OPEN_FILES.items():
-            await upload(client, ADMIN, name, cmrc_article(article).encode())
-        await upload(client, keys["alice"], RAILWAY, cmrc_article("DEV_2").encode(), {"groups": ["finance"]})
+            jobs[name] = await upload(client, ADMIN, name, cmrc_article(article).encode())
+        jobs[RAILWAY] = await upload(
+            client, keys["alice"], RAILWAY, cmrc_article("DEV_2").encode(), {"groups": ["finance"]}
+        )
         docx = (EVALDATA / "docs" / "test.docx").read_bytes()
-        await upload(client, keys["alice"], AUTOGEN, docx, {"users": ["u_carol"]})
-        yield World(stack, keys, backend)
+        jobs[AUTOGEN] = await upload(client, keys["alice"], AUTOGEN, docx, {"users": ["u_carol"]})
+        yield World(stack, keys, backend, jobs)
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -275,6 +280,13 @@ async def test_files_outside_the_list_are_missing(world: World, client: httpx.As
     assert (
         await client.get(f"/v1/knowledge_bases/{KB}/files/{RAILWAY}/content", headers=carol)
     ).status_code == 200
+
+    bob_jobs = (await client.get(f"/v1/knowledge_bases/{KB}/jobs", headers=bob)).json()["data"]
+    assert {job["file_name"] for job in bob_jobs} == set(OPEN_FILES)
+    hidden_job = await client.get(f"/v1/jobs/{world.jobs[RAILWAY]}", headers=bob)
+    assert hidden_job.status_code == 404 and leaks(hidden_job.text) == []
+    assert (await client.get(f"/v1/jobs/{world.jobs['gongs.txt']}", headers=bob)).status_code == 200
+    assert (await client.get(f"/v1/jobs/{world.jobs[RAILWAY]}", headers=carol)).status_code == 200
 
     chatchat_files = (
         await client.get("/knowledge_base/list_files", params={"knowledge_base_name": KB}, headers=bob)
