@@ -124,7 +124,7 @@ async def settle(client: httpx.AsyncClient, job_id: str, timeout_s: float = 120)
 
 async def upload(
     client: httpx.AsyncClient, key: str, name: str, content: bytes, access: dict | None = None
-) -> None:
+) -> str:
     form = {"access": json.dumps(access)} if access is not None else {}
     reply = await client.post(
         f"/v1/knowledge_bases/{KB}/files", files={"files": (name, content)}, data=form, headers=bearer(key)
@@ -154,7 +154,7 @@ async def world(
         identify(stack, by_key_id)
         created = await client.post("/v1/knowledge_bases", json={"name": KB}, headers=bearer(ADMIN))
         assert created.status_code == 201, created.text
-        jobs = {}
+        jobs: dict[str, str] = {}
         for name, article in OPEN_FILES.items():
             jobs[name] = await upload(client, ADMIN, name, cmrc_article(article).encode())
         jobs[RAILWAY] = await upload(

@@ -196,9 +196,11 @@ def test_an_access_change_while_the_job_indexes_ends_with_the_new_list(
         # change rewrites the points indexed so far, the later batches are written with the
         # list the job read, and the job's end re-applies the catalog's list.
         restricted = FileAccess.of(groups=["finance"])
-        pipeline.retrieve = _DeleteFileOnFirstUpsert(  # type: ignore[assignment]
-            pipeline.retrieve, lambda: pipeline.lifecycle.set_access(kb, "a.txt", restricted, set_acl)
-        )
+
+        def change_access() -> None:
+            pipeline.lifecycle.set_access(kb, "a.txt", restricted, set_acl)
+
+        pipeline.retrieve = _DeleteFileOnFirstUpsert(pipeline.retrieve, change_access)  # type: ignore[assignment]
         assert pipeline.run(job_id) is JobState.SUCCEEDED
         chunks = pipeline.catalog.jobs.get(job_id).chunks
         assert chunks > 2
