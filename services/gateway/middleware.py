@@ -17,7 +17,7 @@ import time
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.requests import cookie_parser
+from starlette.requests import Request, cookie_parser
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,6 +26,7 @@ from services.common import tracing
 from services.common.logging import REQUEST_ID_HEADER, new_request_id, request_id_var
 from services.common.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from services.gateway.access import CSRF_HEADER, SESSION_COOKIE, Access, Principal
+from services.gateway.audit import AuditAction, AuditTrail
 from services.gateway.authz import KnowledgeBaseGuard, acting_as
 from services.gateway.errors import HttpApiError, error_response, rpc_error_body
 from services.gateway.kb_guard import refusal_for
@@ -146,11 +147,13 @@ class AccessMiddleware:
         app: ASGIApp,
         access: Access,
         guard: KnowledgeBaseGuard,
+        audit: AuditTrail,
         table: PermissionTable | None = None,
     ) -> None:
         self.app = app
         self.access = access
         self.guard = guard
+        self.audit = audit
         self.table = table or PermissionTable()
 
     @staticmethod
@@ -240,17 +243,15 @@ class AccessMiddleware:
     async def _refused_by_rule(
         self, scope: Scope, principal: Principal, rule: Rule, match: Match | None
     ) -> JSONResponse | None:
+        route = f"{scope['method']} {_template(scope, match)}"
         if rule.need is Need.ADMIN and not principal.admin:
-            return error_response(
-                403, f"{scope['method']} {_template(scope, match)} needs an admin", "admin_required", path=scope["path"]
-            )
+            return await self._denied(scope, principal, f"{route} needs an admin")
         if rule.need is Need.USER and principal.user_id is None and not principal.admin:
-            return error_response(
-                403,
-                f"{scope['method']} {_template(scope, match)} needs an admin key, or a signed-in user "
-                "(or a key of theirs); this key belongs to no user",
-                "admin_required",
-                path=scope["path"],
+            return await self._denied(
+                scope,
+                principal,
+                f"{route} needs an admin key, or a signed-in user (or a key of theirs); "
+                "this key belongs to no user",
             )
         if rule.need is Need.KNOWLEDGE_BASE and match is not None and rule.permission is not None:
             name = match.params.get(rule.param, "")
@@ -259,6 +260,17 @@ class AccessMiddleware:
                 status, body = rpc_error_body(error, path=scope["path"])
                 return JSONResponse(body, status_code=status)
         return None
+
+    async def _denied(self, scope: Scope, principal: Principal, message: str) -> JSONResponse:
+        """403 on an admin route, audited: someone probing admin routes is worth a trace."""
+        await self.audit.record(
+            AuditAction.ACCESS_DENIED,
+            request=Request(scope),
+            actor=principal,
+            outcome="denied",
+            detail={"method": scope["method"], "path": scope["path"]},
+        )
+        return error_response(403, message, "admin_required", path=scope["path"])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
