@@ -22,8 +22,8 @@ from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import install_error_handlers
 from services.gateway.file_chat import routes as file_chats
-from services.gateway.first_admin import ensure_first_admin
 from services.gateway.file_chat.lifecycle import run_sweeper
+from services.gateway.first_admin import ensure_first_admin
 from services.gateway.mcp_server.endpoint import mount_mcp, running_mcp
 from services.gateway.middleware import (
     AccessMiddleware,
@@ -37,6 +37,7 @@ from services.gateway.routes import (
     agent,
     agent_databases,
     audit,
+    auth,
     chat,
     chatchat,
     conversations,
@@ -46,9 +47,11 @@ from services.gateway.routes import (
     jobs,
     keys,
     knowledge_bases,
+    members,
     models,
     search,
     sources,
+    users,
 )
 from services.gateway.store import GatewayStore
 from services.gateway.webui import mount_webui
@@ -155,8 +158,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     install_openapi(app)
     for module in (health, knowledge_bases, files, jobs, search, chat, embeddings, models):
         app.include_router(module.router)
-    for module in (conversations, file_chats, keys, agent, agent_databases, sources, audit):
+    for module in (conversations, file_chats, keys, agent, agent_databases, sources, audit, auth, members):
         app.include_router(module.router)
+    for router in users.routers:
+        app.include_router(router)
     app.include_router(conversations.feedback_router)
     for router in chatchat.routers:
         app.include_router(router)

@@ -14,8 +14,8 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from services.gateway.access import Access, Principal
+from services.gateway.audit import AuditTrail
 from services.gateway.authz import KnowledgeBaseGuard
-from services.gateway.audit import AuditAction, AuditTrail
 from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import UPLOAD_STATE_FLAG, HttpApiError

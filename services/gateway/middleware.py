@@ -2,8 +2,8 @@
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so streamed answers pass through untouched and a
 client disconnect still reaches the streaming response, which then cancels its gRPC call.
-Order, outermost first: request id, metrics/traces/logs, CORS, access (keys, sessions, the route table, rate limits),
-body limit and read timeout.
+Order, outermost first: request id, metrics/traces/logs, CORS, access (keys, sessions, the
+route table, rate limits), body limit and read timeout.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import time
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.requests import Request, cookie_parser
 from starlette.exceptions import HTTPException
+from starlette.requests import Request, cookie_parser
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -38,7 +38,6 @@ access_log = logging.getLogger("zhiku.gateway.access")
 
 # Incoming ids are echoed into logs and headers: accept only short, boring ones.
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-
 
 
 class RequestIdMiddleware:
@@ -171,7 +170,9 @@ class AccessMiddleware:
             principal = await self.access.principal(token)
             if principal is not None:
                 return principal, None
-            return None, _unauthenticated(scope, "missing or invalid API key: send 'Authorization: Bearer <key>'")
+            return None, _unauthenticated(
+                scope, "missing or invalid API key: send 'Authorization: Bearer <key>'"
+            )
         cookie = cookie_parser(headers.get("cookie", "")).get(SESSION_COOKIE, "")
         if cookie:
             principal = await self.access.session_principal(cookie)
@@ -196,11 +197,15 @@ class AccessMiddleware:
         scope.setdefault("state", {})["principal"] = principal
         refusal = (
             _csrf_refusal(scope, principal, rule)
-            or await self._over_limit(scope, principal, self._per_minute(principal), self.access.limiter, "minute")
+            or await self._over_limit(
+                scope, principal, self._per_minute(principal), self.access.limiter, "minute"
+            )
             or await self._refused_by_rule(scope, principal, rule, match)
         )
         if refusal is None and rule.upload and self.access.settings.uploads_per_day:
-            refusal = await self._over_limit(scope, principal, self._per_day(principal), self.access.daily, "day")
+            refusal = await self._over_limit(
+                scope, principal, self._per_day(principal), self.access.daily, "day"
+            )
         return principal, refusal
 
     def _per_minute(self, principal: Principal) -> list[tuple[str, int, str]]:

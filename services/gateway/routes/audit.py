@@ -1,5 +1,6 @@
-"""``GET /v1/audit``: the audit trail, newest first, for admins (the route table's rule; any caller
-while the gateway is open), filtered by actor, action, knowledge base and time, in pages joined by a cursor."""
+"""``GET /v1/audit``: the audit trail, newest first, for admins (the route table's rule; any
+caller while the gateway is open), filtered by actor, action, knowledge base and time, in pages
+joined by a cursor."""
 
 from __future__ import annotations
 

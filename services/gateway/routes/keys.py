@@ -99,7 +99,12 @@ def _managed_by(principal: Principal | None) -> str | None:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CreatedKey)
 async def create_key(
-    body: CreateKey, store: StoreDep, access: AccessDep, principal: CurrentKey, request: Request, audit: AuditDep
+    body: CreateKey,
+    store: StoreDep,
+    access: AccessDep,
+    principal: CurrentKey,
+    request: Request,
+    audit: AuditDep,
 ) -> CreatedKey:
     """A new key, belonging to the signed-in user (or the user whose key makes it)."""
     if body.admin and principal is not None and not principal.admin:
