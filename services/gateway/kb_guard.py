@@ -31,6 +31,8 @@ from services.common.service_names import INGEST_SERVICE, RETRIEVE_SERVICE
 from services.gateway.access import Principal
 from services.gateway.authz import (
     GATEWAY,
+    ROLE_FOR,
+    AnyCaller,
     KnowledgeBaseGuard,
     Permission,
     acting_as,
@@ -147,6 +149,10 @@ RULES: dict[str, Rule] = {
 }
 
 
+CREATE_KB = f"/{INGEST_SERVICE}/CreateKnowledgeBase"
+DELETE_KB = f"/{INGEST_SERVICE}/DeleteKnowledgeBase"
+
+
 def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
 
@@ -159,6 +165,20 @@ def refusal(name: str, permission: Permission) -> grpc.aio.AioRpcError:
             grpc.StatusCode.PERMISSION_DENIED, f"this API key may not create knowledge base {name!r}"
         )
     return rpc_error(grpc.StatusCode.NOT_FOUND, str(kb_not_found(name)))
+
+
+async def refusal_for(
+    guard: KnowledgeBaseGuard, caller: AnyCaller, name: str, permission: Permission
+) -> grpc.aio.AioRpcError:
+    """The refusal of a name the caller may not ``permission``: a caller who may view it knows
+    it exists and is told their role falls short (403); anyone else gets :func:`refusal`."""
+    viewable = permission in ROLE_FOR and permission is not Permission.VIEW
+    if viewable and await guard.permits(caller, name, Permission.VIEW):
+        return rpc_error(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"this needs the {ROLE_FOR[permission].label} role on knowledge base {name!r}",
+        )
+    return refusal(name, permission)
 
 
 class KnowledgeBaseGuardInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
@@ -196,7 +216,15 @@ class KnowledgeBaseGuardInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         if isinstance(rule, NamedInRequest | FileInRequest):
             name = getattr(request, rule.field)
             if not await self.guard.permits(caller, name, rule.permission):
-                raise refusal(name, rule.permission)
+                raise await refusal_for(self.guard, caller, name, rule.permission)
+            if rule.permission in (CREATE, MANAGE):
+                reply = await (await continuation(client_call_details, request))
+                # Ownership follows the catalog: the creator owns, a deleted name loses its grants.
+                if method == CREATE_KB:
+                    await self.guard.created(caller, name)
+                elif method == DELETE_KB:
+                    await self.guard.deleted(name)
+                return reply
             if isinstance(caller, Principal):  # always, once permitted: not GATEWAY, not unknown
                 return await self._documents(rule, caller, name, continuation, client_call_details, request)
             return await continuation(client_call_details, request)

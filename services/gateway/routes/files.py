@@ -17,10 +17,18 @@ import mimetypes
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile, status
 from pydantic import ValidationError
 
-from services.gateway.deps import FileName, IngestStub, KnowledgeBaseName, SettingsDep, mark_upload
+from services.gateway.audit import AuditAction
+from services.gateway.deps import (
+    AuditDep,
+    FileName,
+    IngestStub,
+    KnowledgeBaseName,
+    SettingsDep,
+    mark_upload,
+)
 from services.gateway.errors import HttpApiError
 from services.gateway.schemas.native import (
     FileAccess,
@@ -48,6 +56,8 @@ async def upload_files(
     files: Annotated[list[UploadFile], File(description="one or more files (repeat the field)")],
     ingest: IngestStub,
     settings: SettingsDep,
+    request: Request,
+    audit: AuditDep,
     chunk_size: Annotated[int, Form(ge=0, le=MAX_CHUNK_SIZE, description="0: service default")] = 0,
     chunk_overlap: Annotated[int, Form(ge=0, le=MAX_CHUNK_SIZE, description="0: service default")] = 0,
     override: Annotated[bool, Form(description="re-index even identical content")] = False,
@@ -96,7 +106,23 @@ async def upload_files(
             access=access_list,
         )
         jobs.append(SubmittedJob.from_pb(job, name))
+        await audit.record(
+            AuditAction.FILE_UPLOAD,
+            request=request,
+            knowledge_base=kb,
+            target=name,
+            detail={
+                "bytes": len(content),
+                "job_id": job.id,
+                "override": override,
+                **({"access": access_list_json(access_list)} if access_list is not None else {}),
+            },
+        )
     return UploadAccepted(jobs=jobs)
+
+
+def access_list_json(access: ingest_pb2.FileAccess) -> dict[str, list[str]]:
+    return FileAccess.from_pb(access).model_dump()
 
 
 def parse_access(raw: str) -> FileAccess:
@@ -124,7 +150,13 @@ async def get_file_access(
 
 @router.put("/{file_name}/access", response_model=FileAccess)
 async def set_file_access(
-    kb: KnowledgeBaseName, file_name: FileName, body: FileAccess, ingest: IngestStub, settings: SettingsDep
+    kb: KnowledgeBaseName,
+    file_name: FileName,
+    body: FileAccess,
+    ingest: IngestStub,
+    settings: SettingsDep,
+    request: Request,
+    audit: AuditDep,
 ) -> FileAccess:
     """Replace who may read the file; its indexed chunks follow at once, without re-embedding.
     A restricted list always keeps the file's uploader."""
@@ -132,7 +164,15 @@ async def set_file_access(
         ingest_pb2.SetFileAccessRequest(knowledge_base=kb, file_name=file_name, access=body.to_pb()),
         timeout=settings.request_timeout_s,
     )
-    return FileAccess.from_pb(info.access)
+    access = FileAccess.from_pb(info.access)
+    await audit.record(
+        AuditAction.FILE_ACCESS_SET,
+        request=request,
+        knowledge_base=kb,
+        target=file_name,
+        detail=access.model_dump(),
+    )
+    return access
 
 
 @router.post("/{file_name}/reindex", status_code=status.HTTP_202_ACCEPTED, response_model=UploadAccepted)
@@ -141,6 +181,8 @@ async def reindex_file(
     file_name: FileName,
     ingest: IngestStub,
     settings: SettingsDep,
+    http_request: Request,
+    audit: AuditDep,
     body: ReindexRequest | None = None,
 ) -> UploadAccepted:
     """Index the stored original again (new split settings); the old chunks stay searchable
@@ -161,6 +203,13 @@ async def reindex_file(
         request.parent_child = body.parent_child
     request.parent_chunk_size = body.parent_chunk_size
     job = await ingest.ReindexFile(request, timeout=settings.request_timeout_s)
+    await audit.record(
+        AuditAction.FILE_REINDEX,
+        request=http_request,
+        knowledge_base=kb,
+        target=file_name,
+        detail={"job_id": job.id},
+    )
     return UploadAccepted(jobs=[SubmittedJob.from_pb(job, file_name)])
 
 
@@ -174,13 +223,19 @@ async def list_files(kb: KnowledgeBaseName, ingest: IngestStub, settings: Settin
 
 @router.delete("/{file_name}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 async def delete_file(
-    kb: KnowledgeBaseName, file_name: FileName, ingest: IngestStub, settings: SettingsDep
+    kb: KnowledgeBaseName,
+    file_name: FileName,
+    ingest: IngestStub,
+    settings: SettingsDep,
+    request: Request,
+    audit: AuditDep,
 ) -> Response:
     """Remove the file, its chunks from the index and its original."""
     await ingest.DeleteFile(
         ingest_pb2.DeleteFileRequest(knowledge_base=kb, file_name=file_name),
         timeout=settings.request_timeout_s,
     )
+    await audit.record(AuditAction.FILE_DELETE, request=request, knowledge_base=kb, target=file_name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
