@@ -27,9 +27,11 @@ from services.gateway.deps import (
     IngestStub,
     KnowledgeBaseName,
     SettingsDep,
+    StoreDep,
     mark_upload,
 )
 from services.gateway.errors import HttpApiError
+from services.gateway.file_access import resolve_access
 from services.gateway.schemas.native import (
     FileAccess,
     FileEntry,
@@ -56,6 +58,7 @@ async def upload_files(
     files: Annotated[list[UploadFile], File(description="one or more files (repeat the field)")],
     ingest: IngestStub,
     settings: SettingsDep,
+    store: StoreDep,
     request: Request,
     audit: AuditDep,
     chunk_size: Annotated[int, Form(ge=0, le=MAX_CHUNK_SIZE, description="0: service default")] = 0,
@@ -81,7 +84,7 @@ async def upload_files(
     """Queue each file for ingestion; answers before any parsing happens."""
     if chunk_size and chunk_overlap >= chunk_size:
         raise HttpApiError(422, "chunk_overlap must be smaller than chunk_size", param="chunk_overlap")
-    access_list = None if access is None else parse_access(access).to_pb()
+    access_list = None if access is None else (await resolve_access(store, parse_access(access))).to_pb()
     names = upload_names(files)
     # Fail fast on an unknown knowledge base before shipping megabytes to the ingest service.
     await ingest.GetKnowledgeBase(
@@ -155,13 +158,16 @@ async def set_file_access(
     body: FileAccess,
     ingest: IngestStub,
     settings: SettingsDep,
+    store: StoreDep,
     request: Request,
     audit: AuditDep,
 ) -> FileAccess:
     """Replace who may read the file; its indexed chunks follow at once, without re-embedding.
     A restricted list always keeps the file's uploader."""
     info = await ingest.SetFileAccess(
-        ingest_pb2.SetFileAccessRequest(knowledge_base=kb, file_name=file_name, access=body.to_pb()),
+        ingest_pb2.SetFileAccessRequest(
+            knowledge_base=kb, file_name=file_name, access=(await resolve_access(store, body)).to_pb()
+        ),
         timeout=settings.request_timeout_s,
     )
     access = FileAccess.from_pb(info.access)

@@ -422,7 +422,7 @@ async def test_changing_the_list_applies_at_once_without_embedding(
     assert before > 0  # the uploads were embedded by this service
     changed = await client.put(
         f"/v1/knowledge_bases/{KB}/files/{RAILWAY}/access",
-        json={"users": [world.ids["bob"]], "groups": []},
+        json={"users": ["bob@example.com"], "groups": []},  # an email names the user too
         headers=alice,
     )
     assert changed.status_code == 200, changed.text
@@ -467,6 +467,8 @@ async def test_changing_the_list_applies_at_once_without_embedding(
         ('{"users": [""]}', "users.0"),
         ('{"users": ["a b"]}', "users.0"),
         ('{"users": "u_a"}', "users"),
+        ('{"users": ["u_nobody"]}', "access: user 'u_nobody' does not exist"),
+        ('{"groups": ["nobody"]}', "access: group 'nobody' does not exist"),
     ],
 )
 async def test_a_bad_access_field_is_a_precise_422(
