@@ -53,6 +53,8 @@ def test_the_table_finds_the_route_the_router_serves() -> None:
         path = re.sub(r"\{[^}]+\}", "x1", template)
         found = table.match("GET" if method == "*" else method, path)
         assert found is not None and found.template == template, (method, template, found)
-    assert table.match("GET", "/ui/assets/app.js").template == "/ui"
-    assert table.match("GET", "/v1/knowledge_bases/a/files").params == {"kb": "a"}
+    asset = table.match("GET", "/ui/assets/app.js")
+    files = table.match("GET", "/v1/knowledge_bases/a/files")
+    assert asset is not None and asset.template == "/ui"
+    assert files is not None and files.params == {"kb": "a"}
     assert table.match("GET", "/no/such/route") is None
