@@ -121,10 +121,13 @@ async def remove_member(
     holder: Annotated[str, Path(max_length=320, description="a user id or a group name")],
     store: StoreDep,
     guard: GuardDep,
+    ingest: IngestStub,
+    settings: SettingsDep,
     request: Request,
     audit: AuditDep,
 ) -> Response:
     """Take a user's or a group's role away (their other roles, through groups, remain)."""
+    await _exists(kb, ingest, settings)
     grants = await store.run(store.grants.of_knowledge_base, kb)
     held = HolderKind(kind), holder
     if not any((grant.kind, grant.holder) == held for grant in grants):
