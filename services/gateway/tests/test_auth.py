@@ -110,7 +110,7 @@ async def test_the_cookie_is_secure_when_configured(gateway) -> None:
 
 
 async def test_cookie_writes_need_the_csrf_token_and_keys_need_none(gateway) -> None:
-    _, client = gateway
+    app, client = gateway
     csrf = await sign_in(client, ADMIN_EMAIL, ADMIN_PASSWORD)
     body = {"email": ANA[0], "password": ANA[1]}
     forged = await client.post("/v1/users", json=body)
@@ -122,7 +122,7 @@ async def test_cookie_writes_need_the_csrf_token_and_keys_need_none(gateway) -> 
     key = (
         await client.post("/v1/keys", json={"name": "ops", "admin": True}, headers={"X-CSRF-Token": csrf})
     ).json()
-    async with second_client(client._transport.app) as program:  # type: ignore[attr-defined]
+    async with second_client(app) as program:
         made = await program.post("/v1/groups", json={"name": "ops"}, headers=bearer(key["key"]))
         assert made.status_code == 201, made.text
 

@@ -45,7 +45,7 @@ def test_groups_memberships_and_roles(store: GatewayStore) -> None:  # noqa: F81
     assert store.groups.add_member("support", ana.id) is True
     assert store.groups.add_member("support", ana.id) is False  # already there
     assert store.groups.add_member("nobody", ana.id) is None
-    assert store.users.get(ana.id).groups == ("support",)
+    assert (found := store.users.get(ana.id)) is not None and found.groups == ("support",)
 
     store.grants.set("handbook", HolderKind.GROUP, "support", Role.VIEWER)
     store.grants.set("handbook", HolderKind.USER, ana.id, Role.EDITOR)
@@ -61,7 +61,8 @@ def test_groups_memberships_and_roles(store: GatewayStore) -> None:  # noqa: F81
     assert store.grants.drop_knowledge_base("handbook") == 2
     assert store.grants.of_knowledge_base("handbook") == []
     assert store.groups.delete("support")  # its memberships and roles go with it
-    assert store.users.get(ana.id).groups == () and store.grants.of_knowledge_base("wiki") == []
+    assert (found := store.users.get(ana.id)) is not None and found.groups == ()
+    assert store.grants.of_knowledge_base("wiki") == []
 
 
 def test_sessions_end_by_sign_out_expiry_disabling_and_deletion(store: GatewayStore) -> None:  # noqa: F811
