@@ -5,12 +5,17 @@ SetFileAcl changes a file's access in place."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from qdrant_edge import EdgeShard, UpdateOperation
 
-from services.retrieve.tests.conftest import Running, expect_error, make_point
+from services.retrieve.backends.edge import EdgeBackend
+from services.retrieve.backends.edge_shard import SHARD_DIR, ShardOptions, create_on_disk, edge_config
+from services.retrieve.domain import ACL
+from services.retrieve.tests.conftest import Running, expect_error, make_point, make_settings, running
 from zhiku.v1 import common_pb2
 from zhiku.v1 import retrieve_pb2 as pb
 
@@ -145,3 +150,22 @@ async def test_set_file_acl_on_unknown_collection_is_not_found(retrieve: Running
         retrieve.stub.SetFileAcl(pb.SetFileAclRequest(collection="nope", file_name="a.txt", acl=["*"])),
         grpc.StatusCode.NOT_FOUND,
     )
+
+
+async def test_an_edge_shard_made_before_access_lists_gets_the_acl_index(tmp_path: Path) -> None:
+    settings = make_settings("edge", tmp_path)
+    options = ShardOptions.from_settings(settings)
+    root = settings.shard_root / KB
+    root.parent.mkdir(parents=True, exist_ok=True)
+    create_on_disk(root, DIM, options)
+    old = EdgeShard.load(str(root / SHARD_DIR), edge_config(DIM, options))
+    old.update(UpdateOperation.delete_field_index(ACL))  # as a shard of an earlier release
+    old.flush()
+    assert ACL not in old.info().payload_schema
+    old.close()
+    async with running(settings) as served:
+        await served.stub.Upsert(pb.UpsertRequest(collection=KB, points=[make_point(0, E0, "old.txt")]))
+        assert await files_found(served, enforce_acl=True, reader_acl=["user:u_bob"]) == ["old.txt"]
+        assert isinstance(served.backend, EdgeBackend)
+        opened = await served.backend.collection(KB)
+        assert ACL in opened.shard.info().payload_schema
