@@ -14,7 +14,8 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from services.gateway.access import Access, Principal
-from services.gateway.audit import AuditAction, AuditTrail
+from services.gateway.audit import AuditTrail
+from services.gateway.authz import KnowledgeBaseGuard
 from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import UPLOAD_STATE_FLAG, HttpApiError
@@ -54,7 +55,8 @@ async def get_audit(request: Request) -> AuditTrail:
 
 
 async def get_principal(request: Request) -> Principal | None:
-    """The caller's key, or None when the gateway is open (no keys configured)."""
+    """The caller (key or session), or None when the gateway is open or a public route was
+    called anonymously."""
     return getattr(request.state, "principal", None)
 
 
@@ -66,18 +68,12 @@ CurrentKey = Annotated[Principal | None, Depends(get_principal)]
 AuditDep = Annotated[AuditTrail, Depends(get_audit)]
 
 
-async def require_admin(principal: CurrentKey, request: Request, audit: AuditDep) -> None:
-    """Route dependency: managing keys needs an admin key (any caller while the gateway is open).
+async def get_guard(request: Request) -> KnowledgeBaseGuard:
+    guard: KnowledgeBaseGuard = request.app.state.guard
+    return guard
 
-    A refusal is audited: a non-admin probing admin routes is worth a trace."""
-    if principal is not None and not principal.admin:
-        await audit.record(
-            AuditAction.ACCESS_DENIED,
-            request=request,
-            outcome="denied",
-            detail={"method": request.method, "path": request.url.path},
-        )
-        raise HttpApiError(403, "managing API keys needs an admin key", code="admin_required")
+
+GuardDep = Annotated[KnowledgeBaseGuard, Depends(get_guard)]
 
 
 async def _ingest(clients: ClientsDep) -> ingest_pb2_grpc.IngestServiceStub:
