@@ -6,9 +6,11 @@ Callers: anonymous, a viewer, an editor and the owner of knowledge base ``shared
 created it and shared it through the members API), another user without a role, the admin
 (signed in), an environment admin key, and a key limited to knowledge base ``a`` that belongs
 to nobody. Each operation of the schema (plus the routes outside it: docs, web UI, MCP) is
-called by each; a refusal must be exactly 401, 403 or 404 as expected, and an allowed call must
-not be refused (whatever the route itself answers to the sampled input). Deletions of a whole
-knowledge base get a fresh one per call, shared the same way.
+called by each; a refusal must be exactly 401, 403 or 404 as expected; an allowed read whose
+inputs are all real (the shared knowledge base, a real job) must answer 2xx, and any other
+allowed call must not be refused (it answers what the route says of the sampled input, such as
+a file that is not there). Deletions of a whole knowledge base get a fresh one per call, shared
+the same way.
 """
 
 from __future__ import annotations
