@@ -65,7 +65,9 @@ with feedback; file chats (temporary knowledge bases); API keys; Chatchat v0.2 r
 server at `/mcp` (streamable HTTP) whose tools search and ask the knowledge bases.
 
 Errors use OpenAI's shape `{"error": {"message", "type", "code", "param"}}` (Chatchat routes
-answer `{code, msg, data}` as Chatchat does). Send `Authorization: Bearer <key>` once keys exist.
+answer `{code, msg, data}` as Chatchat does). Once keys or users exist, send
+`Authorization: Bearer <key>`, or sign in (`POST /v1/auth/login`: a session cookie, and the
+`X-CSRF-Token` header on writes). Users, groups and knowledge-base roles decide who may do what.
 """
 
 

@@ -129,7 +129,7 @@ async def test_cookie_writes_need_the_csrf_token_and_keys_need_none(gateway) -> 
 
 @pytest.mark.parametrize("gateway", [{"session_ttl_s": 1.5}], indirect=True)
 async def test_sessions_expire(gateway) -> None:
-    _, client = gateway
+    app, client = gateway
     await sign_in(client, ADMIN_EMAIL, ADMIN_PASSWORD)
     assert (await client.get("/v1/auth/me")).status_code == 200
     token = client.cookies["zhiku_session"]
@@ -140,6 +140,14 @@ async def test_sessions_expire(gateway) -> None:
     client.cookies.set("zhiku_session", token)
     expired = await client.get("/v1/auth/me")
     assert expired.status_code == 401 and expired.json()["error"]["code"] == "session_expired"
+    # The next sign-in deletes the expired session's row.
+    await sign_in(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    store = app.state.store
+    assert await store.run(store.sessions.find, token) is None
+    engine = create_engine(app.state.settings.catalog_url)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT COUNT(*) FROM gw_sessions")).scalar() == 1
+    engine.dispose()
 
 
 async def test_a_disabled_user_loses_access_at_once(gateway) -> None:
@@ -395,3 +403,39 @@ async def test_upgrading_a_keys_only_gateway(tmp_path: Path) -> None:
         await sign_in(client, ADMIN_EMAIL, ADMIN_PASSWORD)
         keys = (await client.get("/v1/keys")).json()["data"]
         assert [(k["id"], k["owner"]) for k in keys] == [("old", None)]
+
+
+async def test_a_weak_configured_admin_password_stops_the_start() -> None:
+    app = create_app(gateway_settings({}, admin_email=ADMIN_EMAIL, admin_password="short"))
+    with pytest.raises(ValueError, match="ZHIKU_GATEWAY_ADMIN_PASSWORD: the password must have at least 8"):
+        async with asgi_client(app):
+            pass
+
+
+async def test_the_configured_admin_is_restored_at_start(tmp_path: Path) -> None:
+    """An admin who was demoted and disabled (by another admin) is admin and enabled again
+    after a restart with ZHIKU_GATEWAY_ADMIN_EMAIL; their changed password is kept."""
+    settings = gateway_settings(
+        {},
+        catalog_url=f"sqlite:///{tmp_path / 'catalog.db'}",
+        admin_email=ADMIN_EMAIL,
+        admin_password=ADMIN_PASSWORD,
+    )
+    first = create_app(settings)
+    async with asgi_client(first) as client:
+        csrf = {"X-CSRF-Token": await sign_in(client, ADMIN_EMAIL, ADMIN_PASSWORD)}
+        other = await make_user(client, csrf["X-CSRF-Token"], *BO, admin=True)
+        me = (await client.get("/v1/auth/me")).json()["user"]
+        changed = await client.patch(
+            f"/v1/users/{me['id']}", json={"password": "changed-password-9"}, headers=csrf
+        )
+        assert changed.status_code == 200
+        async with second_client(first) as bo:
+            bo_csrf = {"X-CSRF-Token": await sign_in(bo, *BO)}
+            demoted = await bo.patch(
+                f"/v1/users/{me['id']}", json={"admin": False, "disabled": True}, headers=bo_csrf
+            )
+            assert demoted.status_code == 200 and other["admin"]
+    async with asgi_client(create_app(settings)) as client:
+        await sign_in(client, ADMIN_EMAIL, "changed-password-9")
+        assert (await client.get("/v1/auth/me")).json()["user"]["admin"] is True
