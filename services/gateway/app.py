@@ -28,6 +28,7 @@ from services.gateway.middleware import (
     MetricsMiddleware,
     RequestIdMiddleware,
 )
+from services.gateway.oidc.setup import oidc_flow, oidc_middleware
 from services.gateway.openapi import ERROR_RESPONSES, install_openapi
 from services.gateway.routes import (
     agent,
@@ -42,6 +43,7 @@ from services.gateway.routes import (
     keys,
     knowledge_bases,
     models,
+    oidc,
     search,
     sources,
 )
@@ -125,6 +127,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             Middleware(MetricsMiddleware),
             *_cors(settings),
             Middleware(AccessMiddleware, access=access),
+            *oidc_middleware(settings),
             Middleware(
                 BodyLimitMiddleware,
                 max_body_bytes=settings.max_upload_bytes,
@@ -137,11 +140,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.store = None
     app.state.access = access
     app.state.agent_tools = agent_tools
+    app.state.oidc = oidc_flow(settings)
     install_error_handlers(app)
     install_openapi(app)
     for module in (health, knowledge_bases, files, jobs, search, chat, embeddings, models):
         app.include_router(module.router)
-    for module in (conversations, file_chats, keys, agent, agent_databases, sources):
+    for module in (conversations, file_chats, keys, agent, agent_databases, sources, oidc):
         app.include_router(module.router)
     app.include_router(conversations.feedback_router)
     for router in chatchat.routers:

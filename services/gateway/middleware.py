@@ -36,6 +36,8 @@ _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 # Probes, scrapes and the API docs stay open even when API keys are configured.
 OPEN_PATHS = frozenset(
     {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+    # Single sign-on: the browser arrives with no credential yet; the callback issues one.
+    | {"/v1/auth/oidc/login", "/v1/auth/oidc/callback"}
 )
 
 

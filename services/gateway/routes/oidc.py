@@ -1,0 +1,83 @@
+"""``/v1/auth/oidc``: single sign-on with an OpenID Connect provider.
+
+``login`` sends the browser to the provider; the provider sends it back to ``callback``, which
+validates the answer, creates or updates the user (groups from the claim), starts a session
+with the same cookie as a password sign-in, and redirects to ``next``. A failed sign-in
+answers its precise status; browsers get it as a short page with a way back, programs as the
+usual JSON error.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from services.gateway.errors import HttpApiError, error_response, sso_error
+from services.gateway.oidc.flow import OidcFlow
+from services.gateway.oidc.next_path import DEFAULT_NEXT
+from services.gateway.oidc.sign_in import sign_in
+
+router = APIRouter(prefix="/v1/auth/oidc", tags=["auth"])
+
+NextQuery = Annotated[
+    str,
+    Query(
+        max_length=2000,
+        description="path on this site to open after signing in (never another site)",
+        examples=["/"],
+    ),
+]
+
+
+def _flow(request: Request) -> OidcFlow:
+    flow: OidcFlow | None = getattr(request.app.state, "oidc", None)
+    if flow is None:
+        raise sso_error("sso_not_configured", "single sign-on is not configured on this gateway")
+    return flow
+
+
+@router.get(
+    "/login",
+    summary="Start single sign-on: redirect to the identity provider",
+    status_code=302,
+    response_class=RedirectResponse,
+    responses={302: {"description": "to the provider's sign-in page"}},
+)
+async def oidc_login(request: Request, next: NextQuery = DEFAULT_NEXT) -> Response:
+    try:
+        return await _flow(request).redirect(request, next)
+    except HttpApiError as error:
+        return failure_response(request, error)
+
+
+@router.get(
+    "/callback",
+    summary="Finish single sign-on (the provider redirects here)",
+    status_code=303,
+    response_class=RedirectResponse,
+    responses={303: {"description": "signed in: to next, with the session cookie set"}},
+)
+async def oidc_callback(request: Request) -> Response:
+    try:
+        flow = _flow(request)
+        finished = await flow.finish(request)
+        return await sign_in(request, finished)
+    except HttpApiError as error:
+        return failure_response(request, error)
+
+
+def failure_response(request: Request, error: HttpApiError) -> Response:
+    """The error as a page for a browser (the callback is a navigation), JSON otherwise."""
+    if "text/html" not in request.headers.get("accept", ""):
+        json: JSONResponse = error_response(error.status, error.message, error.code, path=request.url.path)
+        return json
+    page = (
+        "<!doctype html><html lang=en><meta charset=utf-8><title>Sign-in failed - Zhiku</title>"
+        "<body style='font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto'>"
+        f"<h1>Sign-in failed</h1><p id=sso-error data-code='{html.escape(error.code)}'>"
+        f"{html.escape(error.message)}</p><p><a href='/'>Back to Zhiku</a></p></body></html>"
+    )
+    return HTMLResponse(page, status_code=error.status)
