@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import httpx2
 from authlib.integrations.base_client import MismatchingStateError, OAuthError
 from authlib.integrations.starlette_client import StarletteOAuth2App
 from joserfc.errors import JoseError
@@ -29,6 +30,9 @@ from services.gateway.oidc.next_path import DEFAULT_NEXT, next_path_error
 log = logging.getLogger("zhiku.gateway.oidc")
 
 NEXT_KEY = "next"  # stored with authlib's state data, read back at the callback
+# authlib talks HTTP through httpx2 when it is installed (it is: openai and mcp need it), else
+# through httpx; a provider that cannot be reached raises either's HTTPError.
+TRANSPORT_ERRORS = (httpx2.HTTPError, httpx.HTTPError)
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ class OidcFlow:
         redirect_uri = self.callback_url(request)
         try:
             created: dict[str, Any] = await self.client.create_authorization_url(redirect_uri)
-        except httpx.HTTPError as error:
+        except TRANSPORT_ERRORS as error:
             raise _unreachable(self.settings.issuer, error) from error
         url = created.pop("url")  # kept out of the cookie: the callback does not need it
         await self.client.save_authorize_data(request, redirect_uri=redirect_uri, next=next_path, **created)
@@ -87,7 +91,7 @@ class OidcFlow:
             raise sso_error(
                 "invalid_id_token", f"the identity provider's ID token is not valid: {error}"
             ) from error
-        except httpx.HTTPError as error:
+        except TRANSPORT_ERRORS as error:
             raise _unreachable(self.settings.issuer, error) from error
         try:
             identity = identity_from_claims(claims, self.settings)
@@ -124,7 +128,7 @@ def _provider_error(error: OAuthError) -> HttpApiError:
     return sso_error("provider_error", f"the identity provider refused the sign-in ({said})")
 
 
-def _unreachable(issuer: str, error: httpx.HTTPError) -> HttpApiError:
+def _unreachable(issuer: str, error: Exception) -> HttpApiError:
     log.warning("identity provider unreachable: %s", error)
     return sso_error(
         "provider_unreachable", f"the identity provider at {issuer} could not be reached: {error}"

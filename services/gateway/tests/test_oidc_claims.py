@@ -70,7 +70,10 @@ def test_display_name_falls_back_to_the_email_and_no_groups_claim_means_none() -
         ({"sub": "abc"}, "no email address in the 'email' claim"),
         ({"sub": "abc", "email": "not-an-address"}, "no email address"),
         ({"sub": "abc", "email": "ana@example.com", "email_verified": False}, "not verified"),
-        ({"sub": "abc", "email": "ana@example.com", "groups": {"finance": True}}, "not a list of group names"),
+        (
+            {"sub": "abc", "email": "ana@example.com", "groups": {"finance": True}},
+            "not a list of group names",
+        ),
         ({"sub": "abc", "email": "ana@example.com", "groups": ["ok", 3]}, "not a list of group names"),
     ],
 )
@@ -118,7 +121,8 @@ def test_group_map_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("ZHIKU_GATEWAY_OIDC_SCOPES", "email groups")
     monkeypatch.setenv(
         "ZHIKU_GATEWAY_OIDC_GROUP_MAP",
-        '{"rag-admins": {"admin": true}, "finance": {"group": "finance", "knowledge_bases": {"reports": "viewer"}}}',
+        '{"rag-admins": {"admin": true}, '
+        '"finance": {"group": "finance", "knowledge_bases": {"reports": "viewer"}}}',
     )
     oidc = GatewaySettings().oidc
     assert oidc.enabled
