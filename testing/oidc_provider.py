@@ -53,16 +53,20 @@ def provider_client(
 
 @contextlib.contextmanager
 def running_provider(
-    clients: Sequence[Mapping[str, Any]], accounts: Mapping[str, Mapping[str, Any]]
+    clients: Sequence[Mapping[str, Any]], accounts: Mapping[str, Mapping[str, Any]], port: int = 0
 ) -> Iterator[RunningProvider]:
-    """The provider on a free port: ``accounts`` maps login names to their claims."""
+    """The provider on ``port`` (0: a free one): ``accounts`` maps login names to their claims.
+
+    A fixed port lets a gateway be configured with the issuer before the provider starts,
+    which a test needs when the provider's redirect URI depends on where the gateway came up.
+    """
     node = shutil.which("node")
     if node is None:
         raise RuntimeError("node is not installed: the OIDC tests need Node.js 20+")
     if not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
         raise RuntimeError(f"oidc-provider is not installed in {PROVIDER_DIR}: {_INSTALL_HINT}")
     log_path = Path(tempfile.mkdtemp(prefix="zhiku-oidc-provider-")) / "provider.log"
-    env = {**os.environ, "ZHIKU_TEST_OIDC_CONFIG": json.dumps({"clients": clients, "accounts": accounts})}
+    env = {**os.environ, "ZHIKU_TEST_OIDC_CONFIG": json.dumps({"clients": clients, "accounts": accounts, "port": port})}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [node, "server.mjs"], cwd=PROVIDER_DIR, env=env, stdout=subprocess.PIPE, stderr=log

@@ -83,6 +83,9 @@ class OidcSettings(BaseSettings):
     # First SSO sign-in of an unknown email creates the user (no password); false: only users an
     # admin created may sign in by SSO.
     auto_create_users: bool = True
+    # Email domains that may sign in (comma-separated, e.g. "example.com,example.cn"); empty: any
+    # the provider vouches for. Set it with providers open to the public (Google accounts).
+    email_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Key that signs the short-lived cookie carrying state, nonce and PKCE verifier from the
     # login redirect to the callback; empty: derived from the client secret (every replica with
     # the same secret agrees). A public client without a secret needs it when replicas > 1.
@@ -93,6 +96,15 @@ class OidcSettings(BaseSettings):
     def _split_scopes(cls, value: object) -> object:
         if isinstance(value, str):
             return [scope.strip() for scope in value.replace(" ", ",").split(",") if scope.strip()]
+        return value
+
+    @field_validator("email_domains", mode="before")
+    @classmethod
+    def _split_domains(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list):
+            return [str(domain).strip().lower().lstrip("@") for domain in value if str(domain).strip()]
         return value
 
     @field_validator("scopes", mode="after")

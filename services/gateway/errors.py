@@ -107,6 +107,7 @@ SSO_FAILURE_STATUS: dict[str, int] = {
     "missing_claim": 422,
     "user_disabled": 403,
     "sign_up_closed": 403,
+    "email_domain_refused": 403,
     "provider_unreachable": 502,
 }
 

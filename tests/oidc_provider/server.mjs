@@ -4,9 +4,11 @@
 //
 // Configuration comes as JSON in ZHIKU_TEST_OIDC_CONFIG:
 //   {"clients": [{client_id, client_secret, redirect_uris, ...}],
-//    "accounts": {"alice": {"email": "...", "name": "...", "groups": ["..."]}}}
-// The provider listens before it is built, so its issuer carries the port the kernel gave; the
-// first line on stdout is {"issuer": "http://127.0.0.1:<port>"} for the test fixture to read.
+//    "accounts": {"alice": {"email": "...", "name": "...", "groups": ["..."]}},
+//    "port": 0}
+// The provider listens before it is built, so its issuer carries the port it got (the one
+// asked for, or one the kernel picked for port 0); the first line on stdout is
+// {"issuer": "http://127.0.0.1:<port>"} for the test fixture to read.
 import http from 'node:http';
 
 import Provider from 'oidc-provider';
@@ -15,7 +17,7 @@ const config = JSON.parse(process.env.ZHIKU_TEST_OIDC_CONFIG || '{}');
 const accounts = config.accounts || {};
 
 const server = http.createServer();
-server.listen(0, '127.0.0.1', () => {
+server.listen(config.port || 0, '127.0.0.1', () => {
   const { port } = server.address();
   const issuer = `http://127.0.0.1:${port}`;
   const provider = new Provider(issuer, {

@@ -91,6 +91,11 @@ def identity_from_claims(claims: Mapping[str, Any], settings: OidcSettings) -> S
     return SsoIdentity(subject, email, display_name, provider_groups(claims, settings))
 
 
+def email_domain_allowed(email: str, settings: OidcSettings) -> bool:
+    """``ZHIKU_GATEWAY_OIDC_EMAIL_DOMAINS`` (empty: every domain)."""
+    return not settings.email_domains or email.rsplit("@", 1)[-1] in settings.email_domains
+
+
 def provider_groups(claims: Mapping[str, Any], settings: OidcSettings) -> frozenset[str]:
     """The groups claim as a set of names; absent means none (the user is in no group)."""
     if not settings.groups_claim:
