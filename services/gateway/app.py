@@ -20,6 +20,7 @@ from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import install_error_handlers
 from services.gateway.file_chat import routes as file_chats
+from services.gateway.first_admin import ensure_first_admin
 from services.gateway.file_chat.lifecycle import run_sweeper
 from services.gateway.mcp_server.endpoint import mount_mcp, running_mcp
 from services.gateway.middleware import (
@@ -30,6 +31,7 @@ from services.gateway.middleware import (
 )
 from services.gateway.oidc.setup import oidc_flow, oidc_middleware
 from services.gateway.openapi import ERROR_RESPONSES, install_openapi
+from services.gateway.permissions import unlisted_routes
 from services.gateway.routes import (
     agent,
     agent_databases,
@@ -70,13 +72,15 @@ async def _start_store(
     store = GatewayStore(settings.catalog_url)
     await store.run(store.create_schema)
     app.state.store = access.store = guard.store = store
+    await ensure_first_admin(store, settings)
     if await access.is_open():
         log.warning(
-            "no API keys configured: the gateway is open to anyone who can reach it "
-            "(set ZHIKU_GATEWAY_API_KEYS or create a key with POST /v1/keys)"
+            "no API keys and no users: the gateway is open to anyone who can reach it (set "
+            "ZHIKU_GATEWAY_ADMIN_EMAIL and ZHIKU_GATEWAY_ADMIN_PASSWORD, ZHIKU_GATEWAY_API_KEYS, "
+            "or create a key with POST /v1/keys)"
         )
     else:
-        log.info("API keys required (Authorization: Bearer <key>)")
+        log.info("sign-in or API key required (Authorization: Bearer <key>)")
     return store
 
 
@@ -113,6 +117,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await asyncio.to_thread(store.dispose)
             app.state.store = access.store = guard.store = agent_tools.sql_databases.store = None
             await access.limiter.close()
+            await access.daily.close()
             await asyncio.to_thread(agent_tools.close)
 
     app = FastAPI(
@@ -126,7 +131,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             Middleware(RequestIdMiddleware),
             Middleware(MetricsMiddleware),
             *_cors(settings),
-            Middleware(AccessMiddleware, access=access),
+            Middleware(AccessMiddleware, access=access, guard=guard),
             *oidc_middleware(settings),
             Middleware(
                 BodyLimitMiddleware,
@@ -139,6 +144,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.clients = None
     app.state.store = None
     app.state.access = access
+    app.state.guard = guard
     app.state.agent_tools = agent_tools
     app.state.oidc = oidc_flow(settings)
     install_error_handlers(app)
@@ -152,6 +158,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.include_router(router)
     mount_mcp(app)  # /mcp: knowledge bases as MCP tools, under the same keys
     mount_webui(app)  # last: API routes win over the UI's paths
+    unlisted = unlisted_routes(app)
+    if unlisted:  # a route nobody decided a rule for must not ship open (or closed by accident)
+        raise RuntimeError(f"routes missing from services/gateway/permissions.py: {', '.join(unlisted)}")
     return app
 
 

@@ -1,5 +1,5 @@
 """``/v1/agent/databases``: the SQL databases the agent's ``text2sql`` tool may query, registered
-by an admin (any caller while the gateway is open) and kept in the gateway's store.
+by an admin (the route table says so; any caller while the gateway is open) and kept in the gateway's store.
 
 Databases of ``ZHIKU_GATEWAY_AGENT_SQL_DATABASES`` are listed too but belong to the
 deployment: they cannot be replaced or removed here. A database is checked when registered:
@@ -18,10 +18,10 @@ from sqlalchemy.engine import make_url
 
 from services.gateway.agent.tools import ToolError, ToolRegistry
 from services.gateway.agent.tools.sql_databases import RegisteredDatabase
-from services.gateway.deps import SettingsDep, StoreDep, require_admin
+from services.gateway.deps import SettingsDep, StoreDep
 from services.gateway.errors import HttpApiError
 
-router = APIRouter(prefix="/v1/agent/databases", tags=["agent"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/v1/agent/databases", tags=["agent"])
 
 DatabaseName = Annotated[
     str,

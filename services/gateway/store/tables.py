@@ -1,5 +1,6 @@
 """The gateway's own catalog tables (prefix ``gw_``): conversations, messages, feedback, API
-keys, temporary file-chat knowledge bases and the agent's registered SQL databases.
+keys, temporary file-chat knowledge bases, the agent's registered SQL databases, and identity:
+users, groups, their memberships, knowledge-base role grants and sign-in sessions.
 
 They live in the same database as the ingest catalog (one URL to operate) but are owned and
 created by the gateway only; the ingest service never reads them.
@@ -7,7 +8,7 @@ created by the gateway only; the ingest service never reads them.
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Double, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, Double, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -74,6 +75,9 @@ class ApiKeyRow(GatewayTable):
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
     admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[float] = mapped_column(Double)
+    # The user the key belongs to (its rights never exceed theirs); NULL for keys made before
+    # users existed and by environment keys, which keep their own scope alone.
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     revoked_at: Mapped[float | None] = mapped_column(Double, nullable=True, index=True)
 
 
@@ -100,8 +104,78 @@ class AgentDatabaseRow(GatewayTable):
     created_at: Mapped[float] = mapped_column(Double)
 
 
+class UserRow(GatewayTable):
+    """A person: signs in with a password (argon2 hash) or through SSO (no password)."""
+
+    __tablename__ = "gw_users"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # u_<hex>
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # lower-cased
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    password_hash: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The identity provider's subject (issuer + sub) of a user made or linked by SSO.
+    sso_subject: Mapped[str | None] = mapped_column(String(512), nullable=True, unique=True)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class GroupRow(GatewayTable):
+    """A team: holds knowledge-base roles for all its members at once."""
+
+    __tablename__ = "gw_groups"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)  # a slug
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class GroupMemberRow(GatewayTable):
+    __tablename__ = "gw_group_members"
+
+    group_name: Mapped[str] = mapped_column(
+        ForeignKey("gw_groups.name", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("gw_users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class RoleGrantRow(GatewayTable):
+    """``holder`` (a user id or a group name, by ``holder_kind``) has ``role`` on a knowledge base.
+
+    Not a foreign key to users or groups: the holder is one of two tables; deleting a user or
+    a group deletes its grants explicitly."""
+
+    __tablename__ = "gw_role_grants"
+    __table_args__ = (UniqueConstraint("knowledge_base", "holder_kind", "holder"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    knowledge_base: Mapped[str] = mapped_column(String(64), index=True)
+    holder_kind: Mapped[str] = mapped_column(String(8))  # "user" | "group"
+    holder: Mapped[str] = mapped_column(String(64), index=True)
+    role: Mapped[str] = mapped_column(String(16))  # "owner" | "editor" | "viewer"
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class SessionRow(GatewayTable):
+    """A signed-in browser: the cookie's token is stored as its SHA-256 (256 random bits)."""
+
+    __tablename__ = "gw_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("gw_users.id", ondelete="CASCADE"), index=True)
+    # Sent back in X-CSRF-Token by cookie-authenticated writes; not a credential on its own.
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float] = mapped_column(Double, index=True)
+    created_ip: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(300), default="")
+
+
 # Columns added after a table's first release: ``create_schema`` adds them to older databases.
 ADDED_COLUMNS: dict[str, dict[str, str]] = {
     "gw_file_chats": {"owner": "VARCHAR(64)"},
     "gw_messages": {"grounding": "TEXT", "tool_turn": "TEXT"},
+    "gw_api_keys": {"owner": "VARCHAR(64)"},
 }
