@@ -37,6 +37,12 @@ _INSTALL_HINT = "run `bash scripts/ensure-oidc-provider.sh` (make test does)"
 class RunningProvider:
     issuer: str
     log_path: Path
+    accounts_path: Path
+
+    def set_accounts(self, accounts: Mapping[str, Mapping[str, Any]]) -> None:
+        """Change the accounts (their claims) for the next sign-ins: the provider reads the file
+        at every sign-in."""
+        self.accounts_path.write_text(json.dumps(accounts))
 
 
 def provider_client(
@@ -65,15 +71,18 @@ def running_provider(
         raise RuntimeError("node is not installed: the OIDC tests need Node.js 20+")
     if not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
         raise RuntimeError(f"oidc-provider is not installed in {PROVIDER_DIR}: {_INSTALL_HINT}")
-    log_path = Path(tempfile.mkdtemp(prefix="zhiku-oidc-provider-")) / "provider.log"
-    env = {**os.environ, "ZHIKU_TEST_OIDC_CONFIG": json.dumps({"clients": clients, "accounts": accounts, "port": port})}
+    folder = Path(tempfile.mkdtemp(prefix="zhiku-oidc-provider-"))
+    log_path, accounts_path = folder / "provider.log", folder / "accounts.json"
+    accounts_path.write_text(json.dumps(accounts))
+    config = {"clients": clients, "accountsFile": str(accounts_path), "port": port}
+    env = {**os.environ, "ZHIKU_TEST_OIDC_CONFIG": json.dumps(config)}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [node, "server.mjs"], cwd=PROVIDER_DIR, env=env, stdout=subprocess.PIPE, stderr=log
         )
     try:
         issuer = _read_issuer(process, log_path)
-        yield RunningProvider(issuer, log_path)
+        yield RunningProvider(issuer, log_path, accounts_path)
     finally:
         process.send_signal(signal.SIGTERM)
         try:

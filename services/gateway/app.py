@@ -20,8 +20,8 @@ from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import install_error_handlers
 from services.gateway.file_chat import routes as file_chats
-from services.gateway.first_admin import ensure_first_admin
 from services.gateway.file_chat.lifecycle import run_sweeper
+from services.gateway.first_admin import ensure_first_admin
 from services.gateway.mcp_server.endpoint import mount_mcp, running_mcp
 from services.gateway.middleware import (
     AccessMiddleware,

@@ -108,6 +108,7 @@ SSO_FAILURE_STATUS: dict[str, int] = {
     "user_disabled": 403,
     "sign_up_closed": 403,
     "email_domain_refused": 403,
+    "account_conflict": 409,
     "provider_unreachable": 502,
 }
 

@@ -5,16 +5,21 @@
 // Configuration comes as JSON in ZHIKU_TEST_OIDC_CONFIG:
 //   {"clients": [{client_id, client_secret, redirect_uris, ...}],
 //    "accounts": {"alice": {"email": "...", "name": "...", "groups": ["..."]}},
-//    "port": 0}
+//    "accountsFile": "/tmp/.../accounts.json", "port": 0}
+// With accountsFile the accounts are read from that file at every sign-in instead, so a test
+// can change a user's groups at the provider between two sign-ins.
 // The provider listens before it is built, so its issuer carries the port it got (the one
 // asked for, or one the kernel picked for port 0); the first line on stdout is
 // {"issuer": "http://127.0.0.1:<port>"} for the test fixture to read.
+import fs from 'node:fs';
 import http from 'node:http';
 
 import Provider from 'oidc-provider';
 
 const config = JSON.parse(process.env.ZHIKU_TEST_OIDC_CONFIG || '{}');
-const accounts = config.accounts || {};
+const accounts = () => (config.accountsFile
+  ? JSON.parse(fs.readFileSync(config.accountsFile, 'utf8'))
+  : config.accounts || {});
 
 const server = http.createServer();
 server.listen(config.port || 0, '127.0.0.1', () => {
@@ -25,7 +30,7 @@ server.listen(config.port || 0, '127.0.0.1', () => {
     // Any name typed in the development login form signs in as that account; an unknown name
     // fails the login, as a wrong password would at a real provider.
     async findAccount(ctx, sub) {
-      const claims = accounts[sub];
+      const claims = accounts()[sub];
       if (!claims) return undefined;
       return { accountId: sub, async claims() { return { sub, ...claims }; } };
     },

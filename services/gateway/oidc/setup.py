@@ -22,5 +22,7 @@ def oidc_flow(settings: GatewaySettings) -> OidcFlow | None:
 def oidc_middleware(settings: GatewaySettings) -> list[Middleware]:
     if not settings.oidc.enabled:
         return []
-    secure = settings.oidc.redirect_url.startswith("https://")
+    # Starlette fixes the flag at start: the configured session setting, else an https callback.
+    configured = settings.session_cookie_secure
+    secure = settings.oidc.redirect_url.startswith("https://") if configured is None else configured
     return [flow_cookie_middleware(settings.oidc, secure)]

@@ -1,5 +1,7 @@
 """Single sign-on through a real OpenID provider (npm's oidc-provider, started per module):
-the redirect, the callback, and every way a sign-in can fail, each with its precise status.
+the redirect, the callback, the user it creates or updates (groups and roles from the group
+map, a session cookie), and every way a sign-in can fail, each with its precise status and
+nothing written.
 
 The gateway runs in-process (ASGI) at ``http://gateway``; the provider sends the "browser"
 (``sign_in_at_provider``, filling its login and consent forms over HTTP) back there, and the
@@ -10,6 +12,8 @@ token, JWKS, userinfo). The browser test in tests/ui does the same through headl
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -18,6 +22,8 @@ import pytest
 
 from services.gateway.app import create_app
 from services.gateway.config import OidcSettings, SsoGrant
+from services.gateway.store import GatewayStore
+from services.gateway.store.grants import Role
 from testing.oidc_provider import RunningProvider, provider_client, running_provider, sign_in_at_provider
 
 from .support import asgi_client, dead_address, gateway_settings
@@ -25,9 +31,16 @@ from .support import asgi_client, dead_address, gateway_settings
 CALLBACK = "http://gateway/v1/auth/oidc/callback"
 CLIENT_ID = "zhiku-gateway"
 CLIENT_SECRET = "test-client-secret-0123456789"
-ACCOUNTS = {
+ADMIN_KEY = "test-admin-key"  # a configured key closes the gateway: sessions must be real
+ACCOUNTS: dict[str, dict[str, Any]] = {
     "ana": {"email": "Ana@Example.com", "name": "Ana Lima", "groups": ["finance", "staff"]},
-    "noemail": {"name": "Nobody"},
+    "ops": {"email": "ops@example.com", "name": "Ops", "groups": ["rag-admins", "finance"]},
+    "noemail": {"name": "Nobody", "groups": ["finance"]},
+    "outsider": {"email": "eve@elsewhere.example", "groups": ["finance"]},
+}
+GROUP_MAP = {
+    "finance": SsoGrant(group="finance", knowledge_bases={"reports": "viewer"}),
+    "rag-admins": SsoGrant(admin=True),
 }
 
 
@@ -37,23 +50,57 @@ def provider() -> Iterator[RunningProvider]:
         yield running
 
 
+@pytest.fixture(autouse=True)
+def fresh_accounts(provider: RunningProvider) -> None:
+    provider.set_accounts(ACCOUNTS)
+
+
 def sso_settings(issuer: str, **overrides: Any) -> OidcSettings:
     values: dict[str, Any] = {
         "issuer": issuer,
         "client_id": CLIENT_ID,
         "client_secret": CLIENT_SECRET,
         "scopes": ["email", "profile", "groups"],
-        "group_map": {"finance": SsoGrant(group="finance")},
+        "group_map": GROUP_MAP,
         **overrides,
     }
     return OidcSettings(**values)
 
 
-@pytest.fixture
-async def gateway(provider: RunningProvider) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(gateway_settings({}, oidc=sso_settings(provider.issuer)))
+@dataclass
+class Gateway:
+    client: httpx.AsyncClient
+    store: GatewayStore
+
+    async def sign_in(self, login: str, next_path: str = "/") -> httpx.Response:
+        """The whole flow in a fresh "browser" (no provider session): the callback's answer."""
+        self.client.cookies.clear()
+        authorize = await start(self.client, next_path)
+        async with httpx.AsyncClient() as browser:
+            callback = await sign_in_at_provider(browser, authorize, login)
+        return await self.client.get(local(callback))
+
+    async def users(self) -> int:
+        return await self.store.run(self.store.users.count)
+
+
+@asynccontextmanager
+async def running_gateway(issuer: str, **oidc: Any) -> AsyncIterator[Gateway]:
+    settings = gateway_settings({}, api_keys=[ADMIN_KEY], oidc=sso_settings(issuer, **oidc))
+    app = create_app(settings)
     async with asgi_client(app) as client:
-        yield client
+        yield Gateway(client, app.state.store)
+
+
+@pytest.fixture
+async def gw(provider: RunningProvider) -> AsyncIterator[Gateway]:
+    async with running_gateway(provider.issuer) as running:
+        yield running
+
+
+@pytest.fixture
+async def gateway(gw: Gateway) -> httpx.AsyncClient:
+    return gw.client
 
 
 def local(url: str) -> str:
@@ -155,3 +202,107 @@ async def test_an_unreachable_provider_is_a_502() -> None:
         answer = await client.get("/v1/auth/oidc/login")
         assert answer.status_code == 502
         assert "could not be reached" in answer.json()["error"]["message"]
+
+
+def session_cookie(answer: httpx.Response) -> str:
+    cookies = [value for key, value in answer.headers.multi_items() if key == "set-cookie"]
+    found = [cookie for cookie in cookies if cookie.startswith("zhiku_session=")]
+    assert len(found) == 1, cookies
+    return found[0]
+
+
+async def test_first_sign_in_creates_the_user_with_mapped_groups_roles_and_a_session(gw: Gateway) -> None:
+    assert await gw.users() == 0
+    answer = await gw.sign_in("ana", next_path="/kb/reports?tab=files")
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["location"] == "/kb/reports?tab=files"
+    cookie = session_cookie(answer).lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie and "path=/" in cookie
+    assert "secure" not in cookie  # plain http here; https or the setting turns it on
+
+    user = await gw.store.run(gw.store.users.find_by_email, "ana@example.com")
+    assert user is not None
+    assert (user.display_name, user.sso, user.has_password, user.admin) == ("Ana Lima", True, False, False)
+    assert user.groups == ("finance",)  # "staff" is not in the group map
+    assert await gw.store.run(gw.store.grants.roles_of, user.id, user.groups) == {"reports": Role.VIEWER}
+    # The cookie is a session: the same request without it is refused.
+    signed_in = await gw.client.get("/v1/conversations")
+    assert signed_in.status_code == 200, signed_in.text
+    gw.client.cookies.clear()
+    assert (await gw.client.get("/v1/conversations")).status_code == 401
+
+
+async def test_each_sign_in_updates_groups_and_admin_from_the_claims(
+    gw: Gateway, provider: RunningProvider
+) -> None:
+    assert (await gw.sign_in("ops")).status_code == 303
+    ops = await gw.store.run(gw.store.users.find_by_email, "ops@example.com")
+    assert ops is not None and ops.admin and ops.groups == ("finance",)
+    # An admin put them in a group by hand: SSO leaves groups the map does not name alone.
+    await gw.store.run(gw.store.groups.create, "auditors")
+    await gw.store.run(gw.store.groups.add_member, "auditors", ops.id)
+
+    provider.set_accounts({**ACCOUNTS, "ops": {**ACCOUNTS["ops"], "groups": ["staff"]}})
+    assert (await gw.sign_in("ops")).status_code == 303
+    again = await gw.store.run(gw.store.users.find_by_email, "ops@example.com")
+    assert again is not None and again.id == ops.id
+    assert not again.admin  # left rag-admins at the provider
+    assert again.groups == ("auditors",)  # left finance; the hand-made group stays
+    assert await gw.users() == 1
+
+
+async def test_a_user_an_admin_made_is_linked_by_email(gw: Gateway) -> None:
+    made = await gw.store.run(gw.store.users.create, "ana@example.com", "Ana", "argon2-hash-stand-in")
+    assert (await gw.sign_in("ana")).status_code == 303
+    linked = await gw.store.run(gw.store.users.get, made.id)
+    assert linked is not None and linked.sso and linked.has_password and linked.groups == ("finance",)
+    assert await gw.users() == 1
+
+
+async def test_a_disabled_user_is_refused_and_nothing_changes(gw: Gateway, provider: RunningProvider) -> None:
+    assert (await gw.sign_in("ana")).status_code == 303
+    ana = await gw.store.run(gw.store.users.find_by_email, "ana@example.com")
+    assert ana is not None
+    await gw.store.run(gw.store.users.update, ana.id, disabled=True)
+    provider.set_accounts({**ACCOUNTS, "ana": {**ACCOUNTS["ana"], "name": "Renamed", "groups": []}})
+
+    refused = await gw.sign_in("ana")
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "user_disabled"
+    assert "zhiku_session" not in refused.headers.get("set-cookie", "")
+    after = await gw.store.run(gw.store.users.get, ana.id)
+    assert after is not None and after.display_name == "Ana Lima" and after.groups == ("finance",)
+
+
+async def test_missing_claims_are_a_422_and_create_no_one(gw: Gateway) -> None:
+    answer = await gw.sign_in("noemail")
+    assert answer.status_code == 422
+    assert answer.json()["error"]["code"] == "missing_claim"
+    assert "no email address" in answer.json()["error"]["message"]
+    assert await gw.users() == 0
+    assert await gw.store.run(gw.store.groups.list) == []
+
+
+async def test_sign_up_closed_and_email_domains_refuse_without_writing(provider: RunningProvider) -> None:
+    async with running_gateway(provider.issuer, auto_create_users=False) as gw:
+        closed = await gw.sign_in("ana")
+        assert closed.status_code == 403
+        assert closed.json()["error"]["code"] == "sign_up_closed"
+        assert await gw.users() == 0
+    async with running_gateway(provider.issuer, email_domains=["example.com"]) as gw:
+        outside = await gw.sign_in("outsider")
+        assert outside.status_code == 403
+        assert outside.json()["error"]["code"] == "email_domain_refused"
+        assert (await gw.sign_in("ana")).status_code == 303
+        assert await gw.users() == 1
+
+
+async def test_a_callback_cannot_be_replayed(gw: Gateway) -> None:
+    authorize = await start(gw.client)
+    async with httpx.AsyncClient() as browser:
+        callback = await sign_in_at_provider(browser, authorize, "ana")
+    assert (await gw.client.get(local(callback))).status_code == 303
+    gw.client.cookies.delete("zhiku_session")
+    replayed = await gw.client.get(local(callback))
+    assert replayed.status_code == 400
+    assert replayed.json()["error"]["code"] == "state_mismatch"
