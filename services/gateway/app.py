@@ -146,7 +146,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.access = access
     app.state.guard = guard
     app.state.agent_tools = agent_tools
-    app.state.oidc = oidc_flow(settings)
+    app.state.sso = oidc_flow(settings)  # read by /v1/auth/config (its label)
     install_error_handlers(app)
     install_openapi(app)
     for module in (health, knowledge_bases, files, jobs, search, chat, embeddings, models):

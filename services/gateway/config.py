@@ -61,8 +61,9 @@ class OidcSettings(BaseSettings):
     # The callback URL registered at the provider; empty: this gateway's own address as the
     # browser reached it + /v1/auth/oidc/callback (set it behind a proxy that rewrites hosts).
     redirect_url: str = ""
-    # Text of the sign-in page's SSO button.
-    label: str = "Sign in with SSO"
+    # Name of the provider on the sign-in page's button ("Sign in with <label>", e.g. "Acme ID");
+    # empty: "Sign in with SSO".
+    label: str = ""
     # Claim with the user's email (Entra ID without the email claim: "preferred_username").
     email_claim: str = "email"
     # Claim with the user's display name (the email is used when it is missing).

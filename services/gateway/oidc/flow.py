@@ -50,6 +50,11 @@ class OidcFlow:
         self.settings = settings
         self.client = client
 
+    @property
+    def label(self) -> str:
+        """The sign-in page's SSO button text (``GET /v1/auth/config``)."""
+        return self.settings.label
+
     def callback_url(self, request: Request) -> str:
         """The redirect URI sent to the provider: configured, or this gateway's own callback."""
         if self.settings.redirect_url:

@@ -33,7 +33,7 @@ NextQuery = Annotated[
 
 
 def _flow(request: Request) -> OidcFlow:
-    flow: OidcFlow | None = getattr(request.app.state, "oidc", None)
+    flow: OidcFlow | None = getattr(request.app.state, "sso", None)
     if flow is None:
         raise sso_error("sso_not_configured", "single sign-on is not configured on this gateway")
     return flow
