@@ -11,10 +11,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from services.common.heap import freeze_startup_heap
 from services.gateway.access import Access
 from services.gateway.agent.tools import build_registry
+from services.gateway.audit import AuditTrail
 from services.gateway.authz import KnowledgeBaseGuard
 from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
@@ -35,6 +37,8 @@ from services.gateway.permissions import unlisted_routes
 from services.gateway.routes import (
     agent,
     agent_databases,
+    audit,
+    auth,
     chat,
     chatchat,
     conversations,
@@ -44,10 +48,12 @@ from services.gateway.routes import (
     jobs,
     keys,
     knowledge_bases,
+    members,
     models,
     oidc,
     search,
     sources,
+    users,
 )
 from services.gateway.store import GatewayStore
 from services.gateway.webui import mount_webui
@@ -66,12 +72,12 @@ answer `{code, msg, data}` as Chatchat does). Send `Authorization: Bearer <key>`
 
 
 async def _start_store(
-    app: FastAPI, settings: GatewaySettings, access: Access, guard: KnowledgeBaseGuard
+    app: FastAPI, settings: GatewaySettings, access: Access, guard: KnowledgeBaseGuard, trail: AuditTrail
 ) -> GatewayStore:
     """Open the store (creating the ``gw_`` tables) and say in the log whether keys guard the API."""
     store = GatewayStore(settings.catalog_url)
     await store.run(store.create_schema)
-    app.state.store = access.store = guard.store = store
+    app.state.store = access.store = guard.store = trail.store = store
     await ensure_first_admin(store, settings)
     if await access.is_open():
         log.warning(
@@ -89,6 +95,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     access = Access(settings)
     guard = KnowledgeBaseGuard()
+    trail = AuditTrail(settings.audit_retention_days)
     agent_tools = build_registry(settings)  # a misconfigured tool fails here, at start
 
     @asynccontextmanager
@@ -99,7 +106,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.clients = ServiceClients.connect(
             settings.common, guard, settings.kb_cache_ttl_s, settings.generate_model_addrs
         )
-        store = await _start_store(app, settings, access, guard)
+        store = await _start_store(app, settings, access, guard, trail)
         agent_tools.sql_databases.store = store
         sweeper = asyncio.create_task(
             run_sweeper(app.state.clients, store, settings), name="file-chat-sweeper"
@@ -116,6 +123,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             app.state.clients = None
             await asyncio.to_thread(store.dispose)
             app.state.store = access.store = guard.store = agent_tools.sql_databases.store = None
+            trail.store = None
             await access.limiter.close()
             await access.daily.close()
             await asyncio.to_thread(agent_tools.close)
@@ -128,10 +136,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         responses=ERROR_RESPONSES,
         lifespan=lifespan,
         middleware=[
+            # First: everything inside (logs, the audit trail) sees the forwarded client address.
+            Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies),
             Middleware(RequestIdMiddleware),
             Middleware(MetricsMiddleware),
             *_cors(settings),
-            Middleware(AccessMiddleware, access=access, guard=guard),
+            Middleware(AccessMiddleware, access=access, guard=guard, audit=trail),
             *oidc_middleware(settings),
             Middleware(
                 BodyLimitMiddleware,
@@ -145,14 +155,17 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.store = None
     app.state.access = access
     app.state.guard = guard
+    app.state.audit = trail
     app.state.agent_tools = agent_tools
     app.state.sso = oidc_flow(settings)  # read by /v1/auth/config (its label)
     install_error_handlers(app)
     install_openapi(app)
-    for module in (health, knowledge_bases, files, jobs, search, chat, embeddings, models):
+    for module in (health, knowledge_bases, files, jobs, search, chat, embeddings, models, oidc):
         app.include_router(module.router)
-    for module in (conversations, file_chats, keys, agent, agent_databases, sources, oidc):
+    for module in (conversations, file_chats, keys, agent, agent_databases, sources, audit, auth, members):
         app.include_router(module.router)
+    for router in users.routers:
+        app.include_router(router)
     app.include_router(conversations.feedback_router)
     for router in chatchat.routers:
         app.include_router(router)

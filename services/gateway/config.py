@@ -218,6 +218,12 @@ class GatewaySettings(BaseSettings):
         default="",
         validation_alias=AliasChoices("ZHIKU_GATEWAY_REDIS_URL", "ZHIKU_REDIS_URL", "redis_url"),
     )
+    # Proxies (addresses or CIDR ranges, comma-separated, "*" for any) whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed: the client address of logs and the audit trail is then the
+    # one they forward. Requests from anywhere else keep their own address, whatever they claim.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1"])
+    # Days the audit trail keeps an entry (older ones are deleted as new ones are written); 0 = forever.
+    audit_retention_days: float = Field(default=365.0, ge=0)
     # Browser origins allowed by CORS (comma-separated, "*" for any); empty = no CORS headers.
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Lifetime of a file chat's temporary knowledge base, and how often expired ones are swept.
@@ -299,7 +305,7 @@ class GatewaySettings(BaseSettings):
     common: CommonSettings = Field(default_factory=CommonSettings)
     oidc: OidcSettings = Field(default_factory=OidcSettings)
 
-    @field_validator("api_keys", "cors_origins", "agent_tools", mode="before")
+    @field_validator("api_keys", "cors_origins", "agent_tools", "trusted_proxies", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         """Accept ``"k1,k2"`` from the environment as well as a list from code."""

@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from services.gateway.access import Access, Principal
+from services.gateway.audit import AuditTrail
 from services.gateway.authz import KnowledgeBaseGuard
 from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
@@ -48,6 +49,11 @@ async def get_access(request: Request) -> Access:
     return access
 
 
+async def get_audit(request: Request) -> AuditTrail:
+    trail: AuditTrail = request.app.state.audit
+    return trail
+
+
 async def get_principal(request: Request) -> Principal | None:
     """The caller (key or session), or None when the gateway is open or a public route was
     called anonymously."""
@@ -59,6 +65,7 @@ ClientsDep = Annotated[ServiceClients, Depends(get_clients)]
 StoreDep = Annotated[GatewayStore, Depends(get_store)]
 AccessDep = Annotated[Access, Depends(get_access)]
 CurrentKey = Annotated[Principal | None, Depends(get_principal)]
+AuditDep = Annotated[AuditTrail, Depends(get_audit)]
 
 
 async def get_guard(request: Request) -> KnowledgeBaseGuard:

@@ -126,12 +126,12 @@ async def refusal_for(
 ) -> grpc.aio.AioRpcError:
     """The refusal of a name the caller may not ``permission``: a caller who may view it knows
     it exists and is told their role falls short (403); anyone else gets :func:`refusal`."""
-    if permission in ROLE_FOR and permission is not Permission.VIEW:
-        if await guard.permits(caller, name, Permission.VIEW):
-            return rpc_error(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"this needs the {ROLE_FOR[permission].label} role on knowledge base {name!r}",
-            )
+    viewable = permission in ROLE_FOR and permission is not Permission.VIEW
+    if viewable and await guard.permits(caller, name, Permission.VIEW):
+        return rpc_error(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"this needs the {ROLE_FOR[permission].label} role on knowledge base {name!r}",
+        )
     return refusal(name, permission)
 
 

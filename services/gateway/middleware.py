@@ -2,8 +2,8 @@
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so streamed answers pass through untouched and a
 client disconnect still reaches the streaming response, which then cancels its gRPC call.
-Order, outermost first: request id, metrics/traces/logs, CORS, access (keys, sessions, the route table, rate limits),
-body limit and read timeout.
+Order, outermost first: request id, metrics/traces/logs, CORS, access (keys, sessions, the
+route table, rate limits), body limit and read timeout.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import time
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.requests import cookie_parser
 from starlette.exceptions import HTTPException
+from starlette.requests import Request, cookie_parser
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,6 +26,7 @@ from services.common import tracing
 from services.common.logging import REQUEST_ID_HEADER, new_request_id, request_id_var
 from services.common.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from services.gateway.access import CSRF_HEADER, SESSION_COOKIE, Access, Principal
+from services.gateway.audit import AuditAction, AuditTrail
 from services.gateway.authz import KnowledgeBaseGuard, acting_as
 from services.gateway.errors import HttpApiError, error_response, rpc_error_body
 from services.gateway.kb_guard import refusal_for
@@ -37,7 +38,6 @@ access_log = logging.getLogger("zhiku.gateway.access")
 
 # Incoming ids are echoed into logs and headers: accept only short, boring ones.
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-
 
 
 class RequestIdMiddleware:
@@ -146,11 +146,13 @@ class AccessMiddleware:
         app: ASGIApp,
         access: Access,
         guard: KnowledgeBaseGuard,
+        audit: AuditTrail,
         table: PermissionTable | None = None,
     ) -> None:
         self.app = app
         self.access = access
         self.guard = guard
+        self.audit = audit
         self.table = table or PermissionTable()
 
     @staticmethod
@@ -168,7 +170,9 @@ class AccessMiddleware:
             principal = await self.access.principal(token)
             if principal is not None:
                 return principal, None
-            return None, _unauthenticated(scope, "missing or invalid API key: send 'Authorization: Bearer <key>'")
+            return None, _unauthenticated(
+                scope, "missing or invalid API key: send 'Authorization: Bearer <key>'"
+            )
         cookie = cookie_parser(headers.get("cookie", "")).get(SESSION_COOKIE, "")
         if cookie:
             principal = await self.access.session_principal(cookie)
@@ -193,11 +197,15 @@ class AccessMiddleware:
         scope.setdefault("state", {})["principal"] = principal
         refusal = (
             _csrf_refusal(scope, principal, rule)
-            or await self._over_limit(scope, principal, self._per_minute(principal), self.access.limiter, "minute")
+            or await self._over_limit(
+                scope, principal, self._per_minute(principal), self.access.limiter, "minute"
+            )
             or await self._refused_by_rule(scope, principal, rule, match)
         )
         if refusal is None and rule.upload and self.access.settings.uploads_per_day:
-            refusal = await self._over_limit(scope, principal, self._per_day(principal), self.access.daily, "day")
+            refusal = await self._over_limit(
+                scope, principal, self._per_day(principal), self.access.daily, "day"
+            )
         return principal, refusal
 
     def _per_minute(self, principal: Principal) -> list[tuple[str, int, str]]:
@@ -240,17 +248,15 @@ class AccessMiddleware:
     async def _refused_by_rule(
         self, scope: Scope, principal: Principal, rule: Rule, match: Match | None
     ) -> JSONResponse | None:
+        route = f"{scope['method']} {_template(scope, match)}"
         if rule.need is Need.ADMIN and not principal.admin:
-            return error_response(
-                403, f"{scope['method']} {_template(scope, match)} needs an admin", "admin_required", path=scope["path"]
-            )
+            return await self._denied(scope, principal, f"{route} needs an admin")
         if rule.need is Need.USER and principal.user_id is None and not principal.admin:
-            return error_response(
-                403,
-                f"{scope['method']} {_template(scope, match)} needs an admin key, or a signed-in user "
-                "(or a key of theirs); this key belongs to no user",
-                "admin_required",
-                path=scope["path"],
+            return await self._denied(
+                scope,
+                principal,
+                f"{route} needs an admin key, or a signed-in user (or a key of theirs); "
+                "this key belongs to no user",
             )
         if rule.need is Need.KNOWLEDGE_BASE and match is not None and rule.permission is not None:
             name = match.params.get(rule.param, "")
@@ -259,6 +265,17 @@ class AccessMiddleware:
                 status, body = rpc_error_body(error, path=scope["path"])
                 return JSONResponse(body, status_code=status)
         return None
+
+    async def _denied(self, scope: Scope, principal: Principal, message: str) -> JSONResponse:
+        """403 on an admin route, audited: someone probing admin routes is worth a trace."""
+        await self.audit.record(
+            AuditAction.ACCESS_DENIED,
+            request=Request(scope),
+            actor=principal,
+            outcome="denied",
+            detail={"method": scope["method"], "path": scope["path"]},
+        )
+        return error_response(403, message, "admin_required", path=scope["path"])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -219,7 +219,7 @@ def app_routes(app: FastAPI) -> list[tuple[str, str]]:
     found = []
     for route in iter_route_contexts(app.routes):
         methods = sorted((route.methods or {"*"}) - {"HEAD"}) or ["GET"]
-        found += [(method, route.path) for method in methods]
+        found += [(method, route.path or "") for method in methods]
     return found
 
 

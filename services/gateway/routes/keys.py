@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway.access import Principal
-from services.gateway.deps import AccessDep, CurrentKey, StoreDep
+from services.gateway.audit import AuditAction
+from services.gateway.deps import AccessDep, AuditDep, CurrentKey, StoreDep
 from services.gateway.errors import HttpApiError
 from services.gateway.schemas.native import KnowledgeBaseNameField
 from services.gateway.schemas.refs import KBS_REF
@@ -97,7 +98,14 @@ def _managed_by(principal: Principal | None) -> str | None:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CreatedKey)
-async def create_key(body: CreateKey, store: StoreDep, access: AccessDep, principal: CurrentKey) -> CreatedKey:
+async def create_key(
+    body: CreateKey,
+    store: StoreDep,
+    access: AccessDep,
+    principal: CurrentKey,
+    request: Request,
+    audit: AuditDep,
+) -> CreatedKey:
     """A new key, belonging to the signed-in user (or the user whose key makes it)."""
     if body.admin and principal is not None and not principal.admin:
         raise HttpApiError(403, "only an admin may create an admin key", code="admin_required", param="admin")
@@ -106,6 +114,19 @@ async def create_key(body: CreateKey, store: StoreDep, access: AccessDep, princi
         store.keys.create, body.name, _scope(body, principal), body.rate_limit_per_minute, body.admin, owner
     )
     access.forget_cached()
+    await audit.record(
+        AuditAction.KEY_CREATE,
+        request=request,
+        target=record.id,
+        detail={
+            "name": record.name,
+            "prefix": record.prefix,
+            "admin": record.admin,
+            "knowledge_bases": record.knowledge_bases,
+            "rate_limit_per_minute": record.rate_limit_per_minute,
+            "owner": record.owner,
+        },
+    )
     return CreatedKey(**ApiKey.of(record).model_dump(), key=plaintext)
 
 
@@ -118,10 +139,16 @@ async def list_keys(store: StoreDep, principal: CurrentKey) -> KeyList:
 
 @router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 async def revoke_key(
-    key_id: Annotated[str, Path(max_length=64)], store: StoreDep, access: AccessDep, principal: CurrentKey
+    key_id: Annotated[str, Path(max_length=64)],
+    store: StoreDep,
+    access: AccessDep,
+    principal: CurrentKey,
+    request: Request,
+    audit: AuditDep,
 ) -> Response:
     """Revoke a key: it stops working at once on this replica, within seconds on others."""
     if not await store.run(store.keys.revoke, key_id, _managed_by(principal)):
         raise HttpApiError(404, f"API key {key_id!r} not found (or already revoked)", param="key_id")
     access.forget_cached()
+    await audit.record(AuditAction.KEY_REVOKE, request=request, target=key_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,5 +1,6 @@
 """The gateway's store: conversations, messages, feedback, API keys, file chats, the agent's
-registered SQL databases, and identity (users, groups, role grants, sessions), in SQL.
+registered SQL databases, the audit trail, and identity (users, groups, role grants,
+sessions), in SQL.
 
 Repositories are synchronous SQLAlchemy; async callers go through :meth:`GatewayStore.run`,
 which runs them in a worker thread so a slow database never stalls the event loop. The file
@@ -15,6 +16,7 @@ from typing import ParamSpec, TypeVar
 
 from services.gateway.file_chat.records import FileChatRepo
 from services.gateway.store.agent_databases import AgentDatabaseRepo
+from services.gateway.store.audit import AuditRepo
 from services.gateway.store.conversations import ConversationRepo
 from services.gateway.store.database import Database
 from services.gateway.store.grants import GrantRepo
@@ -38,6 +40,7 @@ class GatewayStore:
         self.groups = GroupRepo(self.db)
         self.grants = GrantRepo(self.db)
         self.sessions = SessionRepo(self.db)
+        self.audit = AuditRepo(self.db)
         self.sso = SsoRepo(self.db)
 
     def create_schema(self) -> None:

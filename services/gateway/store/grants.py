@@ -118,5 +118,7 @@ class GrantRepo:
     def drop_knowledge_base(self, knowledge_base: str) -> int:
         """Forget every grant on a deleted knowledge base (a new one of that name starts bare)."""
         with self.db.session(write=True) as session:
-            result = session.execute(delete(RoleGrantRow).where(RoleGrantRow.knowledge_base == knowledge_base))
+            result = session.execute(
+                delete(RoleGrantRow).where(RoleGrantRow.knowledge_base == knowledge_base)
+            )
             return rows_matched(result)

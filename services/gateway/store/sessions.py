@@ -37,7 +37,9 @@ class SessionRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create(self, user_id: str, ttl_s: float, ip: str = "", user_agent: str = "") -> tuple[SessionRecord, str]:
+    def create(
+        self, user_id: str, ttl_s: float, ip: str = "", user_agent: str = ""
+    ) -> tuple[SessionRecord, str]:
         """A new session and its token (for the cookie; only its hash is stored)."""
         token = secrets.token_urlsafe(32)
         now = time.time()
@@ -87,4 +89,6 @@ class SessionRepo:
 
     def purge_expired(self) -> int:
         with self.db.session(write=True) as session:
-            return rows_matched(session.execute(delete(SessionRow).where(SessionRow.expires_at <= time.time())))
+            return rows_matched(
+                session.execute(delete(SessionRow).where(SessionRow.expires_at <= time.time()))
+            )

@@ -1,6 +1,6 @@
 """The gateway's own catalog tables (prefix ``gw_``): conversations, messages, feedback, API
-keys, temporary file-chat knowledge bases, the agent's registered SQL databases, and identity:
-users, groups, their memberships, knowledge-base role grants and sign-in sessions.
+keys, temporary file-chat knowledge bases, the agent's registered SQL databases, the audit trail,
+and identity: users, groups, their memberships, knowledge-base role grants and sign-in sessions.
 
 They live in the same database as the ingest catalog (one URL to operate) but are owned and
 created by the gateway only; the ingest service never reads them.
@@ -8,7 +8,7 @@ created by the gateway only; the ingest service never reads them.
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Double, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Double, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -171,6 +171,37 @@ class SessionRow(GatewayTable):
     expires_at: Mapped[float] = mapped_column(Double, index=True)
     created_ip: Mapped[str] = mapped_column(String(64), default="")
     user_agent: Mapped[str] = mapped_column(String(300), default="")
+
+
+class AuditRow(GatewayTable):
+    """One audited action (``services.gateway.audit``): who, what, when, from where, outcome."""
+
+    __tablename__ = "gw_audit"
+    # SQLite's AUTOINCREMENT: a seq is never reused, even after pruning emptied the table.
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    # Increasing: newest first is ``seq`` descending, and a page's last ``seq`` is its cursor.
+    # BIGINT on PostgreSQL, INTEGER (the rowid alias SQLite autoincrements) on SQLite.
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[float] = mapped_column(Double, index=True)
+    action: Mapped[str] = mapped_column(String(48), index=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    # "user", "key", "anonymous" (an open gateway) or "gateway" (its own background work).
+    actor_type: Mapped[str] = mapped_column(String(16))
+    # A user id, a key id, "anonymous" or "gateway"; ``actor_name`` an email or a key's name.
+    actor_id: Mapped[str] = mapped_column(String(128), index=True)
+    actor_name: Mapped[str] = mapped_column(String(320))
+    # The API key the request came with (also for users calling with a key of theirs).
+    key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    knowledge_base: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    target: Mapped[str | None] = mapped_column(Text, nullable=True)
+    client_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    user_agent: Mapped[str | None] = mapped_column(Text, nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # JSON object of the action's particulars (never secrets: no keys, passwords or URLs' passwords).
+    detail: Mapped[str] = mapped_column(Text, default="{}")
 
 
 # Columns added after a table's first release: ``create_schema`` adds them to older databases.

@@ -229,13 +229,18 @@ class GroupRepo:
             row = session.get(GroupRow, name)
             if row is None:
                 return None
-            return GroupRecord(row.name, row.display_name, row.created_at, tuple(self._members(session, [name])[name]))
+            return GroupRecord(
+                row.name, row.display_name, row.created_at, tuple(self._members(session, [name])[name])
+            )
 
     def list(self) -> builtins.list[GroupRecord]:
         with self.db.session() as session:
             rows = session.scalars(select(GroupRow).order_by(GroupRow.name)).all()
             members = self._members(session, [row.name for row in rows])
-            return [GroupRecord(row.name, row.display_name, row.created_at, tuple(members[row.name])) for row in rows]
+            return [
+                GroupRecord(row.name, row.display_name, row.created_at, tuple(members[row.name]))
+                for row in rows
+            ]
 
     def delete(self, name: str) -> bool:
         """Delete the group with its memberships and role grants."""
@@ -263,7 +268,9 @@ class GroupRepo:
     def remove_member(self, name: str, user_id: str) -> bool:
         with self.db.session(write=True) as session:
             result = session.execute(
-                delete(GroupMemberRow).where(GroupMemberRow.group_name == name, GroupMemberRow.user_id == user_id)
+                delete(GroupMemberRow).where(
+                    GroupMemberRow.group_name == name, GroupMemberRow.user_id == user_id
+                )
             )
             return bool(rows_matched(result))
 
