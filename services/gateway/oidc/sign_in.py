@@ -2,7 +2,9 @@
 roles from the group map, a session, and the redirect to ``next`` with the session cookie.
 
 The store writes the user, groups and roles in one transaction (``store/sso.py``); the
-session is made only after that committed, so a refused sign-in leaves no session either.
+session is started only after that committed, by the same ``start_session`` as a password
+sign-in (same cookie, ``auth.login`` audited with method "sso"), so a refused sign-in leaves
+neither a user change nor a session.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from services.gateway.access import Access
+from services.gateway.audit import Actor, AuditAction, AuditTrail
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import HttpApiError, sso_error
 from services.gateway.oidc.claims import email_domain_allowed, map_groups
 from services.gateway.oidc.flow import FinishedFlow
-from services.gateway.session_cookie import set_session_cookie
+from services.gateway.signin import start_session
 from services.gateway.store import GatewayStore
 from services.gateway.store.sso import SsoRefused, SsoSignIn
 
@@ -27,6 +30,7 @@ log = logging.getLogger("zhiku.gateway.oidc")
 async def sign_in(request: Request, finished: FinishedFlow) -> Response:
     settings: GatewaySettings = request.app.state.settings
     access: Access = request.app.state.access
+    audit: AuditTrail = request.app.state.audit
     store: GatewayStore | None = request.app.state.store
     if store is None:
         raise HttpApiError(503, "the gateway is not started (lifespan did not run)", code="not_started")
@@ -52,19 +56,22 @@ async def sign_in(request: Request, finished: FinishedFlow) -> Response:
     try:
         user, created = await store.run(store.sso.sign_in, attempt)
     except SsoRefused as refused:
-        log.info("SSO sign-in refused for %s: %s", identity.email, refused.message)
         raise sso_error(refused.code, refused.message) from refused
     access.forget_cached()  # a new user closes an open gateway; groups and admin may have changed
-    client = request.client.host if request.client else ""
-    _, token = await store.run(
-        store.sessions.create, user.id, settings.session_ttl_s, client, request.headers.get("user-agent", "")
-    )
+    if created:
+        await audit.record(
+            AuditAction.USER_CREATE,
+            request=request,
+            actor=Actor("user", user.id, user.email),
+            target=user.id,
+            detail={"method": "sso", "email": user.email, "groups": list(user.groups), "admin": user.admin},
+        )
+    response = RedirectResponse(finished.next_path, status_code=303)
+    await start_session(request, response, user, store, settings, audit, method="sso")
     log.info(
         "SSO sign-in of %s (%s)",
         user.email,
         "new user" if created else "existing user",
         extra={"fields": {"user_id": user.id, "groups": list(user.groups), "admin": user.admin}},
     )
-    response = RedirectResponse(finished.next_path, status_code=303)
-    set_session_cookie(response, token, request, settings)
     return response

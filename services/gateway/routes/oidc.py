@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from services.gateway.audit import ANONYMOUS, Actor, AuditAction, AuditTrail
 from services.gateway.errors import HttpApiError, error_response, sso_error
 from services.gateway.oidc.flow import OidcFlow
 from services.gateway.oidc.next_path import DEFAULT_NEXT
@@ -63,10 +64,28 @@ async def oidc_login(request: Request, next: NextQuery = DEFAULT_NEXT) -> Respon
 async def oidc_callback(request: Request) -> Response:
     try:
         flow = _flow(request)
-        finished = await flow.finish(request)
-        return await sign_in(request, finished)
     except HttpApiError as error:
         return failure_response(request, error)
+    email: str | None = None
+    try:
+        finished = await flow.finish(request)
+        email = finished.identity.email
+        return await sign_in(request, finished)
+    except HttpApiError as error:
+        await _audit_failure(request, error, email)
+        return failure_response(request, error)
+
+
+async def _audit_failure(request: Request, error: HttpApiError, email: str | None) -> None:
+    """A refused SSO sign-in in the trail: who, when known (the provider said), and why."""
+    audit: AuditTrail = request.app.state.audit
+    await audit.record(
+        AuditAction.LOGIN_FAILED,
+        request=request,
+        actor=ANONYMOUS if email is None else Actor("user", "unknown", email),
+        outcome="denied" if error.status < 500 else "error",
+        detail={"method": "sso", "reason": error.code},
+    )
 
 
 def failure_response(request: Request, error: HttpApiError) -> Response:

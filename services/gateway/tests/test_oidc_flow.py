@@ -165,11 +165,15 @@ async def test_a_callback_from_another_browser_is_a_state_mismatch(
     assert "zhiku_session" not in answer.headers.get("set-cookie", "")
 
 
-async def test_a_forged_state_is_a_state_mismatch(gateway: httpx.AsyncClient) -> None:
-    await start(gateway)  # a flow cookie exists, for another state
-    answer = await gateway.get("/v1/auth/oidc/callback", params={"code": "x", "state": "forged"})
+async def test_a_forged_state_is_a_state_mismatch(gw: Gateway) -> None:
+    await start(gw.client)  # a flow cookie exists, for another state
+    answer = await gw.client.get("/v1/auth/oidc/callback", params={"code": "x", "state": "forged"})
     assert answer.status_code == 400
     assert answer.json()["error"]["code"] == "state_mismatch"
+    failed = await audit(gw, "auth.login_failed")
+    assert [(entry["actor"]["type"], entry["detail"]["reason"]) for entry in failed] == [
+        ("anonymous", "state_mismatch")
+    ]
 
 
 async def test_provider_errors_are_reported_as_the_provider_said(gateway: httpx.AsyncClient) -> None:
@@ -225,11 +229,32 @@ async def test_first_sign_in_creates_the_user_with_mapped_groups_roles_and_a_ses
     assert (user.display_name, user.sso, user.has_password, user.admin) == ("Ana Lima", True, False, False)
     assert user.groups == ("finance",)  # "staff" is not in the group map
     assert await gw.store.run(gw.store.grants.roles_of, user.id, user.groups) == {"reports": Role.VIEWER}
-    # The cookie is a session: the same request without it is refused.
-    signed_in = await gw.client.get("/v1/conversations")
-    assert signed_in.status_code == 200, signed_in.text
-    gw.client.cookies.clear()
+    # The cookie is a session, as a password sign-in's: /v1/auth/me knows the person.
+    me = (await gw.client.get("/v1/auth/me")).json()
+    assert me["auth"] == "session" and me["csrf_token"]
+    assert me["user"]["email"] == "ana@example.com" and me["user"]["sso"] is True
+    assert me["user"]["groups"] == ["finance"]
+    # Signed in, audited as such, with the new user.
+    trail = await audit(gw, "auth.login")
+    assert [(entry["actor"]["id"], entry["detail"]) for entry in trail] == [(user.id, {"method": "sso"})]
+    assert [entry["target"] for entry in await audit(gw, "user.create")] == [user.id]
+
+    # Signing out ends it: the same cookie, replayed, is refused afterwards.
+    cookie = gw.client.cookies["zhiku_session"]
+    out = await gw.client.post("/v1/auth/logout", headers={"X-CSRF-Token": me["csrf_token"]})
+    assert out.status_code in (200, 204), out.text
+    gw.client.cookies.set("zhiku_session", cookie)
     assert (await gw.client.get("/v1/conversations")).status_code == 401
+
+
+async def audit(gw: Gateway, action: str) -> list[dict[str, Any]]:
+    """The audit trail's entries for ``action``, through the API as an admin reads them."""
+    answer = await gw.client.get(
+        "/v1/audit", params={"action": action}, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+    )
+    assert answer.status_code == 200, answer.text
+    entries: list[dict[str, Any]] = answer.json()["data"]
+    return entries
 
 
 async def test_each_sign_in_updates_groups_and_admin_from_the_claims(
@@ -272,6 +297,10 @@ async def test_a_disabled_user_is_refused_and_nothing_changes(gw: Gateway, provi
     assert "zhiku_session" not in refused.headers.get("set-cookie", "")
     after = await gw.store.run(gw.store.users.get, ana.id)
     assert after is not None and after.display_name == "Ana Lima" and after.groups == ("finance",)
+    failed = await audit(gw, "auth.login_failed")
+    assert [(entry["actor"]["name"], entry["outcome"], entry["detail"]) for entry in failed] == [
+        ("ana@example.com", "denied", {"method": "sso", "reason": "user_disabled"})
+    ]
 
 
 async def test_missing_claims_are_a_422_and_create_no_one(gw: Gateway) -> None:
