@@ -51,6 +51,7 @@ export class CliLoginPage {
     if (minted && Number.isInteger(port) && port > 1023 && port < 65536) {
       const target = new URL(`http://127.0.0.1:${port}/callback`);
       target.searchParams.set("key", minted.key);
+      target.searchParams.set("id", minted.id);
       target.searchParams.set("state", state);
       this.body.append(h("h2", {}, t("cli.title")), h("p", { "data-testid": "cli-handoff" }, t("cli.handoff")));
       location.assign(target.toString());
