@@ -188,7 +188,7 @@ export class AdminPage {
   }
 
   private groupForm(): HTMLElement {
-    const name = h("input", { required: true, pattern: "[a-z0-9][a-z0-9_.-]*", placeholder: t("admin.groupName"), "data-testid": "new-group-name" });
+    const name = h("input", { required: true, pattern: "[a-z0-9][a-z0-9_-]*", maxlength: 64, placeholder: t("admin.groupName"), "data-testid": "new-group-name" });
     const display = h("input", { placeholder: t("admin.groupDisplay"), "data-testid": "new-group-display" });
     return h(
       "form",

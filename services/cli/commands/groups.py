@@ -41,7 +41,7 @@ def add(
         str, typer.Option("--display-name", "-d", help="shown name (default: the name)")
     ] = "",
 ) -> None:
-    """Create a group (a short slug: a-z, 0-9, - _ .)."""
+    """Create a group (a short slug: a-z, 0-9, - and _)."""
     state = current(ctx)
     with state.client() as client:
         client.create_group(name, display_name)
