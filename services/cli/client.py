@@ -141,13 +141,18 @@ class UploadOptions:
     title_enhance: bool | None = None
     parent_child: bool | None = None
     parent_chunk_size: int | None = None
+    # Who may retrieve the files: {"users": [ids], "groups": [names]}; None: everyone.
+    access: dict[str, list[str]] | None = None
 
     def form(self) -> dict[str, str]:
         fields: dict[str, str] = {}
         for name, value in vars(self).items():
             if value is None:
                 continue
-            fields[name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+            if isinstance(value, dict):
+                fields[name] = json.dumps(value)
+            else:
+                fields[name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
         return fields
 
 
