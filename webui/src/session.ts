@@ -117,11 +117,15 @@ export async function signIn(email: string, password: string): Promise<void> {
 }
 
 export async function signOut(): Promise<void> {
-  await fetch("/v1/auth/logout", {
-    method: "POST",
-    credentials: "same-origin",
-    headers: csrfToken() ? { "X-CSRF-Token": csrfToken() ?? "" } : {},
-  }).catch(() => undefined);
+  if (mode === "session") {
+    await fetch("/v1/auth/logout", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "X-CSRF-Token": csrfToken() ?? "" },
+    }).catch(() => undefined);
+  }
+  // A person signed in through a key of theirs signs out of it too: this browser forgets it.
+  setApiKey("");
   setCsrfToken(null);
   me = null;
   mode = null;
