@@ -95,6 +95,7 @@ def test_sso_sign_in_maps_the_group_to_a_role_and_sign_out_ends_it(
     expect(sign_in).to_be_visible()
     button = sign_in.get_by_test_id("signin-sso")
     expect(button).to_have_text(f"Sign in with {LABEL}")
+    page.screenshot(path=output_dir / "sso-sign-in-page.png")
     button.click()
 
     # The provider's own pages: its login form (any password), then consent.
@@ -108,6 +109,10 @@ def test_sso_sign_in_maps_the_group_to_a_role_and_sign_out_ends_it(
     # Back in the UI, on the page the button was pressed on, signed in.
     page.wait_for_url(f"{stack.url}/#/kb")
     expect(page.get_by_test_id("current-user")).to_have_text("Mei Chen")
+    # The knowledge base list shows what the mapped group may view, and nothing else.
+    items = page.get_by_test_id("kb-item")
+    expect(items.and_(page.locator("[data-name=finance-docs]"))).to_be_visible()
+    expect(items.and_(page.locator("[data-name=hr-docs]"))).to_have_count(0)
     page.screenshot(path=output_dir / "sso-signed-in.png")
     me = page.evaluate("async () => (await fetch('/v1/auth/me')).json()")
     assert me["auth"] == "session"
@@ -135,5 +140,5 @@ def test_sso_sign_in_maps_the_group_to_a_role_and_sign_out_ends_it(
     gone = in_page(page, "POST", "/v1/knowledge_bases/finance-docs/search", query)
     assert gone["status"] == 401, gone
     # The person stays known to Zhiku (no password, SSO) for the next sign-in.
-    mei = [user for user in admin_api.get("/v1/users").json()["users"] if user["email"] == "mei@acme.example"]
+    mei = [user for user in admin_api.get("/v1/users").json()["data"] if user["email"] == "mei@acme.example"]
     assert len(mei) == 1 and mei[0]["sso"] and mei[0]["groups"] == ["finance"]
