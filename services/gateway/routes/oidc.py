@@ -10,7 +10,7 @@ usual JSON error.
 from __future__ import annotations
 
 import html
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -20,8 +20,19 @@ from services.gateway.errors import HttpApiError, error_response, sso_error
 from services.gateway.oidc.flow import OidcFlow
 from services.gateway.oidc.next_path import DEFAULT_NEXT
 from services.gateway.oidc.sign_in import sign_in
+from services.gateway.openapi import ErrorBody
 
 router = APIRouter(prefix="/v1/auth/oidc", tags=["auth"])
+
+
+def _failure(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+NOT_CONFIGURED: dict[int | str, dict[str, Any]] = {
+    404: _failure("single sign-on is not configured (ZHIKU_GATEWAY_OIDC_ISSUER)")
+}
+UNREACHABLE: dict[int | str, dict[str, Any]] = {502: _failure("the identity provider could not be reached")}
 
 NextQuery = Annotated[
     str,
@@ -45,7 +56,12 @@ def _flow(request: Request) -> OidcFlow:
     summary="Start single sign-on: redirect to the identity provider",
     status_code=302,
     response_class=RedirectResponse,
-    responses={302: {"description": "to the provider's sign-in page"}},
+    responses={
+        302: {"description": "to the provider's sign-in page"},
+        **NOT_CONFIGURED,
+        422: _failure("next is not a path on this site"),
+        **UNREACHABLE,
+    },
 )
 async def oidc_login(request: Request, next: NextQuery = DEFAULT_NEXT) -> Response:
     try:
@@ -59,7 +75,16 @@ async def oidc_login(request: Request, next: NextQuery = DEFAULT_NEXT) -> Respon
     summary="Finish single sign-on (the provider redirects here)",
     status_code=303,
     response_class=RedirectResponse,
-    responses={303: {"description": "signed in: to next, with the session cookie set"}},
+    responses={
+        303: {"description": "signed in: to next, with the session cookie set"},
+        400: _failure("state mismatch (not started in this browser, or expired), or the provider refused"),
+        401: _failure("the provider's ID token is not valid"),
+        403: _failure("access denied at the provider; user disabled; sign-up closed; email domain refused"),
+        **NOT_CONFIGURED,
+        409: _failure("the email belongs to a user linked to another provider account"),
+        422: _failure("the provider sent no usable sub, email or groups claim"),
+        **UNREACHABLE,
+    },
 )
 async def oidc_callback(request: Request) -> Response:
     try:
