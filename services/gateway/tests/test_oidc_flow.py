@@ -31,6 +31,7 @@ from .support import asgi_client, dead_address, gateway_settings
 CALLBACK = "http://gateway/v1/auth/oidc/callback"
 CLIENT_ID = "zhiku-gateway"
 CLIENT_SECRET = "test-client-secret-0123456789"
+PUBLIC_CLIENT_ID = "zhiku-public"
 ADMIN_KEY = "test-admin-key"  # a configured key closes the gateway: sessions must be real
 ACCOUNTS: dict[str, dict[str, Any]] = {
     "ana": {"email": "Ana@Example.com", "name": "Ana Lima", "groups": ["finance", "staff"]},
@@ -46,7 +47,11 @@ GROUP_MAP = {
 
 @pytest.fixture(scope="module")
 def provider() -> Iterator[RunningProvider]:
-    with running_provider([provider_client(CLIENT_ID, CALLBACK, CLIENT_SECRET)], ACCOUNTS) as running:
+    clients = [
+        provider_client(CLIENT_ID, CALLBACK, CLIENT_SECRET),
+        provider_client(PUBLIC_CLIENT_ID, CALLBACK),  # no secret: PKCE alone proves the caller
+    ]
+    with running_provider(clients, ACCOUNTS) as running:
         yield running
 
 
@@ -335,3 +340,13 @@ async def test_a_callback_cannot_be_replayed(gw: Gateway) -> None:
     replayed = await gw.client.get(local(callback))
     assert replayed.status_code == 400
     assert replayed.json()["error"]["code"] == "state_mismatch"
+
+
+async def test_a_public_client_signs_in_with_pkce_alone(provider: RunningProvider) -> None:
+    async with running_gateway(
+        provider.issuer, client_id=PUBLIC_CLIENT_ID, client_secret="", state_secret="shared-by-replicas"
+    ) as gw:
+        answer = await gw.sign_in("ana")
+        assert answer.status_code == 303, answer.text
+        assert session_cookie(answer)
+        assert await gw.users() == 1
