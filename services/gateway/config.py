@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
@@ -26,6 +27,16 @@ class SsoGrant(BaseModel):
     group: str | None = None
     admin: bool = False
     knowledge_bases: dict[str, KnowledgeBaseRole] = Field(default_factory=dict)
+
+    @field_validator("group")
+    @classmethod
+    def _group_slug(cls, value: str | None) -> str | None:
+        """The same slug rule as ``POST /v1/groups`` (imported here: schemas import the store)."""
+        from services.gateway.schemas.identity import GROUP_PATTERN
+
+        if value is not None and not re.fullmatch(GROUP_PATTERN, value):
+            raise ValueError(f"group {value!r} is not a group name (lower-case letters, digits, _ and -)")
+        return value
 
     @model_validator(mode="after")
     def _gives_something(self) -> SsoGrant:

@@ -143,6 +143,7 @@ def test_group_map_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
         ({"group": "finance", "knowledge_bases": {"reports": "reader"}}, "viewer"),
         ({"group": "finance", "knowledge_bases": {"no such/name": "viewer"}}, "no such/name"),
         ({"group": "finance", "role": "admin"}, "Extra inputs"),
+        ({"group": "Finance Team"}, "not a group name"),
     ],
 )
 def test_bad_group_map_entries_fail_at_start(entry: dict[str, object], says: str) -> None:
