@@ -9,17 +9,23 @@ route cannot forget a check and a new route or field is covered without code of 
 
 The rules:
 
-- an open gateway (no API keys at all) allows everything; so does the gateway itself
+- an open gateway (no API keys and no users) allows everything; so does the gateway itself
   (background work such as the file-chat sweeper runs as :data:`GATEWAY`);
 - a key limited to some knowledge bases may use only those;
+- the global admin (an admin user, an admin key, an environment key) may do everything;
+- a person (a signed-in user, or a key they own, within the key's list) needs a role on the
+  knowledge base: ``viewer`` to view, ``editor`` to edit, ``owner`` to manage, held
+  themselves or through one of their groups; any person may create a knowledge base (and
+  becomes its owner). Keys that belong to nobody (older than users) keep their list alone;
 - a file chat's temporary knowledge base belongs to the key that made it (admin keys may use
   any, as they see every conversation), and ``tmp_`` names are created only by file chats;
 - a name the caller may not use is answered exactly like a name that does not exist, so a key
   cannot even learn which names exist. Creating a name the caller may not use is refused as
   such, whether or not it exists.
 
-``Permission`` already distinguishes viewing, editing and managing, so per-knowledge-base roles
-only change :meth:`KnowledgeBaseGuard.permits`, never the callers.
+Roles are read from the store's grants, cached per person for ``ROLE_CACHE_TTL_S`` (a change
+made on this replica clears the cache at once). Which routes need which permission is the
+route table's business (:mod:`services.gateway.permissions`); this module answers for one name.
 """
 
 from __future__ import annotations
@@ -30,9 +36,14 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Final
 
-from services.gateway.access import Principal
+from async_lru import alru_cache
+
+from services.gateway.access import CACHE_TTL_S, Principal
 from services.gateway.file_chat.records import TEMP_KB_PREFIX, FileChat
 from services.gateway.store import GatewayStore
+from services.gateway.store.grants import HolderKind, Role
+
+ROLE_CACHE_TTL_S = CACHE_TTL_S
 
 
 class Permission(enum.Enum):
@@ -40,6 +51,14 @@ class Permission(enum.Enum):
     EDIT = "edit"  # upload, reindex, delete files, cancel jobs
     MANAGE = "manage"  # delete the knowledge base
     CREATE = "create"  # create a knowledge base of that name
+
+
+# The least role each permission takes (creating needs none: any person may).
+ROLE_FOR: Final[dict[Permission, Role]] = {
+    Permission.VIEW: Role.VIEWER,
+    Permission.EDIT: Role.EDITOR,
+    Permission.MANAGE: Role.OWNER,
+}
 
 
 class _Unknown:
@@ -55,6 +74,7 @@ UNKNOWN_CALLER: Final = _Unknown()
 GATEWAY: Final[None] = None
 
 Caller = Principal | None
+AnyCaller = Caller | _Unknown
 _caller: ContextVar[Caller | _Unknown] = ContextVar("zhiku_caller", default=UNKNOWN_CALLER)
 
 
@@ -82,6 +102,11 @@ class KnowledgeBaseGuard:
 
     def __init__(self) -> None:
         self.store: GatewayStore | None = None  # given at start, with the rest of the store users
+        self._roles = alru_cache(maxsize=10_000, ttl=ROLE_CACHE_TTL_S)(self._load_roles)
+
+    def forget_roles(self) -> None:
+        """Drop cached roles (after a grant, a membership, a user or a group changed here)."""
+        self._roles.cache_clear()
 
     async def permits(self, caller: Caller | _Unknown, name: str, permission: Permission) -> bool:
         if caller is GATEWAY:
@@ -91,10 +116,45 @@ class KnowledgeBaseGuard:
         if is_temporary(name):
             chat = await self._file_chat_of(name)
             if chat is not None:
-                return caller.admin or chat.owner == caller.key_id
+                return caller.admin or chat.owner == caller.owner
             if permission is Permission.CREATE:
                 return False  # tmp_ names are the file chats'
-        return caller.may_use(name)
+            # A tmp_ name without a file chat: it does not exist (or is being swept).
+        if not caller.may_use(name):
+            return False
+        if caller.admin or caller.user_id is None or is_temporary(name):
+            return True
+        if permission is Permission.CREATE:
+            return True
+        role = await self.role(caller, name)
+        return role is not None and role >= ROLE_FOR[permission]
+
+    async def role(self, caller: Principal, name: str) -> Role | None:
+        """The person's best role on ``name`` (their own grant or a group's), ignoring admin."""
+        if caller.user_id is None:
+            return None
+        return (await self._roles(caller.user_id, tuple(sorted(caller.groups)))).get(name)
+
+    async def _load_roles(self, user_id: str, groups: tuple[str, ...]) -> dict[str, Role]:
+        if self.store is None:
+            return {}
+        return await self.store.run(self.store.grants.roles_of, user_id, groups)
+
+    async def created(self, caller: Caller | _Unknown, name: str) -> None:
+        """A person created ``name``: they own it (admins too, so it shows in their members)."""
+        if isinstance(caller, _Unknown) or caller is None or caller.user_id is None or is_temporary(name):
+            return
+        if self.store is None:
+            return
+        await self.store.run(self.store.grants.set, name, HolderKind.USER, caller.user_id, Role.OWNER)
+        self.forget_roles()
+
+    async def deleted(self, name: str) -> None:
+        """``name`` is gone: its grants go too, so a new one of that name starts unshared."""
+        if self.store is None:
+            return
+        await self.store.run(self.store.grants.drop_knowledge_base, name)
+        self.forget_roles()
 
     async def visible(self, caller: Caller | _Unknown, names: list[str]) -> list[str]:
         """``names`` a listing may show: those the caller may view, file chats' never (they

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services.common.config import CommonSettings
@@ -46,12 +46,62 @@ class GatewaySettings(BaseSettings):
     )
     # Requests per minute for keys without their own limit (environment keys included); 0 = none.
     default_rate_limit_per_minute: int = Field(default=0, ge=0)
+    admin_email: str = Field(
+        default="",
+        max_length=320,
+        description=(
+            "Email of the first admin, created at start when no user has it (with "
+            "ZHIKU_GATEWAY_ADMIN_PASSWORD, or signing in through SSO); an existing user of that "
+            "email is made admin. Any user closes an open gateway."
+        ),
+    )
+    admin_password: SecretStr = Field(
+        default=SecretStr(""),
+        description=(
+            "Password of the first admin (hashed with argon2 when the user is created; later changes "
+            "go through the API). Empty: the admin signs in through SSO only."
+        ),
+    )
+    session_ttl_s: float = Field(
+        default=43_200.0,
+        gt=0,
+        description="Lifetime of a web sign-in session in seconds (then the user signs in again).",
+    )
+    session_cookie_secure: bool | None = Field(
+        default=None,
+        description=(
+            "Mark the session cookie Secure (sent over HTTPS only). Unset: Secure when the sign-in "
+            "request came over HTTPS (as seen by uvicorn, proxy headers included)."
+        ),
+    )
+    user_rate_limit_per_minute: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Requests per minute of one user, counted over their sessions and all their keys together "
+            "(on top of each key's own limit); 0 = none."
+        ),
+    )
+    uploads_per_day: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Upload requests (files, file chats, Chatchat uploads) per 24 hours, counted per key and per "
+            "user; past it 429 with Retry-After. 0 = none."
+        ),
+    )
     # Redis shared by the replicas for rate limits (the plain ZHIKU_REDIS_URL, as ingest uses);
     # empty: each replica counts its own requests.
     redis_url: str = Field(
         default="",
         validation_alias=AliasChoices("ZHIKU_GATEWAY_REDIS_URL", "ZHIKU_REDIS_URL", "redis_url"),
     )
+    # Proxies (addresses or CIDR ranges, comma-separated, "*" for any) whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed: the client address of logs and the audit trail is then the
+    # one they forward. Requests from anywhere else keep their own address, whatever they claim.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1"])
+    # Days the audit trail keeps an entry (older ones are deleted as new ones are written); 0 = forever.
+    audit_retention_days: float = Field(default=365.0, ge=0)
     # Browser origins allowed by CORS (comma-separated, "*" for any); empty = no CORS headers.
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Lifetime of a file chat's temporary knowledge base, and how often expired ones are swept.
@@ -132,7 +182,7 @@ class GatewaySettings(BaseSettings):
     )
     common: CommonSettings = Field(default_factory=CommonSettings)
 
-    @field_validator("api_keys", "cors_origins", "agent_tools", mode="before")
+    @field_validator("api_keys", "cors_origins", "agent_tools", "trusted_proxies", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         """Accept ``"k1,k2"`` from the environment as well as a list from code."""

@@ -14,6 +14,8 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from services.gateway.access import Access, Principal
+from services.gateway.audit import AuditTrail
+from services.gateway.authz import KnowledgeBaseGuard
 from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import UPLOAD_STATE_FLAG, HttpApiError
@@ -47,8 +49,14 @@ async def get_access(request: Request) -> Access:
     return access
 
 
+async def get_audit(request: Request) -> AuditTrail:
+    trail: AuditTrail = request.app.state.audit
+    return trail
+
+
 async def get_principal(request: Request) -> Principal | None:
-    """The caller's key, or None when the gateway is open (no keys configured)."""
+    """The caller (key or session), or None when the gateway is open or a public route was
+    called anonymously."""
     return getattr(request.state, "principal", None)
 
 
@@ -57,12 +65,15 @@ ClientsDep = Annotated[ServiceClients, Depends(get_clients)]
 StoreDep = Annotated[GatewayStore, Depends(get_store)]
 AccessDep = Annotated[Access, Depends(get_access)]
 CurrentKey = Annotated[Principal | None, Depends(get_principal)]
+AuditDep = Annotated[AuditTrail, Depends(get_audit)]
 
 
-async def require_admin(principal: CurrentKey) -> None:
-    """Route dependency: managing keys needs an admin key (any caller while the gateway is open)."""
-    if principal is not None and not principal.admin:
-        raise HttpApiError(403, "managing API keys needs an admin key", code="admin_required")
+async def get_guard(request: Request) -> KnowledgeBaseGuard:
+    guard: KnowledgeBaseGuard = request.app.state.guard
+    return guard
+
+
+GuardDep = Annotated[KnowledgeBaseGuard, Depends(get_guard)]
 
 
 async def _ingest(clients: ClientsDep) -> ingest_pb2_grpc.IngestServiceStub:

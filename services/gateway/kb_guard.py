@@ -22,6 +22,8 @@ from services.common.errors import job_not_found, kb_not_found
 from services.common.service_names import INGEST_SERVICE, RETRIEVE_SERVICE
 from services.gateway.authz import (
     GATEWAY,
+    ROLE_FOR,
+    AnyCaller,
     KnowledgeBaseGuard,
     Permission,
     current_caller,
@@ -101,6 +103,10 @@ RULES: dict[str, Rule] = {
 }
 
 
+CREATE_KB = f"/{INGEST_SERVICE}/CreateKnowledgeBase"
+DELETE_KB = f"/{INGEST_SERVICE}/DeleteKnowledgeBase"
+
+
 def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
 
@@ -113,6 +119,20 @@ def refusal(name: str, permission: Permission) -> grpc.aio.AioRpcError:
             grpc.StatusCode.PERMISSION_DENIED, f"this API key may not create knowledge base {name!r}"
         )
     return rpc_error(grpc.StatusCode.NOT_FOUND, str(kb_not_found(name)))
+
+
+async def refusal_for(
+    guard: KnowledgeBaseGuard, caller: AnyCaller, name: str, permission: Permission
+) -> grpc.aio.AioRpcError:
+    """The refusal of a name the caller may not ``permission``: a caller who may view it knows
+    it exists and is told their role falls short (403); anyone else gets :func:`refusal`."""
+    viewable = permission in ROLE_FOR and permission is not Permission.VIEW
+    if viewable and await guard.permits(caller, name, Permission.VIEW):
+        return rpc_error(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"this needs the {ROLE_FOR[permission].label} role on knowledge base {name!r}",
+        )
+    return refusal(name, permission)
 
 
 class KnowledgeBaseGuardInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
@@ -150,8 +170,16 @@ class KnowledgeBaseGuardInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         if isinstance(rule, NamedInRequest):
             name = getattr(request, rule.field)
             if not await self.guard.permits(caller, name, rule.permission):
-                raise refusal(name, rule.permission)
-            return await continuation(client_call_details, request)
+                raise await refusal_for(self.guard, caller, name, rule.permission)
+            if rule.permission not in (CREATE, MANAGE):
+                return await continuation(client_call_details, request)
+            reply = await (await continuation(client_call_details, request))
+            # Ownership follows the catalog: the creator owns, a deleted name loses its grants.
+            if method == CREATE_KB:
+                await self.guard.created(caller, name)
+            elif method == DELETE_KB:
+                await self.guard.deleted(name)
+            return reply
         if isinstance(rule, JobInRequest):
             await self._job(request.id, rule.permission, client_call_details.timeout)
             return await continuation(client_call_details, request)

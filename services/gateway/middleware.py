@@ -1,14 +1,15 @@
-"""Pure ASGI middleware: request ids, metrics, traces and access logs, API keys, body limit.
+"""Pure ASGI middleware: request ids, metrics, traces and access logs, access, body limit.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so streamed answers pass through untouched and a
 client disconnect still reaches the streaming response, which then cancels its gRPC call.
-Order, outermost first: request id, metrics/traces/logs, CORS, access (keys, rate limits),
-body limit and read timeout.
+Order, outermost first: request id, metrics/traces/logs, CORS, access (keys, sessions, the
+route table, rate limits), body limit and read timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import re
 import time
@@ -17,26 +18,26 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.requests import Request, cookie_parser
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common import tracing
 from services.common.logging import REQUEST_ID_HEADER, new_request_id, request_id_var
 from services.common.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from services.gateway.access import Access, Principal
-from services.gateway.authz import acting_as
-from services.gateway.errors import HttpApiError, error_response
-from services.gateway.webui import is_ui_path
+from services.gateway.access import CSRF_HEADER, SESSION_COOKIE, Access, Principal
+from services.gateway.audit import AuditAction, AuditTrail
+from services.gateway.authz import KnowledgeBaseGuard, acting_as
+from services.gateway.errors import HttpApiError, error_response, rpc_error_body
+from services.gateway.kb_guard import refusal_for
+from services.gateway.names import kb_name_error
+from services.gateway.permissions import UNLISTED, Match, Need, PermissionTable, Rule
+from services.gateway.rate_limit import RateLimiter
 
 access_log = logging.getLogger("zhiku.gateway.access")
 
 # Incoming ids are echoed into logs and headers: accept only short, boring ones.
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-
-# Probes, scrapes and the API docs stay open even when API keys are configured.
-OPEN_PATHS = frozenset(
-    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-)
 
 
 class RequestIdMiddleware:
@@ -127,64 +128,161 @@ class MetricsMiddleware:
 
 
 class AccessMiddleware:
-    """API keys and per-key rate limits; the caller it establishes is what every knowledge-base
-    check of the request is made for (:mod:`services.gateway.authz`).
-
-    Open (everything allowed, no principal) while no key exists at all. Otherwise: 401 without
-    a known key, 429 with ``Retry-After`` past the key's rate limit. Knowledge bases are not
-    checked here: wherever a request names one, the name is checked when the gateway looks it
-    up, so a forbidden name answers exactly like a missing one. Routes find the caller in
+    """Decides every request from the route table (:mod:`services.gateway.permissions`): who
+    the caller is (API key or session cookie), CSRF for cookie writes, rate limits per key and
+    per user, then the route's rule. The caller it establishes is what every knowledge-base
+    check of the request is made for (:mod:`services.gateway.authz`); routes find it in
     ``request.state.principal``.
+
+    Open (everything allowed, no principal) while no key and no user exist. Otherwise: 401
+    without a known key or a live session, 403 for a cookie write without the CSRF token or a
+    rule the caller does not meet, 429 with ``Retry-After`` past a limit. A knowledge base in
+    the path that the caller may not see answers exactly like one that does not exist (the
+    guard's own refusal), so a forbidden name tells nothing.
     """
 
-    def __init__(self, app: ASGIApp, access: Access) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        access: Access,
+        guard: KnowledgeBaseGuard,
+        audit: AuditTrail,
+        table: PermissionTable | None = None,
+    ) -> None:
         self.app = app
         self.access = access
+        self.guard = guard
+        self.audit = audit
+        self.table = table or PermissionTable()
 
     @staticmethod
-    def _token(scope: Scope) -> str:
-        header = Headers(scope=scope).get("authorization", "")
+    def _token(headers: Headers) -> str:
+        header = headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         return token.strip() if scheme.lower() == "bearer" else ""
 
-    async def _caller(self, scope: Scope) -> tuple[Principal | None, JSONResponse | None]:
-        """The request's principal (None: open gateway), or the refusal to answer instead."""
+    async def _authenticate(self, scope: Scope) -> tuple[Principal | None, JSONResponse | None]:
+        """The caller of the key or session presented, or the 401 to answer (for callers that
+        need one: public routes ignore it)."""
+        headers = Headers(scope=scope)
+        token = self._token(headers)
+        if token:
+            principal = await self.access.principal(token)
+            if principal is not None:
+                return principal, None
+            return None, _unauthenticated(
+                scope, "missing or invalid API key: send 'Authorization: Bearer <key>'"
+            )
+        cookie = cookie_parser(headers.get("cookie", "")).get(SESSION_COOKIE, "")
+        if cookie:
+            principal = await self.access.session_principal(cookie)
+            if principal is not None:
+                return principal, None
+            return None, _unauthenticated(
+                scope, "your session has expired or was ended: sign in again", "session_expired"
+            )
+        return None, _unauthenticated(
+            scope, "missing or invalid API key: send 'Authorization: Bearer <key>' or sign in"
+        )
+
+    async def _decide(self, scope: Scope) -> tuple[Principal | None, JSONResponse | None]:
+        """The request's principal (None: open gateway or anonymous public call), or the refusal."""
+        match = self.table.match(scope["method"], scope["path"])
+        rule = UNLISTED if match is None else match.rule
         if await self.access.is_open():
             return None, None
-        token = self._token(scope)
-        principal = await self.access.principal(token) if token else None
+        principal, unauthenticated = await self._authenticate(scope)
         if principal is None:
-            return None, error_response(
-                401,
-                "missing or invalid API key: send 'Authorization: Bearer <key>'",
-                "invalid_api_key",
-                headers={"WWW-Authenticate": "Bearer"},
-                path=scope["path"],
-            )
+            return None, None if rule.need is Need.PUBLIC else unauthenticated
         scope.setdefault("state", {})["principal"] = principal
-        if principal.rate_limit_per_minute:
-            wait = await self.access.limiter.retry_after(principal.key_id, principal.rate_limit_per_minute)
+        refusal = (
+            _csrf_refusal(scope, principal, rule)
+            or await self._over_limit(
+                scope, principal, self._per_minute(principal), self.access.limiter, "minute"
+            )
+            or await self._refused_by_rule(scope, principal, rule, match)
+        )
+        if refusal is None and rule.upload and self.access.settings.uploads_per_day:
+            refusal = await self._over_limit(
+                scope, principal, self._per_day(principal), self.access.daily, "day"
+            )
+        return principal, refusal
+
+    def _per_minute(self, principal: Principal) -> list[tuple[str, int, str]]:
+        limits = []
+        if principal.session is None and principal.rate_limit_per_minute:
+            limits.append((principal.key_id, principal.rate_limit_per_minute, "rate limit"))
+        if principal.user_id is not None and self.access.settings.user_rate_limit_per_minute:
+            user_limit = self.access.settings.user_rate_limit_per_minute
+            limits.append((f"user:{principal.user_id}", user_limit, "per-user rate limit"))
+        return limits
+
+    def _per_day(self, principal: Principal) -> list[tuple[str, int, str]]:
+        limit = self.access.settings.uploads_per_day
+        limits = [] if principal.session is not None else [(principal.key_id, limit, "upload limit")]
+        if principal.user_id is not None:
+            limits.append((f"user:{principal.user_id}", limit, "per-user upload limit"))
+        return limits
+
+    @staticmethod
+    async def _over_limit(
+        scope: Scope,
+        principal: Principal,
+        limits: list[tuple[str, int, str]],
+        limiter: RateLimiter,
+        period: str,
+    ) -> JSONResponse | None:
+        for bucket, limit, what in limits:
+            wait = await limiter.retry_after(bucket, limit)
             if wait is not None:
-                return principal, error_response(
+                unit = "requests per minute" if period == "minute" else "uploads per day"
+                return error_response(
                     429,
-                    f"rate limit of {principal.rate_limit_per_minute} requests per minute exceeded; "
-                    f"retry in {wait} s",
+                    f"{what} of {limit} {unit} exceeded; retry in {wait} s",
                     "rate_limit_exceeded",
                     headers={"Retry-After": str(wait)},
                     path=scope["path"],
                 )
-        return principal, None
+        return None
+
+    async def _refused_by_rule(
+        self, scope: Scope, principal: Principal, rule: Rule, match: Match | None
+    ) -> JSONResponse | None:
+        route = f"{scope['method']} {_template(scope, match)}"
+        if rule.need is Need.ADMIN and not principal.admin:
+            return await self._denied(scope, principal, f"{route} needs an admin")
+        if rule.need is Need.USER and principal.user_id is None and not principal.admin:
+            return await self._denied(
+                scope,
+                principal,
+                f"{route} needs an admin key, or a signed-in user (or a key of theirs); "
+                "this key belongs to no user",
+            )
+        if rule.need is Need.KNOWLEDGE_BASE and match is not None and rule.permission is not None:
+            name = match.params.get(rule.param, "")
+            if kb_name_error(name) is None and not await self.guard.permits(principal, name, rule.permission):
+                error = await refusal_for(self.guard, principal, name, rule.permission)
+                status, body = rpc_error_body(error, path=scope["path"])
+                return JSONResponse(body, status_code=status)
+        return None
+
+    async def _denied(self, scope: Scope, principal: Principal, message: str) -> JSONResponse:
+        """403 on an admin route, audited: someone probing admin routes is worth a trace."""
+        await self.audit.record(
+            AuditAction.ACCESS_DENIED,
+            request=Request(scope),
+            actor=principal,
+            outcome="denied",
+            detail={"method": scope["method"], "path": scope["path"]},
+        )
+        return error_response(403, message, "admin_required", path=scope["path"])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["path"] in OPEN_PATHS
-            or is_ui_path(scope["path"])  # the web UI page and assets; it asks for a key on 401
-        ):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         try:  # outside FastAPI's handlers: a store failure (503) is answered here
-            principal, refusal = await self._caller(scope)
+            principal, refusal = await self._decide(scope)
         except HttpApiError as error:
             principal, refusal = (
                 None,
@@ -195,6 +293,34 @@ class AccessMiddleware:
             return
         with acting_as(principal):
             await self.app(scope, receive, send)
+
+
+def _template(scope: Scope, match: Match | None) -> str:
+    return scope["path"] if match is None else match.template
+
+
+def _unauthenticated(scope: Scope, message: str, code: str = "invalid_api_key") -> JSONResponse:
+    return error_response(401, message, code, headers={"WWW-Authenticate": "Bearer"}, path=scope["path"])
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _csrf_refusal(scope: Scope, principal: Principal, rule: Rule) -> JSONResponse | None:
+    """A cookie-authenticated write must echo the session's CSRF token: another site can make
+    the browser send the cookie, never read the token. Key callers need none."""
+    if principal.session is None or scope["method"] in SAFE_METHODS or not rule.csrf:
+        return None
+    presented = Headers(scope=scope).get(CSRF_HEADER, "")
+    if presented and hmac.compare_digest(presented.encode(), principal.session.csrf_token.encode()):
+        return None
+    return error_response(
+        403,
+        f"a signed-in request that changes something needs the {CSRF_HEADER} header "
+        "(the csrf_token from sign-in or GET /v1/auth/me)",
+        "csrf_failed",
+        path=scope["path"],
+    )
 
 
 class BodyTooLarge(HTTPException):

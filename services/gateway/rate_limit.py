@@ -1,4 +1,4 @@
-"""Per-key rate limits: a sliding window of ``window_s`` seconds, at most ``limit`` requests.
+"""Rate limits per key and per user: a sliding window of ``window_s`` seconds, at most ``limit`` requests.
 
 Counted in this process by default. With ``ZHIKU_REDIS_URL`` set (compose and the Helm chart
 set it), the window lives in Redis, so every gateway replica counts the same requests and a
@@ -102,5 +102,8 @@ class RedisRateLimiter:
         await self._client.aclose()
 
 
-def create_rate_limiter(redis_url: str, window_s: float = WINDOW_S) -> RateLimiter:
-    return RedisRateLimiter(redis_url, window_s) if redis_url else MemoryRateLimiter(window_s)
+def create_rate_limiter(
+    redis_url: str, window_s: float = WINDOW_S, prefix: str = "zhiku:ratelimit:"
+) -> RateLimiter:
+    """A limiter over ``window_s``; ``prefix`` keeps the Redis keys of two windows apart."""
+    return RedisRateLimiter(redis_url, window_s, prefix) if redis_url else MemoryRateLimiter(window_s)

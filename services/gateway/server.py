@@ -2,7 +2,8 @@
 
 Uvicorn's own logging config is turned off so its lines go through the same JSON handler
 as everything else; its access log is off because the metrics middleware logs each request
-with the request id and route template.
+with the request id and route template. Its proxy headers are off too: the app trusts exactly
+the proxies of ``ZHIKU_GATEWAY_TRUSTED_PROXIES``, whichever server runs it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def main() -> None:
         port=settings.port,
         log_config=None,
         access_log=False,
+        proxy_headers=False,  # the app's own middleware, with ZHIKU_GATEWAY_TRUSTED_PROXIES
         timeout_graceful_shutdown=settings.shutdown_grace_s,  # type: ignore[arg-type]  # typed int; a float works
         loop=settings.common.event_loop,  # auto: uvloop when installed
     )

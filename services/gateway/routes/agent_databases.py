@@ -1,5 +1,5 @@
 """``/v1/agent/databases``: the SQL databases the agent's ``text2sql`` tool may query, registered
-by an admin (any caller while the gateway is open) and kept in the gateway's store.
+by an admin (the route table says so; any caller while the gateway is open) and kept in the gateway's store.
 
 Databases of ``ZHIKU_GATEWAY_AGENT_SQL_DATABASES`` are listed too but belong to the
 deployment: they cannot be replaced or removed here. A database is checked when registered:
@@ -18,10 +18,11 @@ from sqlalchemy.engine import make_url
 
 from services.gateway.agent.tools import ToolError, ToolRegistry
 from services.gateway.agent.tools.sql_databases import RegisteredDatabase
-from services.gateway.deps import SettingsDep, StoreDep, require_admin
+from services.gateway.audit import AuditAction
+from services.gateway.deps import AuditDep, SettingsDep, StoreDep
 from services.gateway.errors import HttpApiError
 
-router = APIRouter(prefix="/v1/agent/databases", tags=["agent"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/v1/agent/databases", tags=["agent"])
 
 DatabaseName = Annotated[
     str,
@@ -91,6 +92,8 @@ async def register_database(
     store: StoreDep,
     settings: SettingsDep,
     response: Response,
+    request: Request,
+    audit: AuditDep,
 ) -> AgentDatabase:
     """Register ``name`` (201) or point it at a new URL (200), after a read-only test query."""
     directory = tools.sql_databases
@@ -110,15 +113,25 @@ async def register_database(
     _, created = await store.run(store.agent_databases.put, name, body.url)
     directory.forget()
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-    return _shown(name, candidate, "api")
+    shown = _shown(name, candidate, "api")
+    await audit.record(
+        AuditAction.AGENT_DATABASE_REGISTER,
+        request=request,
+        target=name,
+        detail={"url": shown.url, "backend": shown.backend, "replaced": not created},  # password hidden
+    )
+    return shown
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-async def remove_database(name: DatabaseName, tools: AgentToolsDep, store: StoreDep) -> Response:
+async def remove_database(
+    name: DatabaseName, tools: AgentToolsDep, store: StoreDep, request: Request, audit: AuditDep
+) -> Response:
     directory = tools.sql_databases
     if name in directory.configured:
         raise HttpApiError(409, f"database {name!r} is set by the deployment's settings", param="name")
     if not await store.run(store.agent_databases.delete, name):
         raise HttpApiError(404, f"database {name!r} is not registered", param="name")
     directory.forget()
+    await audit.record(AuditAction.AGENT_DATABASE_REMOVE, request=request, target=name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway.access import key_of, visible_owner
-from services.gateway.deps import CurrentKey, IngestStub, SettingsDep, StoreDep
+from services.gateway.audit import AuditAction
+from services.gateway.deps import AuditDep, CurrentKey, IngestStub, SettingsDep, StoreDep
 from services.gateway.errors import HttpApiError
 from services.gateway.schemas.native import KnowledgeBaseNameField
 from services.gateway.schemas.refs import CONVERSATION_REF, KB_REF, MESSAGE_REF
@@ -193,11 +194,16 @@ async def rename_conversation(
 
 @router.delete("/{conversation_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 async def delete_conversation(
-    conversation_id: ConversationId, store: StoreDep, principal: CurrentKey
+    conversation_id: ConversationId,
+    store: StoreDep,
+    principal: CurrentKey,
+    request: Request,
+    audit: AuditDep,
 ) -> Response:
     """Delete the conversation with its messages and their feedback."""
     if not await store.run(store.conversations.delete, conversation_id, visible_owner(principal)):
         raise _not_found(conversation_id)
+    await audit.record(AuditAction.CONVERSATION_DELETE, request=request, target=conversation_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -17,9 +17,17 @@ import mimetypes
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile, status
 
-from services.gateway.deps import FileName, IngestStub, KnowledgeBaseName, SettingsDep, mark_upload
+from services.gateway.audit import AuditAction
+from services.gateway.deps import (
+    AuditDep,
+    FileName,
+    IngestStub,
+    KnowledgeBaseName,
+    SettingsDep,
+    mark_upload,
+)
 from services.gateway.errors import HttpApiError
 from services.gateway.schemas.native import (
     FileEntry,
@@ -46,6 +54,8 @@ async def upload_files(
     files: Annotated[list[UploadFile], File(description="one or more files (repeat the field)")],
     ingest: IngestStub,
     settings: SettingsDep,
+    request: Request,
+    audit: AuditDep,
     chunk_size: Annotated[int, Form(ge=0, le=MAX_CHUNK_SIZE, description="0: service default")] = 0,
     chunk_overlap: Annotated[int, Form(ge=0, le=MAX_CHUNK_SIZE, description="0: service default")] = 0,
     override: Annotated[bool, Form(description="re-index even identical content")] = False,
@@ -85,6 +95,13 @@ async def upload_files(
             parent_chunk_size=parent_chunk_size,
         )
         jobs.append(SubmittedJob.from_pb(job, name))
+        await audit.record(
+            AuditAction.FILE_UPLOAD,
+            request=request,
+            knowledge_base=kb,
+            target=name,
+            detail={"bytes": len(content), "job_id": job.id, "override": override},
+        )
     return UploadAccepted(jobs=jobs)
 
 
@@ -94,6 +111,8 @@ async def reindex_file(
     file_name: FileName,
     ingest: IngestStub,
     settings: SettingsDep,
+    http_request: Request,
+    audit: AuditDep,
     body: ReindexRequest | None = None,
 ) -> UploadAccepted:
     """Index the stored original again (new split settings); the old chunks stay searchable
@@ -114,6 +133,13 @@ async def reindex_file(
         request.parent_child = body.parent_child
     request.parent_chunk_size = body.parent_chunk_size
     job = await ingest.ReindexFile(request, timeout=settings.request_timeout_s)
+    await audit.record(
+        AuditAction.FILE_REINDEX,
+        request=http_request,
+        knowledge_base=kb,
+        target=file_name,
+        detail={"job_id": job.id},
+    )
     return UploadAccepted(jobs=[SubmittedJob.from_pb(job, file_name)])
 
 
@@ -127,13 +153,19 @@ async def list_files(kb: KnowledgeBaseName, ingest: IngestStub, settings: Settin
 
 @router.delete("/{file_name}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 async def delete_file(
-    kb: KnowledgeBaseName, file_name: FileName, ingest: IngestStub, settings: SettingsDep
+    kb: KnowledgeBaseName,
+    file_name: FileName,
+    ingest: IngestStub,
+    settings: SettingsDep,
+    request: Request,
+    audit: AuditDep,
 ) -> Response:
     """Remove the file, its chunks from the index and its original."""
     await ingest.DeleteFile(
         ingest_pb2.DeleteFileRequest(knowledge_base=kb, file_name=file_name),
         timeout=settings.request_timeout_s,
     )
+    await audit.record(AuditAction.FILE_DELETE, request=request, knowledge_base=kb, target=file_name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

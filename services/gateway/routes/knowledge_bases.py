@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
-from services.gateway.deps import IngestStub, KnowledgeBaseName, SettingsDep
+from services.gateway.audit import AuditAction
+from services.gateway.deps import AuditDep, IngestStub, KnowledgeBaseName, SettingsDep
 from services.gateway.schemas.native import CreateKnowledgeBase, KnowledgeBase, KnowledgeBaseList
 from zhiku.v1 import ingest_pb2
 
@@ -13,7 +14,7 @@ router = APIRouter(prefix="/v1/knowledge_bases", tags=["knowledge bases"])
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=KnowledgeBase)
 async def create_knowledge_base(
-    body: CreateKnowledgeBase, ingest: IngestStub, settings: SettingsDep
+    body: CreateKnowledgeBase, ingest: IngestStub, settings: SettingsDep, request: Request, audit: AuditDep
 ) -> KnowledgeBase:
     """Create an empty knowledge base; 409 when the name is taken, 403 when the caller's key is
     limited to other knowledge bases (whether or not the name exists)."""
@@ -25,6 +26,12 @@ async def create_knowledge_base(
             parent_chunk_size=body.parent_chunk_size,
         ),
         timeout=settings.request_timeout_s,
+    )
+    await audit.record(
+        AuditAction.KB_CREATE,
+        request=request,
+        knowledge_base=body.name,
+        detail={"parent_child": body.parent_child},
     )
     return KnowledgeBase.from_pb(created)
 
@@ -49,9 +56,12 @@ async def get_knowledge_base(
 
 
 @router.delete("/{kb}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-async def delete_knowledge_base(kb: KnowledgeBaseName, ingest: IngestStub, settings: SettingsDep) -> Response:
+async def delete_knowledge_base(
+    kb: KnowledgeBaseName, ingest: IngestStub, settings: SettingsDep, request: Request, audit: AuditDep
+) -> Response:
     """Delete the knowledge base with its files, vectors and jobs."""
     await ingest.DeleteKnowledgeBase(
         ingest_pb2.DeleteKnowledgeBaseRequest(name=kb), timeout=settings.request_timeout_s
     )
+    await audit.record(AuditAction.KB_DELETE, request=request, knowledge_base=kb)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

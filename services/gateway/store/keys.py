@@ -33,6 +33,7 @@ class ApiKeyRecord:
     rate_limit_per_minute: int | None
     admin: bool
     created_at: float
+    owner: str | None = None  # the user it belongs to; None for keys older than users
 
 
 def _record(row: ApiKeyRow) -> ApiKeyRecord:
@@ -44,6 +45,7 @@ def _record(row: ApiKeyRow) -> ApiKeyRecord:
         rate_limit_per_minute=row.rate_limit_per_minute,
         admin=row.admin,
         created_at=row.created_at,
+        owner=row.owner,
     )
 
 
@@ -57,6 +59,7 @@ class KeyRepo:
         knowledge_bases: list[str] | None = None,
         rate_limit_per_minute: int | None = None,
         admin: bool = False,
+        owner: str | None = None,
     ) -> tuple[ApiKeyRecord, str]:
         """The stored key and its plaintext (returned once, never stored)."""
         plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -71,17 +74,19 @@ class KeyRepo:
             rate_limit_per_minute=rate_limit_per_minute,
             admin=admin,
             created_at=time.time(),
+            owner=owner,
         )
         with self.db.session(write=True) as session:
             session.add(row)
         return _record(row), plaintext
 
-    def list(self) -> list[ApiKeyRecord]:
-        """Active keys, newest first."""
+    def list(self, owner: str | None = None) -> list[ApiKeyRecord]:
+        """Active keys, newest first: ``owner``'s only, or every key when ``owner`` is None."""
+        query = select(ApiKeyRow).where(ApiKeyRow.revoked_at.is_(None))
+        if owner is not None:
+            query = query.where(ApiKeyRow.owner == owner)
         with self.db.session() as session:
-            rows = session.scalars(
-                select(ApiKeyRow).where(ApiKeyRow.revoked_at.is_(None)).order_by(ApiKeyRow.created_at.desc())
-            ).all()
+            rows = session.scalars(query.order_by(ApiKeyRow.created_at.desc())).all()
             return [_record(row) for row in rows]
 
     def find(self, plaintext: str) -> ApiKeyRecord | None:
@@ -98,11 +103,20 @@ class KeyRepo:
         with self.db.session() as session:
             return int(session.scalar(select(func.count()).where(ApiKeyRow.revoked_at.is_(None))) or 0)
 
-    def revoke(self, key_id: str) -> bool:
+    def revoke(self, key_id: str, owner: str | None = None) -> bool:
+        """Revoke an active key (only ``owner``'s when given); False when there is none."""
+        query = update(ApiKeyRow).where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
+        if owner is not None:
+            query = query.where(ApiKeyRow.owner == owner)
+        with self.db.session(write=True) as session:
+            return bool(rows_matched(session.execute(query.values(revoked_at=time.time()))))
+
+    def revoke_owned_by(self, owner: str) -> int:
+        """Revoke every key of a user (deleted): how many were active."""
         with self.db.session(write=True) as session:
             result = session.execute(
                 update(ApiKeyRow)
-                .where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
+                .where(ApiKeyRow.owner == owner, ApiKeyRow.revoked_at.is_(None))
                 .values(revoked_at=time.time())
             )
-            return bool(rows_matched(result))
+            return rows_matched(result)

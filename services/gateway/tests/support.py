@@ -75,7 +75,9 @@ async def asgi_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @asynccontextmanager
 async def served(app: FastAPI) -> AsyncIterator[str]:
     """The app behind a real uvicorn on a free port (for real disconnects and the openai SDK)."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_config=None, access_log=False)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=free_port(), log_config=None, access_log=False, proxy_headers=False
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

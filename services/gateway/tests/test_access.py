@@ -44,6 +44,7 @@ async def test_open_gateway_says_so_and_first_key_closes_it(caplog: pytest.LogCa
                 "rate_limit_per_minute",
                 "admin",
                 "created_at",
+                "owner",
             }
             assert body["key"].startswith(body["prefix"])
 

@@ -21,12 +21,13 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import grpc
-from fastapi import APIRouter, Body, Depends, File, Form, Query, UploadFile
+from fastapi import APIRouter, Body, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway import submitting
-from services.gateway.deps import ClientsDep, IngestStub, SettingsDep, mark_upload
+from services.gateway.audit import AuditAction, AuditTrail
+from services.gateway.deps import AuditDep, ClientsDep, IngestStub, SettingsDep, mark_upload
 from services.gateway.errors import HttpApiError
 from services.gateway.names import file_name_error, kb_name_error, upload_file_name
 from services.gateway.retrieval import search_passages
@@ -57,6 +58,8 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # Chatchat's VECTOR_SEARCH_TOP_K and SCORE_THRESHOLD defaults (1 = no filtering there).
 CHATCHAT_TOP_K = 3
 CHATCHAT_SCORE_THRESHOLD = 1.0
+# In every audit entry of these routes, so the trail tells them from the native ones.
+VIA = {"via": "chatchat"}
 # Chatchat's upload (with override), update and recreate calls always re-index, even identical
 # content (e.g. with new chunk settings): never the no-op path.
 CHATCHAT_OVERRIDE = True
@@ -151,7 +154,11 @@ async def list_knowledge_bases(ingest: IngestStub, settings: SettingsDep) -> Lis
 
 @router.post("/create_knowledge_base", response_model=BaseResponse)
 async def create_knowledge_base(
-    body: CreateKnowledgeBaseBody, ingest: IngestStub, settings: SettingsDep
+    body: CreateKnowledgeBaseBody,
+    ingest: IngestStub,
+    settings: SettingsDep,
+    request: Request,
+    audit: AuditDep,
 ) -> BaseResponse:
     """Blank and duplicate names answer ``code`` 404 with Chatchat's messages (HTTP 200)."""
     name = body.knowledge_base_name
@@ -169,6 +176,7 @@ async def create_knowledge_base(
         if error.code() is grpc.StatusCode.ALREADY_EXISTS:
             return not_found(f"已存在同名知识库 {name}")
         raise
+    await audit.record(AuditAction.KB_CREATE, request=request, knowledge_base=name, detail=VIA)
     return ok(f"已新增知识库 {name}")
 
 
@@ -180,6 +188,8 @@ async def delete_knowledge_base(
     ],
     ingest: IngestStub,
     settings: SettingsDep,
+    request: Request,
+    audit: AuditDep,
 ) -> BaseResponse:
     """The body is a bare JSON string (``"samples"``), as Chatchat's clients send it."""
     unknown = await _known_kb(ingest, knowledge_base_name, settings)
@@ -188,6 +198,7 @@ async def delete_knowledge_base(
     await ingest.DeleteKnowledgeBase(
         ingest_pb2.DeleteKnowledgeBaseRequest(name=knowledge_base_name), timeout=settings.request_timeout_s
     )
+    await audit.record(AuditAction.KB_DELETE, request=request, knowledge_base=knowledge_base_name, detail=VIA)
     return ok(f"成功删除知识库 {knowledge_base_name}")
 
 
@@ -209,6 +220,8 @@ async def upload_docs(
     knowledge_base_name: Annotated[str, Form(examples=["samples"], json_schema_extra=KB_REF)],
     ingest: IngestStub,
     settings: SettingsDep,
+    request: Request,
+    audit: AuditDep,
     override: Annotated[bool, Form(description="replace files that already exist")] = False,
     to_vector_store: Annotated[bool, Form(description="accepted; Zhiku always indexes")] = True,
     chunk_size: Annotated[int, Form(ge=0, le=MAX_CHUNK_SIZE, description="0: Zhiku's default")] = 0,
@@ -240,12 +253,13 @@ async def upload_docs(
         if name in jobs or (name in present and not override):
             failed[name] = f"文件 {name} 已存在。"
             continue
+        content = await upload.read()
         try:
             jobs[name] = await submitting.submit_file(
                 ingest,
                 knowledge_base_name,
                 name,
-                await upload.read(),
+                content,
                 settings,
                 override=CHATCHAT_OVERRIDE,
                 chunk_size=chunk_size,
@@ -256,6 +270,14 @@ async def upload_docs(
             if reason is None:
                 raise
             failed[name] = f"{name} 文件上传失败，报错信息为: {reason}"
+            continue
+        await audit.record(
+            AuditAction.FILE_UPLOAD,
+            request=request,
+            knowledge_base=knowledge_base_name,
+            target=name,
+            detail={"bytes": len(content), "job_id": jobs[name].id, "override": override, **VIA},
+        )
     failed.update(await _settle(ingest, jobs, settings))
     return FailedFilesResponse(msg="文件上传与向量化完成", data=FailedFiles(failed_files=failed))
 
@@ -270,7 +292,9 @@ async def _settle(
 
 
 @router.post("/delete_docs", response_model=FailedFilesResponse)
-async def delete_docs(body: DocsBody, ingest: IngestStub, settings: SettingsDep) -> BaseResponse:
+async def delete_docs(
+    body: DocsBody, ingest: IngestStub, settings: SettingsDep, request: Request, audit: AuditDep
+) -> BaseResponse:
     """Remove files with their chunks and originals (``delete_content`` is always true here)."""
     unknown = await _known_kb(ingest, body.knowledge_base_name, settings)
     if unknown is not None:
@@ -289,11 +313,21 @@ async def delete_docs(body: DocsBody, ingest: IngestStub, settings: SettingsDep)
             if not submitting.is_not_found(error):
                 raise
             failed[name] = file_not_found(name)
+            continue
+        await audit.record(
+            AuditAction.FILE_DELETE,
+            request=request,
+            knowledge_base=body.knowledge_base_name,
+            target=name,
+            detail=VIA,
+        )
     return FailedFilesResponse(msg="文件删除完成", data=FailedFiles(failed_files=failed))
 
 
 @router.post("/update_docs", response_model=FailedFilesResponse)
-async def update_docs(body: DocsBody, ingest: IngestStub, settings: SettingsDep) -> BaseResponse:
+async def update_docs(
+    body: DocsBody, ingest: IngestStub, settings: SettingsDep, request: Request, audit: AuditDep
+) -> BaseResponse:
     """Re-index files from their stored originals (optionally with new chunking), waiting."""
     unknown = await _known_kb(ingest, body.knowledge_base_name, settings)
     if unknown is not None:
@@ -311,8 +345,21 @@ async def update_docs(body: DocsBody, ingest: IngestStub, settings: SettingsDep)
             failed[name] = job
         else:
             jobs[name] = job
+            await _audit_reindex(audit, request, body.knowledge_base_name, name, job)
     failed.update(await _settle(ingest, jobs, settings))
     return FailedFilesResponse(msg="更新文档完成", data=FailedFiles(failed_files=failed))
+
+
+async def _audit_reindex(
+    audit: AuditTrail, request: Request, kb: str, name: str, job: ingest_pb2.Job
+) -> None:
+    await audit.record(
+        AuditAction.FILE_REINDEX,
+        request=request,
+        knowledge_base=kb,
+        target=name,
+        detail={"job_id": job.id, **VIA},
+    )
 
 
 async def _resubmit(
@@ -432,19 +479,21 @@ def _envelope(body: BaseResponse) -> Response:
     responses={200: {"content": {"text/event-stream": {}}, "description": "progress frames"}},
 )
 async def recreate_vector_store(
-    body: RecreateBody, ingest: IngestStub, settings: SettingsDep
+    body: RecreateBody, ingest: IngestStub, settings: SettingsDep, request: Request, audit: AuditDep
 ) -> StreamingResponse:
     """Re-index every stored file from its original, as SSE frames
     ``{"code": 200, "msg": "(i / n): name", "total": n, "finished": i, "doc": name}`` in file
     order (``code`` 500 frames for files that failed). With ``allow_empty_kb`` (default) a
     missing knowledge base is created empty, as Chatchat does; otherwise one 404 frame."""
     return StreamingResponse(
-        _recreate_frames(body, ingest, settings), media_type="text/event-stream", headers=SSE_HEADERS
+        _recreate_frames(body, ingest, settings, request, audit),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
     )
 
 
 async def _recreate_frames(
-    body: RecreateBody, ingest: IngestStub, settings: SettingsDep
+    body: RecreateBody, ingest: IngestStub, settings: SettingsDep, request: Request, audit: AuditTrail
 ) -> AsyncIterator[bytes]:
     kb = body.knowledge_base_name
     try:
@@ -464,11 +513,15 @@ async def _recreate_frames(
             await ingest.CreateKnowledgeBase(
                 ingest_pb2.CreateKnowledgeBaseRequest(name=kb), timeout=settings.request_timeout_s
             )
+            await audit.record(AuditAction.KB_CREATE, request=request, knowledge_base=kb, detail=VIA)
         names = await submitting.existing_files(ingest, kb, settings)
         submitted = [
             (name, await _resubmit(ingest, kb, name, settings, body.chunk_size, body.chunk_overlap))
             for name in names
         ]
+        for name, job in submitted:
+            if not isinstance(job, str):
+                await _audit_reindex(audit, request, kb, name, job)
         for index, (name, job) in enumerate(submitted):
             reason = (
                 job
