@@ -19,6 +19,8 @@ from urllib.parse import quote
 import httpx
 from httpx_sse import SSEError, connect_sse
 
+from services.cli.credentials import SESSION_COOKIE
+
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 DEFAULT_URL = "http://127.0.0.1:8000"
 # A job's event stream may stay quiet while it waits in the queue; past this, poll instead.
@@ -76,6 +78,47 @@ class SearchHit(TypedDict, total=False):
     metadata: dict[str, str]
 
 
+class User(TypedDict, total=False):
+    id: str
+    email: str
+    display_name: str
+    admin: bool
+    groups: list[str]
+    disabled: bool
+    sso: bool
+    created_at: float | str
+
+
+class Group(TypedDict, total=False):
+    name: str
+    display_name: str
+    members: list[Any]
+
+
+class Member(TypedDict, total=False):
+    kind: str
+    id: str
+    name: str
+    role: str
+
+
+class Login(TypedDict):
+    """What a password login returns: who, the session cookie's value and its CSRF token."""
+
+    user: User
+    session: str
+    csrf_token: str
+
+
+def _listed(body: Any, name: str) -> list[Any]:
+    """List routes answer ``{"data": [...]}`` (the gateway's convention) or ``{name: [...]}``."""
+    if isinstance(body, dict):
+        items = body.get("data", body.get(name))
+        if isinstance(items, list):
+            return items
+    return body if isinstance(body, list) else []
+
+
 class ApiKey(TypedDict, total=False):
     id: str
     name: str
@@ -98,13 +141,18 @@ class UploadOptions:
     title_enhance: bool | None = None
     parent_child: bool | None = None
     parent_chunk_size: int | None = None
+    # Who may retrieve the files: {"users": [ids], "groups": [names]}; None: everyone.
+    access: dict[str, list[str]] | None = None
 
     def form(self) -> dict[str, str]:
         fields: dict[str, str] = {}
         for name, value in vars(self).items():
             if value is None:
                 continue
-            fields[name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+            if isinstance(value, dict):
+                fields[name] = json.dumps(value)
+            else:
+                fields[name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
         return fields
 
 
@@ -138,11 +186,23 @@ class ZhikuClient:
         api_key: str | None = None,
         timeout_s: float = 120.0,
         transport: httpx.BaseTransport | None = None,
+        session: str | None = None,
+        csrf_token: str | None = None,
     ) -> None:
+        """``api_key`` (a Bearer key) or ``session`` (the ``zhiku_session`` cookie of a password
+        login, with its ``csrf_token``, which the gateway wants on every unsafe request)."""
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        cookies: dict[str, str] = {}
+        if session and not api_key:
+            cookies[SESSION_COOKIE] = session
+            if csrf_token:  # safe methods ignore it; sending it always keeps one code path
+                headers["X-CSRF-Token"] = csrf_token
         self.url = url.rstrip("/")
         self.has_api_key = bool(api_key)
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s, transport=transport)
+        self.has_session = bool(cookies)
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, cookies=cookies, timeout=timeout_s, transport=transport
+        )
 
     def __enter__(self) -> ZhikuClient:
         return self
@@ -343,3 +403,102 @@ class ZhikuClient:
             "GET", _path("v1/knowledge_bases", kb, "sources", name, "syncs", sync_id)
         ).json()
         return report
+
+    # -- people, sessions and sharing ------------------------------------------------------
+
+    def auth_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = self._send("GET", "/v1/auth/config").json()
+        return config
+
+    def login(self, email: str, password: str) -> Login:
+        """Password sign-in; the gateway sets the session cookie, which is returned here."""
+        response = self._send("POST", "/v1/auth/login", json={"email": email, "password": password})
+        body = response.json()
+        session = response.cookies.get(SESSION_COOKIE) or self._http.cookies.get(SESSION_COOKIE)
+        if not session:
+            raise ClientError(f"the gateway signed {email} in but set no {SESSION_COOKIE} cookie")
+        return {"user": body["user"], "session": session, "csrf_token": body.get("csrf_token", "")}
+
+    def logout(self) -> None:
+        self._send("POST", "/v1/auth/logout")
+
+    def me(self) -> dict[str, Any]:
+        """``{"user": User | None, "csrf_token": ..., "auth": "session" | "key" | "open"}``."""
+        who: dict[str, Any] = self._send("GET", "/v1/auth/me").json()
+        return who
+
+    def list_users(self) -> list[User]:
+        return _listed(self._send("GET", "/v1/users").json(), "users")
+
+    def create_user(
+        self, email: str, display_name: str, password: str | None = None, admin: bool = False
+    ) -> User:
+        body: dict[str, Any] = {"email": email, "display_name": display_name or email}
+        if password:
+            body["password"] = password
+        if admin:
+            body["admin"] = True
+        created: User = self._send("POST", "/v1/users", json=body).json()
+        return created
+
+    def update_user(self, user_id: str, **change: Any) -> User:
+        updated: User = self._send("PATCH", _path("v1/users", user_id), json=change).json()
+        return updated
+
+    def resolve_user(self, who: str) -> str:
+        """A user id for an email (or an id): looked up when this caller may list users; else the
+        text as given, for the gateway to resolve or refuse with its own message."""
+        if who.startswith("u_") and "@" not in who:
+            return who
+        try:
+            users = self.list_users()
+        except ApiError as error:
+            if error.status in (401, 403, 404):
+                return who
+            raise
+        wanted = who.strip().lower()
+        for user in users:
+            if str(user.get("email", "")).lower() == wanted:
+                return str(user["id"])
+        raise ApiError(404, f"no user with the email {who!r}")
+
+    def list_groups(self) -> list[Group]:
+        return _listed(self._send("GET", "/v1/groups").json(), "groups")
+
+    def create_group(self, name: str, display_name: str = "") -> Group:
+        body = {"name": name, "display_name": display_name or name}
+        created: Group = self._send("POST", "/v1/groups", json=body).json()
+        return created
+
+    def delete_group(self, name: str) -> None:
+        self._send("DELETE", _path("v1/groups", name))
+
+    def add_group_member(self, group: str, user_id: str) -> None:
+        self._send("PUT", _path("v1/groups", group, "members", user_id))
+
+    def remove_group_member(self, group: str, user_id: str) -> None:
+        self._send("DELETE", _path("v1/groups", group, "members", user_id))
+
+    def list_members(self, kb: str) -> list[Member]:
+        return _listed(self._send("GET", _path("v1/knowledge_bases", kb, "members")).json(), "members")
+
+    def share(self, kb: str, kind: str, member_id: str, role: str) -> None:
+        body = {"kind": kind, "id": member_id, "role": role}
+        self._send("PUT", _path("v1/knowledge_bases", kb, "members"), json=body)
+
+    def unshare(self, kb: str, kind: str, member_id: str) -> None:
+        self._send("DELETE", _path("v1/knowledge_bases", kb, "members", kind, member_id))
+
+    def file_access(self, kb: str, file: str) -> dict[str, list[str]]:
+        access: dict[str, list[str]] = self._send(
+            "GET", _path("v1/knowledge_bases", kb, "files", file, "access")
+        ).json()
+        return access
+
+    def set_file_access(
+        self, kb: str, file: str, users: list[str], groups: list[str]
+    ) -> dict[str, list[str]]:
+        body = {"users": users, "groups": groups}
+        response = self._send("PUT", _path("v1/knowledge_bases", kb, "files", file, "access"), json=body)
+        access: dict[str, list[str]] = response.json() if response.content else body
+        return access

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from services.cli import credentials
 from services.cli.client import DEFAULT_URL, ApiError, ClientError, GatewayUnreachable, ZhikuClient
 
 EXIT_FAILED = 1  # the gateway refused the request, or some work (a file's ingestion) failed
@@ -37,8 +38,26 @@ class CliState:
     console: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
     errors: Console = field(default_factory=lambda: Console(stderr=True, highlight=False, soft_wrap=True))
 
+    def stored(self) -> credentials.Credentials | None:
+        """What ``zhiku login`` stored for this gateway (unreadable file: one clear error)."""
+        try:
+            return credentials.load(self.url)
+        except ValueError as error:
+            raise ClientError(str(error)) from None
+
     def client(self) -> ZhikuClient:
-        return ZhikuClient(self.url, self.api_key, self.timeout_s)
+        """A client with ``--api-key`` when given, else this gateway's stored sign-in."""
+        if self.api_key:
+            return ZhikuClient(self.url, self.api_key, self.timeout_s)
+        stored = self.stored()
+        if stored is None:
+            return ZhikuClient(self.url, None, self.timeout_s)
+        return ZhikuClient(
+            self.url, stored.api_key, self.timeout_s, session=stored.session, csrf_token=stored.csrf_token
+        )
+
+    def signed_in(self) -> bool:
+        return not self.api_key and self.stored() is not None
 
 
 def current(ctx: typer.Context) -> CliState:
@@ -62,10 +81,16 @@ def explain(error: ClientError, state: CliState) -> tuple[str, int]:
         return f"{error} (is the stack running? `zhiku up`, or pass --url)", EXIT_UNREACHABLE
     if isinstance(error, ApiError):
         code = EXIT_BY_STATUS.get(error.status, EXIT_FAILED)
+        if error.status == 401 and state.signed_in():
+            return (
+                f"the gateway at {state.url} no longer accepts the stored sign-in ({error.message}): "
+                "run `zhiku login` again",
+                code,
+            )
         if error.status == 401 and not state.api_key:
             return (
-                f"the gateway at {state.url} needs an API key ({error.message}): "
-                "pass --api-key or set ZHIKU_API_KEY",
+                f"the gateway at {state.url} needs an API key or a sign-in ({error.message}): "
+                "run `zhiku login`, or pass --api-key or set ZHIKU_API_KEY",
                 code,
             )
         if error.status == 401:

@@ -1,8 +1,9 @@
 """The ``zhiku`` command: global options and the command tree (console script ``zhiku``).
 
 The CLI is a client of the public HTTP API, not a service: it has no Settings class and reads
-only ``ZHIKU_URL`` and ``ZHIKU_API_KEY`` (through its options), so a remote gateway is one
-flag away and the services' configuration is never touched.
+only ``ZHIKU_URL`` and ``ZHIKU_API_KEY`` (through its options) and the sign-in ``zhiku login``
+stored in its own config file (services/cli/credentials.py), so a remote gateway is one flag
+away and the services' configuration is never touched.
 """
 
 from __future__ import annotations
@@ -12,7 +13,21 @@ from typing import Annotated
 import typer
 
 from services.cli.client import DEFAULT_URL
-from services.cli.commands import agent, ask, ingest, jobs, kb, keys, search, sources, up
+from services.cli.commands import (
+    agent,
+    ask,
+    auth,
+    files,
+    groups,
+    ingest,
+    jobs,
+    kb,
+    keys,
+    search,
+    sources,
+    up,
+    users,
+)
 from services.cli.context import CliState
 
 app = typer.Typer(
@@ -49,6 +64,12 @@ app.command("search")(search.search)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(keys.app, name="keys")
 app.add_typer(sources.app, name="sources")
+app.command("login")(auth.login)
+app.command("logout")(auth.logout)
+app.command("whoami")(auth.whoami)
+app.add_typer(users.app, name="users")
+app.add_typer(groups.app, name="groups")
+app.add_typer(files.app, name="files")
 
 if __name__ == "__main__":
     app()

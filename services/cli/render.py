@@ -13,7 +13,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from services.cli.client import ApiKey, Job, KnowledgeBase, SearchHit
+from services.cli.client import ApiKey, Group, Job, KnowledgeBase, Member, SearchHit, User
 
 STATE_STYLES = {
     "succeeded": "green",
@@ -143,6 +143,61 @@ def keys_table(keys: Iterable[ApiKey]) -> Table:
             "none" if limit is None else str(limit),
             "yes" if key.get("admin") else "no",
             when(key.get("created_at")),
+        )
+    return table
+
+
+def users_table(users: Iterable[User]) -> Table:
+    table = Table(title="Users")
+    for column in ("id", "email", "name", "admin", "groups", "state", "created"):
+        table.add_column(column)
+    for user in users:
+        state = "disabled" if user.get("disabled") else ("sso" if user.get("sso") else "active")
+        table.add_row(
+            Text(str(user.get("id", ""))),
+            Text(str(user.get("email", ""))),
+            Text(str(user.get("display_name", ""))),
+            "yes" if user.get("admin") else "no",
+            Text(", ".join(user.get("groups") or [])),
+            Text(state, style="red" if user.get("disabled") else ""),
+            when(user.get("created_at")),
+        )
+    return table
+
+
+def member_ids(group: Group, users: Iterable[User]) -> list[str]:
+    """A group's members: its own list when the gateway gives one, else from each user's groups."""
+    members = group.get("members")
+    if isinstance(members, list):
+        return [str(m.get("id") if isinstance(m, Mapping) else m) for m in members]
+    return [str(u.get("id")) for u in users if group.get("name") in (u.get("groups") or [])]
+
+
+def groups_table(groups: Iterable[Group], users: list[User]) -> Table:
+    emails = {str(u.get("id")): str(u.get("email", "")) for u in users}
+    table = Table(title="Groups")
+    for column in ("name", "display name", "members"):
+        table.add_column(column)
+    for group in groups:
+        members = [emails.get(member, member) for member in member_ids(group, users)]
+        table.add_row(
+            Text(str(group.get("name", ""))),
+            Text(str(group.get("display_name", ""))),
+            Text(", ".join(members)),
+        )
+    return table
+
+
+def members_table(kb: str, members: Iterable[Member]) -> Table:
+    table = Table(title=f"Members of {kb}")
+    for column in ("kind", "name", "id", "role"):
+        table.add_column(column)
+    for member in members:
+        table.add_row(
+            Text(str(member.get("kind", ""))),
+            Text(str(member.get("name", ""))),
+            Text(str(member.get("id", ""))),
+            Text(str(member.get("role", "")), style="bold"),
         )
     return table
 

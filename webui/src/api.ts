@@ -1,5 +1,7 @@
-// HTTP client of the gateway: API key from localStorage, one retry after asking for a key on
-// 401, and errors turned into readable messages from the gateway's OpenAI-shaped bodies.
+// HTTP client of the gateway: a signed-in session (HttpOnly cookie, sent by the browser, plus
+// the X-CSRF-Token header on unsafe requests) or an API key from localStorage; one retry after
+// asking for credentials on 401, and errors turned into readable messages from the gateway's
+// OpenAI-shaped bodies.
 
 const KEY_STORAGE = "zhiku.apiKey";
 
@@ -29,11 +31,37 @@ export function setApiKey(key: string): void {
   else localStorage.removeItem(KEY_STORAGE);
 }
 
+// The session's CSRF token: the cookie itself is HttpOnly, so the token comes from the login
+// answer or GET /v1/auth/me and lives in memory only (a reload asks /v1/auth/me again).
+let sessionCsrf: string | null = null;
+type CsrfLoader = () => Promise<void>;
+let loadCsrf: CsrfLoader = async () => undefined;
+
+export function csrfToken(): string | null {
+  return sessionCsrf;
+}
+
+export function setCsrfToken(token: string | null): void {
+  sessionCsrf = token || null;
+}
+
+/** The session module registers how to fetch the token when an unsafe request needs it. */
+export function setCsrfLoader(loader: CsrfLoader): void {
+  loadCsrf = loader;
+}
+
+const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
+
+function isUnsafe(init: RequestInit): boolean {
+  return !SAFE_METHODS.has((init.method ?? "GET").toUpperCase());
+}
+
 function withKey(init: RequestInit): RequestInit {
   const headers = new Headers(init.headers);
   const key = apiKey();
   if (key) headers.set("Authorization", `Bearer ${key}`);
-  return { ...init, headers };
+  else if (sessionCsrf && isUnsafe(init)) headers.set("X-CSRF-Token", sessionCsrf);
+  return { ...init, headers, credentials: "same-origin" };
 }
 
 export async function errorMessage(response: Response): Promise<string> {
@@ -52,6 +80,7 @@ export async function errorMessage(response: Response): Promise<string> {
 
 /** fetch with the key; on 401 ask for a key once and retry. Returns the response of any status. */
 export async function raw(path: string, init: RequestInit = {}): Promise<Response> {
+  if (!apiKey() && !sessionCsrf && isUnsafe(init)) await loadCsrf().catch(() => undefined);
   let response = await fetch(path, withKey(init));
   if (response.status === 401 && !(init.body instanceof ReadableStream)) {
     const key = await promptForKey();

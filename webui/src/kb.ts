@@ -1,12 +1,16 @@
 // The knowledge-base page: create, describe, delete; drag-and-drop uploads with per-file
 // progress from the job events; the file table with download, reindex and delete; the
-// knowledge base's sources (sources.ts); search.
+// knowledge base's sources (sources.ts); search; each file's access list (access.ts) and the
+// Members tab (members.ts), where people and groups get roles.
+import { accessField, editAccess } from "./access";
 import { ApiError, fileUrl, getJson, kbPath, openFile, request, sendJson } from "./api";
 import { showPassage } from "./chat";
 import { clear, formatBytes, formatTime, h } from "./dom";
 import { onLangChange, stateLabel, t } from "./i18n";
 import { followJob, type Job } from "./jobs";
+import { MembersPanel } from "./members";
 import { confirmDialog, toast } from "./modal";
+import { knownUsers } from "./people";
 import { SourcesPanel, type SyncReport } from "./sources";
 
 interface KnowledgeBase {
@@ -54,7 +58,17 @@ export class KnowledgeBasePage {
   private uploads = new Map<string, UploadRow>();
   private hits: Hit[] | null = null;
   private refreshTimer: number | undefined;
-  private options = { chunkSize: 0, chunkOverlap: 0, splitter: "recursive", titleEnhance: false, override: false };
+  private options = {
+    chunkSize: 0,
+    chunkOverlap: 0,
+    splitter: "recursive",
+    titleEnhance: false,
+    override: false,
+    accessUsers: "",
+    accessGroups: "",
+  };
+  private tab: "files" | "members" = "files";
+  private members = new MembersPanel();
 
   private side = h("aside", { class: "sidebar" });
   private main = h("div", { class: "kb-main" });
@@ -69,6 +83,7 @@ export class KnowledgeBasePage {
     this.root.append(this.side, this.main);
     onLangChange(() => {
       this.searchForm = null;
+      this.members.relabel();
       this.render();
     });
   }
@@ -80,6 +95,7 @@ export class KnowledgeBasePage {
   async refresh(): Promise<void> {
     await this.loadList();
     await this.sources.refresh();
+    if (this.tab === "members") await this.members.refresh();
   }
 
   private current(): KnowledgeBase | undefined {
@@ -95,6 +111,7 @@ export class KnowledgeBasePage {
     if (this.selected && !this.current()) this.selected = null;
     if (!this.selected && this.list.length) this.selected = this.list[0].name;
     this.sources.setKnowledgeBase(this.selected);
+    this.members.setKnowledgeBase(this.selected);
     await this.loadFiles();
   }
 
@@ -121,7 +138,9 @@ export class KnowledgeBasePage {
     this.uploads.clear();
     this.hits = null;
     this.sources.setKnowledgeBase(name);
+    this.members.setKnowledgeBase(name);
     void this.loadFiles();
+    if (this.tab === "members") void this.members.refresh();
   }
 
   /** A sync changed the files: show them now, and again as each ingest job it queued ends. */
@@ -210,14 +229,39 @@ export class KnowledgeBasePage {
           h("button", { type: "button", class: "danger", "data-testid": "kb-delete", onclick: () => void this.deleteKb(kb) }, t("kb.deleteKb")),
         ),
       ),
-      this.dropZone(),
-      this.optionsRow(),
+      this.tabs(),
     );
+    if (this.tab === "members") {
+      this.main.append(this.members.root);
+      return;
+    }
+    this.main.append(this.dropZone(), this.optionsRow());
     this.renderUploads();
     if (this.uploads.size) this.main.append(h("h3", {}, t("kb.uploads")), this.uploadList);
     this.renderFiles();
     this.main.append(h("h3", {}, t("kb.fileTable")), this.fileTable, this.sources.root, (this.searchForm ??= this.searchBox()));
     this.renderHits();
+  }
+
+  private tabs(): HTMLElement {
+    const tab = (name: "files" | "members", label: string) =>
+      h(
+        "button",
+        {
+          type: "button",
+          role: "tab",
+          class: name === this.tab ? "tab active" : "tab",
+          "aria-selected": name === this.tab ? "true" : "false",
+          "data-testid": `kb-tab-${name}`,
+          onclick: () => {
+            this.tab = name;
+            this.renderMain();
+            if (name === "members") void this.members.refresh();
+          },
+        },
+        label,
+      );
+    return h("div", { class: "tabs", role: "tablist" }, tab("files", t("kb.tab.files")), tab("members", t("kb.tab.members")));
   }
 
   private async deleteKb(kb: KnowledgeBase): Promise<void> {
@@ -296,6 +340,18 @@ export class KnowledgeBasePage {
         }),
         label,
       );
+    const text = (key: "accessUsers" | "accessGroups", label: string, testid: string) =>
+      h(
+        "label",
+        { class: "field access-field", title: t("kb.accessHelp") },
+        h("span", {}, label),
+        h("input", {
+          value: o[key],
+          placeholder: t("kb.accessPlaceholder"),
+          "data-testid": testid,
+          onchange: (event: Event) => (o[key] = (event.target as HTMLInputElement).value),
+        }),
+      );
     return h(
       "div",
       { class: "row wrap options" },
@@ -313,6 +369,8 @@ export class KnowledgeBasePage {
       ),
       check("titleEnhance", t("kb.titleEnhance")),
       check("override", t("kb.override")),
+      text("accessUsers", t("kb.accessUsers"), "upload-access-users"),
+      text("accessGroups", t("kb.accessGroups"), "upload-access-groups"),
     );
   }
 
@@ -334,6 +392,11 @@ export class KnowledgeBasePage {
     }
     for (const [key, value] of Object.entries(this.splitFields())) form.append(key, String(value));
     if (this.options.override) form.append("override", "true");
+    if (this.options.accessUsers.trim() || this.options.accessGroups.trim()) {
+      const users = this.options.accessUsers.includes("@") ? await knownUsers() : [];
+      const access = accessField(this.options.accessUsers, this.options.accessGroups, users);
+      if (access) form.append("access", access);
+    }
     this.renderMain();
     try {
       const response = await request(`${kbPath(kb)}/files`, { method: "POST", body: form });
@@ -441,6 +504,11 @@ export class KnowledgeBasePage {
               "button",
               { type: "button", class: "small", "data-testid": "file-reindex", onclick: () => void this.reindex(kb, name) },
               t("kb.reindex"),
+            ),
+            h(
+              "button",
+              { type: "button", class: "small", "data-testid": "file-access", onclick: () => void editAccess(kb, name) },
+              t("kb.access"),
             ),
             h(
               "button",

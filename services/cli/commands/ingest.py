@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -126,6 +126,13 @@ def ingest(
         int | None, typer.Option("--parent-chunk-size", min=1, help="parent sections' size bound")
     ] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow the jobs to their end")] = True,
+    reader: Annotated[
+        list[str] | None,
+        typer.Option("--reader", help="only this person may retrieve the files (email or id; repeatable)"),
+    ] = None,
+    reader_group: Annotated[
+        list[str] | None, typer.Option("--reader-group", help="and this group (repeatable)")
+    ] = None,
 ) -> None:
     """Upload files into a knowledge base and show each one's ingestion progress."""
     state = current(ctx)
@@ -148,6 +155,9 @@ def ingest(
     outcomes: list[Outcome] = []
     with state.client() as client:
         client.get_knowledge_base(kb)  # a missing knowledge base stops us before any upload
+        if reader or reader_group:
+            readers = [client.resolve_user(who) for who in reader or []]
+            options = replace(options, access={"users": readers, "groups": list(reader_group or [])})
         progress = Progress(
             TextColumn("{task.description}", markup=False),
             BarColumn(),

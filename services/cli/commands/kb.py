@@ -1,4 +1,4 @@
-"""``zhiku kb create|list|files|delete``: manage knowledge bases."""
+"""``zhiku kb create|list|files|delete|share|unshare|members``: knowledge bases and who may use them."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import typer
 from rich.markup import escape
 
 from services.cli import render
-from services.cli.context import current, reports_errors
+from services.cli.context import current, fail, reports_errors
 
-app = typer.Typer(help="Create, list, inspect and delete knowledge bases.", no_args_is_help=True)
+app = typer.Typer(help="Create, list, inspect, delete and share knowledge bases.", no_args_is_help=True)
 
 KbArgument = Annotated[str, typer.Argument(help="knowledge base name", show_default=False)]
 
@@ -80,3 +80,61 @@ def delete(
             )
         client.delete_knowledge_base(name)
     state.console.print(f"Deleted knowledge base [bold]{escape(name)}[/].")
+
+
+Role = Annotated[str, typer.Option("--role", "-r", help="viewer, editor or owner")]
+UserOption = Annotated[str | None, typer.Option("--user", "-u", help="a person's email (or user id)")]
+GroupOption = Annotated[str | None, typer.Option("--group", "-g", help="a group's name")]
+ROLES = ("viewer", "editor", "owner")
+
+
+def _member(ctx: typer.Context, user: str | None, group: str | None) -> tuple[str, str]:
+    """The (kind, who) of ``--user`` or ``--group``: exactly one of them."""
+    if (user is None) == (group is None):
+        raise fail(current(ctx), "give exactly one of --user EMAIL or --group NAME")
+    return ("user", user) if user is not None else ("group", str(group))
+
+
+@app.command("share")
+@reports_errors
+def share(
+    ctx: typer.Context,
+    name: KbArgument,
+    user: UserOption = None,
+    group: GroupOption = None,
+    role: Role = "viewer",
+) -> None:
+    """Give a person or a group a role on a knowledge base (or change the role they have)."""
+    state = current(ctx)
+    kind, who = _member(ctx, user, group)
+    if role not in ROLES:
+        raise fail(state, f"--role must be one of {', '.join(ROLES)}, not {role!r}")
+    with state.client() as client:
+        member_id = client.resolve_user(who) if kind == "user" else who
+        client.share(name, kind, member_id, role)
+    state.console.print(f"{escape(who)} is now [bold]{role}[/] of [bold]{escape(name)}[/].")
+
+
+@app.command("unshare")
+@reports_errors
+def unshare(ctx: typer.Context, name: KbArgument, user: UserOption = None, group: GroupOption = None) -> None:
+    """Take a person's or a group's role on a knowledge base away."""
+    state = current(ctx)
+    kind, who = _member(ctx, user, group)
+    with state.client() as client:
+        member_id = client.resolve_user(who) if kind == "user" else who
+        client.unshare(name, kind, member_id)
+    state.console.print(f"{escape(who)} no longer has a role on [bold]{escape(name)}[/].")
+
+
+@app.command("members")
+@reports_errors
+def members(ctx: typer.Context, name: KbArgument) -> None:
+    """Who holds which role on a knowledge base (people and groups)."""
+    state = current(ctx)
+    with state.client() as client:
+        listed = client.list_members(name)
+    if not listed:
+        state.console.print(f"No members on {escape(name)}: only admins see it.")
+        return
+    state.console.print(render.members_table(name, listed))

@@ -6,8 +6,9 @@ the gateway requires an API key, so every command also proves ``--api-key`` and 
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -24,16 +25,22 @@ FAST_STACK_ENV = {"ZHIKU_EMBED_LOCAL_MODEL": "use", "ZHIKU_GENERATE_BACKEND": "e
 
 @dataclass
 class Cli:
-    """Runs ``zhiku`` in-process against one gateway, wide enough that tables do not wrap."""
+    """Runs ``zhiku`` in-process against one gateway, wide enough that tables do not wrap.
+
+    Each one has its own config file (``ZHIKU_CONFIG`` in a fresh folder), so what ``zhiku
+    login`` stores never comes from, or goes to, the real home folder or another test.
+    """
 
     url: str
     api_key: str | None
+    config: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="zhiku-cli-")) / "config.json")
 
     def __call__(self, *args: str, input: str | None = None, api_key: str | None = None) -> Result:
         key = api_key if api_key is not None else self.api_key
         prefix = ["--url", self.url] + (["--api-key", key] if key else [])
         runner = CliRunner()
-        return runner.invoke(app, [*prefix, *args], input=input, env={"COLUMNS": "240"})
+        env = {"COLUMNS": "240", "ZHIKU_CONFIG": str(self.config), "ZHIKU_API_KEY": None}
+        return runner.invoke(app, [*prefix, *args], input=input, env=env)
 
 
 @pytest.fixture(scope="module")
