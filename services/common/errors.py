@@ -44,6 +44,12 @@ def kb_not_found(name: str) -> NotFound:
     return NotFound(f"knowledge base {name!r} does not exist")
 
 
+def file_not_found(kb: str, file_name: str) -> NotFound:
+    """The one wording of an unknown file, shared like :func:`kb_not_found`: a file the caller
+    may not read (its access list) is answered exactly so."""
+    return NotFound(f"file {file_name!r} does not exist in knowledge base {kb!r}")
+
+
 def job_not_found(job_id: str) -> NotFound:
     """The one wording of an unknown job, shared like :func:`kb_not_found`."""
     return NotFound(f"job {job_id!r} does not exist")

@@ -26,6 +26,10 @@ The rules:
 Roles are read from the store's grants, cached per person for ``ROLE_CACHE_TTL_S`` (a change
 made on this replica clears the cache at once). Which routes need which permission is the
 route table's business (:mod:`services.gateway.permissions`); this module answers for one name.
+
+Document access lists narrow what a viewer reads within a knowledge base: the guard says who
+sees every document (:meth:`KnowledgeBaseGuard.sees_every_document`) and :func:`reader_acl`
+gives everyone else's tokens, which the interceptor puts on every search.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from services.gateway.access import CACHE_TTL_S, Principal
 from services.gateway.file_chat.records import TEMP_KB_PREFIX, FileChat
 from services.gateway.store import GatewayStore
 from services.gateway.store.grants import HolderKind, Role
+from zhiku.v1 import ingest_pb2
 
 ROLE_CACHE_TTL_S = CACHE_TTL_S
 
@@ -90,6 +95,28 @@ def acting_as(caller: Caller) -> Iterator[None]:
         yield
     finally:
         _caller.reset(token)
+
+
+# The token every reader holds: chunks of files without an access list carry it.
+OPEN_TOKEN = "*"
+
+
+def reader_acl(caller: Principal) -> list[str]:
+    """The document-access tokens a caller reads with: ``*`` (open files), ``user:<id>`` and
+    ``group:<name>`` for each of its groups; the one place they are computed."""
+    tokens = [OPEN_TOKEN]
+    if caller.user_id:
+        tokens.append(f"user:{caller.user_id}")
+    tokens.extend(f"group:{group}" for group in sorted(caller.groups))
+    return tokens
+
+
+def may_read(caller: Principal, access: ingest_pb2.FileAccess) -> bool:
+    """Whether a restricted reader may read a file with this access list (the same rule the
+    retrieve service applies to its chunks with :func:`reader_acl`'s tokens)."""
+    if not access.users and not access.groups:
+        return True
+    return caller.user_id in access.users or not caller.groups.isdisjoint(access.groups)
 
 
 def is_temporary(name: str) -> bool:
@@ -155,6 +182,19 @@ class KnowledgeBaseGuard:
             return
         await self.store.run(self.store.grants.drop_knowledge_base, name)
         self.forget_roles()
+
+    async def sees_every_document(self, caller: Caller | _Unknown, name: str) -> bool:
+        """Whether the caller reads every file of the knowledge base whatever its access list:
+        the gateway itself (and an open gateway's callers), admins (environment keys are
+        admins) and the knowledge base's owners."""
+        if caller is GATEWAY or caller is None:  # None: an open gateway's caller
+            return True
+        if isinstance(caller, _Unknown):
+            return False
+        if caller.admin:
+            return True
+        role = await self.role(caller, name)
+        return role is not None and role >= Role.OWNER
 
     async def visible(self, caller: Caller | _Unknown, names: list[str]) -> list[str]:
         """``names`` a listing may show: those the caller may view, file chats' never (they

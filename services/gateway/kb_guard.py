@@ -8,6 +8,14 @@ is closed until someone decides its rule; health checks pass. Refusals are raise
 ``AioRpcError`` the service would have sent for an unknown name, with the service's own
 wording, so every route (native, OpenAI, Chatchat) answers a forbidden name exactly as it
 answers a missing one.
+
+Document access lists are enforced here too, for callers who do not see every document of
+the knowledge base (:meth:`KnowledgeBaseGuard.sees_every_document`): every ``Search`` carries
+the caller's reader tokens (:func:`~services.gateway.authz.reader_acl`) with ``enforce_acl``,
+so search, chat, ``kb:`` models, Chatchat routes, agent tools and MCP all filter inside the
+vector query without a line of their own; file listings drop files the caller may not read,
+and an RPC naming such a file is answered as for a missing file. Uploads carry the caller's
+user id, which a restricted list always keeps.
 """
 
 from __future__ import annotations
@@ -18,15 +26,19 @@ from typing import Any
 
 import grpc
 
-from services.common.errors import job_not_found, kb_not_found
+from services.common.errors import file_not_found, job_not_found, kb_not_found
 from services.common.service_names import INGEST_SERVICE, RETRIEVE_SERVICE
+from services.gateway.access import Principal
 from services.gateway.authz import (
     GATEWAY,
     ROLE_FOR,
     AnyCaller,
     KnowledgeBaseGuard,
     Permission,
+    acting_as,
     current_caller,
+    may_read,
+    reader_acl,
 )
 from zhiku.v1 import ingest_pb2, ingest_pb2_grpc
 
@@ -37,6 +49,31 @@ class NamedInRequest:
 
     field: str
     permission: Permission
+
+
+@dataclass(frozen=True)
+class FileInRequest:
+    """The request names a knowledge base and one of its files (``file_name``): the caller
+    needs ``permission`` on the knowledge base and must be able to read the file."""
+
+    field: str
+    permission: Permission
+
+
+@dataclass(frozen=True)
+class Upload(FileInRequest):
+    """An upload: like FileInRequest (a file the caller may not read cannot be replaced), and
+    the request records the caller as the file's uploader."""
+
+
+@dataclass(frozen=True)
+class FilesListing(NamedInRequest):
+    """The reply lists a knowledge base's files: those the caller may not read are dropped."""
+
+
+@dataclass(frozen=True)
+class Searching(NamedInRequest):
+    """A search: the caller's reader tokens go with it (enforced unless it sees every document)."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +95,7 @@ class Listing:
     """The reply lists knowledge bases: filtered to those the caller may see."""
 
 
-Rule = NamedInRequest | JobInRequest | JobInReply | Listing
+Rule = NamedInRequest | FileInRequest | JobInRequest | JobInReply | Listing
 
 
 def _methods(service: str, rules: dict[str, Rule]) -> dict[str, Rule]:
@@ -77,11 +114,14 @@ RULES: dict[str, Rule] = {
             "GetKnowledgeBase": NamedInRequest("name", VIEW),
             "ListKnowledgeBases": Listing(),
             "DeleteKnowledgeBase": NamedInRequest("name", MANAGE),
-            "SubmitFile": NamedInRequest("knowledge_base", EDIT),
-            "ReindexFile": NamedInRequest("knowledge_base", EDIT),
-            "DeleteFile": NamedInRequest("knowledge_base", EDIT),
-            "ListFiles": NamedInRequest("knowledge_base", VIEW),
-            "GetFileContent": NamedInRequest("knowledge_base", VIEW),
+            "SubmitFile": Upload("knowledge_base", EDIT),
+            "ReindexFile": FileInRequest("knowledge_base", EDIT),
+            "DeleteFile": FileInRequest("knowledge_base", EDIT),
+            "ListFiles": FilesListing("knowledge_base", VIEW),
+            "GetFile": FileInRequest("knowledge_base", VIEW),
+            "GetFileContent": FileInRequest("knowledge_base", VIEW),
+            # Changing who may read a file is editing (and the editor must be able to read it).
+            "SetFileAccess": FileInRequest("knowledge_base", EDIT),
             "ListJobs": NamedInRequest("knowledge_base", VIEW),
             "GetJob": JobInReply(VIEW),
             "CancelJob": JobInRequest(EDIT),
@@ -96,7 +136,7 @@ RULES: dict[str, Rule] = {
     **_methods(
         RETRIEVE_SERVICE,
         {
-            "Search": NamedInRequest("collection", VIEW),
+            "Search": Searching("collection", VIEW),
             "Stats": NamedInRequest("collection", VIEW),
         },
     ),
@@ -167,19 +207,21 @@ class KnowledgeBaseGuardInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             )
         if caller is GATEWAY:
             return await continuation(client_call_details, request)
-        if isinstance(rule, NamedInRequest):
+        if isinstance(rule, NamedInRequest | FileInRequest):
             name = getattr(request, rule.field)
             if not await self.guard.permits(caller, name, rule.permission):
                 raise await refusal_for(self.guard, caller, name, rule.permission)
-            if rule.permission not in (CREATE, MANAGE):
-                return await continuation(client_call_details, request)
-            reply = await (await continuation(client_call_details, request))
-            # Ownership follows the catalog: the creator owns, a deleted name loses its grants.
-            if method == CREATE_KB:
-                await self.guard.created(caller, name)
-            elif method == DELETE_KB:
-                await self.guard.deleted(name)
-            return reply
+            if rule.permission in (CREATE, MANAGE):
+                reply = await (await continuation(client_call_details, request))
+                # Ownership follows the catalog: the creator owns, a deleted name loses its grants.
+                if method == CREATE_KB:
+                    await self.guard.created(caller, name)
+                elif method == DELETE_KB:
+                    await self.guard.deleted(name)
+                return reply
+            if isinstance(caller, Principal):  # always, once permitted: not GATEWAY, not unknown
+                return await self._documents(rule, caller, name, continuation, client_call_details, request)
+            return await continuation(client_call_details, request)
         if isinstance(rule, JobInRequest):
             await self._job(request.id, rule.permission, client_call_details.timeout)
             return await continuation(client_call_details, request)
@@ -191,6 +233,63 @@ class KnowledgeBaseGuardInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         raise rpc_error(
             grpc.StatusCode.PERMISSION_DENIED, f"{method} is not callable on behalf of an API key"
         )
+
+    async def _documents(
+        self,
+        rule: NamedInRequest | FileInRequest,
+        caller: Principal,
+        name: str,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, Any], Awaitable[grpc.aio.UnaryUnaryCall[Any, Any]]
+        ],
+        details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        """Document access for a caller allowed on the knowledge base ``name``."""
+        if isinstance(rule, Upload):
+            request.uploader = caller.user_id or ""
+        if not isinstance(rule, FileInRequest | FilesListing | Searching):
+            return await continuation(details, request)
+        unrestricted = await self.guard.sees_every_document(caller, name)
+        if isinstance(rule, Searching):
+            del request.reader_acl[:]
+            request.enforce_acl = not unrestricted
+            if not unrestricted:
+                request.reader_acl.extend(reader_acl(caller))
+        elif isinstance(rule, FileInRequest) and not unrestricted:
+            await self._file(caller, name, request.file_name, rule, details.timeout)
+        elif isinstance(rule, FilesListing) and not unrestricted:
+            reply = await (await continuation(details, request))
+            return ingest_pb2.ListFilesResponse(
+                files=[info for info in reply.files if may_read(caller, info.access)]
+            )
+        return await continuation(details, request)
+
+    async def _file(
+        self, caller: Principal, kb: str, file_name: str, rule: FileInRequest, timeout: float | None
+    ) -> None:
+        """A file the caller may not read is answered as missing (an upload over it refused);
+        a missing one is left for the service to answer."""
+        if self.ingest is None:
+            raise rpc_error(grpc.StatusCode.UNAVAILABLE, "the gateway's ingest client is not ready")
+        try:
+            with acting_as(GATEWAY):  # the lookup itself is the gateway's
+                info = await self.ingest.GetFile(
+                    ingest_pb2.GetFileRequest(knowledge_base=kb, file_name=file_name), timeout=timeout
+                )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return
+            raise
+        if may_read(caller, info.access):
+            return
+        if isinstance(rule, Upload):
+            raise rpc_error(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"file {file_name!r} in knowledge base {kb!r} has an access list without this caller: "
+                "it cannot be replaced by this caller",
+            )
+        raise rpc_error(grpc.StatusCode.NOT_FOUND, str(file_not_found(kb, file_name)))
 
     async def _job(self, job_id: str, permission: Permission, timeout: float | None) -> None:
         """The job must be one the caller may ``permission``; unknown and hidden alike 404."""

@@ -82,6 +82,7 @@ async def submit_file(
     title_enhance: bool = False,
     parent_child: bool | None = None,
     parent_chunk_size: int = 0,
+    access: ingest_pb2.FileAccess | None = None,
 ) -> ingest_pb2.Job:
     """Queue one file for ingestion; the job as submitted (``override``: re-index even content
     identical to what is indexed, instead of the no-op answered with ``unchanged``)."""
@@ -98,6 +99,8 @@ async def submit_file(
     )
     if parent_child is not None:  # unset: the knowledge base's setting
         request.parent_child = parent_child
+    if access is not None:  # unset: a new file is open, a re-upload keeps its list
+        request.access.CopyFrom(access)
     job: ingest_pb2.Job = await ingest.SubmitFile(request, timeout=settings.request_timeout_s)
     return job
 

@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -39,10 +39,14 @@ from services.common.errors import ZhikuError
 from services.ingest.broker import enqueue_ingest, queue_length
 from services.ingest.config import IngestSettings
 from services.ingest.metrics import JOBS_REPUBLISHED
+from services.ingest.store.access import FileAccess
 from services.ingest.store.catalog import Catalog
 from services.ingest.store.files import file_not_found
-from services.ingest.store.records import ACTIVE_STATES, RUNNING_STATES, JobRecord, JobState
-from services.ingest.store.tables import NO_SYNC, FileRow, JobRow, KnowledgeBaseRow, job_record
+from services.ingest.store.records import ACTIVE_STATES, RUNNING_STATES, FileRecord, JobRecord, JobState
+from services.ingest.store.tables import NO_SYNC, FileRow, JobRow, KnowledgeBaseRow, file_record, job_record
+
+# Applies a file's acl tokens to its indexed points (a retrieve SetFileAcl call).
+ApplyAcl = Callable[[list[str]], None]
 
 log = logging.getLogger("zhiku.ingest.jobs")
 
@@ -75,8 +79,14 @@ class JobLifecycle:
         title_enhance: bool = False,
         override: bool = False,
         parent_chunk_size: int = 0,
+        access: FileAccess | None = None,
+        uploader: str = "",
     ) -> JobRecord:
         """Record an upload: the file row (new or replaced) and a QUEUED job that owns it.
+
+        ``access`` replaces the file's access list (None: a new file is open, a re-upload keeps
+        the list); a non-empty ``uploader`` becomes the file's uploader, kept on a restricted
+        list. Both are written even when the content is unchanged.
 
         Content identical to the file's current upload (same hash, its job succeeded or still
         running) is a no-op unless ``override``: the answer is that job, marked ``unchanged``,
@@ -95,6 +105,8 @@ class JobLifecycle:
                 file_row = session.scalar(
                     select(FileRow).where(FileRow.kb_id == kb_id, FileRow.name == file_name).with_for_update()
                 )
+                if file_row is not None:
+                    _set_access(file_row, access, uploader)
                 if file_row is not None and not override and file_row.content_hash == content_hash:
                     current = session.get(JobRow, file_row.job_id)
                     if current is not None and current.state not in (
@@ -104,6 +116,7 @@ class JobLifecycle:
                         return job_record(kb, current, unchanged=True)
                 if file_row is None:
                     file_row = FileRow(kb_id=kb_id, name=file_name, chunks=0, created_at=now)
+                    _set_access(file_row, access, uploader)
                     session.add(file_row)
                 else:
                     self._cancel_active(session, kb_id, file_name, f"superseded by job {job_id}")
@@ -142,6 +155,29 @@ class JobLifecycle:
                 return job_record(kb, job)
 
         return self._database.retry_on_conflict(work)
+
+    def set_access(self, kb: str, file_name: str, access: FileAccess | None, apply: ApplyAcl) -> FileRecord:
+        """Write the file's access list (None: keep it) and ``apply`` its tokens to the file's
+        points inside the same transaction, holding the file's row.
+
+        Holding the row orders this against other changes of the list and against a job's
+        :meth:`finish_job`, which re-applies the list if it changed while the job indexed; so
+        whatever interleaving, the points end with the catalog's list. If ``apply`` fails
+        (retrieve down), nothing is recorded.
+        """
+        with self._database.session(write=True) as session:
+            kb_id = self._database.kb_row(session, kb).id
+            row = session.scalar(
+                select(FileRow).where(FileRow.kb_id == kb_id, FileRow.name == file_name).with_for_update()
+            )
+            if row is None:
+                raise file_not_found(kb, file_name)
+            if access is not None:
+                _set_access(row, access, "")
+                row.updated_at = time.time()
+            apply(FileAccess.from_json(row.access).tokens())
+            session.flush()
+            return file_record(kb, row)
 
     @staticmethod
     def _cancel_active(session: Session, kb_id: int, file_name: str, reason: str) -> None:
@@ -350,7 +386,13 @@ class JobLifecycle:
         return self._transition(job_id, {"progress": progress}, {})
 
     def finish_job(
-        self, job_id: str, chunks: int, embed_model: str = "", swap: Callable[[], None] | None = None
+        self,
+        job_id: str,
+        chunks: int,
+        embed_model: str = "",
+        swap: Callable[[], None] | None = None,
+        acl: Sequence[str] | None = None,
+        reapply: ApplyAcl | None = None,
     ) -> bool:
         """Mark success and give the file its chunk count; False when the job lost ownership.
 
@@ -358,7 +400,9 @@ class JobLifecycle:
         file's row, once the job is known to still own the file: a superseding upload or a
         cancel can then neither slip in between the check and the delete (which would remove
         the newer job's points) nor leave the count unwritten after it. If it raises, nothing
-        is recorded.
+        is recorded. Likewise ``reapply``: when the file's access list changed since the job
+        read it (``acl``, the tokens its points carry), the current tokens are applied before
+        the job is recorded as done (see :meth:`set_access`).
         """
         with self._database.session(write=True) as session:
             self._lock_file_of(session, job_id)
@@ -379,6 +423,11 @@ class JobLifecycle:
             )
             if swap is not None and earlier is not None:
                 swap()
+            if reapply is not None:
+                stored = session.scalar(select(FileRow.access).where(FileRow.id == owner))
+                current = FileAccess.from_json(stored).tokens()
+                if acl is None or current != list(acl):
+                    reapply(current)
             changed = session.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.state.in_(_ACTIVE))
@@ -450,6 +499,15 @@ class JobLifecycle:
         if not self.requeue_waiting(job.id, error, dependency, now + delay_s):
             return JobState.CANCELLED
         return JobState.QUEUED
+
+
+def _set_access(row: FileRow, access: FileAccess | None, uploader: str) -> None:
+    """A file row's access list (None: keep it) and uploader (empty: keep it); a restricted
+    list always holds the uploader."""
+    if uploader:
+        row.uploader = uploader
+    kept = FileAccess.from_json(row.access) if access is None else access
+    row.access = kept.with_uploader(row.uploader or "").to_json()
 
 
 def _duration(seconds: float) -> str:

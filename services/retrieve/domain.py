@@ -26,6 +26,11 @@ log = logging.getLogger("zhiku.retrieve")
 TEXT, FILE_NAME, CHUNK_INDEX, METADATA = "text", "file_name", "chunk_index", "metadata"
 # Parent-child chunks only: the parent section a child belongs to (absent for plain chunks).
 PARENT_ID, PARENT_TEXT = "parent_id", "parent_text"
+# Document access: keyword list of reader tokens, indexed like file_name (see check_acl).
+ACL = "acl"
+OPEN_ACL = "*"
+ACL_PREFIXES = ("user:", "group:")
+MAX_ACL_TOKENS = 1000
 # Name of the dense vector in every collection; the sparse (BM25) vector is sparse.SPARSE.
 DENSE = "dense"
 
@@ -64,6 +69,19 @@ def check_dimension(collection: str, expected: int, got: int, what: str) -> None
         )
 
 
+def check_acl(tokens: Sequence[str], what: str) -> tuple[str, ...]:
+    """Access tokens as stored and matched: ``*``, ``user:<id>`` or ``group:<name>``, each
+    non-empty after its prefix; duplicates dropped, order kept."""
+    if len(tokens) > MAX_ACL_TOKENS:
+        raise InvalidArgument(f"{what}: {len(tokens)} access tokens; the limit is {MAX_ACL_TOKENS}")
+    for token in tokens:
+        if token != OPEN_ACL and not any(
+            token.startswith(prefix) and len(token) > len(prefix) for prefix in ACL_PREFIXES
+        ):
+            raise InvalidArgument(f"{what}: access token {token!r} is not '*', 'user:<id>' or 'group:<name>'")
+    return tuple(dict.fromkeys(tokens))
+
+
 def canonical_id(raw: str) -> str:
     """Point ids are UUID strings; store and return them in canonical lowercase form."""
     try:
@@ -84,6 +102,8 @@ class PointRecord:
     parent_text: str = ""
     # BM25 term weights of ``text``; empty when the text has no words.
     sparse: SparseVector = field(default_factory=lambda: SparseVector([], []))
+    # Who may read the chunk (check_acl); empty: no ``acl`` field, open to every reader.
+    acl: tuple[str, ...] = ()
 
     @classmethod
     def from_pb(cls, point: retrieve_pb2.Point, encoder: SparseEncoder | None = None) -> PointRecord:
@@ -103,6 +123,7 @@ class PointRecord:
             parent_id=point.parent_id,
             parent_text=point.parent_text,
             sparse=encoder.document(point.text) if encoder is not None else SparseVector([], []),
+            acl=check_acl(point.acl, what),
         )
 
     def payload(self) -> dict[str, Any]:
@@ -114,6 +135,8 @@ class PointRecord:
         }
         if self.parent_id:
             payload[PARENT_ID], payload[PARENT_TEXT] = self.parent_id, self.parent_text
+        if self.acl:
+            payload[ACL] = list(self.acl)
         return payload
 
 
@@ -143,6 +166,9 @@ class SearchQuery:
     sparse: SparseVector = field(default_factory=lambda: SparseVector([], []))
     metadata_filter: tuple[tuple[str, str], ...] = ()
     fusion: str = FUSION_DBSF
+    # Document access: None searches every chunk; else only chunks whose acl holds one of
+    # these tokens (always with "*") or that have no acl. Applied inside the vector query.
+    reader_acl: tuple[str, ...] | None = None
 
     @classmethod
     def from_pb(
@@ -194,6 +220,11 @@ class SearchQuery:
             sparse=sparse,
             metadata_filter=tuple(sorted(request.metadata_filter.items())),
             fusion=fusion,
+            reader_acl=(
+                (OPEN_ACL, *(t for t in check_acl(request.reader_acl, "reader_acl") if t != OPEN_ACL))
+                if request.enforce_acl
+                else None
+            ),
         )
 
     def without_sparse(self) -> SearchQuery:
@@ -205,6 +236,7 @@ class SearchQuery:
             file_names=self.file_names,
             mode=MODE_DENSE,
             metadata_filter=self.metadata_filter,
+            reader_acl=self.reader_acl,
         )
 
 

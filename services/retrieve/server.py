@@ -18,7 +18,7 @@ from services.common.service_names import RETRIEVE_SERVICE
 from services.retrieve.backends import create_backend
 from services.retrieve.backends.base import RetrieveBackend
 from services.retrieve.config import RetrieveSettings
-from services.retrieve.domain import SearchQuery, points_from_pb
+from services.retrieve.domain import OPEN_ACL, SearchQuery, check_acl, points_from_pb
 from services.retrieve.metrics import DELETED_POINTS, SEARCH_HITS, UPSERTED_POINTS
 from services.retrieve.sparse import SparseEncoder
 from zhiku.v1 import retrieve_pb2, retrieve_pb2_grpc
@@ -90,6 +90,20 @@ class RetrieveServicer(retrieve_pb2_grpc.RetrieveServiceServicer):
         deleted = await self._backend.delete_by_file(name, request.file_name, keep, only)
         DELETED_POINTS.labels(self._backend.name).inc(deleted)
         return retrieve_pb2.DeleteByFileResponse(deleted=deleted)
+
+    async def SetFileAcl(
+        self,
+        request: retrieve_pb2.SetFileAclRequest,
+        context: grpc.aio.ServicerContext[retrieve_pb2.SetFileAclRequest, retrieve_pb2.SetFileAclResponse],
+    ) -> retrieve_pb2.SetFileAclResponse:
+        name = check_kb_name(request.collection)
+        if not request.file_name:
+            raise InvalidArgument("file_name is empty")
+        acl = check_acl(request.acl, "acl")
+        if not acl:
+            raise InvalidArgument(f"acl is empty: use [{OPEN_ACL!r}] to open the file to every reader")
+        updated = await self._backend.set_file_acl(name, request.file_name, acl)
+        return retrieve_pb2.SetFileAclResponse(updated=updated)
 
     async def DropCollection(
         self,

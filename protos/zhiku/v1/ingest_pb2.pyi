@@ -120,8 +120,16 @@ class Job(_message.Message):
     parent_chunk_size: int
     def __init__(self, id: _Optional[str] = ..., knowledge_base: _Optional[str] = ..., file_name: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[float] = ..., chunks: _Optional[int] = ..., error: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., unchanged: _Optional[bool] = ..., attempts: _Optional[int] = ..., chunk_size: _Optional[int] = ..., chunk_overlap: _Optional[int] = ..., splitter: _Optional[str] = ..., title_enhance: _Optional[bool] = ..., parent_chunk_size: _Optional[int] = ...) -> None: ...
 
+class FileAccess(_message.Message):
+    __slots__ = ("users", "groups")
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    users: _containers.RepeatedScalarFieldContainer[str]
+    groups: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, users: _Optional[_Iterable[str]] = ..., groups: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class SubmitFileRequest(_message.Message):
-    __slots__ = ("knowledge_base", "file_name", "content", "chunk_size", "chunk_overlap", "override", "splitter", "title_enhance", "parent_child", "parent_chunk_size")
+    __slots__ = ("knowledge_base", "file_name", "content", "chunk_size", "chunk_overlap", "override", "splitter", "title_enhance", "parent_child", "parent_chunk_size", "access", "uploader")
     KNOWLEDGE_BASE_FIELD_NUMBER: _ClassVar[int]
     FILE_NAME_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +140,8 @@ class SubmitFileRequest(_message.Message):
     TITLE_ENHANCE_FIELD_NUMBER: _ClassVar[int]
     PARENT_CHILD_FIELD_NUMBER: _ClassVar[int]
     PARENT_CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_FIELD_NUMBER: _ClassVar[int]
+    UPLOADER_FIELD_NUMBER: _ClassVar[int]
     knowledge_base: str
     file_name: str
     content: bytes
@@ -142,7 +152,9 @@ class SubmitFileRequest(_message.Message):
     title_enhance: bool
     parent_child: bool
     parent_chunk_size: int
-    def __init__(self, knowledge_base: _Optional[str] = ..., file_name: _Optional[str] = ..., content: _Optional[bytes] = ..., chunk_size: _Optional[int] = ..., chunk_overlap: _Optional[int] = ..., override: _Optional[bool] = ..., splitter: _Optional[str] = ..., title_enhance: _Optional[bool] = ..., parent_child: _Optional[bool] = ..., parent_chunk_size: _Optional[int] = ...) -> None: ...
+    access: FileAccess
+    uploader: str
+    def __init__(self, knowledge_base: _Optional[str] = ..., file_name: _Optional[str] = ..., content: _Optional[bytes] = ..., chunk_size: _Optional[int] = ..., chunk_overlap: _Optional[int] = ..., override: _Optional[bool] = ..., splitter: _Optional[str] = ..., title_enhance: _Optional[bool] = ..., parent_child: _Optional[bool] = ..., parent_chunk_size: _Optional[int] = ..., access: _Optional[_Union[FileAccess, _Mapping]] = ..., uploader: _Optional[str] = ...) -> None: ...
 
 class ReindexFileRequest(_message.Message):
     __slots__ = ("knowledge_base", "file_name", "chunk_size", "chunk_overlap", "splitter", "title_enhance", "parent_child", "parent_chunk_size")
@@ -191,7 +203,7 @@ class GetJobRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class FileInfo(_message.Message):
-    __slots__ = ("name", "size", "content_hash", "chunks", "state", "error", "created_at", "updated_at", "job_id")
+    __slots__ = ("name", "size", "content_hash", "chunks", "state", "error", "created_at", "updated_at", "job_id", "access", "uploader")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -201,6 +213,8 @@ class FileInfo(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_FIELD_NUMBER: _ClassVar[int]
+    UPLOADER_FIELD_NUMBER: _ClassVar[int]
     name: str
     size: int
     content_hash: str
@@ -210,7 +224,27 @@ class FileInfo(_message.Message):
     created_at: float
     updated_at: float
     job_id: str
-    def __init__(self, name: _Optional[str] = ..., size: _Optional[int] = ..., content_hash: _Optional[str] = ..., chunks: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., error: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., job_id: _Optional[str] = ...) -> None: ...
+    access: FileAccess
+    uploader: str
+    def __init__(self, name: _Optional[str] = ..., size: _Optional[int] = ..., content_hash: _Optional[str] = ..., chunks: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., error: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., job_id: _Optional[str] = ..., access: _Optional[_Union[FileAccess, _Mapping]] = ..., uploader: _Optional[str] = ...) -> None: ...
+
+class GetFileRequest(_message.Message):
+    __slots__ = ("knowledge_base", "file_name")
+    KNOWLEDGE_BASE_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    knowledge_base: str
+    file_name: str
+    def __init__(self, knowledge_base: _Optional[str] = ..., file_name: _Optional[str] = ...) -> None: ...
+
+class SetFileAccessRequest(_message.Message):
+    __slots__ = ("knowledge_base", "file_name", "access")
+    KNOWLEDGE_BASE_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_FIELD_NUMBER: _ClassVar[int]
+    knowledge_base: str
+    file_name: str
+    access: FileAccess
+    def __init__(self, knowledge_base: _Optional[str] = ..., file_name: _Optional[str] = ..., access: _Optional[_Union[FileAccess, _Mapping]] = ...) -> None: ...
 
 class ListFilesRequest(_message.Message):
     __slots__ = ("knowledge_base",)

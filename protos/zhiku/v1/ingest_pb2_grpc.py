@@ -69,6 +69,16 @@ class IngestServiceStub:
                 request_serializer=zhiku_dot_v1_dot_ingest__pb2.ListFilesRequest.SerializeToString,
                 response_deserializer=zhiku_dot_v1_dot_ingest__pb2.ListFilesResponse.FromString,
                 _registered_method=True)
+        self.GetFile = channel.unary_unary(
+                '/zhiku.v1.IngestService/GetFile',
+                request_serializer=zhiku_dot_v1_dot_ingest__pb2.GetFileRequest.SerializeToString,
+                response_deserializer=zhiku_dot_v1_dot_ingest__pb2.FileInfo.FromString,
+                _registered_method=True)
+        self.SetFileAccess = channel.unary_unary(
+                '/zhiku.v1.IngestService/SetFileAccess',
+                request_serializer=zhiku_dot_v1_dot_ingest__pb2.SetFileAccessRequest.SerializeToString,
+                response_deserializer=zhiku_dot_v1_dot_ingest__pb2.FileInfo.FromString,
+                _registered_method=True)
         self.DeleteFile = channel.unary_unary(
                 '/zhiku.v1.IngestService/DeleteFile',
                 request_serializer=zhiku_dot_v1_dot_ingest__pb2.DeleteFileRequest.SerializeToString,
@@ -162,6 +172,19 @@ class IngestServiceServicer:
 
     def ListFiles(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFile(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetFileAccess(self, request, context):
+        """Change who may read a file: the catalog and the file's points, without re-embedding.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -263,6 +286,16 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.ListFiles,
                     request_deserializer=zhiku_dot_v1_dot_ingest__pb2.ListFilesRequest.FromString,
                     response_serializer=zhiku_dot_v1_dot_ingest__pb2.ListFilesResponse.SerializeToString,
+            ),
+            'GetFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFile,
+                    request_deserializer=zhiku_dot_v1_dot_ingest__pb2.GetFileRequest.FromString,
+                    response_serializer=zhiku_dot_v1_dot_ingest__pb2.FileInfo.SerializeToString,
+            ),
+            'SetFileAccess': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetFileAccess,
+                    request_deserializer=zhiku_dot_v1_dot_ingest__pb2.SetFileAccessRequest.FromString,
+                    response_serializer=zhiku_dot_v1_dot_ingest__pb2.FileInfo.SerializeToString,
             ),
             'DeleteFile': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteFile,
@@ -504,6 +537,60 @@ class IngestService:
             '/zhiku.v1.IngestService/ListFiles',
             zhiku_dot_v1_dot_ingest__pb2.ListFilesRequest.SerializeToString,
             zhiku_dot_v1_dot_ingest__pb2.ListFilesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zhiku.v1.IngestService/GetFile',
+            zhiku_dot_v1_dot_ingest__pb2.GetFileRequest.SerializeToString,
+            zhiku_dot_v1_dot_ingest__pb2.FileInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetFileAccess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zhiku.v1.IngestService/SetFileAccess',
+            zhiku_dot_v1_dot_ingest__pb2.SetFileAccessRequest.SerializeToString,
+            zhiku_dot_v1_dot_ingest__pb2.FileInfo.FromString,
             options,
             channel_credentials,
             insecure,

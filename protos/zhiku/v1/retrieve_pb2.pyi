@@ -29,7 +29,7 @@ HYBRID_FUSION_DBSF: HybridFusion
 HYBRID_FUSION_RRF: HybridFusion
 
 class Point(_message.Message):
-    __slots__ = ("id", "vector", "file_name", "chunk_index", "text", "metadata", "parent_id", "parent_text")
+    __slots__ = ("id", "vector", "file_name", "chunk_index", "text", "metadata", "parent_id", "parent_text", "acl")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class Point(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     PARENT_ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_TEXT_FIELD_NUMBER: _ClassVar[int]
+    ACL_FIELD_NUMBER: _ClassVar[int]
     id: str
     vector: _containers.RepeatedScalarFieldContainer[float]
     file_name: str
@@ -53,7 +54,8 @@ class Point(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     parent_id: str
     parent_text: str
-    def __init__(self, id: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., file_name: _Optional[str] = ..., chunk_index: _Optional[int] = ..., text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., parent_id: _Optional[str] = ..., parent_text: _Optional[str] = ...) -> None: ...
+    acl: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., file_name: _Optional[str] = ..., chunk_index: _Optional[int] = ..., text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., parent_id: _Optional[str] = ..., parent_text: _Optional[str] = ..., acl: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EnsureCollectionRequest(_message.Message):
     __slots__ = ("collection", "dimension")
@@ -84,7 +86,7 @@ class UpsertResponse(_message.Message):
     def __init__(self, upserted: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "vector", "top_k", "score_threshold", "file_names", "query_text", "mode", "metadata_filter", "fusion")
+    __slots__ = ("collection", "vector", "top_k", "score_threshold", "file_names", "query_text", "mode", "metadata_filter", "fusion", "reader_acl", "enforce_acl")
     class MetadataFilterEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +103,8 @@ class SearchRequest(_message.Message):
     MODE_FIELD_NUMBER: _ClassVar[int]
     METADATA_FILTER_FIELD_NUMBER: _ClassVar[int]
     FUSION_FIELD_NUMBER: _ClassVar[int]
+    READER_ACL_FIELD_NUMBER: _ClassVar[int]
+    ENFORCE_ACL_FIELD_NUMBER: _ClassVar[int]
     collection: str
     vector: _containers.RepeatedScalarFieldContainer[float]
     top_k: int
@@ -110,7 +114,9 @@ class SearchRequest(_message.Message):
     mode: SearchMode
     metadata_filter: _containers.ScalarMap[str, str]
     fusion: HybridFusion
-    def __init__(self, collection: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., score_threshold: _Optional[float] = ..., file_names: _Optional[_Iterable[str]] = ..., query_text: _Optional[str] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., metadata_filter: _Optional[_Mapping[str, str]] = ..., fusion: _Optional[_Union[HybridFusion, str]] = ...) -> None: ...
+    reader_acl: _containers.RepeatedScalarFieldContainer[str]
+    enforce_acl: bool
+    def __init__(self, collection: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., score_threshold: _Optional[float] = ..., file_names: _Optional[_Iterable[str]] = ..., query_text: _Optional[str] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., metadata_filter: _Optional[_Mapping[str, str]] = ..., fusion: _Optional[_Union[HybridFusion, str]] = ..., reader_acl: _Optional[_Iterable[str]] = ..., enforce_acl: _Optional[bool] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("hits",)
@@ -149,6 +155,22 @@ class DeleteByFileResponse(_message.Message):
     DELETED_FIELD_NUMBER: _ClassVar[int]
     deleted: int
     def __init__(self, deleted: _Optional[int] = ...) -> None: ...
+
+class SetFileAclRequest(_message.Message):
+    __slots__ = ("collection", "file_name", "acl")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    ACL_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    file_name: str
+    acl: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., file_name: _Optional[str] = ..., acl: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SetFileAclResponse(_message.Message):
+    __slots__ = ("updated",)
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    updated: int
+    def __init__(self, updated: _Optional[int] = ...) -> None: ...
 
 class DropCollectionRequest(_message.Message):
     __slots__ = ("collection",)

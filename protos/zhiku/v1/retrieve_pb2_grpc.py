@@ -54,6 +54,11 @@ class RetrieveServiceStub:
                 request_serializer=zhiku_dot_v1_dot_retrieve__pb2.DeleteByFileRequest.SerializeToString,
                 response_deserializer=zhiku_dot_v1_dot_retrieve__pb2.DeleteByFileResponse.FromString,
                 _registered_method=True)
+        self.SetFileAcl = channel.unary_unary(
+                '/zhiku.v1.RetrieveService/SetFileAcl',
+                request_serializer=zhiku_dot_v1_dot_retrieve__pb2.SetFileAclRequest.SerializeToString,
+                response_deserializer=zhiku_dot_v1_dot_retrieve__pb2.SetFileAclResponse.FromString,
+                _registered_method=True)
         self.DropCollection = channel.unary_unary(
                 '/zhiku.v1.RetrieveService/DropCollection',
                 request_serializer=zhiku_dot_v1_dot_retrieve__pb2.DropCollectionRequest.SerializeToString,
@@ -93,6 +98,12 @@ class RetrieveServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetFileAcl(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DropCollection(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -127,6 +138,11 @@ def add_RetrieveServiceServicer_to_server(servicer, server):
                     servicer.DeleteByFile,
                     request_deserializer=zhiku_dot_v1_dot_retrieve__pb2.DeleteByFileRequest.FromString,
                     response_serializer=zhiku_dot_v1_dot_retrieve__pb2.DeleteByFileResponse.SerializeToString,
+            ),
+            'SetFileAcl': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetFileAcl,
+                    request_deserializer=zhiku_dot_v1_dot_retrieve__pb2.SetFileAclRequest.FromString,
+                    response_serializer=zhiku_dot_v1_dot_retrieve__pb2.SetFileAclResponse.SerializeToString,
             ),
             'DropCollection': grpc.unary_unary_rpc_method_handler(
                     servicer.DropCollection,
@@ -247,6 +263,33 @@ class RetrieveService:
             '/zhiku.v1.RetrieveService/DeleteByFile',
             zhiku_dot_v1_dot_retrieve__pb2.DeleteByFileRequest.SerializeToString,
             zhiku_dot_v1_dot_retrieve__pb2.DeleteByFileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetFileAcl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zhiku.v1.RetrieveService/SetFileAcl',
+            zhiku_dot_v1_dot_retrieve__pb2.SetFileAclRequest.SerializeToString,
+            zhiku_dot_v1_dot_retrieve__pb2.SetFileAclResponse.FromString,
             options,
             channel_credentials,
             insecure,

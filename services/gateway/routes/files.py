@@ -18,6 +18,7 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile, status
+from pydantic import ValidationError
 
 from services.gateway.audit import AuditAction
 from services.gateway.deps import (
@@ -30,6 +31,7 @@ from services.gateway.deps import (
 )
 from services.gateway.errors import HttpApiError
 from services.gateway.schemas.native import (
+    FileAccess,
     FileEntry,
     FileList,
     ReindexRequest,
@@ -68,10 +70,18 @@ async def upload_files(
     parent_chunk_size: Annotated[
         int, Form(ge=0, le=MAX_CHUNK_SIZE, description="parents' size bound; 0: the KB's or 1500")
     ] = 0,
+    access: Annotated[
+        str | None,
+        Form(
+            description='who may read these files, JSON {"users": [ids], "groups": [names]}; '
+            "unset: new files are open, re-uploads keep their list"
+        ),
+    ] = None,
 ) -> UploadAccepted:
     """Queue each file for ingestion; answers before any parsing happens."""
     if chunk_size and chunk_overlap >= chunk_size:
         raise HttpApiError(422, "chunk_overlap must be smaller than chunk_size", param="chunk_overlap")
+    access_list = None if access is None else parse_access(access).to_pb()
     names = upload_names(files)
     # Fail fast on an unknown knowledge base before shipping megabytes to the ingest service.
     await ingest.GetKnowledgeBase(
@@ -93,6 +103,7 @@ async def upload_files(
             title_enhance=title_enhance,
             parent_child=parent_child,
             parent_chunk_size=parent_chunk_size,
+            access=access_list,
         )
         jobs.append(SubmittedJob.from_pb(job, name))
         await audit.record(
@@ -103,6 +114,42 @@ async def upload_files(
             detail={"bytes": len(content), "job_id": job.id, "override": override},
         )
     return UploadAccepted(jobs=jobs)
+
+
+def parse_access(raw: str) -> FileAccess:
+    """The upload form's ``access`` field; a 422 naming the field when it is not the JSON shape."""
+    try:
+        return FileAccess.model_validate_json(raw)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        raise HttpApiError(
+            422, f"access: {where + ': ' if where else ''}{problem['msg']}", param="access"
+        ) from None
+
+
+@router.get("/{file_name}/access", response_model=FileAccess)
+async def get_file_access(
+    kb: KnowledgeBaseName, file_name: FileName, ingest: IngestStub, settings: SettingsDep
+) -> FileAccess:
+    """Who may read the file (both lists empty: everyone who may view the knowledge base)."""
+    info = await ingest.GetFile(
+        ingest_pb2.GetFileRequest(knowledge_base=kb, file_name=file_name), timeout=settings.request_timeout_s
+    )
+    return FileAccess.from_pb(info.access)
+
+
+@router.put("/{file_name}/access", response_model=FileAccess)
+async def set_file_access(
+    kb: KnowledgeBaseName, file_name: FileName, body: FileAccess, ingest: IngestStub, settings: SettingsDep
+) -> FileAccess:
+    """Replace who may read the file; its indexed chunks follow at once, without re-embedding.
+    A restricted list always keeps the file's uploader."""
+    info = await ingest.SetFileAccess(
+        ingest_pb2.SetFileAccessRequest(knowledge_base=kb, file_name=file_name, access=body.to_pb()),
+        timeout=settings.request_timeout_s,
+    )
+    return FileAccess.from_pb(info.access)
 
 
 @router.post("/{file_name}/reindex", status_code=status.HTTP_202_ACCEPTED, response_model=UploadAccepted)

@@ -97,6 +97,27 @@ class KnowledgeBaseList(BaseModel):
     data: list[KnowledgeBase]
 
 
+# Longest user id or group name an access list takes (the ingest catalog's bound).
+ACCESS_ENTRY_MAX_CHARS = 255
+AccessEntry = Annotated[str, Field(min_length=1, max_length=ACCESS_ENTRY_MAX_CHARS, pattern=r"^\S+$")]
+
+
+class FileAccess(BaseModel):
+    """Who may read a file's text (search, chat citations, download): user ids and group
+    names. Both empty: everyone who may view the knowledge base. A restricted list always
+    keeps the file's uploader."""
+
+    users: list[AccessEntry] = Field(default_factory=list, max_length=1000)
+    groups: list[AccessEntry] = Field(default_factory=list, max_length=1000)
+
+    @classmethod
+    def from_pb(cls, access: ingest_pb2.FileAccess) -> FileAccess:
+        return cls(users=list(access.users), groups=list(access.groups))
+
+    def to_pb(self) -> ingest_pb2.FileAccess:
+        return ingest_pb2.FileAccess(users=self.users, groups=self.groups)
+
+
 class FileEntry(BaseModel):
     file_name: str
     name: str = Field(description="same as file_name (kept for older clients)")
@@ -109,6 +130,8 @@ class FileEntry(BaseModel):
     uploaded_at: float = Field(description="unix seconds of the first upload")
     created_at: float = Field(description="unix seconds (same as uploaded_at)")
     updated_at: float = Field(description="unix seconds of the latest change")
+    access: FileAccess = Field(description="who may read the file; both lists empty: everyone")
+    uploader: str | None = Field(description="user id of the latest uploader (None for keys without a user)")
 
     @classmethod
     def from_pb(cls, info: ingest_pb2.FileInfo) -> FileEntry:
@@ -124,6 +147,8 @@ class FileEntry(BaseModel):
             uploaded_at=info.created_at,
             created_at=info.created_at,
             updated_at=info.updated_at or info.created_at,
+            access=FileAccess.from_pb(info.access),
+            uploader=info.uploader or None,
         )
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI
+
 from services.common.config import CommonSettings
 from services.embed.config import EmbedSettings
 from services.embed.server import build_spec as build_embed
@@ -41,6 +43,7 @@ class Stack:
     addresses: dict[str, str]
     worker_log: Path
     data_dir: Path  # catalog.db there holds the ingest catalog and the gateway's gw_ tables
+    app: FastAPI | None = None  # the gateway app being served
 
 
 def _worker(data_dir: Path, ingest: IngestSettings, addresses: dict[str, str], log: Path) -> subprocess.Popen:
@@ -56,7 +59,7 @@ def _worker(data_dir: Path, ingest: IngestSettings, addresses: dict[str, str], l
         "ZHIKU_INGEST_BLOB_DIR": str(ingest.blob_dir),
         "ZHIKU_INGEST_QUEUE": ingest.queue,
         "ZHIKU_INGEST_WORKER_METRICS_PORT": "0",
-        "ZHIKU_INGEST_MAX_FILE_MB": str(INGEST_MAX_FILE_MB),
+        "ZHIKU_INGEST_MAX_FILE_MB": str(ingest.max_file_mb),
         "ZHIKU_INGEST_SOURCES_KEY": ingest.sources_key,
         "ZHIKU_INGEST_SOURCES_ALLOW_PRIVATE_NETWORKS": str(ingest.sources_allow_private_networks).lower(),
     }
@@ -87,21 +90,30 @@ async def running_stack(
     data_dir: Path,
     generate: dict[str, Any] | None = None,
     ingest: dict[str, Any] | None = None,
+    retrieve: dict[str, Any] | None = None,
     **gateway_overrides: Any,
 ) -> AsyncIterator[Stack]:
     """The stack; ``generate`` overrides the generate service's settings (extractive by default),
-    ``ingest`` the ingest service's (and its worker's, for the sources' settings)."""
+    ``ingest`` the ingest service's (and its worker's, for the sources' settings), ``retrieve``
+    the retrieve service's (Qdrant Edge by default; ``{"backend": "qdrant", "qdrant_path": ...}``
+    runs the qdrant-client backend)."""
     common = CommonSettings(data_dir=data_dir, log_json=False)
     async with AsyncExitStack() as stack:
         embed_settings = EmbedSettings(backend="local", local_model="use", metrics_port=0, common=common)
         retrieve_settings = RetrieveSettings(
-            backend="edge", metrics_port=0, edge_optimize_delay_s=0, common=common
+            **{
+                "backend": "edge",
+                "metrics_port": 0,
+                "edge_optimize_delay_s": 0,
+                "common": common,
+                **(retrieve or {}),
+            }
         )
         generate_settings = GenerateSettings(
             **{"backend": "extractive", "metrics_port": 0, "common": common, **(generate or {})}
         )
         embed = await stack.enter_async_context(running_service(build_embed(embed_settings), embed_settings))
-        retrieve = await stack.enter_async_context(
+        retrieve_service = await stack.enter_async_context(
             running_service(build_retrieve(retrieve_settings), retrieve_settings)
         )
         generate_service = await stack.enter_async_context(
@@ -109,20 +121,22 @@ async def running_stack(
         )
         addresses = {
             "embed": f"127.0.0.1:{embed.port}",
-            "retrieve": f"127.0.0.1:{retrieve.port}",
+            "retrieve": f"127.0.0.1:{retrieve_service.port}",
             "generate": f"127.0.0.1:{generate_service.port}",
         }
         wired = common.model_copy(update={f"{name}_addr": address for name, address in addresses.items()})
         ingest_settings = IngestSettings(
-            metrics_port=0,
-            catalog_url=f"sqlite:///{data_dir / 'catalog.db'}",
-            redis_url="",
-            blob_dir=data_dir / "blobs",
-            queue=f"zhiku-gw-test-{uuid.uuid4().hex[:8]}",
-            metrics_refresh_s=0,
-            max_file_mb=INGEST_MAX_FILE_MB,
-            common=wired,
-            **(ingest or {}),
+            **{
+                "metrics_port": 0,
+                "catalog_url": f"sqlite:///{data_dir / 'catalog.db'}",
+                "redis_url": "",
+                "blob_dir": data_dir / "blobs",
+                "queue": f"zhiku-gw-test-{uuid.uuid4().hex[:8]}",
+                "metrics_refresh_s": 0,
+                "max_file_mb": INGEST_MAX_FILE_MB,
+                "common": wired,
+                **(ingest or {}),
+            }
         )
         ingest_service = await stack.enter_async_context(
             running_service(build_ingest(ingest_settings), ingest_settings)
@@ -145,5 +159,6 @@ async def running_stack(
             common=common.model_copy(update={f"{name}_addr": address for name, address in addresses.items()}),
             **gateway_overrides,
         )
-        url = await stack.enter_async_context(served(create_app(gateway)))
-        yield Stack(url=url, addresses=addresses, worker_log=worker_log, data_dir=data_dir)
+        app = create_app(gateway)
+        url = await stack.enter_async_context(served(app))
+        yield Stack(url=url, addresses=addresses, worker_log=worker_log, data_dir=data_dir, app=app)

@@ -33,9 +33,10 @@ from services.ingest.api.sources import SourceMethods
 from services.ingest.broker import IngestCelery, enqueue_ingest
 from services.ingest.config import IngestSettings
 from services.ingest.jobs import GENERATION_KEY, JobLifecycle
+from services.ingest.store.access import FileAccess
 from services.ingest.store.blobs import BlobStore, sha256_hex
 from services.ingest.store.catalog import Catalog
-from services.ingest.store.records import SPLITTERS, JobRecord
+from services.ingest.store.records import SPLITTERS, FileRecord, JobRecord
 from zhiku.v1 import embed_pb2, ingest_pb2, ingest_pb2_grpc, retrieve_pb2
 
 log = logging.getLogger("zhiku.ingest")
@@ -212,6 +213,9 @@ class IngestServicer(SourceMethods, ingest_pb2_grpc.IngestServiceServicer):
         chunk_size, chunk_overlap = self._chunking(request)
         splitter = _splitter(request.splitter)
         request_id = current_request_id()
+        access = FileAccess.from_pb(request.access) if request.HasField("access") else None
+        uploader = request.uploader.strip()
+        previous: list[FileRecord] = []
 
         def record() -> JobRecord:
             # The blocking steps in one thread hop (an upload is hundreds of small files).
@@ -226,6 +230,7 @@ class IngestServicer(SourceMethods, ingest_pb2_grpc.IngestServiceServicer):
             )
             content_hash = sha256_hex(request.content)
             existing = self.catalog.files.find(kb, name)
+            previous.extend([existing] if existing is not None else [])
             if existing is None or existing.content_hash != content_hash:
                 # Identical bytes are already stored: the blob is left alone for running readers.
                 self.blobs.write(kb, name, request.content)
@@ -241,9 +246,14 @@ class IngestServicer(SourceMethods, ingest_pb2_grpc.IngestServiceServicer):
                 title_enhance=request.title_enhance,
                 override=request.override,
                 parent_chunk_size=parents,
+                access=access,
+                uploader=uploader,
             )
 
         job = await asyncio.to_thread(record)
+        if previous and (access is not None or uploader):
+            # The file's indexed points follow its new list now, not when the new job ends.
+            await self._sync_access(kb, name, None, unless=previous[0].access.tokens())
         if job.unchanged:
             log.info("%s/%s is unchanged (job %s); nothing queued", kb, name, job.id)
             return job.to_pb()
@@ -303,6 +313,46 @@ class IngestServicer(SourceMethods, ingest_pb2_grpc.IngestServiceServicer):
         await self._enqueue(job)
         log.info("queued reindex job %s for %s/%s", job.id, kb, name)
         return job.to_pb()
+
+    async def _sync_access(
+        self, kb: str, name: str, access: FileAccess | None, unless: list[str] | None = None
+    ) -> FileRecord:
+        """Record ``access`` (None: keep the list) and apply the file's tokens to its points,
+        in one catalog transaction holding the file's row (JobLifecycle.set_access); the
+        retrieve call runs on this loop while the catalog thread waits for it. ``unless``:
+        tokens the points already carry, so no call is needed when they did not change."""
+        loop = asyncio.get_running_loop()
+
+        def apply(acl: list[str]) -> None:
+            if unless is not None and acl == unless:
+                return
+            request = retrieve_pb2.SetFileAclRequest(collection=kb, file_name=name, acl=acl)
+            call = self._retrieve_call("SetFileAcl", request, missing_ok=True)
+            asyncio.run_coroutine_threadsafe(call, loop).result()
+
+        return await asyncio.to_thread(self.lifecycle.set_access, kb, name, access, apply)
+
+    async def GetFile(
+        self,
+        request: ingest_pb2.GetFileRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.GetFileRequest, ingest_pb2.FileInfo],
+    ) -> ingest_pb2.FileInfo:
+        kb = check_kb_name(request.knowledge_base)
+        name = check_file_name(request.file_name)
+        return (await asyncio.to_thread(self.catalog.files.get, kb, name)).to_pb()
+
+    async def SetFileAccess(
+        self,
+        request: ingest_pb2.SetFileAccessRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.SetFileAccessRequest, ingest_pb2.FileInfo],
+    ) -> ingest_pb2.FileInfo:
+        """Change who may read a file: the catalog and its points (no re-embedding)."""
+        kb = check_kb_name(request.knowledge_base)
+        name = check_file_name(request.file_name)
+        access = FileAccess.from_pb(request.access)
+        record = await self._sync_access(kb, name, access)
+        log.info("access of %s/%s is now %s", kb, name, record.access.tokens())
+        return record.to_pb()
 
     async def ListJobs(
         self,

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from services.common.errors import NotFound
+from services.common.errors import NotFound, file_not_found
 from services.ingest.store.database import CatalogDatabase
 from services.ingest.store.records import FileRecord
 from services.ingest.store.tables import FileRow, file_record
 
-
-def file_not_found(kb: str, file_name: str) -> NotFound:
-    return NotFound(f"file {file_name!r} does not exist in knowledge base {kb!r}")
+__all__ = ["FileRepository", "file_not_found"]
 
 
 class FileRepository:

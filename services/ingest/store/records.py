@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import cast
 
+from services.ingest.store.access import OPEN, FileAccess
 from zhiku.v1 import ingest_pb2
 
 
@@ -77,6 +78,8 @@ class FileRecord:
     job_id: str
     created_at: float
     updated_at: float
+    access: FileAccess = OPEN
+    uploader: str = ""
 
     def to_pb(self) -> ingest_pb2.FileInfo:
         return ingest_pb2.FileInfo(
@@ -89,6 +92,8 @@ class FileRecord:
             created_at=self.created_at,
             updated_at=self.updated_at,
             job_id=self.job_id,
+            access=self.access.to_pb(),
+            uploader=self.uploader,
         )
 
 

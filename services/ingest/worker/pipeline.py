@@ -122,6 +122,8 @@ class _Run:
     job: JobRecord
     # How many points of this job's generation were upserted (0: the index is untouched).
     indexed: int = 0
+    # The file's acl tokens its points were written with (read from the catalog at indexing).
+    acl: list[str] = field(default_factory=list)
     # The stage and progress the worker is at, and what the catalog was last told (writes
     # are throttled; what was held back is written while the job waits, see _await).
     stage: JobState = JobState.PARSING
@@ -250,7 +252,7 @@ class IngestPipeline:
         vectors, model = self._embed_chunks(run, chunks)
         self._report(run, JobState.INDEXING, INDEX_START)
         self._index(run, chunks, vectors)
-        self._swap(job, len(chunks), model)
+        self._swap(run, len(chunks), model)
         CHUNKS_INDEXED.inc(len(chunks))
         log.info("job %s succeeded: %d chunks from %s", job.id, len(chunks), job.file_name)
         return JobState.SUCCEEDED
@@ -396,6 +398,11 @@ class IngestPipeline:
         timeout = self.settings.retrieve_timeout_s
         with _stage("index"):
             self._ensure_collection(kb, len(vectors[0]))
+            # Who may read the file, as of now; a change made later is re-applied by _swap.
+            current = self.catalog.files.find(kb, job.file_name)
+            if current is None:
+                raise _Abandoned(job.id)  # deleted meanwhile
+            run.acl = current.access.tokens()
             batch_size = self.settings.upsert_batch_size
             for start in range(0, len(chunks), batch_size):
                 points = [
@@ -412,6 +419,7 @@ class IngestPipeline:
                         },
                         parent_id=parent_id(job.content_hash, chunk.parent_index),
                         parent_text=chunk.parent_text,
+                        acl=run.acl,
                     )
                     for chunk, vector in zip(
                         chunks[start : start + batch_size], vectors[start : start + batch_size], strict=True
@@ -442,14 +450,29 @@ class IngestPipeline:
         )
         self._ensured.add((kb, dimension))
 
-    def _swap(self, job: JobRecord, chunks: int, model: str) -> None:
-        """Drop the file's other generations and record the new count, as one catalog step."""
+    def _swap(self, run: _Run, chunks: int, model: str) -> None:
+        """Drop the file's other generations, re-apply the file's access list if it changed
+        while the job ran, and record the new count, as one catalog step."""
+        job = run.job
 
         def drop_previous() -> None:
             self._delete_file_points(job, keep_metadata={GENERATION_KEY: job.id})
 
+        def reapply(acl: list[str]) -> None:
+            self._call(
+                "retrieve",
+                self.retrieve.SetFileAcl,
+                retrieve_pb2.SetFileAclRequest(
+                    collection=job.knowledge_base, file_name=job.file_name, acl=acl
+                ),
+                self.settings.retrieve_timeout_s,
+            )
+
         with _stage("swap"):
-            if not self.lifecycle.finish_job(job.id, chunks, model, swap=drop_previous):
+            finished = self.lifecycle.finish_job(
+                job.id, chunks, model, swap=drop_previous, acl=run.acl, reapply=reapply
+            )
+            if not finished:
                 raise _Abandoned(job.id)
 
     def _drop_generation(self, job: JobRecord) -> None:

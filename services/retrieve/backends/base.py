@@ -44,6 +44,10 @@ class RetrieveBackend(Protocol):
         (the generation just indexed) and, when ``only`` is given, only those whose metadata
         has all ``only`` pairs; returns how many were removed."""
 
+    async def set_file_acl(self, collection: str, file_name: str, acl: tuple[str, ...]) -> int:
+        """Replace the ``acl`` payload of every point of one file (no vectors touched);
+        returns how many points it covered."""
+
     async def drop_collection(self, collection: str) -> bool:
         """Remove the collection and its data; False when it did not exist."""
 

@@ -169,6 +169,9 @@ class EdgeBackend:
     ) -> int:
         return await (await self.collection(collection)).delete_by_file(file_name, keep, only)
 
+    async def set_file_acl(self, collection: str, file_name: str, acl: tuple[str, ...]) -> int:
+        return await (await self.collection(collection)).set_file_acl(file_name, acl)
+
     async def drop_collection(self, collection: str) -> bool:
         async with self._catalog:
             opened = self._collections.pop(collection, None)

@@ -53,6 +53,7 @@ from qdrant_edge import (
     FieldCondition,
     Filter,
     Fusion,
+    IsEmptyCondition,
     MatchAny,
     MatchValue,
     Modifier,
@@ -69,6 +70,7 @@ from qdrant_edge import SparseVector as EdgeSparseVector
 from services.common.errors import NotFound
 from services.retrieve import scores
 from services.retrieve.domain import (
+    ACL,
     DENSE,
     FILE_NAME,
     FUSION_RRF,
@@ -255,6 +257,7 @@ def create_on_disk(root: Path, dimension: int, options: ShardOptions, sparse: bo
         shard = EdgeShard.create(str(staging / SHARD_DIR), edge_config(dimension, options, sparse))
         try:
             shard.update(UpdateOperation.create_field_index(FILE_NAME, PayloadSchemaType.Keyword))
+            shard.update(UpdateOperation.create_field_index(ACL, PayloadSchemaType.Keyword))
             shard.flush()
         finally:
             shard.close()
@@ -310,6 +313,8 @@ class EdgeCollection:
         self._closing = False
         self._search_params = SearchParams(hnsw_ef=options.hnsw_ef) if options.hnsw_ef else None
         self.shard: EdgeShard = EdgeShard.load(str(root / SHARD_DIR), self._config())
+        if ACL not in self.shard.info().payload_schema:  # made before access lists existed
+            self.shard.update(UpdateOperation.create_field_index(ACL, PayloadSchemaType.Keyword))
 
     @classmethod
     def open(
@@ -467,6 +472,18 @@ class EdgeCollection:
             matching = await self._run(lambda: self.shard.count(CountRequest(exact=True, filter=selector)))
             if matching:
                 await self._apply(lambda: UpdateOperation.delete_points_by_filter(selector))
+        if matching:
+            self._written()
+        return matching
+
+    async def set_file_acl(self, file_name: str, acl: tuple[str, ...]) -> int:
+        """Replace the acl payload of the file's points (every generation); journalled like
+        any write, so a build in progress keeps it."""
+        selector = Filter(must=[FieldCondition(key=FILE_NAME, match=MatchValue(file_name))])
+        async with self._write_lock, self._gate.shared(self._gone):
+            matching = await self._run(lambda: self.shard.count(CountRequest(exact=True, filter=selector)))
+            if matching:
+                await self._apply(lambda: UpdateOperation.set_payload_by_filter(selector, {ACL: list(acl)}))
         if matching:
             self._written()
         return matching
@@ -682,8 +699,18 @@ def _apply_writes(shard: EdgeShard, operations: list[UpdateOperation]) -> None:
 
 
 def _filter(query: SearchQuery) -> Filter | None:
-    """File names (any of) and metadata fields (all of), as one engine filter."""
+    """File names (any of), metadata fields (all of) and the reader's access, as one engine
+    filter. A point without acl (indexed before access lists existed) stays open."""
     must: list[ConditionType] = []
+    if query.reader_acl is not None:
+        must.append(
+            Filter(
+                should=[
+                    FieldCondition(key=ACL, match=MatchAny(any=list(query.reader_acl))),
+                    IsEmptyCondition(key=ACL),
+                ]
+            )
+        )
     if query.file_names:
         must.append(FieldCondition(key=FILE_NAME, match=MatchAny(any=list(query.file_names))))
     for key, value in query.metadata_filter:

@@ -2,8 +2,8 @@
 
 Production points it at a server (``qdrant_url``, gRPC preferred); tests use the client's
 local mode (``qdrant_path``), which runs the same client API in-process. Each knowledge base
-is one collection with a named dense vector ``dense`` (Cosine) and a keyword payload index on
-``file_name`` (server only: local mode has no payload indexes).
+is one collection with a named dense vector ``dense`` (Cosine) and keyword payload indexes on
+``file_name`` and ``acl`` (server only: local mode has no payload indexes).
 
 Dimensions are cached per collection so a search costs one round trip; the cache is only a
 hint: a mismatch is re-checked against the server before it is reported, and a server-side
@@ -32,6 +32,7 @@ from services.common.errors import (
 from services.retrieve import scores
 from services.retrieve.config import RetrieveSettings
 from services.retrieve.domain import (
+    ACL,
     DENSE,
     FILE_NAME,
     FUSION_RRF,
@@ -90,9 +91,22 @@ def _file_filter(field: str, match: models.MatchValue | models.MatchAny) -> mode
     return models.Filter(must=[models.FieldCondition(key=field, match=match)])
 
 
+def _acl_filter(reader: tuple[str, ...]) -> models.Filter:
+    """Chunks the reader may see: an acl token in common, or no acl (indexed before access
+    lists existed, so an upgrade hides nothing)."""
+    return models.Filter(
+        should=[
+            models.FieldCondition(key=ACL, match=models.MatchAny(any=list(reader))),
+            models.IsEmptyCondition(is_empty=models.PayloadField(key=ACL)),
+        ]
+    )
+
+
 def _search_filter(query: SearchQuery) -> models.Filter | None:
-    """File names (any of) and metadata fields (all of), as one Qdrant filter."""
+    """File names (any of), metadata fields (all of) and the reader's access, as one Qdrant filter."""
     must: list[models.Condition] = []
+    if query.reader_acl is not None:
+        must.append(_acl_filter(query.reader_acl))
     if query.file_names:
         must.append(models.FieldCondition(key=FILE_NAME, match=models.MatchAny(any=list(query.file_names))))
     for key, value in query.metadata_filter:
@@ -118,6 +132,8 @@ class QdrantBackend:
         self._dimensions: dict[str, int] = {}
         # Whether each known collection has the sparse vector (older ones are dense only).
         self._sparse: dict[str, bool] = {}
+        # Collections whose ``acl`` keyword index this process made sure of.
+        self._acl_indexed: set[str] = set()
 
     # ----- lifecycle -----
 
@@ -217,6 +233,13 @@ class QdrantBackend:
                         collection, FILE_NAME, models.PayloadSchemaType.KEYWORD, wait=True
                     )
             existing = await self._fetch_dimension(collection)
+        if not self._local and collection not in self._acl_indexed:
+            # Also on collections made before access lists (idempotent on the server).
+            async with self._calling(collection):
+                await self.client.create_payload_index(
+                    collection, ACL, models.PayloadSchemaType.KEYWORD, wait=True
+                )
+            self._acl_indexed.add(collection)
         if existing != dimension:
             raise InvalidArgument(
                 f"collection {collection!r} exists with dimension {existing}, not {dimension}"
@@ -341,8 +364,23 @@ class QdrantBackend:
                 )
         return matching
 
+    async def set_file_acl(self, collection: str, file_name: str, acl: tuple[str, ...]) -> int:
+        await self._dimension(collection)
+        selector = _file_filter(FILE_NAME, models.MatchValue(value=file_name))
+        async with self._calling(collection):
+            matching = (await self.client.count(collection, count_filter=selector, exact=True)).count
+            if matching:
+                await self.client.set_payload(
+                    collection,
+                    payload={ACL: list(acl)},
+                    points=models.FilterSelector(filter=selector),
+                    wait=True,
+                )
+        return matching
+
     async def drop_collection(self, collection: str) -> bool:
         self._dimensions.pop(collection, None)
+        self._acl_indexed.discard(collection)
         async with self._calling(collection):
             if not await self.client.collection_exists(collection):
                 return False
