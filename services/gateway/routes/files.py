@@ -20,6 +20,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile, status
 from pydantic import ValidationError
 
+from services.gateway.access_lists import with_user_ids
 from services.gateway.audit import AuditAction
 from services.gateway.deps import (
     AuditDep,
@@ -27,6 +28,7 @@ from services.gateway.deps import (
     IngestStub,
     KnowledgeBaseName,
     SettingsDep,
+    StoreDep,
     mark_upload,
 )
 from services.gateway.errors import HttpApiError
@@ -58,6 +60,7 @@ async def upload_files(
     settings: SettingsDep,
     request: Request,
     audit: AuditDep,
+    store: StoreDep,
     chunk_size: Annotated[int, Form(ge=0, le=MAX_CHUNK_SIZE, description="0: service default")] = 0,
     chunk_overlap: Annotated[int, Form(ge=0, le=MAX_CHUNK_SIZE, description="0: service default")] = 0,
     override: Annotated[bool, Form(description="re-index even identical content")] = False,
@@ -73,7 +76,7 @@ async def upload_files(
     access: Annotated[
         str | None,
         Form(
-            description='who may read these files, JSON {"users": [ids], "groups": [names]}; '
+            description='who may read these files, JSON {"users": [ids or emails], "groups": [names]}; '
             "unset: new files are open, re-uploads keep their list"
         ),
     ] = None,
@@ -81,7 +84,7 @@ async def upload_files(
     """Queue each file for ingestion; answers before any parsing happens."""
     if chunk_size and chunk_overlap >= chunk_size:
         raise HttpApiError(422, "chunk_overlap must be smaller than chunk_size", param="chunk_overlap")
-    access_list = None if access is None else parse_access(access).to_pb()
+    access_list = None if access is None else (await with_user_ids(store, parse_access(access))).to_pb()
     names = upload_names(files)
     # Fail fast on an unknown knowledge base before shipping megabytes to the ingest service.
     await ingest.GetKnowledgeBase(
@@ -141,10 +144,16 @@ async def get_file_access(
 
 @router.put("/{file_name}/access", response_model=FileAccess)
 async def set_file_access(
-    kb: KnowledgeBaseName, file_name: FileName, body: FileAccess, ingest: IngestStub, settings: SettingsDep
+    kb: KnowledgeBaseName,
+    file_name: FileName,
+    body: FileAccess,
+    ingest: IngestStub,
+    settings: SettingsDep,
+    store: StoreDep,
 ) -> FileAccess:
     """Replace who may read the file; its indexed chunks follow at once, without re-embedding.
-    A restricted list always keeps the file's uploader."""
+    A restricted list always keeps the file's uploader. People may be named by id or email."""
+    body = await with_user_ids(store, body)
     info = await ingest.SetFileAccess(
         ingest_pb2.SetFileAccessRequest(knowledge_base=kb, file_name=file_name, access=body.to_pb()),
         timeout=settings.request_timeout_s,
