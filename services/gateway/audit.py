@@ -12,6 +12,13 @@ The client address is ``request.client``: behind a proxy listed in
 ``ZHIKU_GATEWAY_TRUSTED_PROXIES`` the app's proxy-headers middleware has already replaced it with
 the address ``X-Forwarded-For`` names, and from anyone else that header is ignored.
 
+Recording, from a route (the actor defaults to the request's principal)::
+
+    await audit.record(AuditAction.KEY_REVOKE, request=request, target=key_id)
+    await audit.record(
+        AuditAction.LOGIN, request=request, actor=Actor("user", user.id, user.email), detail={"method": "sso"}
+    )
+
 Entries older than ``ZHIKU_GATEWAY_AUDIT_RETENTION_DAYS`` are deleted by a write at most once
 per :data:`PRUNE_INTERVAL_S` in each replica: an indexed delete now and then, no loop of its own.
 """
@@ -112,11 +119,13 @@ def actor_of(principal: Principal | None) -> Actor:
     """The actor behind a request's principal (None: an open gateway, anyone)."""
     if principal is None:
         return ANONYMOUS
-    # user_id/email arrive with people and sessions; key-only principals have neither.
+    # user_id/email/session arrive with people and sign-in (getattr: this module predates
+    # them); key-only principals have none. A session's key_id names the session, not a key.
     user_id: str | None = getattr(principal, "user_id", None)
     if user_id:
         email: str | None = getattr(principal, "email", None)
-        key_id = principal.key_id if principal.key_id and principal.key_id != user_id else None
+        by_session = getattr(principal, "session", None) is not None
+        key_id = None if by_session or principal.key_id == user_id else principal.key_id
         return Actor("user", user_id, email or principal.name, key_id)
     return Actor("key", principal.key_id, principal.name, principal.key_id)
 

@@ -97,8 +97,8 @@ class GatewaySettings(BaseSettings):
         validation_alias=AliasChoices("ZHIKU_GATEWAY_REDIS_URL", "ZHIKU_REDIS_URL", "redis_url"),
     )
     # Proxies (addresses or CIDR ranges, comma-separated, "*" for any) whose X-Forwarded-For and
-    # X-Forwarded-Proto are believed: the client address of logs and the audit trail is then the
-    # one they forward. Requests from anywhere else keep their own address, whatever they claim.
+    # X-Forwarded-Proto are believed: the client address the audit trail records is then the one
+    # they forward. Requests from anywhere else keep their own address, whatever they claim.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1"])
     # Days the audit trail keeps an entry (older ones are deleted as new ones are written); 0 = forever.
     audit_retention_days: float = Field(default=365.0, ge=0)

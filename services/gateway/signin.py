@@ -7,6 +7,8 @@ sites' writes), Secure when configured or when the sign-in came over HTTPS.
 
 from __future__ import annotations
 
+import math
+
 from fastapi import Request, Response
 
 from services.gateway.access import SESSION_COOKIE, user_principal
@@ -40,7 +42,7 @@ async def start_session(
     response.set_cookie(
         SESSION_COOKIE,
         token,
-        max_age=int(settings.session_ttl_s),
+        max_age=math.ceil(settings.session_ttl_s),
         path="/",
         secure=_secure(request, settings),
         httponly=True,

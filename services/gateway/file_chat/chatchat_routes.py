@@ -12,15 +12,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field
 
 from services.gateway.access import visible_owner
 from services.gateway.chat.generation import start_generation
 from services.gateway.chat.planning import plan_chat
-from services.gateway.deps import ClientsDep, CurrentKey, SettingsDep, StoreDep, mark_upload
+from services.gateway.deps import AuditDep, ClientsDep, CurrentKey, SettingsDep, StoreDep, mark_upload
 from services.gateway.file_chat import lifecycle
+from services.gateway.file_chat.routes import audit_uploads
 from services.gateway.names import upload_file_name
 from services.gateway.routes.chatchat import chat as chatchat_chat
 from services.gateway.routes.chatchat.envelopes import ERRORS, BaseResponse, chatchat_threshold, not_found, ok
@@ -54,6 +55,8 @@ async def upload_temp_docs(
     store: StoreDep,
     settings: SettingsDep,
     principal: CurrentKey,
+    request: Request,
+    audit: AuditDep,
     prev_id: Annotated[
         str | None, Form(max_length=64, description="add to this file chat", json_schema_extra=FILE_CHAT_REF)
     ] = None,
@@ -83,6 +86,7 @@ async def upload_temp_docs(
     chat, outcomes = await lifecycle.add_files(
         clients, store, chat, named, settings, chunk_size=chunk_size, chunk_overlap=chunk_overlap
     )
+    await audit_uploads(audit, request, chat, named, outcomes, "chatchat")
     failed.update({outcome.file_name: outcome.error for outcome in outcomes if outcome.error})
     return ok(data={"id": chat.id, "failed_files": failed})
 

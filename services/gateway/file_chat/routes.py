@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, UploadFile, status
+from fastapi import APIRouter, Depends, File, Request, UploadFile, status
 from pydantic import BaseModel, Field
 
-from services.gateway.deps import ClientsDep, CurrentKey, SettingsDep, StoreDep, mark_upload
+from services.gateway.audit import AuditAction, AuditTrail
+from services.gateway.deps import AuditDep, ClientsDep, CurrentKey, SettingsDep, StoreDep, mark_upload
 from services.gateway.file_chat import lifecycle
+from services.gateway.file_chat.records import FileChat
 from services.gateway.submitting import upload_names
 
 router = APIRouter(prefix="/v1/file_chats", tags=["file chat"])
@@ -37,6 +39,31 @@ async def read_uploads(files: list[UploadFile]) -> list[tuple[str, bytes]]:
     return [(name, await upload.read()) for name, upload in zip(upload_names(files), files, strict=True)]
 
 
+async def audit_uploads(
+    audit: AuditTrail,
+    request: Request,
+    chat: FileChat,
+    named: list[tuple[str, bytes]],
+    outcomes: list[lifecycle.FileOutcome],
+    via: str,
+) -> None:
+    """One ``file.upload`` entry per file put into a file chat (its temporary knowledge base)."""
+    sizes = dict(named)
+    for outcome in outcomes:
+        await audit.record(
+            AuditAction.FILE_UPLOAD,
+            request=request,
+            knowledge_base=chat.knowledge_base,
+            target=outcome.file_name,
+            detail={
+                "file_chat": chat.id,
+                "bytes": len(sizes.get(outcome.file_name, b"")),
+                "state": outcome.state,
+                "via": via,
+            },
+        )
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -49,12 +76,15 @@ async def create_file_chat(
     store: StoreDep,
     settings: SettingsDep,
     principal: CurrentKey,
+    request: Request,
+    audit: AuditDep,
 ) -> FileChatCreated:
     """Create a temporary knowledge base from the files; waits until each is ingested. The
     file chat belongs to the caller's key: no other key can use it or see its files."""
     named = await read_uploads(files)
     chat = await lifecycle.open_file_chat(clients, store, settings, principal)
     chat, outcomes = await lifecycle.add_files(clients, store, chat, named, settings)
+    await audit_uploads(audit, request, chat, named, outcomes, "file_chat")
     return FileChatCreated(
         id=chat.id,
         expires_at=chat.expires_at,

@@ -4,6 +4,7 @@ joined by a cursor."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, Field
 from services.gateway.audit import AuditAction
 from services.gateway.deps import StoreDep
 from services.gateway.errors import HttpApiError
+from services.gateway.schemas.refs import KB_REF
 from services.gateway.store.audit import AuditEntry, AuditQuery
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -72,18 +74,23 @@ def parse_instant(value: str | None, param: str) -> float | None:
     if value is None or not value.strip():
         return None
     text = value.strip()
+    problem = HttpApiError(
+        422,
+        f"{param} must be unix seconds or an ISO 8601 time such as 2026-01-31T08:00:00Z, not {value!r}",
+        param=param,
+    )
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):  # "nan" and "inf" parse as floats but are no instants
+            raise problem
+        return seconds
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
     except ValueError:
-        raise HttpApiError(
-            422,
-            f"{param} must be unix seconds or an ISO 8601 time such as 2026-01-31T08:00:00Z, not {value!r}",
-            param=param,
-        ) from None
+        raise problem from None
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
@@ -102,7 +109,7 @@ async def list_audit(
         str | None, Query(max_length=320, description="a user id or email, or a key id or name")
     ] = None,
     action: Annotated[AuditAction | None, Query(description="one action")] = None,
-    knowledge_base: Annotated[str | None, Query(max_length=64)] = None,
+    knowledge_base: Annotated[str | None, Query(max_length=64, json_schema_extra=KB_REF)] = None,
     since: Annotated[
         str | None, Query(max_length=64, description="from this instant on (unix seconds or ISO 8601)")
     ] = None,

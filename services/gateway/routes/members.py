@@ -54,7 +54,10 @@ async def _holder(store: GatewayStore, kind: MemberKind, given: str) -> str:
 
 
 def _keeps_an_owner(grants: list[Grant], changed: tuple[HolderKind, str], role: Role | None) -> bool:
-    """Whether the grants still include an owner after ``changed`` gets ``role`` (None: removed)."""
+    """Whether the grants still include an owner after ``changed`` gets ``role`` (None: removed);
+    True when they had none (a knowledge base made before users, shared by an admin)."""
+    if not any(grant.role is Role.OWNER for grant in grants):
+        return True
     for grant in grants:
         current = role if (grant.kind, grant.holder) == changed else grant.role
         if current is Role.OWNER:
@@ -93,7 +96,7 @@ async def set_member(
     kind, role = HolderKind(body.kind), Role.of(body.role)
     holder = await _holder(store, body.kind, body.id)
     grants = await store.run(store.grants.of_knowledge_base, kb)
-    if grants and not _keeps_an_owner(grants, (kind, holder), role):
+    if not _keeps_an_owner(grants, (kind, holder), role):
         raise HttpApiError(409, f"knowledge base {kb!r} must keep an owner: make someone else owner first")
     grant = await store.run(store.grants.set, kb, kind, holder, role)
     guard.forget_roles()
@@ -118,10 +121,13 @@ async def remove_member(
     holder: Annotated[str, Path(max_length=320, description="a user id or a group name")],
     store: StoreDep,
     guard: GuardDep,
+    ingest: IngestStub,
+    settings: SettingsDep,
     request: Request,
     audit: AuditDep,
 ) -> Response:
     """Take a user's or a group's role away (their other roles, through groups, remain)."""
+    await _exists(kb, ingest, settings)
     grants = await store.run(store.grants.of_knowledge_base, kb)
     held = HolderKind(kind), holder
     if not any((grant.kind, grant.holder) == held for grant in grants):
