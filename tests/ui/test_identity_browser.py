@@ -251,3 +251,17 @@ def test_cli_browser_sign_in_hands_a_key_to_the_terminal(
         f"{base}/v1/knowledge_bases", headers={"Authorization": f"Bearer {stored['api_key']}"}
     )
     assert refused.status_code == 401
+
+
+def test_a_viewer_sees_the_knowledge_base_but_not_its_members(page: Page, people: People) -> None:
+    base = str(people.api.base_url).rstrip("/")
+    granted = people.api.put(
+        f"/v1/knowledge_bases/{KB}/members", json={"kind": "user", "id": people.bob_email, "role": "viewer"}
+    )
+    assert granted.status_code == 200, granted.text
+    sign_in(page, base, people.bob_email, "bob-password-123")
+    page.locator(f'[data-testid="kb-item"][data-name="{KB}"] button').click()
+    page.get_by_test_id("kb-tab-members").click()
+    expect(page.get_by_test_id("members-denied")).to_be_visible()
+    expect(page.get_by_test_id("member-form")).to_have_count(0)
+    expect(page.get_by_test_id("toast-error")).to_have_count(0)
