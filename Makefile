@@ -37,6 +37,7 @@ test-e2e: install services
 
 services:
 	bash scripts/ensure-services.sh
+	bash scripts/ensure-oidc-provider.sh
 
 ## lint: ruff, mypy (what it checks: [tool.mypy] in pyproject.toml), and the committed web UI bundle
 ## is what webui/ builds to (npm ci from the lock file)

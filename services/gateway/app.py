@@ -31,6 +31,7 @@ from services.gateway.middleware import (
     MetricsMiddleware,
     RequestIdMiddleware,
 )
+from services.gateway.oidc.setup import oidc_flow, oidc_middleware
 from services.gateway.openapi import ERROR_RESPONSES, install_openapi
 from services.gateway.permissions import unlisted_routes
 from services.gateway.routes import (
@@ -49,6 +50,7 @@ from services.gateway.routes import (
     knowledge_bases,
     members,
     models,
+    oidc,
     search,
     sources,
     users,
@@ -140,6 +142,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             Middleware(MetricsMiddleware),
             *_cors(settings),
             Middleware(AccessMiddleware, access=access, guard=guard, audit=trail),
+            *oidc_middleware(settings),
             Middleware(
                 BodyLimitMiddleware,
                 max_body_bytes=settings.max_upload_bytes,
@@ -154,9 +157,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.guard = guard
     app.state.audit = trail
     app.state.agent_tools = agent_tools
+    app.state.sso = oidc_flow(settings)  # read by /v1/auth/config (its label)
     install_error_handlers(app)
     install_openapi(app)
-    for module in (health, knowledge_bases, files, jobs, search, chat, embeddings, models):
+    for module in (health, knowledge_bases, files, jobs, search, chat, embeddings, models, oidc):
         app.include_router(module.router)
     for module in (conversations, file_chats, keys, agent, agent_databases, sources, audit, auth, members):
         app.include_router(module.router)

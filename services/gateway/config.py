@@ -2,12 +2,145 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services.common.config import CommonSettings
+from services.common.names import kb_name_error
+
+KnowledgeBaseRole = Literal["viewer", "editor", "owner"]
+
+
+class SsoGrant(BaseModel):
+    """What one group of the identity provider gives its members in Zhiku.
+
+    ``group``: the Zhiku group they belong to (created when missing; membership follows the
+    claim at every sign-in). ``knowledge_bases``: roles that Zhiku group holds, granted at sign-in.
+    ``admin``: members are global admins (and non-members who signed in by SSO are not).
+    """
+
+    model_config = {"extra": "forbid"}
+
+    group: str | None = None
+    admin: bool = False
+    knowledge_bases: dict[str, KnowledgeBaseRole] = Field(default_factory=dict)
+
+    @field_validator("group")
+    @classmethod
+    def _group_slug(cls, value: str | None) -> str | None:
+        """The same slug rule as ``POST /v1/groups`` (imported here: schemas import the store)."""
+        from services.gateway.schemas.identity import GROUP_PATTERN
+
+        if value is not None and not re.fullmatch(GROUP_PATTERN, value):
+            raise ValueError(f"group {value!r} is not a group name (lower-case letters, digits, _ and -)")
+        return value
+
+    @model_validator(mode="after")
+    def _gives_something(self) -> SsoGrant:
+        if self.knowledge_bases and self.group is None:
+            raise ValueError("knowledge_bases roles are held by a group: name the Zhiku group too")
+        if self.group is None and not self.admin:
+            raise ValueError('an entry must name a Zhiku "group" or set "admin": true')
+        for name in self.knowledge_bases:
+            problem = kb_name_error(name)
+            if problem is not None:
+                raise ValueError(f"knowledge base {name!r}: {problem}")
+        return self
+
+
+class OidcSettings(BaseSettings):
+    """Single sign-on with any OpenID Connect provider (authorization code flow with PKCE).
+
+    Off while ``ZHIKU_GATEWAY_OIDC_ISSUER`` is empty. Register the gateway at the provider as a
+    web application whose redirect URI is ``<gateway>/v1/auth/oidc/callback``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ZHIKU_GATEWAY_OIDC_", extra="ignore")
+
+    # The provider's issuer URL (its discovery document is <issuer>/.well-known/openid-configuration);
+    # empty turns single sign-on off.
+    issuer: str = ""
+    client_id: str = ""
+    # Client secret from the provider; empty for a public client (PKCE alone).
+    client_secret: SecretStr = SecretStr("")
+    # Scopes asked for (comma-separated); "openid" is always sent. Add "groups" (or what the
+    # provider calls it) when group claims come only with their own scope.
+    scopes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["openid", "email", "profile"])
+    # The callback URL registered at the provider; empty: this gateway's own address as the
+    # browser reached it + /v1/auth/oidc/callback (set it behind a proxy that rewrites hosts).
+    redirect_url: str = ""
+    # Name of the provider on the sign-in page's button ("Sign in with <label>", e.g. "Acme ID");
+    # empty: "Sign in with SSO".
+    label: str = ""
+    # Claim with the user's email (Entra ID without the email claim: "preferred_username").
+    email_claim: str = "email"
+    # Claim with the user's display name (the email is used when it is missing).
+    name_claim: str = "name"
+    # Claim with the user's groups at the provider: a list of names (a dotted path reaches into
+    # objects, e.g. Keycloak's "realm_access.roles"); empty: groups are not synchronised.
+    groups_claim: str = "groups"
+    group_map: dict[str, SsoGrant] = Field(
+        default_factory=dict,
+        description=(
+            "Provider group -> what its members get, as JSON: "
+            '{"rag-admins": {"admin": true}, "finance": {"group": "finance", '
+            '"knowledge_bases": {"finance-reports": "viewer"}}}. "group": the Zhiku group members '
+            'join (membership follows the claim at each sign-in); "knowledge_bases": roles that '
+            'group holds; "admin": members are global admins. Unmapped provider groups are ignored.'
+        ),
+    )
+    # First SSO sign-in of an unknown email creates the user (no password); false: only users an
+    # admin created may sign in by SSO.
+    auto_create_users: bool = True
+    # Email domains that may sign in (comma-separated, e.g. "example.com,example.cn"); empty: any
+    # the provider vouches for. Set it with providers open to the public (Google accounts).
+    email_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Key that signs the short-lived cookie carrying state, nonce and PKCE verifier from the
+    # login redirect to the callback; empty: derived from the client secret (every replica with
+    # the same secret agrees). A public client without a secret needs it when replicas > 1.
+    state_secret: SecretStr = SecretStr("")
+
+    @field_validator("scopes", mode="before")
+    @classmethod
+    def _split_scopes(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [scope.strip() for scope in value.replace(" ", ",").split(",") if scope.strip()]
+        return value
+
+    @field_validator("email_domains", mode="before")
+    @classmethod
+    def _split_domains(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list):
+            return [str(domain).strip().lower().lstrip("@") for domain in value if str(domain).strip()]
+        return value
+
+    @field_validator("scopes", mode="after")
+    @classmethod
+    def _openid_first(cls, value: list[str]) -> list[str]:
+        return ["openid", *(scope for scope in value if scope != "openid")]
+
+    @field_validator("issuer", "redirect_url", mode="after")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith(("https://", "http://")):
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _client_named(self) -> OidcSettings:
+        if self.issuer and not self.client_id:
+            raise ValueError("ZHIKU_GATEWAY_OIDC_CLIENT_ID is required when ZHIKU_GATEWAY_OIDC_ISSUER is set")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.issuer)
 
 
 class GatewaySettings(BaseSettings):
@@ -181,6 +314,7 @@ class GatewaySettings(BaseSettings):
         default=200, ge=1, le=10_000, description="Rows a text2sql query returns at most (the rest is cut)."
     )
     common: CommonSettings = Field(default_factory=CommonSettings)
+    oidc: OidcSettings = Field(default_factory=OidcSettings)
 
     @field_validator("api_keys", "cors_origins", "agent_tools", "trusted_proxies", mode="before")
     @classmethod

@@ -94,6 +94,30 @@ class HttpApiError(Exception):
         self.param = param
 
 
+# Single sign-on (the OIDC login and callback routes): what went wrong -> status. A failed
+# sign-in is the browser's or the provider's doing, never a server fault, except a provider
+# that cannot be reached.
+SSO_FAILURE_STATUS: dict[str, int] = {
+    "sso_not_configured": 404,
+    "invalid_next": 422,
+    "state_mismatch": 400,
+    "provider_error": 400,
+    "access_denied": 403,
+    "invalid_id_token": 401,
+    "missing_claim": 422,
+    "user_disabled": 403,
+    "sign_up_closed": 403,
+    "email_domain_refused": 403,
+    "account_conflict": 409,
+    "provider_unreachable": 502,
+}
+
+
+def sso_error(code: str, message: str) -> HttpApiError:
+    """The error of a failed sign-in, its status from :data:`SSO_FAILURE_STATUS`."""
+    return HttpApiError(SSO_FAILURE_STATUS[code], message, code=code)
+
+
 # Where Chatchat's routes live: their clients read Chatchat's ``{code, msg, data}`` envelope,
 # so errors there keep the HTTP status but take that shape.
 CHATCHAT_PREFIXES = ("/knowledge_base/", "/chat/")

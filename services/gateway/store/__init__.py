@@ -22,6 +22,7 @@ from services.gateway.store.database import Database
 from services.gateway.store.grants import GrantRepo
 from services.gateway.store.keys import KeyRepo
 from services.gateway.store.sessions import SessionRepo
+from services.gateway.store.sso import SsoRepo
 from services.gateway.store.users import GroupRepo, UserRepo
 
 P = ParamSpec("P")
@@ -40,6 +41,7 @@ class GatewayStore:
         self.grants = GrantRepo(self.db)
         self.sessions = SessionRepo(self.db)
         self.audit = AuditRepo(self.db)
+        self.sso = SsoRepo(self.db)
 
     def create_schema(self) -> None:
         self.db.create_schema()
