@@ -132,6 +132,7 @@ def test_sign_in_members_tab_file_access_and_sign_out(page: Page, people: People
         "data-role", "editor"
     )
     assert members_of(people.api, KB)[("user", bob_id)] == "editor"
+    page.screenshot(path=str(output_dir / "identity-members.png"))
 
     # The file's access list: restrict it to Bob; the gateway keeps it.
     page.get_by_test_id("kb-tab-files").click()
@@ -141,6 +142,7 @@ def test_sign_in_members_tab_file_access_and_sign_out(page: Page, people: People
     dialog.get_by_test_id("access-user-input").fill(people.bob_email)
     dialog.get_by_test_id("access-add-user").click()
     expect(dialog.locator('[data-testid="access-entry"][data-kind="user"]')).to_have_count(1)
+    page.screenshot(path=str(output_dir / "identity-file-access.png"))
     with page.expect_request(lambda r: r.method == "PUT" and r.url.endswith("/access")) as put:
         dialog.get_by_test_id("access-save").click()
     expect(dialog).to_have_count(0)
@@ -159,13 +161,12 @@ def test_sign_in_members_tab_file_access_and_sign_out(page: Page, people: People
     expect(dialog).to_have_count(0)
     assert people.api.get(f"/v1/knowledge_bases/{KB}/files/{FILE}/access").json()["users"] == []
 
-    page.screenshot(path=str(output_dir / "identity-members.png"))
     page.get_by_test_id("signout").click()
     expect(page.get_by_test_id("signin-page")).to_be_visible()
     expect(page.get_by_test_id("current-user")).to_be_hidden()
 
 
-def test_admin_page_creates_a_user_and_a_group(page: Page, people: People) -> None:
+def test_admin_page_creates_a_user_and_a_group(page: Page, people: People, output_dir: Path) -> None:
     base = str(people.api.base_url).rstrip("/")
     sign_in(page, base, ADMIN_EMAIL, ADMIN_PASSWORD, "/#/admin")
     expect(page.get_by_test_id("nav-admin")).to_be_visible()
@@ -202,6 +203,7 @@ def test_admin_page_creates_a_user_and_a_group(page: Page, people: People) -> No
     expect(card.get_by_test_id("group-member")).to_have_count(1)
     user = next(u for u in people.api.get("/v1/users").json()["data"] if u["email"] == email)
     assert group in user["groups"]
+    page.screenshot(path=str(output_dir / "identity-admin.png"))
     # The signed-in admin keeps working: a new page load reads the session again.
     page.reload()
     expect(page.get_by_test_id("current-user")).to_be_visible()

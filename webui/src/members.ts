@@ -92,7 +92,7 @@ export class MembersPanel {
           h("td", { "data-label": t("members.role") }, role),
           h(
             "td",
-            { class: "actions" },
+            {},
             h("button", { type: "button", class: "small danger", "data-testid": "member-remove", onclick: () => void this.remove(member) }, t("members.remove")),
           ),
         ),
