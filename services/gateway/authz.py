@@ -88,8 +88,9 @@ def current_caller() -> Caller | _Unknown:
 
 
 @contextlib.contextmanager
-def acting_as(caller: Caller) -> Iterator[None]:
-    """Run the block on behalf of ``caller`` (the access middleware, background tasks)."""
+def acting_as(caller: AnyCaller) -> Iterator[None]:
+    """Run the block on behalf of ``caller`` (the access middleware, background tasks);
+    :data:`UNKNOWN_CALLER` for anonymous calls of public routes, which reach nothing guarded."""
     token = _caller.set(caller)
     try:
         yield

@@ -27,7 +27,7 @@ from services.common.logging import REQUEST_ID_HEADER, new_request_id, request_i
 from services.common.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from services.gateway.access import CSRF_HEADER, SESSION_COOKIE, Access, Principal
 from services.gateway.audit import AuditAction, AuditTrail
-from services.gateway.authz import KnowledgeBaseGuard, acting_as
+from services.gateway.authz import UNKNOWN_CALLER, AnyCaller, KnowledgeBaseGuard, acting_as
 from services.gateway.errors import HttpApiError, error_response, rpc_error_body
 from services.gateway.kb_guard import refusal_for
 from services.gateway.names import kb_name_error
@@ -185,15 +185,17 @@ class AccessMiddleware:
             scope, "missing or invalid API key: send 'Authorization: Bearer <key>' or sign in"
         )
 
-    async def _decide(self, scope: Scope) -> tuple[Principal | None, JSONResponse | None]:
-        """The request's principal (None: open gateway or anonymous public call), or the refusal."""
+    async def _decide(self, scope: Scope) -> tuple[AnyCaller, JSONResponse | None]:
+        """Who the request acts as, or the refusal to answer instead: its principal, None (an
+        open gateway: anyone may do anything), or the unknown caller (an anonymous call of a
+        public route, which must not reach a knowledge base: the guard refuses it)."""
         match = self.table.match(scope["method"], scope["path"])
         rule = UNLISTED if match is None else match.rule
         if await self.access.is_open():
             return None, None
         principal, unauthenticated = await self._authenticate(scope)
         if principal is None:
-            return None, None if rule.need is Need.PUBLIC else unauthenticated
+            return UNKNOWN_CALLER, None if rule.need is Need.PUBLIC else unauthenticated
         scope.setdefault("state", {})["principal"] = principal
         refusal = (
             _csrf_refusal(scope, principal, rule)
@@ -285,7 +287,7 @@ class AccessMiddleware:
             principal, refusal = await self._decide(scope)
         except HttpApiError as error:
             principal, refusal = (
-                None,
+                UNKNOWN_CALLER,
                 error_response(error.status, error.message, error.code, error.param, path=scope["path"]),
             )
         if refusal is not None:

@@ -34,7 +34,10 @@ async def start_session(
     audit: AuditTrail,
     method: str = "password",
 ) -> SessionRecord:
-    """Sign ``user`` in: a new session, its cookie on ``response``, ``auth.login`` audited."""
+    """Sign ``user`` in: a new session, its cookie on ``response``, ``auth.login`` audited.
+    Sessions past their expiry are deleted here too (one indexed delete per sign-in keeps the
+    table small without a sweeper of its own)."""
+    await store.run(store.sessions.purge_expired)
     address, agent = client_of(request)
     session, token = await store.run(
         store.sessions.create, user.id, settings.session_ttl_s, address or "", agent or ""

@@ -129,7 +129,7 @@ async def test_cookie_writes_need_the_csrf_token_and_keys_need_none(gateway) -> 
 
 @pytest.mark.parametrize("gateway", [{"session_ttl_s": 1.5}], indirect=True)
 async def test_sessions_expire(gateway) -> None:
-    _, client = gateway
+    app, client = gateway
     await sign_in(client, ADMIN_EMAIL, ADMIN_PASSWORD)
     assert (await client.get("/v1/auth/me")).status_code == 200
     token = client.cookies["zhiku_session"]
@@ -140,6 +140,14 @@ async def test_sessions_expire(gateway) -> None:
     client.cookies.set("zhiku_session", token)
     expired = await client.get("/v1/auth/me")
     assert expired.status_code == 401 and expired.json()["error"]["code"] == "session_expired"
+    # The next sign-in deletes the expired session's row.
+    await sign_in(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    store = app.state.store
+    assert await store.run(store.sessions.find, token) is None
+    engine = create_engine(app.state.settings.catalog_url)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT COUNT(*) FROM gw_sessions")).scalar() == 1
+    engine.dispose()
 
 
 async def test_a_disabled_user_loses_access_at_once(gateway) -> None:

@@ -6,9 +6,19 @@ from __future__ import annotations
 
 import re
 
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from services.gateway.access import Access, Principal
 from services.gateway.app import create_app
+from services.gateway.audit import AuditTrail
+from services.gateway.authz import KnowledgeBaseGuard, current_caller
 from services.gateway.config import GatewaySettings
-from services.gateway.permissions import ROUTES, PermissionTable, app_routes, unlisted_routes
+from services.gateway.middleware import AccessMiddleware
+from services.gateway.permissions import ANY, PUBLIC, ROUTES, PermissionTable, app_routes, unlisted_routes
 
 
 def test_every_route_has_a_rule() -> None:
@@ -58,3 +68,23 @@ def test_the_table_finds_the_route_the_router_serves() -> None:
     assert asset is not None and asset.template == "/ui"
     assert files is not None and files.params == {"kb": "a"}
     assert table.match("GET", "/no/such/route") is None
+
+
+def test_anonymous_public_calls_act_as_nobody_and_callers_as_themselves() -> None:
+    """A public route called without credentials runs as the unknown caller, whom the guard
+    refuses everything (never as the gateway itself, which may do anything)."""
+
+    async def who(request: Request) -> PlainTextResponse:
+        caller = current_caller()
+        return PlainTextResponse(repr(caller) if not isinstance(caller, Principal) else caller.key_id)
+
+    settings = GatewaySettings(api_keys=["root-key"])
+    table = PermissionTable({("GET", "/probe"): PUBLIC, ("GET", "/private"): ANY})
+    inner = Starlette(routes=[Route("/probe", who), Route("/private", who)])
+    app = AccessMiddleware(inner, Access(settings), KnowledgeBaseGuard(), AuditTrail(), table)
+    with TestClient(app) as client:
+        assert client.get("/probe").text == "UNKNOWN_CALLER"
+        assert client.get("/probe", headers={"Authorization": "Bearer wrong"}).text == "UNKNOWN_CALLER"
+        assert client.get("/probe", headers={"Authorization": "Bearer root-key"}).text == "env-0"
+        assert client.get("/private").status_code == 401
+        assert client.get("/private", headers={"Authorization": "Bearer root-key"}).text == "env-0"
