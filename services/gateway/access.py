@@ -46,9 +46,8 @@ class Principal:
 
     ``user_id`` is the person (a session, or a key they own); None for environment keys and
     stored keys older than users, which keep their own scope alone. ``session`` is set for
-    cookie callers, whose unsafe requests need the session's CSRF token. ``user_id``, ``email``
-    and ``groups`` are also what document access lists match
-    (:func:`services.gateway.authz.reader_acl`)."""
+    cookie callers, whose unsafe requests need the session's CSRF token. Document access
+    lists match ``user_id`` and ``groups`` (:func:`services.gateway.authz.reader_acl`)."""
 
     key_id: str
     name: str

@@ -187,15 +187,14 @@ class KnowledgeBaseGuard:
     async def sees_every_document(self, caller: Caller | _Unknown, name: str) -> bool:
         """Whether the caller reads every file of the knowledge base whatever its access list:
         the gateway itself (and an open gateway's callers), admins (environment keys are
-        admins) and the knowledge base's owners."""
-        if caller is GATEWAY or caller is None:  # None: an open gateway's caller
+        admins), the knowledge base's owners, and a file chat's owner in its temporary one."""
+        if caller is GATEWAY:
             return True
         if isinstance(caller, _Unknown):
             return False
-        if caller.admin:
+        if caller.admin or is_temporary(name):
             return True
-        role = await self.role(caller, name)
-        return role is not None and role >= Role.OWNER
+        return await self.role(caller, name) is Role.OWNER
 
     async def visible(self, caller: Caller | _Unknown, names: list[str]) -> list[str]:
         """``names`` a listing may show: those the caller may view, file chats' never (they

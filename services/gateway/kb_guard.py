@@ -72,6 +72,12 @@ class FilesListing(NamedInRequest):
 
 
 @dataclass(frozen=True)
+class JobsListing(NamedInRequest):
+    """The reply lists a knowledge base's jobs: those of files the caller may not read are
+    dropped (their names would tell the files exist)."""
+
+
+@dataclass(frozen=True)
 class Searching(NamedInRequest):
     """A search: the caller's reader tokens go with it (enforced unless it sees every document)."""
 
@@ -122,7 +128,7 @@ RULES: dict[str, Rule] = {
             "GetFileContent": FileInRequest("knowledge_base", VIEW),
             # Changing who may read a file is editing (and the editor must be able to read it).
             "SetFileAccess": FileInRequest("knowledge_base", EDIT),
-            "ListJobs": NamedInRequest("knowledge_base", VIEW),
+            "ListJobs": JobsListing("knowledge_base", VIEW),
             "GetJob": JobInReply(VIEW),
             "CancelJob": JobInRequest(EDIT),
             # A source decides what the knowledge base holds: changing or syncing one is editing.
@@ -227,7 +233,14 @@ class KnowledgeBaseGuardInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             return await continuation(client_call_details, request)
         if isinstance(rule, JobInReply):
             job = await (await continuation(client_call_details, request))
-            if not await self.guard.permits(caller, job.knowledge_base, rule.permission):
+            if not await self.guard.permits(caller, job.knowledge_base, rule.permission) or (
+                isinstance(caller, Principal)
+                and not await self.guard.sees_every_document(caller, job.knowledge_base)
+                and await self._readable(
+                    caller, job.knowledge_base, job.file_name, client_call_details.timeout
+                )
+                is False
+            ):
                 raise rpc_error(grpc.StatusCode.NOT_FOUND, str(job_not_found(request.id)))
             return job
         raise rpc_error(
@@ -248,7 +261,7 @@ class KnowledgeBaseGuardInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         """Document access for a caller allowed on the knowledge base ``name``."""
         if isinstance(rule, Upload):
             request.uploader = caller.user_id or ""
-        if not isinstance(rule, FileInRequest | FilesListing | Searching):
+        if not isinstance(rule, FileInRequest | FilesListing | JobsListing | Searching):
             return await continuation(details, request)
         unrestricted = await self.guard.sees_every_document(caller, name)
         if isinstance(rule, Searching):
@@ -263,6 +276,12 @@ class KnowledgeBaseGuardInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             return ingest_pb2.ListFilesResponse(
                 files=[info for info in reply.files if may_read(caller, info.access)]
             )
+        elif isinstance(rule, JobsListing) and not unrestricted:
+            reply = await (await continuation(details, request))
+            hidden = await self._hidden_files(caller, name, details.timeout)
+            return ingest_pb2.ListJobsResponse(
+                jobs=[job for job in reply.jobs if job.file_name not in hidden]
+            )
         return await continuation(details, request)
 
     async def _file(
@@ -270,18 +289,7 @@ class KnowledgeBaseGuardInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
     ) -> None:
         """A file the caller may not read is answered as missing (an upload over it refused);
         a missing one is left for the service to answer."""
-        if self.ingest is None:
-            raise rpc_error(grpc.StatusCode.UNAVAILABLE, "the gateway's ingest client is not ready")
-        try:
-            with acting_as(GATEWAY):  # the lookup itself is the gateway's
-                info = await self.ingest.GetFile(
-                    ingest_pb2.GetFileRequest(knowledge_base=kb, file_name=file_name), timeout=timeout
-                )
-        except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                return
-            raise
-        if may_read(caller, info.access):
+        if await self._readable(caller, kb, file_name, timeout) is not False:
             return
         if isinstance(rule, Upload):
             raise rpc_error(
@@ -290,6 +298,34 @@ class KnowledgeBaseGuardInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
                 "it cannot be replaced by this caller",
             )
         raise rpc_error(grpc.StatusCode.NOT_FOUND, str(file_not_found(kb, file_name)))
+
+    def _ingest(self) -> ingest_pb2_grpc.IngestServiceStub:
+        if self.ingest is None:
+            raise rpc_error(grpc.StatusCode.UNAVAILABLE, "the gateway's ingest client is not ready")
+        return self.ingest
+
+    async def _readable(
+        self, caller: Principal, kb: str, file_name: str, timeout: float | None
+    ) -> bool | None:
+        """Whether the caller may read the file by its access list; None when it does not exist."""
+        try:
+            with acting_as(GATEWAY):  # the lookup itself is the gateway's
+                info = await self._ingest().GetFile(
+                    ingest_pb2.GetFileRequest(knowledge_base=kb, file_name=file_name), timeout=timeout
+                )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        return may_read(caller, info.access)
+
+    async def _hidden_files(self, caller: Principal, kb: str, timeout: float | None) -> set[str]:
+        """The knowledge base's files the caller may not read."""
+        with acting_as(GATEWAY):
+            reply = await self._ingest().ListFiles(
+                ingest_pb2.ListFilesRequest(knowledge_base=kb), timeout=timeout
+            )
+        return {info.name for info in reply.files if not may_read(caller, info.access)}
 
     async def _job(self, job_id: str, permission: Permission, timeout: float | None) -> None:
         """The job must be one the caller may ``permission``; unknown and hidden alike 404."""

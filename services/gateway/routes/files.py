@@ -20,7 +20,6 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile, status
 from pydantic import ValidationError
 
-from services.gateway.access_lists import with_user_ids
 from services.gateway.audit import AuditAction
 from services.gateway.deps import (
     AuditDep,
@@ -32,6 +31,7 @@ from services.gateway.deps import (
     mark_upload,
 )
 from services.gateway.errors import HttpApiError
+from services.gateway.file_access import resolve_access
 from services.gateway.schemas.native import (
     FileAccess,
     FileEntry,
@@ -58,9 +58,9 @@ async def upload_files(
     files: Annotated[list[UploadFile], File(description="one or more files (repeat the field)")],
     ingest: IngestStub,
     settings: SettingsDep,
+    store: StoreDep,
     request: Request,
     audit: AuditDep,
-    store: StoreDep,
     chunk_size: Annotated[int, Form(ge=0, le=MAX_CHUNK_SIZE, description="0: service default")] = 0,
     chunk_overlap: Annotated[int, Form(ge=0, le=MAX_CHUNK_SIZE, description="0: service default")] = 0,
     override: Annotated[bool, Form(description="re-index even identical content")] = False,
@@ -76,7 +76,7 @@ async def upload_files(
     access: Annotated[
         str | None,
         Form(
-            description='who may read these files, JSON {"users": [ids or emails], "groups": [names]}; '
+            description='who may read these files, JSON {"users": [ids], "groups": [names]}; '
             "unset: new files are open, re-uploads keep their list"
         ),
     ] = None,
@@ -84,7 +84,7 @@ async def upload_files(
     """Queue each file for ingestion; answers before any parsing happens."""
     if chunk_size and chunk_overlap >= chunk_size:
         raise HttpApiError(422, "chunk_overlap must be smaller than chunk_size", param="chunk_overlap")
-    access_list = None if access is None else (await with_user_ids(store, parse_access(access))).to_pb()
+    access_list = None if access is None else (await resolve_access(store, parse_access(access))).to_pb()
     names = upload_names(files)
     # Fail fast on an unknown knowledge base before shipping megabytes to the ingest service.
     await ingest.GetKnowledgeBase(
@@ -114,9 +114,18 @@ async def upload_files(
             request=request,
             knowledge_base=kb,
             target=name,
-            detail={"bytes": len(content), "job_id": job.id, "override": override},
+            detail={
+                "bytes": len(content),
+                "job_id": job.id,
+                "override": override,
+                **({"access": access_list_json(access_list)} if access_list is not None else {}),
+            },
         )
     return UploadAccepted(jobs=jobs)
+
+
+def access_list_json(access: ingest_pb2.FileAccess) -> dict[str, list[str]]:
+    return FileAccess.from_pb(access).model_dump()
 
 
 def parse_access(raw: str) -> FileAccess:
@@ -150,15 +159,26 @@ async def set_file_access(
     ingest: IngestStub,
     settings: SettingsDep,
     store: StoreDep,
+    request: Request,
+    audit: AuditDep,
 ) -> FileAccess:
     """Replace who may read the file; its indexed chunks follow at once, without re-embedding.
-    A restricted list always keeps the file's uploader. People may be named by id or email."""
-    body = await with_user_ids(store, body)
+    A restricted list always keeps the file's uploader."""
     info = await ingest.SetFileAccess(
-        ingest_pb2.SetFileAccessRequest(knowledge_base=kb, file_name=file_name, access=body.to_pb()),
+        ingest_pb2.SetFileAccessRequest(
+            knowledge_base=kb, file_name=file_name, access=(await resolve_access(store, body)).to_pb()
+        ),
         timeout=settings.request_timeout_s,
     )
-    return FileAccess.from_pb(info.access)
+    access = FileAccess.from_pb(info.access)
+    await audit.record(
+        AuditAction.FILE_ACCESS_SET,
+        request=request,
+        knowledge_base=kb,
+        target=file_name,
+        detail=access.model_dump(),
+    )
+    return access
 
 
 @router.post("/{file_name}/reindex", status_code=status.HTTP_202_ACCEPTED, response_model=UploadAccepted)

@@ -3,8 +3,9 @@ qdrant-client backend): a person never sees a file outside its list through any 
 
 Held-out files: three CMRC 2018 articles (one restricted to the ``finance`` group) and the
 real ``test.docx`` (restricted to one user), uploaded through the native route with the
-``access`` form field. The people are stored API keys whose principal carries a user id and
-groups (the identity the gateway's user store gives them); the environment key is an admin.
+``access`` form field. The people are real users (made by the admin, in real groups, sharing
+the knowledge base as editors or viewers) calling with API keys they made after signing in;
+the environment key is an admin.
 
 Checked for a reader outside the lists: native search (top_k still full), OpenAI chat with a
 ``kb:`` model (citations and reply), Chatchat ``search_docs``, ``knowledge_base_chat``,
@@ -16,7 +17,6 @@ another person's file chat. Changing a list takes effect at once and calls no em
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import time
@@ -34,13 +34,10 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from services.common.config import CommonSettings
 from services.common.metrics import GRPC_REQUESTS
 from services.gateway.access import Principal
 from services.gateway.agent.tools import ToolContext, build_registry
-from services.gateway.authz import KnowledgeBaseGuard, acting_as
-from services.gateway.clients import ServiceClients
-from services.gateway.config import GatewaySettings
+from services.gateway.authz import acting_as
 
 from .stack import Stack, running_stack
 
@@ -66,22 +63,42 @@ HIDDEN = (RAILWAY, AUTOGEN, RAILWAY_SECRET, AUTOGEN_SECRET)
 
 @dataclass(frozen=True)
 class Person:
-    user_id: str
-    groups: frozenset[str] = frozenset()
+    role: str  # on the knowledge base
+    groups: tuple[str, ...] = ()
+
+    def email(self, name: str) -> str:
+        return f"{name}@example.com"
 
 
+PASSWORD = "correct horse battery staple"
 PEOPLE = {
-    "alice": Person("u_alice"),
-    "bob": Person("u_bob", frozenset({"sales"})),
-    "carol": Person("u_carol", frozenset({"finance"})),
+    "olga": Person("owner"),  # the knowledge base's owner: reads every file
+    "alice": Person("editor"),  # uploads the restricted files
+    "bob": Person("editor", ("sales",)),  # on no list: an editor, so file rules are reached
+    "carol": Person("viewer", ("finance",)),
 }
 
 
 @dataclass
 class World:
     stack: Stack
-    keys: dict[str, str]  # person -> API key
+    keys: dict[str, str]  # person -> an API key they made
+    ids: dict[str, str]  # person -> user id
     backend: str
+    jobs: dict[str, str]  # file name -> the job that indexed it
+
+    def principal(self, name: str) -> Principal:
+        """The person as the gateway resolves them (for calls made below the HTTP routes)."""
+        return Principal(
+            key_id=f"test-{name}",
+            name=name,
+            admin=False,
+            knowledge_bases=None,
+            rate_limit_per_minute=0,
+            user_id=self.ids[name],
+            email=PEOPLE[name].email(name),
+            groups=frozenset(PEOPLE[name].groups),
+        )
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -94,21 +111,46 @@ def cmrc_article(article_id: str) -> str:
     return "\n\n".join(paragraph["context"] for paragraph in article["paragraphs"])
 
 
-def identify(stack: Stack, people_by_key_id: dict[str, Person]) -> None:
-    """Give the stored keys' principals their person (user id and groups), as the user store
-    does for keys that belong to a user."""
-    assert stack.app is not None
-    access = stack.app.state.access
-    resolve = access.principal
+async def made_by_admin(client: httpx.AsyncClient, method: str, path: str, body: dict) -> dict:
+    reply = await client.request(method, path, json=body, headers=bearer(ADMIN))
+    assert reply.status_code in (200, 201), reply.text
+    answer: dict = reply.json()
+    return answer
 
-    async def principal(token: str) -> Principal | None:
-        found = await resolve(token)
-        person = people_by_key_id.get(found.key_id) if found is not None else None
-        if found is None or person is None:
-            return found
-        return dataclasses.replace(found, user_id=person.user_id, groups=person.groups)
 
-    access.principal = principal
+async def people(client: httpx.AsyncClient, url: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The users, their groups and roles on the knowledge base, and a key each made after
+    signing in (a key belongs to its maker): (keys, user ids) by name."""
+    keys, ids = {}, {}
+    for name, person in PEOPLE.items():
+        user = await made_by_admin(
+            client, "POST", "/v1/users", {"email": person.email(name), "password": PASSWORD}
+        )
+        ids[name] = user["id"]
+        for group in person.groups:
+            await made_by_admin(client, "POST", "/v1/groups", {"name": group, "display_name": group.title()})
+            joined = await client.put(f"/v1/groups/{group}/members/{user['id']}", headers=bearer(ADMIN))
+            assert joined.status_code in (200, 204), joined.text
+        await made_by_admin(
+            client,
+            "PUT",
+            f"/v1/knowledge_bases/{KB}/members",
+            {"kind": "user", "id": user["id"], "role": person.role},
+        )
+        async with httpx.AsyncClient(base_url=url, timeout=60) as browser:
+            signed_in = await browser.post(
+                "/v1/auth/login", json={"email": person.email(name), "password": PASSWORD}
+            )
+            assert signed_in.status_code == 200, signed_in.text
+            made = await browser.post(
+                "/v1/keys",
+                json={"name": f"{name}'s key"},
+                headers={"X-CSRF-Token": signed_in.json()["csrf_token"]},
+            )
+            assert made.status_code == 201, made.text
+            assert made.json()["owner"] == user["id"]
+            keys[name] = made.json()["key"]
+    return keys, ids
 
 
 async def settle(client: httpx.AsyncClient, job_id: str, timeout_s: float = 120) -> dict:
@@ -123,7 +165,7 @@ async def settle(client: httpx.AsyncClient, job_id: str, timeout_s: float = 120)
 
 async def upload(
     client: httpx.AsyncClient, key: str, name: str, content: bytes, access: dict | None = None
-) -> None:
+) -> str:
     form = {"access": json.dumps(access)} if access is not None else {}
     reply = await client.post(
         f"/v1/knowledge_bases/{KB}/files", files={"files": (name, content)}, data=form, headers=bearer(key)
@@ -131,6 +173,7 @@ async def upload(
     assert reply.status_code == 202, reply.text
     job = await settle(client, reply.json()["jobs"][0]["id"])
     assert job["state"] == "succeeded", job
+    return str(job["id"])
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["edge", "qdrant"])
@@ -141,23 +184,27 @@ async def world(
     data_dir = tmp_path_factory.mktemp(f"doc-acl-{backend}")
     retrieve = {"backend": "qdrant", "qdrant_path": str(data_dir / "qdrant")} if backend == "qdrant" else None
     async with (
-        running_stack(data_dir, ingest={"max_file_mb": 1}, retrieve=retrieve, api_keys=[ADMIN]) as stack,
+        running_stack(
+            data_dir,
+            ingest={"max_file_mb": 1},
+            retrieve=retrieve,
+            api_keys=[ADMIN],
+            session_cookie_secure=False,
+        ) as stack,
         httpx.AsyncClient(base_url=stack.url, timeout=120) as client,
     ):
-        keys, by_key_id = {}, {}
-        for name, person in PEOPLE.items():
-            made = await client.post("/v1/keys", json={"name": name}, headers=bearer(ADMIN))
-            assert made.status_code == 201, made.text
-            keys[name], by_key_id[made.json()["id"]] = made.json()["key"], person
-        identify(stack, by_key_id)
         created = await client.post("/v1/knowledge_bases", json={"name": KB}, headers=bearer(ADMIN))
         assert created.status_code == 201, created.text
+        keys, ids = await people(client, stack.url)
+        jobs: dict[str, str] = {}
         for name, article in OPEN_FILES.items():
-            await upload(client, ADMIN, name, cmrc_article(article).encode())
-        await upload(client, keys["alice"], RAILWAY, cmrc_article("DEV_2").encode(), {"groups": ["finance"]})
+            jobs[name] = await upload(client, ADMIN, name, cmrc_article(article).encode())
+        jobs[RAILWAY] = await upload(
+            client, keys["alice"], RAILWAY, cmrc_article("DEV_2").encode(), {"groups": ["finance"]}
+        )
         docx = (EVALDATA / "docs" / "test.docx").read_bytes()
-        await upload(client, keys["alice"], AUTOGEN, docx, {"users": ["u_carol"]})
-        yield World(stack, keys, backend)
+        jobs[AUTOGEN] = await upload(client, keys["alice"], AUTOGEN, docx, {"users": [ids["carol"]]})
+        yield World(stack, keys, ids, backend, jobs)
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -193,6 +240,9 @@ async def test_search_shows_each_person_only_their_documents(world: World, clien
         assert leaks(hits) == []
     hits = await search_files(client, keys["alice"], AUTOGEN_QUESTION)  # alice uploaded it
     assert hits[0]["file_name"] == AUTOGEN
+    # The knowledge base's owner is on no list and reads everything.
+    assert (await search_files(client, keys["olga"], AUTOGEN_QUESTION))[0]["file_name"] == AUTOGEN
+    assert (await search_files(client, keys["olga"], RAILWAY_QUESTION))[0]["file_name"] == RAILWAY
 
 
 async def test_chat_routes_never_cite_or_quote_hidden_text(world: World, client: httpx.AsyncClient) -> None:
@@ -242,9 +292,10 @@ async def test_files_outside_the_list_are_missing(world: World, client: httpx.As
     assert {entry["file_name"] for entry in listed} == set(OPEN_FILES)
     all_files = (await client.get(f"/v1/knowledge_bases/{KB}/files", headers=bearer(ADMIN))).json()["data"]
     by_name = {entry["file_name"]: entry for entry in all_files}
-    assert by_name[RAILWAY]["access"] == {"users": ["u_alice"], "groups": ["finance"]}
-    assert by_name[AUTOGEN]["access"] == {"users": ["u_carol", "u_alice"], "groups": []}
-    assert by_name[RAILWAY]["uploader"] == "u_alice" and by_name["gongs.txt"]["access"] == {
+    alice_id, carol_id = world.ids["alice"], world.ids["carol"]
+    assert by_name[RAILWAY]["access"] == {"users": [alice_id], "groups": ["finance"]}
+    assert by_name[AUTOGEN]["access"] == {"users": [carol_id, alice_id], "groups": []}
+    assert by_name[RAILWAY]["uploader"] == alice_id and by_name["gongs.txt"]["access"] == {
         "users": [],
         "groups": [],
     }
@@ -263,7 +314,7 @@ async def test_files_outside_the_list_are_missing(world: World, client: httpx.As
             "nope.txt", path.split("/")[0]
         )
     put = await client.put(
-        f"/v1/knowledge_bases/{KB}/files/{RAILWAY}/access", json={"users": ["u_bob"]}, headers=bob
+        f"/v1/knowledge_bases/{KB}/files/{RAILWAY}/access", json={"users": [world.ids["bob"]]}, headers=bob
     )
     assert put.status_code == 404
     deleted = await client.delete(f"/v1/knowledge_bases/{KB}/files/{RAILWAY}", headers=bob)
@@ -276,6 +327,13 @@ async def test_files_outside_the_list_are_missing(world: World, client: httpx.As
         await client.get(f"/v1/knowledge_bases/{KB}/files/{RAILWAY}/content", headers=carol)
     ).status_code == 200
 
+    bob_jobs = (await client.get(f"/v1/knowledge_bases/{KB}/jobs", headers=bob)).json()["data"]
+    assert {job["file_name"] for job in bob_jobs} == set(OPEN_FILES)
+    hidden_job = await client.get(f"/v1/jobs/{world.jobs[RAILWAY]}", headers=bob)
+    assert hidden_job.status_code == 404 and leaks(hidden_job.text) == []
+    assert (await client.get(f"/v1/jobs/{world.jobs['gongs.txt']}", headers=bob)).status_code == 200
+    assert (await client.get(f"/v1/jobs/{world.jobs[RAILWAY]}", headers=carol)).status_code == 200
+
     chatchat_files = (
         await client.get("/knowledge_base/list_files", params={"knowledge_base_name": KB}, headers=bob)
     ).json()
@@ -287,36 +345,21 @@ async def test_files_outside_the_list_are_missing(world: World, client: httpx.As
 
 
 async def test_agent_tool_and_mcp_filter_too(world: World) -> None:
-    bob = Principal(
-        key_id="k-bob",
-        name="bob",
-        admin=False,
-        knowledge_bases=None,
-        rate_limit_per_minute=0,
-        user_id="u_bob",
-        groups=frozenset({"sales"}),
-    )
-    addresses: dict[str, Any] = {f"{name}_addr": address for name, address in world.stack.addresses.items()}
-    common = CommonSettings(**addresses)
-    settings = GatewaySettings(catalog_url="sqlite:///unused.db", common=common)
-    clients = ServiceClients.connect(common, KnowledgeBaseGuard())
-    tools = build_registry(settings)
-    try:
-        context = ToolContext(settings=settings, clients=clients)
-        with acting_as(bob):
-            result = await tools.run(
-                "search_knowledge_base",
-                {"query": RAILWAY_QUESTION, "knowledge_bases": [KB], "top_k": 3},
-                context,
-            )
-        assert len(result.citations) == 3 and leaks(result.text) == [] and leaks(result.citations) == []
-        with acting_as(dataclasses.replace(bob, user_id="u_carol", groups=frozenset({"finance"}))):
-            carol = await tools.run(
-                "search_knowledge_base", {"query": RAILWAY_QUESTION, "knowledge_bases": [KB]}, context
-            )
-        assert carol.citations[0]["file_name"] == RAILWAY
-    finally:
-        await clients.close()
+    # The tool runs on the gateway's own clients and guard (roles from its store), as a person.
+    app = world.stack.app
+    assert app is not None
+    context = ToolContext(settings=app.state.settings, clients=app.state.clients)
+    tools = build_registry(app.state.settings)
+    with acting_as(world.principal("bob")):
+        result = await tools.run(
+            "search_knowledge_base", {"query": RAILWAY_QUESTION, "knowledge_bases": [KB], "top_k": 3}, context
+        )
+    assert len(result.citations) == 3 and leaks(result.text) == [] and leaks(result.citations) == []
+    with acting_as(world.principal("carol")):
+        carol = await tools.run(
+            "search_knowledge_base", {"query": RAILWAY_QUESTION, "knowledge_bases": [KB]}, context
+        )
+    assert carol.citations[0]["file_name"] == RAILWAY
 
     async with mcp_session(world.stack.url, world.keys["bob"]) as session:
         found = await session.call_tool(
@@ -379,11 +422,11 @@ async def test_changing_the_list_applies_at_once_without_embedding(
     assert before > 0  # the uploads were embedded by this service
     changed = await client.put(
         f"/v1/knowledge_bases/{KB}/files/{RAILWAY}/access",
-        json={"users": ["u_bob"], "groups": []},
+        json={"users": ["bob@example.com"], "groups": []},  # an email names the user too
         headers=alice,
     )
     assert changed.status_code == 200, changed.text
-    assert changed.json() == {"users": ["u_bob", "u_alice"], "groups": []}  # the uploader stays
+    assert changed.json() == {"users": [world.ids["bob"], world.ids["alice"]], "groups": []}  # uploader stays
     assert embed_calls() == before  # the points were updated in place
 
     assert (await search_files(client, world.keys["bob"], RAILWAY_QUESTION))[0]["file_name"] == RAILWAY
@@ -407,7 +450,7 @@ async def test_changing_the_list_applies_at_once_without_embedding(
         json={"groups": ["finance"]},
         headers=bearer(ADMIN),
     )
-    assert restored.json() == {"users": ["u_alice"], "groups": ["finance"]}  # uploader still kept
+    assert restored.json() == {"users": [world.ids["alice"]], "groups": ["finance"]}  # uploader kept
     # Searches embed their queries (kind "query"); no passage was embedded again.
     reindexed = await client.post(f"/v1/knowledge_bases/{KB}/files/{RAILWAY}/reindex", json={}, headers=alice)
     assert reindexed.status_code == 202
@@ -424,6 +467,8 @@ async def test_changing_the_list_applies_at_once_without_embedding(
         ('{"users": [""]}', "users.0"),
         ('{"users": ["a b"]}', "users.0"),
         ('{"users": "u_a"}', "users"),
+        ('{"users": ["u_nobody"]}', "access: user 'u_nobody' does not exist"),
+        ('{"groups": ["nobody"]}', "access: group 'nobody' does not exist"),
     ],
 )
 async def test_a_bad_access_field_is_a_precise_422(

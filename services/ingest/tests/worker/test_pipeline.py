@@ -23,6 +23,7 @@ from services.common.errors import FailedPrecondition
 from services.ingest.config import IngestSettings
 from services.ingest.documents.parsers import parse
 from services.ingest.documents.splitter import split_segments
+from services.ingest.store.access import FileAccess
 from services.ingest.store.blobs import BlobStore
 from services.ingest.store.records import JobState
 from services.ingest.tests.conftest import Dependencies, ingest_settings, unused_address
@@ -161,6 +162,51 @@ def test_a_file_deleted_mid_run_leaves_no_vectors(
         assert pipeline.run(doomed) is JobState.CANCELLED
         assert pipeline.catalog.jobs.get(doomed).state is JobState.CANCELLED
         assert _points(retrieve, kb) == kept
+    finally:
+        pipeline.close()
+
+
+def _readable(retrieve: retrieve_pb2_grpc.RetrieveServiceStub, kb: str, reader: list[str]) -> int:
+    """How many of the collection's chunks a reader with these tokens finds."""
+    request = retrieve_pb2.SearchRequest(
+        collection=kb,
+        query_text="知识库",
+        mode=retrieve_pb2.SEARCH_MODE_SPARSE,
+        top_k=100,
+        reader_acl=reader,
+        enforce_acl=True,
+    )
+    return len(retrieve.Search(request, timeout=30).hits)
+
+
+def test_an_access_change_while_the_job_indexes_ends_with_the_new_list(
+    settings: IngestSettings,
+    retrieve: retrieve_pb2_grpc.RetrieveServiceStub,
+    request: pytest.FixtureRequest,
+) -> None:
+    pipeline = IngestPipeline.from_settings(settings.model_copy(update={"upsert_batch_size": 2}))
+    try:
+        kb = _kb(pipeline, request)
+        job_id = _submit(pipeline, kb, "a.txt", TEXT.encode())
+
+        def set_acl(acl: list[str]) -> None:
+            retrieve.SetFileAcl(retrieve_pb2.SetFileAclRequest(collection=kb, file_name="a.txt", acl=acl))
+
+        # The list changes after the first batch is indexed with the old one (open): the
+        # change rewrites the points indexed so far, the later batches are written with the
+        # list the job read, and the job's end re-applies the catalog's list.
+        restricted = FileAccess.of(groups=["finance"])
+
+        def change_access() -> None:
+            pipeline.lifecycle.set_access(kb, "a.txt", restricted, set_acl)
+
+        pipeline.retrieve = _DeleteFileOnFirstUpsert(pipeline.retrieve, change_access)  # type: ignore[assignment]
+        assert pipeline.run(job_id) is JobState.SUCCEEDED
+        chunks = pipeline.catalog.jobs.get(job_id).chunks
+        assert chunks > 2
+        assert _readable(retrieve, kb, ["group:finance"]) == chunks
+        assert _readable(retrieve, kb, ["user:u_bob"]) == 0
+        assert pipeline.catalog.files.get(kb, "a.txt").access == restricted
     finally:
         pipeline.close()
 
