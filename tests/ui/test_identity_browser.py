@@ -1,7 +1,8 @@
 """People in the web UI, against the real stack with a first admin from configuration: sign in
 with a password and see the knowledge base shared with you; add a member in the Members tab
 and change their role; the admin page creates a user and a group; a file's access list is
-edited in its dialog; a wrong password is refused on the sign-in page; sign out.
+edited in its dialog; a wrong password is refused on the sign-in page; sign out; the web UI's
+half of ``zhiku login --sso`` hands the CLI a key of the signed-in person.
 
 Everything the UI changes is read back through the API with the stack's key.
 """
@@ -9,15 +10,21 @@ Everything the UI changes is read back through the API with the stack's key.
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
+import webbrowser
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
+from typer.testing import Result
 
+from services.cli.tests.conftest import Cli
 from tests.ui.conftest import gateway_client, ingest, launch_ui_stack
 
 ADMIN_EMAIL = "admin@example.com"
@@ -125,6 +132,7 @@ def test_sign_in_members_tab_file_access_and_sign_out(page: Page, people: People
         "data-role", "editor"
     )
     assert members_of(people.api, KB)[("user", bob_id)] == "editor"
+    page.screenshot(path=str(output_dir / "identity-members.png"))
 
     # The file's access list: restrict it to Bob; the gateway keeps it.
     page.get_by_test_id("kb-tab-files").click()
@@ -134,6 +142,7 @@ def test_sign_in_members_tab_file_access_and_sign_out(page: Page, people: People
     dialog.get_by_test_id("access-user-input").fill(people.bob_email)
     dialog.get_by_test_id("access-add-user").click()
     expect(dialog.locator('[data-testid="access-entry"][data-kind="user"]')).to_have_count(1)
+    page.screenshot(path=str(output_dir / "identity-file-access.png"))
     with page.expect_request(lambda r: r.method == "PUT" and r.url.endswith("/access")) as put:
         dialog.get_by_test_id("access-save").click()
     expect(dialog).to_have_count(0)
@@ -152,13 +161,12 @@ def test_sign_in_members_tab_file_access_and_sign_out(page: Page, people: People
     expect(dialog).to_have_count(0)
     assert people.api.get(f"/v1/knowledge_bases/{KB}/files/{FILE}/access").json()["users"] == []
 
-    page.screenshot(path=str(output_dir / "identity-members.png"))
     page.get_by_test_id("signout").click()
     expect(page.get_by_test_id("signin-page")).to_be_visible()
     expect(page.get_by_test_id("current-user")).to_be_hidden()
 
 
-def test_admin_page_creates_a_user_and_a_group(page: Page, people: People) -> None:
+def test_admin_page_creates_a_user_and_a_group(page: Page, people: People, output_dir: Path) -> None:
     base = str(people.api.base_url).rstrip("/")
     sign_in(page, base, ADMIN_EMAIL, ADMIN_PASSWORD, "/#/admin")
     expect(page.get_by_test_id("nav-admin")).to_be_visible()
@@ -195,6 +203,67 @@ def test_admin_page_creates_a_user_and_a_group(page: Page, people: People) -> No
     expect(card.get_by_test_id("group-member")).to_have_count(1)
     user = next(u for u in people.api.get("/v1/users").json()["data"] if u["email"] == email)
     assert group in user["groups"]
+    page.screenshot(path=str(output_dir / "identity-admin.png"))
     # The signed-in admin keeps working: a new page load reads the session again.
     page.reload()
     expect(page.get_by_test_id("current-user")).to_be_visible()
+
+
+def test_cli_browser_sign_in_hands_a_key_to_the_terminal(
+    page: Page, people: People, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``zhiku login --sso`` without the provider hop: the CLI's browser command only records
+    the address; Chromium opens where the provider would send it back (``next``), signs in
+    there with a password, and the cli-login page hands a fresh key to the CLI's listener."""
+    base = str(people.api.base_url).rstrip("/")
+    opened = tmp_path / "opened-url"
+    browser = tmp_path / "browser.sh"
+    browser.write_text(f'#!/bin/sh\nprintf %s "$1" > {opened}\n')
+    browser.chmod(0o755)
+    monkeypatch.setenv("BROWSER", str(browser))
+    webbrowser._tryorder = None  # type: ignore[attr-defined]  # re-read BROWSER on the next open
+
+    cli = Cli(base, None)
+    results: list[Result] = []
+    login = threading.Thread(target=lambda: results.append(cli("login", "--sso")))
+    login.start()
+    deadline = time.monotonic() + 30
+    while not (opened.exists() and opened.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    url = urlsplit(opened.read_text())
+    assert url.path == "/v1/auth/oidc/login"
+    next_path = parse_qs(url.query)["next"][0]
+    assert next_path.startswith("/#/cli-login?port=")
+
+    sign_in(page, base, people.ann_email, ANN_PASSWORD, next_path)
+    expect(page.locator("body")).to_contain_text("You may close this tab")
+    login.join(30)
+    assert results and results[0].exit_code == 0, results[0].output if results else "login still waiting"
+    assert people.ann_email in results[0].stdout
+
+    stored = json.loads(cli.config.read_text())["gateways"][base]
+    assert stored["api_key"] and stored["key_id"] and "session" not in stored
+    who = cli("whoami")
+    assert who.exit_code == 0 and people.ann_email in who.stdout and "signed in with: key" in who.stdout
+    # The key is Ann's: it sees her knowledge base.
+    assert KB in cli("kb", "list").stdout
+    # Signing out revokes that key on the gateway.
+    assert cli("logout").exit_code == 0
+    refused = httpx.get(
+        f"{base}/v1/knowledge_bases", headers={"Authorization": f"Bearer {stored['api_key']}"}
+    )
+    assert refused.status_code == 401
+
+
+def test_a_viewer_sees_the_knowledge_base_but_not_its_members(page: Page, people: People) -> None:
+    base = str(people.api.base_url).rstrip("/")
+    granted = people.api.put(
+        f"/v1/knowledge_bases/{KB}/members", json={"kind": "user", "id": people.bob_email, "role": "viewer"}
+    )
+    assert granted.status_code == 200, granted.text
+    sign_in(page, base, people.bob_email, "bob-password-123")
+    page.locator(f'[data-testid="kb-item"][data-name="{KB}"] button').click()
+    page.get_by_test_id("kb-tab-members").click()
+    expect(page.get_by_test_id("members-denied")).to_be_visible()
+    expect(page.get_by_test_id("member-form")).to_have_count(0)
+    expect(page.get_by_test_id("toast-error")).to_have_count(0)

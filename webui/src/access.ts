@@ -5,7 +5,7 @@ import { getJson, kbPath, sendJson } from "./api";
 import { clear, h } from "./dom";
 import { t } from "./i18n";
 import { panel, toast } from "./modal";
-import { knownGroups, knownUsers, userIdFor, userLabel, type Group } from "./people";
+import { knownGroups, knownPeople, userIdFor, userLabel, type Group } from "./people";
 import type { User } from "./session";
 
 export interface AccessList {
@@ -37,7 +37,7 @@ export async function editAccess(kb: string, file: string, saved: () => void = (
     toast((error as Error).message, "error");
     return;
   }
-  const [users, groups]: [User[], Group[]] = await Promise.all([knownUsers(), knownGroups()]);
+  const [users, groups]: [User[], Group[]] = await Promise.all([knownPeople(kb), knownGroups()]);
   const draft: AccessList = { users: [...(access.users ?? [])], groups: [...(access.groups ?? [])] };
   const lists = h("div", { class: "access-lists" });
   const entry = (kind: keyof AccessList, value: string) =>

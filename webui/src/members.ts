@@ -1,7 +1,7 @@
 // A knowledge base's Members tab: who holds which role (people and groups), add one with a
 // role, change a role in place, remove. Owners and admins may change it; the gateway says 403
 // to anyone else, shown as the message it gives.
-import { kbPath, request, sendJson, getJson } from "./api";
+import { ApiError, getJson, kbPath, request, sendJson } from "./api";
 import { clear, h } from "./dom";
 import { t } from "./i18n";
 import { confirmDialog, toast } from "./modal";
@@ -26,6 +26,7 @@ export class MembersPanel {
   private groups: Group[] = [];
   private table = h("div", { class: "table-wrap" });
   private form: HTMLElement | null = null;
+  private denied: string | null = null;
 
   setKnowledgeBase(kb: string | null): void {
     if (kb !== this.kb) this.form = null;
@@ -35,12 +36,15 @@ export class MembersPanel {
   async refresh(): Promise<void> {
     const kb = this.kb;
     if (!kb) return;
+    this.denied = null;
     try {
       const body = await getJson<{ members: Member[] }>(`${kbPath(kb)}/members`);
       this.members = body.members ?? [];
     } catch (error) {
       this.members = [];
-      toast((error as Error).message, "error");
+      // Viewers and editors may not see who else is in: say so in place, not as an error.
+      if (error instanceof ApiError && error.status === 403) this.denied = error.message;
+      else toast((error as Error).message, "error");
     }
     [this.users, this.groups] = await Promise.all([knownUsers(), knownGroups()]);
     this.render();
@@ -54,6 +58,10 @@ export class MembersPanel {
 
   private render(): void {
     clear(this.root);
+    if (this.denied !== null) {
+      this.root.append(h("h3", {}, t("members.title")), h("p", { class: "muted", "data-testid": "members-denied" }, t("members.denied")));
+      return;
+    }
     this.renderTable();
     this.root.append(h("h3", {}, t("members.title")), this.table, (this.form ??= this.addForm()));
   }
@@ -84,7 +92,7 @@ export class MembersPanel {
           h("td", { "data-label": t("members.role") }, role),
           h(
             "td",
-            { class: "actions" },
+            {},
             h("button", { type: "button", class: "small danger", "data-testid": "member-remove", onclick: () => void this.remove(member) }, t("members.remove")),
           ),
         ),

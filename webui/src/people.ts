@@ -1,7 +1,7 @@
 // The gateway's users and groups as the sharing forms need them: lists (admins may read them;
 // anyone else gets 403 and an empty list), an email turned into a user id, an id shown as the
 // person's email. One place, so the members tab, file access and admin page agree.
-import { getJson } from "./api";
+import { getJson, kbPath } from "./api";
 import type { User } from "./session";
 
 export interface Group {
@@ -29,6 +29,23 @@ export async function listGroups(): Promise<Group[]> {
 export async function knownUsers(): Promise<User[]> {
   try {
     return await listUsers();
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * People to show by email around a knowledge base: every user for admins; for its owners, the
+ * people among its members (GET .../members names them); nobody for anyone else, who sees ids.
+ */
+export async function knownPeople(kb: string): Promise<User[]> {
+  const users = await knownUsers();
+  if (users.length) return users;
+  try {
+    const body = await getJson<{ members: Array<{ kind: string; id: string; name: string }> }>(`${kbPath(kb)}/members`);
+    return (body.members ?? [])
+      .filter((member) => member.kind === "user")
+      .map((member) => ({ id: member.id, email: member.name, display_name: member.name, admin: false, groups: [], disabled: false, sso: false }));
   } catch {
     return [];
   }

@@ -160,3 +160,49 @@ def test_logout_ends_the_session_on_the_gateway(stack: BackgroundStack) -> None:
     with httpx.Client(base_url=stack.url, cookies={"zhiku_session": stored["session"]}) as http:
         assert http.get("/v1/knowledge_bases").status_code == 401
     assert "Not signed in" in ok(cli("logout")).stdout
+
+
+def ok_id(http: httpx.Client, email: str) -> str:
+    return next(u["id"] for u in http.get("/v1/users").json()["data"] if u["email"] == email)
+
+
+def test_file_access_from_upload_to_open(
+    admin: Cli, stack: BackgroundStack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    dave_email = f"{unique('dave')}@example.com"
+    ok(admin("users", "add", dave_email, "--sso-only"))
+    kb = unique("acl").replace("-", "_")
+    ok(admin("kb", "create", kb))
+    folder = tmp_path_factory.mktemp("acl-files")
+    (folder / "payroll.txt").write_text("Payroll closes on the 25th of each month.\n", encoding="utf-8")
+    ok(admin("ingest", str(folder / "payroll.txt"), "--kb", kb, "--reader", dave_email))
+
+    shown = ok(admin("files", "access", kb, "payroll.txt")).stdout
+    # The uploader (the admin, a person here) stays on a restricted list; Dave is on it by email.
+    assert dave_email in shown and "groups: -" in shown, shown
+
+    team = unique("hr")
+    ok(admin("groups", "add", team))
+    replaced = ok(admin("files", "access", kb, "payroll.txt", "--group", team)).stdout
+    assert team in replaced and dave_email not in replaced
+    with httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as http:
+        stored = http.get(f"/v1/knowledge_bases/{kb}/files/payroll.txt/access").json()
+        assert stored["groups"] == [team]
+        # The gateway takes emails in an access list too (an editor cannot list users), and
+        # names the one nobody has instead of storing a token that matches nobody.
+        by_email = http.put(
+            f"/v1/knowledge_bases/{kb}/files/payroll.txt/access", json={"users": [dave_email], "groups": []}
+        )
+        assert by_email.status_code == 200, by_email.text
+        assert ok_id(http, dave_email) in by_email.json()["users"]  # beside the uploader, kept
+        unknown = http.put(
+            f"/v1/knowledge_bases/{kb}/files/payroll.txt/access", json={"users": ["nobody@example.com"]}
+        )
+        assert unknown.status_code == 422 and "nobody@example.com" in unknown.json()["error"]["message"]
+
+    opened = ok(admin("files", "access", kb, "payroll.txt", "--open")).stdout
+    assert "everyone who may view" in opened
+    both = admin("files", "access", kb, "payroll.txt", "--open", "--group", team)
+    assert both.exit_code == 1 and "--open clears the list" in both.stderr
+    missing = admin("files", "access", kb, "nope.txt")
+    assert missing.exit_code == 5, missing.output
