@@ -135,8 +135,9 @@ def test_example_passes_the_collection_settings_to_retrieve(example: list[dict[s
         "ZHIKU_RETRIEVE_QDRANT_SHARD_NUMBER": "6",
         "ZHIKU_RETRIEVE_QDRANT_REPLICATION_FACTOR": "2",
         "ZHIKU_RETRIEVE_QDRANT_WRITE_CONSISTENCY_FACTOR": "1",
-        "ZHIKU_RETRIEVE_QDRANT_ON_DISK": "true",
-        "ZHIKU_RETRIEVE_QDRANT_QUANTIZATION": "scalar",
+        "ZHIKU_RETRIEVE_QDRANT_ON_DISK_VECTORS": "true",
+        "ZHIKU_RETRIEVE_QDRANT_ON_DISK_PAYLOAD": "true",
+        "ZHIKU_RETRIEVE_QDRANT_QUANTIZATION": "int8",
         "ZHIKU_RETRIEVE_QDRANT_LAYOUT": "shared",
     }
     retrieve = deployments(example)["retrieve"]
@@ -173,8 +174,9 @@ def test_collection_settings_are_settings_of_the_retrieve_service(
         "qdrant_shard_number": "6",
         "qdrant_replication_factor": "2",
         "qdrant_write_consistency_factor": "1",
-        "qdrant_on_disk": "true",
-        "qdrant_quantization": "scalar",
+        "qdrant_on_disk_vectors": "true",
+        "qdrant_on_disk_payload": "true",
+        "qdrant_quantization": "int8",
         "qdrant_layout": "shared",
     }
 
@@ -186,6 +188,9 @@ def test_collection_settings_are_settings_of_the_retrieve_service(
           "--set", "autoscaling.enabled=false"), "set retrieve.backend=qdrant"),
         (("--set", "retrieve.qdrant.replicationFactor=4"), "exceeds the Qdrant nodes"),
         (("--set", "retrieve.qdrant.writeConsistencyFactor=3"), "a write could never be acknowledged"),
+        (("--set", "retrieve.qdrant.replicationFactor=null",
+          "--set", "retrieve.qdrant.writeConsistencyFactor=2"), "replicationFactor (1)"),
+        (("--set", "retrieve.qdrant.quantization=scalar"), "schema"),
         (("--set", "qdrant.config.cluster.enabled=false"), "qdrant.config.cluster.enabled=true"),
         (("--set", "config.catalogUrl=postgresql+psycopg://u:p@h/z"), "not both"),
         (("--set", "config.redisUrl=redis://r:6379/0"), "not both"),
@@ -194,8 +199,8 @@ def test_collection_settings_are_settings_of_the_retrieve_service(
         (("--set", "retrieve.qdrant.layout=tenants"), "schema"),
         (("--set", "retrieve.qdrant.shardNumber=0"), "schema"),
     ],
-    ids=["edge", "rf>nodes", "wcf>rf", "no-cluster", "two-catalogs", "two-brokers", "no-pg-secret",
-         "queue-mismatch", "layout", "shards"],
+    ids=["edge", "rf>nodes", "wcf>rf", "wcf>default-rf", "quantization", "no-cluster", "two-catalogs",
+         "two-brokers", "no-pg-secret", "queue-mismatch", "layout", "shards"],
 )  # fmt: skip
 def test_inconsistent_cluster_values_are_refused(
     helm: Path, overrides: tuple[str, ...], message: str
@@ -207,10 +212,13 @@ def test_inconsistent_cluster_values_are_refused(
 
 def test_unset_collection_settings_keep_the_service_defaults(helm: Path) -> None:
     docs = render(helm, "--set", "retrieve.backend=qdrant", "--set", "retrieve.qdrant.url=http://q:6333",
-                  "--set", "retrieve.qdrant.onDisk=false")  # fmt: skip
+                  "--set", "retrieve.qdrant.onDiskPayload=false")  # fmt: skip
     names = {k: v for k, v in config_data(docs).items() if k.startswith("ZHIKU_RETRIEVE_QDRANT")}
     # false is a choice, not "unset"; the rest stay with the service.
-    assert names == {"ZHIKU_RETRIEVE_QDRANT_URL": "http://q:6333", "ZHIKU_RETRIEVE_QDRANT_ON_DISK": "false"}
+    assert names == {
+        "ZHIKU_RETRIEVE_QDRANT_URL": "http://q:6333",
+        "ZHIKU_RETRIEVE_QDRANT_ON_DISK_PAYLOAD": "false",
+    }
 
 
 # ------------------------------------------------------------------------ PostgreSQL and Redis

@@ -83,7 +83,7 @@ values (null or "") are left out so the retrieve service keeps its own defaults.
 */}}
 {{- define "zhiku.qdrantSettings" -}}
 {{- $q := .Values.retrieve.qdrant }}
-{{- $names := dict "shardNumber" "SHARD_NUMBER" "replicationFactor" "REPLICATION_FACTOR" "writeConsistencyFactor" "WRITE_CONSISTENCY_FACTOR" "onDisk" "ON_DISK" "quantization" "QUANTIZATION" "layout" "LAYOUT" }}
+{{- $names := dict "shardNumber" "SHARD_NUMBER" "replicationFactor" "REPLICATION_FACTOR" "writeConsistencyFactor" "WRITE_CONSISTENCY_FACTOR" "onDiskVectors" "ON_DISK_VECTORS" "onDiskPayload" "ON_DISK_PAYLOAD" "quantization" "QUANTIZATION" "layout" "LAYOUT" }}
 {{- range $key, $suffix := $names }}
 {{- $value := get $q $key }}
 {{- if not (or (kindIs "invalid" $value) (eq (toString $value) "")) }}
@@ -131,7 +131,9 @@ ZHIKU_RETRIEVE_QDRANT_{{ $suffix }}: {{ toString $value | quote }}
 {{- fail (printf "retrieve.qdrant.replicationFactor (%v) exceeds the Qdrant nodes (qdrant.replicaCount=%v): each copy of a shard needs a node of its own" $q.replicationFactor $v.qdrant.replicaCount) }}
 {{- end }}
 {{- end }}
-{{- if and $q.writeConsistencyFactor $q.replicationFactor (gt (int $q.writeConsistencyFactor) (int $q.replicationFactor)) }}
-{{- fail (printf "retrieve.qdrant.writeConsistencyFactor (%v) exceeds retrieve.qdrant.replicationFactor (%v): a write could never be acknowledged" $q.writeConsistencyFactor $q.replicationFactor) }}
+{{- /* As the retrieve service checks it: an unset replication factor is Qdrant's default, 1. */}}
+{{- $replication := $q.replicationFactor | default 1 }}
+{{- if and $q.writeConsistencyFactor (gt (int $q.writeConsistencyFactor) (int $replication)) }}
+{{- fail (printf "retrieve.qdrant.writeConsistencyFactor (%v) exceeds retrieve.qdrant.replicationFactor (%v): a write could never be acknowledged" $q.writeConsistencyFactor $replication) }}
 {{- end }}
 {{- end }}
