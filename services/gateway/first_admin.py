@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 
+from services.common.errors import AlreadyExists
 from services.gateway.config import GatewaySettings
 from services.gateway.passwords import hash_password, password_problem
 from services.gateway.store import GatewayStore
-from services.gateway.store.users import AlreadyExists
 
 log = logging.getLogger("zhiku.gateway.first_admin")
 

@@ -39,7 +39,7 @@ from services.common.errors import ZhikuError
 from services.ingest.broker import enqueue_ingest, queue_length
 from services.ingest.config import IngestSettings
 from services.ingest.metrics import JOBS_REPUBLISHED
-from services.ingest.store.access import FileAccess
+from services.ingest.store.access import FileAccessList
 from services.ingest.store.catalog import Catalog
 from services.ingest.store.files import file_not_found
 from services.ingest.store.records import ACTIVE_STATES, RUNNING_STATES, FileRecord, JobRecord, JobState
@@ -79,7 +79,7 @@ class JobLifecycle:
         title_enhance: bool = False,
         override: bool = False,
         parent_chunk_size: int = 0,
-        access: FileAccess | None = None,
+        access: FileAccessList | None = None,
         uploader: str = "",
     ) -> JobRecord:
         """Record an upload: the file row (new or replaced) and a QUEUED job that owns it.
@@ -156,7 +156,9 @@ class JobLifecycle:
 
         return self._database.retry_on_conflict(work)
 
-    def set_access(self, kb: str, file_name: str, access: FileAccess | None, apply: ApplyAcl) -> FileRecord:
+    def set_access(
+        self, kb: str, file_name: str, access: FileAccessList | None, apply: ApplyAcl
+    ) -> FileRecord:
         """Write the file's access list (None: keep it) and ``apply`` its tokens to the file's
         points inside the same transaction, holding the file's row.
 
@@ -175,7 +177,7 @@ class JobLifecycle:
             if access is not None:
                 _set_access(row, access, "")
                 row.updated_at = time.time()
-            apply(FileAccess.from_json(row.access).tokens())
+            apply(FileAccessList.from_json(row.access).tokens())
             session.flush()
             return file_record(kb, row)
 
@@ -425,7 +427,7 @@ class JobLifecycle:
                 swap()
             if reapply is not None:
                 stored = session.scalar(select(FileRow.access).where(FileRow.id == owner))
-                current = FileAccess.from_json(stored).tokens()
+                current = FileAccessList.from_json(stored).tokens()
                 if acl is None or current != list(acl):
                     reapply(current)
             changed = session.execute(
@@ -501,12 +503,12 @@ class JobLifecycle:
         return JobState.QUEUED
 
 
-def _set_access(row: FileRow, access: FileAccess | None, uploader: str) -> None:
+def _set_access(row: FileRow, access: FileAccessList | None, uploader: str) -> None:
     """A file row's access list (None: keep it) and uploader (empty: keep it); a restricted
     list always holds the uploader."""
     if uploader:
         row.uploader = uploader
-    kept = FileAccess.from_json(row.access) if access is None else access
+    kept = FileAccessList.from_json(row.access) if access is None else access
     row.access = kept.with_uploader(row.uploader or "").to_json()
 
 

@@ -26,6 +26,10 @@ SAME_CONCEPT = {
         "KnowledgeBase": "services/gateway/schemas/native.py",
         "SearchHit": "services/gateway/schemas/native.py",
         "ApiKey": "services/gateway/routes/keys.py",
+        "User": "services/gateway/schemas/identity.py",
+        "Login": "services/gateway/schemas/identity.py",
+        "Group": "services/gateway/schemas/identity.py",
+        "Member": "services/gateway/schemas/identity.py",
     }.items()
 }
 

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response, status
 
+from services.common.errors import AlreadyExists
 from services.gateway.audit import AuditAction
 from services.gateway.deps import AccessDep, AuditDep, CurrentKey, GuardDep, StoreDep
 from services.gateway.errors import HttpApiError
@@ -27,7 +28,7 @@ from services.gateway.schemas.identity import (
     User,
     UserList,
 )
-from services.gateway.store.users import AlreadyExists, UserRecord
+from services.gateway.store.users import UserRecord
 
 users = APIRouter(prefix="/v1/users", tags=["users"])
 groups = APIRouter(prefix="/v1/groups", tags=["users"])

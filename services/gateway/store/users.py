@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.common.database import rows_matched
+from services.common.errors import AlreadyExists
 from services.gateway.store.database import Database
 from services.gateway.store.tables import GroupMemberRow, GroupRow, RoleGrantRow, SessionRow, UserRow
 
@@ -52,10 +53,6 @@ class GroupRecord:
     display_name: str
     created_at: float
     members: tuple[str, ...] = ()  # user ids
-
-
-class AlreadyExists(Exception):
-    """A unique value (an email, a group name, an SSO subject) is taken."""
 
 
 def _groups_of(session: Session, user_ids: Sequence[str]) -> dict[str, list[str]]:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from services.common.errors import AlreadyExists
 from services.gateway.store import GatewayStore
 from services.gateway.store.grants import HolderKind, Role
 from services.gateway.store.keys import hash_key
-from services.gateway.store.users import AlreadyExists
 
 from .test_store import postgres_url, store  # noqa: F401 (fixtures: both databases)
 

@@ -33,7 +33,7 @@ from services.ingest.api.sources import SourceMethods
 from services.ingest.broker import IngestCelery, enqueue_ingest
 from services.ingest.config import IngestSettings
 from services.ingest.jobs import GENERATION_KEY, JobLifecycle
-from services.ingest.store.access import FileAccess
+from services.ingest.store.access import FileAccessList
 from services.ingest.store.blobs import BlobStore, sha256_hex
 from services.ingest.store.catalog import Catalog
 from services.ingest.store.records import SPLITTERS, FileRecord, JobRecord
@@ -213,7 +213,7 @@ class IngestServicer(SourceMethods, ingest_pb2_grpc.IngestServiceServicer):
         chunk_size, chunk_overlap = self._chunking(request)
         splitter = _splitter(request.splitter)
         request_id = current_request_id()
-        access = FileAccess.from_pb(request.access) if request.HasField("access") else None
+        access = FileAccessList.from_pb(request.access) if request.HasField("access") else None
         uploader = request.uploader.strip()
         previous: list[FileRecord] = []
 
@@ -315,7 +315,7 @@ class IngestServicer(SourceMethods, ingest_pb2_grpc.IngestServiceServicer):
         return job.to_pb()
 
     async def _sync_access(
-        self, kb: str, name: str, access: FileAccess | None, unless: list[str] | None = None
+        self, kb: str, name: str, access: FileAccessList | None, unless: list[str] | None = None
     ) -> FileRecord:
         """Record ``access`` (None: keep the list) and apply the file's tokens to its points,
         in one catalog transaction holding the file's row (JobLifecycle.set_access); the
@@ -349,7 +349,7 @@ class IngestServicer(SourceMethods, ingest_pb2_grpc.IngestServiceServicer):
         """Change who may read a file: the catalog and its points (no re-embedding)."""
         kb = check_kb_name(request.knowledge_base)
         name = check_file_name(request.file_name)
-        access = FileAccess.from_pb(request.access)
+        access = FileAccessList.from_pb(request.access)
         record = await self._sync_access(kb, name, access)
         log.info("access of %s/%s is now %s", kb, name, record.access.tokens())
         return record.to_pb()

@@ -37,7 +37,7 @@ def _entries(values: Iterable[str], what: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class FileAccess:
+class FileAccessList:
     """Users (ids) and groups (names) who may read a file; both empty: everyone who may view
     the knowledge base."""
 
@@ -49,21 +49,21 @@ class FileAccess:
         return bool(self.users or self.groups)
 
     @classmethod
-    def of(cls, users: Iterable[str] = (), groups: Iterable[str] = ()) -> FileAccess:
+    def of(cls, users: Iterable[str] = (), groups: Iterable[str] = ()) -> FileAccessList:
         return cls(users=_entries(users, "users"), groups=_entries(groups, "groups"))
 
     @classmethod
-    def from_pb(cls, access: ingest_pb2.FileAccess) -> FileAccess:
+    def from_pb(cls, access: ingest_pb2.FileAccess) -> FileAccessList:
         return cls.of(access.users, access.groups)
 
     def to_pb(self) -> ingest_pb2.FileAccess:
         return ingest_pb2.FileAccess(users=list(self.users), groups=list(self.groups))
 
-    def with_uploader(self, uploader: str) -> FileAccess:
+    def with_uploader(self, uploader: str) -> FileAccessList:
         """The uploader stays on a restricted list; an open list stays open."""
         if not self.restricted or not uploader or uploader in self.users:
             return self
-        return FileAccess(users=(*self.users, uploader), groups=self.groups)
+        return FileAccessList(users=(*self.users, uploader), groups=self.groups)
 
     def tokens(self) -> list[str]:
         """The ``acl`` every chunk of the file carries."""
@@ -75,11 +75,11 @@ class FileAccess:
         return json.dumps({"users": list(self.users), "groups": list(self.groups)}) if self.restricted else ""
 
     @classmethod
-    def from_json(cls, stored: str | None) -> FileAccess:
+    def from_json(cls, stored: str | None) -> FileAccessList:
         if not stored:
             return cls()
         value = json.loads(stored)
         return cls(users=tuple(value.get("users", ())), groups=tuple(value.get("groups", ())))
 
 
-OPEN = FileAccess()
+OPEN = FileAccessList()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import cast
 
-from services.ingest.store.access import OPEN, FileAccess
+from services.ingest.store.access import OPEN, FileAccessList
 from zhiku.v1 import ingest_pb2
 
 
@@ -78,7 +78,7 @@ class FileRecord:
     job_id: str
     created_at: float
     updated_at: float
-    access: FileAccess = OPEN
+    access: FileAccessList = OPEN
     uploader: str = ""
 
     def to_pb(self) -> ingest_pb2.FileInfo:

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Boolean, Double, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.ingest.store.access import FileAccess
+from services.ingest.store.access import FileAccessList
 from services.ingest.store.records import FileRecord, JobRecord, JobState, KnowledgeBaseRecord
 
 # Bulk UPDATEs of the catalog never touch rows loaded as objects in the same session that are
@@ -73,7 +73,7 @@ class FileRow(CatalogBase):
     job_id: Mapped[str] = mapped_column(String(36), index=True)
     created_at: Mapped[float] = mapped_column(Double)
     updated_at: Mapped[float] = mapped_column(Double)
-    # Who may read it: FileAccess JSON, empty when open (services.ingest.store.access).
+    # Who may read it: FileAccessList JSON, empty when open (services.ingest.store.access).
     access: Mapped[str] = mapped_column(Text, default="")
     # The last uploader's user id (empty for keys without a user); kept on a restricted list.
     uploader: Mapped[str] = mapped_column(String(255), default="")
@@ -179,7 +179,7 @@ def file_record(kb: str, row: FileRow) -> FileRecord:
         job_id=row.job_id,
         created_at=row.created_at,
         updated_at=row.updated_at,
-        access=FileAccess.from_json(row.access),
+        access=FileAccessList.from_json(row.access),
         uploader=row.uploader or "",
     )
 

@@ -10,10 +10,10 @@ import pytest
 
 from services.common.errors import InvalidArgument, NotFound
 from services.ingest.jobs import JobLifecycle
-from services.ingest.store.access import FileAccess
+from services.ingest.store.access import FileAccessList
 from services.ingest.store.catalog import Catalog
 
-SECRET = FileAccess.of(users=["u_alice"], groups=["finance"])
+SECRET = FileAccessList.of(users=["u_alice"], groups=["finance"])
 
 
 def _submit(lifecycle: JobLifecycle, content_hash: str = "h1", **options: Any):
@@ -21,12 +21,12 @@ def _submit(lifecycle: JobLifecycle, content_hash: str = "h1", **options: Any):
 
 
 def test_tokens_of_open_and_restricted_lists() -> None:
-    assert FileAccess().tokens() == ["*"]
+    assert FileAccessList().tokens() == ["*"]
     assert SECRET.tokens() == ["user:u_alice", "group:finance"]
     assert SECRET.with_uploader("u_bob").tokens() == ["user:u_alice", "user:u_bob", "group:finance"]
-    assert FileAccess().with_uploader("u_bob").tokens() == ["*"]  # open stays open
-    assert FileAccess.from_json(SECRET.to_json()) == SECRET and FileAccess().to_json() == ""
-    assert FileAccess.of(users=[" u_a ", "u_a"]).users == ("u_a",)
+    assert FileAccessList().with_uploader("u_bob").tokens() == ["*"]  # open stays open
+    assert FileAccessList.from_json(SECRET.to_json()) == SECRET and FileAccessList().to_json() == ""
+    assert FileAccessList.of(users=[" u_a ", "u_a"]).users == ("u_a",)
 
 
 @pytest.mark.parametrize(
@@ -40,7 +40,7 @@ def test_tokens_of_open_and_restricted_lists() -> None:
 )
 def test_bad_entries_are_invalid(users: list[str], groups: list[str], fragment: str) -> None:
     with pytest.raises(InvalidArgument, match=fragment):
-        FileAccess.of(users=users, groups=groups)
+        FileAccessList.of(users=users, groups=groups)
 
 
 def test_access_is_set_at_upload_kept_by_reuploads_and_holds_the_uploader(
@@ -55,7 +55,7 @@ def test_access_is_set_at_upload_kept_by_reuploads_and_holds_the_uploader(
     _submit(lifecycle, content_hash="h2")
     assert catalog.files.get("kb", "a.txt").access == stored.access
     # An identical upload that names a list still changes the list.
-    _submit(lifecycle, content_hash="h2", access=FileAccess())
+    _submit(lifecycle, content_hash="h2", access=FileAccessList())
     assert not catalog.files.get("kb", "a.txt").access.restricted
     lifecycle.submit_file("kb", "b.txt", 1, "hb", 250, 50)
     assert catalog.files.get("kb", "b.txt").access.tokens() == ["*"]
@@ -73,10 +73,10 @@ def test_set_access_applies_tokens_inside_the_transaction(catalog: Catalog, life
         raise RuntimeError("retrieve is down")
 
     with pytest.raises(RuntimeError):
-        lifecycle.set_access("kb", "a.txt", FileAccess(), down)
+        lifecycle.set_access("kb", "a.txt", FileAccessList(), down)
     assert catalog.files.get("kb", "a.txt").access == record.access  # nothing recorded
     with pytest.raises(NotFound):
-        lifecycle.set_access("kb", "nope.txt", FileAccess(), applied.append)
+        lifecycle.set_access("kb", "nope.txt", FileAccessList(), applied.append)
 
 
 def test_finish_reapplies_a_list_changed_while_the_job_ran(catalog: Catalog, lifecycle: JobLifecycle) -> None:

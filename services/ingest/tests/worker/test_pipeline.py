@@ -23,7 +23,7 @@ from services.common.errors import FailedPrecondition
 from services.ingest.config import IngestSettings
 from services.ingest.documents.parsers import parse
 from services.ingest.documents.splitter import split_segments
-from services.ingest.store.access import FileAccess
+from services.ingest.store.access import FileAccessList
 from services.ingest.store.blobs import BlobStore
 from services.ingest.store.records import JobState
 from services.ingest.tests.conftest import Dependencies, ingest_settings, unused_address
@@ -195,7 +195,7 @@ def test_an_access_change_while_the_job_indexes_ends_with_the_new_list(
         # The list changes after the first batch is indexed with the old one (open): the
         # change rewrites the points indexed so far, the later batches are written with the
         # list the job read, and the job's end re-applies the catalog's list.
-        restricted = FileAccess.of(groups=["finance"])
+        restricted = FileAccessList.of(groups=["finance"])
 
         def change_access() -> None:
             pipeline.lifecycle.set_access(kb, "a.txt", restricted, set_acl)
