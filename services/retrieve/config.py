@@ -62,6 +62,13 @@ class RetrieveSettings(ServiceSettings):
     edge_search_threads: int | None = Field(default=None, ge=1)
     # HNSW beam width at search time (recall vs latency); None keeps the engine's default.
     edge_hnsw_ef: int | None = Field(default=None, ge=1)
+    # Sharding (services/retrieve/backends/edge_collection.py): the write shard is sealed, and
+    # a new one started, once it holds max(edge_shard_points, edge_shard_growth x the points
+    # of the sealed shards). An index build copies only its own shard, so at most about
+    # growth / (1 + growth) of the knowledge base; shards grow with the knowledge base so a
+    # search (which asks every shard) meets few of them (about 18 at 1M with the defaults).
+    edge_shard_points: int = Field(default=20_000, ge=1)
+    edge_shard_growth: float = Field(default=0.2, ge=0)
 
     # --- qdrant (server via qdrant-client; local mode for tests) ---
     qdrant_url: str | None = None
