@@ -38,6 +38,7 @@ Exact across shards:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -101,7 +102,7 @@ from services.retrieve.domain import (
 from services.retrieve.sparse import SPARSE
 
 if TYPE_CHECKING:
-    from qdrant_edge import ConditionType
+    from qdrant_edge import ConditionType, PointId, Record
 
 log = logging.getLogger("zhiku.retrieve.edge")
 
@@ -295,7 +296,7 @@ class EdgeCollection:
             ]
             duplicates = [item for page in stale for item in page]
             if duplicates:
-                unit.shard.update(UpdateOperation.delete_points([point_id for point_id, _ in duplicates]))
+                unit.shard.update(UpdateOperation.delete_points(list[PointId](p for p, _ in duplicates)))
                 for _, indices in duplicates:
                     if indices is not None:
                         unit.terms.remove(indices)
@@ -421,22 +422,22 @@ class EdgeCollection:
         by_shard: dict[int, list[str]] = {}
         for point_id, _ in chosen:
             by_shard.setdefault(where[point_id], []).append(point_id)
-        records: dict[str, Any] = {}
+        records: dict[str, Record] = {}
         vector = [DENSE] if query.mode != MODE_DENSE else False
         for position, ids in by_shard.items():
-            for record in held[position][1].retrieve(ids, True, vector):
+            for record in held[position][1].retrieve(list[PointId](ids), True, vector):
                 records[str(record.id)] = record
         hits = []
         for point_id, raw in chosen:
-            record = records.get(point_id)
-            if record is None:  # overwritten or deleted by a write running meanwhile
+            found = records.get(point_id)
+            if found is None:  # overwritten or deleted by a write running meanwhile
                 continue
             hits.append(
                 Hit.from_payload(
                     point_id,
                     scores.map_score(query.mode, raw, query.fusion),
-                    record.payload,
-                    scores.hit_dense_score(query, raw, record.vector),
+                    found.payload,
+                    scores.hit_dense_score(query, raw, found.vector),
                 )
             )
         return hits
@@ -483,22 +484,24 @@ class EdgeCollection:
             held_by_write = await write.mutate(put)
             for unit, stale in zip(units[:-1], previous, strict=False):
                 if stale:
-                    await unit.mutate(
-                        lambda shard, apply, unit=unit, stale=stale: self._drop(unit, shard, apply, stale)
-                    )
+                    await unit.mutate(self._dropper(unit, stale))
             if held_by_write >= max(self._options.shard_points, self._options.shard_growth * sealed_points):
                 await self._seal()
         return len(points)
 
-    def _drop(
-        self, unit: ShardUnit, shard: EdgeShard, apply: Apply, stale: list[tuple[str, list[int] | None]]
-    ) -> None:
+    def _dropper(
+        self, unit: ShardUnit, stale: list[tuple[str, list[int] | None]]
+    ) -> Callable[[EdgeShard, Apply], None]:
         """Blocking: remove overridden points from a sealed shard and from its statistics."""
-        apply(UpdateOperation.delete_points([point_id for point_id, _ in stale]))
-        for _, indices in stale:
-            if indices is not None:
-                unit.terms.remove(indices)
-        self._save_terms(unit, shard)
+
+        def drop(shard: EdgeShard, apply: Apply) -> None:
+            apply(UpdateOperation.delete_points(list[PointId](point_id for point_id, _ in stale)))
+            for _, indices in stale:
+                if indices is not None:
+                    unit.terms.remove(indices)
+            self._save_terms(unit, shard)
+
+        return drop
 
     def _save_terms(self, unit: ShardUnit, shard: EdgeShard) -> None:
         if self.sparse and unit.sealed:
@@ -580,7 +583,7 @@ class EdgeCollection:
                 raise self._gone()
             total = 0
             for unit in self.units:
-                total += await unit.mutate(lambda shard, apply, unit=unit: change(unit, shard, apply))
+                total += await unit.mutate(functools.partial(change, unit))
             return total
 
     # ----- index builds -----
@@ -620,7 +623,7 @@ def _sparse_records(shard: EdgeShard, ids: list[str], sparse: bool) -> list[tupl
     """Blocking: (id, sparse term ids) of those ``ids`` the shard holds."""
     if not ids:
         return []
-    records = shard.retrieve(ids, False, [SPARSE] if sparse else False)
+    records = shard.retrieve(list[PointId](ids), False, [SPARSE] if sparse else False)
     return [(str(record.id), _sparse_of(record) if sparse else None) for record in records]
 
 

@@ -12,7 +12,13 @@ import pytest
 
 from services.common.errors import FailedPrecondition
 from services.retrieve.backends.edge import EdgeBackend
-from services.retrieve.backends.edge_shard import OPTIMIZING_DIR, RETIRED_DIR, SHARD_DIR, ShardOptions, ShardUnit
+from services.retrieve.backends.edge_shard import (
+    OPTIMIZING_DIR,
+    RETIRED_DIR,
+    SHARD_DIR,
+    ShardOptions,
+    ShardUnit,
+)
 from services.retrieve.tests.conftest import (
     Running,
     expect_error,

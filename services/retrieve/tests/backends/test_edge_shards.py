@@ -23,10 +23,28 @@ from zhiku.v1 import retrieve_pb2 as pb
 
 KB = "分片"
 DIM = 8
-WORDS = "alpha beta gamma delta river mountain harbor lantern copper violet meadow signal ember".split()
-MODES = {"hybrid": pb.SEARCH_MODE_HYBRID, "dense": pb.SEARCH_MODE_DENSE, "sparse": pb.SEARCH_MODE_SPARSE}
+WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "river",
+    "mountain",
+    "harbor",
+    "lantern",
+    "copper",
+    "violet",
+    "meadow",
+    "signal",
+    "ember",
+]
+MODES: dict[str, pb.SearchMode] = {
+    "hybrid": pb.SEARCH_MODE_HYBRID,
+    "dense": pb.SEARCH_MODE_DENSE,
+    "sparse": pb.SEARCH_MODE_SPARSE,
+}
 Answer = list[list[tuple[str, str, float, float, str]]]
-FUSIONS = {"dbsf": pb.HYBRID_FUSION_DBSF, "rrf": pb.HYBRID_FUSION_RRF}
+FUSIONS: dict[str, pb.HybridFusion] = {"dbsf": pb.HYBRID_FUSION_DBSF, "rrf": pb.HYBRID_FUSION_RRF}
 
 
 def sharded(tmp_path: Path, **overrides: Any) -> Any:
@@ -204,7 +222,7 @@ async def test_access_lists_hold_across_shards(tmp_path: Path) -> None:
             points_.append(p)
         await upsert(served, points_)
 
-        async def files(reader: str, mode: int) -> set[str]:
+        async def files(reader: str, mode: pb.SearchMode) -> set[str]:
             request = pb.SearchRequest(
                 collection=KB,
                 vector=rows[1][0],
@@ -263,7 +281,10 @@ async def test_an_override_interrupted_between_its_two_writes_is_repaired_at_ope
     sparse = encoder.document("copper lantern")
     shard = EdgeShard.load(str(settings.shard_root / KB / "shard-2"))
     payload = {"text": "copper lantern", "file_name": "a.txt", "chunk_index": 3, "metadata": {}}
-    vectors = {"dense": rows[50][0], "sparse": EdgeSparseVector(sparse.indices, sparse.values)}
+    vectors: dict[str, list[float] | EdgeSparseVector | list[list[float]]] = {
+        "dense": rows[50][0],
+        "sparse": EdgeSparseVector(sparse.indices, sparse.values),
+    }
     shard.update(UpdateOperation.upsert_points([Point(point_id(3), vectors, payload)]))
     shard.flush()
     shard.close()
