@@ -146,11 +146,17 @@ class Sampler:
     """Disk of build copies against the knowledge base, and the service's memory."""
 
     root: Path
-    peak_extra: int = 0
-    peak_ratio: float = 0.0
     kb_bytes: int = 1
+    _kb_final: int = 0
     peak_rss: int = 0
-    ratios: list[float] = field(default_factory=list)
+    # (extra bytes of build copies, knowledge base bytes) while a build runs
+    samples: list[tuple[int, int]] = field(default_factory=list)
+
+    def peak(self, from_kb: int = 0) -> tuple[float, int]:
+        """Largest copy against the knowledge base at that moment, over builds that ran
+        once the knowledge base had ``from_kb`` bytes: (ratio, bytes)."""
+        kept = [(extra / kb, extra) for extra, kb in self.samples if kb >= from_kb]
+        return max(kept, default=(0.0, 0))
 
     async def run(self) -> None:
         last_kb = 0.0
@@ -163,8 +169,7 @@ class Sampler:
             extra = await asyncio.to_thread(self._extra)
             building = extra > 0
             if building:
-                self.peak_extra = max(self.peak_extra, extra)
-                self.peak_ratio = max(self.peak_ratio, extra / self.kb_bytes)
+                self.samples.append((extra, self.kb_bytes))
             self.peak_rss = max(self.peak_rss, rss_bytes())
             await asyncio.sleep(0.2)
 
@@ -191,6 +196,7 @@ class Row:
     searched: int = 0
     added: int = 0
     disk_ratio: float = 0.0
+    disk_ratio_all: float = 0.0
     peak_extra_mb: float = 0.0
     kb_mb: float = 0.0
     rss_mb: float = 0.0
@@ -214,11 +220,11 @@ def last_json(out: bytes) -> dict[str, object]:
 
 
 async def settle(edge: EdgeBackend) -> None:
-    """Until no build is pending or running and none is wanted."""
+    """Until the service has no build pending (waiting for writes to settle) or running."""
     collection = await edge.collection(KB)
-    while True:
-        if not collection.building and not any([await unit.wants_build() for unit in collection.units]):
-            return
+    idle = 0
+    while idle < 4:
+        idle = 0 if collection.building else idle + 1
         await asyncio.sleep(0.5)
 
 
@@ -291,12 +297,15 @@ async def measure(size: int, args: argparse.Namespace) -> Row:
             collection = await edge.collection(KB)
             row.points = await collection.count()
             row.shards = len(collection.units)
+            sampler._kb_final = await asyncio.to_thread(sampler._kb)
         finally:
             sampling.cancel()
             row.rss_mb = rss_bytes() / 2**20
             await service.stop()
-        row.disk_ratio = sampler.peak_ratio
-        row.peak_extra_mb = sampler.peak_extra / 2**20
+        sampler.kb_bytes = max(1, sampler._kb_final)
+        row.disk_ratio, extra = sampler.peak(from_kb=sampler.kb_bytes // 2)
+        row.disk_ratio_all = sampler.peak()[0]
+        row.peak_extra_mb = extra / 2**20
         row.kb_mb = sampler.kb_bytes / 2**20
         row.peak_rss_mb = sampler.peak_rss / 2**20
         row.child_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

@@ -49,7 +49,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from qdrant_edge import (
     CountRequest,
@@ -296,7 +296,9 @@ class EdgeCollection:
             ]
             duplicates = [item for page in stale for item in page]
             if duplicates:
-                unit.shard.update(UpdateOperation.delete_points(list[PointId](p for p, _ in duplicates)))
+                unit.shard.update(
+                    UpdateOperation.delete_points(cast("list[PointId]", [p for p, _ in duplicates]))
+                )
                 for _, indices in duplicates:
                     if indices is not None:
                         unit.terms.remove(indices)
@@ -425,7 +427,7 @@ class EdgeCollection:
         records: dict[str, Record] = {}
         vector = [DENSE] if query.mode != MODE_DENSE else False
         for position, ids in by_shard.items():
-            for record in held[position][1].retrieve(list[PointId](ids), True, vector):
+            for record in held[position][1].retrieve(cast("list[PointId]", ids), True, vector):
                 records[str(record.id)] = record
         hits = []
         for point_id, raw in chosen:
@@ -495,7 +497,7 @@ class EdgeCollection:
         """Blocking: remove overridden points from a sealed shard and from its statistics."""
 
         def drop(shard: EdgeShard, apply: Apply) -> None:
-            apply(UpdateOperation.delete_points(list[PointId](point_id for point_id, _ in stale)))
+            apply(UpdateOperation.delete_points(cast("list[PointId]", [point_id for point_id, _ in stale])))
             for _, indices in stale:
                 if indices is not None:
                     unit.terms.remove(indices)
@@ -623,7 +625,7 @@ def _sparse_records(shard: EdgeShard, ids: list[str], sparse: bool) -> list[tupl
     """Blocking: (id, sparse term ids) of those ``ids`` the shard holds."""
     if not ids:
         return []
-    records = shard.retrieve(list[PointId](ids), False, [SPARSE] if sparse else False)
+    records = shard.retrieve(cast("list[PointId]", ids), False, [SPARSE] if sparse else False)
     return [(str(record.id), _sparse_of(record) if sparse else None) for record in records]
 
 
