@@ -78,8 +78,9 @@ def _point(i: int, data_vectors: np.ndarray, texts: list[str], rng: np.random.Ge
     )
 
 
-async def writer(port: int, model: str, start: int, count: int, batch: int) -> None:
-    """Upsert points ``start .. start+count`` (count 0: until killed); print the time taken."""
+async def writer(port: int, model: str, start: int, count: int, batch: int, rate: float = 0.0) -> None:
+    """Upsert points ``start .. start+count`` (count 0: until killed), at most ``rate`` points
+    a second when given; print the time taken."""
     data = load(model, 0, 0)
     rng = np.random.default_rng(start)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -93,6 +94,8 @@ async def writer(port: int, model: str, start: int, count: int, batch: int) -> N
             points = [_point(n, data.vectors, data.texts, rng) for n in range(i, end)]
             await stub.Upsert(pb.UpsertRequest(collection=KB, points=points), timeout=600)
             i = end
+            if rate > 0:
+                await asyncio.sleep(max(0.0, began + (i - start) / rate - time.perf_counter()))
             if count == 0:
                 print(json.dumps({"written": i - start}), flush=True)
     print(json.dumps({"seconds": time.perf_counter() - began, "written": i - start}), flush=True)
@@ -193,9 +196,12 @@ class Row:
     index_s: float = 0.0
     p50: float = 0.0
     p99: float = 0.0
+    idle_p50: float = 0.0
+    idle_p99: float = 0.0
     searched: int = 0
     added: int = 0
     disk_ratio: float = 0.0
+    disk_ratio_half: float = 0.0
     disk_ratio_all: float = 0.0
     peak_extra_mb: float = 0.0
     kb_mb: float = 0.0
@@ -268,6 +274,12 @@ async def measure(size: int, args: argparse.Namespace) -> Row:
                 f"<!-- {size:,}: filled in {row.fill_s:.0f} s, indexed {row.index_s:.0f} s later -->",
                 file=sys.stderr,
             )
+            idle = await spawn(
+                "--role", "searcher", "--port", port, "--queries", str(args.queries), "--model", args.model
+            )
+            out, _ = await idle.communicate()
+            quiet = np.asarray(last_json(out)["latencies_ms"])
+            row.idle_p50, row.idle_p99 = float(np.percentile(quiet, 50)), float(np.percentile(quiet, 99))
             ingest = await spawn(
                 "--role",
                 "writer",
@@ -277,6 +289,8 @@ async def measure(size: int, args: argparse.Namespace) -> Row:
                 str(size),
                 "--count",
                 "0",
+                "--ingest-rate",
+                str(args.ingest_rate),
                 "--batch",
                 str(args.batch),
                 "--model",
@@ -303,7 +317,8 @@ async def measure(size: int, args: argparse.Namespace) -> Row:
             row.rss_mb = rss_bytes() / 2**20
             await service.stop()
         sampler.kb_bytes = max(1, sampler._kb_final)
-        row.disk_ratio, extra = sampler.peak(from_kb=sampler.kb_bytes // 2)
+        row.disk_ratio, extra = sampler.peak(from_kb=int(sampler.kb_bytes * 0.9))
+        row.disk_ratio_half = sampler.peak(from_kb=sampler.kb_bytes // 2)[0]
         row.disk_ratio_all = sampler.peak()[0]
         row.peak_extra_mb = extra / 2**20
         row.kb_mb = sampler.kb_bytes / 2**20
@@ -312,7 +327,9 @@ async def measure(size: int, args: argparse.Namespace) -> Row:
     return row
 
 
-def print_rows(rows: list[Row]) -> None:
+def print_rows(rows: list[Row], rate: float) -> None:
+    args_rate = f"{rate:.0f} points/s" if rate > 0 else "flat out"
+
     def line(name: str, cells: list[str], target: str = "") -> None:
         print(f"| {name} | " + " | ".join(cells) + f" | {target} |")
 
@@ -324,11 +341,17 @@ def print_rows(rows: list[Row]) -> None:
         f"<= {TARGET_P50_MS:.0f}",
     )
     line("gRPC search p99 ms", [f"{r.p99:.1f}" for r in rows], f"<= {TARGET_P99_MS:.0f}")
+    line("... with no ingestion: p50 / p99 ms", [f"{r.idle_p50:.1f} / {r.idle_p99:.1f}" for r in rows])
+    line("writer during the searches", [args_rate] * len(rows))
     line("searches / points added meanwhile", [f"{r.searched} / {r.added:,}" for r in rows])
     line(
-        "peak extra disk per build, % of KB",
+        "peak extra disk per build, % of KB (builds at >= 90% of the final KB)",
         [f"{100 * r.disk_ratio:.1f}" for r in rows],
         f"<= {100 * TARGET_DISK:.0f}",
+    )
+    line(
+        "... at >= half the final KB / over every build (a small KB's first builds)",
+        [f"{100 * r.disk_ratio_half:.1f} / {100 * r.disk_ratio_all:.1f}" for r in rows],
     )
     line("peak extra disk MB / KB on disk MB", [f"{r.peak_extra_mb:.0f} / {r.kb_mb:.0f}" for r in rows])
     line(
@@ -349,6 +372,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--model", default=EmbedSettings.model_fields["local_model"].default)
+    parser.add_argument(
+        "--ingest-rate", type=float, default=0.0, help="points/s of the writer during searches (0: flat out)"
+    )
     parser.add_argument("--dir", default=None, help="where the knowledge bases are written (default: temp)")
     parser.add_argument(
         "--role", choices=["main", "writer", "searcher"], default="main", help=argparse.SUPPRESS
@@ -358,11 +384,13 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "writer":
-        asyncio.run(writer(args.port, args.model, args.start, args.count, args.batch))
+        asyncio.run(writer(args.port, args.model, args.start, args.count, args.batch, args.ingest_rate))
         return
     if args.role == "searcher":
         asyncio.run(searcher(args.port, args.model, args.queries))
         return
+    if os.environ.get("BENCH_SWITCH_INTERVAL"):
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     data = load(args.model, 1200, args.queries)  # embeds once, cached
     print(
         f"<!-- base: {len(data.texts)} real chunks x {data.vectors.shape[1]}-d ({args.model}), "
@@ -372,7 +400,7 @@ def main() -> None:
     rows: list[Row] = []
     for size in (int(s) for s in args.sizes.split(",") if s):
         rows.append(asyncio.run(measure(size, args)))
-        print_rows(rows)
+        print_rows(rows, args.ingest_rate)
         sys.stdout.flush()
 
 

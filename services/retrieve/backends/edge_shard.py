@@ -94,8 +94,8 @@ class ShardOptions:
     search_threads: int | None
     hnsw_ef: int | None = None
     hybrid_candidates: int = 50
-    shard_points: int = 20_000
-    shard_growth: float = 0.2
+    shard_points: int = 10_000
+    shard_growth: float = 0.1
 
     @classmethod
     def from_settings(cls, settings: RetrieveSettings) -> ShardOptions:
