@@ -469,7 +469,7 @@ class ShardUnit:
     def _snapshot(self, copy: Path) -> None:
         self.shard.flush()
         shutil.rmtree(copy, ignore_errors=True)
-        shutil.copytree(self.root / self.dirname, copy)
+        shutil.copytree(self.root / self.dirname, copy, copy_function=copy_sparse)
 
     async def _run_child(self, copy: Path) -> dict[str, Any]:
         process = await asyncio.create_subprocess_exec(
@@ -556,6 +556,27 @@ class ShardUnit:
                 return
             self._gate.closed = True
             await self._run(self.shard.close)
+
+
+_BLOCK = 1 << 20
+_ZEROS = bytes(_BLOCK)
+
+
+def copy_sparse(src: str, dst: str) -> str:
+    """Copy a file, leaving runs of zeros as holes (and its times, as ``copy2`` does).
+
+    The engine preallocates its write-ahead log in 32 MB segments that are mostly holes; a
+    plain copy writes them out as real blocks, which made a build's copy of a 10k-point shard
+    (about 60 MB on disk) take over 120 MB."""
+    with open(src, "rb") as source, open(dst, "wb") as target:
+        while block := source.read(_BLOCK):
+            if block == _ZEROS[: len(block)]:
+                target.seek(len(block), os.SEEK_CUR)
+            else:
+                target.write(block)
+        target.truncate()
+    shutil.copystat(src, dst)
+    return dst
 
 
 def _apply_writes(shard: EdgeShard, operations: list[UpdateOperation]) -> None:
