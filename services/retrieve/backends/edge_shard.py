@@ -221,7 +221,8 @@ def recover(root: Path) -> None:
             os.rename(entry, live)
             log.warning("restored %s/%s after an interrupted index swap", root.name, live.name)
     for entry in root.iterdir():
-        if entry.name.endswith(OPTIMIZING_SUFFIX) or entry.name.startswith(TRASH_PREFIX):
+        # "~trash" alone: the retired shard of a build from before sharding.
+        if entry.name.endswith(OPTIMIZING_SUFFIX) or entry.name.startswith("~trash"):
             shutil.rmtree(entry, ignore_errors=True)
 
 
