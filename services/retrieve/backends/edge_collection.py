@@ -630,11 +630,21 @@ def _sparse_records(shard: EdgeShard, ids: list[str], sparse: bool) -> list[tupl
 
 
 def _best(found: dict[str, tuple[int, float]], limit: int) -> list[tuple[str, float]]:
-    """The ``limit`` best candidates, best first (ties by id, as rank_and_keep orders)."""
-    ranked = sorted(
-        ((point_id, score) for point_id, (_, score) in found.items()), key=lambda c: (-c[1], c[0])
-    )
-    return ranked[:limit]
+    """The ``limit`` best candidates, best first, ties by id (as rank_and_keep orders).
+
+    Scores within a millionth of each other count as tied: float32 noise (a first shard that
+    applies the engine's IDF gets its query weights divided by it) must not reorder tied
+    candidates, since RRF fuses ranks."""
+    ranked = sorted(((point_id, score) for point_id, (_, score) in found.items()), key=lambda c: -c[1])
+    ordered: list[tuple[str, float]] = []
+    group: list[tuple[str, float]] = []
+    for candidate in ranked:
+        if group and group[0][1] - candidate[1] > 1e-6 * abs(group[0][1]):
+            ordered.extend(sorted(group, key=lambda c: c[0]))
+            group = []
+        group.append(candidate)
+    ordered.extend(sorted(group, key=lambda c: c[0]))
+    return ordered[:limit]
 
 
 def _filter(query: SearchQuery) -> Filter | None:

@@ -15,7 +15,7 @@ from qdrant_edge import EdgeShard, Point, UpdateOperation
 from qdrant_edge import SparseVector as EdgeSparseVector
 
 from services.retrieve.backends.edge import EdgeBackend
-from services.retrieve.backends.edge_collection import EdgeCollection
+from services.retrieve.backends.edge_collection import EdgeCollection, create_on_disk
 from services.retrieve.backends.edge_shard import RETIRED_DIR, SHARD_DIR
 from services.retrieve.sparse import SparseEncoder
 from services.retrieve.tests.conftest import Running, make_point, make_settings, point_id, running
@@ -297,3 +297,20 @@ async def test_an_override_interrupted_between_its_two_writes_is_repaired_at_ope
         )
         assert [h.text for h in reply.hits if h.chunk_id == point_id(3)] == ["copper lantern"]
         assert sum(unit.terms.docs for unit in (await collection(second)).units) == 100
+
+
+async def test_a_collection_from_before_sharding_keeps_one_bm25_across_its_shards(tmp_path: Path) -> None:
+    """Its first shard weights terms with the engine's own IDF; later shards store plain
+    weights; the query corrects the first shard's weights, so scores match a new collection."""
+    rows = corpus(120)
+    points_ = [point(i, rows[i], f"f{i % 3}.txt") for i in range(120)]
+    async with running(make_settings("edge", tmp_path / "one")) as single:
+        await upsert(single, points_)
+        baseline = await answers(single)
+    async with running(sharded(tmp_path / "old")) as old:
+        assert isinstance(old.backend, EdgeBackend)
+        create_on_disk(old.backend.root / KB, DIM, old.backend._options, meta_format=2)
+        await upsert(old, points_)
+        units = (await collection(old)).units
+        assert [unit.engine_idf for unit in units] == [True, False, False, False]
+        same(await answers(old), baseline)
