@@ -359,7 +359,7 @@ def print_rows(rows: list[Row], rate: float) -> None:
     )
     line("time to index after the fill s", [f"{r.index_s:.0f}" for r in rows])
     line("retrieve RSS MB (end / peak)", [f"{r.rss_mb:.0f} / {r.peak_rss_mb:.0f}" for r in rows])
-    line("index build child peak RSS MB", [f"{r.child_rss_mb:.0f}" for r in rows])
+    line("child processes peak RSS MB (builds, writer, searcher)", [f"{r.child_rss_mb:.0f}" for r in rows])
     line("shards / points at the end", [f"{r.shards} / {r.points:,}" for r in rows])
     print(f"\nload average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores")
 

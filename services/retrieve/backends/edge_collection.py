@@ -18,8 +18,8 @@ write shard; once it holds ``max(edge_shard_points, edge_shard_growth x points o
 shards)`` it is sealed: a new, empty write shard is created (its rename into place commits
 the seal) and the sealed shard is built once in the background, from then on only read and
 deleted from. A build copies one shard: with the defaults at most about a tenth of the
-knowledge base (its peak extra disk is about 2.3 times that, copy plus new segments), and the
-number of shards grows with the logarithm of the size (about 10 at 100k points, 34 at 1M).
+knowledge base (its peak extra disk is about 1.5 times that, copy plus new segments), and the
+number of shards grows with the logarithm of the size (about 11 at 100k points, 34 at 1M).
 
 Exact across shards:
 
