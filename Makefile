@@ -7,7 +7,7 @@ PROTO_SRC := $(wildcard protos/zhiku/v1/*.proto)
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install run test test-unit test-e2e test-vllm bench-generate bench-generate-queue lint format proto proto-check bench bench-embed bench-retrieve bench-retrieval bench-stack bench-ingest bench-answers \
-	bench-search-load bench-generate-backend bench-parse \
+	bench-search-load bench-generate-backend bench-parse bench-scale \
 	helm-lint compose-check services clean docs webui webui-check
 
 install: $(STAMP)
@@ -69,6 +69,11 @@ bench-embed: install
 
 bench-retrieve: install
 	$(PY) -m bench.bench_retrieve
+
+## bench-scale: one knowledge base filled to 100k and 1M real-text chunks (edge backend, gRPC):
+## search p50/p99 while ingesting, disk per index build, RSS, time to fill and to index (ARGS="--sizes 100000")
+bench-scale: install
+	$(PY) -m bench.bench_scale $(ARGS)
 
 ## bench-retrieval: recall@k/MRR of dense, sparse, hybrid vs a Chatchat-style FAISS baseline (CMRC, SQuAD),
 ## then search latency through gRPC and the gateway at 10k and 100k chunks

@@ -62,6 +62,15 @@ class RetrieveSettings(ServiceSettings):
     edge_search_threads: int | None = Field(default=None, ge=1)
     # HNSW beam width at search time (recall vs latency); None keeps the engine's default.
     edge_hnsw_ef: int | None = Field(default=None, ge=1)
+    # Sharding (services/retrieve/backends/edge_collection.py): the write shard is sealed, and
+    # a new one started, once it holds max(edge_shard_points, edge_shard_growth x the points
+    # of the sealed shards). An index build works on a copy of one shard, about 1.5 times that
+    # shard's size on disk at its peak (copy plus the new segments; bench_scale), so the extra
+    # disk of a build stays near 1.5 x growth / (1 + growth) of the knowledge base (15% at 0.1
+    # measured at 100k); shards grow with the knowledge base, so a search (which asks every
+    # shard) meets about 11 at 100k points and 34 at 1M with the defaults.
+    edge_shard_points: int = Field(default=10_000, ge=1)
+    edge_shard_growth: float = Field(default=0.1, ge=0)
 
     # --- qdrant (server via qdrant-client; local mode for tests) ---
     qdrant_url: str | None = None

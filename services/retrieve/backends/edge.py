@@ -1,10 +1,11 @@
 """The ``edge`` backend: Qdrant's engine embedded in the retrieve process (qdrant-edge-py).
 
-One shard directory per knowledge base under ``edge_dir`` (see :mod:`.edge_shard` for the
-layout and the index-build design). The engine allows one opener per shard, so this backend
-opens each shard once, keeps it in a dict, and takes an exclusive lock on ``edge_dir`` at
-start: a second retrieve process on the same directory fails fast instead of hitting WAL
-lock errors later. Blocking engine calls run on a bounded thread pool.
+One directory per knowledge base under ``edge_dir``, holding several engine shards (see
+:mod:`.edge_collection` for the layout and sharding, :mod:`.edge_shard` for index builds).
+The engine allows one opener per shard, so this backend opens each collection once, keeps it
+in a dict, and takes an exclusive lock on ``edge_dir`` at start: a second retrieve process on
+the same directory fails fast instead of hitting WAL lock errors later. Blocking engine calls
+run on a bounded thread pool.
 
 Scores: cosine similarity mapped to [0, 1] by :mod:`services.retrieve.scores`.
 """
@@ -23,14 +24,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from services.common.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument, NotFound
-from services.retrieve.backends.edge_shard import (
+from services.retrieve.backends.edge_collection import (
     STAGING_PREFIX,
     EdgeCollection,
-    ShardOptions,
     create_on_disk,
     is_collection,
-    run_blocking,
 )
+from services.retrieve.backends.edge_shard import ShardOptions, run_blocking
 from services.retrieve.config import RetrieveSettings
 from services.retrieve.domain import CollectionStats, Hit, PointRecord, SearchQuery
 from services.retrieve.metrics import OPEN_SHARDS
@@ -110,7 +110,7 @@ class EdgeBackend:
         return self.root / name
 
     async def _lookup_locked(self, name: str) -> EdgeCollection | None:
-        """Open shard for ``name``, opening it from disk if needed; caller holds the catalog."""
+        """Open collection ``name``, opening it from disk if needed; caller holds the catalog."""
         collection = self._collections.get(name)
         if collection is not None:
             return collection
@@ -128,7 +128,7 @@ class EdgeBackend:
         return collection
 
     async def collection(self, name: str) -> EdgeCollection:
-        """The open shard of ``name``; NotFound when the knowledge base has no collection."""
+        """The open collection ``name``; NotFound when the knowledge base has no collection."""
         collection = self._collections.get(name)
         if collection is None:
             async with self._catalog:

@@ -17,7 +17,7 @@ from qdrant_client import models
 
 from services.retrieve import scores
 from services.retrieve.backends.edge import EdgeBackend
-from services.retrieve.backends.edge_shard import create_on_disk
+from services.retrieve.backends.edge_collection import create_on_disk
 from services.retrieve.backends.qdrant import QdrantBackend
 from services.retrieve.domain import DENSE
 from services.retrieve.tests.conftest import (

@@ -12,7 +12,13 @@ import pytest
 
 from services.common.errors import FailedPrecondition
 from services.retrieve.backends.edge import EdgeBackend
-from services.retrieve.backends.edge_shard import OPTIMIZING_DIR, RETIRED_DIR, SHARD_DIR, ShardOptions
+from services.retrieve.backends.edge_shard import (
+    OPTIMIZING_DIR,
+    RETIRED_DIR,
+    SHARD_DIR,
+    ShardOptions,
+    ShardUnit,
+)
 from services.retrieve.tests.conftest import (
     Running,
     expect_error,
@@ -53,6 +59,11 @@ async def count(retrieve: Running) -> int:
 def edge(retrieve: Running) -> EdgeBackend:
     assert isinstance(retrieve.backend, EdgeBackend)
     return retrieve.backend
+
+
+async def write_shard(retrieve: Running) -> ShardUnit:
+    """The shard that takes new points (the only one below edge_shard_points)."""
+    return (await edge(retrieve).collection(KB)).units[-1]
 
 
 async def test_points_survive_a_restart(tmp_path: Path) -> None:
@@ -98,7 +109,7 @@ async def test_optimize_keeps_writes_made_during_the_build(tmp_path: Path) -> No
     settings = make_settings("edge", tmp_path, edge_indexing_threshold_kb=1)
     async with running(settings) as served:
         data = await seed(served, 300)
-        collection = await edge(served).collection(KB)
+        collection = await write_shard(served)
         extra = vectors(20, seed=1000)
         seen_during_build: list[str] = []
 
@@ -133,7 +144,7 @@ async def test_writes_made_while_the_copy_catches_up_are_replayed_in_the_swap(tm
     settings = make_settings("edge", tmp_path, edge_indexing_threshold_kb=1)
     async with running(settings) as served:
         await seed(served, 300)
-        collection = await edge(served).collection(KB)
+        collection = await write_shard(served)
         loop = asyncio.get_running_loop()
         late = vectors(5, seed=2000)
         catch_up = collection._catch_up
@@ -169,7 +180,7 @@ async def test_failed_build_leaves_the_live_shard_serving(tmp_path: Path) -> Non
     settings = make_settings("edge", tmp_path, edge_indexing_threshold_kb=1, edge_optimize_timeout_s=0.001)
     async with running(settings) as served:
         data = await seed(served, 100)
-        collection = await edge(served).collection(KB)
+        collection = await write_shard(served)
         assert await collection.optimize() == "failed"
         assert not (collection.root / OPTIMIZING_DIR).exists()
         await seed(served, 10, start=500, file_name="b.txt")
@@ -187,7 +198,7 @@ async def test_background_build_runs_after_writes_settle(tmp_path: Path) -> None
     )
     async with running(settings) as served:
         data = await seed(served, 200)
-        collection = await edge(served).collection(KB)
+        collection = await write_shard(served)
         # Sparse vectors count as indexed at once; only the dense HNSW part waits for the build.
         assert await collection.unindexed() == 200
         for _ in range(600):  # wait (up to a minute) for the index; no assertion on time
@@ -220,7 +231,7 @@ async def test_an_indexed_collection_builds_its_tail_once_the_engine_would_index
 
     async with running(settings) as served:
         await seed(served, 60)
-        collection = await edge(served).collection(KB)
+        collection = await write_shard(served)
         assert not await collection.wants_build()  # 60 < 100 before the first index
         await seed(served, 60, start=100)
         await settled(0)

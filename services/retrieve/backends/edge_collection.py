@@ -1,0 +1,667 @@
+"""A knowledge base on the edge backend: several engine shards searched and written as one.
+
+Layout of ``edge_dir/<name>/`` (``~`` never appears in collection names)::
+
+    collection.json            our metadata (dimension, vectors, format); written before commit
+    shard/                     the first shard (the only one of collections made before sharding)
+    shard-1/, shard-2/, ...    later shards; the highest-numbered one is the write shard
+    shard-N.terms.npz          saved sparse-term statistics of a sealed shard (edge_terms.py)
+    ~new-<hex>/                transient: a shard being created (renamed into place)
+
+plus each shard's transient build entries (:mod:`.edge_shard`); ``edge_dir/~staging-<hex>/``
+is a collection being created.
+
+Why shards: an index build runs on a copy of the shard it indexes (see :mod:`.edge_shard`),
+and with one shard per knowledge base every build copied the whole knowledge base (634 MB at
+100k points; about 6 GB for every few thousand new points at 1M). Now new points go to the
+write shard; once it holds ``max(edge_shard_points, edge_shard_growth x points of the sealed
+shards)`` it is sealed: a new, empty write shard is created (its rename into place commits
+the seal) and the sealed shard is built once in the background, from then on only read and
+deleted from. A build copies one shard: with the defaults at most about a tenth of the
+knowledge base (its peak extra disk is about 1.5 times that, copy plus new segments), and the
+number of shards grows with the logarithm of the size (about 11 at 100k points, 34 at 1M).
+
+Exact across shards:
+
+* A point id lives in one shard. An upsert of an id a sealed shard holds writes it to the
+  write shard, then deletes it from the sealed one; a search that sees both meanwhile keeps
+  the newer, and a crash between the two is repaired at open (ids of the write shard are
+  removed from the sealed shards).
+* ``delete_by_file`` and ``set_file_acl`` run over every shard while searches wait (the view
+  gate), so a reader sees a re-uploaded file's generations swapped all at once. Counts are
+  sums over shards.
+* A search asks every shard for its dense and its sparse candidates, merges each kind by
+  score (cosine, and BM25 with the global IDF of :mod:`.edge_terms`), then fuses the two
+  merged lists (:mod:`.edge_fusion`): the same hits and scores as one shard would give.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import Executor
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from qdrant_edge import (
+    CountRequest,
+    EdgeShard,
+    FieldCondition,
+    Filter,
+    IsEmptyCondition,
+    MatchAny,
+    MatchValue,
+    Point,
+    Query,
+    QueryBatchRequest,
+    QueryRequest,
+    ScrollRequest,
+    SearchParams,
+    UpdateOperation,
+)
+from qdrant_edge import SparseVector as EdgeSparseVector
+
+from services.common.errors import NotFound
+from services.retrieve import scores
+from services.retrieve.backends.edge_fusion import dbsf, rrf
+from services.retrieve.backends.edge_shard import (
+    SHARD_DIR,
+    Apply,
+    Gate,
+    ShardOptions,
+    ShardUnit,
+    create_shard,
+    edge_config,
+    recover,
+    run_blocking,
+)
+from services.retrieve.backends.edge_terms import TermStats, query_weights
+from services.retrieve.domain import (
+    ACL,
+    DENSE,
+    FILE_NAME,
+    FUSION_RRF,
+    METADATA,
+    MODE_DENSE,
+    MODE_HYBRID,
+    MODE_SPARSE,
+    Hit,
+    PointRecord,
+    SearchQuery,
+    check_dimension,
+    dense_fallback,
+)
+from services.retrieve.sparse import SPARSE
+
+if TYPE_CHECKING:
+    from qdrant_edge import ConditionType, PointId, Record
+
+log = logging.getLogger("zhiku.retrieve.edge")
+
+T = TypeVar("T")
+
+META_FILE = "collection.json"
+STAGING_PREFIX = "~staging-"
+NEW_SHARD_PREFIX = "~new-"
+TERMS_SUFFIX = ".terms.npz"
+# 3: every shard stores plain sparse weights, IDF comes with the query (edge_terms.py);
+# 2: the first shard applies the engine's IDF; 1: dense only.
+META_FORMAT = 3
+_SHARD_NAME = re.compile(r"shard(?:-([1-9][0-9]*))?")
+_SCAN_PAGE = 2048
+
+
+def shard_dirname(index: int) -> str:
+    return SHARD_DIR if index == 0 else f"{SHARD_DIR}-{index}"
+
+
+def shard_indexes(root: Path) -> list[int]:
+    """Indexes of the shards present, oldest first."""
+    found = []
+    for entry in root.iterdir():
+        match = _SHARD_NAME.fullmatch(entry.name)
+        if match and entry.is_dir():
+            found.append(int(match.group(1) or 0))
+    return sorted(found)
+
+
+def is_collection(root: Path) -> bool:
+    return (root / META_FILE).is_file()
+
+
+def read_meta(root: Path) -> tuple[int, bool, int]:
+    """(dimension, has a sparse vector, format) from our metadata file."""
+    meta = json.loads((root / META_FILE).read_text(encoding="utf-8"))
+    return int(meta["dimension"]), meta.get("sparse") == SPARSE, int(meta.get("format", 1))
+
+
+def create_on_disk(
+    root: Path, dimension: int, options: ShardOptions, sparse: bool = True, meta_format: int = META_FORMAT
+) -> None:
+    """Build the collection in a staging directory and rename it into place (atomic commit).
+
+    ``sparse=False`` makes the dense-only layout of format 1 and ``meta_format=2`` the
+    engine-IDF layout of format 2 (tests of old collections)."""
+    staging = root.parent / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+    staging.mkdir(parents=True)
+    try:
+        fmt = meta_format if sparse else 1
+        create_shard(staging / SHARD_DIR, edge_config(dimension, options, sparse, engine_idf=fmt == 2))
+        meta: dict[str, Any] = {"format": fmt, "dimension": dimension, "vector": DENSE, "distance": "cosine"}
+        if sparse:
+            meta["sparse"] = SPARSE
+        (staging / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
+        os.rename(staging, root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _sparse_of(record: Any) -> list[int] | None:
+    vectors = record.vector
+    if not isinstance(vectors, dict):
+        return None
+    sparse = vectors.get(SPARSE)
+    return list(sparse.indices) if sparse is not None else None
+
+
+def _scan(shard: EdgeShard, selector: Filter | None, sparse: bool) -> list[tuple[str, list[int] | None]]:
+    """Blocking: (id, sparse term ids) of every point matching ``selector``."""
+    found: list[tuple[str, list[int] | None]] = []
+    offset = None
+    while True:
+        records, offset = shard.scroll(
+            ScrollRequest(
+                offset=offset,
+                limit=_SCAN_PAGE,
+                filter=selector,
+                with_payload=False,
+                with_vector=[SPARSE] if sparse else False,
+            )
+        )
+        found.extend((str(record.id), _sparse_of(record) if sparse else None) for record in records)
+        if offset is None:
+            return found
+
+
+class EdgeCollection:
+    """The shards of one knowledge base, oldest first; the last one takes new points."""
+
+    def __init__(
+        self,
+        name: str,
+        root: Path,
+        executor: Executor,
+        options: ShardOptions,
+        optimize_slots: asyncio.Semaphore,
+    ) -> None:
+        self.name = name
+        self.root = root
+        self.dimension, self.sparse, self.format = read_meta(root)
+        if not self.sparse:
+            log.warning(
+                "collection %s was created without a sparse vector: it searches dense only "
+                "(re-create it to get sparse and hybrid search)",
+                name,
+            )
+        self._executor = executor
+        self._options = options
+        self._optimize_slots = optimize_slots
+        self._search_params = SearchParams(hnsw_ef=options.hnsw_ef) if options.hnsw_ef else None
+        # Searches and counts share it; writes spanning shards take it so readers see them whole.
+        self._view = Gate()
+        # Serialises the collection's writes: routing of ids, term statistics, sealing.
+        self._write_lock = asyncio.Lock()
+        self.units: list[ShardUnit] = []
+        self.indexes: list[int] = []
+
+    # ----- opening -----
+
+    @classmethod
+    def open(
+        cls,
+        name: str,
+        root: Path,
+        executor: Executor,
+        options: ShardOptions,
+        optimize_slots: asyncio.Semaphore,
+    ) -> EdgeCollection:
+        """Blocking: recover interrupted swaps and seals, open every shard, load or rebuild
+        the term statistics and remove ids a crash left in two shards."""
+        recover(root)
+        for entry in root.iterdir():
+            if entry.name.startswith(NEW_SHARD_PREFIX) or entry.name.endswith(TERMS_SUFFIX + ".partial"):
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
+        collection = cls(name, root, executor, options, optimize_slots)
+        try:
+            for index in shard_indexes(root):
+                collection._attach(index)
+            for unit in collection.units[:-1]:
+                unit.sealed = True
+            collection._load_terms()
+        except BaseException:
+            for unit in collection.units:
+                unit.shard.close()
+            raise
+        return collection
+
+    def _attach(self, index: int) -> ShardUnit:
+        engine_idf = self.sparse and self.format == 2 and index == 0
+        unit = ShardUnit(
+            self.name,
+            self.root,
+            shard_dirname(index),
+            edge_config(self.dimension, self._options, self.sparse, engine_idf),
+            self._executor,
+            self._options,
+            self._optimize_slots,
+            dimension=self.dimension,
+            sparse=self.sparse,
+            engine_idf=engine_idf,
+        )
+        self.units = [*self.units, unit]
+        self.indexes = [*self.indexes, index]
+        return unit
+
+    def _terms_path(self, unit: ShardUnit) -> Path:
+        return self.root / (unit.dirname + TERMS_SUFFIX)
+
+    def _load_terms(self) -> None:
+        """Blocking, at open: saved statistics of sealed shards whose count still matches,
+        else a scan; the write shard is always scanned, and its ids are removed from the
+        sealed shards (an override interrupted between its two writes)."""
+        write = self.units[-1]
+        written = _scan(write.shard, None, self.sparse)
+        for unit in self.units[:-1]:
+            points = unit.shard.count(CountRequest(exact=True))
+            saved = TermStats.load(self._terms_path(unit), points) if self.sparse else None
+            if saved is not None:
+                unit.terms = saved
+            else:
+                for _, indices in _scan(unit.shard, None, self.sparse):
+                    if indices is not None:
+                        unit.terms.add(indices)
+            ids = [point_id for point_id, _ in written]
+            stale = [
+                _sparse_records(unit.shard, ids[i : i + _SCAN_PAGE], self.sparse)
+                for i in range(0, len(ids), _SCAN_PAGE)
+            ]
+            duplicates = [item for page in stale for item in page]
+            if duplicates:
+                unit.shard.update(
+                    UpdateOperation.delete_points(cast("list[PointId]", [p for p, _ in duplicates]))
+                )
+                for _, indices in duplicates:
+                    if indices is not None:
+                        unit.terms.remove(indices)
+                unit.shard.flush()
+                log.warning(
+                    "removed %d points of %s left in two shards by a crash", len(duplicates), self.name
+                )
+            if self.sparse and (saved is None or duplicates):
+                unit.terms.save(self._terms_path(unit), unit.shard.count(CountRequest(exact=True)))
+        for _, indices in written:
+            if indices is not None:
+                write.terms.add(indices)
+
+    # ----- helpers -----
+
+    def _gone(self) -> Exception:
+        return NotFound(f"collection {self.name!r} not found")
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await run_blocking(self._executor, fn)
+
+    @asynccontextmanager
+    async def _all_shards(self) -> AsyncIterator[list[tuple[ShardUnit, EdgeShard]]]:
+        """Every shard held for shared use, oldest first."""
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(self._view.shared(self._gone))
+            units = self.units
+            shards = [await stack.enter_async_context(unit.reading()) for unit in units]
+            yield list(zip(units, shards, strict=True))
+
+    # ----- reads -----
+
+    async def count(self) -> int:
+        async with self._all_shards() as held:
+            return await self._run(lambda: sum(shard.count(CountRequest(exact=True)) for _, shard in held))
+
+    async def search(self, query: SearchQuery) -> list[Hit]:
+        if not self.sparse and query.mode != MODE_DENSE:
+            query = dense_fallback(self.name, query)
+        if query.mode != MODE_SPARSE:
+            check_dimension(self.name, self.dimension, len(query.vector), "query")
+        if query.mode != MODE_DENSE and not query.sparse:
+            if query.mode == MODE_SPARSE:
+                return []  # no words in the query text: nothing can match lexically
+            query = query.without_sparse()
+        selector = _filter(query)
+        async with self._all_shards() as held:
+            hits = await self._run(lambda: self._search(held, query, selector))
+        return scores.rank_and_keep(hits, query.score_threshold)
+
+    def _search(
+        self, held: list[tuple[ShardUnit, EdgeShard]], query: SearchQuery, selector: Filter | None
+    ) -> list[Hit]:
+        """Blocking: candidates of every shard, merged, fused, then their payloads."""
+        dense, sparse = query.mode != MODE_SPARSE, query.mode != MODE_DENSE
+        limit = (
+            max(query.top_k, self._options.hybrid_candidates) if query.mode == MODE_HYBRID else query.top_k
+        )
+        weights = (
+            query_weights(
+                query.sparse.indices,
+                query.sparse.values,
+                [unit.terms for unit, _ in held],
+                [unit.engine_idf for unit, _ in held],
+            )
+            if sparse
+            else []
+        )
+        # id -> (shard position, engine score); a later shard's copy wins (newer write).
+        dense_found: dict[str, tuple[int, float]] = {}
+        sparse_found: dict[str, tuple[int, float]] = {}
+        for position, (_, shard) in enumerate(held):
+            requests: list[QueryRequest] = []
+            if dense:
+                requests.append(
+                    QueryRequest(
+                        limit=limit,
+                        query=Query.Nearest(query.vector, using=DENSE),
+                        filter=selector,
+                        score_threshold=(
+                            scores.cosine_floor(query.score_threshold) if query.mode == MODE_DENSE else None
+                        ),
+                        params=self._search_params,
+                    )
+                )
+            terms, values = weights[position] if sparse else ([], [])
+            if terms:
+                requests.append(
+                    QueryRequest(
+                        limit=limit,
+                        query=Query.Nearest(EdgeSparseVector(terms, values), using=SPARSE),
+                        filter=selector,
+                    )
+                )
+            if not requests:
+                continue
+            results = shard.query_batch(QueryBatchRequest(requests))
+            for point in results[0] if dense else ():
+                dense_found[str(point.id)] = (position, point.score)
+            for point in results[-1] if terms else ():
+                sparse_found[str(point.id)] = (position, point.score)
+        dense_list = _best(dense_found, limit)
+        sparse_list = _best(sparse_found, limit)
+        if query.mode == MODE_DENSE:
+            chosen = dense_list[: query.top_k]
+        elif query.mode == MODE_SPARSE:
+            chosen = sparse_list[: query.top_k]
+        else:
+            fuse = rrf if query.fusion == FUSION_RRF else dbsf
+            fused = fuse([dense_list, sparse_list])
+            chosen = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[: query.top_k]
+        where = {**{k: v[0] for k, v in sparse_found.items()}, **{k: v[0] for k, v in dense_found.items()}}
+        return self._fetch(held, query, chosen, where)
+
+    def _fetch(
+        self,
+        held: list[tuple[ShardUnit, EdgeShard]],
+        query: SearchQuery,
+        chosen: Sequence[tuple[str, float]],
+        where: dict[str, int],
+    ) -> list[Hit]:
+        """Blocking: payloads (and dense vectors, for dense_score) of the chosen points."""
+        by_shard: dict[int, list[str]] = {}
+        for point_id, _ in chosen:
+            by_shard.setdefault(where[point_id], []).append(point_id)
+        records: dict[str, Record] = {}
+        vector = [DENSE] if query.mode != MODE_DENSE else False
+        for position, ids in by_shard.items():
+            for record in held[position][1].retrieve(cast("list[PointId]", ids), True, vector):
+                records[str(record.id)] = record
+        hits = []
+        for point_id, raw in chosen:
+            found = records.get(point_id)
+            if found is None:  # overwritten or deleted by a write running meanwhile
+                continue
+            hits.append(
+                Hit.from_payload(
+                    point_id,
+                    scores.map_score(query.mode, raw, query.fusion),
+                    found.payload,
+                    scores.hit_dense_score(query, raw, found.vector),
+                )
+            )
+        return hits
+
+    # ----- writes -----
+
+    async def upsert(self, points: list[PointRecord]) -> int:
+        for point in points:
+            check_dimension(self.name, self.dimension, len(point.vector), f"point {point.id}")
+        if not points:
+            return 0
+        ids = [point.id for point in points]
+
+        def vectors(point: PointRecord) -> dict[str, Any]:
+            if self.sparse and point.sparse:
+                return {
+                    DENSE: point.vector,
+                    SPARSE: EdgeSparseVector(point.sparse.indices, point.sparse.values),
+                }
+            return {DENSE: point.vector}
+
+        async with self._write_lock:
+            async with self._all_shards() as held:
+                previous, sealed_points = await self._run(
+                    lambda: (
+                        [_sparse_records(shard, ids, self.sparse) for _, shard in held],
+                        sum(shard.count(CountRequest(exact=True)) for _, shard in held[:-1]),
+                    )
+                )
+            units = self.units
+            write = units[-1]
+
+            def put(shard: EdgeShard, apply: Apply) -> int:
+                apply(UpdateOperation.upsert_points([Point(p.id, vectors(p), p.payload()) for p in points]))
+                if self.sparse:
+                    for _, indices in previous[len(units) - 1]:
+                        if indices is not None:
+                            write.terms.remove(indices)
+                    for point in points:
+                        if point.sparse:
+                            write.terms.add(point.sparse.indices)
+                return int(shard.count(CountRequest(exact=True)))
+
+            held_by_write = await write.mutate(put)
+            for unit, stale in zip(units[:-1], previous, strict=False):
+                if stale:
+                    await unit.mutate(self._dropper(unit, stale))
+            if held_by_write >= max(self._options.shard_points, self._options.shard_growth * sealed_points):
+                await self._seal()
+        return len(points)
+
+    def _dropper(
+        self, unit: ShardUnit, stale: list[tuple[str, list[int] | None]]
+    ) -> Callable[[EdgeShard, Apply], None]:
+        """Blocking: remove overridden points from a sealed shard and from its statistics."""
+
+        def drop(shard: EdgeShard, apply: Apply) -> None:
+            apply(UpdateOperation.delete_points(cast("list[PointId]", [point_id for point_id, _ in stale])))
+            for _, indices in stale:
+                if indices is not None:
+                    unit.terms.remove(indices)
+            self._save_terms(unit, shard)
+
+        return drop
+
+    def _save_terms(self, unit: ShardUnit, shard: EdgeShard) -> None:
+        if self.sparse and unit.sealed:
+            unit.terms.save(self._terms_path(unit), shard.count(CountRequest(exact=True)))
+
+    async def _seal(self) -> None:
+        """Seal the write shard: commit a new empty one, save the old one's statistics and
+        build its index in the background. Caller holds the write lock."""
+        index = self.indexes[-1] + 1
+        dirname = shard_dirname(index)
+        sparse = self.sparse
+        config = edge_config(self.dimension, self._options, sparse, engine_idf=False)
+
+        def create() -> None:
+            staging = self.root / f"{NEW_SHARD_PREFIX}{uuid.uuid4().hex}"
+            try:
+                create_shard(staging, config)
+                os.rename(staging, self.root / dirname)  # the commit point of the seal
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+
+        await self._run(create)
+        old = self.units[-1]
+        old.sealed = True
+        await self._run(lambda: self._attach(index))
+        await old.mutate(lambda shard, _apply: self._save_terms(old, shard))
+        old.schedule_build()
+        log.info(
+            "sealed shard %s of %s",
+            old.dirname,
+            self.name,
+            extra={"fields": {"points": old.terms.docs, "shards": len(self.units)}},
+        )
+
+    async def delete_by_file(
+        self, file_name: str, keep: tuple[tuple[str, str], ...] = (), only: tuple[tuple[str, str], ...] = ()
+    ) -> int:
+        kept: list[ConditionType] = [
+            FieldCondition(key=f"{METADATA}.{key}", match=MatchValue(value)) for key, value in keep
+        ]
+        selector = Filter(
+            must=[
+                FieldCondition(key=FILE_NAME, match=MatchValue(file_name)),
+                *(FieldCondition(key=f"{METADATA}.{key}", match=MatchValue(value)) for key, value in only),
+            ],
+            must_not=kept or None,
+        )
+
+        def delete(unit: ShardUnit, shard: EdgeShard, apply: Apply) -> int:
+            matching = _scan(shard, selector, self.sparse)
+            if matching:
+                apply(UpdateOperation.delete_points_by_filter(selector))
+                for _, indices in matching:
+                    if indices is not None:
+                        unit.terms.remove(indices)
+                self._save_terms(unit, shard)
+            return len(matching)
+
+        return await self._each_shard(delete)
+
+    async def set_file_acl(self, file_name: str, acl: tuple[str, ...]) -> int:
+        """Replace the acl payload of the file's points (every generation, every shard);
+        journalled like any write, so a build in progress keeps it."""
+        selector = Filter(must=[FieldCondition(key=FILE_NAME, match=MatchValue(file_name))])
+
+        def set_acl(_unit: ShardUnit, shard: EdgeShard, apply: Apply) -> int:
+            matching = int(shard.count(CountRequest(exact=True, filter=selector)))
+            if matching:
+                apply(UpdateOperation.set_payload_by_filter(selector, {ACL: list(acl)}))
+            return matching
+
+        return await self._each_shard(set_acl)
+
+    async def _each_shard(self, change: Callable[[ShardUnit, EdgeShard, Apply], int]) -> int:
+        """Apply ``change`` to every shard while searches wait, so they see it whole."""
+        async with self._write_lock, self._view.exclusive():
+            if self._view.closed:
+                raise self._gone()
+            total = 0
+            for unit in self.units:
+                total += await unit.mutate(functools.partial(change, unit))
+            return total
+
+    # ----- index builds -----
+
+    async def optimize(self, before_swap: Callable[[], Awaitable[None]] | None = None) -> str:
+        """Build every shard that has unindexed points now; ``optimized`` when any was
+        swapped in, ``failed`` when any failed, else ``unchanged``."""
+        outcomes = [await unit.optimize(before_swap) for unit in self.units]
+        for outcome in ("failed", "optimized"):
+            if outcome in outcomes:
+                return outcome
+        return "unchanged"
+
+    @property
+    def building(self) -> bool:
+        return any(unit.building for unit in self.units)
+
+    async def info(self) -> tuple[int, int]:
+        """(points, indexed vectors) summed over shards."""
+        pairs = [await unit.info() for unit in self.units]
+        return sum(p for p, _ in pairs), sum(i for _, i in pairs)
+
+    async def unindexed(self) -> int:
+        return sum([await unit.unindexed() for unit in self.units])
+
+    # ----- lifecycle -----
+
+    async def close(self) -> None:
+        """Stop background work, wait for calls in flight, close every shard."""
+        async with self._view.exclusive():
+            self._view.closed = True
+        for unit in self.units:
+            await unit.close()
+
+
+def _sparse_records(shard: EdgeShard, ids: list[str], sparse: bool) -> list[tuple[str, list[int] | None]]:
+    """Blocking: (id, sparse term ids) of those ``ids`` the shard holds."""
+    if not ids:
+        return []
+    records = shard.retrieve(cast("list[PointId]", ids), False, [SPARSE] if sparse else False)
+    return [(str(record.id), _sparse_of(record) if sparse else None) for record in records]
+
+
+def _best(found: dict[str, tuple[int, float]], limit: int) -> list[tuple[str, float]]:
+    """The ``limit`` best candidates, best first, ties by id (as rank_and_keep orders).
+
+    Scores within a millionth of each other count as tied: float32 noise (a first shard that
+    applies the engine's IDF gets its query weights divided by it) must not reorder tied
+    candidates, since RRF fuses ranks."""
+    ranked = sorted(((point_id, score) for point_id, (_, score) in found.items()), key=lambda c: -c[1])
+    ordered: list[tuple[str, float]] = []
+    group: list[tuple[str, float]] = []
+    for candidate in ranked:
+        if group and group[0][1] - candidate[1] > 1e-6 * abs(group[0][1]):
+            ordered.extend(sorted(group, key=lambda c: c[0]))
+            group = []
+        group.append(candidate)
+    ordered.extend(sorted(group, key=lambda c: c[0]))
+    return ordered[:limit]
+
+
+def _filter(query: SearchQuery) -> Filter | None:
+    """File names (any of), metadata fields (all of) and the reader's access, as one engine
+    filter. A point without acl (indexed before access lists existed) stays open."""
+    must: list[ConditionType] = []
+    if query.reader_acl is not None:
+        must.append(
+            Filter(
+                should=[
+                    FieldCondition(key=ACL, match=MatchAny(any=list(query.reader_acl))),
+                    IsEmptyCondition(key=ACL),
+                ]
+            )
+        )
+    if query.file_names:
+        must.append(FieldCondition(key=FILE_NAME, match=MatchAny(any=list(query.file_names))))
+    for key, value in query.metadata_filter:
+        must.append(FieldCondition(key=f"{METADATA}.{key}", match=MatchValue(value)))
+    return Filter(must=must) if must else None
