@@ -402,6 +402,7 @@ class QdrantBackend:
                 return []  # no words in the query text: nothing can match lexically
             query = query.without_sparse()
         query_filter = _search_filter(query, place)
+        call: Callable[[], Awaitable[models.QueryResponse]]
         if query.mode == MODE_DENSE:
             call = functools.partial(
                 self.client.query_points,

@@ -44,7 +44,7 @@ def is_transient(error: BaseException) -> bool:
     """True for failures another attempt may cure: UNAVAILABLE and its kin, 5xx, timeouts and
     broken connections. Local mode raises only ValueError and friends, never transient."""
     if isinstance(error, UnexpectedResponse):
-        return error.status_code >= _SERVER_ERROR_HTTP
+        return error.status_code is not None and error.status_code >= _SERVER_ERROR_HTTP
     if isinstance(error, grpc.RpcError):
         return error.code() in _TRANSIENT_GRPC
     # REST transport failures arrive wrapped (connect refused, read timeout, reset).

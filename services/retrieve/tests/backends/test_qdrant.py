@@ -1,8 +1,12 @@
-"""Qdrant backend behaviour the local-mode congruence tests cannot show: a server that is down."""
+"""Qdrant backend behaviour the local-mode congruence tests cannot show: a server that is down,
+or one that fails (retried on 5xx and UNAVAILABLE-like codes, never on 4xx)."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import socket
+import threading
 from pathlib import Path
 
 import grpc
@@ -52,3 +56,110 @@ async def test_unreachable_server_is_unavailable_and_service_stays_up(
         finally:
             await channel.close()
         assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+class _Answering(http.server.BaseHTTPRequestHandler):
+    """Answers every request with the server's ``status`` and counts the requests."""
+
+    def _answer(self) -> None:
+        server = self.server
+        assert isinstance(server, _CountingServer)
+        server.requests += 1
+        body = json.dumps({"status": {"error": "scripted"}, "time": 0}).encode()
+        self.send_response(server.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
+        return
+
+
+class _CountingServer(http.server.ThreadingHTTPServer):
+    def __init__(self, status: int) -> None:
+        super().__init__(("127.0.0.1", 0), _Answering)
+        self.status, self.requests = status, 0
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "requests"),
+    [
+        (503, grpc.StatusCode.UNAVAILABLE, 3),
+        (500, grpc.StatusCode.UNAVAILABLE, 3),
+        (400, grpc.StatusCode.INVALID_ARGUMENT, 1),
+        (429, grpc.StatusCode.UNAVAILABLE, 1),
+    ],
+)
+async def test_rest_retries_5xx_but_not_4xx(
+    tmp_path: Path, status: int, code: grpc.StatusCode, requests: int
+) -> None:
+    server = _CountingServer(status)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        settings = make_settings(
+            "qdrant",
+            tmp_path,
+            qdrant_path=None,
+            qdrant_url=f"http://127.0.0.1:{server.server_address[1]}",
+            qdrant_prefer_grpc=False,
+            qdrant_retry_attempts=3,
+        )
+        async with running(settings) as served:
+            await expect_error(
+                served.stub.EnsureCollection(pb.EnsureCollectionRequest(collection="kb", dimension=4)), code
+            )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert server.requests == requests
+
+
+@pytest.mark.parametrize(
+    ("answer", "code", "calls"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAVAILABLE, 3),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE, 3),
+        (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INVALID_ARGUMENT, 1),
+        (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAVAILABLE, 1),
+    ],
+)
+async def test_grpc_retries_transient_codes_only(
+    tmp_path: Path, answer: grpc.StatusCode, code: grpc.StatusCode, calls: int
+) -> None:
+    """A real gRPC server standing in for Qdrant that fails every call with ``answer``."""
+    received: list[str] = []
+
+    async def fail(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        await context.abort(answer, "scripted")
+
+    class Failing(grpc.GenericRpcHandler):
+        def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+            received.append(details.method)  # type: ignore[attr-defined]  # present on aio's details
+            return grpc.unary_unary_rpc_method_handler(fail)
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers([Failing()])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        settings = make_settings(
+            "qdrant",
+            tmp_path,
+            qdrant_path=None,
+            qdrant_url=f"http://127.0.0.1:{closed_port()}",
+            qdrant_grpc_port=port,
+            qdrant_prefer_grpc=True,
+            qdrant_retry_attempts=3,
+        )
+        async with running(settings) as served:
+            await expect_error(
+                served.stub.Search(pb.SearchRequest(collection="kb", vector=[1.0, 0, 0, 0])), code
+            )
+    finally:
+        await server.stop(None)
+    assert len(received) == calls, received
+    assert set(received) == {"/qdrant.Collections/Get"}
