@@ -2,7 +2,9 @@
 
 Defaults work embedded: the ``edge`` backend keeps one Qdrant Edge shard per knowledge base
 under ``<data_dir>/vectors``; the ``qdrant`` backend needs exactly one of ``qdrant_url`` (a
-server, production) or ``qdrant_path`` (qdrant-client's local mode, used by tests).
+server, production) or ``qdrant_path`` (qdrant-client's local mode, used by tests), and takes
+its cluster layout (shards, replicas, on-disk storage, quantization, write ordering, retries)
+and its tenancy layout (a collection per knowledge base, or shared collections) from here.
 """
 
 from __future__ import annotations
@@ -91,12 +93,14 @@ class RetrieveSettings(ServiceSettings):
     # HNSW of the shared collections: m 0 and a positive payload_m build one graph per tenant
     # instead of a global one (every query there is filtered by tenant anyway).
     qdrant_shared_hnsw_m: int = Field(default=0, ge=0)
+    # Links per point in each tenant's own HNSW graph of a shared collection.
     qdrant_shared_payload_m: int = Field(default=16, ge=1)
     # Sparse (BM25) IDF statistics over the knowledge base's own points in a shared collection,
     # as in its own collection (needs Qdrant >= 1.19); false: over the whole shared collection.
     qdrant_tenant_idf: bool = True
-    # Cluster layout of new collections; None keeps the server's default.
+    # Shards of each new collection (spread over the cluster's nodes); None: the server's default.
     qdrant_shard_number: int | None = Field(default=None, ge=1)
+    # Copies of each shard on different nodes; None keeps the server's default (1).
     qdrant_replication_factor: int | None = Field(default=None, ge=1)
     # Replicas that must confirm a write before it succeeds (at most replication_factor).
     qdrant_write_consistency_factor: int | None = Field(default=None, ge=1)
@@ -111,6 +115,7 @@ class RetrieveSettings(ServiceSettings):
     qdrant_quantization_quantile: float | None = Field(default=0.99, ge=0.5, le=1.0)
     # Keep the quantized vectors in RAM even when the originals are on disk.
     qdrant_quantization_always_ram: bool = True
+    # Rescore the quantized search's candidates with the original vectors.
     qdrant_quantization_rescore: bool = True
     # Candidates fetched from the quantized index per result, before rescoring.
     qdrant_quantization_oversampling: float = Field(default=2.0, ge=1.0)
@@ -122,7 +127,9 @@ class RetrieveSettings(ServiceSettings):
     # Attempts per call on transient failures (UNAVAILABLE, 5xx, timeouts, connection reset;
     # never 4xx), waiting an exponentially growing, jittered backoff between them.
     qdrant_retry_attempts: int = Field(default=4, ge=1)
+    # First backoff scale (doubling each attempt, randomised below it) ...
     qdrant_retry_backoff_s: float = Field(default=0.2, ge=0)
+    # ... and the longest single wait.
     qdrant_retry_backoff_max_s: float = Field(default=5.0, ge=0)
 
     @field_validator("backend")
