@@ -47,7 +47,8 @@ def points(kb: str, generation: str) -> list[pb.Point]:
 
 async def answers(served: Running) -> list[Any]:
     """Run the script; every reply, reduced to comparable values, in order."""
-    stub, out = served.stub, []
+    stub = served.stub
+    out: list[Any] = []
 
     async def stats(kb: str) -> None:
         reply = await stub.Stats(pb.StatsRequest(collection=kb))
