@@ -144,7 +144,7 @@ async def test_sparse_scores_use_the_knowledge_bases_own_statistics(tmp_path: Pa
         async with running(make_settings(layout, tmp_path / layout)) as served:
             await ensure(served, "mine")
             await upsert(
-                served, "mine", twin_points("mine") + [make_point(5, E0, "c.txt", text="苹果 banana")]
+                served, "mine", [*twin_points("mine"), make_point(5, E0, "c.txt", text="苹果 banana")]
             )
             await ensure(served, "noisy")
             noise = [make_point(100 + n, E0, "n.txt", text=f"香蕉 香蕉 {n}") for n in range(20)]
