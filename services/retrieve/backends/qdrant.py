@@ -223,7 +223,7 @@ class QdrantBackend:
         if not uses_shared(self._settings, kb):
             return Place(kb, kb, shared=False)
         cached = self._shared.get(kb)
-        if cached is not None and not (fresh and not await self._has_marker(cached)):
+        if cached is not None and (not fresh or await self._has_marker(cached)):
             return cached
         place = await self._find_shared(kb)
         if place is None:
