@@ -13,6 +13,9 @@ import re
 from services.common.errors import InvalidArgument
 
 KB_NAME_MAX_CHARS = 64
+# Knowledge bases of file chats (``tmp_<id>``): made and dropped by the gateway, kept by the
+# qdrant backend in its shared collections whatever the layout.
+TEMP_KB_PREFIX = "tmp_"
 FILE_NAME_MAX_BYTES = 255
 
 _KB_PUNCTUATION = frozenset("_-.")
@@ -73,3 +76,8 @@ def check_file_name(name: str) -> str:
     if error:
         raise InvalidArgument(error)
     return name
+
+
+def is_temporary_kb(name: str) -> bool:
+    """Whether ``name`` is a file chat's temporary knowledge base."""
+    return name.startswith(TEMP_KB_PREFIX)

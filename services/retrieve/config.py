@@ -2,7 +2,9 @@
 
 Defaults work embedded: the ``edge`` backend keeps one Qdrant Edge shard per knowledge base
 under ``<data_dir>/vectors``; the ``qdrant`` backend needs exactly one of ``qdrant_url`` (a
-server, production) or ``qdrant_path`` (qdrant-client's local mode, used by tests).
+server, production) or ``qdrant_path`` (qdrant-client's local mode, used by tests), and takes
+its cluster layout (shards, replicas, on-disk storage, quantization, write ordering, retries)
+and its tenancy layout (a collection per knowledge base, or shared collections) from here.
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.common.config import ServiceSettings
+from services.common.names import kb_name_error
 from services.retrieve.backends import BACKENDS
+
+# Characters Qdrant refuses in collection names (they are directory names on the server), plus
+# the whitespace and '%' that would need escaping in REST paths.
+_QDRANT_FORBIDDEN = '<>:"/\\|?*\x00 %#'
+# Leaves room for the "_<dimension>" suffix within Qdrant's 255-byte limit.
+_SHARED_MAX_CHARS = 200
 
 
 class RetrieveSettings(ServiceSettings):
@@ -82,6 +91,55 @@ class RetrieveSettings(ServiceSettings):
     qdrant_path: str | None = None
     qdrant_timeout_s: float = Field(default=10.0, gt=0)
     qdrant_upsert_batch: int = Field(default=256, ge=1)
+    # Where knowledge bases live: per_collection (one Qdrant collection each) or shared (many in
+    # one collection per vector dimension, partitioned by a `kb` payload field indexed with
+    # is_tenant, as Qdrant advises for many tenants). File-chat knowledge bases (`tmp_` names)
+    # always use the shared collections.
+    qdrant_layout: Literal["per_collection", "shared"] = "per_collection"
+    # Name prefix of the shared collections (`<prefix>_<dimension>`); must not be a valid
+    # knowledge base name, so it can never collide with a per-collection one.
+    qdrant_shared_collection: str = "zhiku~shared"
+    # HNSW of the shared collections: m 0 and a positive payload_m build one graph per tenant
+    # instead of a global one (every query there is filtered by tenant anyway).
+    qdrant_shared_hnsw_m: int = Field(default=0, ge=0)
+    # Links per point in each tenant's own HNSW graph of a shared collection.
+    qdrant_shared_payload_m: int = Field(default=16, ge=1)
+    # Sparse (BM25) IDF statistics over the knowledge base's own points in a shared collection,
+    # as in its own collection (needs Qdrant >= 1.19); false: over the whole shared collection.
+    qdrant_tenant_idf: bool = True
+    # Shards of each new collection (spread over the cluster's nodes); None: the server's default.
+    qdrant_shard_number: int | None = Field(default=None, ge=1)
+    # Copies of each shard on different nodes; None keeps the server's default (1).
+    qdrant_replication_factor: int | None = Field(default=None, ge=1)
+    # Replicas that must confirm a write before it succeeds (at most replication_factor).
+    qdrant_write_consistency_factor: int | None = Field(default=None, ge=1)
+    # Keep dense vectors (and the sparse index) memory-mapped on disk instead of in RAM.
+    qdrant_on_disk_vectors: bool = False
+    # Keep payloads on disk (read on demand); None keeps the server's default.
+    qdrant_on_disk_payload: bool | None = None
+    # Scalar quantization of dense vectors (int8: 4x less RAM); searches then rescore the
+    # oversampled candidates with the original vectors.
+    qdrant_quantization: Literal["none", "int8"] = "none"
+    # Quantile of values kept in the int8 range (outliers are clipped); None: the whole range.
+    qdrant_quantization_quantile: float | None = Field(default=0.99, ge=0.5, le=1.0)
+    # Keep the quantized vectors in RAM even when the originals are on disk.
+    qdrant_quantization_always_ram: bool = True
+    # Rescore the quantized search's candidates with the original vectors.
+    qdrant_quantization_rescore: bool = True
+    # Candidates fetched from the quantized index per result, before rescoring.
+    qdrant_quantization_oversampling: float = Field(default=2.0, ge=1.0)
+    # Write ordering of upserts and deletes across replicas: strong goes through the shard's
+    # permanent leader, so replicas apply writes in one order and counts agree on every replica.
+    qdrant_write_ordering: Literal["weak", "medium", "strong"] = "strong"
+    # Replicas a search reads from (all, majority, quorum); None: one (the server's default).
+    qdrant_read_consistency: Literal["all", "majority", "quorum"] | None = None
+    # Attempts per call on transient failures (UNAVAILABLE, 5xx, timeouts, connection reset;
+    # never 4xx), waiting an exponentially growing, jittered backoff between them.
+    qdrant_retry_attempts: int = Field(default=4, ge=1)
+    # First backoff scale (doubling each attempt, randomised below it) ...
+    qdrant_retry_backoff_s: float = Field(default=0.2, ge=0)
+    # ... and the longest single wait.
+    qdrant_retry_backoff_max_s: float = Field(default=5.0, ge=0)
 
     @field_validator("backend")
     @classmethod
@@ -100,7 +158,28 @@ class RetrieveSettings(ServiceSettings):
             raise ValueError(
                 "backend 'qdrant' needs exactly one of qdrant_url (server) or qdrant_path (local mode)"
             )
+        if self.qdrant_write_consistency_factor is not None and self.qdrant_write_consistency_factor > (
+            self.qdrant_replication_factor or 1
+        ):
+            raise ValueError(
+                "qdrant_write_consistency_factor must not exceed qdrant_replication_factor (default 1)"
+            )
         return self
+
+    @field_validator("qdrant_shared_collection")
+    @classmethod
+    def _not_a_kb_name(cls, value: str) -> str:
+        if kb_name_error(value) is None:
+            raise ValueError(
+                f"qdrant_shared_collection {value!r} is a valid knowledge base name and could collide "
+                "with one: include a character knowledge base names cannot hold, such as '~'"
+            )
+        if not value or any(ch in _QDRANT_FORBIDDEN for ch in value) or len(value) > _SHARED_MAX_CHARS:
+            raise ValueError(
+                f"qdrant_shared_collection {value!r} is not a usable Qdrant collection name "
+                f"(1..{_SHARED_MAX_CHARS} characters, none of {_QDRANT_FORBIDDEN!r})"
+            )
+        return value
 
     @property
     def shard_root(self) -> Path:

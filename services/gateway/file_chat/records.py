@@ -9,10 +9,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, select
 
+from services.common.names import TEMP_KB_PREFIX as TEMP_KB_PREFIX  # one prefix for every service
 from services.gateway.store.database import Database
 from services.gateway.store.tables import FileChatRow
-
-TEMP_KB_PREFIX = "tmp_"
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,21 @@ from services.retrieve.config import RetrieveSettings
 from services.retrieve.server import build_spec
 from zhiku.v1 import retrieve_pb2, retrieve_pb2_grpc
 
-BACKEND_NAMES = ("edge", "qdrant")
+# Every layout the congruence tests run against: the embedded engine, a Qdrant collection per
+# knowledge base, and knowledge bases sharing one collection (both Qdrant ones in local mode).
+LAYOUTS: dict[str, dict[str, Any]] = {
+    "edge": {"backend": "edge"},
+    "qdrant": {"backend": "qdrant", "qdrant_layout": "per_collection"},
+    "qdrant-shared": {"backend": "qdrant", "qdrant_layout": "shared"},
+}
+BACKEND_NAMES = tuple(LAYOUTS)
 
 
-def make_settings(backend: str, tmp_path: Path, **overrides: Any) -> RetrieveSettings:
+def make_settings(layout: str, tmp_path: Path, **overrides: Any) -> RetrieveSettings:
+    """Settings of one of :data:`LAYOUTS` (``edge``, ``qdrant``, ``qdrant-shared``)."""
+    backend = LAYOUTS[layout]["backend"]
     values: dict[str, Any] = {
-        "backend": backend,
+        **LAYOUTS[layout],
         "grpc_host": "127.0.0.1",
         "grpc_port": 0,
         "metrics_port": 0,
@@ -34,6 +43,7 @@ def make_settings(backend: str, tmp_path: Path, **overrides: Any) -> RetrieveSet
         "edge_optimize_delay_s": 0,  # tests start index builds explicitly
         "qdrant_url": None,
         "qdrant_path": str(tmp_path / "qdrant") if backend == "qdrant" else None,
+        "qdrant_retry_backoff_s": 0.01,
     }
     values.update(overrides)
     return RetrieveSettings(**values)

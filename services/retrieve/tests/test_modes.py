@@ -226,8 +226,14 @@ async def test_deleted_file_leaves_sparse_results(retrieve: Running) -> None:
     assert await search(retrieve, "sparse", "ZX-9041") == []
 
 
-async def test_dense_only_collection_falls_back(retrieve: Running) -> None:
+@pytest.mark.parametrize("layout", ["edge", "qdrant"])  # shared collections came with sparse vectors
+async def test_dense_only_collection_falls_back(layout: str, tmp_path: Path) -> None:
     """A collection made before sparse vectors: hybrid searches dense, sparse is refused."""
+    async with running(make_settings(layout, tmp_path)) as served:
+        await _dense_only_collection_falls_back(served)
+
+
+async def _dense_only_collection_falls_back(retrieve: Running) -> None:
     if isinstance(retrieve.backend, QdrantBackend):
         await retrieve.backend.client.create_collection(
             KB, vectors_config={DENSE: models.VectorParams(size=DIM, distance=models.Distance.COSINE)}
