@@ -13,7 +13,8 @@ import pytest
 from qdrant_edge import EdgeShard, UpdateOperation
 
 from services.retrieve.backends.edge import EdgeBackend
-from services.retrieve.backends.edge_shard import SHARD_DIR, ShardOptions, create_on_disk, edge_config
+from services.retrieve.backends.edge_collection import create_on_disk
+from services.retrieve.backends.edge_shard import SHARD_DIR, ShardOptions, edge_config
 from services.retrieve.domain import ACL
 from services.retrieve.tests.conftest import Running, expect_error, make_point, make_settings, running
 from zhiku.v1 import common_pb2
@@ -168,4 +169,4 @@ async def test_an_edge_shard_made_before_access_lists_gets_the_acl_index(tmp_pat
         assert await files_found(served, enforce_acl=True, reader_acl=["user:u_bob"]) == ["old.txt"]
         assert isinstance(served.backend, EdgeBackend)
         opened = await served.backend.collection(KB)
-        assert ACL in opened.shard.info().payload_schema
+        assert ACL in opened.units[0].shard.info().payload_schema
