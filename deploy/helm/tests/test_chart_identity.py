@@ -21,6 +21,7 @@ from test_chart import CHART, HELM, ROOT, container, deployments, is_config, ren
 
 from services.gateway.config import GatewaySettings, SsoGrant
 from services.gateway.oidc.client import flow_secret
+from tests.ops.test_identity_env import IDENTITY
 
 ISSUER = "https://sso.example.com/realms/acme"
 GROUP_MAP = {
@@ -167,6 +168,9 @@ def test_identity_and_sso_values_reach_the_gateway(
     assert not any(word in value for value in config.values() for word in ("s3cret-admin", "s3cret-client"))
     # null leaves the setting out: the gateway decides per request.
     assert "ZHIKU_GATEWAY_SESSION_COOKIE_SECURE" not in config
+    # Every identity and SSO setting of the gateway is a value of the chart.
+    missing = IDENTITY - {"ZHIKU_GATEWAY_SESSION_COOKIE_SECURE"} - set(environment(docs))
+    assert not missing, f"settings without a gateway.identity / gateway.oidc value: {sorted(missing)}"
 
     s = settings_in(environment(docs), monkeypatch)
     assert s.admin_email == "Admin@Example.com"
