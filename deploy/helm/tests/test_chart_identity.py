@@ -349,13 +349,13 @@ def test_redirect_url_follows_the_ingress(
     ("args", "message"),
     [
         (["--set", "gateway.oidc.issuer=" + ISSUER], "gateway.oidc.issuer needs gateway.oidc.clientId"),
-        (["--set", "gateway.identity.adminPassword=pw"], "needs gateway.identity.adminEmail"),
+        (["--set", "gateway.identity.adminPassword=correct-horse"], "needs gateway.identity.adminEmail"),
         (
             [
                 "--set",
                 "gateway.identity.adminEmail=a@example.com",
                 "--set",
-                "gateway.identity.adminPassword=pw",
+                "gateway.identity.adminPassword=correct-horse",
                 "--set",
                 "gateway.identity.existingSecret=zhiku-admin",
             ],
@@ -366,7 +366,7 @@ def test_redirect_url_follows_the_ingress(
                 "--set",
                 "gateway.identity.adminEmail=a@example.com",
                 "--set",
-                "gateway.identity.adminPassword=pw",
+                "gateway.identity.adminPassword=correct-horse",
                 "--set",
                 "secrets.existingSecret=zhiku-secrets",
             ],
@@ -394,6 +394,7 @@ def test_inconsistent_identity_values_are_refused(helm: Path, args: list[str], m
     [
         ["--set", "gateway.identity.sessionCookieSecure=yes"],
         ["--set", "gateway.identity.adminEmail=not-an-email"],
+        ["--set", "gateway.identity.adminEmail=a@example.com", "--set", "gateway.identity.adminPassword=short"],
         ["--set", "gateway.identity.uploadsPerDay=-1"],
         ["--set", "gateway.oidc.issuer=sso.example.com"],
         ["--set", "gateway.oidc.scopes={openid email}"],
@@ -406,6 +407,7 @@ def test_inconsistent_identity_values_are_refused(helm: Path, args: list[str], m
     ids=[
         "cookie-flag",
         "email",
+        "short-password",
         "negative-limit",
         "issuer-url",
         "scope-with-space",
@@ -440,7 +442,7 @@ def test_every_group_map_the_schema_accepts_the_gateway_accepts(
 
 def test_notes_say_how_to_sign_in(helm: Path, tmp_path: Path) -> None:
     values = sso_values(clientSecret="c", label="Acme ID")
-    values["gateway"]["identity"] = {"adminEmail": "admin@example.com", "adminPassword": "pw"}
+    values["gateway"]["identity"] = {"adminEmail": "admin@example.com", "adminPassword": "correct-horse"}
     values["gateway"]["ingress"] = {
         "enabled": True,
         "tls": [{"secretName": "zhiku-tls", "hosts": ["zhiku.local"]}],
