@@ -39,6 +39,7 @@ from services.common.errors import ZhikuError
 from services.ingest.broker import enqueue_ingest, queue_length
 from services.ingest.config import IngestSettings
 from services.ingest.metrics import JOBS_REPUBLISHED
+from services.ingest.migration import Migrations
 from services.ingest.store.catalog import Catalog
 from services.ingest.store.files import file_not_found
 from services.ingest.store.records import ACTIVE_STATES, RUNNING_STATES, JobRecord, JobState
@@ -350,15 +351,22 @@ class JobLifecycle:
         return self._transition(job_id, {"progress": progress}, {})
 
     def finish_job(
-        self, job_id: str, chunks: int, embed_model: str = "", swap: Callable[[], None] | None = None
+        self,
+        job_id: str,
+        chunks: int,
+        embed_model: str = "",
+        swap: Callable[[list[str]], None] | None = None,
+        written: list[str] | None = None,
     ) -> bool:
         """Mark success and give the file its chunk count; False when the job lost ownership.
 
-        ``swap`` (drop the file's previous points) runs inside this transaction, holding the
-        file's row, once the job is known to still own the file: a superseding upload or a
-        cancel can then neither slip in between the check and the delete (which would remove
-        the newer job's points) nor leave the count unwritten after it. If it raises, nothing
-        is recorded.
+        ``swap`` (drop the file's previous points in the given collections) runs inside this
+        transaction, holding the file's row, once the job is known to still own the file: a
+        superseding upload or a cancel can then neither slip in between the check and the
+        delete (which would remove the newer job's points) nor leave the count unwritten
+        after it. If it raises, nothing is recorded. ``written`` are the collections the job
+        indexed into: StaleTargets when the knowledge base's active one is not among them (a
+        migration switched meanwhile; see services.ingest.migration).
         """
         with self._database.session(write=True) as session:
             self._lock_file_of(session, job_id)
@@ -370,6 +378,7 @@ class JobLifecycle:
             owner = session.scalar(select(FileRow.id).where(FileRow.job_id == job_id))
             if owner is None:
                 return False
+            collections = Migrations.check_finish(session, row.kb_id, job_id, written) if written else []
             # The file's first job ever has no other generation to drop: skip the call (and
             # holding the write lock through it), the common case of a bulk import.
             earlier = session.scalar(
@@ -378,7 +387,7 @@ class JobLifecycle:
                 .limit(1)
             )
             if swap is not None and earlier is not None:
-                swap()
+                swap(collections)
             changed = session.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.state.in_(_ACTIVE))
