@@ -77,6 +77,7 @@ RULES: dict[str, Rule] = {
             "GetKnowledgeBase": NamedInRequest("name", VIEW),
             "ListKnowledgeBases": Listing(),
             "DeleteKnowledgeBase": NamedInRequest("name", MANAGE),
+            "MigrateKnowledgeBase": NamedInRequest("knowledge_base", MANAGE),
             "SubmitFile": NamedInRequest("knowledge_base", EDIT),
             "ReindexFile": NamedInRequest("knowledge_base", EDIT),
             "DeleteFile": NamedInRequest("knowledge_base", EDIT),

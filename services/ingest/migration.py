@@ -42,7 +42,7 @@ _VERSIONED = re.compile(r"^(?P<base>.+)__v(?P<version>\d+)$")
 _ACTIVE = [state.value for state in ACTIVE_STATES]
 
 
-class StaleTargets(Exception):  # noqa: N818 - a signal to run the job again, not an error
+class StaleTargets(Exception):
     """The job indexed into collections the knowledge base no longer searches (a migration
     switched meanwhile): its work must be redone against the current ones."""
 
@@ -100,7 +100,9 @@ class Migrations:
         """Record a migration of ``kb`` to ``model`` (the id the embed service reports) as a
         QUEUED job of kind ``migrate``, and name its shadow collection."""
         with self._database.session(write=True) as session:
-            row = session.scalar(select(KnowledgeBaseRow).where(KnowledgeBaseRow.name == kb).with_for_update())
+            row = session.scalar(
+                select(KnowledgeBaseRow).where(KnowledgeBaseRow.name == kb).with_for_update()
+            )
             if row is None:
                 self._database.kb_row(session, kb)  # raises NotFound
                 raise AssertionError("unreachable")
@@ -167,7 +169,9 @@ class Migrations:
         (its swap runs there); raises StaleTargets when the active one is not among them.
         The knowledge base's row is read shared, so a switch waits for the finish or the
         finish sees the switch."""
-        row = session.scalar(select(KnowledgeBaseRow).where(KnowledgeBaseRow.id == kb_id).with_for_update(read=True))
+        row = session.scalar(
+            select(KnowledgeBaseRow).where(KnowledgeBaseRow.id == kb_id).with_for_update(read=True)
+        )
         if row is None:
             return written
         if row.active_collection not in written:
@@ -185,7 +189,13 @@ class Migrations:
         with self._database.session(write=False) as session:
             kb_id = self._database.kb_row(session, kb).id
             rows = session.execute(
-                select(FileRow.name, FileRow.state, FileRow.job_id, FileRow.content_hash, FileRow.shadow_generation)
+                select(
+                    FileRow.name,
+                    FileRow.state,
+                    FileRow.job_id,
+                    FileRow.content_hash,
+                    FileRow.shadow_generation,
+                )
                 .where(FileRow.kb_id == kb_id)
                 .order_by(FileRow.name)
             ).all()
@@ -241,7 +251,9 @@ class Migrations:
         flight, or files not yet in the shadow. The migration job succeeds in the same step.
         """
         with self._database.session(write=True) as session:
-            row = session.scalar(select(KnowledgeBaseRow).where(KnowledgeBaseRow.name == kb).with_for_update())
+            row = session.scalar(
+                select(KnowledgeBaseRow).where(KnowledgeBaseRow.name == kb).with_for_update()
+            )
             if row is None or row.migration_job != migration_id:
                 return "the migration was cancelled"
             files = session.execute(
@@ -287,7 +299,9 @@ class Migrations:
         """Forget the shadow of migration ``migration_id`` (cancelled or failed); returns the
         collection to drop, None when that migration no longer holds one."""
         with self._database.session(write=True) as session:
-            row = session.scalar(select(KnowledgeBaseRow).where(KnowledgeBaseRow.name == kb).with_for_update())
+            row = session.scalar(
+                select(KnowledgeBaseRow).where(KnowledgeBaseRow.name == kb).with_for_update()
+            )
             if row is None or row.migration_job != migration_id:
                 return None
             shadow = row.shadow_collection

@@ -18,7 +18,9 @@ async def test_requests_name_their_model_and_unknown_models_are_invalid() -> Non
         async with running_embed(settings) as stub:
             default = await stub.Embed(embed_pb2.EmbedRequest(texts=["年假有几天？"]), timeout=30)
             assert default.dimension == 512 and "universal-sentence-encoder" in default.model
-            by_entry = await stub.Embed(embed_pb2.EmbedRequest(texts=["年假有几天？"], model=tei.url), timeout=30)
+            by_entry = await stub.Embed(
+                embed_pb2.EmbedRequest(texts=["年假有几天？"], model=tei.url), timeout=30
+            )
             assert (by_entry.model, by_entry.dimension) == ("fake/bge-tiny", 64)
             assert len(by_entry.vectors[0].values) == 64
             by_id = await stub.Embed(

@@ -402,7 +402,9 @@ class IngestServicer(SourceMethods, ingest_pb2_grpc.IngestServiceServicer):
         await asyncio.to_thread(self.catalog.files.get, kb, name)  # NotFound for unknown kb/file
         active, *shadow = await asyncio.to_thread(self.migrations.collections, kb)
         reply = await self._retrieve_call(
-            "DeleteByFile", retrieve_pb2.DeleteByFileRequest(collection=active, file_name=name), missing_ok=True
+            "DeleteByFile",
+            retrieve_pb2.DeleteByFileRequest(collection=active, file_name=name),
+            missing_ok=True,
         )
         for collection in shadow:  # a migration's: deletes apply to both
             await self._retrieve_call(

@@ -17,6 +17,7 @@ already marked are not embedded again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -116,7 +117,5 @@ class Migrator:
 
     def _drop_later(self, collection: str) -> None:
         time.sleep(self.settings.migration_drop_delay_s)
-        try:
+        with contextlib.suppress(NotFound):
             self.pipeline.drop_collection(collection)
-        except NotFound:
-            pass

@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -118,7 +118,7 @@ class Retry(Exception):
         self.delay_s = delay_s
 
 
-class Abandoned(Exception):  # noqa: N818 - a signal, raised to stop the work
+class Abandoned(Exception):
     """The job was cancelled or deleted while running (newer upload, file or KB deleted)."""
 
 
@@ -276,13 +276,18 @@ class IngestPipeline:
             try:
                 return self._execute(run)
             except StaleTargets:
-                log.info("job %s: the knowledge base switched collections meanwhile; indexing again", run.job.id)
+                log.info(
+                    "job %s: the knowledge base switched collections meanwhile; indexing again", run.job.id
+                )
                 for collection in run.written:
-                    self.delete_points(collection, run.job.file_name, only_metadata={GENERATION_KEY: run.job.id})
+                    self.delete_points(
+                        collection, run.job.file_name, only_metadata={GENERATION_KEY: run.job.id}
+                    )
                 run.written.clear()
                 run.indexed = 0
         raise FailedPrecondition(
-            f"{run.job.file_name}: the knowledge base switched collections {MAX_STALE_RUNS} times while indexing"
+            f"{run.job.file_name}: the knowledge base switched collections "
+            f"{MAX_STALE_RUNS} times while indexing"
         )
 
     def _execute(self, run: _Run) -> JobState:
@@ -524,15 +529,13 @@ class IngestPipeline:
     def delete_points(self, collection: str, file_name: str, **narrowing: dict[str, str]) -> None:
         """DeleteByFile in one collection (narrowed by ``keep_metadata`` or ``only_metadata``);
         a collection that is gone already holds nothing to delete."""
-        try:
+        with suppress(NotFound):
             self._call(
                 "retrieve",
                 self.retrieve.DeleteByFile,
                 retrieve_pb2.DeleteByFileRequest(collection=collection, file_name=file_name, **narrowing),
                 self.settings.retrieve_timeout_s,
             )
-        except NotFound:
-            pass
 
     def drop_collection(self, collection: str) -> None:
         self._call(
