@@ -89,6 +89,17 @@ def collection_taken(session: Session, name: str) -> str | None:
     )
 
 
+def _lock(session: Session, kb: str) -> KnowledgeBaseRow | None:
+    """The knowledge base's row, locked after its files' rows: the catalog's one lock order
+    (file, then job, then knowledge base; see services.ingest.jobs), so a switch and a job
+    finishing at the same time never deadlock on PostgreSQL."""
+    kb_id = session.scalar(select(KnowledgeBaseRow.id).where(KnowledgeBaseRow.name == kb))
+    if kb_id is None:
+        return None
+    session.execute(select(FileRow.id).where(FileRow.kb_id == kb_id).with_for_update())
+    return session.scalar(select(KnowledgeBaseRow).where(KnowledgeBaseRow.id == kb_id).with_for_update())
+
+
 class Migrations:
     """Every catalog step of a migration; each method is one short transaction."""
 
@@ -100,9 +111,7 @@ class Migrations:
         """Record a migration of ``kb`` to ``model`` (the id the embed service reports) as a
         QUEUED job of kind ``migrate``, and name its shadow collection."""
         with self._database.session(write=True) as session:
-            row = session.scalar(
-                select(KnowledgeBaseRow).where(KnowledgeBaseRow.name == kb).with_for_update()
-            )
+            row = _lock(session, kb)
             if row is None:
                 self._database.kb_row(session, kb)  # raises NotFound
                 raise AssertionError("unreachable")
@@ -251,9 +260,7 @@ class Migrations:
         flight, or files not yet in the shadow. The migration job succeeds in the same step.
         """
         with self._database.session(write=True) as session:
-            row = session.scalar(
-                select(KnowledgeBaseRow).where(KnowledgeBaseRow.name == kb).with_for_update()
-            )
+            row = _lock(session, kb)
             if row is None or row.migration_job != migration_id:
                 return "the migration was cancelled"
             files = session.execute(
@@ -299,9 +306,7 @@ class Migrations:
         """Forget the shadow of migration ``migration_id`` (cancelled or failed); returns the
         collection to drop, None when that migration no longer holds one."""
         with self._database.session(write=True) as session:
-            row = session.scalar(
-                select(KnowledgeBaseRow).where(KnowledgeBaseRow.name == kb).with_for_update()
-            )
+            row = _lock(session, kb)
             if row is None or row.migration_job != migration_id:
                 return None
             shadow = row.shadow_collection

@@ -58,6 +58,7 @@ def _worker(data_dir: Path, ingest: IngestSettings, addresses: dict[str, str], l
         "ZHIKU_INGEST_WORKER_METRICS_PORT": "0",
         "ZHIKU_INGEST_MAX_FILE_MB": str(INGEST_MAX_FILE_MB),
         "ZHIKU_INGEST_SOURCES_KEY": ingest.sources_key,
+        "ZHIKU_INGEST_MIGRATION_DROP_DELAY_S": str(ingest.migration_drop_delay_s),
         "ZHIKU_INGEST_SOURCES_ALLOW_PRIVATE_NETWORKS": str(ingest.sources_allow_private_networks).lower(),
     }
     if ingest.sources_root is not None:
@@ -87,13 +88,17 @@ async def running_stack(
     data_dir: Path,
     generate: dict[str, Any] | None = None,
     ingest: dict[str, Any] | None = None,
+    embed: dict[str, Any] | None = None,
     **gateway_overrides: Any,
 ) -> AsyncIterator[Stack]:
     """The stack; ``generate`` overrides the generate service's settings (extractive by default),
-    ``ingest`` the ingest service's (and its worker's, for the sources' settings)."""
+    ``ingest`` the ingest service's (and its worker's, for the sources' settings and the
+    migration's drop delay), ``embed`` the embed service's (extra models)."""
     common = CommonSettings(data_dir=data_dir, log_json=False)
     async with AsyncExitStack() as stack:
-        embed_settings = EmbedSettings(backend="local", local_model="use", metrics_port=0, common=common)
+        embed_settings = EmbedSettings(
+            **{"backend": "local", "local_model": "use", "metrics_port": 0, "common": common, **(embed or {})}
+        )
         retrieve_settings = RetrieveSettings(
             backend="edge", metrics_port=0, edge_optimize_delay_s=0, common=common
         )

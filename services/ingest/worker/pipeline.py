@@ -238,8 +238,9 @@ class IngestPipeline:
         started = time.perf_counter()
         run = _Run(job)
         log.info(
-            "ingesting %s into %s (job %s, attempt %d)",
-            job.file_name,
+            "%s %s into %s (job %s, attempt %d)",
+            "migrating" if job.kind == MIGRATE_KIND else "ingesting",
+            job.file_name or job.embed_model,
             job.knowledge_base,
             job.id,
             job.attempts,
