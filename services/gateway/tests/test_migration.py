@@ -28,9 +28,7 @@ E5_ID = "multilingual-e5-small"
 WARRANTY = b"Warranty. Every kettle carries a two year warranty covering the heating element.\n"
 # Enough Chinese text that e5 needs several seconds on a small machine: a cancel lands mid-way.
 SLOW_DOCS = {
-    f"规章{index}.txt": (
-        "第{0}章。公司规定员工每年享有带薪年假，需提前两周申请。".format(index) * 12
-    ).encode()
+    f"规章{index}.txt": (f"第{index}章。公司规定员工每年享有带薪年假，需提前两周申请。" * 12).encode()
     for index in range(8)
 }
 
