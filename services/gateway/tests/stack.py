@@ -105,7 +105,9 @@ async def running_stack(
         generate_settings = GenerateSettings(
             **{"backend": "extractive", "metrics_port": 0, "common": common, **(generate or {})}
         )
-        embed = await stack.enter_async_context(running_service(build_embed(embed_settings), embed_settings))
+        embed_service = await stack.enter_async_context(
+            running_service(build_embed(embed_settings), embed_settings)
+        )
         retrieve = await stack.enter_async_context(
             running_service(build_retrieve(retrieve_settings), retrieve_settings)
         )
@@ -113,7 +115,7 @@ async def running_stack(
             running_service(build_generate(generate_settings), generate_settings)
         )
         addresses = {
-            "embed": f"127.0.0.1:{embed.port}",
+            "embed": f"127.0.0.1:{embed_service.port}",
             "retrieve": f"127.0.0.1:{retrieve.port}",
             "generate": f"127.0.0.1:{generate_service.port}",
         }

@@ -70,8 +70,7 @@ def test_the_switch_waits_for_every_file_and_every_upload_then_moves_both_at_onc
     lifecycle.cancel_job(running.id)
     lifecycle.delete_file("kb", "late.txt")
 
-    old, new = migrations.switch("kb", job.id)  # type: ignore[misc]
-    assert (old, new) == ("kb", "kb__v2")
+    assert migrations.switch("kb", job.id) == ("kb", "kb__v2")
     kb = catalog.knowledge_bases.get("kb")
     assert (kb.collection, kb.embed_model, kb.migrating_to, kb.migration_job) == ("kb__v2", NEW, "", "")
     assert kb.chunk_count == 4 + 2  # the file with nothing to copy arrives empty
