@@ -29,7 +29,7 @@ WARRANTY = b"Warranty. Every kettle carries a two year warranty covering the hea
 # Enough Chinese text that e5 needs several seconds on a small machine: a cancel lands mid-way.
 SLOW_DOCS = {
     f"规章{index}.txt": (f"第{index}章。公司规定员工每年享有带薪年假，需提前两周申请。" * 12).encode()
-    for index in range(8)
+    for index in range(16)
 }
 
 
@@ -125,7 +125,7 @@ async def test_migration_switches_model_and_collection_while_searches_answer(
         assert uploaded["state"] == "succeeded", uploaded
 
         finished = await wait_for_job(client, job["id"], stack, timeout_s=240)
-        assert finished["state"] == "succeeded", (finished, Path(stack.worker_log).read_text()[-3000:])
+        assert finished["state"] == "succeeded", (finished["error"], Path(stack.worker_log).read_text()[-3000:])
         assert finished["progress"] == 1.0
         await asyncio.sleep(0.3)  # a few searches after the switch too
     finally:

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 
-from services.common.errors import FailedPrecondition, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.ingest.jobs import GENERATION_KEY
 from services.ingest.migration import NOTHING_TO_COPY, FileState, Target
 from services.ingest.store.records import ACTIVE_STATES, JobState
@@ -96,7 +96,10 @@ class Migrator:
             return
         try:
             chunks = self.pipeline.prepare(live)
-        except FailedPrecondition as error:
+        except (NotFound, FailedPrecondition, InvalidArgument) as error:
+            if self._unchanged(kb, file):
+                raise FailedPrecondition(f"cannot re-embed {file.name}: {error}") from error
+            # Replaced or deleted since it was listed (its original with it): next round.
             log.info("migration %s: %s changed while copying (%s); next round", run.job.id, file.name, error)
             return
         copy = _Run(live)
@@ -114,6 +117,11 @@ class Migrator:
             # The file changed or went meanwhile: what was copied is stale (a newer upload
             # indexes itself into the shadow, or the next round copies it).
             self.pipeline.delete_points(target.collection, file.name, only_metadata=keep)
+
+    def _unchanged(self, kb: str, file: FileState) -> bool:
+        """Whether the file is still as listed (same upload, not deleted)."""
+        now = next((found for found in self.migrations.files(kb) if found.name == file.name), None)
+        return now is not None and (now.job_id, now.content_hash) == (file.job_id, file.content_hash)
 
     def _drop_later(self, collection: str) -> None:
         time.sleep(self.settings.migration_drop_delay_s)
