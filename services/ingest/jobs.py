@@ -378,7 +378,9 @@ class JobLifecycle:
             owner = session.scalar(select(FileRow.id).where(FileRow.job_id == job_id))
             if owner is None:
                 return False
-            collections = Migrations.check_finish(session, row.kb_id, job_id, written) if written else []
+            collections = (
+                Migrations.check_finish(session, row.kb_id, job_id, written, chunks) if written else []
+            )
             # The file's first job ever has no other generation to drop: skip the call (and
             # holding the write lock through it), the common case of a bulk import.
             earlier = session.scalar(

@@ -152,7 +152,7 @@ class Migrations:
             session.add(job)
             row.shadow_collection, row.shadow_model, row.migration_job = shadow, model, job.id
             session.execute(
-                update(FileRow).where(FileRow.kb_id == row.id).values(shadow_generation=""),
+                update(FileRow).where(FileRow.kb_id == row.id).values(shadow_generation="", shadow_chunks=0),
                 execution_options=NO_SYNC,
             )
             session.flush()
@@ -173,7 +173,9 @@ class Migrations:
         return [target.collection for target in self.targets(kb)]
 
     @staticmethod
-    def check_finish(session: Session, kb_id: int, job_id: str, written: list[str]) -> list[str]:
+    def check_finish(
+        session: Session, kb_id: int, job_id: str, written: list[str], chunks: int = 0
+    ) -> list[str]:
         """Inside a job's finishing transaction: the collections of ``written`` still in use
         (its swap runs there); raises StaleTargets when the active one is not among them.
         The knowledge base's row is read shared, so a switch waits for the finish or the
@@ -187,9 +189,11 @@ class Migrations:
             raise StaleTargets(job_id)
         if row.shadow_collection:
             # In the shadow too, or the migration must copy this generation itself.
-            held = job_id if row.shadow_collection in written else ""
+            held = row.shadow_collection in written
             session.execute(
-                update(FileRow).where(FileRow.job_id == job_id).values(shadow_generation=held),
+                update(FileRow)
+                .where(FileRow.job_id == job_id)
+                .values(shadow_generation=job_id if held else "", shadow_chunks=chunks if held else 0),
                 execution_options=NO_SYNC,
             )
         return [name for name in written if name in (row.active_collection, row.shadow_collection)]
@@ -232,9 +236,11 @@ class Migrations:
             )
             return job_record(kb, row) if row is not None else None
 
-    def mark_copied(self, kb: str, migration_id: str, file: FileState, generation: str) -> bool:
-        """The shadow holds ``generation`` of the file in full; False when the file changed (or
-        went, or the migration ended) since it was read, so that copy is stale."""
+    def mark_copied(
+        self, kb: str, migration_id: str, file: FileState, generation: str, chunks: int = 0
+    ) -> bool:
+        """The shadow holds ``generation`` of the file in full, ``chunks`` points; False when the
+        file changed (or went, or the migration ended) since it was read, so that copy is stale."""
         with self._database.session(write=True) as session:
             kb_row = self._database.kb_row(session, kb)
             if kb_row.migration_job != migration_id:
@@ -248,7 +254,7 @@ class Migrations:
                     FileRow.content_hash == file.content_hash,
                     FileRow.state.not_in(_ACTIVE),
                 )
-                .values(shadow_generation=generation),
+                .values(shadow_generation=generation, shadow_chunks=chunks),
                 execution_options=NO_SYNC,
             )
             return bool(changed.rowcount)  # type: ignore[attr-defined]  # CursorResult
@@ -264,7 +270,7 @@ class Migrations:
             if row is None or row.migration_job != migration_id:
                 return "the migration was cancelled"
             files = session.execute(
-                select(FileRow.id, FileRow.state, FileRow.chunks, FileRow.shadow_generation).where(
+                select(FileRow.id, FileRow.state, FileRow.shadow_chunks, FileRow.shadow_generation).where(
                     FileRow.kb_id == row.id
                 )
             ).all()
@@ -274,19 +280,20 @@ class Migrations:
             missing = sum(1 for file in files if not file.shadow_generation)
             if missing:
                 return f"{missing} file(s) not yet in the new collection"
-            empty = [file.id for file in files if file.shadow_generation == NOTHING_TO_COPY]
-            if empty:
-                session.execute(
-                    update(FileRow).where(FileRow.id.in_(empty)).values(chunks=0), execution_options=NO_SYNC
-                )
+            # Each file's count becomes what the new collection holds of it (the same as before,
+            # unless re-parsing its original gave other chunks: a newer parser, captions).
+            session.execute(
+                update(FileRow).where(FileRow.kb_id == row.id).values(chunks=FileRow.shadow_chunks),
+                execution_options=NO_SYNC,
+            )
             old, new = row.active_collection, row.shadow_collection
             row.collection, row.embed_model = new, row.shadow_model
             row.shadow_collection = row.shadow_model = row.migration_job = ""
             session.execute(
-                update(FileRow).where(FileRow.kb_id == row.id).values(shadow_generation=""),
+                update(FileRow).where(FileRow.kb_id == row.id).values(shadow_generation="", shadow_chunks=0),
                 execution_options=NO_SYNC,
             )
-            total = sum(file.chunks for file in files if file.shadow_generation != NOTHING_TO_COPY)
+            total = sum(file.shadow_chunks for file in files)
             session.execute(
                 update(JobRow)
                 .where(JobRow.id == migration_id, JobRow.state.in_(_ACTIVE))
@@ -312,7 +319,7 @@ class Migrations:
             shadow = row.shadow_collection
             row.shadow_collection = row.shadow_model = row.migration_job = ""
             session.execute(
-                update(FileRow).where(FileRow.kb_id == row.id).values(shadow_generation=""),
+                update(FileRow).where(FileRow.kb_id == row.id).values(shadow_generation="", shadow_chunks=0),
                 execution_options=NO_SYNC,
             )
             return shadow

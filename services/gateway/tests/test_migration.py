@@ -125,7 +125,10 @@ async def test_migration_switches_model_and_collection_while_searches_answer(
         assert uploaded["state"] == "succeeded", uploaded
 
         finished = await wait_for_job(client, job["id"], stack, timeout_s=240)
-        assert finished["state"] == "succeeded", (finished["error"], Path(stack.worker_log).read_text()[-3000:])
+        assert finished["state"] == "succeeded", (
+            finished["error"],
+            Path(stack.worker_log).read_text()[-3000:],
+        )
         assert finished["progress"] == 1.0
         await asyncio.sleep(0.3)  # a few searches after the switch too
     finally:

@@ -407,16 +407,20 @@ class IngestServicer(SourceMethods, ingest_pb2_grpc.IngestServiceServicer):
             missing_ok=True,
         )
         for collection in shadow:  # a migration's: deletes apply to both
-            await self._retrieve_call(
-                "DeleteByFile",
-                retrieve_pb2.DeleteByFileRequest(collection=collection, file_name=name),
-                missing_ok=True,
-            )
+            await self._delete_from(collection, name)
         await asyncio.to_thread(self.lifecycle.delete_file, kb, name)
+        # A migration that started meanwhile may have copied the file before its row went (a
+        # copy finishing later finds no row and removes itself).
+        for collection in set(await asyncio.to_thread(self.migrations.collections, kb)) - {active, *shadow}:
+            await self._delete_from(collection, name)
         await asyncio.to_thread(self.blobs.delete, kb, name)
         deleted = reply.deleted if reply is not None else 0
         log.info("deleted %s/%s (%d chunks)", kb, name, deleted)
         return ingest_pb2.DeleteFileResponse(deleted_chunks=deleted)
+
+    async def _delete_from(self, collection: str, file_name: str) -> None:
+        request = retrieve_pb2.DeleteByFileRequest(collection=collection, file_name=file_name)
+        await self._retrieve_call("DeleteByFile", request, missing_ok=True)
 
     async def GetFileContent(
         self,

@@ -41,6 +41,7 @@ ADDED_COLUMNS: dict[str, dict[str, str]] = {
     },
     "files": {
         "shadow_generation": "VARCHAR(36) NOT NULL DEFAULT ''",
+        "shadow_chunks": "INTEGER NOT NULL DEFAULT 0",
     },
 }
 
@@ -92,6 +93,8 @@ class FileRow(CatalogBase):
     # During a migration: the generation (job id) of this file's points the shadow collection
     # holds in full; the switch waits until it is every indexed file's current one.
     shadow_generation: Mapped[str] = mapped_column(String(36), default="")
+    # ... and how many points that is there (the file's count once the migration switches).
+    shadow_chunks: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class JobRow(CatalogBase):

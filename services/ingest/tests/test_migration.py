@@ -58,7 +58,7 @@ def test_the_switch_waits_for_every_file_and_every_upload_then_moves_both_at_onc
     live = migrations.live_generation("kb", files["copied.txt"])
     assert live is not None and live.id == copied_id
     assert migrations.live_generation("kb", files["broken.txt"]) is None
-    assert migrations.mark_copied("kb", job.id, files["copied.txt"], copied_id)
+    assert migrations.mark_copied("kb", job.id, files["copied.txt"], copied_id, 4)
     assert migrations.mark_copied("kb", job.id, files["broken.txt"], NOTHING_TO_COPY)
 
     # An upload during the migration that indexed into both collections counts as copied;

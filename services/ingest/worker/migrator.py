@@ -113,7 +113,16 @@ class Migrator:
             raise Abandoned(run.job.id)  # the shadow was dropped: cancelled
         keep = {GENERATION_KEY: live.id}
         self.pipeline.delete_points(target.collection, file.name, keep_metadata=keep)
-        if not self.migrations.mark_copied(kb, run.job.id, file, live.id):
+        if len(chunks) != live.chunks:
+            log.warning(
+                "migration %s: %s gives %d chunks now against %d indexed (parser changed?); "
+                "its count follows the new collection",
+                run.job.id,
+                file.name,
+                len(chunks),
+                live.chunks,
+            )
+        if not self.migrations.mark_copied(kb, run.job.id, file, live.id, len(chunks)):
             # The file changed or went meanwhile: what was copied is stale (a newer upload
             # indexes itself into the shadow, or the next round copies it).
             self.pipeline.delete_points(target.collection, file.name, only_metadata=keep)
