@@ -7,6 +7,7 @@ the counts stay exact. Cancelling keeps the old collection; an unknown model is 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -76,6 +77,17 @@ async def search(client: httpx.AsyncClient, kb: str, query: str) -> list[dict]:
     return hits
 
 
+async def job_events(client: httpx.AsyncClient, job_id: str) -> list[dict]:
+    """The job's server-sent events until its terminal one."""
+    events = []
+    async with client.stream("GET", f"/v1/jobs/{job_id}/events", timeout=240) as stream:
+        assert stream.status_code == 200
+        async for line in stream.aiter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[len("data: ") :]))
+    return events
+
+
 async def file_chunks(client: httpx.AsyncClient, kb: str) -> dict[str, int]:
     files = (await client.get(f"/v1/knowledge_bases/{kb}/files")).json()["data"]
     return {entry["file_name"]: entry["chunks"] for entry in files}
@@ -124,6 +136,10 @@ async def test_migration_switches_model_and_collection_while_searches_answer(
         uploaded = await wait_for_job(client, upload.json()["jobs"][0]["id"], stack)
         assert uploaded["state"] == "succeeded", uploaded
 
+        events = await job_events(client, job["id"])
+        assert all(event["kind"] == "migrate" for event in events)
+        progress = [event["progress"] for event in events]
+        assert progress == sorted(progress) and events[-1]["state"] == "succeeded", events
         finished = await wait_for_job(client, job["id"], stack, timeout_s=240)
         assert finished["state"] == "succeeded", (
             finished["error"],
