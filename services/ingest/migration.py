@@ -25,14 +25,21 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.common.errors import FailedPrecondition
 from services.common.names import KB_NAME_MAX_CHARS
 from services.ingest.store.catalog import Catalog
 from services.ingest.store.records import ACTIVE_STATES, JobRecord, JobState
-from services.ingest.store.tables import NO_SYNC, FileRow, JobRow, KnowledgeBaseRow, job_record
+from services.ingest.store.tables import (
+    NO_SYNC,
+    FileRow,
+    JobRow,
+    KnowledgeBaseRow,
+    RetiredCollectionRow,
+    job_record,
+)
 
 MIGRATE_KIND = "migrate"
 # shadow_generation of a file whose live points cannot be rebuilt (the original was replaced
@@ -77,11 +84,11 @@ def next_collection(kb: str, active: str) -> str:
 
 
 def collection_taken(session: Session, name: str) -> str | None:
-    """The knowledge base whose name or collection ``name`` is, if any."""
+    """The knowledge base whose collection (active or shadow) ``name`` is, if any."""
     return session.scalar(
         select(KnowledgeBaseRow.name).where(
             or_(
-                KnowledgeBaseRow.name == name,
+                and_(KnowledgeBaseRow.name == name, KnowledgeBaseRow.collection == ""),
                 KnowledgeBaseRow.collection == name,
                 KnowledgeBaseRow.shadow_collection == name,
             )
@@ -123,7 +130,8 @@ class Migrations:
             if row.embed_model == model:
                 raise FailedPrecondition(f"knowledge base {kb!r} already uses embedding model {model!r}")
             shadow = next_collection(kb, row.active_collection)
-            while collection_taken(session, shadow) is not None:
+            # Not another knowledge base's name either: it may not have a collection yet.
+            while collection_taken(session, shadow) is not None or self._is_kb(session, shadow):
                 shadow = next_collection(kb, shadow)
             now = time.time()
             job = JobRow(
@@ -157,6 +165,14 @@ class Migrations:
             )
             session.flush()
             return job_record(kb, job)
+
+    @staticmethod
+    def _is_kb(session: Session, name: str) -> bool:
+        return session.scalar(select(KnowledgeBaseRow.id).where(KnowledgeBaseRow.name == name)) is not None
+
+    def is_retired(self, name: str) -> bool:
+        with self._database.session(write=False) as session:
+            return session.get(RetiredCollectionRow, name) is not None
 
     def targets(self, kb: str) -> list[Target]:
         """Where an upload of ``kb`` is indexed now: the active collection, and the shadow
@@ -259,11 +275,13 @@ class Migrations:
             )
             return bool(changed.rowcount)  # type: ignore[attr-defined]  # CursorResult
 
-    def switch(self, kb: str, migration_id: str) -> tuple[str, str] | str:
+    def switch(self, kb: str, migration_id: str, drop_delay_s: float = 0.0) -> tuple[str, str] | str:
         """Make the shadow the active collection and its model the knowledge base's, at once.
 
         Returns (old collection, new collection), or why it cannot switch yet: uploads in
-        flight, or files not yet in the shadow. The migration job succeeds in the same step.
+        flight, or files not yet in the shadow. The migration job succeeds in the same step,
+        and the old collection is retired, to be dropped after ``drop_delay_s``
+        (:meth:`due_retired`).
         """
         with self._database.session(write=True) as session:
             row = _lock(session, kb)
@@ -287,6 +305,11 @@ class Migrations:
                 execution_options=NO_SYNC,
             )
             old, new = row.active_collection, row.shadow_collection
+            retired = session.get(RetiredCollectionRow, old)
+            if retired is None:
+                session.add(RetiredCollectionRow(name=old, drop_after=time.time() + drop_delay_s))
+            else:
+                retired.drop_after = time.time() + drop_delay_s
             row.collection, row.embed_model = new, row.shadow_model
             row.shadow_collection = row.shadow_model = row.migration_job = ""
             session.execute(
@@ -323,3 +346,16 @@ class Migrations:
                 execution_options=NO_SYNC,
             )
             return shadow
+
+    def due_retired(self) -> list[str]:
+        """Retired collections whose delay has passed and that no knowledge base uses again
+        (a knowledge base deleted and created anew under the old name keeps its collection)."""
+        with self._database.session(write=False) as session:
+            names = session.scalars(
+                select(RetiredCollectionRow.name).where(RetiredCollectionRow.drop_after <= time.time())
+            ).all()
+            return [name for name in names if collection_taken(session, name) is None]
+
+    def forget_retired(self, name: str) -> None:
+        with self._database.session(write=True) as session:
+            session.execute(delete(RetiredCollectionRow).where(RetiredCollectionRow.name == name))

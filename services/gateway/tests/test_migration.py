@@ -39,7 +39,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     async with running_stack(
         tmp_path_factory.mktemp("migration"),
         embed={"extra_models": ["e5"]},
-        ingest={"migration_drop_delay_s": 1.0},
+        ingest={"migration_drop_delay_s": 1.0, "sweep_interval_s": 0.5},
     ) as running:
         yield running
 

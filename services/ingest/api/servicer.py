@@ -116,6 +116,13 @@ class IngestServicer(SourceMethods, ingest_pb2_grpc.IngestServiceServicer):
         if await asyncio.to_thread(self.catalog.knowledge_bases.exists, name):
             # Checked before asking embed.Info; the insert below still guards against races.
             raise AlreadyExists(f"knowledge base {name!r} already exists")
+        if await asyncio.to_thread(self.migrations.is_retired, name):
+            # A deleted knowledge base's collection from before its migration, not dropped yet:
+            # the new knowledge base must start empty.
+            await self._retrieve_call(
+                "DropCollection", retrieve_pb2.DropCollectionRequest(collection=name), missing_ok=True
+            )
+            await asyncio.to_thread(self.migrations.forget_retired, name)
         model = await self._embed_model()
         kb = await asyncio.to_thread(
             self.catalog.knowledge_bases.create, name, request.description, model, parents
@@ -183,6 +190,15 @@ class IngestServicer(SourceMethods, ingest_pb2_grpc.IngestServiceServicer):
                 "DropCollection", retrieve_pb2.DropCollectionRequest(collection=shadow), missing_ok=True
             )
             log.info("dropped %s, the shadow collection of migration %s of %s", shadow, job_id, kb)
+
+    async def drop_retired_collections(self) -> None:
+        """Drop the collections migrations switched away from, once their delay has passed."""
+        for name in await asyncio.to_thread(self.migrations.due_retired):
+            await self._retrieve_call(
+                "DropCollection", retrieve_pb2.DropCollectionRequest(collection=name), missing_ok=True
+            )
+            await asyncio.to_thread(self.migrations.forget_retired, name)
+            log.info("dropped %s, retired by a migration", name)
 
     async def MigrateKnowledgeBase(
         self,

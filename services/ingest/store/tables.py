@@ -130,6 +130,16 @@ class JobRow(CatalogBase):
     embed_model: Mapped[str] = mapped_column(String(255), default="")
 
 
+class RetiredCollectionRow(CatalogBase):
+    """A collection a migration switched away from, dropped once ``drop_after`` has passed
+    (by the ingest API's sweeper, so a worker restart cannot leave it behind)."""
+
+    __tablename__ = "retired_collections"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    drop_after: Mapped[float] = mapped_column(Double)
+
+
 class SourceRow(CatalogBase):
     """A source a knowledge base syncs from: its kind, its settings (JSON) and its secret
     (encrypted JSON, see services.ingest.store.secrets)."""

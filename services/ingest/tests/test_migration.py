@@ -78,6 +78,10 @@ def test_the_switch_waits_for_every_file_and_every_upload_then_moves_both_at_onc
     assert (finished.state, finished.chunks, finished.progress) == (JobState.SUCCEEDED, 6, 1.0)
     assert migrations.targets("kb") == [Target("kb__v2", NEW)]
     assert next_collection("kb", "kb__v2") == "kb__v3"
+    # The old collection is retired: dropped once due, unless a knowledge base took the name.
+    assert migrations.due_retired() == ["kb"]
+    migrations.forget_retired("kb")
+    assert migrations.due_retired() == []
 
 
 def test_a_job_that_indexed_only_into_a_switched_collection_cannot_finish(
@@ -118,3 +122,16 @@ def test_a_stale_copy_is_not_marked_and_abandon_forgets_the_shadow(
     assert migrations.switch("kb", job.id) == "the migration was cancelled"
     with pytest.raises(FailedPrecondition, match="already uses"):
         migrations.start("kb", OLD)
+
+
+def test_a_retired_name_in_use_again_is_not_dropped(catalog: Catalog, migrations: Migrations) -> None:
+    job = migrations.start("kb", NEW)
+    assert migrations.switch("kb", job.id, drop_delay_s=3600) == ("kb", "kb__v2")
+    assert migrations.due_retired() == []  # not yet due
+    later = migrations.start("kb", OLD)
+    assert migrations.switch("kb", later.id) == ("kb__v2", "kb__v3")
+    assert migrations.due_retired() == ["kb__v2"]
+    catalog.knowledge_bases.delete("kb")
+    catalog.knowledge_bases.create("kb__v2")  # free again, and taken by a new knowledge base
+    assert migrations.due_retired() == []
+    assert migrations.is_retired("kb__v2")  # (the ingest API drops it before such a create)

@@ -6,9 +6,9 @@ same), embedded with the new model and upserted into the shadow; then the shadow
 that generation of the file, and the catalog notes it (``Migrations.mark_copied``). A file
 that changed meanwhile is copied again in the next round; uploads during the migration index
 into both collections themselves. Once every file is in and no upload is in flight, the
-catalog switches the knowledge base to the shadow and its model in one transaction, and the
-old collection is dropped after ``migration_drop_delay_s`` (searches that read the old
-record a moment before the switch still find it).
+catalog switches the knowledge base to the shadow and its model in one transaction, and
+retires the old collection: the ingest API drops it after ``migration_drop_delay_s``
+(searches that read the old record a moment before the switch still find it).
 
 Progress is the share of files copied; a cancel is noticed at the next progress write, like
 every job's (the ingest API has dropped the shadow already). A retried attempt resumes: files
@@ -17,7 +17,6 @@ already marked are not embedded again.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 
@@ -64,11 +63,10 @@ class Migrator:
                 self._copy(run, target, file)
                 done += 1
             self._advance(run, JobState.INDEXING, 0.95)
-            switched = self.migrations.switch(kb, job.id)
+            switched = self.migrations.switch(kb, job.id, self.settings.migration_drop_delay_s)
             if isinstance(switched, tuple):
                 old, new = switched
-                log.info("knowledge base %s now searches %s with %s", kb, new, target.model)
-                self._drop_later(old)
+                log.info("knowledge base %s now searches %s with %s (%s retired)", kb, new, target.model, old)
                 return JobState.SUCCEEDED
             if switched == "the migration was cancelled":
                 raise Abandoned(job.id)
@@ -131,8 +129,3 @@ class Migrator:
         """Whether the file is still as listed (same upload, not deleted)."""
         now = next((found for found in self.migrations.files(kb) if found.name == file.name), None)
         return now is not None and (now.job_id, now.content_hash) == (file.job_id, file.content_hash)
-
-    def _drop_later(self, collection: str) -> None:
-        time.sleep(self.settings.migration_drop_delay_s)
-        with contextlib.suppress(NotFound):
-            self.pipeline.drop_collection(collection)
