@@ -182,11 +182,16 @@ class IngestPipeline:
         # One batcher per embedding model (texts of two models never share a call); the
         # default model's ("") always, another's from the first job that needs it.
         self._batchers: dict[str, EmbedBatcher] = {}
+        self._default_model = ""  # its id, once the embed service has named it
         self._batchers_lock = threading.Lock()
         self.batcher("")
 
     def batcher(self, model: str) -> EmbedBatcher:
-        """The cross-job batcher of ``model`` (empty: the embed service's default)."""
+        """The cross-job batcher of ``model`` (empty: the embed service's default). The default
+        model named by its id shares the default's batcher: texts of knowledge bases that
+        recorded it and of those that did not still go out in the same calls."""
+        if model == self._default_model:
+            model = ""
         with self._batchers_lock:
             found = self._batchers.get(model)
             if found is None:
@@ -427,6 +432,8 @@ class IngestPipeline:
             embed_pb2.EmbedRequest(texts=texts, kind=embed_pb2.EMBED_KIND_PASSAGE, model=model),
             self.settings.embed_timeout_s,
         )
+        if not model:
+            self._default_model = reply.model
         return [list(vector.values) for vector in reply.vectors], reply.model
 
     def embed_chunks(

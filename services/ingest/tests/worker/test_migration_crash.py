@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -35,7 +36,12 @@ FILES = {
 @pytest.fixture(scope="module")
 def two_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dependencies]:
     base = tmp_path_factory.mktemp("deps")
-    server = {"grpc_host": "127.0.0.1", "grpc_port": 0, "metrics_port": 0, "shutdown_grace_s": 0}
+    server: dict[str, Any] = {
+        "grpc_host": "127.0.0.1",
+        "grpc_port": 0,
+        "metrics_port": 0,
+        "shutdown_grace_s": 0,
+    }
     embed_settings = EmbedSettings(
         backend="local",
         local_model="use",
