@@ -9,6 +9,7 @@ from services.common.errors import AlreadyExists, FailedPrecondition
 from services.common.names import next_collection
 from services.ingest.jobs import JobLifecycle
 from services.ingest.migration import NOTHING_TO_COPY, Migrations, StaleTargets, Target
+from services.ingest.store.access import FileAccess
 from services.ingest.store.catalog import Catalog
 from services.ingest.store.records import JobState
 
@@ -136,3 +137,41 @@ def test_a_retired_name_in_use_again_is_not_dropped(catalog: Catalog, migrations
     catalog.knowledge_bases.create("kb__v2")  # free again, and taken by a new knowledge base
     assert migrations.due_retired() == []
     assert migrations.is_retired("kb__v2")  # (the ingest API drops it before such a create)
+
+
+def test_access_list_changes_reach_every_collection_of_a_migrating_knowledge_base(
+    catalog: Catalog, lifecycle: JobLifecycle, migrations: Migrations
+) -> None:
+    first = _indexed(lifecycle, "a.txt", "h1", 3, ["kb"])
+    applied: list[tuple[list[str], list[str]]] = []
+
+    def apply(collections: list[str], acl: list[str]) -> None:
+        applied.append((collections, acl))
+
+    secret = FileAccess.of(groups=["finance"])
+    lifecycle.set_access("kb", "a.txt", secret, apply)
+    assert applied == [(["kb"], secret.tokens())]
+    job = migrations.start("kb", NEW)
+    lifecycle.set_access("kb", "a.txt", None, apply)  # the shadow too while it is filled
+    assert applied[-1] == (["kb", "kb__v2"], secret.tokens())
+
+    # A copy built with the list as it was before a change made meanwhile: recording it gives
+    # the shadow's points the current list; a copy built with the current list needs nothing.
+    (read,) = migrations.files("kb")
+    opened = FileAccess()
+    lifecycle.set_access("kb", "a.txt", opened, lambda collections, acl: None)
+    applied.clear()
+    assert migrations.mark_copied("kb", job.id, read, first, 3, secret.tokens(), apply)
+    assert applied == [(["kb__v2"], opened.tokens())]
+    applied.clear()
+    assert migrations.mark_copied("kb", job.id, read, first, 3, opened.tokens(), apply)
+    assert applied == []
+
+    # After the switch: the new collection, and the old one until it is dropped (a search that
+    # read the record just before the switch may still read it).
+    assert migrations.switch("kb", job.id) == ("kb", "kb__v2")
+    lifecycle.set_access("kb", "a.txt", secret, apply)
+    assert applied[-1] == (["kb__v2", "kb"], secret.tokens())
+    migrations.forget_retired("kb")
+    lifecycle.set_access("kb", "a.txt", None, apply)
+    assert applied[-1] == (["kb__v2"], secret.tokens())
