@@ -3,7 +3,8 @@
 #   1. helm lint --strict with the default values, values-gpu.yaml and the cluster example
 #      deploy/helm/examples/cluster-values.yaml;
 #   2. helm template for the default (CPU) values, values-gpu.yaml, a render that turns
-#      on the optional pieces (ingress, Redis, PostgreSQL, secrets, TEI, Qdrant server, HPAs),
+#      on the optional pieces (ingress, Redis, PostgreSQL, secrets, TEI, Qdrant server, HPAs,
+#      first admin and single sign-on with their existing Secrets),
 #      one with the CRD-based pieces (ServiceMonitors, KEDA), which step 3 cannot validate,
 #      and the cluster example (the official Qdrant chart in distributed mode, external
 #      PostgreSQL and Redis, KEDA), whose CRD objects (KEDA's) are set aside before step 3;
@@ -59,6 +60,11 @@ trap 'rm -rf "${OUT}"' EXIT
   --set-json 'generate.models={"fast":{"backend":"openai","openai_base_url":"http://small:8000/v1","openai_model":"small"}}' \
   --set-json 'generate.modelDeployments=[{"name":"Qwen/Qwen2.5-72B","values":{"backend":"vllm","model":"Qwen/Qwen2.5-72B-Instruct","gpu":{"enabled":true},"vllm":{"tensorParallelSize":4},"replicaCount":2,"modelCache":{"persistent":true}}},{"name":"online","values":{"backend":"openai","model":"gpt-4o-mini","openai":{"baseUrl":"https://api.openai.com/v1","apiKey":"sk-online"}}}]' \
   --set generate.rewriteModel=online \
+  --set gateway.identity.adminEmail=admin@example.com --set gateway.identity.existingSecret=zhiku-admin \
+  --set 'gateway.identity.trustedProxies={10.244.0.0/16}' --set gateway.identity.uploadsPerDay=500 \
+  --set gateway.oidc.issuer=https://sso.example.com/realms/acme --set gateway.oidc.clientId=zhiku \
+  --set gateway.oidc.existingSecret=zhiku-sso --set gateway.oidc.stateSecretKey=state-secret \
+  --set-json 'gateway.oidc.groupMap={"rag-admins":{"admin":true},"finance":{"group":"finance","knowledge_bases":{"finance-reports":"viewer"}}}' \
   >"${OUT}/full.yaml"
 # CRD kinds (ServiceMonitor, PodMonitor, KEDA ScaledObject) have no schema in kubernetes-validate:
 # they render only when enabled, here into a file of their own that must render but is not validated.

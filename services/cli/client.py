@@ -68,6 +68,8 @@ class Job(TypedDict, total=False):
     chunks: int
     error: str | None
     unchanged: bool
+    kind: str  # "file" or "migrate"
+    embed_model: str | None  # migrate: the model it moves to
 
 
 class SearchHit(TypedDict, total=False):
@@ -273,6 +275,11 @@ class ZhikuClient:
 
     def delete_knowledge_base(self, name: str) -> None:
         self._send("DELETE", _path("v1/knowledge_bases", name))
+
+    def migrate_knowledge_base(self, name: str, embed_model: str) -> Job:
+        """Start re-embedding the knowledge base with another model; the answer is its job."""
+        path = _path("v1/knowledge_bases", name, "migrate")
+        return self._send("POST", path, json={"embed_model": embed_model}).json()
 
     def get_knowledge_base(self, name: str) -> KnowledgeBase:
         return self._send("GET", _path("v1/knowledge_bases", name)).json()

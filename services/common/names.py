@@ -81,3 +81,29 @@ def check_file_name(name: str) -> str:
 def is_temporary_kb(name: str) -> bool:
     """Whether ``name`` is a file chat's temporary knowledge base."""
     return name.startswith(TEMP_KB_PREFIX)
+
+
+# A knowledge base's vector collection after a migration to another embedding model.
+_VERSIONED_COLLECTION = re.compile(r"^(?P<base>.+)__v(?P<version>\d+)$")
+
+
+def next_collection(kb: str, active: str) -> str:
+    """``<kb>__v<n+1>`` after ``<kb>__v<n>`` (``__v2`` after the original), within the length
+    limit of a name: the collection a migration of ``kb`` away from ``active`` fills."""
+    found = _VERSIONED_COLLECTION.match(active) if active != kb else None
+    version = int(found["version"]) + 1 if found else 2
+    suffix = f"__v{version}"
+    return kb[: KB_NAME_MAX_CHARS - len(suffix)] + suffix
+
+
+def is_collection_of(kb: str, collection: str) -> bool:
+    """Whether ``collection`` is a name :func:`next_collection` gives ``kb``'s vectors (its own
+    name or ``<kb>__v<n>``). The gateway's guard checks a search's collection with it: access
+    is decided on the knowledge base, so the collection must be one of that knowledge base's."""
+    if collection == kb:
+        return True
+    found = _VERSIONED_COLLECTION.match(collection)
+    if found is None:
+        return False
+    suffix = collection[len(found["base"]) :]
+    return found["base"] == kb[: KB_NAME_MAX_CHARS - len(suffix)]

@@ -7,11 +7,12 @@ not on the first request, so a bad deployment never reports itself ready.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Literal, Self, get_args
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from services.common.config import ServiceSettings
 
@@ -57,6 +58,11 @@ class EmbedSettings(ServiceSettings):
     # on one of 2 cores, a lone e5 query took 45-270 ms and ~200 ms of CPU spinning, against
     # 22-30 ms and ~27 ms sleeping (models/e5.py).
     local_spin_wait: bool = False
+    # More models served next to the default one, so a knowledge base can move to another
+    # model without downtime (POST /v1/knowledge_bases/{kb}/migrate) while others keep theirs.
+    # Each entry is a bundled model name (e5, use) or a TEI URL; comma-separated or a JSON
+    # list. Requests name a model by that entry or by the model id it reports.
+    extra_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Override the bundled USE ONNX file (tests, a newer export); None finds it in its package.
     use_model_path: Path | None = None
 
@@ -92,6 +98,47 @@ class EmbedSettings(ServiceSettings):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError(f"tei_url must start with http:// or https://, got {value!r}")
         return value
+
+    @field_validator("extra_models", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("extra_models")
+    @classmethod
+    def _check_models(cls, value: list[str]) -> list[str]:
+        bundled = get_args(LocalModelName)
+        cleaned = []
+        for entry in value:
+            entry = entry.strip().rstrip("/")
+            if entry not in bundled and not entry.startswith(("http://", "https://")):
+                raise ValueError(
+                    f"extra model {entry!r} is neither a bundled model ({', '.join(bundled)}) "
+                    "nor a TEI URL (http:// or https://)"
+                )
+            cleaned.append(entry)
+        if len(set(cleaned)) != len(cleaned):
+            raise ValueError(f"extra_models names a model twice: {cleaned}")
+        return cleaned
+
+    def extra_model_settings(self) -> list[tuple[str, EmbedSettings]]:
+        """(entry, settings) per extra model: these settings with the backend pointed at it."""
+        return [
+            (
+                entry,
+                self.model_copy(
+                    update={"backend": "local", "local_model": entry}
+                    if entry in get_args(LocalModelName)
+                    else {"backend": "tei", "tei_url": entry}
+                ),
+            )
+            for entry in self.extra_models
+        ]
 
     @model_validator(mode="after")
     def _check_backend(self) -> Self:

@@ -73,6 +73,7 @@ class AuditAction(enum.StrEnum):
     # Knowledge bases, their sharing and their files
     KB_CREATE = "kb.create"
     KB_DELETE = "kb.delete"
+    KB_MIGRATE = "kb.migrate"
     KB_MEMBER_SET = "kb.member_set"
     KB_MEMBER_REMOVE = "kb.member_remove"
     FILE_UPLOAD = "file.upload"

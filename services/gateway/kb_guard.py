@@ -15,7 +15,9 @@ the caller's reader tokens (:func:`~services.gateway.authz.reader_acl`) with ``e
 so search, chat, ``kb:`` models, Chatchat routes, agent tools and MCP all filter inside the
 vector query without a line of their own; file listings drop files the caller may not read,
 and an RPC naming such a file is answered as for a missing file. Uploads carry the caller's
-user id, which a restricted list always keeps.
+user id, which a restricted list always keeps. A search names the knowledge base it reads
+apart from the collection (a migrated one's is ``<kb>__v<n>``): both the role and the reader
+tokens are the knowledge base's, so no search needs to run as the gateway itself.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 import grpc
 
 from services.common.errors import file_not_found, job_not_found, kb_not_found
+from services.common.names import is_collection_of
 from services.common.service_names import INGEST_SERVICE, RETRIEVE_SERVICE
 from services.gateway.access import Principal
 from services.gateway.authz import (
@@ -79,7 +82,12 @@ class JobsListing(NamedInRequest):
 
 @dataclass(frozen=True)
 class Searching(NamedInRequest):
-    """A search: the caller's reader tokens go with it (enforced unless it sees every document)."""
+    """A search: the caller's reader tokens go with it (enforced unless it sees every document).
+
+    ``field`` names the collection searched; the knowledge base it serves is the request's
+    ``knowledge_base`` (a migrated knowledge base's collection is ``<kb>__v<n>``, on which no
+    one holds a role), else the collection's own name. Access, document access included, is
+    decided on the knowledge base, and the collection must be one of its names."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,7 @@ RULES: dict[str, Rule] = {
             "GetKnowledgeBase": NamedInRequest("name", VIEW),
             "ListKnowledgeBases": Listing(),
             "DeleteKnowledgeBase": NamedInRequest("name", MANAGE),
+            "MigrateKnowledgeBase": NamedInRequest("knowledge_base", MANAGE),
             "SubmitFile": Upload("knowledge_base", EDIT),
             "ReindexFile": FileInRequest("knowledge_base", EDIT),
             "DeleteFile": FileInRequest("knowledge_base", EDIT),
@@ -181,6 +190,21 @@ async def refusal_for(
     return refusal(name, permission)
 
 
+def _knowledge_base(rule: NamedInRequest | FileInRequest, request: Any) -> str:
+    """The knowledge base the request concerns (see :class:`Searching` for searches)."""
+    named: str = getattr(request, rule.field)
+    if not isinstance(rule, Searching) or not request.knowledge_base:
+        return named
+    kb: str = request.knowledge_base
+    if not is_collection_of(kb, named):
+        # Never from the gateway's own requests: refused rather than searched on kb's rights.
+        raise rpc_error(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"collection {named!r} is not a collection of knowledge base {kb!r}",
+        )
+    return kb
+
+
 class KnowledgeBaseGuardInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
     """Installed on the gateway's ingest and retrieve channels (see ``ServiceClients.connect``)."""
 
@@ -214,7 +238,7 @@ class KnowledgeBaseGuardInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         if caller is GATEWAY:
             return await continuation(client_call_details, request)
         if isinstance(rule, NamedInRequest | FileInRequest):
-            name = getattr(request, rule.field)
+            name = _knowledge_base(rule, request)
             if not await self.guard.permits(caller, name, rule.permission):
                 raise await refusal_for(self.guard, caller, name, rule.permission)
             if rule.permission in (CREATE, MANAGE):
@@ -235,6 +259,7 @@ class KnowledgeBaseGuardInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             job = await (await continuation(client_call_details, request))
             if not await self.guard.permits(caller, job.knowledge_base, rule.permission) or (
                 isinstance(caller, Principal)
+                and job.file_name  # a migration's job concerns no file
                 and not await self.guard.sees_every_document(caller, job.knowledge_base)
                 and await self._readable(
                     caller, job.knowledge_base, job.file_name, client_call_details.timeout

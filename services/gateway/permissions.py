@@ -109,6 +109,7 @@ ROUTES: Final[dict[tuple[str, str], Rule]] = {
     ("GET", "/v1/knowledge_bases"): ANY,  # filtered to those the caller may view
     ("GET", KB): VIEW,
     ("DELETE", KB): MANAGE,
+    ("POST", f"{KB}/migrate"): MANAGE,  # re-embeds everything: the owner's call
     ("GET", f"{KB}/members"): MANAGE,
     ("PUT", f"{KB}/members"): MANAGE,
     ("DELETE", f"{KB}/members/{{kind}}/{{holder}}"): MANAGE,

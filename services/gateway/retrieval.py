@@ -3,6 +3,10 @@
 The knowledge bases are looked up (alongside the embedding) before searching: an unknown
 name is a clean 404 (from ingest) instead of whatever the vector store says about a missing
 collection, and a KB with no chunks yet answers "nothing found" without a search.
+
+The record names the collection to search and the embedding model of its vectors (a
+migration to another model switches both at once, see services/ingest/migration.py): the
+query is embedded with each searched knowledge base's model, once per model.
 """
 
 from __future__ import annotations
@@ -86,11 +90,38 @@ async def get_knowledge_bases(
 
 
 async def embed_query(clients: ServiceClients, query: str, timeout_s: float) -> list[float]:
-    """The query's vector (the embed service caches recent queries, so repeats are cheap)."""
+    """The query's vector from the default model (the embed service caches recent queries)."""
+    return (await embed_query_with(clients, query, timeout_s))[0]
+
+
+async def embed_query_with(
+    clients: ServiceClients, query: str, timeout_s: float, model: str = ""
+) -> tuple[list[float], str]:
+    """The query's vector from ``model`` (empty: the default), and the id of the model used."""
     embedded = await clients.embed.Embed(
-        embed_pb2.EmbedRequest(texts=[query], kind=embed_pb2.EMBED_KIND_QUERY), timeout=timeout_s
+        embed_pb2.EmbedRequest(texts=[query], kind=embed_pb2.EMBED_KIND_QUERY, model=model),
+        timeout=timeout_s,
     )
-    return list(embedded.vectors[0].values)
+    return list(embedded.vectors[0].values), embedded.model
+
+
+async def query_vectors(
+    clients: ServiceClients,
+    kbs: Sequence[ingest_pb2.KnowledgeBase],
+    query: str,
+    timeout_s: float,
+    known: dict[str, list[float]] | None = None,
+) -> dict[str, list[float]]:
+    """The query's vector for each knowledge base's embedding model (keyed by the model as
+    the record names it; "" is the default), reusing ``known`` ones, the others concurrently."""
+    vectors = dict(known or {})
+    missing = sorted({kb.embed_model for kb in kbs} - vectors.keys())
+    embedded = await asyncio.gather(
+        *(embed_query_with(clients, query, timeout_s, model) for model in missing)
+    )
+    for model, (vector, _) in zip(missing, embedded, strict=True):
+        vectors[model] = vector
+    return vectors
 
 
 async def lookup_and_search(
@@ -114,19 +145,20 @@ async def lookup_and_search(
     whole request with its 404, and the embedding is cancelled. (With cached records the
     lookup returns at once.)"""
     lookups = asyncio.ensure_future(get_knowledge_bases(clients, first, more, timeout_s))
-    embedding: asyncio.Future[list[float]] | None = None
+    embedding: asyncio.Future[tuple[list[float], str]] | None = None
     try:
         if not isinstance(query, str):
             query = await query
         if options.mode != "sparse":
-            embedding = asyncio.ensure_future(embed_query(clients, query, timeout_s))
+            # The default model's vector: what every knowledge base not migrated uses.
+            embedding = asyncio.ensure_future(embed_query_with(clients, query, timeout_s))
         found = await lookups
     except BaseException:
         _abandon(lookups)
         if embedding is not None:
             _abandon(embedding)
         raise
-    vector = await embedding if embedding is not None else []
+    vector, model = await embedding if embedding is not None else ([], "")
     passages = await search_passages(
         clients,
         found,
@@ -136,6 +168,7 @@ async def lookup_and_search(
         timeout_s=timeout_s,
         options=options,
         vector=vector,
+        vector_model=model,
     )
     return found, passages
 
@@ -160,8 +193,12 @@ async def search_passages(
     timeout_s: float,
     options: SearchOptions = DEFAULT_OPTIONS,
     vector: list[float] | None = None,
+    vector_model: str = "",
 ) -> list[common_pb2.Passage]:
     """Hits best first, scores in [0, 1] (the retrieve service guarantees both).
+
+    ``vector`` is the query embedded by the default model (``vector_model`` its id, when
+    known); knowledge bases on another model get the query embedded by theirs.
 
     Several knowledge bases are searched concurrently and merged by score (every mode's
     score is on the same [0, 1] scale). With ``options.rerank`` each one returns
@@ -172,12 +209,23 @@ async def search_passages(
     kbs = [one for one in kbs if one.chunk_count > 0]
     if not kbs:
         return []
-    if vector is None:
-        vector = [] if options.mode == "sparse" else await embed_query(clients, query, timeout_s)
+    known: dict[str, list[float]] = {}
+    if vector is not None:
+        known = {"": vector, **({vector_model: vector} if vector_model else {})}
     candidates = top_k * RERANK_CANDIDATE_FACTOR if options.rerank else top_k
-    requests = [
-        retrieve_pb2.SearchRequest(
-            collection=one.name,
+
+    async def requests_for(kbs: list[ingest_pb2.KnowledgeBase]) -> list[retrieve_pb2.SearchRequest]:
+        sparse = options.mode == "sparse"
+        vectors = {} if sparse else await query_vectors(clients, kbs, query, timeout_s, known)
+        known.update(vectors)
+        return [request_for(one, [] if sparse else vectors[one.embed_model]) for one in kbs]
+
+    def request_for(one: ingest_pb2.KnowledgeBase, vector: list[float]) -> retrieve_pb2.SearchRequest:
+        # The guard decides access, document access lists included, on the knowledge base:
+        # a migrated one's collection ("<kb>__v<n>") is searched in the caller's name too.
+        return retrieve_pb2.SearchRequest(
+            knowledge_base=one.name,
+            collection=one.collection or one.name,
             vector=vector,
             query_text=query,
             mode=SEARCH_MODES[options.mode],
@@ -187,8 +235,8 @@ async def search_passages(
             file_names=list(options.file_names),
             metadata_filter=dict(options.metadata),
         )
-        for one in kbs
-    ]
+
+    requests = await requests_for(kbs)
     try:
         replies = await asyncio.gather(*(clients.retrieve.Search(r, timeout=timeout_s) for r in requests))
     except grpc.aio.AioRpcError as error:
@@ -200,10 +248,14 @@ async def search_passages(
         # (its 404, or a re-created knowledge base), once, and search what it returns.
         for one in kbs:
             clients.kb_cache.forget(one.name)
+        # (A migration may have switched its collection and model meanwhile: both are re-read.)
         fresh = await get_knowledge_bases(clients, kbs[0].name, [one.name for one in kbs[1:]], timeout_s)
-        searched = {one.name for one in fresh if one.chunk_count > 0}
-        requests = [request for request in requests if request.collection in searched]
+        kbs = [one for one in fresh if one.chunk_count > 0]
+        requests = await requests_for(kbs)
         replies = await asyncio.gather(*(clients.retrieve.Search(r, timeout=timeout_s) for r in requests))
+    for reply, one in zip(replies, kbs, strict=True):
+        for hit in reply.hits:  # the retrieve service names the collection: a migrated one's is not the name
+            hit.knowledge_base = one.name
     hits = [hit for reply in replies for hit in reply.hits]
     if options.rerank and hits:
         hits = await _rerank(clients, query, hits, timeout_s)

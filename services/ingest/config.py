@@ -55,6 +55,10 @@ class IngestSettings(ServiceSettings):
     # Deadlines of the worker's calls; embedding a batch on a CPU can take seconds.
     embed_timeout_s: float = Field(default=300.0, gt=0)
     retrieve_timeout_s: float = Field(default=120.0, gt=0)
+    # After a migration switched a knowledge base to its new collection, the old one is dropped
+    # this much later (by the sweeper, every sweep_interval_s): searches that read the knowledge
+    # base's record just before the switch (or from a gateway's cache) still find it.
+    migration_drop_delay_s: float = Field(default=10.0, ge=0, le=3600)
     # The worker writes a job's stage and progress to the catalog at most this often.
     progress_interval_s: float = Field(default=0.5, ge=0)
     # How long CreateKnowledgeBase waits for embed.Info before recording no model name.

@@ -39,14 +39,16 @@ from services.common.errors import ZhikuError
 from services.ingest.broker import enqueue_ingest, queue_length
 from services.ingest.config import IngestSettings
 from services.ingest.metrics import JOBS_REPUBLISHED
+from services.ingest.migration import Migrations
 from services.ingest.store.access import FileAccessList
 from services.ingest.store.catalog import Catalog
 from services.ingest.store.files import file_not_found
 from services.ingest.store.records import ACTIVE_STATES, RUNNING_STATES, FileRecord, JobRecord, JobState
 from services.ingest.store.tables import NO_SYNC, FileRow, JobRow, KnowledgeBaseRow, file_record, job_record
 
-# Applies a file's acl tokens to its indexed points (a retrieve SetFileAcl call).
-ApplyAcl = Callable[[list[str]], None]
+# Applies a file's acl tokens (second) to its points in each collection (first): retrieve
+# SetFileAcl calls.
+ApplyAcl = Callable[[list[str], list[str]], None]
 
 log = logging.getLogger("zhiku.ingest.jobs")
 
@@ -160,7 +162,8 @@ class JobLifecycle:
         self, kb: str, file_name: str, access: FileAccessList | None, apply: ApplyAcl
     ) -> FileRecord:
         """Write the file's access list (None: keep it) and ``apply`` its tokens to the file's
-        points inside the same transaction, holding the file's row.
+        points, in every collection that holds them (a migration's shadow too, see
+        :meth:`Migrations.acl_collections`), inside the same transaction, holding the file's row.
 
         Holding the row orders this against other changes of the list and against a job's
         :meth:`finish_job`, which re-applies the list if it changed while the job indexed; so
@@ -177,7 +180,9 @@ class JobLifecycle:
             if access is not None:
                 _set_access(row, access, "")
                 row.updated_at = time.time()
-            apply(FileAccessList.from_json(row.access).tokens())
+            # Read holding the file's row: a migration's start, switch or abandon locks its
+            # files' rows first, so the collections cannot change until this commits.
+            apply(Migrations.acl_collections(session, kb_id), FileAccessList.from_json(row.access).tokens())
             session.flush()
             return file_record(kb, row)
 
@@ -392,19 +397,23 @@ class JobLifecycle:
         job_id: str,
         chunks: int,
         embed_model: str = "",
-        swap: Callable[[], None] | None = None,
+        swap: Callable[[list[str]], None] | None = None,
+        written: list[str] | None = None,
         acl: Sequence[str] | None = None,
         reapply: ApplyAcl | None = None,
     ) -> bool:
         """Mark success and give the file its chunk count; False when the job lost ownership.
 
-        ``swap`` (drop the file's previous points) runs inside this transaction, holding the
-        file's row, once the job is known to still own the file: a superseding upload or a
-        cancel can then neither slip in between the check and the delete (which would remove
-        the newer job's points) nor leave the count unwritten after it. If it raises, nothing
-        is recorded. Likewise ``reapply``: when the file's access list changed since the job
-        read it (``acl``, the tokens its points carry), the current tokens are applied before
-        the job is recorded as done (see :meth:`set_access`).
+        ``swap`` (drop the file's previous points in the given collections) runs inside this
+        transaction, holding the file's row, once the job is known to still own the file: a
+        superseding upload or a cancel can then neither slip in between the check and the
+        delete (which would remove the newer job's points) nor leave the count unwritten
+        after it. If it raises, nothing is recorded. ``written`` are the collections the job
+        indexed into: StaleTargets when the knowledge base's active one is not among them (a
+        migration switched meanwhile; see services.ingest.migration). Likewise ``reapply``:
+        when the file's access list changed since the job read it (``acl``, the tokens its
+        points carry), the current tokens are applied to those collections before the job is
+        recorded as done (see :meth:`set_access`).
         """
         with self._database.session(write=True) as session:
             self._lock_file_of(session, job_id)
@@ -416,6 +425,9 @@ class JobLifecycle:
             owner = session.scalar(select(FileRow.id).where(FileRow.job_id == job_id))
             if owner is None:
                 return False
+            collections = (
+                Migrations.check_finish(session, row.kb_id, job_id, written, chunks) if written else []
+            )
             # The file's first job ever has no other generation to drop: skip the call (and
             # holding the write lock through it), the common case of a bulk import.
             earlier = session.scalar(
@@ -424,12 +436,12 @@ class JobLifecycle:
                 .limit(1)
             )
             if swap is not None and earlier is not None:
-                swap()
+                swap(collections)
             if reapply is not None:
                 stored = session.scalar(select(FileRow.access).where(FileRow.id == owner))
                 current = FileAccessList.from_json(stored).tokens()
                 if acl is None or current != list(acl):
-                    reapply(current)
+                    reapply(collections, current)
             changed = session.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.state.in_(_ACTIVE))

@@ -52,8 +52,19 @@ READERS: dict[type[BaseSettings], tuple[str, ...]] = {
 BASES = {CommonSettings, ServiceSettings}
 
 
+def nested_settings(cls: type[BaseSettings]) -> set[type[BaseSettings]]:
+    """Settings classes ``cls`` holds as fields (GatewaySettings' ``oidc``): read through it."""
+    found: set[type[BaseSettings]] = set()
+    for field in cls.model_fields.values():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseSettings):
+            found |= {annotation, *nested_settings(annotation)}
+    return found
+
+
 def discovered_settings() -> set[type[BaseSettings]]:
-    """Every BaseSettings subclass defined in a ``services.<name>.config`` module."""
+    """Every BaseSettings subclass defined in a ``services.<name>.config`` module, less those
+    only read as a field of another (their variables count as that class's, see env_names)."""
     found: set[type[BaseSettings]] = set()
     for info in pkgutil.iter_modules(services.__path__):
         try:
@@ -67,7 +78,8 @@ def discovered_settings() -> set[type[BaseSettings]]:
                 and value.__module__ == module.__name__
             ):
                 found.add(value)
-    return found - BASES
+    nested = set().union(*(nested_settings(cls) for cls in found))
+    return found - BASES - nested
 
 
 def env_names(cls: type[BaseSettings]) -> set[str]:
@@ -104,6 +116,7 @@ def test_every_settings_class_has_known_readers() -> None:
     assert {"ZHIKU_EMBED_TEI_URL", "ZHIKU_OTEL_ENDPOINT", "ZHIKU_DATA_DIR"} <= names["embed"]
     assert {"ZHIKU_CATALOG_URL", "ZHIKU_INGEST_CATALOG_URL", "ZHIKU_REDIS_URL"} <= names["worker"]
     assert "ZHIKU_INGEST_CATALOG_URL" not in names["gateway"]
+    assert {"ZHIKU_GATEWAY_OIDC_ISSUER", "ZHIKU_GATEWAY_OIDC_STATE_SECRET"} <= names["gateway"]
 
 
 def test_every_setting_is_settable_in_compose(tmp_path: Path) -> None:

@@ -24,29 +24,29 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14zhiku/v1/embed.proto\x12\x08zhiku.v1\"@\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12!\n\x04kind\x18\x02 \x01(\x0e\x32\x13.zhiku.v1.EmbedKind\"\x18\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"T\n\rEmbedResponse\x12!\n\x07vectors\x18\x01 \x03(\x0b\x32\x10.zhiku.v1.Vector\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\x05\"\x12\n\x10\x45mbedInfoRequest\"V\n\tEmbedInfo\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\x05\x12\x16\n\x0emax_batch_size\x18\x04 \x01(\x05\"0\n\rRerankRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x10\n\x08passages\x18\x02 \x03(\t\"/\n\x0eRerankResponse\x12\x0e\n\x06scores\x18\x01 \x03(\x02\x12\r\n\x05model\x18\x02 \x01(\t*U\n\tEmbedKind\x12\x1a\n\x16\x45MBED_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45MBED_KIND_QUERY\x10\x01\x12\x16\n\x12\x45MBED_KIND_PASSAGE\x10\x02\x32\xbe\x01\n\x0c\x45mbedService\x12\x38\n\x05\x45mbed\x12\x16.zhiku.v1.EmbedRequest\x1a\x17.zhiku.v1.EmbedResponse\x12\x37\n\x04Info\x12\x1a.zhiku.v1.EmbedInfoRequest\x1a\x13.zhiku.v1.EmbedInfo\x12;\n\x06Rerank\x12\x17.zhiku.v1.RerankRequest\x1a\x18.zhiku.v1.RerankResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14zhiku/v1/embed.proto\x12\x08zhiku.v1\"O\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12!\n\x04kind\x18\x02 \x01(\x0e\x32\x13.zhiku.v1.EmbedKind\x12\r\n\x05model\x18\x03 \x01(\t\"\x18\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"T\n\rEmbedResponse\x12!\n\x07vectors\x18\x01 \x03(\x0b\x32\x10.zhiku.v1.Vector\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\x05\"!\n\x10\x45mbedInfoRequest\x12\r\n\x05model\x18\x01 \x01(\t\"f\n\tEmbedInfo\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\x05\x12\x16\n\x0emax_batch_size\x18\x04 \x01(\x05\x12\x0e\n\x06models\x18\x05 \x03(\t\"0\n\rRerankRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x10\n\x08passages\x18\x02 \x03(\t\"/\n\x0eRerankResponse\x12\x0e\n\x06scores\x18\x01 \x03(\x02\x12\r\n\x05model\x18\x02 \x01(\t*U\n\tEmbedKind\x12\x1a\n\x16\x45MBED_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45MBED_KIND_QUERY\x10\x01\x12\x16\n\x12\x45MBED_KIND_PASSAGE\x10\x02\x32\xbe\x01\n\x0c\x45mbedService\x12\x38\n\x05\x45mbed\x12\x16.zhiku.v1.EmbedRequest\x1a\x17.zhiku.v1.EmbedResponse\x12\x37\n\x04Info\x12\x1a.zhiku.v1.EmbedInfoRequest\x1a\x13.zhiku.v1.EmbedInfo\x12;\n\x06Rerank\x12\x17.zhiku.v1.RerankRequest\x1a\x18.zhiku.v1.RerankResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'zhiku.v1.embed_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EMBEDKIND']._serialized_start=419
-  _globals['_EMBEDKIND']._serialized_end=504
+  _globals['_EMBEDKIND']._serialized_start=465
+  _globals['_EMBEDKIND']._serialized_end=550
   _globals['_EMBEDREQUEST']._serialized_start=34
-  _globals['_EMBEDREQUEST']._serialized_end=98
-  _globals['_VECTOR']._serialized_start=100
-  _globals['_VECTOR']._serialized_end=124
-  _globals['_EMBEDRESPONSE']._serialized_start=126
-  _globals['_EMBEDRESPONSE']._serialized_end=210
-  _globals['_EMBEDINFOREQUEST']._serialized_start=212
-  _globals['_EMBEDINFOREQUEST']._serialized_end=230
-  _globals['_EMBEDINFO']._serialized_start=232
-  _globals['_EMBEDINFO']._serialized_end=318
-  _globals['_RERANKREQUEST']._serialized_start=320
-  _globals['_RERANKREQUEST']._serialized_end=368
-  _globals['_RERANKRESPONSE']._serialized_start=370
-  _globals['_RERANKRESPONSE']._serialized_end=417
-  _globals['_EMBEDSERVICE']._serialized_start=507
-  _globals['_EMBEDSERVICE']._serialized_end=697
+  _globals['_EMBEDREQUEST']._serialized_end=113
+  _globals['_VECTOR']._serialized_start=115
+  _globals['_VECTOR']._serialized_end=139
+  _globals['_EMBEDRESPONSE']._serialized_start=141
+  _globals['_EMBEDRESPONSE']._serialized_end=225
+  _globals['_EMBEDINFOREQUEST']._serialized_start=227
+  _globals['_EMBEDINFOREQUEST']._serialized_end=260
+  _globals['_EMBEDINFO']._serialized_start=262
+  _globals['_EMBEDINFO']._serialized_end=364
+  _globals['_RERANKREQUEST']._serialized_start=366
+  _globals['_RERANKREQUEST']._serialized_end=414
+  _globals['_RERANKRESPONSE']._serialized_start=416
+  _globals['_RERANKRESPONSE']._serialized_end=463
+  _globals['_EMBEDSERVICE']._serialized_start=553
+  _globals['_EMBEDSERVICE']._serialized_end=743
 # @@protoc_insertion_point(module_scope)

@@ -17,12 +17,14 @@ EMBED_KIND_QUERY: EmbedKind
 EMBED_KIND_PASSAGE: EmbedKind
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("texts", "kind")
+    __slots__ = ("texts", "kind", "model")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
     kind: EmbedKind
-    def __init__(self, texts: _Optional[_Iterable[str]] = ..., kind: _Optional[_Union[EmbedKind, str]] = ...) -> None: ...
+    model: str
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., kind: _Optional[_Union[EmbedKind, str]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class Vector(_message.Message):
     __slots__ = ("values",)
@@ -41,20 +43,24 @@ class EmbedResponse(_message.Message):
     def __init__(self, vectors: _Optional[_Iterable[_Union[Vector, _Mapping]]] = ..., model: _Optional[str] = ..., dimension: _Optional[int] = ...) -> None: ...
 
 class EmbedInfoRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class EmbedInfo(_message.Message):
-    __slots__ = ("backend", "model", "dimension", "max_batch_size")
+    __slots__ = ("backend", "model", "dimension", "max_batch_size", "models")
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
     backend: str
     model: str
     dimension: int
     max_batch_size: int
-    def __init__(self, backend: _Optional[str] = ..., model: _Optional[str] = ..., dimension: _Optional[int] = ..., max_batch_size: _Optional[int] = ...) -> None: ...
+    models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, backend: _Optional[str] = ..., model: _Optional[str] = ..., dimension: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RerankRequest(_message.Message):
     __slots__ = ("query", "passages")

@@ -27,7 +27,7 @@ JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
 
 class KnowledgeBase(_message.Message):
-    __slots__ = ("name", "description", "file_count", "chunk_count", "embed_model", "created_at", "parent_child", "parent_chunk_size")
+    __slots__ = ("name", "description", "file_count", "chunk_count", "embed_model", "created_at", "parent_child", "parent_chunk_size", "collection", "migrating_to", "migration_job")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     FILE_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,9 @@ class KnowledgeBase(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     PARENT_CHILD_FIELD_NUMBER: _ClassVar[int]
     PARENT_CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    MIGRATING_TO_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_JOB_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     file_count: int
@@ -44,7 +47,10 @@ class KnowledgeBase(_message.Message):
     created_at: float
     parent_child: bool
     parent_chunk_size: int
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., file_count: _Optional[int] = ..., chunk_count: _Optional[int] = ..., embed_model: _Optional[str] = ..., created_at: _Optional[float] = ..., parent_child: _Optional[bool] = ..., parent_chunk_size: _Optional[int] = ...) -> None: ...
+    collection: str
+    migrating_to: str
+    migration_job: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., file_count: _Optional[int] = ..., chunk_count: _Optional[int] = ..., embed_model: _Optional[str] = ..., created_at: _Optional[float] = ..., parent_child: _Optional[bool] = ..., parent_chunk_size: _Optional[int] = ..., collection: _Optional[str] = ..., migrating_to: _Optional[str] = ..., migration_job: _Optional[str] = ...) -> None: ...
 
 class CreateKnowledgeBaseRequest(_message.Message):
     __slots__ = ("name", "description", "parent_child", "parent_chunk_size")
@@ -85,7 +91,7 @@ class DeleteKnowledgeBaseResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "knowledge_base", "file_name", "state", "progress", "chunks", "error", "created_at", "updated_at", "unchanged", "attempts", "chunk_size", "chunk_overlap", "splitter", "title_enhance", "parent_chunk_size")
+    __slots__ = ("id", "knowledge_base", "file_name", "state", "progress", "chunks", "error", "created_at", "updated_at", "unchanged", "attempts", "chunk_size", "chunk_overlap", "splitter", "title_enhance", "parent_chunk_size", "kind", "embed_model")
     ID_FIELD_NUMBER: _ClassVar[int]
     KNOWLEDGE_BASE_FIELD_NUMBER: _ClassVar[int]
     FILE_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -102,6 +108,8 @@ class Job(_message.Message):
     SPLITTER_FIELD_NUMBER: _ClassVar[int]
     TITLE_ENHANCE_FIELD_NUMBER: _ClassVar[int]
     PARENT_CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    EMBED_MODEL_FIELD_NUMBER: _ClassVar[int]
     id: str
     knowledge_base: str
     file_name: str
@@ -118,7 +126,9 @@ class Job(_message.Message):
     splitter: str
     title_enhance: bool
     parent_chunk_size: int
-    def __init__(self, id: _Optional[str] = ..., knowledge_base: _Optional[str] = ..., file_name: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[float] = ..., chunks: _Optional[int] = ..., error: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., unchanged: _Optional[bool] = ..., attempts: _Optional[int] = ..., chunk_size: _Optional[int] = ..., chunk_overlap: _Optional[int] = ..., splitter: _Optional[str] = ..., title_enhance: _Optional[bool] = ..., parent_chunk_size: _Optional[int] = ...) -> None: ...
+    kind: str
+    embed_model: str
+    def __init__(self, id: _Optional[str] = ..., knowledge_base: _Optional[str] = ..., file_name: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[float] = ..., chunks: _Optional[int] = ..., error: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., unchanged: _Optional[bool] = ..., attempts: _Optional[int] = ..., chunk_size: _Optional[int] = ..., chunk_overlap: _Optional[int] = ..., splitter: _Optional[str] = ..., title_enhance: _Optional[bool] = ..., parent_chunk_size: _Optional[int] = ..., kind: _Optional[str] = ..., embed_model: _Optional[str] = ...) -> None: ...
 
 class FileAccess(_message.Message):
     __slots__ = ("users", "groups")
@@ -175,6 +185,14 @@ class ReindexFileRequest(_message.Message):
     parent_child: bool
     parent_chunk_size: int
     def __init__(self, knowledge_base: _Optional[str] = ..., file_name: _Optional[str] = ..., chunk_size: _Optional[int] = ..., chunk_overlap: _Optional[int] = ..., splitter: _Optional[str] = ..., title_enhance: _Optional[bool] = ..., parent_child: _Optional[bool] = ..., parent_chunk_size: _Optional[int] = ...) -> None: ...
+
+class MigrateKnowledgeBaseRequest(_message.Message):
+    __slots__ = ("knowledge_base", "embed_model")
+    KNOWLEDGE_BASE_FIELD_NUMBER: _ClassVar[int]
+    EMBED_MODEL_FIELD_NUMBER: _ClassVar[int]
+    knowledge_base: str
+    embed_model: str
+    def __init__(self, knowledge_base: _Optional[str] = ..., embed_model: _Optional[str] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ("knowledge_base", "limit")

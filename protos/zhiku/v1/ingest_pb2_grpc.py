@@ -129,6 +129,11 @@ class IngestServiceStub:
                 request_serializer=zhiku_dot_v1_dot_ingest__pb2.GetSyncReportRequest.SerializeToString,
                 response_deserializer=zhiku_dot_v1_dot_ingest__pb2.SyncReport.FromString,
                 _registered_method=True)
+        self.MigrateKnowledgeBase = channel.unary_unary(
+                '/zhiku.v1.IngestService/MigrateKnowledgeBase',
+                request_serializer=zhiku_dot_v1_dot_ingest__pb2.MigrateKnowledgeBaseRequest.SerializeToString,
+                response_deserializer=zhiku_dot_v1_dot_ingest__pb2.Job.FromString,
+                _registered_method=True)
 
 
 class IngestServiceServicer:
@@ -249,6 +254,12 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MigrateKnowledgeBase(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -346,6 +357,11 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.GetSyncReport,
                     request_deserializer=zhiku_dot_v1_dot_ingest__pb2.GetSyncReportRequest.FromString,
                     response_serializer=zhiku_dot_v1_dot_ingest__pb2.SyncReport.SerializeToString,
+            ),
+            'MigrateKnowledgeBase': grpc.unary_unary_rpc_method_handler(
+                    servicer.MigrateKnowledgeBase,
+                    request_deserializer=zhiku_dot_v1_dot_ingest__pb2.MigrateKnowledgeBaseRequest.FromString,
+                    response_serializer=zhiku_dot_v1_dot_ingest__pb2.Job.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -861,6 +877,33 @@ class IngestService:
             '/zhiku.v1.IngestService/GetSyncReport',
             zhiku_dot_v1_dot_ingest__pb2.GetSyncReportRequest.SerializeToString,
             zhiku_dot_v1_dot_ingest__pb2.SyncReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MigrateKnowledgeBase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zhiku.v1.IngestService/MigrateKnowledgeBase',
+            zhiku_dot_v1_dot_ingest__pb2.MigrateKnowledgeBaseRequest.SerializeToString,
+            zhiku_dot_v1_dot_ingest__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from zhiku.v1 import common_pb2 as zhiku_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17zhiku/v1/retrieve.proto\x12\x08zhiku.v1\x1a\x15zhiku/v1/common.proto\"\xf0\x01\n\x05Point\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x03(\x02\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x04 \x01(\x05\x12\x0c\n\x04text\x18\x05 \x01(\t\x12/\n\x08metadata\x18\x06 \x03(\x0b\x32\x1d.zhiku.v1.Point.MetadataEntry\x12\x11\n\tparent_id\x18\x07 \x01(\t\x12\x13\n\x0bparent_text\x18\x08 \x01(\t\x12\x0b\n\x03\x61\x63l\x18\t \x03(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\x17\x45nsureCollectionRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\x05\"+\n\x18\x45nsureCollectionResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"D\n\rUpsertRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x1f\n\x06points\x18\x02 \x03(\x0b\x32\x0f.zhiku.v1.Point\"\"\n\x0eUpsertResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x05\"\xf5\x02\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x03(\x02\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x17\n\x0fscore_threshold\x18\x04 \x01(\x02\x12\x12\n\nfile_names\x18\x05 \x03(\t\x12\x12\n\nquery_text\x18\x06 \x01(\t\x12\"\n\x04mode\x18\x07 \x01(\x0e\x32\x14.zhiku.v1.SearchMode\x12\x44\n\x0fmetadata_filter\x18\x08 \x03(\x0b\x32+.zhiku.v1.SearchRequest.MetadataFilterEntry\x12&\n\x06\x66usion\x18\t \x01(\x0e\x32\x16.zhiku.v1.HybridFusion\x12\x12\n\nreader_acl\x18\n \x03(\t\x12\x13\n\x0b\x65nforce_acl\x18\x0b \x01(\x08\x1a\x35\n\x13MetadataFilterEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"1\n\x0eSearchResponse\x12\x1f\n\x04hits\x18\x01 \x03(\x0b\x32\x11.zhiku.v1.Passage\"\xb6\x02\n\x13\x44\x65leteByFileRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x46\n\rkeep_metadata\x18\x03 \x03(\x0b\x32/.zhiku.v1.DeleteByFileRequest.KeepMetadataEntry\x12\x46\n\ronly_metadata\x18\x04 \x03(\x0b\x32/.zhiku.v1.DeleteByFileRequest.OnlyMetadataEntry\x1a\x33\n\x11KeepMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x33\n\x11OnlyMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x14\x44\x65leteByFileResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\"G\n\x11SetFileAclRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x0b\n\x03\x61\x63l\x18\x03 \x03(\t\"%\n\x12SetFileAclResponse\x12\x0f\n\x07updated\x18\x01 \x01(\x03\"+\n\x15\x44ropCollectionRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\")\n\x16\x44ropCollectionResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\"\"\n\x0cStatsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\"R\n\rStatsResponse\x12\x0e\n\x06\x65xists\x18\x01 \x01(\x08\x12\x0e\n\x06points\x18\x02 \x01(\x03\x12\x11\n\tdimension\x18\x03 \x01(\x05\x12\x0e\n\x06sparse\x18\x04 \x01(\x08*p\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x01\x12\x15\n\x11SEARCH_MODE_DENSE\x10\x02\x12\x16\n\x12SEARCH_MODE_SPARSE\x10\x03*\\\n\x0cHybridFusion\x12\x1d\n\x19HYBRID_FUSION_UNSPECIFIED\x10\x00\x12\x16\n\x12HYBRID_FUSION_DBSF\x10\x01\x12\x15\n\x11HYBRID_FUSION_RRF\x10\x02\x32\x8d\x04\n\x0fRetrieveService\x12Y\n\x10\x45nsureCollection\x12!.zhiku.v1.EnsureCollectionRequest\x1a\".zhiku.v1.EnsureCollectionResponse\x12;\n\x06Upsert\x12\x17.zhiku.v1.UpsertRequest\x1a\x18.zhiku.v1.UpsertResponse\x12;\n\x06Search\x12\x17.zhiku.v1.SearchRequest\x1a\x18.zhiku.v1.SearchResponse\x12M\n\x0c\x44\x65leteByFile\x12\x1d.zhiku.v1.DeleteByFileRequest\x1a\x1e.zhiku.v1.DeleteByFileResponse\x12G\n\nSetFileAcl\x12\x1b.zhiku.v1.SetFileAclRequest\x1a\x1c.zhiku.v1.SetFileAclResponse\x12S\n\x0e\x44ropCollection\x12\x1f.zhiku.v1.DropCollectionRequest\x1a .zhiku.v1.DropCollectionResponse\x12\x38\n\x05Stats\x12\x16.zhiku.v1.StatsRequest\x1a\x17.zhiku.v1.StatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17zhiku/v1/retrieve.proto\x12\x08zhiku.v1\x1a\x15zhiku/v1/common.proto\"\xf0\x01\n\x05Point\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x03(\x02\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x04 \x01(\x05\x12\x0c\n\x04text\x18\x05 \x01(\t\x12/\n\x08metadata\x18\x06 \x03(\x0b\x32\x1d.zhiku.v1.Point.MetadataEntry\x12\x11\n\tparent_id\x18\x07 \x01(\t\x12\x13\n\x0bparent_text\x18\x08 \x01(\t\x12\x0b\n\x03\x61\x63l\x18\t \x03(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\x17\x45nsureCollectionRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\x05\"+\n\x18\x45nsureCollectionResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"D\n\rUpsertRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x1f\n\x06points\x18\x02 \x03(\x0b\x32\x0f.zhiku.v1.Point\"\"\n\x0eUpsertResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x05\"\x8d\x03\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x03(\x02\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x17\n\x0fscore_threshold\x18\x04 \x01(\x02\x12\x12\n\nfile_names\x18\x05 \x03(\t\x12\x12\n\nquery_text\x18\x06 \x01(\t\x12\"\n\x04mode\x18\x07 \x01(\x0e\x32\x14.zhiku.v1.SearchMode\x12\x44\n\x0fmetadata_filter\x18\x08 \x03(\x0b\x32+.zhiku.v1.SearchRequest.MetadataFilterEntry\x12&\n\x06\x66usion\x18\t \x01(\x0e\x32\x16.zhiku.v1.HybridFusion\x12\x12\n\nreader_acl\x18\n \x03(\t\x12\x13\n\x0b\x65nforce_acl\x18\x0b \x01(\x08\x12\x16\n\x0eknowledge_base\x18\x0c \x01(\t\x1a\x35\n\x13MetadataFilterEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"1\n\x0eSearchResponse\x12\x1f\n\x04hits\x18\x01 \x03(\x0b\x32\x11.zhiku.v1.Passage\"\xb6\x02\n\x13\x44\x65leteByFileRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x46\n\rkeep_metadata\x18\x03 \x03(\x0b\x32/.zhiku.v1.DeleteByFileRequest.KeepMetadataEntry\x12\x46\n\ronly_metadata\x18\x04 \x03(\x0b\x32/.zhiku.v1.DeleteByFileRequest.OnlyMetadataEntry\x1a\x33\n\x11KeepMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x33\n\x11OnlyMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x14\x44\x65leteByFileResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\"G\n\x11SetFileAclRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x0b\n\x03\x61\x63l\x18\x03 \x03(\t\"%\n\x12SetFileAclResponse\x12\x0f\n\x07updated\x18\x01 \x01(\x03\"+\n\x15\x44ropCollectionRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\")\n\x16\x44ropCollectionResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\"\"\n\x0cStatsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\"R\n\rStatsResponse\x12\x0e\n\x06\x65xists\x18\x01 \x01(\x08\x12\x0e\n\x06points\x18\x02 \x01(\x03\x12\x11\n\tdimension\x18\x03 \x01(\x05\x12\x0e\n\x06sparse\x18\x04 \x01(\x08*p\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x01\x12\x15\n\x11SEARCH_MODE_DENSE\x10\x02\x12\x16\n\x12SEARCH_MODE_SPARSE\x10\x03*\\\n\x0cHybridFusion\x12\x1d\n\x19HYBRID_FUSION_UNSPECIFIED\x10\x00\x12\x16\n\x12HYBRID_FUSION_DBSF\x10\x01\x12\x15\n\x11HYBRID_FUSION_RRF\x10\x02\x32\x8d\x04\n\x0fRetrieveService\x12Y\n\x10\x45nsureCollection\x12!.zhiku.v1.EnsureCollectionRequest\x1a\".zhiku.v1.EnsureCollectionResponse\x12;\n\x06Upsert\x12\x17.zhiku.v1.UpsertRequest\x1a\x18.zhiku.v1.UpsertResponse\x12;\n\x06Search\x12\x17.zhiku.v1.SearchRequest\x1a\x18.zhiku.v1.SearchResponse\x12M\n\x0c\x44\x65leteByFile\x12\x1d.zhiku.v1.DeleteByFileRequest\x1a\x1e.zhiku.v1.DeleteByFileResponse\x12G\n\nSetFileAcl\x12\x1b.zhiku.v1.SetFileAclRequest\x1a\x1c.zhiku.v1.SetFileAclResponse\x12S\n\x0e\x44ropCollection\x12\x1f.zhiku.v1.DropCollectionRequest\x1a .zhiku.v1.DropCollectionResponse\x12\x38\n\x05Stats\x12\x16.zhiku.v1.StatsRequest\x1a\x17.zhiku.v1.StatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,10 +40,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEBYFILEREQUEST_KEEPMETADATAENTRY']._serialized_options = b'8\001'
   _globals['_DELETEBYFILEREQUEST_ONLYMETADATAENTRY']._loaded_options = None
   _globals['_DELETEBYFILEREQUEST_ONLYMETADATAENTRY']._serialized_options = b'8\001'
-  _globals['_SEARCHMODE']._serialized_start=1621
-  _globals['_SEARCHMODE']._serialized_end=1733
-  _globals['_HYBRIDFUSION']._serialized_start=1735
-  _globals['_HYBRIDFUSION']._serialized_end=1827
+  _globals['_SEARCHMODE']._serialized_start=1645
+  _globals['_SEARCHMODE']._serialized_end=1757
+  _globals['_HYBRIDFUSION']._serialized_start=1759
+  _globals['_HYBRIDFUSION']._serialized_end=1851
   _globals['_POINT']._serialized_start=61
   _globals['_POINT']._serialized_end=301
   _globals['_POINT_METADATAENTRY']._serialized_start=254
@@ -57,31 +57,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPSERTRESPONSE']._serialized_start=484
   _globals['_UPSERTRESPONSE']._serialized_end=518
   _globals['_SEARCHREQUEST']._serialized_start=521
-  _globals['_SEARCHREQUEST']._serialized_end=894
-  _globals['_SEARCHREQUEST_METADATAFILTERENTRY']._serialized_start=841
-  _globals['_SEARCHREQUEST_METADATAFILTERENTRY']._serialized_end=894
-  _globals['_SEARCHRESPONSE']._serialized_start=896
-  _globals['_SEARCHRESPONSE']._serialized_end=945
-  _globals['_DELETEBYFILEREQUEST']._serialized_start=948
-  _globals['_DELETEBYFILEREQUEST']._serialized_end=1258
-  _globals['_DELETEBYFILEREQUEST_KEEPMETADATAENTRY']._serialized_start=1154
-  _globals['_DELETEBYFILEREQUEST_KEEPMETADATAENTRY']._serialized_end=1205
-  _globals['_DELETEBYFILEREQUEST_ONLYMETADATAENTRY']._serialized_start=1207
-  _globals['_DELETEBYFILEREQUEST_ONLYMETADATAENTRY']._serialized_end=1258
-  _globals['_DELETEBYFILERESPONSE']._serialized_start=1260
-  _globals['_DELETEBYFILERESPONSE']._serialized_end=1299
-  _globals['_SETFILEACLREQUEST']._serialized_start=1301
-  _globals['_SETFILEACLREQUEST']._serialized_end=1372
-  _globals['_SETFILEACLRESPONSE']._serialized_start=1374
-  _globals['_SETFILEACLRESPONSE']._serialized_end=1411
-  _globals['_DROPCOLLECTIONREQUEST']._serialized_start=1413
-  _globals['_DROPCOLLECTIONREQUEST']._serialized_end=1456
-  _globals['_DROPCOLLECTIONRESPONSE']._serialized_start=1458
-  _globals['_DROPCOLLECTIONRESPONSE']._serialized_end=1499
-  _globals['_STATSREQUEST']._serialized_start=1501
-  _globals['_STATSREQUEST']._serialized_end=1535
-  _globals['_STATSRESPONSE']._serialized_start=1537
-  _globals['_STATSRESPONSE']._serialized_end=1619
-  _globals['_RETRIEVESERVICE']._serialized_start=1830
-  _globals['_RETRIEVESERVICE']._serialized_end=2355
+  _globals['_SEARCHREQUEST']._serialized_end=918
+  _globals['_SEARCHREQUEST_METADATAFILTERENTRY']._serialized_start=865
+  _globals['_SEARCHREQUEST_METADATAFILTERENTRY']._serialized_end=918
+  _globals['_SEARCHRESPONSE']._serialized_start=920
+  _globals['_SEARCHRESPONSE']._serialized_end=969
+  _globals['_DELETEBYFILEREQUEST']._serialized_start=972
+  _globals['_DELETEBYFILEREQUEST']._serialized_end=1282
+  _globals['_DELETEBYFILEREQUEST_KEEPMETADATAENTRY']._serialized_start=1178
+  _globals['_DELETEBYFILEREQUEST_KEEPMETADATAENTRY']._serialized_end=1229
+  _globals['_DELETEBYFILEREQUEST_ONLYMETADATAENTRY']._serialized_start=1231
+  _globals['_DELETEBYFILEREQUEST_ONLYMETADATAENTRY']._serialized_end=1282
+  _globals['_DELETEBYFILERESPONSE']._serialized_start=1284
+  _globals['_DELETEBYFILERESPONSE']._serialized_end=1323
+  _globals['_SETFILEACLREQUEST']._serialized_start=1325
+  _globals['_SETFILEACLREQUEST']._serialized_end=1396
+  _globals['_SETFILEACLRESPONSE']._serialized_start=1398
+  _globals['_SETFILEACLRESPONSE']._serialized_end=1435
+  _globals['_DROPCOLLECTIONREQUEST']._serialized_start=1437
+  _globals['_DROPCOLLECTIONREQUEST']._serialized_end=1480
+  _globals['_DROPCOLLECTIONRESPONSE']._serialized_start=1482
+  _globals['_DROPCOLLECTIONRESPONSE']._serialized_end=1523
+  _globals['_STATSREQUEST']._serialized_start=1525
+  _globals['_STATSREQUEST']._serialized_end=1559
+  _globals['_STATSRESPONSE']._serialized_start=1561
+  _globals['_STATSRESPONSE']._serialized_end=1643
+  _globals['_RETRIEVESERVICE']._serialized_start=1854
+  _globals['_RETRIEVESERVICE']._serialized_end=2379
 # @@protoc_insertion_point(module_scope)

@@ -86,7 +86,7 @@ class UpsertResponse(_message.Message):
     def __init__(self, upserted: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "vector", "top_k", "score_threshold", "file_names", "query_text", "mode", "metadata_filter", "fusion", "reader_acl", "enforce_acl")
+    __slots__ = ("collection", "vector", "top_k", "score_threshold", "file_names", "query_text", "mode", "metadata_filter", "fusion", "reader_acl", "enforce_acl", "knowledge_base")
     class MetadataFilterEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +105,7 @@ class SearchRequest(_message.Message):
     FUSION_FIELD_NUMBER: _ClassVar[int]
     READER_ACL_FIELD_NUMBER: _ClassVar[int]
     ENFORCE_ACL_FIELD_NUMBER: _ClassVar[int]
+    KNOWLEDGE_BASE_FIELD_NUMBER: _ClassVar[int]
     collection: str
     vector: _containers.RepeatedScalarFieldContainer[float]
     top_k: int
@@ -116,7 +117,8 @@ class SearchRequest(_message.Message):
     fusion: HybridFusion
     reader_acl: _containers.RepeatedScalarFieldContainer[str]
     enforce_acl: bool
-    def __init__(self, collection: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., score_threshold: _Optional[float] = ..., file_names: _Optional[_Iterable[str]] = ..., query_text: _Optional[str] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., metadata_filter: _Optional[_Mapping[str, str]] = ..., fusion: _Optional[_Union[HybridFusion, str]] = ..., reader_acl: _Optional[_Iterable[str]] = ..., enforce_acl: _Optional[bool] = ...) -> None: ...
+    knowledge_base: str
+    def __init__(self, collection: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., score_threshold: _Optional[float] = ..., file_names: _Optional[_Iterable[str]] = ..., query_text: _Optional[str] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., metadata_filter: _Optional[_Mapping[str, str]] = ..., fusion: _Optional[_Union[HybridFusion, str]] = ..., reader_acl: _Optional[_Iterable[str]] = ..., enforce_acl: _Optional[bool] = ..., knowledge_base: _Optional[str] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("hits",)

@@ -1,4 +1,4 @@
-"""``zhiku kb create|list|files|delete|share|unshare|members``: knowledge bases and who may use them."""
+"""``zhiku kb create|list|files|delete|migrate|share|unshare|members``: knowledge bases, who uses them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 
 from services.cli import render
+from services.cli.client import Job
 from services.cli.context import current, fail, reports_errors
 
 app = typer.Typer(help="Create, list, inspect, delete and share knowledge bases.", no_args_is_help=True)
@@ -138,3 +139,34 @@ def members(ctx: typer.Context, name: KbArgument) -> None:
         state.console.print(f"No members on {escape(name)}: only admins see it.")
         return
     state.console.print(render.members_table(name, listed))
+
+
+@app.command("migrate")
+@reports_errors
+def migrate(
+    ctx: typer.Context,
+    name: KbArgument,
+    embed_model: Annotated[
+        str, typer.Argument(help="a model the embed service serves (e5, use, a TEI URL or model id)")
+    ],
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="follow the migration until it ends")] = False,
+) -> None:
+    """Re-embed every file with another embedding model; searches keep answering meanwhile
+    and switch to the new model when it is done (`zhiku jobs cancel ID` keeps the old one)."""
+    state = current(ctx)
+    with state.client() as client:
+        job = client.migrate_knowledge_base(name, embed_model)
+        state.console.print(
+            f"Migrating [bold]{escape(name)}[/] to {escape(job.get('embed_model') or embed_model)}: "
+            f"job {escape(job.get('id', ''))}."
+        )
+        if not wait:
+            return
+        last: Job = job
+        with state.console.status("re-embedding…") as status:
+            for update in client.watch_job(job["id"]):
+                status.update(f"{update.get('stage', '')} {100 * float(update.get('progress') or 0):.0f}%")
+                last = update
+    state.console.print(render.jobs_table(f"Migration of {name}", [last]))
+    if last.get("state") != "succeeded":
+        raise typer.Exit(1)

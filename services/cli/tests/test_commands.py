@@ -104,6 +104,17 @@ def test_kb_delete_asks_first(cli: Cli) -> None:
     assert kb in missing.stderr and "404" in missing.stderr
 
 
+def test_kb_migrate_names_the_job_and_refuses_unserved_models(cli: Cli) -> None:
+    kb = unique("migrate")
+    ok(cli("kb", "create", kb))
+    unserved = cli("kb", "migrate", kb, "bge-m3")
+    no_traceback(unserved)
+    assert unserved.exit_code == EXIT_FAILED
+    assert "'bge-m3' is not served" in unserved.stderr and "422" in unserved.stderr
+    missing = cli("kb", "migrate", unique("nope"), "e5")
+    assert missing.exit_code == EXIT_NOT_FOUND
+
+
 def test_ingest_walks_directories_and_waits_for_every_job(cli: Cli, handbook: Ingested) -> None:
     ok(handbook.result)
     assert "2 files: 2 succeeded" in handbook.result.stdout

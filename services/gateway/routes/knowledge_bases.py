@@ -6,7 +6,13 @@ from fastapi import APIRouter, Request, Response, status
 
 from services.gateway.audit import AuditAction
 from services.gateway.deps import AuditDep, IngestStub, KnowledgeBaseName, SettingsDep
-from services.gateway.schemas.native import CreateKnowledgeBase, KnowledgeBase, KnowledgeBaseList
+from services.gateway.schemas.native import (
+    CreateKnowledgeBase,
+    Job,
+    KnowledgeBase,
+    KnowledgeBaseList,
+    MigrateKnowledgeBase,
+)
 from zhiku.v1 import ingest_pb2
 
 router = APIRouter(prefix="/v1/knowledge_bases", tags=["knowledge bases"])
@@ -65,3 +71,31 @@ async def delete_knowledge_base(
     )
     await audit.record(AuditAction.KB_DELETE, request=request, knowledge_base=kb)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{kb}/migrate", status_code=status.HTTP_202_ACCEPTED, response_model=Job)
+async def migrate_knowledge_base(
+    kb: KnowledgeBaseName,
+    body: MigrateKnowledgeBase,
+    ingest: IngestStub,
+    settings: SettingsDep,
+    request: Request,
+    audit: AuditDep,
+) -> Job:
+    """Re-embed every file with another embedding model, without downtime: a new collection is
+    filled while the current one keeps answering searches (uploads go to both, deletes apply
+    to both), then the knowledge base switches collection and model at once and the old
+    collection is dropped. Follow the returned job (``/v1/jobs/{id}``, its events); cancelling
+    it leaves the knowledge base as it was. 422 for a model the embed service does not serve,
+    409 when a migration already runs or the knowledge base already uses that model."""
+    job = await ingest.MigrateKnowledgeBase(
+        ingest_pb2.MigrateKnowledgeBaseRequest(knowledge_base=kb, embed_model=body.embed_model),
+        timeout=settings.request_timeout_s,
+    )
+    await audit.record(
+        AuditAction.KB_MIGRATE,
+        request=request,
+        knowledge_base=kb,
+        detail={"embed_model": job.embed_model, "job_id": job.id},
+    )
+    return Job.from_pb(job)

@@ -69,15 +69,29 @@ class CreateKnowledgeBase(BaseModel):
     )
 
 
+class MigrateKnowledgeBase(BaseModel):
+    embed_model: str = Field(
+        min_length=1,
+        max_length=255,
+        description="a model the embed service serves: its ZHIKU_EMBED_EXTRA_MODELS entry "
+        "(e5, use, a TEI URL) or the model id it reports",
+    )
+
+
 class KnowledgeBase(BaseModel):
     name: str
     description: str
     file_count: int
     chunk_count: int
-    embed_model: str
+    embed_model: str = Field(description="the model that embedded its chunks and embeds its queries")
     created_at: float = Field(description="unix seconds")
     parent_child: bool = Field(default=False, description=f"uploads' default: {PARENT_CHILD_HELP}")
     parent_chunk_size: int = Field(default=0, description="the parents' size bound; 0 when off")
+    collection: str = Field(default="", description="the vector collection searches read")
+    migrating_to: str | None = Field(
+        default=None, description="while a migration runs: the embedding model it moves to"
+    )
+    migration_job: str | None = Field(default=None, description="while a migration runs: its job")
 
     @classmethod
     def from_pb(cls, kb: ingest_pb2.KnowledgeBase) -> KnowledgeBase:
@@ -90,6 +104,9 @@ class KnowledgeBase(BaseModel):
             created_at=kb.created_at,
             parent_child=kb.parent_child,
             parent_chunk_size=kb.parent_chunk_size,
+            collection=kb.collection or kb.name,
+            migrating_to=kb.migrating_to or None,
+            migration_job=kb.migration_job or None,
         )
 
 
@@ -173,6 +190,10 @@ class Job(BaseModel):
     parent_chunk_size: int = Field(default=0, description="parent-child chunks' parent size; 0: plain")
     created_at: float = Field(default=0.0, description="unix seconds")
     updated_at: float = Field(default=0.0, description="unix seconds")
+    kind: Literal["file", "migrate"] = Field(
+        default="file", description="file: an upload or reindex; migrate: a move to another embedding model"
+    )
+    embed_model: str | None = Field(default=None, description="migrate: the model it moves to")
 
     @classmethod
     def from_pb(cls, job: ingest_pb2.Job) -> Job:
@@ -193,6 +214,8 @@ class Job(BaseModel):
             parent_chunk_size=job.parent_chunk_size,
             created_at=job.created_at,
             updated_at=job.updated_at,
+            kind="migrate" if job.kind == "migrate" else "file",
+            embed_model=job.embed_model or None,
         )
 
 

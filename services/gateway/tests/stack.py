@@ -61,6 +61,7 @@ def _worker(data_dir: Path, ingest: IngestSettings, addresses: dict[str, str], l
         "ZHIKU_INGEST_WORKER_METRICS_PORT": "0",
         "ZHIKU_INGEST_MAX_FILE_MB": str(ingest.max_file_mb),
         "ZHIKU_INGEST_SOURCES_KEY": ingest.sources_key,
+        "ZHIKU_INGEST_MIGRATION_DROP_DELAY_S": str(ingest.migration_drop_delay_s),
         "ZHIKU_INGEST_SOURCES_ALLOW_PRIVATE_NETWORKS": str(ingest.sources_allow_private_networks).lower(),
     }
     if ingest.sources_root is not None:
@@ -91,15 +92,19 @@ async def running_stack(
     generate: dict[str, Any] | None = None,
     ingest: dict[str, Any] | None = None,
     retrieve: dict[str, Any] | None = None,
+    embed: dict[str, Any] | None = None,
     **gateway_overrides: Any,
 ) -> AsyncIterator[Stack]:
     """The stack; ``generate`` overrides the generate service's settings (extractive by default),
-    ``ingest`` the ingest service's (and its worker's, for the sources' settings), ``retrieve``
-    the retrieve service's (Qdrant Edge by default; ``{"backend": "qdrant", "qdrant_path": ...}``
-    runs the qdrant-client backend)."""
+    ``ingest`` the ingest service's (and its worker's, for the sources' settings and the
+    migration's drop delay), ``retrieve`` the retrieve service's (Qdrant Edge by default;
+    ``{"backend": "qdrant", "qdrant_path": ...}`` runs the qdrant-client backend), ``embed``
+    the embed service's (extra models)."""
     common = CommonSettings(data_dir=data_dir, log_json=False)
     async with AsyncExitStack() as stack:
-        embed_settings = EmbedSettings(backend="local", local_model="use", metrics_port=0, common=common)
+        embed_settings = EmbedSettings(
+            **{"backend": "local", "local_model": "use", "metrics_port": 0, "common": common, **(embed or {})}
+        )
         retrieve_settings = RetrieveSettings(
             **{
                 "backend": "edge",
@@ -112,7 +117,9 @@ async def running_stack(
         generate_settings = GenerateSettings(
             **{"backend": "extractive", "metrics_port": 0, "common": common, **(generate or {})}
         )
-        embed = await stack.enter_async_context(running_service(build_embed(embed_settings), embed_settings))
+        embed_service = await stack.enter_async_context(
+            running_service(build_embed(embed_settings), embed_settings)
+        )
         retrieve_service = await stack.enter_async_context(
             running_service(build_retrieve(retrieve_settings), retrieve_settings)
         )
@@ -120,7 +127,7 @@ async def running_stack(
             running_service(build_generate(generate_settings), generate_settings)
         )
         addresses = {
-            "embed": f"127.0.0.1:{embed.port}",
+            "embed": f"127.0.0.1:{embed_service.port}",
             "retrieve": f"127.0.0.1:{retrieve_service.port}",
             "generate": f"127.0.0.1:{generate_service.port}",
         }

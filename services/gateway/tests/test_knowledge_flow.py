@@ -105,8 +105,12 @@ async def test_knowledge_base_lifecycle(client: httpx.AsyncClient) -> None:
         "created_at",
         "parent_child",
         "parent_chunk_size",
+        "collection",
+        "migrating_to",
+        "migration_job",
     }
     assert (kb["name"], kb["description"], kb["file_count"], kb["chunk_count"]) == (name, "HR docs", 0, 0)
+    assert (kb["collection"], kb["migrating_to"], kb["migration_job"]) == (name, None, None)
     assert kb["created_at"] > 0
 
     duplicate = await client.post("/v1/knowledge_bases", json={"name": name})

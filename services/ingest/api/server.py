@@ -43,6 +43,16 @@ async def _refresh_job_gauges(catalog: Catalog, every_s: float) -> None:
         await asyncio.sleep(every_s)
 
 
+async def _drop_retired(servicer: IngestServicer, interval_s: float) -> None:
+    """Every ``interval_s``: drop the collections migrations retired, once due."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await servicer.drop_retired_collections()
+        except Exception as error:  # outlive a database or retrieve hiccup; retried next time
+            log.warning("dropping retired collections failed: %s", error)
+
+
 def build_spec(settings: IngestSettings) -> ServiceSpec:
     catalog = Catalog(settings.catalog_url, settings.sqlite_busy_timeout_s)
     blobs = BlobStore(settings.blob_dir)  # type: ignore[arg-type]  # set by the validator
@@ -62,6 +72,7 @@ def build_spec(settings: IngestSettings) -> ServiceSpec:
         if settings.sweep_interval_s:
             sweeper = sweep_lost_jobs(servicer.lifecycle, celery, settings, servicer.drop_generation)
             tasks.append(asyncio.create_task(sweeper))
+            tasks.append(asyncio.create_task(_drop_retired(servicer, settings.sweep_interval_s)))
         if settings.sources_sweep_s:
             tasks.append(asyncio.create_task(queue_due_syncs(catalog, celery, settings.sources_sweep_s)))
 

@@ -33,10 +33,11 @@ from services.ingest.api.sources import SourceMethods
 from services.ingest.broker import IngestCelery, enqueue_ingest
 from services.ingest.config import IngestSettings
 from services.ingest.jobs import GENERATION_KEY, JobLifecycle
+from services.ingest.migration import MIGRATE_KIND, Migrations
 from services.ingest.store.access import FileAccessList
 from services.ingest.store.blobs import BlobStore, sha256_hex
 from services.ingest.store.catalog import Catalog
-from services.ingest.store.records import SPLITTERS, FileRecord, JobRecord
+from services.ingest.store.records import SPLITTERS, FileRecord, JobRecord, JobState
 from zhiku.v1 import embed_pb2, ingest_pb2, ingest_pb2_grpc, retrieve_pb2
 
 log = logging.getLogger("zhiku.ingest")
@@ -79,6 +80,7 @@ class IngestServicer(SourceMethods, ingest_pb2_grpc.IngestServiceServicer):
         self.settings = settings
         self.catalog = catalog
         self.lifecycle = JobLifecycle(catalog)
+        self.migrations = Migrations(catalog)
         self.blobs = blobs
         self.celery = celery
         self.downstream = downstream
@@ -115,6 +117,13 @@ class IngestServicer(SourceMethods, ingest_pb2_grpc.IngestServiceServicer):
         if await asyncio.to_thread(self.catalog.knowledge_bases.exists, name):
             # Checked before asking embed.Info; the insert below still guards against races.
             raise AlreadyExists(f"knowledge base {name!r} already exists")
+        if await asyncio.to_thread(self.migrations.is_retired, name):
+            # A deleted knowledge base's collection from before its migration, not dropped yet:
+            # the new knowledge base must start empty.
+            await self._retrieve_call(
+                "DropCollection", retrieve_pb2.DropCollectionRequest(collection=name), missing_ok=True
+            )
+            await asyncio.to_thread(self.migrations.forget_retired, name)
         model = await self._embed_model()
         kb = await asyncio.to_thread(
             self.catalog.knowledge_bases.create, name, request.description, model, parents
@@ -148,22 +157,75 @@ class IngestServicer(SourceMethods, ingest_pb2_grpc.IngestServiceServicer):
         ],
     ) -> ingest_pb2.DeleteKnowledgeBaseResponse:
         name = check_kb_name(request.name)
-        await asyncio.to_thread(self.catalog.knowledge_bases.get, name)  # NotFound before touching anything
+        # NotFound before touching anything; a migration's shadow goes with the active one.
+        collections = await asyncio.to_thread(self.migrations.collections, name)
         # Vectors first: if retrieve is down nothing is deleted and the call can be repeated.
-        await self._retrieve_call(
-            "DropCollection", retrieve_pb2.DropCollectionRequest(collection=name), missing_ok=True
-        )
+        for collection in collections:
+            await self._retrieve_call(
+                "DropCollection", retrieve_pb2.DropCollectionRequest(collection=collection), missing_ok=True
+            )
         await asyncio.to_thread(self.catalog.knowledge_bases.delete, name)
         await asyncio.to_thread(self.blobs.delete_kb, name)
         log.info("deleted knowledge base %s", name)
         return ingest_pb2.DeleteKnowledgeBaseResponse()
 
     async def drop_generation(self, kb: str, file_name: str, job_id: str) -> None:
-        """Remove the points one job indexed (its generation) and nothing else of the file."""
-        request = retrieve_pb2.DeleteByFileRequest(
-            collection=kb, file_name=file_name, only_metadata={GENERATION_KEY: job_id}
-        )
-        await self._retrieve_call("DeleteByFile", request, missing_ok=True)
+        """Remove the points one job indexed (its generation) and nothing else of the file;
+        for a migration job (no file), its shadow collection."""
+        if not file_name:
+            await self._abandon_migration(kb, job_id)
+            return
+        if not await asyncio.to_thread(self.catalog.knowledge_bases.exists, kb):
+            return
+        for collection in await asyncio.to_thread(self.migrations.collections, kb):
+            request = retrieve_pb2.DeleteByFileRequest(
+                collection=collection, file_name=file_name, only_metadata={GENERATION_KEY: job_id}
+            )
+            await self._retrieve_call("DeleteByFile", request, missing_ok=True)
+
+    async def _abandon_migration(self, kb: str, job_id: str) -> None:
+        """Forget a cancelled or failed migration's shadow collection and drop it."""
+        shadow = await asyncio.to_thread(self.migrations.abandon, kb, job_id)
+        if shadow:
+            await self._retrieve_call(
+                "DropCollection", retrieve_pb2.DropCollectionRequest(collection=shadow), missing_ok=True
+            )
+            log.info("dropped %s, the shadow collection of migration %s of %s", shadow, job_id, kb)
+
+    async def drop_retired_collections(self) -> None:
+        """Drop the collections migrations switched away from, once their delay has passed."""
+        for name in await asyncio.to_thread(self.migrations.due_retired):
+            await self._retrieve_call(
+                "DropCollection", retrieve_pb2.DropCollectionRequest(collection=name), missing_ok=True
+            )
+            await asyncio.to_thread(self.migrations.forget_retired, name)
+            log.info("dropped %s, retired by a migration", name)
+
+    async def MigrateKnowledgeBase(
+        self,
+        request: ingest_pb2.MigrateKnowledgeBaseRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.MigrateKnowledgeBaseRequest, ingest_pb2.Job],
+    ) -> ingest_pb2.Job:
+        """Start re-embedding the knowledge base with another served model (a job of kind
+        ``migrate``); searches keep using the current model until the switch."""
+        kb = check_kb_name(request.knowledge_base)
+        wanted = request.embed_model.strip()
+        if not wanted:
+            raise InvalidArgument("embed_model is empty: name a model the embed service serves")
+        await asyncio.to_thread(self.catalog.knowledge_bases.get, kb)  # NotFound first
+        embed = self.downstream.embed
+        if embed is None:
+            raise RuntimeError("embed channel not open (startup hook did not run)")
+        try:
+            info: embed_pb2.EmbedInfo = await embed.Info(
+                embed_pb2.EmbedInfoRequest(model=wanted), timeout=self.settings.embed_info_timeout_s
+            )
+        except grpc.RpcError as error:
+            raise _rpc_error("embed", error) from None
+        job = await asyncio.to_thread(self.migrations.start, kb, info.model, current_request_id())
+        await self._enqueue(job)
+        log.info("queued migration %s of %s to %s", job.id, kb, info.model)
+        return job.to_pb()
 
     async def _retrieve_call(self, method: str, request: Any, missing_ok: bool = False) -> Any:
         """Call retrieve; NOT_FOUND (no collection yet) is an empty answer when ``missing_ok``."""
@@ -323,12 +385,15 @@ class IngestServicer(SourceMethods, ingest_pb2_grpc.IngestServiceServicer):
         tokens the points already carry, so no call is needed when they did not change."""
         loop = asyncio.get_running_loop()
 
-        def apply(acl: list[str]) -> None:
+        def apply(collections: list[str], acl: list[str]) -> None:
+            # Every collection the file's points are in: a migration's shadow too, and one it
+            # switched away from that a search may still read until it is dropped.
             if unless is not None and acl == unless:
                 return
-            request = retrieve_pb2.SetFileAclRequest(collection=kb, file_name=name, acl=acl)
-            call = self._retrieve_call("SetFileAcl", request, missing_ok=True)
-            asyncio.run_coroutine_threadsafe(call, loop).result()
+            for collection in collections:
+                request = retrieve_pb2.SetFileAclRequest(collection=collection, file_name=name, acl=acl)
+                call = self._retrieve_call("SetFileAcl", request, missing_ok=True)
+                asyncio.run_coroutine_threadsafe(call, loop).result()
 
         return await asyncio.to_thread(self.lifecycle.set_access, kb, name, access, apply)
 
@@ -373,6 +438,10 @@ class IngestServicer(SourceMethods, ingest_pb2_grpc.IngestServiceServicer):
         job_id = _job_id(request.id)
         await asyncio.to_thread(self.catalog.jobs.get, job_id)  # NotFound first
         job = await asyncio.to_thread(self.lifecycle.cancel_job, job_id)
+        if job.kind == MIGRATE_KIND and job.state is JobState.CANCELLED:
+            # The active collection was never touched; the shadow goes now (the worker stops
+            # at its next progress write).
+            await self._abandon_migration(job.knowledge_base, job_id)
         log.info("cancel of job %s: now %s", job_id, job.state.value)
         return job.to_pb()
 
@@ -400,14 +469,27 @@ class IngestServicer(SourceMethods, ingest_pb2_grpc.IngestServiceServicer):
         kb = check_kb_name(request.knowledge_base)
         name = check_file_name(request.file_name)
         await asyncio.to_thread(self.catalog.files.get, kb, name)  # NotFound for unknown kb/file
+        active, *shadow = await asyncio.to_thread(self.migrations.collections, kb)
         reply = await self._retrieve_call(
-            "DeleteByFile", retrieve_pb2.DeleteByFileRequest(collection=kb, file_name=name), missing_ok=True
+            "DeleteByFile",
+            retrieve_pb2.DeleteByFileRequest(collection=active, file_name=name),
+            missing_ok=True,
         )
+        for collection in shadow:  # a migration's: deletes apply to both
+            await self._delete_from(collection, name)
         await asyncio.to_thread(self.lifecycle.delete_file, kb, name)
+        # A migration that started meanwhile may have copied the file before its row went (a
+        # copy finishing later finds no row and removes itself).
+        for collection in set(await asyncio.to_thread(self.migrations.collections, kb)) - {active, *shadow}:
+            await self._delete_from(collection, name)
         await asyncio.to_thread(self.blobs.delete, kb, name)
         deleted = reply.deleted if reply is not None else 0
         log.info("deleted %s/%s (%d chunks)", kb, name, deleted)
         return ingest_pb2.DeleteFileResponse(deleted_chunks=deleted)
+
+    async def _delete_from(self, collection: str, file_name: str) -> None:
+        request = retrieve_pb2.DeleteByFileRequest(collection=collection, file_name=file_name)
+        await self._retrieve_call("DeleteByFile", request, missing_ok=True)
 
     async def GetFileContent(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from services.common.errors import AlreadyExists, kb_not_found
@@ -33,6 +33,13 @@ class KnowledgeBaseRepository:
             with self.database.session(write=True) as session:
                 if session.scalar(select(KnowledgeBaseRow.id).where(KnowledgeBaseRow.name == name)):
                     raise AlreadyExists(f"knowledge base {name!r} already exists")
+                # A migrated knowledge base's collection has a name of its own (see migration.py).
+                if session.scalar(
+                    select(KnowledgeBaseRow.id).where(
+                        or_(KnowledgeBaseRow.collection == name, KnowledgeBaseRow.shadow_collection == name)
+                    )
+                ):
+                    raise AlreadyExists(f"{name!r} is the vector collection of another knowledge base")
                 session.add(row)
         except IntegrityError:
             raise AlreadyExists(f"knowledge base {name!r} already exists") from None

@@ -52,6 +52,10 @@ class KnowledgeBaseRecord:
     chunk_count: int = 0
     # Parent-child chunking by default for its uploads: the parents' size bound; 0: plain.
     parent_chunk_size: int = 0
+    # The collection searches read; while a migration runs, its target model and job.
+    collection: str = ""
+    migrating_to: str = ""
+    migration_job: str = ""
 
     def to_pb(self) -> ingest_pb2.KnowledgeBase:
         return ingest_pb2.KnowledgeBase(
@@ -63,6 +67,9 @@ class KnowledgeBaseRecord:
             created_at=self.created_at,
             parent_child=self.parent_chunk_size > 0,
             parent_chunk_size=self.parent_chunk_size,
+            collection=self.collection or self.name,
+            migrating_to=self.migrating_to,
+            migration_job=self.migration_job,
         )
 
 
@@ -128,6 +135,9 @@ class JobRecord:
     retry_at: float = 0.0
     waiting_for: str = ""
     waiting_since: float = 0.0
+    # "file" or "migrate" (a knowledge base's move to the embedding model embed_model).
+    kind: str = "file"
+    embed_model: str = ""
 
     @property
     def waiting(self) -> bool:
@@ -163,4 +173,6 @@ class JobRecord:
             splitter=self.splitter,
             title_enhance=self.title_enhance,
             parent_chunk_size=self.parent_chunk_size,
+            kind=self.kind,
+            embed_model=self.embed_model,
         )

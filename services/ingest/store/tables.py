@@ -30,13 +30,21 @@ ADDED_COLUMNS: dict[str, dict[str, str]] = {
         "waiting_for": "VARCHAR(32) NOT NULL DEFAULT ''",
         "waiting_since": "DOUBLE PRECISION NOT NULL DEFAULT 0",
         "parent_chunk_size": "INTEGER NOT NULL DEFAULT 0",
+        "kind": "VARCHAR(16) NOT NULL DEFAULT 'file'",
+        "embed_model": "VARCHAR(255) NOT NULL DEFAULT ''",
     },
     "knowledge_bases": {
         "parent_chunk_size": "INTEGER NOT NULL DEFAULT 0",
+        "collection": "VARCHAR(64) NOT NULL DEFAULT ''",
+        "shadow_collection": "VARCHAR(64) NOT NULL DEFAULT ''",
+        "shadow_model": "VARCHAR(255) NOT NULL DEFAULT ''",
+        "migration_job": "VARCHAR(36) NOT NULL DEFAULT ''",
     },
     "files": {
         "access": "TEXT NOT NULL DEFAULT ''",
         "uploader": "VARCHAR(255) NOT NULL DEFAULT ''",
+        "shadow_generation": "VARCHAR(36) NOT NULL DEFAULT ''",
+        "shadow_chunks": "INTEGER NOT NULL DEFAULT 0",
     },
 }
 
@@ -55,6 +63,18 @@ class KnowledgeBaseRow(CatalogBase):
     created_at: Mapped[float] = mapped_column(Double)
     # Parent-child chunking by default for its uploads: the parents' size bound; 0: plain.
     parent_chunk_size: Mapped[int] = mapped_column(Integer, default=0)
+    # The vector collection searches and uploads use; "" is the knowledge base's own name
+    # (every knowledge base before its first migration). See services.ingest.migration.
+    collection: Mapped[str] = mapped_column(String(64), default="")
+    # While a migration to shadow_model runs (job migration_job): the collection it fills.
+    # Uploads go to both collections meanwhile, deletes apply to both.
+    shadow_collection: Mapped[str] = mapped_column(String(64), default="")
+    shadow_model: Mapped[str] = mapped_column(String(255), default="")
+    migration_job: Mapped[str] = mapped_column(String(36), default="")
+
+    @property
+    def active_collection(self) -> str:
+        return self.collection or self.name
 
 
 class FileRow(CatalogBase):
@@ -77,6 +97,11 @@ class FileRow(CatalogBase):
     access: Mapped[str] = mapped_column(Text, default="")
     # The last uploader's user id (empty for keys without a user); kept on a restricted list.
     uploader: Mapped[str] = mapped_column(String(255), default="")
+    # During a migration: the generation (job id) of this file's points the shadow collection
+    # holds in full; the switch waits until it is every indexed file's current one.
+    shadow_generation: Mapped[str] = mapped_column(String(36), default="")
+    # ... and how many points that is there (the file's count once the migration switches).
+    shadow_chunks: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class JobRow(CatalogBase):
@@ -106,6 +131,20 @@ class JobRow(CatalogBase):
     waiting_for: Mapped[str] = mapped_column(String(32), default="")
     waiting_since: Mapped[float] = mapped_column(Double, default=0.0)
     parent_chunk_size: Mapped[int] = mapped_column(Integer, default=0)
+    # "file" (an upload or reindex of file_name) or "migrate" (a knowledge base's move to the
+    # embedding model embed_model; file_name is empty).
+    kind: Mapped[str] = mapped_column(String(16), default="file")
+    embed_model: Mapped[str] = mapped_column(String(255), default="")
+
+
+class RetiredCollectionRow(CatalogBase):
+    """A collection a migration switched away from, dropped once ``drop_after`` has passed
+    (by the ingest API's sweeper, so a worker restart cannot leave it behind)."""
+
+    __tablename__ = "retired_collections"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    drop_after: Mapped[float] = mapped_column(Double)
 
 
 class SourceRow(CatalogBase):
@@ -164,6 +203,9 @@ def kb_record(row: KnowledgeBaseRow, file_count: int = 0, chunk_count: int = 0) 
         file_count=int(file_count),
         chunk_count=int(chunk_count or 0),
         parent_chunk_size=row.parent_chunk_size or 0,
+        collection=row.active_collection,
+        migrating_to=row.shadow_model or "",
+        migration_job=row.migration_job or "",
     )
 
 
@@ -210,4 +252,6 @@ def job_record(kb: str, row: Any, unchanged: bool = False) -> JobRecord:
         waiting_for=row.waiting_for or "",
         waiting_since=row.waiting_since or 0.0,
         parent_chunk_size=row.parent_chunk_size or 0,
+        kind=getattr(row, "kind", None) or "file",
+        embed_model=getattr(row, "embed_model", None) or "",
     )

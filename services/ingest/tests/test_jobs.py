@@ -152,17 +152,17 @@ def test_finish_runs_the_swap_only_while_the_job_owns_the_file(
     lifecycle.begin_attempt(old.id)
     newer = _submit(lifecycle, content_hash="h2")  # supersedes the running job
     swaps: list[str] = []
-    assert not lifecycle.finish_job(old.id, 5, swap=lambda: swaps.append(old.id))
+    assert not lifecycle.finish_job(old.id, 5, swap=lambda _: swaps.append(old.id))
     assert swaps == []
     lifecycle.begin_attempt(newer.id)
 
-    def broken() -> None:
+    def broken(_: list[str]) -> None:
         raise RuntimeError("retrieve went away")
 
     with pytest.raises(RuntimeError):
         lifecycle.finish_job(newer.id, 4, swap=broken)
     assert catalog.jobs.get(newer.id).state is JobState.PARSING  # nothing recorded
-    assert lifecycle.finish_job(newer.id, 4, swap=lambda: swaps.append(newer.id))
+    assert lifecycle.finish_job(newer.id, 4, swap=lambda _: swaps.append(newer.id))
     assert swaps == [newer.id] and catalog.files.get("kb", "a.txt").chunks == 4
 
 

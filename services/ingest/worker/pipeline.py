@@ -21,12 +21,13 @@ channels and database engine are thread-safe and long-lived, created once per pr
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -48,7 +49,7 @@ from services.ingest.config import IngestSettings
 from services.ingest.documents.parent_child import split_parent_child
 from services.ingest.documents.parsers import parse
 from services.ingest.documents.splitter import TextChunk, split_segments
-from services.ingest.jobs import GENERATION_KEY, Heartbeat, JobLifecycle
+from services.ingest.jobs import GENERATION_KEY, ApplyAcl, Heartbeat, JobLifecycle
 from services.ingest.metrics import (
     CHUNKS_INDEXED,
     EMBED_BATCH_TEXTS,
@@ -57,6 +58,7 @@ from services.ingest.metrics import (
     JOBS_FINISHED,
     STAGE_SECONDS,
 )
+from services.ingest.migration import MIGRATE_KIND, Migrations, StaleTargets, Target
 from services.ingest.store.blobs import BlobStore, sha256_hex
 from services.ingest.store.catalog import Catalog
 from services.ingest.store.records import JobRecord, JobState
@@ -80,6 +82,9 @@ PROBE_TIMEOUT_S = 10.0
 
 # Progress milestones: parsing is quick, embedding dominates, indexing is the tail.
 EMBED_START, INDEX_START = 0.1, 0.8
+# Times one job is redone when a migration switched its knowledge base's collection while
+# it indexed (each switch needs a whole migration, so more than one is rare).
+MAX_STALE_RUNS = 3
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -113,17 +118,27 @@ class Retry(Exception):
         self.delay_s = delay_s
 
 
-class _Abandoned(Exception):
+class Abandoned(Exception):
     """The job was cancelled or deleted while running (newer upload, file or KB deleted)."""
+
+
+class FileGone(Abandoned):
+    """The file was deleted while its points were being built (a job's: it is cancelled; a
+    migration's copy: the file is left for the next round)."""
 
 
 @dataclass
 class _Run:
     job: JobRecord
-    # How many points of this job's generation were upserted (0: the index is untouched).
+    # How many points of this job's generation were upserted (0: the index is untouched),
+    # and into which collections (two while a migration runs: see services.ingest.migration).
     indexed: int = 0
-    # The file's acl tokens its points were written with (read from the catalog at indexing).
+    written: list[str] = field(default_factory=list)
+    # The file's acl tokens its points were written with (read from the catalog when the
+    # first collection is indexed, so every target gets the same; see index()).
     acl: list[str] = field(default_factory=list)
+    # Progress share of the target being embedded and indexed: (index, count).
+    part: tuple[int, int] = (0, 1)
     # The stage and progress the worker is at, and what the catalog was last told (writes
     # are throttled; what was held back is written while the job waits, see _await).
     stage: JobState = JobState.PARSING
@@ -160,6 +175,7 @@ class IngestPipeline:
         self.settings = settings
         self.catalog = catalog
         self.lifecycle = JobLifecycle(catalog)
+        self.migrations = Migrations(catalog)
         self.blobs = blobs
         self.embed = embed
         self.retrieve = retrieve
@@ -171,12 +187,29 @@ class IngestPipeline:
         # collection was dropped since) forgets the pair and ensures again.
         self._ensured: set[tuple[str, int]] = set()
         self._backoff = Backoff.from_settings(settings)
-        self._batcher = EmbedBatcher(
-            self._embed_texts,
-            settings.embed_batch_size,
-            settings.embed_coalesce_ms / 1000,
-            settings.embed_concurrency,
-        )
+        # One batcher per embedding model (texts of two models never share a call); the
+        # default model's ("") always, another's from the first job that needs it.
+        self._batchers: dict[str, EmbedBatcher] = {}
+        self._default_model = ""  # its id, once the embed service has named it
+        self._batchers_lock = threading.Lock()
+        self.batcher("")
+
+    def batcher(self, model: str) -> EmbedBatcher:
+        """The cross-job batcher of ``model`` (empty: the embed service's default). The default
+        model named by its id shares the default's batcher: texts of knowledge bases that
+        recorded it and of those that did not still go out in the same calls."""
+        if model == self._default_model:
+            model = ""
+        with self._batchers_lock:
+            found = self._batchers.get(model)
+            if found is None:
+                found = self._batchers[model] = EmbedBatcher(
+                    lambda texts: self._embed_texts(texts, model),
+                    self.settings.embed_batch_size,
+                    self.settings.embed_coalesce_ms / 1000,
+                    self.settings.embed_concurrency,
+                )
+            return found
 
     @classmethod
     def from_settings(cls, settings: IngestSettings) -> IngestPipeline:
@@ -195,7 +228,8 @@ class IngestPipeline:
         )
 
     def close(self) -> None:
-        self._batcher.close()
+        for batcher in self._batchers.values():
+            batcher.close()
         if self._captioner is not None:
             self._captioner.close()
         for channel in self._channels:
@@ -217,16 +251,22 @@ class IngestPipeline:
         started = time.perf_counter()
         run = _Run(job)
         log.info(
-            "ingesting %s into %s (job %s, attempt %d)",
-            job.file_name,
+            "%s %s into %s (job %s, attempt %d)",
+            "migrating" if job.kind == MIGRATE_KIND else "ingesting",
+            job.file_name or job.embed_model,
             job.knowledge_base,
             job.id,
             job.attempts,
         )
         try:
             with Heartbeat(self.lifecycle, job.id, self.settings.lease_s):
-                state = self._execute(run)
-        except _Abandoned:
+                if job.kind == MIGRATE_KIND:
+                    from services.ingest.worker.migrator import Migrator  # it imports this module
+
+                    state = Migrator(self).run(run)
+                else:
+                    state = self._execute_current(run)
+        except Abandoned:
             log.info("job %s was cancelled while running; its work is dropped", job.id)
             self._clean_up(run)
             state = JobState.CANCELLED
@@ -243,19 +283,52 @@ class IngestPipeline:
         JOBS_FINISHED.labels(state.value).inc()
         return state
 
+    def _execute_current(self, run: _Run) -> JobState:
+        """Run the job against the knowledge base's current collections; again when a
+        migration switched them before it could finish (its stale points are dropped first)."""
+        for _ in range(MAX_STALE_RUNS):
+            try:
+                return self._execute(run)
+            except StaleTargets:
+                log.info(
+                    "job %s: the knowledge base switched collections meanwhile; indexing again", run.job.id
+                )
+                for collection in run.written:
+                    self.delete_points(
+                        collection, run.job.file_name, only_metadata={GENERATION_KEY: run.job.id}
+                    )
+                run.written.clear()
+                run.indexed = 0
+        raise FailedPrecondition(
+            f"{run.job.file_name}: the knowledge base switched collections "
+            f"{MAX_STALE_RUNS} times while indexing"
+        )
+
     def _execute(self, run: _Run) -> JobState:
         job = run.job
         if job.waiting_for:
             self._probe(job)
+        # Read before embedding: while a migration runs, the file goes to both collections.
+        targets = self.migrations.targets(job.knowledge_base)
         chunks = self._prepare(job)
-        self._report(run, JobState.EMBEDDING, EMBED_START)
-        vectors, model = self._embed_chunks(run, chunks)
-        self._report(run, JobState.INDEXING, INDEX_START)
-        self._index(run, chunks, vectors)
+        model = ""
+        for index, target in enumerate(targets):
+            run.part = (index, len(targets))
+            self._report(run, JobState.EMBEDDING, self._share(run, EMBED_START))
+            vectors, used = self.embed_chunks(run, chunks, target.model)
+            model = model or used
+            self._report(run, JobState.INDEXING, self._share(run, INDEX_START))
+            self.index(run, target, chunks, vectors)
         self._swap(run, len(chunks), model)
         CHUNKS_INDEXED.inc(len(chunks))
         log.info("job %s succeeded: %d chunks from %s", job.id, len(chunks), job.file_name)
         return JobState.SUCCEEDED
+
+    @staticmethod
+    def _share(run: _Run, progress: float) -> float:
+        """``progress`` of the current target, as progress of the whole job."""
+        index, count = run.part
+        return (index + progress) / count
 
     def _report(self, run: _Run, stage: JobState, progress: float) -> None:
         """Tell the catalog the stage and progress, at most every ``progress_interval_s``.
@@ -274,7 +347,7 @@ class IngestPipeline:
             still_active = self.lifecycle.set_progress(run.job.id, run.progress)
         run.reported_stage, run.reported_progress, run.reported_at = stage, run.progress, now
         if not still_active:
-            raise _Abandoned(run.job.id)
+            raise Abandoned(run.job.id)
 
     def _await(self, run: _Run, piece: Future[T]) -> T:
         """The piece's result; meanwhile, what _report held back is written once it is due.
@@ -299,6 +372,10 @@ class IngestPipeline:
             self._call("retrieve", self.retrieve.Stats, request, PROBE_TIMEOUT_S)
         elif job.waiting_for == "embed":
             self._call("embed", self.embed.Info, embed_pb2.EmbedInfoRequest(), PROBE_TIMEOUT_S)
+
+    def prepare(self, job: JobRecord) -> list[TextChunk]:
+        """The chunks of the job's file: its stored original parsed and split as the job says."""
+        return self._prepare(job)
 
     def _prepare(self, job: JobRecord) -> list[TextChunk]:
         with _stage("parse"):
@@ -341,6 +418,10 @@ class IngestPipeline:
             )
         return chunks
 
+    def call(self, service: str, method: Callable[..., Response], request: Any, timeout: float) -> Response:
+        """A call to the embed or retrieve service, its failure mapped (see :meth:`_call`)."""
+        return self._call(service, method, request, timeout)
+
     def _call(self, service: str, method: Callable[..., Response], request: Any, timeout: float) -> Response:
         try:
             return method(request, timeout=timeout, metadata=request_metadata())
@@ -350,26 +431,32 @@ class IngestPipeline:
             raised.dependency = service  # type: ignore[attr-defined]  # what a waiting job names
             raise raised from error
 
-    def _embed_texts(self, texts: list[str]) -> tuple[list[list[float]], str]:
+    def _embed_texts(self, texts: list[str], model: str = "") -> tuple[list[list[float]], str]:
         """One Embed call (run by the batcher for the texts of every job in flight)."""
         EMBED_BATCH_TEXTS.observe(len(texts))
         reply = self._call(
             "embed",
             self.embed.Embed,
-            embed_pb2.EmbedRequest(texts=texts, kind=embed_pb2.EMBED_KIND_PASSAGE),
+            embed_pb2.EmbedRequest(texts=texts, kind=embed_pb2.EMBED_KIND_PASSAGE, model=model),
             self.settings.embed_timeout_s,
         )
+        if not model:
+            self._default_model = reply.model
         return [list(vector.values) for vector in reply.vectors], reply.model
 
-    def _embed_chunks(self, run: _Run, chunks: list[TextChunk]) -> tuple[list[list[float]], str]:
+    def embed_chunks(
+        self, run: _Run, chunks: list[TextChunk], model: str = ""
+    ) -> tuple[list[list[float]], str]:
+        """The chunks' passage vectors from ``model`` (empty: the default), and its model id."""
         batch_size = self.settings.embed_batch_size
+        batcher = self.batcher(model)
         vectors: list[list[float]] = []
         model = ""
         dimension = 0
         with _stage("embed"):
             # Every piece is queued at once: the batcher packs them with other jobs' texts.
             pieces = [
-                self._batcher.submit([chunk.text for chunk in chunks[start : start + batch_size]], run.job.id)
+                batcher.submit([chunk.text for chunk in chunks[start : start + batch_size]], run.job.id)
                 for start in range(0, len(chunks), batch_size)
             ]
             try:
@@ -384,7 +471,8 @@ class IngestPipeline:
                         vectors.append(vector)
                     model = piece_model or model
                     done = len(vectors) / len(chunks)
-                    self._report(run, JobState.EMBEDDING, EMBED_START + (INDEX_START - EMBED_START) * done)
+                    progress = EMBED_START + (INDEX_START - EMBED_START) * done
+                    self._report(run, JobState.EMBEDDING, self._share(run, progress))
             finally:
                 for piece in pieces:
                     piece.cancel()  # a failed or cancelled job stops queuing work
@@ -392,17 +480,24 @@ class IngestPipeline:
             raise FailedPrecondition("embed service returned empty vectors")
         return vectors, model
 
-    def _index(self, run: _Run, chunks: list[TextChunk], vectors: list[list[float]]) -> None:
+    def index(self, run: _Run, target: Target, chunks: list[TextChunk], vectors: list[list[float]]) -> None:
+        """Upsert the job's generation of the file's points into the target's collection."""
         job = run.job
         kb = job.knowledge_base
+        collection = target.collection
         timeout = self.settings.retrieve_timeout_s
         with _stage("index"):
-            self._ensure_collection(kb, len(vectors[0]))
-            # Who may read the file, as of now; a change made later is re-applied by _swap.
-            current = self.catalog.files.find(kb, job.file_name)
-            if current is None:
-                raise _Abandoned(job.id)  # deleted meanwhile
-            run.acl = current.access.tokens()
+            self._ensure_collection(collection, len(vectors[0]))
+            if not run.written:
+                # Who may read the file, as of now (once per run: every target gets the same
+                # tokens); a change made later is re-applied by _swap (by mark_copied for a
+                # migration's copy).
+                current = self.catalog.files.find(kb, job.file_name)
+                if current is None:
+                    raise FileGone(job.id)  # deleted meanwhile
+                run.acl = current.access.tokens()
+            if collection not in run.written:
+                run.written.append(collection)
             batch_size = self.settings.upsert_batch_size
             for start in range(0, len(chunks), batch_size):
                 points = [
@@ -425,100 +520,130 @@ class IngestPipeline:
                         chunks[start : start + batch_size], vectors[start : start + batch_size], strict=True
                     )
                 ]
-                request = retrieve_pb2.UpsertRequest(collection=kb, points=points)
+                request = retrieve_pb2.UpsertRequest(collection=collection, points=points)
                 try:
                     self._call("retrieve", self.retrieve.Upsert, request, timeout)
                 except NotFound:
+                    self._ensured.discard((collection, len(vectors[0])))
+                    if target.shadow and collection not in self.migrations.collections(kb):
+                        # The migration filling it was cancelled: nothing more goes there.
+                        run.written.remove(collection)
+                        return
                     # Dropped since this process ensured it (a knowledge base deleted and
                     # created again): ensure it anew, as every job used to, and retry once.
-                    self._ensured.discard((kb, len(vectors[0])))
-                    self._ensure_collection(kb, len(vectors[0]))
+                    self._ensure_collection(collection, len(vectors[0]))
                     self._call("retrieve", self.retrieve.Upsert, request, timeout)
                 run.indexed += len(points)
-                self._report(
-                    run, JobState.INDEXING, INDEX_START + (1 - INDEX_START) * run.indexed / len(chunks)
-                )
+                done = run.indexed / (len(chunks) * len(run.written))
+                self._report(run, JobState.INDEXING, self._share(run, INDEX_START + (1 - INDEX_START) * done))
 
-    def _ensure_collection(self, kb: str, dimension: int) -> None:
-        if (kb, dimension) in self._ensured:
+    def _ensure_collection(self, collection: str, dimension: int) -> None:
+        if (collection, dimension) in self._ensured:
             return
         self._call(
             "retrieve",
             self.retrieve.EnsureCollection,
-            retrieve_pb2.EnsureCollectionRequest(collection=kb, dimension=dimension),
+            retrieve_pb2.EnsureCollectionRequest(collection=collection, dimension=dimension),
             self.settings.retrieve_timeout_s,
         )
-        self._ensured.add((kb, dimension))
+        self._ensured.add((collection, dimension))
+
+    def ensure_collection(self, collection: str, dimension: int) -> None:
+        self._ensure_collection(collection, dimension)
+
+    def delete_points(self, collection: str, file_name: str, **narrowing: dict[str, str]) -> None:
+        """DeleteByFile in one collection (narrowed by ``keep_metadata`` or ``only_metadata``);
+        a collection that is gone already holds nothing to delete."""
+        with suppress(NotFound):
+            self._call(
+                "retrieve",
+                self.retrieve.DeleteByFile,
+                retrieve_pb2.DeleteByFileRequest(collection=collection, file_name=file_name, **narrowing),
+                self.settings.retrieve_timeout_s,
+            )
+
+    def drop_collection(self, collection: str) -> None:
+        self._call(
+            "retrieve",
+            self.retrieve.DropCollection,
+            retrieve_pb2.DropCollectionRequest(collection=collection),
+            self.settings.retrieve_timeout_s,
+        )
 
     def _swap(self, run: _Run, chunks: int, model: str) -> None:
         """Drop the file's other generations, re-apply the file's access list if it changed
         while the job ran, and record the new count, as one catalog step."""
         job = run.job
 
-        def drop_previous() -> None:
-            self._delete_file_points(job, keep_metadata={GENERATION_KEY: job.id})
-
-        def reapply(acl: list[str]) -> None:
-            self._call(
-                "retrieve",
-                self.retrieve.SetFileAcl,
-                retrieve_pb2.SetFileAclRequest(
-                    collection=job.knowledge_base, file_name=job.file_name, acl=acl
-                ),
-                self.settings.retrieve_timeout_s,
-            )
+        def drop_previous(collections: list[str]) -> None:
+            for collection in collections:
+                self.delete_points(collection, job.file_name, keep_metadata={GENERATION_KEY: job.id})
 
         with _stage("swap"):
             finished = self.lifecycle.finish_job(
-                job.id, chunks, model, swap=drop_previous, acl=run.acl, reapply=reapply
+                job.id,
+                chunks,
+                model,
+                swap=drop_previous,
+                written=run.written,
+                acl=run.acl,
+                reapply=self.set_file_acl(job.file_name),
             )
             if not finished:
-                raise _Abandoned(job.id)
+                raise Abandoned(job.id)
 
-    def _drop_generation(self, job: JobRecord) -> None:
-        """Remove the points this job upserted (its generation), leaving the file's others."""
-        self._delete_file_points(job, only_metadata={GENERATION_KEY: job.id})
+    def set_file_acl(self, file_name: str) -> ApplyAcl:
+        """What re-applies ``file_name``'s acl tokens to its points in the given collections
+        (every one a job or a migration's copy wrote to); a collection gone holds nothing."""
 
-    def _delete_file_points(self, job: JobRecord, **narrowing: dict[str, str]) -> None:
-        """DeleteByFile on the job's file, narrowed by ``keep_metadata`` or ``only_metadata``."""
-        self._call(
-            "retrieve",
-            self.retrieve.DeleteByFile,
-            retrieve_pb2.DeleteByFileRequest(
-                collection=job.knowledge_base, file_name=job.file_name, **narrowing
-            ),
-            self.settings.retrieve_timeout_s,
-        )
+        def apply(collections: list[str], acl: list[str]) -> None:
+            for collection in collections:
+                with suppress(NotFound):
+                    self._call(
+                        "retrieve",
+                        self.retrieve.SetFileAcl,
+                        retrieve_pb2.SetFileAclRequest(collection=collection, file_name=file_name, acl=acl),
+                        self.settings.retrieve_timeout_s,
+                    )
+
+        return apply
 
     def _clean_up(self, run: _Run) -> None:
         """After a cancel or failure: drop what the job indexed, then release its lease, which
-        tells the sweeper there is nothing left to remove (see JobLifecycle.lapsed_cleanups)."""
-        if not run.indexed or self._drop_orphans(run.job):
+        tells the sweeper there is nothing left to remove (see JobLifecycle.lapsed_cleanups).
+        A migration's cleanup is forgetting its shadow collection."""
+        if run.job.kind == MIGRATE_KIND:
+            self.abandon_migration(run.job)
+        elif not run.indexed or self._drop_orphans(run.job, run.written):
             self.lifecycle.release_lease(run.job.id)
 
-    def _drop_orphans(self, job: JobRecord) -> bool:
+    def abandon_migration(self, job: JobRecord) -> None:
+        """A migration that ended without switching: its shadow collection goes (the active
+        one was never touched); done already when the ingest API cancelled it."""
+        try:
+            shadow = self.migrations.abandon(job.knowledge_base, job.id)
+            if shadow:
+                self.drop_collection(shadow)
+        except ZhikuError as error:
+            log.warning("could not drop the shadow collection of migration %s: %s", job.id, error)
+            return
+        self.lifecycle.release_lease(job.id)
+
+    def _drop_orphans(self, job: JobRecord, written: list[str]) -> bool:
         """The job was cancelled or failed mid-flight: remove what it indexed (or the whole file or
         collection when those were deleted meanwhile). False when the retrieve service refused."""
-        timeout = self.settings.retrieve_timeout_s
         try:
             if not self.catalog.knowledge_bases.exists(job.knowledge_base):
-                self._call(
-                    "retrieve",
-                    self.retrieve.DropCollection,
-                    retrieve_pb2.DropCollectionRequest(collection=job.knowledge_base),
-                    timeout,
-                )
+                for collection in written:
+                    self.drop_collection(collection)
             elif self.catalog.files.find(job.knowledge_base, job.file_name) is None:
-                self._call(
-                    "retrieve",
-                    self.retrieve.DeleteByFile,
-                    retrieve_pb2.DeleteByFileRequest(collection=job.knowledge_base, file_name=job.file_name),
-                    timeout,
-                )
+                for collection in written:
+                    self.delete_points(collection, job.file_name)
             elif self.catalog.jobs.get(job.id).state is not JobState.SUCCEEDED:
                 # (A worker presumed dead may have finished this very job meanwhile: its
                 # points are the same generation and must stay.)
-                self._drop_generation(job)
+                for collection in written:
+                    self.delete_points(collection, job.file_name, only_metadata={GENERATION_KEY: job.id})
         except ZhikuError as error:
             log.warning("could not clean up after cancelled job %s: %s", job.id, error)
             return False

@@ -118,12 +118,14 @@ class SourceSync:
 
     def _remove(self, source: SourceRecord, file_name: str) -> None:
         kb = source.knowledge_base
-        request = retrieve_pb2.DeleteByFileRequest(collection=kb, file_name=file_name)
-        try:
-            self.pipeline.retrieve.DeleteByFile(request, timeout=self.settings.retrieve_timeout_s)
-        except grpc.RpcError as error:
-            if error.code() != grpc.StatusCode.NOT_FOUND:
-                raise FailedPrecondition(f"retrieve service: {error.details()}") from None
+        # Every collection of the knowledge base: a migration's new one too.
+        for collection in self.pipeline.migrations.collections(kb):
+            request = retrieve_pb2.DeleteByFileRequest(collection=collection, file_name=file_name)
+            try:
+                self.pipeline.retrieve.DeleteByFile(request, timeout=self.settings.retrieve_timeout_s)
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND:
+                    raise FailedPrecondition(f"retrieve service: {error.details()}") from None
         with contextlib.suppress(NotFound):  # deleted by hand meanwhile: only ownership is left
             self.pipeline.lifecycle.delete_file(kb, file_name)
         self.pipeline.blobs.delete(kb, file_name)

@@ -192,6 +192,7 @@ securityContext:
 {{- fail "retrieve.backend=qdrant needs retrieve.qdrant.url (or qdrant.enabled to install a Qdrant cluster with the chart)" }}
 {{- end }}
 {{- include "zhiku.validateCluster" . }}
+{{- include "zhiku.validateIdentity" . }}
 {{- if and (eq $v.embed.backend "tei") (not $v.embed.tei.url) }}
 {{- fail "embed.backend=tei needs embed.tei.url" }}
 {{- end }}

@@ -64,19 +64,23 @@ def test_access_is_set_at_upload_kept_by_reuploads_and_holds_the_uploader(
 def test_set_access_applies_tokens_inside_the_transaction(catalog: Catalog, lifecycle: JobLifecycle) -> None:
     catalog.knowledge_bases.create("kb")
     _submit(lifecycle, uploader="u_carol")
-    applied: list[list[str]] = []
-    record = lifecycle.set_access("kb", "a.txt", SECRET, applied.append)
-    assert applied == [["user:u_alice", "user:u_carol", "group:finance"]]
+    applied: list[tuple[list[str], list[str]]] = []
+
+    def apply(collections: list[str], acl: list[str]) -> None:
+        applied.append((collections, acl))
+
+    record = lifecycle.set_access("kb", "a.txt", SECRET, apply)
+    assert applied == [(["kb"], ["user:u_alice", "user:u_carol", "group:finance"])]
     assert record.access == catalog.files.get("kb", "a.txt").access
 
-    def down(acl: list[str]) -> None:
+    def down(collections: list[str], acl: list[str]) -> None:
         raise RuntimeError("retrieve is down")
 
     with pytest.raises(RuntimeError):
         lifecycle.set_access("kb", "a.txt", FileAccessList(), down)
     assert catalog.files.get("kb", "a.txt").access == record.access  # nothing recorded
     with pytest.raises(NotFound):
-        lifecycle.set_access("kb", "nope.txt", FileAccessList(), applied.append)
+        lifecycle.set_access("kb", "nope.txt", FileAccessList(), apply)
 
 
 def test_finish_reapplies_a_list_changed_while_the_job_ran(catalog: Catalog, lifecycle: JobLifecycle) -> None:
@@ -84,12 +88,16 @@ def test_finish_reapplies_a_list_changed_while_the_job_ran(catalog: Catalog, lif
     job = _submit(lifecycle)
     assert lifecycle.begin_attempt(job.id) is not None
     indexed_with = catalog.files.get("kb", "a.txt").access.tokens()  # what the worker read
-    lifecycle.set_access("kb", "a.txt", SECRET, lambda acl: None)  # the change meanwhile
-    reapplied: list[list[str]] = []
-    assert lifecycle.finish_job(job.id, 3, acl=indexed_with, reapply=reapplied.append)
-    assert reapplied == [SECRET.tokens()]
+    lifecycle.set_access("kb", "a.txt", SECRET, lambda collections, acl: None)  # the change meanwhile
+    reapplied: list[tuple[list[str], list[str]]] = []
+
+    def reapply(collections: list[str], acl: list[str]) -> None:
+        reapplied.append((collections, acl))
+
+    assert lifecycle.finish_job(job.id, 3, written=["kb"], acl=indexed_with, reapply=reapply)
+    assert reapplied == [(["kb"], SECRET.tokens())]
     # Unchanged list: no call.
     again = _submit(lifecycle, content_hash="h2")
     lifecycle.begin_attempt(again.id)
-    assert lifecycle.finish_job(again.id, 3, acl=SECRET.tokens(), reapply=reapplied.append)
-    assert reapplied == [SECRET.tokens()]
+    assert lifecycle.finish_job(again.id, 3, written=["kb"], acl=SECRET.tokens(), reapply=reapply)
+    assert reapplied == [(["kb"], SECRET.tokens())]

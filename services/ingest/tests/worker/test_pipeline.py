@@ -189,7 +189,8 @@ def test_an_access_change_while_the_job_indexes_ends_with_the_new_list(
         kb = _kb(pipeline, request)
         job_id = _submit(pipeline, kb, "a.txt", TEXT.encode())
 
-        def set_acl(acl: list[str]) -> None:
+        def set_acl(collections: list[str], acl: list[str]) -> None:
+            assert collections == [kb]
             retrieve.SetFileAcl(retrieve_pb2.SetFileAclRequest(collection=kb, file_name="a.txt", acl=acl))
 
         # The list changes after the first batch is indexed with the old one (open): the
