@@ -31,8 +31,10 @@ from services.common.service_names import INGEST_SERVICE, RETRIEVE_SERVICE
 from services.gateway.access import Principal
 from services.gateway.authz import (
     GATEWAY,
+    Caller,
     KnowledgeBaseGuard,
     Permission,
+    _Unknown,
     acting_as,
     current_caller,
     may_read,
@@ -62,6 +64,14 @@ class FileInRequest:
 class Upload(FileInRequest):
     """An upload: like FileInRequest (a file the caller may not read cannot be replaced), and
     the request records the caller as the file's uploader."""
+
+
+@dataclass(frozen=True)
+class UploadBatch:
+    """SubmitFiles: every file (``files``) goes to one knowledge base, on which the caller
+    needs ``permission``; each file is checked and recorded as an Upload is."""
+
+    permission: Permission
 
 
 @dataclass(frozen=True)
@@ -99,7 +109,7 @@ class Listing:
     """The reply lists knowledge bases: filtered to those the caller may see."""
 
 
-Rule = NamedInRequest | FileInRequest | JobInRequest | JobInReply | Listing
+Rule = NamedInRequest | FileInRequest | UploadBatch | JobInRequest | JobInReply | Listing
 
 
 def _methods(service: str, rules: dict[str, Rule]) -> dict[str, Rule]:
@@ -119,6 +129,7 @@ RULES: dict[str, Rule] = {
             "ListKnowledgeBases": Listing(),
             "DeleteKnowledgeBase": NamedInRequest("name", MANAGE),
             "SubmitFile": Upload("knowledge_base", EDIT),
+            "SubmitFiles": UploadBatch(EDIT),
             "ReindexFile": FileInRequest("knowledge_base", EDIT),
             "DeleteFile": FileInRequest("knowledge_base", EDIT),
             "ListFiles": FilesListing("knowledge_base", VIEW),
@@ -200,6 +211,9 @@ class KnowledgeBaseGuardInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             if isinstance(caller, Principal):  # always, once permitted: not GATEWAY, not unknown
                 return await self._documents(rule, caller, name, continuation, client_call_details, request)
             return await continuation(client_call_details, request)
+        if isinstance(rule, UploadBatch):
+            await self._upload_batch(rule, caller, request, client_call_details.timeout)
+            return await continuation(client_call_details, request)
         if isinstance(rule, JobInRequest):
             await self._job(request.id, rule.permission, client_call_details.timeout)
             return await continuation(client_call_details, request)
@@ -255,6 +269,34 @@ class KnowledgeBaseGuardInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
                 jobs=[job for job in reply.jobs if job.file_name not in hidden]
             )
         return await continuation(details, request)
+
+    async def _upload_batch(
+        self, rule: UploadBatch, caller: Caller | _Unknown, request: Any, timeout: float | None
+    ) -> None:
+        """SubmitFiles: one knowledge base the caller may edit, no file it may not read (one
+        listing for the whole batch, not a lookup per file), each file's uploader recorded."""
+        names = {file.knowledge_base for file in request.files}
+        if len(names) != 1:
+            raise rpc_error(
+                grpc.StatusCode.INVALID_ARGUMENT, "the files of one upload must go to one knowledge base"
+            )
+        name = names.pop()
+        if not await self.guard.permits(caller, name, rule.permission):
+            raise refusal(name, rule.permission)
+        if not isinstance(caller, Principal):
+            return
+        for file in request.files:
+            file.uploader = caller.user_id or ""
+        if await self.guard.sees_every_document(caller, name):
+            return
+        hidden = await self._hidden_files(caller, name, timeout)
+        blocked = next((file.file_name for file in request.files if file.file_name in hidden), None)
+        if blocked is not None:
+            raise rpc_error(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"file {blocked!r} in knowledge base {name!r} has an access list without this caller: "
+                "it cannot be replaced by this caller",
+            )
 
     async def _file(
         self, caller: Principal, kb: str, file_name: str, rule: FileInRequest, timeout: float | None

@@ -31,7 +31,7 @@ from services.gateway.schemas.native import (
     SubmittedJob,
     UploadAccepted,
 )
-from services.gateway.submitting import MAX_CHUNK_SIZE, submit_file, upload_names
+from services.gateway.submitting import MAX_CHUNK_SIZE, submit_uploads, upload_names
 from zhiku.v1 import ingest_pb2
 
 router = APIRouter(prefix="/v1/knowledge_bases/{kb}/files", tags=["files"])
@@ -77,25 +77,22 @@ async def upload_files(
     await ingest.GetKnowledgeBase(
         ingest_pb2.GetKnowledgeBaseRequest(name=kb), timeout=settings.request_timeout_s
     )
-    jobs: list[SubmittedJob] = []
-    for name, upload in zip(names, files, strict=True):
-        content = await upload.read()
-        job = await submit_file(
-            ingest,
-            kb,
-            name,
-            content,
-            settings,
-            override=override,
-            chunk_size=chunk_size,
-            chunk_overlap=chunk_overlap,
-            splitter=splitter,
-            title_enhance=title_enhance,
-            parent_child=parent_child,
-            parent_chunk_size=parent_chunk_size,
-            access=access_list,
-        )
-        jobs.append(SubmittedJob.from_pb(job, name))
+    submitted = await submit_uploads(
+        ingest,
+        kb,
+        names,
+        files,
+        settings,
+        override=override,
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+        splitter=splitter,
+        title_enhance=title_enhance,
+        parent_child=parent_child,
+        parent_chunk_size=parent_chunk_size,
+        access=access_list,
+    )
+    jobs = [SubmittedJob.from_pb(job, name) for job, name in zip(submitted, names, strict=True)]
     return UploadAccepted(jobs=jobs)
 
 

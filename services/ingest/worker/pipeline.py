@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
@@ -48,7 +48,7 @@ from services.ingest.config import IngestSettings
 from services.ingest.documents.parent_child import split_parent_child
 from services.ingest.documents.parsers import parse
 from services.ingest.documents.splitter import TextChunk, split_segments
-from services.ingest.jobs import GENERATION_KEY, Heartbeat, JobLifecycle
+from services.ingest.jobs import GENERATION_KEY, Finish, Heartbeat, JobLifecycle
 from services.ingest.metrics import (
     CHUNKS_INDEXED,
     EMBED_BATCH_TEXTS,
@@ -59,10 +59,11 @@ from services.ingest.metrics import (
 )
 from services.ingest.store.blobs import BlobStore, sha256_hex
 from services.ingest.store.catalog import Catalog
-from services.ingest.store.records import JobRecord, JobState
+from services.ingest.store.records import FileRecord, JobRecord, JobState
 from services.ingest.worker.backoff import Backoff
 from services.ingest.worker.batcher import EmbedBatcher
 from services.ingest.worker.captions import Captioner
+from services.ingest.worker.coalescer import Coalescer
 from zhiku.v1 import embed_pb2, embed_pb2_grpc, retrieve_pb2, retrieve_pb2_grpc
 
 log = logging.getLogger("zhiku.ingest.pipeline")
@@ -177,6 +178,24 @@ class IngestPipeline:
             settings.embed_coalesce_ms / 1000,
             settings.embed_concurrency,
         )
+        # The jobs in flight share their catalog transactions and Upsert calls (coalescer.py):
+        # claims, access reads and successes of many jobs each take one transaction, the
+        # points of many jobs of one knowledge base one Upsert.
+        jobs_at_once = max(1, settings.batch_job_threads)
+        self._claims: Coalescer[str, JobRecord | None] = Coalescer(
+            lambda _, job_ids: self.lifecycle.begin_attempts(job_ids, settings.lease_s),
+            jobs_at_once,
+            name="ingest-claims",
+        )
+        self._access_reads: Coalescer[str, FileRecord | None] = Coalescer(
+            self._read_files, jobs_at_once, name="ingest-access"
+        )
+        self._finishes: Coalescer[Finish, bool | None] = Coalescer(
+            lambda _, finishes: self.lifecycle.finish_first_jobs(finishes), jobs_at_once, name="ingest-finish"
+        )
+        self._upserts: Coalescer[list[retrieve_pb2.Point], None] = Coalescer(
+            self._upsert_points, jobs_at_once, settings.embed_concurrency, name="ingest-upsert"
+        )
 
     @classmethod
     def from_settings(cls, settings: IngestSettings) -> IngestPipeline:
@@ -196,6 +215,8 @@ class IngestPipeline:
 
     def close(self) -> None:
         self._batcher.close()
+        for coalescer in (self._claims, self._access_reads, self._finishes, self._upserts):
+            coalescer.close()
         if self._captioner is not None:
             self._captioner.close()
         for channel in self._channels:
@@ -209,7 +230,7 @@ class IngestPipeline:
 
         Raises :class:`Retry` after a transient failure with attempts left (job re-queued).
         """
-        job = self.lifecycle.begin_attempt(job_id, self.settings.lease_s)
+        job = self._claims.call(None, job_id)
         if job is None:
             log.info("job %s is gone, finished or held by a live worker; nothing to do", job_id)
             return None
@@ -395,11 +416,10 @@ class IngestPipeline:
     def _index(self, run: _Run, chunks: list[TextChunk], vectors: list[list[float]]) -> None:
         job = run.job
         kb = job.knowledge_base
-        timeout = self.settings.retrieve_timeout_s
         with _stage("index"):
             self._ensure_collection(kb, len(vectors[0]))
             # Who may read the file, as of now; a change made later is re-applied by _swap.
-            current = self.catalog.files.find(kb, job.file_name)
+            current = self._access_reads.call(kb, job.file_name)
             if current is None:
                 raise _Abandoned(job.id)  # deleted meanwhile
             run.acl = current.access.tokens()
@@ -425,19 +445,36 @@ class IngestPipeline:
                         chunks[start : start + batch_size], vectors[start : start + batch_size], strict=True
                     )
                 ]
-                request = retrieve_pb2.UpsertRequest(collection=kb, points=points)
-                try:
-                    self._call("retrieve", self.retrieve.Upsert, request, timeout)
-                except NotFound:
-                    # Dropped since this process ensured it (a knowledge base deleted and
-                    # created again): ensure it anew, as every job used to, and retry once.
-                    self._ensured.discard((kb, len(vectors[0])))
-                    self._ensure_collection(kb, len(vectors[0]))
-                    self._call("retrieve", self.retrieve.Upsert, request, timeout)
+                # With the points of other jobs in flight for this knowledge base: one Upsert.
+                self._upserts.call(kb, points)
                 run.indexed += len(points)
                 self._report(
                     run, JobState.INDEXING, INDEX_START + (1 - INDEX_START) * run.indexed / len(chunks)
                 )
+
+    def _read_files(self, kb: Hashable, names: list[str]) -> list[FileRecord | None]:
+        """The files of several jobs of one knowledge base, in one catalog read."""
+        found = self.catalog.files.find_many(str(kb), names)
+        return [found.get(name) for name in names]
+
+    def _upsert_points(self, kb: Hashable, groups: list[list[retrieve_pb2.Point]]) -> list[None]:
+        """One Upsert with the points of several jobs of one knowledge base (their generations
+        and ids are their own: each job's points are exactly what it would upsert alone)."""
+        collection = str(kb)
+        request = retrieve_pb2.UpsertRequest(
+            collection=collection, points=[point for points in groups for point in points]
+        )
+        timeout = self.settings.retrieve_timeout_s
+        try:
+            self._call("retrieve", self.retrieve.Upsert, request, timeout)
+        except NotFound:
+            # Dropped since this process ensured it (a knowledge base deleted and created
+            # again): ensure it anew, as every job used to, and retry once.
+            dimension = len(request.points[0].vector)
+            self._ensured.discard((collection, dimension))
+            self._ensure_collection(collection, dimension)
+            self._call("retrieve", self.retrieve.Upsert, request, timeout)
+        return [None] * len(groups)
 
     def _ensure_collection(self, kb: str, dimension: int) -> None:
         if (kb, dimension) in self._ensured:
@@ -469,9 +506,13 @@ class IngestPipeline:
             )
 
         with _stage("swap"):
-            finished = self.lifecycle.finish_job(
-                job.id, chunks, model, swap=drop_previous, acl=run.acl, reapply=reapply
-            )
+            # Most jobs (a file's first, its list unchanged) finish with others in one
+            # transaction; the rest (None) drop or re-apply through the retrieve service.
+            finished = self._finishes.call(None, Finish(job.id, chunks, model, tuple(run.acl)))
+            if finished is None:
+                finished = self.lifecycle.finish_job(
+                    job.id, chunks, model, swap=drop_previous, acl=run.acl, reapply=reapply
+                )
             if not finished:
                 raise _Abandoned(job.id)
 
