@@ -77,6 +77,14 @@ class Submission:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """A job claimed for an attempt, with the acl tokens its file had at the claim."""
+
+    job: JobRecord
+    acl: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Finish:
     """A job that indexed its file: its chunk count, model and the acl its points carry."""
 
@@ -149,10 +157,32 @@ class JobLifecycle:
             now = time.time()
             with self._database.session(write=True) as session:
                 kb_id = self._database.kb_row(session, kb).id
-                return [
-                    self._submit_one(session, kb, kb_id, submission, job_id, request_id, now)
+                # Every named file row in one statement; FOR UPDATE serialises concurrent
+                # uploads of one name on PostgreSQL (SQLite serialises writers already).
+                names = [submission.file_name for submission in submissions]
+                existing = {
+                    row.name: row
+                    for row in session.scalars(
+                        select(FileRow)
+                        .where(FileRow.kb_id == kb_id, FileRow.name.in_(names))
+                        .with_for_update()
+                    )
+                }
+                jobs = [
+                    self._submit_one(
+                        session,
+                        kb,
+                        kb_id,
+                        existing.get(submission.file_name),
+                        submission,
+                        job_id,
+                        request_id,
+                        now,
+                    )
                     for submission, job_id in zip(submissions, job_ids, strict=True)
                 ]
+                session.flush()  # the new rows in one round of INSERTs, not one per file
+                return [job if isinstance(job, JobRecord) else job_record(kb, job) for job in jobs]
 
         return self._database.retry_on_conflict(work)
 
@@ -161,17 +191,15 @@ class JobLifecycle:
         session: Session,
         kb: str,
         kb_id: int,
+        file_row: FileRow | None,
         submission: Submission,
         job_id: str,
         request_id: str,
         now: float,
-    ) -> JobRecord:
+    ) -> JobRecord | JobRow:
+        """One file of :meth:`submit_files`: the unchanged answer, or the new job's row (its
+        record is made once the rows are flushed)."""
         file_name, access, uploader = submission.file_name, submission.access, submission.uploader
-        # FOR UPDATE serialises concurrent uploads of one name on PostgreSQL (SQLite
-        # already serialises writers with BEGIN IMMEDIATE).
-        file_row = session.scalar(
-            select(FileRow).where(FileRow.kb_id == kb_id, FileRow.name == file_name).with_for_update()
-        )
         if file_row is not None:
             _set_access(file_row, access, uploader)
         if (
@@ -222,8 +250,7 @@ class JobLifecycle:
             waiting_since=0.0,
         )
         session.add(job)
-        session.flush()
-        return job_record(kb, job)
+        return job
 
     def set_access(self, kb: str, file_name: str, access: FileAccess | None, apply: ApplyAcl) -> FileRecord:
         """Write the file's access list (None: keep it) and ``apply`` its tokens to the file's
@@ -289,12 +316,23 @@ class JobLifecycle:
         return self.begin_attempts([job_id], lease_s)[0]
 
     def begin_attempts(self, job_ids: Sequence[str], lease_s: float = 60.0) -> list[JobRecord | None]:
+        """Claim several jobs in one transaction; each claim as :meth:`begin_attempt`'s."""
+        return [None if claim is None else claim.job for claim in self.claim_jobs(job_ids, lease_s)]
+
+    def claim_jobs(self, job_ids: Sequence[str], lease_s: float = 60.0) -> list[Claim | None]:
         """Claim several jobs in one transaction (the worker's job threads, coalesced), in a
-        few set-wise statements for all of them; each claim as :meth:`begin_attempt`'s, in
-        order. Locks as everywhere: the files first, then the jobs."""
+        few set-wise statements for all of them, in order; each claim as
+        :meth:`begin_attempt`'s, with the acl tokens of the job's file as of the claim (the
+        ones its points are written with; :meth:`finish_first_jobs` sees a later change).
+        Locks as everywhere: the files first, then the jobs."""
         ids = list(dict.fromkeys(job_ids))
         with self._database.session(write=True) as session:
-            session.execute(select(FileRow.id).where(FileRow.job_id.in_(ids)).with_for_update())
+            access = {
+                row.job_id: row.access
+                for row in session.execute(
+                    select(FileRow.job_id, FileRow.access).where(FileRow.job_id.in_(ids)).with_for_update()
+                )
+            }
             rows = {
                 row.id: row
                 for row in session.execute(
@@ -333,13 +371,13 @@ class JobLifecycle:
                     .values(state=JobState.PARSING.value, updated_at=now),
                     execution_options=NO_SYNC,
                 )
-            claimed = set(claimable)
-            records: dict[str, JobRecord] = {}
-            for job_id in claimed:
+            claims: dict[str, Claim] = {}
+            for job_id in claimable:
                 row = rows[job_id]
                 values = {**row._asdict(), **claim, "attempts": row.attempts + 1}
-                records[job_id] = job_record(row.kb_name, SimpleNamespace(**values))
-            return [records.get(job_id) for job_id in job_ids]
+                tokens = tuple(FileAccess.from_json(access.get(job_id)).tokens())
+                claims[job_id] = Claim(job_record(row.kb_name, SimpleNamespace(**values)), tokens)
+            return [claims.get(job_id) for job_id in job_ids]
 
     @staticmethod
     def _lock_file_of(session: Session, job_id: str) -> None:

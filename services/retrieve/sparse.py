@@ -32,6 +32,7 @@ both backends declare the sparse vector with the IDF modifier, so a score is
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -198,6 +199,17 @@ def token_id(token: str) -> int:
     return zlib.crc32(token.encode("utf-8"))
 
 
+@functools.lru_cache(maxsize=262_144)
+def _document_term(raw: str) -> int | None:
+    """The index term id of one cut token (None: dropped), exactly as ``tokenize`` and
+    ``token_id`` make it. Cached: a corpus repeats its words, and with the Rust cutter the
+    per-token Python work (filter, stem, hash) was most of a chunk's sparse vector."""
+    token = raw.strip()
+    if not token or not _WORDLIKE.search(token) or token in _STOPWORDS:
+        return None
+    return token_id(_stem(token))
+
+
 class SparseEncoder:
     """BM25-style encoder; ``k1``/``b`` are the usual BM25 constants, ``avg_len`` in tokens."""
 
@@ -216,9 +228,10 @@ class SparseEncoder:
         return dict(sorted(counts.items()))
 
     def document(self, text: str) -> SparseVector:
-        tokens = tokenize(text, self.tokenizer)
-        norm = self.k1 * (1.0 - self.b + self.b * len(tokens) / self.avg_len)
-        counts = self._counts(tokens)
+        normal = unicodedata.normalize("NFKC", text).lower()
+        terms = [term for raw in _cut(normal, self.tokenizer) if (term := _document_term(raw)) is not None]
+        norm = self.k1 * (1.0 - self.b + self.b * len(terms) / self.avg_len)
+        counts = dict(sorted(Counter(terms).items()))
         values = [tf * (self.k1 + 1.0) / (tf + norm) for tf in counts.values()]
         return SparseVector(list(counts), values)
 

@@ -48,7 +48,7 @@ from services.ingest.config import IngestSettings
 from services.ingest.documents.parent_child import split_parent_child
 from services.ingest.documents.parsers import parse
 from services.ingest.documents.splitter import TextChunk, split_segments
-from services.ingest.jobs import GENERATION_KEY, Finish, Heartbeat, JobLifecycle
+from services.ingest.jobs import GENERATION_KEY, Claim, Finish, Heartbeat, JobLifecycle
 from services.ingest.metrics import (
     CHUNKS_INDEXED,
     EMBED_BATCH_TEXTS,
@@ -59,7 +59,7 @@ from services.ingest.metrics import (
 )
 from services.ingest.store.blobs import BlobStore, sha256_hex
 from services.ingest.store.catalog import Catalog
-from services.ingest.store.records import FileRecord, JobRecord, JobState
+from services.ingest.store.records import JobRecord, JobState
 from services.ingest.worker.backoff import Backoff
 from services.ingest.worker.batcher import EmbedBatcher
 from services.ingest.worker.captions import Captioner
@@ -123,7 +123,7 @@ class _Run:
     job: JobRecord
     # How many points of this job's generation were upserted (0: the index is untouched).
     indexed: int = 0
-    # The file's acl tokens its points were written with (read from the catalog at indexing).
+    # The file's acl tokens its points are written with (read from the catalog at the claim).
     acl: list[str] = field(default_factory=list)
     # The stage and progress the worker is at, and what the catalog was last told (writes
     # are throttled; what was held back is written while the job waits, see _await).
@@ -182,13 +182,10 @@ class IngestPipeline:
         # claims, access reads and successes of many jobs each take one transaction, the
         # points of many jobs of one knowledge base one Upsert.
         jobs_at_once = max(1, settings.batch_job_threads)
-        self._claims: Coalescer[str, JobRecord | None] = Coalescer(
-            lambda _, job_ids: self.lifecycle.begin_attempts(job_ids, settings.lease_s),
+        self._claims: Coalescer[str, Claim | None] = Coalescer(
+            lambda _, job_ids: self.lifecycle.claim_jobs(job_ids, settings.lease_s),
             jobs_at_once,
             name="ingest-claims",
-        )
-        self._access_reads: Coalescer[str, FileRecord | None] = Coalescer(
-            self._read_files, jobs_at_once, name="ingest-access"
         )
         self._finishes: Coalescer[Finish, bool | None] = Coalescer(
             lambda _, finishes: self.lifecycle.finish_first_jobs(finishes), jobs_at_once, name="ingest-finish"
@@ -215,7 +212,7 @@ class IngestPipeline:
 
     def close(self) -> None:
         self._batcher.close()
-        for coalescer in (self._claims, self._access_reads, self._finishes, self._upserts):
+        for coalescer in (self._claims, self._finishes, self._upserts):
             coalescer.close()
         if self._captioner is not None:
             self._captioner.close()
@@ -230,13 +227,15 @@ class IngestPipeline:
 
         Raises :class:`Retry` after a transient failure with attempts left (job re-queued).
         """
-        job = self._claims.call(None, job_id)
-        if job is None:
+        claim = self._claims.call(None, job_id)
+        if claim is None:
             log.info("job %s is gone, finished or held by a live worker; nothing to do", job_id)
             return None
+        job = claim.job
         token = request_id_var.set(job.request_id or new_request_id())
         started = time.perf_counter()
-        run = _Run(job)
+        # Who may read the file, as of the claim; a change made later is re-applied by _swap.
+        run = _Run(job, acl=list(claim.acl))
         log.info(
             "ingesting %s into %s (job %s, attempt %d)",
             job.file_name,
@@ -418,11 +417,6 @@ class IngestPipeline:
         kb = job.knowledge_base
         with _stage("index"):
             self._ensure_collection(kb, len(vectors[0]))
-            # Who may read the file, as of now; a change made later is re-applied by _swap.
-            current = self._access_reads.call(kb, job.file_name)
-            if current is None:
-                raise _Abandoned(job.id)  # deleted meanwhile
-            run.acl = current.access.tokens()
             batch_size = self.settings.upsert_batch_size
             for start in range(0, len(chunks), batch_size):
                 points = [
@@ -451,11 +445,6 @@ class IngestPipeline:
                 self._report(
                     run, JobState.INDEXING, INDEX_START + (1 - INDEX_START) * run.indexed / len(chunks)
                 )
-
-    def _read_files(self, kb: Hashable, names: list[str]) -> list[FileRecord | None]:
-        """The files of several jobs of one knowledge base, in one catalog read."""
-        found = self.catalog.files.find_many(str(kb), names)
-        return [found.get(name) for name in names]
 
     def _upsert_points(self, kb: Hashable, groups: list[list[retrieve_pb2.Point]]) -> list[None]:
         """One Upsert with the points of several jobs of one knowledge base (their generations
