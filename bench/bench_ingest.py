@@ -36,6 +36,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -133,6 +134,15 @@ def cpu_seconds_by_process(root: int) -> dict[str, float]:
     return used
 
 
+ENDED_BADLY = ("failed", "cancelled")
+
+
+def listed_jobs(http: httpx.Client, job_ids: set[str]) -> list[dict[str, Any]]:
+    """The upload's jobs as GET .../jobs lists them."""
+    listed = http.get("/v1/knowledge_bases/bench/jobs", params={"limit": len(job_ids) + 10})
+    return [job for job in listed.raise_for_status().json()["data"] if job["id"] in job_ids]
+
+
 @dataclass
 class StackRun:
     figure: Figure
@@ -209,19 +219,32 @@ def run_zhiku(model: str, files: list[tuple[str, str]], tei: InstantEmbedder | N
                     f"{time.perf_counter() - started:.1f} s (202 answers; processing goes on)",
                     flush=True,
                 )
+                # The knowledge base's chunk count reaches the expected total only once every
+                # file's job has succeeded (a file's count is written at its job's success):
+                # a small read to poll every 0.1 s, where listing every job each time would
+                # load the stack it measures; the jobs are listed every 5 s to stop on a failure.
+                expected = len(zhiku_chunks(files))
+                listed_at = time.monotonic()
                 while True:
-                    listed = http.get("/v1/knowledge_bases/bench/jobs", params={"limit": len(files) + 10})
-                    jobs = [job for job in listed.raise_for_status().json()["data"] if job["id"] in job_ids]
-                    failed = [job for job in jobs if job["state"] in ("failed", "cancelled")]
-                    if failed:
-                        raise RuntimeError(f"{len(failed)} jobs did not succeed, e.g. {failed[0]}")
-                    if len(jobs) == len(job_ids) and all(job["state"] == "succeeded" for job in jobs):
+                    kb = http.get("/v1/knowledge_bases/bench").raise_for_status().json()
+                    if kb["chunk_count"] >= expected:
                         break
-                    time.sleep(0.25)
+                    if time.monotonic() - listed_at > 5:
+                        jobs = listed_jobs(http, job_ids)
+                        failed = [job for job in jobs if job["state"] in ENDED_BADLY]
+                        if failed:
+                            raise RuntimeError(f"{len(failed)} jobs did not succeed, e.g. {failed[0]}")
+                        if all(job["state"] == "succeeded" for job in jobs):
+                            break  # fewer chunks than expected: the check below says so
+                        listed_at = time.monotonic()
+                    time.sleep(0.1)
                 seconds = time.perf_counter() - started
                 cpu = cpu_ms_per_file(cpu_before, cpu_now(), len(files))
+                jobs = listed_jobs(http, job_ids)
+                unfinished = [job for job in jobs if job["state"] != "succeeded"]
+                if unfinished or len(jobs) != len(job_ids):
+                    raise RuntimeError(f"{len(unfinished)} jobs did not succeed, e.g. {unfinished[:1]}")
                 chunks = sum(job["chunks"] for job in jobs)
-                kb = http.get("/v1/knowledge_bases/bench").raise_for_status().json()
                 if kb["chunk_count"] != chunks:
                     raise RuntimeError(f"catalog says {kb['chunk_count']} chunks, jobs {chunks}")
                 print(f"[bench-ingest] {model}: CPU ms per file per process: {format_cpu(cpu)}", flush=True)

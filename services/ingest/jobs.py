@@ -325,59 +325,70 @@ class JobLifecycle:
         :meth:`begin_attempt`'s, with the acl tokens of the job's file as of the claim (the
         ones its points are written with; :meth:`finish_first_jobs` sees a later change).
         Locks as everywhere: the files first, then the jobs."""
-        ids = list(dict.fromkeys(job_ids))
         with self._database.session(write=True) as session:
-            access = {
-                row.job_id: row.access
-                for row in session.execute(
-                    select(FileRow.job_id, FileRow.access).where(FileRow.job_id.in_(ids)).with_for_update()
-                )
-            }
-            rows = {
-                row.id: row
-                for row in session.execute(
-                    select(*JobRow.__table__.columns, KnowledgeBaseRow.name.label("kb_name"))
-                    .join(KnowledgeBaseRow, KnowledgeBaseRow.id == JobRow.kb_id)
-                    .where(JobRow.id.in_(ids))
-                    .with_for_update(of=JobRow)
-                )
-            }
-            now = time.time()
-            claimable = [
-                job_id
-                for job_id in ids
-                if (row := rows.get(job_id)) is not None
-                and not JobState(row.state).terminal
-                and (row.state == JobState.QUEUED.value or (row.lease_until or 0.0) <= now)
-            ]
-            claim = {
-                "state": JobState.PARSING.value,
-                "progress": 0.0,
-                "error": "",
-                "lease_until": now + lease_s,
-                "retry_at": 0.0,
-                "updated_at": now,
-            }
-            if claimable:
-                session.execute(
-                    update(JobRow)
-                    .where(JobRow.id.in_(claimable))
-                    .values(attempts=JobRow.attempts + 1, **claim),
-                    execution_options=NO_SYNC,
-                )
-                session.execute(
-                    update(FileRow)
-                    .where(FileRow.job_id.in_(claimable))
-                    .values(state=JobState.PARSING.value, updated_at=now),
-                    execution_options=NO_SYNC,
-                )
-            claims: dict[str, Claim] = {}
-            for job_id in claimable:
-                row = rows[job_id]
-                values = {**row._asdict(), **claim, "attempts": row.attempts + 1}
-                tokens = tuple(FileAccess.from_json(access.get(job_id)).tokens())
-                claims[job_id] = Claim(job_record(row.kb_name, SimpleNamespace(**values)), tokens)
-            return [claims.get(job_id) for job_id in job_ids]
+            return self._claim_jobs_in(session, job_ids, lease_s)
+
+    def claim_and_finish(
+        self, job_ids: Sequence[str], lease_s: float, finishes: Sequence[Finish]
+    ) -> tuple[list[Claim | None], list[bool | None]]:
+        """:meth:`finish_first_jobs` and then :meth:`claim_jobs`, in one transaction: the
+        worker's catalog writes of a moment, whichever jobs they are for, take one commit."""
+        with self._database.session(write=True) as session:
+            finished = self._finish_first_in(session, finishes) if finishes else []
+            claimed = self._claim_jobs_in(session, job_ids, lease_s) if job_ids else []
+            return claimed, finished
+
+    def _claim_jobs_in(self, session: Session, job_ids: Sequence[str], lease_s: float) -> list[Claim | None]:
+        ids = list(dict.fromkeys(job_ids))
+        access = {
+            row.job_id: row.access
+            for row in session.execute(
+                select(FileRow.job_id, FileRow.access).where(FileRow.job_id.in_(ids)).with_for_update()
+            )
+        }
+        rows = {
+            row.id: row
+            for row in session.execute(
+                select(*JobRow.__table__.columns, KnowledgeBaseRow.name.label("kb_name"))
+                .join(KnowledgeBaseRow, KnowledgeBaseRow.id == JobRow.kb_id)
+                .where(JobRow.id.in_(ids))
+                .with_for_update(of=JobRow)
+            )
+        }
+        now = time.time()
+        claimable = [
+            job_id
+            for job_id in ids
+            if (row := rows.get(job_id)) is not None
+            and not JobState(row.state).terminal
+            and (row.state == JobState.QUEUED.value or (row.lease_until or 0.0) <= now)
+        ]
+        claim = {
+            "state": JobState.PARSING.value,
+            "progress": 0.0,
+            "error": "",
+            "lease_until": now + lease_s,
+            "retry_at": 0.0,
+            "updated_at": now,
+        }
+        if claimable:
+            session.execute(
+                update(JobRow).where(JobRow.id.in_(claimable)).values(attempts=JobRow.attempts + 1, **claim),
+                execution_options=NO_SYNC,
+            )
+            session.execute(
+                update(FileRow)
+                .where(FileRow.job_id.in_(claimable))
+                .values(state=JobState.PARSING.value, updated_at=now),
+                execution_options=NO_SYNC,
+            )
+        claims: dict[str, Claim] = {}
+        for job_id in claimable:
+            row = rows[job_id]
+            values = {**row._asdict(), **claim, "attempts": row.attempts + 1}
+            tokens = tuple(FileAccess.from_json(access.get(job_id)).tokens())
+            claims[job_id] = Claim(job_record(row.kb_name, SimpleNamespace(**values)), tokens)
+        return [claims.get(job_id) for job_id in job_ids]
 
     @staticmethod
     def _lock_file_of(session: Session, job_id: str) -> None:
@@ -593,82 +604,85 @@ class JobLifecycle:
         drop, or its access list changed since the job read it (both are calls to the
         retrieve service made holding the file's row, one job at a time). A bulk import's
         jobs are all first jobs of unchanged files."""
-        ids = [finish.job_id for finish in finishes]
         with self._database.session(write=True) as session:
-            # Files first, then jobs: the one lock order (see _lock_file_of).
-            owned = {
-                row.job_id: row.access
-                for row in session.execute(
-                    select(FileRow.job_id, FileRow.access).where(FileRow.job_id.in_(ids)).with_for_update()
+            return self._finish_first_in(session, finishes)
+
+    def _finish_first_in(self, session: Session, finishes: Sequence[Finish]) -> list[bool | None]:
+        ids = [finish.job_id for finish in finishes]
+        # Files first, then jobs: the one lock order (see _lock_file_of).
+        owned = {
+            row.job_id: row.access
+            for row in session.execute(
+                select(FileRow.job_id, FileRow.access).where(FileRow.job_id.in_(ids)).with_for_update()
+            )
+        }
+        jobs = {
+            row.id: row
+            for row in session.execute(
+                select(JobRow.id, JobRow.kb_id, JobRow.file_name, JobRow.state).where(JobRow.id.in_(ids))
+            )
+        }
+        active = [job for job in jobs.values() if job.state in _ACTIVE and job.id in owned]
+        # A file with more than one job (this one and an earlier) has a generation to drop.
+        counts = {
+            (row.kb_id, row.file_name): row.n
+            for row in session.execute(
+                select(JobRow.kb_id, JobRow.file_name, func.count().label("n"))
+                .where(
+                    JobRow.kb_id.in_(list({job.kb_id for job in active})),
+                    JobRow.file_name.in_(list({job.file_name for job in active})),
                 )
-            }
-            jobs = {
-                row.id: row
-                for row in session.execute(
-                    select(JobRow.id, JobRow.kb_id, JobRow.file_name, JobRow.state).where(JobRow.id.in_(ids))
-                )
-            }
-            active = [job for job in jobs.values() if job.state in _ACTIVE and job.id in owned]
-            # A file with more than one job (this one and an earlier) has a generation to drop.
-            counts = {
-                (row.kb_id, row.file_name): row.n
-                for row in session.execute(
-                    select(JobRow.kb_id, JobRow.file_name, func.count().label("n"))
-                    .where(
-                        JobRow.kb_id.in_(list({job.kb_id for job in active})),
-                        JobRow.file_name.in_(list({job.file_name for job in active})),
+                .group_by(JobRow.kb_id, JobRow.file_name)
+            )
+        }
+        results: dict[str, bool | None] = {}
+        done: dict[str, Finish] = {}
+        for finish in finishes:
+            job = jobs.get(finish.job_id)
+            if job is None or job not in active:
+                results[finish.job_id] = False
+            elif counts.get((job.kb_id, job.file_name), 1) > 1 or FileAccess.from_json(
+                owned[finish.job_id]
+            ).tokens() != list(finish.acl):
+                results[finish.job_id] = None
+            else:
+                results[finish.job_id] = True
+                done[finish.job_id] = finish
+        if done:
+            now = time.time()
+            chunks = case({job_id: finish.chunks for job_id, finish in done.items()}, value=JobRow.id)
+            session.execute(
+                update(JobRow)
+                .where(JobRow.id.in_(list(done)), JobRow.state.in_(_ACTIVE))
+                .values(
+                    state=JobState.SUCCEEDED.value,
+                    progress=1.0,
+                    chunks=chunks,
+                    error="",
+                    lease_until=0.0,
+                    updated_at=now,
+                ),
+                execution_options=NO_SYNC,
+            )
+            file_chunks = case(
+                {job_id: finish.chunks for job_id, finish in done.items()}, value=FileRow.job_id
+            )
+            session.execute(
+                update(FileRow)
+                .where(FileRow.job_id.in_(list(done)))
+                .values(state=JobState.SUCCEEDED.value, chunks=file_chunks, error="", updated_at=now),
+                execution_options=NO_SYNC,
+            )
+            models = {jobs[job_id].kb_id: finish.embed_model for job_id, finish in done.items()}
+            for kb_id, model in models.items():
+                if model:
+                    session.execute(
+                        update(KnowledgeBaseRow)
+                        .where(KnowledgeBaseRow.id == kb_id, KnowledgeBaseRow.embed_model == "")
+                        .values(embed_model=model),
+                        execution_options=NO_SYNC,
                     )
-                    .group_by(JobRow.kb_id, JobRow.file_name)
-                )
-            }
-            results: dict[str, bool | None] = {}
-            done: dict[str, Finish] = {}
-            for finish in finishes:
-                job = jobs.get(finish.job_id)
-                if job is None or job not in active:
-                    results[finish.job_id] = False
-                elif counts.get((job.kb_id, job.file_name), 1) > 1 or FileAccess.from_json(
-                    owned[finish.job_id]
-                ).tokens() != list(finish.acl):
-                    results[finish.job_id] = None
-                else:
-                    results[finish.job_id] = True
-                    done[finish.job_id] = finish
-            if done:
-                now = time.time()
-                chunks = case({job_id: finish.chunks for job_id, finish in done.items()}, value=JobRow.id)
-                session.execute(
-                    update(JobRow)
-                    .where(JobRow.id.in_(list(done)), JobRow.state.in_(_ACTIVE))
-                    .values(
-                        state=JobState.SUCCEEDED.value,
-                        progress=1.0,
-                        chunks=chunks,
-                        error="",
-                        lease_until=0.0,
-                        updated_at=now,
-                    ),
-                    execution_options=NO_SYNC,
-                )
-                file_chunks = case(
-                    {job_id: finish.chunks for job_id, finish in done.items()}, value=FileRow.job_id
-                )
-                session.execute(
-                    update(FileRow)
-                    .where(FileRow.job_id.in_(list(done)))
-                    .values(state=JobState.SUCCEEDED.value, chunks=file_chunks, error="", updated_at=now),
-                    execution_options=NO_SYNC,
-                )
-                models = {jobs[job_id].kb_id: finish.embed_model for job_id, finish in done.items()}
-                for kb_id, model in models.items():
-                    if model:
-                        session.execute(
-                            update(KnowledgeBaseRow)
-                            .where(KnowledgeBaseRow.id == kb_id, KnowledgeBaseRow.embed_model == "")
-                            .values(embed_model=model),
-                            execution_options=NO_SYNC,
-                        )
-            return [results[finish.job_id] for finish in finishes]
+        return [results[finish.job_id] for finish in finishes]
 
     def fail_job(self, job_id: str, error: str, chunks_left: int | None = None) -> bool:
         """Mark failure with its reason on the job and its file.

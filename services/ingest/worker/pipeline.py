@@ -179,19 +179,14 @@ class IngestPipeline:
             settings.embed_concurrency,
         )
         # The jobs in flight share their catalog transactions and Upsert calls (coalescer.py):
-        # claims, access reads and successes of many jobs each take one transaction, the
-        # points of many jobs of one knowledge base one Upsert.
+        # the claims and successes of many jobs take one transaction, the points of many jobs
+        # of one knowledge base one Upsert.
         jobs_at_once = max(1, settings.batch_job_threads)
-        self._claims: Coalescer[str, Claim | None] = Coalescer(
-            lambda _, job_ids: self.lifecycle.claim_jobs(job_ids, settings.lease_s),
-            jobs_at_once,
-            name="ingest-claims",
-        )
-        self._finishes: Coalescer[Finish, bool | None] = Coalescer(
-            lambda _, finishes: self.lifecycle.finish_first_jobs(finishes), jobs_at_once, name="ingest-finish"
+        self._catalog_writes: Coalescer[str | Finish, Claim | bool | None] = Coalescer(
+            self._write_catalog, 2 * jobs_at_once, name="ingest-catalog"
         )
         self._upserts: Coalescer[list[retrieve_pb2.Point], None] = Coalescer(
-            self._upsert_points, jobs_at_once, settings.embed_concurrency, name="ingest-upsert"
+            self._upsert_points, jobs_at_once, name="ingest-upsert"
         )
 
     @classmethod
@@ -212,7 +207,7 @@ class IngestPipeline:
 
     def close(self) -> None:
         self._batcher.close()
-        for coalescer in (self._claims, self._finishes, self._upserts):
+        for coalescer in (self._catalog_writes, self._upserts):
             coalescer.close()
         if self._captioner is not None:
             self._captioner.close()
@@ -227,8 +222,8 @@ class IngestPipeline:
 
         Raises :class:`Retry` after a transient failure with attempts left (job re-queued).
         """
-        claim = self._claims.call(None, job_id)
-        if claim is None:
+        claim = self._catalog_writes.call(None, job_id)
+        if not isinstance(claim, Claim):
             log.info("job %s is gone, finished or held by a live worker; nothing to do", job_id)
             return None
         job = claim.job
@@ -446,6 +441,14 @@ class IngestPipeline:
                     run, JobState.INDEXING, INDEX_START + (1 - INDEX_START) * run.indexed / len(chunks)
                 )
 
+    def _write_catalog(self, _: Hashable, items: list[str | Finish]) -> list[Claim | bool | None]:
+        """Claims (job ids) and successes (Finish) of the jobs in flight, in one transaction."""
+        claims = [item for item in items if isinstance(item, str)]
+        finishes = [item for item in items if isinstance(item, Finish)]
+        claimed, finished = self.lifecycle.claim_and_finish(claims, self.settings.lease_s, finishes)
+        claim_answers, finish_answers = iter(claimed), iter(finished)
+        return [next(claim_answers) if isinstance(item, str) else next(finish_answers) for item in items]
+
     def _upsert_points(self, kb: Hashable, groups: list[list[retrieve_pb2.Point]]) -> list[None]:
         """One Upsert with the points of several jobs of one knowledge base (their generations
         and ids are their own: each job's points are exactly what it would upsert alone)."""
@@ -497,8 +500,8 @@ class IngestPipeline:
         with _stage("swap"):
             # Most jobs (a file's first, its list unchanged) finish with others in one
             # transaction; the rest (None) drop or re-apply through the retrieve service.
-            finished = self._finishes.call(None, Finish(job.id, chunks, model, tuple(run.acl)))
-            if finished is None:
+            finished = self._catalog_writes.call(None, Finish(job.id, chunks, model, tuple(run.acl)))
+            if finished is None or isinstance(finished, Claim):
                 finished = self.lifecycle.finish_job(
                     job.id, chunks, model, swap=drop_previous, acl=run.acl, reapply=reapply
                 )
