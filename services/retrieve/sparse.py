@@ -151,9 +151,17 @@ def _ensure_jieba() -> None:
             _initialised = True
 
 
+# jieba-rs keeps a Latin run with "-", "_", "&" or "." in it as one word ("zx-9041", "e-mail")
+# where jieba cuts it apart, so a search for "9041" would miss "ZX-9041". Spaced out first,
+# these cut as in jieba; a "." between digits stays ("3.5", as jieba keeps it). With this
+# the words (after the filters below) are jieba's for 826 of 848 CMRC passages and 409 of
+# 411 SQuAD ones; the rest differ on unknown Chinese words (the two HMM steps differ).
+_GLUED = re.compile(r"([_\-&]|(?<![0-9])\.|\.(?![0-9]))")
+
+
 def _cut(text: str, tokenizer: Tokenizer) -> list[str]:
     if tokenizer == "rjieba":
-        cut: list[str] = rjieba.cut_for_search(text)
+        cut: list[str] = rjieba.cut_for_search(_GLUED.sub(r" \1 ", text))
         return cut
     _ensure_jieba()
     return list(jieba.cut_for_search(text))
