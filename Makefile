@@ -92,7 +92,8 @@ bench-parse: install
 	$(PY) -m bench.bench_parse $(ARGS)
 
 ## bench-ingest: all 848 CMRC passages as files through the stack, next to raw embedding and a
-## Chatchat-style LangChain + FAISS build with the same embedder (use; e5 on a subset)
+## Chatchat-style LangChain + FAISS build with the same embedder (use; e5 on a subset), and the
+## pipeline's own ceiling with an instant TEI-protocol embedder; CPU ms per file per process
 bench-ingest: install
 	$(PY) -m bench.bench_ingest
 

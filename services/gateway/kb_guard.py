@@ -70,6 +70,14 @@ class Upload(FileInRequest):
 
 
 @dataclass(frozen=True)
+class UploadBatch:
+    """SubmitFiles: every file (``files``) goes to one knowledge base, on which the caller
+    needs ``permission``; each file is checked and recorded as an Upload is."""
+
+    permission: Permission
+
+
+@dataclass(frozen=True)
 class FilesListing(NamedInRequest):
     """The reply lists a knowledge base's files: those the caller may not read are dropped."""
 
@@ -109,7 +117,7 @@ class Listing:
     """The reply lists knowledge bases: filtered to those the caller may see."""
 
 
-Rule = NamedInRequest | FileInRequest | JobInRequest | JobInReply | Listing
+Rule = NamedInRequest | FileInRequest | UploadBatch | JobInRequest | JobInReply | Listing
 
 
 def _methods(service: str, rules: dict[str, Rule]) -> dict[str, Rule]:
@@ -130,6 +138,7 @@ RULES: dict[str, Rule] = {
             "DeleteKnowledgeBase": NamedInRequest("name", MANAGE),
             "MigrateKnowledgeBase": NamedInRequest("knowledge_base", MANAGE),
             "SubmitFile": Upload("knowledge_base", EDIT),
+            "SubmitFiles": UploadBatch(EDIT),
             "ReindexFile": FileInRequest("knowledge_base", EDIT),
             "DeleteFile": FileInRequest("knowledge_base", EDIT),
             "ListFiles": FilesListing("knowledge_base", VIEW),
@@ -252,6 +261,9 @@ class KnowledgeBaseGuardInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             if isinstance(caller, Principal):  # always, once permitted: not GATEWAY, not unknown
                 return await self._documents(rule, caller, name, continuation, client_call_details, request)
             return await continuation(client_call_details, request)
+        if isinstance(rule, UploadBatch):
+            await self._upload_batch(rule, caller, request, client_call_details.timeout)
+            return await continuation(client_call_details, request)
         if isinstance(rule, JobInRequest):
             await self._job(request.id, rule.permission, client_call_details.timeout)
             return await continuation(client_call_details, request)
@@ -308,6 +320,34 @@ class KnowledgeBaseGuardInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
                 jobs=[job for job in reply.jobs if job.file_name not in hidden]
             )
         return await continuation(details, request)
+
+    async def _upload_batch(
+        self, rule: UploadBatch, caller: AnyCaller, request: Any, timeout: float | None
+    ) -> None:
+        """SubmitFiles: one knowledge base the caller may edit, no file it may not read (one
+        listing for the whole batch, not a lookup per file), each file's uploader recorded."""
+        names = {file.knowledge_base for file in request.files}
+        if len(names) != 1:
+            raise rpc_error(
+                grpc.StatusCode.INVALID_ARGUMENT, "the files of one upload must go to one knowledge base"
+            )
+        name = names.pop()
+        if not await self.guard.permits(caller, name, rule.permission):
+            raise await refusal_for(self.guard, caller, name, rule.permission)
+        if not isinstance(caller, Principal):
+            return
+        for file in request.files:
+            file.uploader = caller.user_id or ""
+        if await self.guard.sees_every_document(caller, name):
+            return
+        hidden = await self._hidden_files(caller, name, timeout)
+        blocked = next((file.file_name for file in request.files if file.file_name in hidden), None)
+        if blocked is not None:
+            raise rpc_error(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"file {blocked!r} in knowledge base {name!r} has an access list without this caller: "
+                "it cannot be replaced by this caller",
+            )
 
     async def _file(
         self, caller: Principal, kb: str, file_name: str, rule: FileInRequest, timeout: float | None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import grpc
 from fastapi import UploadFile
@@ -26,6 +27,11 @@ TERMINAL_STATES = frozenset(
     {ingest_pb2.JOB_STATE_SUCCEEDED, ingest_pb2.JOB_STATE_FAILED, ingest_pb2.JOB_STATE_CANCELLED}
 )
 POLL_INTERVAL_S = 0.2
+# An upload's files go to the ingest service in SubmitFiles calls of at most this many files
+# and bytes (one catalog transaction and one queued message per call); a larger file goes
+# alone. Bounds what the gateway holds in memory at once, as one file at a time did.
+SUBMIT_BATCH_FILES = 100
+SUBMIT_BATCH_BYTES = 16 * 1024 * 1024
 # gRPC codes that concern one file (bad name, empty, too large), not the whole request.
 PER_FILE_CODES = frozenset(
     {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.NOT_FOUND}
@@ -68,6 +74,76 @@ def upload_names(files: list[UploadFile]) -> list[str]:
     return names
 
 
+async def submit_uploads(
+    ingest: ingest_pb2_grpc.IngestServiceStub,
+    kb: str,
+    names: list[str],
+    files: list[UploadFile],
+    settings: GatewaySettings,
+    **options: Any,
+) -> list[tuple[ingest_pb2.Job, int]]:
+    """Queue the files of an upload, in SubmitFiles calls of up to SUBMIT_BATCH_FILES files and
+    SUBMIT_BATCH_BYTES; ``options`` are :func:`file_request`'s. The jobs in upload order, each
+    with its file's size in bytes (what the audit trail records)."""
+    jobs: list[ingest_pb2.Job] = []
+    sizes: list[int] = []
+    batch: list[ingest_pb2.SubmitFileRequest] = []
+    size = 0
+
+    async def flush() -> None:
+        nonlocal size
+        if batch:
+            reply = await ingest.SubmitFiles(
+                ingest_pb2.SubmitFilesRequest(files=batch), timeout=settings.request_timeout_s
+            )
+            jobs.extend(reply.jobs)
+            batch.clear()
+            size = 0
+
+    for name, upload in zip(names, files, strict=True):
+        content = await upload.read()
+        if batch and (len(batch) >= SUBMIT_BATCH_FILES or size + len(content) > SUBMIT_BATCH_BYTES):
+            await flush()
+        batch.append(file_request(kb, name, content, **options))
+        sizes.append(len(content))
+        size += len(content)
+    await flush()
+    return list(zip(jobs, sizes, strict=True))
+
+
+def file_request(
+    kb: str,
+    name: str,
+    content: bytes,
+    *,
+    override: bool,
+    chunk_size: int = 0,
+    chunk_overlap: int = 0,
+    splitter: str = "",
+    title_enhance: bool = False,
+    parent_child: bool | None = None,
+    parent_chunk_size: int = 0,
+    access: ingest_pb2.FileAccess | None = None,
+) -> ingest_pb2.SubmitFileRequest:
+    """The SubmitFileRequest of one file (``override``: re-index even identical content)."""
+    request = ingest_pb2.SubmitFileRequest(
+        knowledge_base=kb,
+        file_name=name,
+        content=content,
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+        override=override,
+        splitter=splitter,
+        title_enhance=title_enhance,
+        parent_chunk_size=parent_chunk_size,
+    )
+    if parent_child is not None:  # unset: the knowledge base's setting
+        request.parent_child = parent_child
+    if access is not None:  # unset: a new file is open, a re-upload keeps its list
+        request.access.CopyFrom(access)
+    return request
+
+
 async def submit_file(
     ingest: ingest_pb2_grpc.IngestServiceStub,
     kb: str,
@@ -86,21 +162,19 @@ async def submit_file(
 ) -> ingest_pb2.Job:
     """Queue one file for ingestion; the job as submitted (``override``: re-index even content
     identical to what is indexed, instead of the no-op answered with ``unchanged``)."""
-    request = ingest_pb2.SubmitFileRequest(
-        knowledge_base=kb,
-        file_name=name,
-        content=content,
+    request = file_request(
+        kb,
+        name,
+        content,
+        override=override,
         chunk_size=chunk_size,
         chunk_overlap=chunk_overlap,
-        override=override,
         splitter=splitter,
         title_enhance=title_enhance,
+        parent_child=parent_child,
         parent_chunk_size=parent_chunk_size,
+        access=access,
     )
-    if parent_child is not None:  # unset: the knowledge base's setting
-        request.parent_child = parent_child
-    if access is not None:  # unset: a new file is open, a re-upload keeps its list
-        request.access.CopyFrom(access)
     job: ingest_pb2.Job = await ingest.SubmitFile(request, timeout=settings.request_timeout_s)
     return job
 

@@ -31,6 +31,8 @@ from services.ingest.config import IngestSettings
 # The registered task name is part of the queue's wire format: keep it when refactoring
 # (a renamed task needs a shim for one release so queued messages survive a rolling deploy).
 INGEST_FILE_TASK = "zhiku.ingest.ingest_file"
+# The jobs of one upload in one message (their ids): one publish, one claim, one ack.
+INGEST_FILES_TASK = "zhiku.ingest.ingest_files"
 SYNC_SOURCE_TASK = "zhiku.ingest.sync_source"
 
 SQLA_POLLING_INTERVAL_S = 0.1
@@ -196,6 +198,7 @@ def configure_celery_app(app: IngestCelery) -> None:
         task_default_queue=settings.queue,
         task_routes={
             INGEST_FILE_TASK: {"queue": settings.queue},
+            INGEST_FILES_TASK: {"queue": settings.queue},
             SYNC_SOURCE_TASK: {"queue": settings.queue},
         },
         task_acks_late=True,
@@ -246,9 +249,15 @@ def queue_length(app: Celery) -> int:
         return int(declared.message_count)
 
 
-def enqueue_ingest(app: Celery, job_id: str) -> None:
-    """Publish one ingest task; blocking (the broker round trip), so call it off the event loop."""
-    app.send_task(INGEST_FILE_TASK, args=[job_id], queue=app.conf.task_default_queue)
+def enqueue_ingest(app: Celery, *job_ids: str, countdown: float | None = None) -> None:
+    """Publish the jobs as one task (one message for the files of an upload); blocking (the
+    broker round trip), so call it off the event loop. ``countdown``: not before so many s."""
+    args: list[str] | list[list[str]]
+    if len(job_ids) == 1:
+        task, args = INGEST_FILE_TASK, [job_ids[0]]
+    else:
+        task, args = INGEST_FILES_TASK, [list(job_ids)]
+    app.send_task(task, args=args, queue=app.conf.task_default_queue, countdown=countdown)
 
 
 def enqueue_sync(app: Celery, run_id: str) -> None:

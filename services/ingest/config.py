@@ -50,6 +50,11 @@ class IngestSettings(ServiceSettings):
     embed_coalesce_ms: float = Field(default=20.0, ge=0, le=1000)
     embed_concurrency: int = Field(default=2, ge=1, le=64)
     upsert_batch_size: int = Field(default=256, ge=1, le=10_000)
+    # Jobs the worker runs at once from upload batches (an upload's files travel as one
+    # message; their jobs share this pool of threads, across every batch taken). The threads
+    # mostly wait (catalog, embed, retrieve); more jobs in flight coalesce into larger catalog
+    # transactions and Upserts: 596 against 478 chunks/s with 48 vs 16 (bench-ingest, instant).
+    batch_job_threads: int = Field(default=48, ge=1, le=256)
     max_file_mb: float = Field(default=100, gt=0)
 
     # Deadlines of the worker's calls; embedding a batch on a CPU can take seconds.

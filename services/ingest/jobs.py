@@ -27,11 +27,12 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import case, delete, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from services.common.database import rows_matched
@@ -60,6 +61,43 @@ _ACTIVE = [state.value for state in ACTIVE_STATES]
 _RUNNING = [state.value for state in RUNNING_STATES]
 
 
+@dataclass(frozen=True)
+class Submission:
+    """One uploaded file as :meth:`JobLifecycle.submit_files` records it."""
+
+    file_name: str
+    size: int
+    content_hash: str
+    chunk_size: int
+    chunk_overlap: int
+    splitter: str = "recursive"
+    title_enhance: bool = False
+    override: bool = False
+    parent_chunk_size: int = 0
+    access: FileAccessList | None = None
+    uploader: str = ""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job claimed for an attempt, with the acl tokens its file had at the claim."""
+
+    job: JobRecord
+    acl: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Finish:
+    """A job that indexed its file: its chunk count, model, the acl its points carry and the
+    collections it wrote them to (see :meth:`JobLifecycle.finish_job`'s ``written``)."""
+
+    job_id: str
+    chunks: int
+    embed_model: str
+    acl: tuple[str, ...]
+    written: tuple[str, ...] = ()
+
+
 class JobLifecycle:
     """Every change of a job's state; each method is one short transaction of the catalog."""
 
@@ -84,7 +122,27 @@ class JobLifecycle:
         access: FileAccessList | None = None,
         uploader: str = "",
     ) -> JobRecord:
-        """Record an upload: the file row (new or replaced) and a QUEUED job that owns it.
+        """Record one upload (see :meth:`submit_files`)."""
+        submission = Submission(
+            file_name,
+            size,
+            content_hash,
+            chunk_size,
+            chunk_overlap,
+            splitter=splitter,
+            title_enhance=title_enhance,
+            override=override,
+            parent_chunk_size=parent_chunk_size,
+            access=access,
+            uploader=uploader,
+        )
+        return self.submit_files(kb, [submission], request_id)[0]
+
+    def submit_files(
+        self, kb: str, submissions: Sequence[Submission], request_id: str = ""
+    ) -> list[JobRecord]:
+        """Record uploads, all in one transaction: per file, the file row (new or replaced) and
+        a QUEUED job that owns it; the jobs in submission order.
 
         ``access`` replaces the file's access list (None: a new file is open, a re-upload keeps
         the list); a non-empty ``uploader`` becomes the file's uploader, kept on a restricted
@@ -94,69 +152,109 @@ class JobLifecycle:
         running) is a no-op unless ``override``: the answer is that job, marked ``unchanged``,
         and nothing is queued. Jobs still running for an earlier upload of the same name are
         cancelled, so only the newest content is indexed and the superseded worker cannot
-        overwrite the file's state.
+        overwrite the file's state. One transaction for a whole upload: a batch of small files
+        costs one commit (on SQLite one write lock and one WAL append), not one per file.
         """
-        job_id = str(uuid.uuid4())
+        job_ids = [str(uuid.uuid4()) for _ in submissions]
 
-        def work() -> JobRecord:
+        def work() -> list[JobRecord]:
             now = time.time()
             with self._database.session(write=True) as session:
                 kb_id = self._database.kb_row(session, kb).id
-                # FOR UPDATE serialises concurrent uploads of one name on PostgreSQL (SQLite
-                # already serialises writers with BEGIN IMMEDIATE).
-                file_row = session.scalar(
-                    select(FileRow).where(FileRow.kb_id == kb_id, FileRow.name == file_name).with_for_update()
-                )
-                if file_row is not None:
-                    _set_access(file_row, access, uploader)
-                if file_row is not None and not override and file_row.content_hash == content_hash:
-                    current = session.get(JobRow, file_row.job_id)
-                    if current is not None and current.state not in (
-                        JobState.FAILED.value,
-                        JobState.CANCELLED.value,
-                    ):
-                        return job_record(kb, current, unchanged=True)
-                if file_row is None:
-                    file_row = FileRow(kb_id=kb_id, name=file_name, chunks=0, created_at=now)
-                    _set_access(file_row, access, uploader)
-                    session.add(file_row)
-                else:
-                    self._cancel_active(session, kb_id, file_name, f"superseded by job {job_id}")
-                file_row.size = size
-                file_row.content_hash = content_hash
-                file_row.state = JobState.QUEUED.value
-                file_row.error = ""
-                file_row.job_id = job_id
-                file_row.updated_at = now
-                job = JobRow(
-                    id=job_id,
-                    kb_id=kb_id,
-                    file_name=file_name,
-                    content_hash=content_hash,
-                    state=JobState.QUEUED.value,
-                    progress=0.0,
-                    chunks=0,
-                    error="",
-                    attempts=0,
-                    chunk_size=chunk_size,
-                    chunk_overlap=chunk_overlap,
-                    request_id=request_id,
-                    created_at=now,
-                    updated_at=now,
-                    splitter=splitter,
-                    title_enhance=title_enhance,
-                    parent_chunk_size=parent_chunk_size,
-                    lease_until=0.0,
-                    retries=0,
-                    retry_at=0.0,
-                    waiting_for="",
-                    waiting_since=0.0,
-                )
-                session.add(job)
-                session.flush()
-                return job_record(kb, job)
+                # Every named file row in one statement; FOR UPDATE serialises concurrent
+                # uploads of one name on PostgreSQL (SQLite serialises writers already).
+                names = [submission.file_name for submission in submissions]
+                existing = {
+                    row.name: row
+                    for row in session.scalars(
+                        select(FileRow)
+                        .where(FileRow.kb_id == kb_id, FileRow.name.in_(names))
+                        .with_for_update()
+                    )
+                }
+                jobs = [
+                    self._submit_one(
+                        session,
+                        kb,
+                        kb_id,
+                        existing.get(submission.file_name),
+                        submission,
+                        job_id,
+                        request_id,
+                        now,
+                    )
+                    for submission, job_id in zip(submissions, job_ids, strict=True)
+                ]
+                session.flush()  # the new rows in one round of INSERTs, not one per file
+                return [job if isinstance(job, JobRecord) else job_record(kb, job) for job in jobs]
 
         return self._database.retry_on_conflict(work)
+
+    def _submit_one(
+        self,
+        session: Session,
+        kb: str,
+        kb_id: int,
+        file_row: FileRow | None,
+        submission: Submission,
+        job_id: str,
+        request_id: str,
+        now: float,
+    ) -> JobRecord | JobRow:
+        """One file of :meth:`submit_files`: the unchanged answer, or the new job's row (its
+        record is made once the rows are flushed)."""
+        file_name, access, uploader = submission.file_name, submission.access, submission.uploader
+        if file_row is not None:
+            _set_access(file_row, access, uploader)
+        if (
+            file_row is not None
+            and not submission.override
+            and file_row.content_hash == submission.content_hash
+        ):
+            current = session.get(JobRow, file_row.job_id)
+            if current is not None and current.state not in (
+                JobState.FAILED.value,
+                JobState.CANCELLED.value,
+            ):
+                return job_record(kb, current, unchanged=True)
+        if file_row is None:
+            file_row = FileRow(kb_id=kb_id, name=file_name, chunks=0, created_at=now)
+            _set_access(file_row, access, uploader)
+            session.add(file_row)
+        else:
+            self._cancel_active(session, kb_id, file_name, f"superseded by job {job_id}")
+        file_row.size = submission.size
+        file_row.content_hash = submission.content_hash
+        file_row.state = JobState.QUEUED.value
+        file_row.error = ""
+        file_row.job_id = job_id
+        file_row.updated_at = now
+        job = JobRow(
+            id=job_id,
+            kb_id=kb_id,
+            file_name=file_name,
+            content_hash=submission.content_hash,
+            state=JobState.QUEUED.value,
+            progress=0.0,
+            chunks=0,
+            error="",
+            attempts=0,
+            chunk_size=submission.chunk_size,
+            chunk_overlap=submission.chunk_overlap,
+            request_id=request_id,
+            created_at=now,
+            updated_at=now,
+            splitter=submission.splitter,
+            title_enhance=submission.title_enhance,
+            parent_chunk_size=submission.parent_chunk_size,
+            lease_until=0.0,
+            retries=0,
+            retry_at=0.0,
+            waiting_for="",
+            waiting_since=0.0,
+        )
+        session.add(job)
+        return job
 
     def set_access(
         self, kb: str, file_name: str, access: FileAccessList | None, apply: ApplyAcl
@@ -224,35 +322,82 @@ class JobLifecycle:
     def begin_attempt(self, job_id: str, lease_s: float = 60.0) -> JobRecord | None:
         """Claim a job for one more attempt, leased for ``lease_s``; None when it is gone,
         finished, or held by another live worker (a duplicate delivery of its message)."""
+        return self.begin_attempts([job_id], lease_s)[0]
+
+    def begin_attempts(self, job_ids: Sequence[str], lease_s: float = 60.0) -> list[JobRecord | None]:
+        """Claim several jobs in one transaction; each claim as :meth:`begin_attempt`'s."""
+        return [None if claim is None else claim.job for claim in self.claim_jobs(job_ids, lease_s)]
+
+    def claim_jobs(self, job_ids: Sequence[str], lease_s: float = 60.0) -> list[Claim | None]:
+        """Claim several jobs in one transaction (the worker's job threads, coalesced), in a
+        few set-wise statements for all of them, in order; each claim as
+        :meth:`begin_attempt`'s, with the acl tokens of the job's file as of the claim (the
+        ones its points are written with; :meth:`finish_first_jobs` sees a later change).
+        Locks as everywhere: the files first, then the jobs."""
         with self._database.session(write=True) as session:
-            self._lock_file_of(session, job_id)
-            # Plain rows and statements (no ORM objects): every job pays for this claim.
-            row = session.execute(
+            return self._claim_jobs_in(session, job_ids, lease_s)
+
+    def claim_and_finish(
+        self, job_ids: Sequence[str], lease_s: float, finishes: Sequence[Finish]
+    ) -> tuple[list[Claim | None], list[bool | None]]:
+        """:meth:`finish_first_jobs` and then :meth:`claim_jobs`, in one transaction: the
+        worker's catalog writes of a moment, whichever jobs they are for, take one commit."""
+        with self._database.session(write=True) as session:
+            finished = self._finish_first_in(session, finishes) if finishes else []
+            claimed = self._claim_jobs_in(session, job_ids, lease_s) if job_ids else []
+            return claimed, finished
+
+    def _claim_jobs_in(self, session: Session, job_ids: Sequence[str], lease_s: float) -> list[Claim | None]:
+        ids = list(dict.fromkeys(job_ids))
+        access = {
+            row.job_id: row.access
+            for row in session.execute(
+                select(FileRow.job_id, FileRow.access).where(FileRow.job_id.in_(ids)).with_for_update()
+            )
+        }
+        rows = {
+            row.id: row
+            for row in session.execute(
                 select(*JobRow.__table__.columns, KnowledgeBaseRow.name.label("kb_name"))
                 .join(KnowledgeBaseRow, KnowledgeBaseRow.id == JobRow.kb_id)
-                .where(JobRow.id == job_id)
+                .where(JobRow.id.in_(ids))
                 .with_for_update(of=JobRow)
-            ).first()
-            if row is None:
-                return None
-            now = time.time()
-            if JobState(row.state).terminal:
-                return None
-            if row.state != JobState.QUEUED.value and (row.lease_until or 0.0) > now:
-                return None
-            claim = {
-                "attempts": row.attempts + 1,
-                "state": JobState.PARSING.value,
-                "progress": 0.0,
-                "error": "",
-                "lease_until": now + lease_s,
-                "retry_at": 0.0,
-                "updated_at": now,
-            }
-            claimed = update(JobRow).where(JobRow.id == job_id).values(**claim)
-            session.execute(claimed, execution_options=NO_SYNC)
-            self._file_state(session, job_id, state=JobState.PARSING.value)
-            return job_record(row.kb_name, SimpleNamespace(**{**row._asdict(), **claim}))
+            )
+        }
+        now = time.time()
+        claimable = [
+            job_id
+            for job_id in ids
+            if (row := rows.get(job_id)) is not None
+            and not JobState(row.state).terminal
+            and (row.state == JobState.QUEUED.value or (row.lease_until or 0.0) <= now)
+        ]
+        claim = {
+            "state": JobState.PARSING.value,
+            "progress": 0.0,
+            "error": "",
+            "lease_until": now + lease_s,
+            "retry_at": 0.0,
+            "updated_at": now,
+        }
+        if claimable:
+            session.execute(
+                update(JobRow).where(JobRow.id.in_(claimable)).values(attempts=JobRow.attempts + 1, **claim),
+                execution_options=NO_SYNC,
+            )
+            session.execute(
+                update(FileRow)
+                .where(FileRow.job_id.in_(claimable))
+                .values(state=JobState.PARSING.value, updated_at=now),
+                execution_options=NO_SYNC,
+            )
+        claims: dict[str, Claim] = {}
+        for job_id in claimable:
+            row = rows[job_id]
+            values = {**row._asdict(), **claim, "attempts": row.attempts + 1}
+            tokens = tuple(FileAccessList.from_json(access.get(job_id)).tokens())
+            claims[job_id] = Claim(job_record(row.kb_name, SimpleNamespace(**values)), tokens)
+        return [claims.get(job_id) for job_id in job_ids]
 
     @staticmethod
     def _lock_file_of(session: Session, job_id: str) -> None:
@@ -467,6 +612,121 @@ class JobLifecycle:
                 )
             return True
 
+    def finish_first_jobs(self, finishes: Sequence[Finish]) -> list[bool | None]:
+        """Record the success of several jobs in one transaction (the worker's job threads,
+        coalesced), in a few set-wise statements, each as :meth:`finish_job` would: True when
+        recorded, False when the job lost ownership. None for a job that needs
+        :meth:`finish_job` itself, left untouched here: its file has other generations to
+        drop, or its access list changed since the job read it (both are calls to the
+        retrieve service made holding the file's row, one job at a time). A bulk import's
+        jobs are all first jobs of unchanged files.
+
+        Migrations (services.ingest.migration) keep their guarantees by the same fallback:
+        None too for a job whose ``written`` is empty or lacks its knowledge base's active
+        collection (a switch happened meanwhile: :meth:`finish_job` raises StaleTargets and the
+        job is redone), and for every job of a knowledge base whose migration is running (the
+        file's shadow generation and count are recorded by :meth:`Migrations.check_finish`, so
+        the migration neither copies a file already in the shadow nor misses one that is
+        not). Only a job whose knowledge base has no shadow and whose active collection it
+        wrote is finished here. The knowledge bases' rows are read shared, after the files
+        and jobs (the one lock order), as check_finish reads them: a start or switch waits
+        for this commit or this read sees it."""
+        with self._database.session(write=True) as session:
+            return self._finish_first_in(session, finishes)
+
+    def _finish_first_in(self, session: Session, finishes: Sequence[Finish]) -> list[bool | None]:
+        ids = [finish.job_id for finish in finishes]
+        # Files first, then jobs: the one lock order (see _lock_file_of).
+        owned = {
+            row.job_id: row.access
+            for row in session.execute(
+                select(FileRow.job_id, FileRow.access).where(FileRow.job_id.in_(ids)).with_for_update()
+            )
+        }
+        jobs = {
+            row.id: row
+            for row in session.execute(
+                select(JobRow.id, JobRow.kb_id, JobRow.file_name, JobRow.state).where(JobRow.id.in_(ids))
+            )
+        }
+        active = [job for job in jobs.values() if job.state in _ACTIVE and job.id in owned]
+        # A file with more than one job (this one and an earlier) has a generation to drop.
+        counts = {
+            (row.kb_id, row.file_name): row.n
+            for row in session.execute(
+                select(JobRow.kb_id, JobRow.file_name, func.count().label("n"))
+                .where(
+                    JobRow.kb_id.in_(list({job.kb_id for job in active})),
+                    JobRow.file_name.in_(list({job.file_name for job in active})),
+                )
+                .group_by(JobRow.kb_id, JobRow.file_name)
+            )
+        }
+        # Where each knowledge base's uploads go now: (active collection, shadow or "").
+        collections = {
+            row.id: (row.collection or row.name, row.shadow_collection)
+            for row in session.execute(
+                select(
+                    KnowledgeBaseRow.id,
+                    KnowledgeBaseRow.name,
+                    KnowledgeBaseRow.collection,
+                    KnowledgeBaseRow.shadow_collection,
+                )
+                .where(KnowledgeBaseRow.id.in_(list({job.kb_id for job in active})))
+                .with_for_update(read=True)
+            )
+        }
+        results: dict[str, bool | None] = {}
+        done: dict[str, Finish] = {}
+        for finish in finishes:
+            job = jobs.get(finish.job_id)
+            if job is None or job not in active:
+                results[finish.job_id] = False
+            elif (
+                counts.get((job.kb_id, job.file_name), 1) > 1
+                or FileAccessList.from_json(owned[finish.job_id]).tokens() != list(finish.acl)
+                or not _plain_finish(collections.get(job.kb_id), finish.written)
+            ):
+                results[finish.job_id] = None
+            else:
+                results[finish.job_id] = True
+                done[finish.job_id] = finish
+        if done:
+            now = time.time()
+            chunks = case({job_id: finish.chunks for job_id, finish in done.items()}, value=JobRow.id)
+            session.execute(
+                update(JobRow)
+                .where(JobRow.id.in_(list(done)), JobRow.state.in_(_ACTIVE))
+                .values(
+                    state=JobState.SUCCEEDED.value,
+                    progress=1.0,
+                    chunks=chunks,
+                    error="",
+                    lease_until=0.0,
+                    updated_at=now,
+                ),
+                execution_options=NO_SYNC,
+            )
+            file_chunks = case(
+                {job_id: finish.chunks for job_id, finish in done.items()}, value=FileRow.job_id
+            )
+            session.execute(
+                update(FileRow)
+                .where(FileRow.job_id.in_(list(done)))
+                .values(state=JobState.SUCCEEDED.value, chunks=file_chunks, error="", updated_at=now),
+                execution_options=NO_SYNC,
+            )
+            models = {jobs[job_id].kb_id: finish.embed_model for job_id, finish in done.items()}
+            for kb_id, model in models.items():
+                if model:
+                    session.execute(
+                        update(KnowledgeBaseRow)
+                        .where(KnowledgeBaseRow.id == kb_id, KnowledgeBaseRow.embed_model == "")
+                        .values(embed_model=model),
+                        execution_options=NO_SYNC,
+                    )
+        return [results[finish.job_id] for finish in finishes]
+
     def fail_job(self, job_id: str, error: str, chunks_left: int | None = None) -> bool:
         """Mark failure with its reason on the job and its file.
 
@@ -513,6 +773,15 @@ class JobLifecycle:
         if not self.requeue_waiting(job.id, error, dependency, now + delay_s):
             return JobState.CANCELLED
         return JobState.QUEUED
+
+
+def _plain_finish(collections: tuple[str, str] | None, written: Sequence[str]) -> bool:
+    """Whether a job that wrote to ``written`` may finish in the set-wise path: its knowledge
+    base (``collections``: active, shadow) runs no migration and it wrote the active one."""
+    if collections is None or not written:
+        return False
+    active, shadow = collections
+    return not shadow and active in written
 
 
 def _set_access(row: FileRow, access: FileAccessList | None, uploader: str) -> None:

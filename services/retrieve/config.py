@@ -45,6 +45,9 @@ class RetrieveSettings(ServiceSettings):
     sparse_k1: float = Field(default=1.2, ge=0)
     sparse_b: float = Field(default=0.75, ge=0, le=1)
     sparse_avg_len: float = Field(default=120.0, gt=0)
+    # Chinese word cutter of the sparse encoder: rjieba (Rust, ~19x less CPU per chunk, CMRC
+    # recall within 0.5 points) or Python's jieba; reindex after a switch for exact terms.
+    sparse_tokenizer: Literal["rjieba", "jieba"] = "rjieba"
     # Hybrid: candidates each of dense and sparse search hands to fusion (at least top_k).
     hybrid_candidates: int = Field(default=50, ge=1)
     # Hybrid: how the two candidate lists are merged when a request does not say (scores.py).

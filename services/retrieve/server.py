@@ -28,7 +28,9 @@ class RetrieveServicer(retrieve_pb2_grpc.RetrieveServiceServicer):
     def __init__(self, backend: RetrieveBackend, settings: RetrieveSettings) -> None:
         self._backend = backend
         self._settings = settings
-        self._encoder = SparseEncoder(settings.sparse_k1, settings.sparse_b, settings.sparse_avg_len)
+        self._encoder = SparseEncoder(
+            settings.sparse_k1, settings.sparse_b, settings.sparse_avg_len, settings.sparse_tokenizer
+        )
 
     async def EnsureCollection(
         self,

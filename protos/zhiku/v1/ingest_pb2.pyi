@@ -166,6 +166,18 @@ class SubmitFileRequest(_message.Message):
     uploader: str
     def __init__(self, knowledge_base: _Optional[str] = ..., file_name: _Optional[str] = ..., content: _Optional[bytes] = ..., chunk_size: _Optional[int] = ..., chunk_overlap: _Optional[int] = ..., override: _Optional[bool] = ..., splitter: _Optional[str] = ..., title_enhance: _Optional[bool] = ..., parent_child: _Optional[bool] = ..., parent_chunk_size: _Optional[int] = ..., access: _Optional[_Union[FileAccess, _Mapping]] = ..., uploader: _Optional[str] = ...) -> None: ...
 
+class SubmitFilesRequest(_message.Message):
+    __slots__ = ("files",)
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    files: _containers.RepeatedCompositeFieldContainer[SubmitFileRequest]
+    def __init__(self, files: _Optional[_Iterable[_Union[SubmitFileRequest, _Mapping]]] = ...) -> None: ...
+
+class SubmitFilesResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+
 class ReindexFileRequest(_message.Message):
     __slots__ = ("knowledge_base", "file_name", "chunk_size", "chunk_overlap", "splitter", "title_enhance", "parent_child", "parent_chunk_size")
     KNOWLEDGE_BASE_FIELD_NUMBER: _ClassVar[int]

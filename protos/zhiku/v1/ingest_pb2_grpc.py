@@ -59,6 +59,11 @@ class IngestServiceStub:
                 request_serializer=zhiku_dot_v1_dot_ingest__pb2.SubmitFileRequest.SerializeToString,
                 response_deserializer=zhiku_dot_v1_dot_ingest__pb2.Job.FromString,
                 _registered_method=True)
+        self.SubmitFiles = channel.unary_unary(
+                '/zhiku.v1.IngestService/SubmitFiles',
+                request_serializer=zhiku_dot_v1_dot_ingest__pb2.SubmitFilesRequest.SerializeToString,
+                response_deserializer=zhiku_dot_v1_dot_ingest__pb2.SubmitFilesResponse.FromString,
+                _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/zhiku.v1.IngestService/GetJob',
                 request_serializer=zhiku_dot_v1_dot_ingest__pb2.GetJobRequest.SerializeToString,
@@ -164,6 +169,12 @@ class IngestServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SubmitFile(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitFiles(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -287,6 +298,11 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.SubmitFile,
                     request_deserializer=zhiku_dot_v1_dot_ingest__pb2.SubmitFileRequest.FromString,
                     response_serializer=zhiku_dot_v1_dot_ingest__pb2.Job.SerializeToString,
+            ),
+            'SubmitFiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitFiles,
+                    request_deserializer=zhiku_dot_v1_dot_ingest__pb2.SubmitFilesRequest.FromString,
+                    response_serializer=zhiku_dot_v1_dot_ingest__pb2.SubmitFilesResponse.SerializeToString,
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
@@ -499,6 +515,33 @@ class IngestService:
             '/zhiku.v1.IngestService/SubmitFile',
             zhiku_dot_v1_dot_ingest__pb2.SubmitFileRequest.SerializeToString,
             zhiku_dot_v1_dot_ingest__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitFiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zhiku.v1.IngestService/SubmitFiles',
+            zhiku_dot_v1_dot_ingest__pb2.SubmitFilesRequest.SerializeToString,
+            zhiku_dot_v1_dot_ingest__pb2.SubmitFilesResponse.FromString,
             options,
             channel_credentials,
             insecure,

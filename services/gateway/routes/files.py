@@ -41,7 +41,7 @@ from services.gateway.schemas.native import (
     SubmittedJob,
     UploadAccepted,
 )
-from services.gateway.submitting import MAX_CHUNK_SIZE, submit_file, upload_names
+from services.gateway.submitting import MAX_CHUNK_SIZE, submit_uploads, upload_names
 from zhiku.v1 import ingest_pb2
 
 router = APIRouter(prefix="/v1/knowledge_bases/{kb}/files", tags=["files"])
@@ -90,24 +90,23 @@ async def upload_files(
     await ingest.GetKnowledgeBase(
         ingest_pb2.GetKnowledgeBaseRequest(name=kb), timeout=settings.request_timeout_s
     )
+    submitted = await submit_uploads(
+        ingest,
+        kb,
+        names,
+        files,
+        settings,
+        override=override,
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+        splitter=splitter,
+        title_enhance=title_enhance,
+        parent_child=parent_child,
+        parent_chunk_size=parent_chunk_size,
+        access=access_list,
+    )
     jobs: list[SubmittedJob] = []
-    for name, upload in zip(names, files, strict=True):
-        content = await upload.read()
-        job = await submit_file(
-            ingest,
-            kb,
-            name,
-            content,
-            settings,
-            override=override,
-            chunk_size=chunk_size,
-            chunk_overlap=chunk_overlap,
-            splitter=splitter,
-            title_enhance=title_enhance,
-            parent_child=parent_child,
-            parent_chunk_size=parent_chunk_size,
-            access=access_list,
-        )
+    for (job, size), name in zip(submitted, names, strict=True):
         jobs.append(SubmittedJob.from_pb(job, name))
         await audit.record(
             AuditAction.FILE_UPLOAD,
@@ -115,7 +114,7 @@ async def upload_files(
             knowledge_base=kb,
             target=name,
             detail={
-                "bytes": len(content),
+                "bytes": size,
                 "job_id": job.id,
                 "override": override,
                 **({"access": access_list_json(access_list)} if access_list is not None else {}),

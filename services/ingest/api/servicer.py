@@ -13,6 +13,7 @@ import functools
 import logging
 import mimetypes
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -32,7 +33,7 @@ from services.ingest.api.parent_mode import parent_chunk_size
 from services.ingest.api.sources import SourceMethods
 from services.ingest.broker import IngestCelery, enqueue_ingest
 from services.ingest.config import IngestSettings
-from services.ingest.jobs import GENERATION_KEY, JobLifecycle
+from services.ingest.jobs import GENERATION_KEY, JobLifecycle, Submission
 from services.ingest.migration import MIGRATE_KIND, Migrations
 from services.ingest.store.access import FileAccessList
 from services.ingest.store.blobs import BlobStore, sha256_hex
@@ -45,6 +46,19 @@ log = logging.getLogger("zhiku.ingest")
 MAX_DESCRIPTION_CHARS = 2000
 MAX_LIST_JOBS = 10_000
 MIN_CHUNK_SIZE, MAX_CHUNK_SIZE = 20, 20_000
+
+
+@dataclass(frozen=True)
+class _Upload:
+    """One file of a submission, checked: its stored name, chunking and access."""
+
+    request: ingest_pb2.SubmitFileRequest
+    name: str
+    chunk_size: int
+    chunk_overlap: int
+    splitter: str
+    access: FileAccessList | None
+    uploader: str
 
 
 def _job_id(value: str) -> str:
@@ -263,7 +277,22 @@ class IngestServicer(SourceMethods, ingest_pb2_grpc.IngestServiceServicer):
         request: ingest_pb2.SubmitFileRequest,
         context: grpc.aio.ServicerContext[ingest_pb2.SubmitFileRequest, ingest_pb2.Job],
     ) -> ingest_pb2.Job:
-        kb = check_kb_name(request.knowledge_base)
+        return (await self._submit(request.knowledge_base, [request]))[0]
+
+    async def SubmitFiles(
+        self,
+        request: ingest_pb2.SubmitFilesRequest,
+        context: grpc.aio.ServicerContext[ingest_pb2.SubmitFilesRequest, ingest_pb2.SubmitFilesResponse],
+    ) -> ingest_pb2.SubmitFilesResponse:
+        if not request.files:
+            raise InvalidArgument("SubmitFiles needs at least one file")
+        kbs = {file.knowledge_base for file in request.files}
+        if len(kbs) != 1:
+            raise InvalidArgument("the files of one SubmitFiles call must go to one knowledge base")
+        return ingest_pb2.SubmitFilesResponse(jobs=await self._submit(kbs.pop(), list(request.files)))
+
+    def _upload(self, request: ingest_pb2.SubmitFileRequest) -> _Upload:
+        """One file's checks, before anything of its upload is stored."""
         name = check_file_name(request.file_name)
         size = len(request.content)
         if size > self.settings.max_file_bytes:
@@ -273,62 +302,88 @@ class IngestServicer(SourceMethods, ingest_pb2_grpc.IngestServiceServicer):
         if size == 0:
             raise InvalidArgument(f"{name} is empty")
         chunk_size, chunk_overlap = self._chunking(request)
-        splitter = _splitter(request.splitter)
-        request_id = current_request_id()
-        access = FileAccessList.from_pb(request.access) if request.HasField("access") else None
-        uploader = request.uploader.strip()
-        previous: list[FileRecord] = []
+        return _Upload(
+            request,
+            name,
+            chunk_size,
+            chunk_overlap,
+            _splitter(request.splitter),
+            FileAccessList.from_pb(request.access) if request.HasField("access") else None,
+            request.uploader.strip(),
+        )
 
-        def record() -> JobRecord:
+    async def _submit(self, kb: str, requests: list[ingest_pb2.SubmitFileRequest]) -> list[ingest_pb2.Job]:
+        """Store the originals, record every file and its job in one catalog transaction and
+        queue the new jobs as one message: an upload of many small files is a handful of
+        writes, not a handful per file. Every file is checked first, so a bad one fails the
+        call before anything is stored."""
+        kb = check_kb_name(kb)
+        uploads = [self._upload(request) for request in requests]
+        names = [upload.name for upload in uploads]
+        if len(set(names)) != len(names):
+            raise InvalidArgument("a file appears twice in one submission")
+        request_id = current_request_id()
+        previous: dict[str, FileRecord] = {}
+
+        def record() -> list[JobRecord]:
             # The blocking steps in one thread hop (an upload is hundreds of small files).
             kb_parents = self.catalog.knowledge_bases.parent_chunk_size(kb)  # before storing anything
             if kb_parents is None:
                 raise kb_not_found(kb)
-            parents = parent_chunk_size(
-                request.parent_child if request.HasField("parent_child") else None,
-                request.parent_chunk_size,
-                kb_parents,
-                chunk_size,
-            )
-            content_hash = sha256_hex(request.content)
-            existing = self.catalog.files.find(kb, name)
-            previous.extend([existing] if existing is not None else [])
-            if existing is None or existing.content_hash != content_hash:
-                # Identical bytes are already stored: the blob is left alone for running readers.
-                self.blobs.write(kb, name, request.content)
-            return self.lifecycle.submit_file(
-                kb,
-                name,
-                size,
-                content_hash,
-                chunk_size,
-                chunk_overlap,
-                request_id,
-                splitter=splitter,
-                title_enhance=request.title_enhance,
-                override=request.override,
-                parent_chunk_size=parents,
-                access=access,
-                uploader=uploader,
-            )
+            previous.update(self.catalog.files.find_many(kb, names))
+            submissions = []
+            for upload in uploads:
+                request = upload.request
+                content_hash = sha256_hex(request.content)
+                existing = previous.get(upload.name)
+                if existing is None or existing.content_hash != content_hash:
+                    # Identical bytes are already stored: the blob is left alone for running readers.
+                    self.blobs.write(kb, upload.name, request.content)
+                submissions.append(
+                    Submission(
+                        upload.name,
+                        len(request.content),
+                        content_hash,
+                        upload.chunk_size,
+                        upload.chunk_overlap,
+                        splitter=upload.splitter,
+                        title_enhance=request.title_enhance,
+                        override=request.override,
+                        parent_chunk_size=parent_chunk_size(
+                            request.parent_child if request.HasField("parent_child") else None,
+                            request.parent_chunk_size,
+                            kb_parents,
+                            upload.chunk_size,
+                        ),
+                        access=upload.access,
+                        uploader=upload.uploader,
+                    )
+                )
+            return self.lifecycle.submit_files(kb, submissions, request_id)
 
-        job = await asyncio.to_thread(record)
-        if previous and (access is not None or uploader):
-            # The file's indexed points follow its new list now, not when the new job ends.
-            await self._sync_access(kb, name, None, unless=previous[0].access.tokens())
-        if job.unchanged:
-            log.info("%s/%s is unchanged (job %s); nothing queued", kb, name, job.id)
-            return job.to_pb()
-        await self._enqueue(job)
-        log.info("queued job %s for %s/%s (%d bytes)", job.id, kb, name, size)
-        return job.to_pb()
+        jobs = await asyncio.to_thread(record)
+        for upload in uploads:
+            known = previous.get(upload.name)
+            if known is not None and (upload.access is not None or upload.uploader):
+                # The file's indexed points follow its new list now, not when the new job ends.
+                await self._sync_access(kb, upload.name, None, unless=known.access.tokens())
+        queued = [job for job in jobs if not job.unchanged]
+        for job in jobs:
+            if job.unchanged:
+                log.info("%s/%s is unchanged (job %s); nothing queued", kb, job.file_name, job.id)
+        if queued:
+            await self._enqueue(*queued)
+            log.info("queued %d jobs for %d files of %s", len(queued), len(jobs), kb)
+        return [job.to_pb() for job in jobs]
 
-    async def _enqueue(self, job: JobRecord) -> None:
+    async def _enqueue(self, *jobs: JobRecord) -> None:
+        """Publish the jobs as one message (the worker runs them side by side)."""
         try:
-            await asyncio.to_thread(enqueue_ingest, self.celery, job.id)
+            await asyncio.to_thread(enqueue_ingest, self.celery, *(job.id for job in jobs))
         except Exception as error:
             reason = f"could not enqueue the job: {type(error).__name__}: {error}"
-            await asyncio.to_thread(self.lifecycle.fail_job, job.id, reason)
+            for job in jobs:
+                await asyncio.to_thread(self.lifecycle.fail_job, job.id, reason)
             raise DependencyUnavailable(f"job queue unavailable: {error}") from error
 
     async def ReindexFile(

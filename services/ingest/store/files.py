@@ -34,6 +34,15 @@ class FileRepository:
         except NotFound:
             return None
 
+    def find_many(self, kb: str, file_names: list[str]) -> dict[str, FileRecord]:
+        """The named files that exist, by name, in one read (an upload of many files)."""
+        with self.database.session(write=False) as session:
+            kb_id = self.database.kb_row(session, kb).id
+            rows = session.scalars(
+                select(FileRow).where(FileRow.kb_id == kb_id, FileRow.name.in_(file_names))
+            )
+            return {row.name: file_record(kb, row) for row in rows}
+
     def list(self, kb: str) -> list[FileRecord]:
         with self.database.session(write=False) as session:
             kb_id = self.database.kb_row(session, kb).id

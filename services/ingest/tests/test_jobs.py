@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from services.ingest.jobs import JobLifecycle
+from services.ingest.jobs import Finish, JobLifecycle
+from services.ingest.migration import Migrations
 from services.ingest.store.catalog import Catalog
 from services.ingest.store.records import JobState
 
@@ -224,3 +225,79 @@ def test_a_job_given_up_by_the_sweeper_is_cleaned_up(catalog: Catalog, lifecycle
     assert lifecycle.sweep(max_attempts=1, queued_redeliver_s=3600) == []
     assert catalog.jobs.get(job.id).state is JobState.FAILED
     assert lifecycle.lapsed_cleanups() == [(job.id, "kb", "a.txt")]
+
+
+def test_claims_in_one_transaction_take_each_job_once(catalog: Catalog, lifecycle: JobLifecycle) -> None:
+    catalog.knowledge_bases.create("kb")
+    jobs = [lifecycle.submit_file("kb", f"f{n}.txt", 1, f"h{n}", 250, 50).id for n in range(4)]
+    lifecycle.cancel_job(jobs[2])
+    claimed = lifecycle.begin_attempts([jobs[0], jobs[1], jobs[2], "no-such-job", jobs[3]], lease_s=30)
+    assert [None if job is None else job.id for job in claimed] == [jobs[0], jobs[1], None, None, jobs[3]]
+    assert all(job is None or (job.attempts, job.state) == (1, JobState.PARSING) for job in claimed)
+    assert catalog.jobs.get(jobs[0]).state is JobState.PARSING
+    assert catalog.files.get("kb", "f1.txt").state is JobState.PARSING
+    # Held by a live worker now: a duplicate delivery claims nothing.
+    assert lifecycle.begin_attempts([jobs[0], jobs[3]], lease_s=30) == [None, None]
+
+
+def test_first_jobs_finish_together_and_the_others_are_left_to_finish_job(
+    catalog: Catalog, lifecycle: JobLifecycle
+) -> None:
+    catalog.knowledge_bases.create("kb")
+    first = lifecycle.submit_file("kb", "new.txt", 1, "h1", 250, 50).id
+    _finish(lifecycle, lifecycle.submit_file("kb", "again.txt", 1, "old", 250, 50).id, chunks=7)
+    reupload = lifecycle.submit_file("kb", "again.txt", 1, "new", 250, 50).id
+    acl_changed = lifecycle.submit_file("kb", "acl.txt", 1, "h3", 250, 50).id
+    cancelled = lifecycle.submit_file("kb", "gone.txt", 1, "h4", 250, 50).id
+    lifecycle.begin_attempts([first, reupload, acl_changed, cancelled], lease_s=30)
+    lifecycle.cancel_job(cancelled)
+    finishes = [
+        Finish(first, 3, "model-a", ("*",), ("kb",)),
+        Finish(reupload, 4, "model-a", ("*",), ("kb",)),  # an earlier generation to drop
+        Finish(acl_changed, 5, "model-a", ("user:u_1",), ("kb",)),  # a list changed since
+        Finish(cancelled, 6, "model-a", ("*",), ("kb",)),
+    ]
+    assert lifecycle.finish_first_jobs(finishes) == [True, None, None, False]
+    assert (catalog.jobs.get(first).state, catalog.jobs.get(first).chunks) == (JobState.SUCCEEDED, 3)
+    assert catalog.files.get("kb", "new.txt").chunks == 3
+    assert catalog.files.get("kb", "new.txt").state is JobState.SUCCEEDED
+    # Left untouched for finish_job (which drops and re-applies through the retrieve service).
+    assert catalog.jobs.get(reupload).state is JobState.PARSING
+    assert catalog.files.get("kb", "again.txt").chunks == 7
+    assert catalog.jobs.get(acl_changed).state is JobState.PARSING
+    assert catalog.jobs.get(cancelled).state is JobState.CANCELLED
+    assert catalog.knowledge_bases.get("kb").embed_model == "model-a"
+
+
+def test_jobs_of_a_migrating_or_switched_knowledge_base_are_left_to_finish_job(
+    catalog: Catalog, lifecycle: JobLifecycle
+) -> None:
+    """The set-wise finish skips Migrations.check_finish, so it takes no job whose knowledge
+    base runs a migration (the shadow generation must be recorded) or that did not write the
+    active collection (StaleTargets must redo it); the plain job next to them still finishes."""
+    catalog.knowledge_bases.create("kb")
+    catalog.knowledge_bases.create("other")
+    plain = lifecycle.submit_file("kb", "plain.txt", 1, "h1", 250, 50).id
+    no_collections = lifecycle.submit_file("kb", "none.txt", 1, "h2", 250, 50).id
+    wrong_collection = lifecycle.submit_file("kb", "wrong.txt", 1, "h3", 250, 50).id
+    migrating = lifecycle.submit_file("other", "m.txt", 1, "h4", 250, 50).id
+    jobs = [plain, no_collections, wrong_collection, migrating]
+    lifecycle.begin_attempts(jobs, lease_s=30)
+    Migrations(catalog).start("other", "model-new")
+    finishes = [
+        Finish(plain, 1, "", ("*",), ("kb",)),
+        Finish(no_collections, 1, "", ("*",)),
+        Finish(wrong_collection, 1, "", ("*",), ("kb__v2",)),
+        Finish(migrating, 1, "", ("*",), ("other", "other__v2")),
+    ]
+    assert lifecycle.finish_first_jobs(finishes) == [True, None, None, None]
+    assert [catalog.jobs.get(job).state for job in jobs] == [
+        JobState.SUCCEEDED,
+        JobState.PARSING,
+        JobState.PARSING,
+        JobState.PARSING,
+    ]
+    # finish_job records what the migration needs: the file is in the shadow already.
+    assert lifecycle.finish_job(migrating, 1, written=["other", "other__v2"])
+    [state] = Migrations(catalog).files("other")
+    assert (state.name, state.state, state.shadow_generation) == ("m.txt", JobState.SUCCEEDED, migrating)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from celery.signals import setup_logging, worker_init, worker_shutdown
@@ -32,6 +33,7 @@ class WorkerCelery(IngestCelery):
         super().__init__(settings, **kwargs)
         self._pipeline: IngestPipeline | None = None
         self._pipeline_lock = threading.Lock()
+        self._job_pool: ThreadPoolExecutor | None = None
 
     def pipeline(self) -> IngestPipeline:
         """The worker's pipeline (catalog, blob store, gRPC channels), built once per process."""
@@ -40,8 +42,20 @@ class WorkerCelery(IngestCelery):
                 self._pipeline = IngestPipeline.from_settings(self.settings)
             return self._pipeline
 
+    def job_pool(self) -> ThreadPoolExecutor:
+        """Threads running the jobs of batch messages (``batch_job_threads``), one per process."""
+        with self._pipeline_lock:
+            if self._job_pool is None:
+                self._job_pool = ThreadPoolExecutor(
+                    self.settings.batch_job_threads, thread_name_prefix="ingest-job"
+                )
+            return self._job_pool
+
     def close_pipeline(self) -> None:
         with self._pipeline_lock:
+            if self._job_pool is not None:
+                self._job_pool.shutdown(wait=True, cancel_futures=True)
+                self._job_pool = None
             if self._pipeline is not None:
                 self._pipeline.close()
                 self._pipeline = None

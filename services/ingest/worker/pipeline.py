@@ -14,6 +14,14 @@ renewing, and the ingest service's sweeper hands the job back to the queue. Ever
 the job's state goes through the job lifecycle (``services.ingest.jobs``); what stays here is
 the work and the worker's reaction to its outcome (drop what it indexed, wait or fail).
 
+The jobs in flight share their claims, successes and Upserts (``coalescer.py``) except where
+that would lose a guarantee of an embedding-model migration (``services.ingest.migration``),
+which go one job at a time as before: points for a migration's shadow collection (a cancel
+may drop it while jobs write; the single path checks the migration instead of creating it
+again), and the finish of a job whose knowledge base runs a migration or that did not write
+the active collection (``finish_job`` records the shadow generation or raises StaleTargets;
+see ``JobLifecycle.finish_first_jobs``). Every target is embedded with its own model.
+
 One pipeline serves every task of a worker process (the threads pool shares it): its gRPC
 channels and database engine are thread-safe and long-lived, created once per process.
 """
@@ -24,7 +32,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager, suppress
@@ -49,7 +57,7 @@ from services.ingest.config import IngestSettings
 from services.ingest.documents.parent_child import split_parent_child
 from services.ingest.documents.parsers import parse
 from services.ingest.documents.splitter import TextChunk, split_segments
-from services.ingest.jobs import GENERATION_KEY, ApplyAcl, Heartbeat, JobLifecycle
+from services.ingest.jobs import GENERATION_KEY, ApplyAcl, Claim, Finish, Heartbeat, JobLifecycle
 from services.ingest.metrics import (
     CHUNKS_INDEXED,
     EMBED_BATCH_TEXTS,
@@ -65,6 +73,7 @@ from services.ingest.store.records import JobRecord, JobState
 from services.ingest.worker.backoff import Backoff
 from services.ingest.worker.batcher import EmbedBatcher
 from services.ingest.worker.captions import Captioner
+from services.ingest.worker.coalescer import Coalescer
 from zhiku.v1 import embed_pb2, embed_pb2_grpc, retrieve_pb2, retrieve_pb2_grpc
 
 log = logging.getLogger("zhiku.ingest.pipeline")
@@ -134,8 +143,8 @@ class _Run:
     # and into which collections (two while a migration runs: see services.ingest.migration).
     indexed: int = 0
     written: list[str] = field(default_factory=list)
-    # The file's acl tokens its points were written with (read from the catalog when the
-    # first collection is indexed, so every target gets the same; see index()).
+    # The file's acl tokens its points are written with: the claim's (empty for a migration's
+    # copy, whose index() reads them from the catalog once, so every target gets the same).
     acl: list[str] = field(default_factory=list)
     # Progress share of the target being embedded and indexed: (index, count).
     part: tuple[int, int] = (0, 1)
@@ -193,6 +202,16 @@ class IngestPipeline:
         self._default_model = ""  # its id, once the embed service has named it
         self._batchers_lock = threading.Lock()
         self.batcher("")
+        # The jobs in flight share their catalog transactions and Upsert calls (coalescer.py):
+        # the claims and successes of many jobs take one transaction, the points of many jobs
+        # for one collection one Upsert.
+        jobs_at_once = max(1, settings.batch_job_threads)
+        self._catalog_writes: Coalescer[str | Finish, Claim | bool | None] = Coalescer(
+            self._write_catalog, 2 * jobs_at_once, name="ingest-catalog"
+        )
+        self._upserts: Coalescer[list[retrieve_pb2.Point], None] = Coalescer(
+            self._upsert_points, jobs_at_once, name="ingest-upsert"
+        )
 
     def batcher(self, model: str) -> EmbedBatcher:
         """The cross-job batcher of ``model`` (empty: the embed service's default). The default
@@ -230,6 +249,8 @@ class IngestPipeline:
     def close(self) -> None:
         for batcher in self._batchers.values():
             batcher.close()
+        for coalescer in (self._catalog_writes, self._upserts):
+            coalescer.close()
         if self._captioner is not None:
             self._captioner.close()
         for channel in self._channels:
@@ -243,13 +264,15 @@ class IngestPipeline:
 
         Raises :class:`Retry` after a transient failure with attempts left (job re-queued).
         """
-        job = self.lifecycle.begin_attempt(job_id, self.settings.lease_s)
-        if job is None:
+        claim = self._catalog_writes.call(None, job_id)
+        if not isinstance(claim, Claim):
             log.info("job %s is gone, finished or held by a live worker; nothing to do", job_id)
             return None
+        job = claim.job
         token = request_id_var.set(job.request_id or new_request_id())
         started = time.perf_counter()
-        run = _Run(job)
+        # Who may read the file, as of the claim; a change made later is re-applied by _swap.
+        run = _Run(job, acl=list(claim.acl))
         log.info(
             "%s %s into %s (job %s, attempt %d)",
             "migrating" if job.kind == MIGRATE_KIND else "ingesting",
@@ -488,10 +511,10 @@ class IngestPipeline:
         timeout = self.settings.retrieve_timeout_s
         with _stage("index"):
             self._ensure_collection(collection, len(vectors[0]))
-            if not run.written:
-                # Who may read the file, as of now (once per run: every target gets the same
-                # tokens); a change made later is re-applied by _swap (by mark_copied for a
-                # migration's copy).
+            if not run.acl:
+                # A migration's copy: who may read the file, as of now (once per run: every
+                # target gets the same tokens); a change made later is re-applied by
+                # mark_copied. A job's run has the tokens of its claim (re-applied by _swap).
                 current = self.catalog.files.find(kb, job.file_name)
                 if current is None:
                     raise FileGone(job.id)  # deleted meanwhile
@@ -520,22 +543,56 @@ class IngestPipeline:
                         chunks[start : start + batch_size], vectors[start : start + batch_size], strict=True
                     )
                 ]
-                request = retrieve_pb2.UpsertRequest(collection=collection, points=points)
-                try:
-                    self._call("retrieve", self.retrieve.Upsert, request, timeout)
-                except NotFound:
-                    self._ensured.discard((collection, len(vectors[0])))
-                    if target.shadow and collection not in self.migrations.collections(kb):
-                        # The migration filling it was cancelled: nothing more goes there.
-                        run.written.remove(collection)
-                        return
-                    # Dropped since this process ensured it (a knowledge base deleted and
-                    # created again): ensure it anew, as every job used to, and retry once.
-                    self._ensure_collection(collection, len(vectors[0]))
-                    self._call("retrieve", self.retrieve.Upsert, request, timeout)
+                if target.shadow:
+                    # A migration's shadow: one job's Upsert alone (see _upsert_points).
+                    request = retrieve_pb2.UpsertRequest(collection=collection, points=points)
+                    try:
+                        self._call("retrieve", self.retrieve.Upsert, request, timeout)
+                    except NotFound:
+                        self._ensured.discard((collection, len(vectors[0])))
+                        if collection not in self.migrations.collections(kb):
+                            # The migration filling it was cancelled: nothing more goes there.
+                            run.written.remove(collection)
+                            return
+                        self._ensure_collection(collection, len(vectors[0]))
+                        self._call("retrieve", self.retrieve.Upsert, request, timeout)
+                else:
+                    # With the points of other jobs in flight for this collection: one Upsert.
+                    self._upserts.call(collection, points)
                 run.indexed += len(points)
                 done = run.indexed / (len(chunks) * len(run.written))
                 self._report(run, JobState.INDEXING, self._share(run, INDEX_START + (1 - INDEX_START) * done))
+
+    def _write_catalog(self, _: Hashable, items: list[str | Finish]) -> list[Claim | bool | None]:
+        """Claims (job ids) and successes (Finish) of the jobs in flight, in one transaction."""
+        claims = [item for item in items if isinstance(item, str)]
+        finishes = [item for item in items if isinstance(item, Finish)]
+        claimed, finished = self.lifecycle.claim_and_finish(claims, self.settings.lease_s, finishes)
+        claim_answers, finish_answers = iter(claimed), iter(finished)
+        return [next(claim_answers) if isinstance(item, str) else next(finish_answers) for item in items]
+
+    def _upsert_points(self, key: Hashable, groups: list[list[retrieve_pb2.Point]]) -> list[None]:
+        """One Upsert with the points of several jobs for one collection (their generations
+        and ids are their own: each job's points are exactly what it would upsert alone).
+
+        Only active collections come here: a migration's shadow may be dropped by a cancel
+        while jobs write to it, and ensuring it again (below) would bring it back, so its
+        points go one job at a time through index(), which checks the migration first."""
+        collection = str(key)
+        request = retrieve_pb2.UpsertRequest(
+            collection=collection, points=[point for points in groups for point in points]
+        )
+        timeout = self.settings.retrieve_timeout_s
+        try:
+            self._call("retrieve", self.retrieve.Upsert, request, timeout)
+        except NotFound:
+            # Dropped since this process ensured it (a knowledge base deleted and created
+            # again): ensure it anew, as every job used to, and retry once.
+            dimension = len(request.points[0].vector)
+            self._ensured.discard((collection, dimension))
+            self._ensure_collection(collection, dimension)
+            self._call("retrieve", self.retrieve.Upsert, request, timeout)
+        return [None] * len(groups)
 
     def _ensure_collection(self, collection: str, dimension: int) -> None:
         if (collection, dimension) in self._ensured:
@@ -580,15 +637,21 @@ class IngestPipeline:
                 self.delete_points(collection, job.file_name, keep_metadata={GENERATION_KEY: job.id})
 
         with _stage("swap"):
-            finished = self.lifecycle.finish_job(
-                job.id,
-                chunks,
-                model,
-                swap=drop_previous,
-                written=run.written,
-                acl=run.acl,
-                reapply=self.set_file_acl(job.file_name),
-            )
+            # Most jobs (a file's first, its list unchanged, no migration running) finish with
+            # others in one transaction; the rest (None) drop, re-apply or check the migration's
+            # collections through finish_job (see JobLifecycle.finish_first_jobs).
+            finish = Finish(job.id, chunks, model, tuple(run.acl), tuple(run.written))
+            finished = self._catalog_writes.call(None, finish)
+            if finished is None or isinstance(finished, Claim):
+                finished = self.lifecycle.finish_job(
+                    job.id,
+                    chunks,
+                    model,
+                    swap=drop_previous,
+                    written=run.written,
+                    acl=run.acl,
+                    reapply=self.set_file_acl(job.file_name),
+                )
             if not finished:
                 raise Abandoned(job.id)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from celery import Task
 
 from services.common.errors import DependencyUnavailable
-from services.ingest.broker import INGEST_FILE_TASK, SYNC_SOURCE_TASK, enqueue_ingest
+from services.ingest.broker import INGEST_FILE_TASK, INGEST_FILES_TASK, SYNC_SOURCE_TASK, enqueue_ingest
 from services.ingest.worker.backoff import Backoff
 from services.ingest.worker.celery_app import WorkerCelery, app
 from services.ingest.worker.pipeline import Retry
@@ -32,6 +32,32 @@ def ingest_file(self: Task[[str], str | None], job_id: str) -> str | None:
         countdown = backoff.delay(self.request.retries + 1)
         raise self.retry(countdown=countdown, exc=error, max_retries=backoff.retries()) from error
     return state.value if state is not None else None
+
+
+@app.task(name=INGEST_FILES_TASK, bind=True)
+def ingest_files(self: Task[[list[str]], list[str | None]], job_ids: list[str]) -> list[str | None]:
+    """Ingest the files of an upload (one message for all its jobs), side by side in the
+    worker's job pool. A job that must wait (a dependency down, or the catalog itself) goes
+    back to the queue on its own, as a single-job task after its delay, while the rest of
+    the batch goes on; the message is acknowledged once every job has run, so a worker
+    lost mid-batch has it redelivered, and jobs already finished are skipped."""
+    celery_app: WorkerCelery = self.app  # type: ignore[assignment]  # typed as the Celery base class
+    pipeline = celery_app.pipeline()
+    backoff = Backoff.from_settings(celery_app.settings)
+
+    def one(job_id: str) -> str | None:
+        try:
+            state = pipeline.run(job_id)
+        except Retry as retry:
+            enqueue_ingest(celery_app, job_id, countdown=retry.delay_s)
+            return "retry"
+        except DependencyUnavailable:
+            # The catalog did not answer: the single-job task retries it with its backoff.
+            enqueue_ingest(celery_app, job_id, countdown=backoff.delay(1))
+            return "retry"
+        return state.value if state is not None else None
+
+    return list(celery_app.job_pool().map(one, job_ids))
 
 
 @app.task(name=SYNC_SOURCE_TASK, bind=True)

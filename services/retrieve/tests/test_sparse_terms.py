@@ -55,3 +55,17 @@ def test_an_unstemmed_index_still_matches_the_words_as_written() -> None:
     old_document_terms = {token_id(word) for word in ["university", "founded", "monks"]}
     query = set(SparseEncoder().query("Which monks founded it?").indices)
     assert {token_id("founded"), token_id("monks")} <= query & old_document_terms
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ZX-9041 model3 的 e-mail 地址",
+        "增长了3.5倍, www.example.com 与 snake_case",
+        "《战国无双3》是由光荣和ω-force开发的战国无双系列的正统第三续作。",
+        "The university was founded by monks in 1209 and grew quickly.",
+    ],
+)
+def test_rjieba_cuts_these_as_jieba_does(text: str) -> None:
+    assert tokenize(text, "rjieba") == tokenize(text, "jieba")
+    assert SparseEncoder(tokenizer="rjieba").document(text) == SparseEncoder(tokenizer="jieba").document(text)

@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 
 from services.common.config import CommonSettings
 from services.ingest.api.server import build_spec
-from services.ingest.broker import INGEST_FILE_TASK, create_celery_app
+from services.ingest.broker import INGEST_FILE_TASK, INGEST_FILES_TASK, create_celery_app
 from services.ingest.config import IngestSettings
 from services.ingest.jobs import JobLifecycle
 from services.ingest.store.catalog import Catalog
@@ -375,3 +375,68 @@ def _point(n: int, file_name: str, generation: str) -> retrieve_pb2.Point:
 
 def _count(api: Api) -> int:
     return api.retrieve.Stats(retrieve_pb2.StatsRequest(collection="手册"), timeout=TIMEOUT).points
+
+
+def _submit_many(api: Api, files: list[tuple[str, bytes]], kb: str = "手册") -> list[ingest_pb2.Job]:
+    request = ingest_pb2.SubmitFilesRequest(
+        files=[ingest_pb2.SubmitFileRequest(knowledge_base=kb, file_name=n, content=c) for n, c in files]
+    )
+    return list(api.stub.SubmitFiles(request, timeout=TIMEOUT).jobs)
+
+
+def test_submit_files_records_every_file_and_queues_one_message(api: Api) -> None:
+    _create(api)
+    same = _submit(api, "same.txt", "不变。".encode())
+    _queued_messages(api.settings)  # its own message, read away
+    files = [("a.txt", "甲。".encode()), ("same.txt", "不变。".encode()), ("b.txt", "乙。".encode())]
+    jobs = _submit_many(api, files)
+    assert [job.file_name for job in jobs] == ["a.txt", "same.txt", "b.txt"]
+    assert jobs[1].id == same.id and jobs[1].unchanged
+    queued = [jobs[0].id, jobs[2].id]
+    assert all(job.state == ingest_pb2.JOB_STATE_QUEUED for job in jobs)
+    # The new jobs travel as one message; the unchanged file queues nothing.
+    assert _queued_messages(api.settings) == [(INGEST_FILES_TASK, [queued])]
+    listed = api.stub.ListFiles(ingest_pb2.ListFilesRequest(knowledge_base="手册"), timeout=TIMEOUT).files
+    assert sorted(info.name for info in listed) == ["a.txt", "b.txt", "same.txt"]
+    content = api.stub.GetFileContent(
+        ingest_pb2.GetFileContentRequest(knowledge_base="手册", file_name="b.txt"), timeout=TIMEOUT
+    )
+    assert content.content.decode() == "乙。"
+
+
+@pytest.mark.parametrize(
+    ("files", "fragment"),
+    [
+        ([("a.txt", b"x"), ("empty.txt", b"")], "empty.txt is empty"),
+        ([("a.txt", b"x"), ("../b.txt", b"y")], "must not contain '/'"),
+        ([("a.txt", b"x"), ("a.txt", b"y")], "appears twice"),
+    ],
+)
+def test_submit_files_refuses_a_bad_file_before_storing_any(
+    api: Api, files: list[tuple[str, bytes]], fragment: str
+) -> None:
+    _create(api)
+    request = ingest_pb2.SubmitFilesRequest(
+        files=[ingest_pb2.SubmitFileRequest(knowledge_base="手册", file_name=n, content=c) for n, c in files]
+    )
+    got, details = _code(api.stub.SubmitFiles, request)
+    assert got == grpc.StatusCode.INVALID_ARGUMENT and fragment in details
+    assert api.stub.ListFiles(ingest_pb2.ListFilesRequest(knowledge_base="手册"), timeout=TIMEOUT).files == []
+    blobs = api.settings.blob_dir
+    assert blobs is not None and not any(p.is_file() for p in blobs.rglob("*"))
+    assert _queued_messages(api.settings) == []
+
+
+def test_submit_files_takes_one_knowledge_base(api: Api) -> None:
+    _create(api)
+    _create(api, "其他")
+    request = ingest_pb2.SubmitFilesRequest(
+        files=[
+            ingest_pb2.SubmitFileRequest(knowledge_base="手册", file_name="a.txt", content=b"x"),
+            ingest_pb2.SubmitFileRequest(knowledge_base="其他", file_name="b.txt", content=b"y"),
+        ]
+    )
+    got, details = _code(api.stub.SubmitFiles, request)
+    assert got == grpc.StatusCode.INVALID_ARGUMENT and "one knowledge base" in details
+    got, details = _code(api.stub.SubmitFiles, ingest_pb2.SubmitFilesRequest())
+    assert got == grpc.StatusCode.INVALID_ARGUMENT and "at least one file" in details
