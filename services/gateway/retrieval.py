@@ -240,12 +240,12 @@ async def search_passages(
     try:
         replies = await asyncio.gather(*(clients.retrieve.Search(r, timeout=timeout_s) for r in requests))
     except grpc.aio.AioRpcError as error:
-        if error.code() is not grpc.StatusCode.NOT_FOUND or not any(
-            clients.kb_cache.get(one.name) for one in kbs
-        ):
+        if error.code() is not grpc.StatusCode.NOT_FOUND:
             raise
-        # A cached record outlived its knowledge base: ask the catalog for the real answer
-        # (its 404, or a re-created knowledge base), once, and search what it returns.
+        # A record (cached, or read just before a migration's switch dropped the collection
+        # it names) outlived its collection: ask the catalog for the real answer (its 404, or
+        # the knowledge base as it is now), once, and search what it returns. Whether the
+        # record came from the cache cannot be asked here: its entry may have expired since.
         for one in kbs:
             clients.kb_cache.forget(one.name)
         # (A migration may have switched its collection and model meanwhile: both are re-read.)
