@@ -3,8 +3,10 @@
 For each size, in a fresh directory, the real retrieve gRPC service (edge backend, default
 settings, in this process) is filled through ``Upsert`` by a writer process with real
 CMRC/SQuAD chunks (``bench.scale_data``: 384-d vectors of the default model) and jittered
-copies of them (Gaussian noise on the vector, renormalised; the text kept, so the service's
-sparse vectors are real). Then, after the background index builds have settled, a searcher
+copies of them (Gaussian noise on the vector, renormalised; the text kept, so the sparse
+vectors are real). The writer sends each point's sparse vector, encoded once per base text
+with the spec EnsureCollection answers, as the ingest worker does: the service encodes
+nothing itself while it serves searches. Then, after the background index builds have settled, a searcher
 process asks real questions (hybrid, top_k 10, one at a time) while the writer keeps
 ingesting. Reported per size:
 
@@ -44,6 +46,7 @@ import numpy as np
 from bench.scale_data import load
 from services.common.config import CommonSettings
 from services.common.grpc_server import GrpcService
+from services.common.sparse import SparseEncoder, SparseVector
 from services.embed.config import EmbedSettings
 from services.retrieve.backends.edge import EdgeBackend
 from services.retrieve.backends.edge_shard import OPTIMIZING_SUFFIX
@@ -61,7 +64,16 @@ TARGET_P50_MS, TARGET_P99_MS, TARGET_DISK = 10.0, 50.0, 0.25
 # ----- client processes -----
 
 
-def _point(i: int, data_vectors: np.ndarray, texts: list[str], rng: np.random.Generator) -> pb.Point:
+def _point(
+    i: int,
+    data_vectors: np.ndarray,
+    texts: list[str],
+    rng: np.random.Generator,
+    sparse: list[SparseVector] | None,
+    spec: str,
+) -> pb.Point:
+    """Point ``i``: base text ``i % len(texts)``, its vector jittered past the first copy, and
+    the base text's sparse vector by ``spec`` when given (as the ingest worker sends them)."""
     base = i % len(texts)
     vector = (
         data_vectors[base]
@@ -75,6 +87,9 @@ def _point(i: int, data_vectors: np.ndarray, texts: list[str], rng: np.random.Ge
         file_name=f"file-{i // FILE_CHUNKS}.txt",
         chunk_index=i % FILE_CHUNKS,
         text=texts[base],
+        sparse_indices=sparse[base].indices if sparse is not None else (),
+        sparse_values=sparse[base].values if sparse is not None else (),
+        sparse_encoder=spec if sparse is not None else "",
     )
 
 
@@ -85,13 +100,20 @@ async def writer(port: int, model: str, start: int, count: int, batch: int, rate
     rng = np.random.default_rng(start)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = retrieve_pb2_grpc.RetrieveServiceStub(channel)
-        await stub.EnsureCollection(
+        ensured = await stub.EnsureCollection(
             pb.EnsureCollectionRequest(collection=KB, dimension=data.vectors.shape[1])
         )
+        # The writer encodes, as the ingest worker does: each base text once (its jittered
+        # copies repeat the text), before the clock starts.
+        spec = ensured.sparse_encoder
+        sparse = None
+        if spec:
+            encoder = SparseEncoder.from_spec(spec)
+            sparse = [encoder.document(text) for text in data.texts]
         began, i = time.perf_counter(), start
         while count == 0 or i < start + count:
             end = i + batch if count == 0 else min(i + batch, start + count)
-            points = [_point(n, data.vectors, data.texts, rng) for n in range(i, end)]
+            points = [_point(n, data.vectors, data.texts, rng, sparse, spec) for n in range(i, end)]
             await stub.Upsert(pb.UpsertRequest(collection=KB, points=points), timeout=600)
             i = end
             if rate > 0:

@@ -19,7 +19,7 @@ JOB_SECONDS = Histogram(
 )
 STAGE_SECONDS = Histogram(
     "zhiku_ingest_stage_seconds",
-    "Time spent per ingest stage (parse, split, embed, index)",
+    "Time spent per ingest stage (parse, split, embed, index; sparse: the sparse vectors, within index)",
     ["stage"],
     buckets=(*LATENCY_BUCKETS, 300, 600),
 )

@@ -41,7 +41,7 @@ class RetrieveSettings(ServiceSettings):
     max_dimension: int = Field(default=65536, ge=1)
 
     # Sparse (BM25) encoder: the usual constants and the assumed chunk length in tokens
-    # (about a 250-character Chinese chunk cut by jieba; see services/retrieve/sparse.py).
+    # (about a 250-character Chinese chunk cut by jieba; see services/common/sparse.py).
     sparse_k1: float = Field(default=1.2, ge=0)
     sparse_b: float = Field(default=0.75, ge=0, le=1)
     sparse_avg_len: float = Field(default=120.0, gt=0)

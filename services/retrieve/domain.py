@@ -7,6 +7,7 @@ Dimension checks need the collection and live in the backends (:func:`check_dime
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import uuid
@@ -17,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.retrieve.sparse import SparseEncoder, SparseVector
+from services.common.sparse import SparseEncoder, SparseVector
+from services.retrieve.metrics import SPARSE_ENCODED_HERE
 from zhiku.v1 import common_pb2, retrieve_pb2
 
 log = logging.getLogger("zhiku.retrieve")
@@ -122,7 +124,7 @@ class PointRecord:
             metadata=dict(point.metadata),
             parent_id=point.parent_id,
             parent_text=point.parent_text,
-            sparse=encoder.document(point.text) if encoder is not None else SparseVector([], []),
+            sparse=sparse_of(point, encoder, what),
             acl=check_acl(point.acl, what),
         )
 
@@ -138,6 +140,51 @@ class PointRecord:
         if self.acl:
             payload[ACL] = list(self.acl)
         return payload
+
+
+_foreign_specs_logged: set[str] = set()
+
+
+def sparse_of(point: retrieve_pb2.Point, encoder: SparseEncoder | None, what: str) -> SparseVector:
+    """The point's sparse vector: the writer's when it was computed with ``encoder``'s spec
+    (checked: a malformed one is refused, never stored), else ``encoder``'s of the text.
+    None: the service keeps no sparse vectors (nothing to compute)."""
+    indices, values, spec = point.sparse_indices, point.sparse_values, point.sparse_encoder
+    if not spec and (indices or values):
+        raise InvalidArgument(f"{what}: sparse_indices/sparse_values without sparse_encoder")
+    if encoder is None:
+        return SparseVector([], [])
+    if spec == encoder.spec:
+        return check_sparse(indices, values, what)
+    if spec:
+        SPARSE_ENCODED_HERE.labels("mismatch").inc()
+        if spec not in _foreign_specs_logged:
+            _foreign_specs_logged.add(spec)
+            log.warning(
+                "points arrive with sparse vectors of encoder %r, this service encodes with %r: "
+                "encoding their text here instead (writers follow EnsureCollection's spec)",
+                spec,
+                encoder.spec,
+            )
+    else:
+        SPARSE_ENCODED_HERE.labels("absent").inc()
+    return encoder.document(point.text)
+
+
+def check_sparse(indices: Sequence[int], values: Sequence[float], what: str) -> SparseVector:
+    """A writer's sparse vector as the engines need it: as many values as indices, indices
+    strictly increasing (unique, as the encoder sorts them), weights finite and >= 0."""
+    if len(indices) != len(values):
+        raise InvalidArgument(
+            f"{what}: {len(indices)} sparse_indices but {len(values)} sparse_values (must be equal)"
+        )
+    kept = list(indices)
+    if any(a >= b for a, b in itertools.pairwise(kept)):
+        raise InvalidArgument(f"{what}: sparse_indices are not strictly increasing")
+    weights = list(values)
+    if not all(0.0 <= v < math.inf for v in weights):  # NaN fails too
+        raise InvalidArgument(f"{what}: sparse_values must be finite and >= 0")
+    return SparseVector(kept, weights)
 
 
 def points_from_pb(

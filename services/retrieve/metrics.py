@@ -21,3 +21,12 @@ OPTIMIZE_SECONDS = Histogram(
     "Edge index build time (child process), swap included",
     buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600),
 )
+# Points whose sparse vector this service computed from the text instead of taking the
+# writer's: "absent" (a writer that sends none) or "mismatch" (computed with another encoder
+# spec: the service was reconfigured, or the writer runs other tokenizer releases). Either
+# costs the GIL time of encoding here, which writers were given the work to spare.
+SPARSE_ENCODED_HERE = Counter(
+    "zhiku_retrieve_sparse_encoded_points_total",
+    "Upserted points whose sparse vector the retrieve service encoded itself",
+    ["reason"],
+)  # absent | mismatch

@@ -15,12 +15,12 @@ from services.common.errors import InvalidArgument
 from services.common.grpc_server import ServiceSpec, run_service
 from services.common.names import check_kb_name
 from services.common.service_names import RETRIEVE_SERVICE
+from services.common.sparse import SparseEncoder
 from services.retrieve.backends import create_backend
 from services.retrieve.backends.base import RetrieveBackend
 from services.retrieve.config import RetrieveSettings
 from services.retrieve.domain import OPEN_ACL, SearchQuery, check_acl, points_from_pb
 from services.retrieve.metrics import DELETED_POINTS, SEARCH_HITS, UPSERTED_POINTS
-from services.retrieve.sparse import SparseEncoder
 from zhiku.v1 import retrieve_pb2, retrieve_pb2_grpc
 
 
@@ -44,7 +44,10 @@ class RetrieveServicer(retrieve_pb2_grpc.RetrieveServiceServicer):
         if not 1 <= request.dimension <= limit:
             raise InvalidArgument(f"dimension must be in 1..{limit}, got {request.dimension}")
         created = await self._backend.ensure_collection(name, request.dimension)
-        return retrieve_pb2.EnsureCollectionResponse(created=created)
+        # Writers encode the sparse vectors with this spec (domain.sparse_of), sparing this
+        # process the work; a collection made before sparse vectors needs none.
+        spec = self._encoder.spec if await self._backend.has_sparse(name) else ""
+        return retrieve_pb2.EnsureCollectionResponse(created=created, sparse_encoder=spec)
 
     async def Upsert(
         self,
@@ -52,7 +55,8 @@ class RetrieveServicer(retrieve_pb2_grpc.RetrieveServiceServicer):
         context: grpc.aio.ServicerContext[retrieve_pb2.UpsertRequest, retrieve_pb2.UpsertResponse],
     ) -> retrieve_pb2.UpsertResponse:
         name = check_kb_name(request.collection)
-        # jieba tokenisation of a batch takes milliseconds: keep it off the event loop.
+        # Encoding the points that come without the writer's sparse vector (domain.sparse_of)
+        # takes milliseconds a batch: keep it off the event loop.
         points = await asyncio.to_thread(points_from_pb, request.points, self._encoder)
         upserted = await self._backend.upsert(name, points)
         UPSERTED_POINTS.labels(self._backend.name).inc(upserted)

@@ -29,7 +29,7 @@ HYBRID_FUSION_DBSF: HybridFusion
 HYBRID_FUSION_RRF: HybridFusion
 
 class Point(_message.Message):
-    __slots__ = ("id", "vector", "file_name", "chunk_index", "text", "metadata", "parent_id", "parent_text", "acl")
+    __slots__ = ("id", "vector", "file_name", "chunk_index", "text", "metadata", "parent_id", "parent_text", "acl", "sparse_indices", "sparse_values", "sparse_encoder")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,9 @@ class Point(_message.Message):
     PARENT_ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_TEXT_FIELD_NUMBER: _ClassVar[int]
     ACL_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_INDICES_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_VALUES_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_ENCODER_FIELD_NUMBER: _ClassVar[int]
     id: str
     vector: _containers.RepeatedScalarFieldContainer[float]
     file_name: str
@@ -55,7 +58,10 @@ class Point(_message.Message):
     parent_id: str
     parent_text: str
     acl: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., file_name: _Optional[str] = ..., chunk_index: _Optional[int] = ..., text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., parent_id: _Optional[str] = ..., parent_text: _Optional[str] = ..., acl: _Optional[_Iterable[str]] = ...) -> None: ...
+    sparse_indices: _containers.RepeatedScalarFieldContainer[int]
+    sparse_values: _containers.RepeatedScalarFieldContainer[float]
+    sparse_encoder: str
+    def __init__(self, id: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., file_name: _Optional[str] = ..., chunk_index: _Optional[int] = ..., text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., parent_id: _Optional[str] = ..., parent_text: _Optional[str] = ..., acl: _Optional[_Iterable[str]] = ..., sparse_indices: _Optional[_Iterable[int]] = ..., sparse_values: _Optional[_Iterable[float]] = ..., sparse_encoder: _Optional[str] = ...) -> None: ...
 
 class EnsureCollectionRequest(_message.Message):
     __slots__ = ("collection", "dimension")
@@ -66,10 +72,12 @@ class EnsureCollectionRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., dimension: _Optional[int] = ...) -> None: ...
 
 class EnsureCollectionResponse(_message.Message):
-    __slots__ = ("created",)
+    __slots__ = ("created", "sparse_encoder")
     CREATED_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_ENCODER_FIELD_NUMBER: _ClassVar[int]
     created: bool
-    def __init__(self, created: _Optional[bool] = ...) -> None: ...
+    sparse_encoder: str
+    def __init__(self, created: _Optional[bool] = ..., sparse_encoder: _Optional[str] = ...) -> None: ...
 
 class UpsertRequest(_message.Message):
     __slots__ = ("collection", "points")

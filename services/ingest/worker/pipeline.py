@@ -53,6 +53,7 @@ from services.common.errors import (
 from services.common.grpc_client import request_metadata, sync_channel
 from services.common.logging import new_request_id, request_id_var
 from services.common.service_names import EMBED_SERVICE, RETRIEVE_SERVICE
+from services.common.sparse import SparseEncoder, SparseVector
 from services.ingest.config import IngestSettings
 from services.ingest.documents.parent_child import split_parent_child
 from services.ingest.documents.parsers import parse
@@ -155,6 +156,8 @@ class _Run:
     reported_stage: JobState = JobState.PARSING
     reported_progress: float = 0.0
     reported_at: float = field(default_factory=time.monotonic)
+    # The chunks' sparse vectors by encoder spec: computed once, sent to every target.
+    sparse: dict[str, list[SparseVector]] = field(default_factory=dict)
 
 
 def _dependency_of(error: ZhikuError) -> str:
@@ -193,8 +196,11 @@ class IngestPipeline:
         self._captioner = Captioner.from_settings(settings)
         # (collection, dimension) pairs this process already ensured: one EnsureCollection
         # per knowledge base instead of one per file. An Upsert answering NOT_FOUND (the
-        # collection was dropped since) forgets the pair and ensures again.
-        self._ensured: set[tuple[str, int]] = set()
+        # collection was dropped since) forgets the pair and ensures again. Each with the
+        # sparse encoder the retrieve service named for it (None: none to send, see
+        # _sparse_encoder), so this process, not retrieve's, cuts and weighs the chunks.
+        self._ensured: dict[tuple[str, int], SparseEncoder | None] = {}
+        self._unusable_specs: set[str] = set()
         self._backoff = Backoff.from_settings(settings)
         # One batcher per embedding model (texts of two models never share a call); the
         # default model's ("") always, another's from the first job that needs it.
@@ -510,7 +516,7 @@ class IngestPipeline:
         collection = target.collection
         timeout = self.settings.retrieve_timeout_s
         with _stage("index"):
-            self._ensure_collection(collection, len(vectors[0]))
+            encoder = self._ensure_collection(collection, len(vectors[0]))
             if not run.acl:
                 # A migration's copy: who may read the file, as of now (once per run: every
                 # target gets the same tokens); a change made later is re-applied by
@@ -521,6 +527,7 @@ class IngestPipeline:
                 run.acl = current.access.tokens()
             if collection not in run.written:
                 run.written.append(collection)
+            sparse = self._sparse_vectors(run, encoder, chunks)
             batch_size = self.settings.upsert_batch_size
             for start in range(0, len(chunks), batch_size):
                 points = [
@@ -538,9 +545,15 @@ class IngestPipeline:
                         parent_id=parent_id(job.content_hash, chunk.parent_index),
                         parent_text=chunk.parent_text,
                         acl=run.acl,
+                        sparse_indices=terms.indices if terms is not None else (),
+                        sparse_values=terms.values if terms is not None else (),
+                        sparse_encoder=encoder.spec if encoder is not None else "",
                     )
-                    for chunk, vector in zip(
-                        chunks[start : start + batch_size], vectors[start : start + batch_size], strict=True
+                    for chunk, vector, terms in zip(
+                        chunks[start : start + batch_size],
+                        vectors[start : start + batch_size],
+                        sparse[start : start + batch_size],
+                        strict=True,
                     )
                 ]
                 if target.shadow:
@@ -549,7 +562,7 @@ class IngestPipeline:
                     try:
                         self._call("retrieve", self.retrieve.Upsert, request, timeout)
                     except NotFound:
-                        self._ensured.discard((collection, len(vectors[0])))
+                        self._ensured.pop((collection, len(vectors[0])), None)
                         if collection not in self.migrations.collections(kb):
                             # The migration filling it was cancelled: nothing more goes there.
                             run.written.remove(collection)
@@ -589,21 +602,53 @@ class IngestPipeline:
             # Dropped since this process ensured it (a knowledge base deleted and created
             # again): ensure it anew, as every job used to, and retry once.
             dimension = len(request.points[0].vector)
-            self._ensured.discard((collection, dimension))
+            self._ensured.pop((collection, dimension), None)
             self._ensure_collection(collection, dimension)
             self._call("retrieve", self.retrieve.Upsert, request, timeout)
         return [None] * len(groups)
 
-    def _ensure_collection(self, collection: str, dimension: int) -> None:
-        if (collection, dimension) in self._ensured:
-            return
-        self._call(
+    def _ensure_collection(self, collection: str, dimension: int) -> SparseEncoder | None:
+        """Ensure the collection once per process; the sparse encoder its points are sent with."""
+        key = (collection, dimension)
+        if key in self._ensured:
+            return self._ensured[key]
+        reply = self._call(
             "retrieve",
             self.retrieve.EnsureCollection,
             retrieve_pb2.EnsureCollectionRequest(collection=collection, dimension=dimension),
             self.settings.retrieve_timeout_s,
         )
-        self._ensured.add((collection, dimension))
+        encoder = self._ensured[key] = self._sparse_encoder(reply.sparse_encoder)
+        return encoder
+
+    def _sparse_encoder(self, spec: str) -> SparseEncoder | None:
+        """The encoder of the retrieve service's ``spec``; None when there is nothing to send:
+        no spec (a collection without sparse vectors), or one this process cannot reproduce
+        (a retrieve release newer than this worker's, other tokenizer releases). The service
+        then encodes the texts itself, as before writers did: slower searches, same results."""
+        if not spec:
+            return None
+        try:
+            return SparseEncoder.from_spec(spec)
+        except ValueError as error:
+            if spec not in self._unusable_specs:
+                self._unusable_specs.add(spec)
+                log.warning("points go without sparse vectors, the retrieve service encodes them: %s", error)
+            return None
+
+    @staticmethod
+    def _sparse_vectors(
+        run: _Run, encoder: SparseEncoder | None, chunks: Sequence[TextChunk]
+    ) -> Sequence[SparseVector | None]:
+        """Each chunk's sparse vector by ``encoder`` (Nones without one), computed once per
+        run: while a migration runs, both targets get the same."""
+        if encoder is None:
+            return [None] * len(chunks)
+        found = run.sparse.get(encoder.spec)
+        if found is None:
+            with _stage("sparse"):
+                found = run.sparse[encoder.spec] = [encoder.document(chunk.text) for chunk in chunks]
+        return found
 
     def ensure_collection(self, collection: str, dimension: int) -> None:
         self._ensure_collection(collection, dimension)

@@ -25,6 +25,10 @@ class RetrieveBackend(Protocol):
     async def ensure_collection(self, collection: str, dimension: int) -> bool:
         """Create the collection if missing; True when created. A different dimension fails."""
 
+    async def has_sparse(self, collection: str) -> bool:
+        """Whether the existing collection stores sparse vectors (False: made before hybrid
+        search, dense only); NotFound for a missing one."""
+
     async def upsert(self, collection: str, points: Sequence[PointRecord]) -> int:
         """Insert or overwrite points by id; returns how many were written."""
 

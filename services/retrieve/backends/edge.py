@@ -154,6 +154,9 @@ class EdgeBackend:
             )
         return False
 
+    async def has_sparse(self, collection: str) -> bool:
+        return (await self.collection(collection)).sparse
+
     async def upsert(self, collection: str, points: Sequence[PointRecord]) -> int:
         return await (await self.collection(collection)).upsert(list(points))
 

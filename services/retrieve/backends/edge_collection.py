@@ -70,6 +70,7 @@ from qdrant_edge import (
 from qdrant_edge import SparseVector as EdgeSparseVector
 
 from services.common.errors import NotFound
+from services.common.sparse import SPARSE
 from services.retrieve import scores
 from services.retrieve.backends.edge_fusion import dbsf, rrf
 from services.retrieve.backends.edge_shard import (
@@ -99,7 +100,6 @@ from services.retrieve.domain import (
     check_dimension,
     dense_fallback,
 )
-from services.retrieve.sparse import SPARSE
 
 if TYPE_CHECKING:
     from qdrant_edge import ConditionType, PointId, Record

@@ -56,10 +56,10 @@ from qdrant_edge import (
 )
 
 from services.common.errors import NotFound
+from services.common.sparse import SPARSE
 from services.retrieve.backends.edge_terms import TermStats
 from services.retrieve.domain import ACL, DENSE, FILE_NAME
 from services.retrieve.metrics import OPTIMIZE_RUNS, OPTIMIZE_SECONDS
-from services.retrieve.sparse import SPARSE
 
 if TYPE_CHECKING:
     from services.retrieve.config import RetrieveSettings

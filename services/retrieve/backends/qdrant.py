@@ -38,6 +38,7 @@ from services.common.errors import (
     NotFound,
     ZhikuError,
 )
+from services.common.sparse import SPARSE
 from services.retrieve import scores
 from services.retrieve.backends import qdrant_schema as schema
 from services.retrieve.backends.qdrant_retry import retrying
@@ -64,7 +65,6 @@ from services.retrieve.domain import (
     check_dimension,
     dense_fallback,
 )
-from services.retrieve.sparse import SPARSE
 
 log = logging.getLogger("zhiku.retrieve.qdrant")
 
@@ -391,6 +391,11 @@ class QdrantBackend:
         )
         self._shared[kb] = place
         return True
+
+    async def has_sparse(self, collection: str) -> bool:
+        place = await self._place(collection)
+        await self._dimension(place)  # reads the collection's vectors once, NotFound if missing
+        return self._sparse.get(place.collection, False)
 
     async def upsert(self, collection: str, points: Sequence[PointRecord]) -> int:
         place = await self._place(collection, fresh=True)

@@ -13,9 +13,9 @@ from typing import Any
 
 from qdrant_client import models
 
+from services.common.sparse import SPARSE
 from services.retrieve.config import RetrieveSettings
 from services.retrieve.domain import ACL, DENSE, FILE_NAME
-from services.retrieve.sparse import SPARSE
 
 # Payload field naming a point's knowledge base in a shared collection (keyword, is_tenant).
 KB = "kb"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.retrieve.sparse import SparseEncoder, query_terms, token_id, tokenize
+from services.common.sparse import SparseEncoder, query_terms, token_id, tokenize
 from services.retrieve.tests.conftest import Running, make_point, point_id
 from zhiku.v1 import retrieve_pb2 as pb
 

@@ -20,6 +20,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.common.errors import FailedPrecondition
+from services.common.sparse import SparseEncoder
 from services.ingest.config import IngestSettings
 from services.ingest.documents.parsers import parse
 from services.ingest.documents.splitter import split_segments
@@ -397,6 +398,79 @@ def test_a_collection_dropped_behind_the_workers_back_is_created_again(
     second = _submit(pipeline, kb, "b.txt", TEXT.encode())
     assert pipeline.run(second) is JobState.SUCCEEDED
     assert _points(retrieve, kb) == pipeline.catalog.jobs.get(second).chunks > 1
+
+
+class _RecordRetrieve:
+    """The real retrieve stub; records its EnsureCollection replies and Upsert requests, and
+    can hand the worker another encoder spec than the service's (``spec``)."""
+
+    def __init__(self, stub: retrieve_pb2_grpc.RetrieveServiceStub, spec: str | None = None) -> None:
+        self._stub = stub
+        self._spec = spec
+        self.specs: list[str] = []
+        self.points: list[retrieve_pb2.Point] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stub, name)
+
+    def EnsureCollection(self, request: Any, **kwargs: Any) -> Any:
+        reply = self._stub.EnsureCollection(request, **kwargs)
+        self.specs.append(reply.sparse_encoder)
+        if self._spec is not None:
+            reply.sparse_encoder = self._spec
+        return reply
+
+    def Upsert(self, request: Any, **kwargs: Any) -> Any:
+        self.points.extend(request.points)
+        return self._stub.Upsert(request, **kwargs)
+
+
+def _encoded_by_retrieve() -> float:
+    """Points the retrieve service (in this process) encoded itself, for any reason."""
+    return sum(
+        REGISTRY.get_sample_value("zhiku_retrieve_sparse_encoded_points_total", {"reason": reason}) or 0.0
+        for reason in ("absent", "mismatch")
+    )
+
+
+def test_points_carry_the_sparse_vectors_of_the_encoder_retrieve_names(
+    pipeline: IngestPipeline, retrieve: retrieve_pb2_grpc.RetrieveServiceStub, request: pytest.FixtureRequest
+) -> None:
+    """The worker, not the retrieve service, cuts and weighs the chunks (issue 20)."""
+    kb = _kb(pipeline, request)
+    recorder = _RecordRetrieve(pipeline.retrieve)
+    pipeline.retrieve = recorder  # type: ignore[assignment]
+    before = _encoded_by_retrieve()
+    job_id = _submit(pipeline, kb, "a.txt", (TEXT + "\n\nThe founders founded cities.").encode())
+    assert pipeline.run(job_id) is JobState.SUCCEEDED
+    assert recorder.specs == [SparseEncoder().spec]  # the service's default settings; ensured once
+    encoder = SparseEncoder.from_spec(recorder.specs[0])
+    assert len(recorder.points) == pipeline.catalog.jobs.get(job_id).chunks > 1
+    for point in recorder.points:
+        expected = encoder.document(point.text)
+        assert point.sparse_encoder == encoder.spec
+        assert list(point.sparse_indices) == expected.indices and expected.indices
+        assert list(point.sparse_values) == pytest.approx(expected.values, rel=1e-6)  # sent as float32
+    assert _encoded_by_retrieve() == before  # the service stored them as sent
+    assert _readable(retrieve, kb, ["*"]) > 0  # and its sparse search finds them
+
+
+def test_a_spec_the_worker_cannot_reproduce_leaves_the_encoding_to_retrieve(
+    pipeline: IngestPipeline, retrieve: retrieve_pb2_grpc.RetrieveServiceStub, request: pytest.FixtureRequest
+) -> None:
+    """A newer retrieve release's spec: points go without vectors, retrieve encodes them."""
+    kb = _kb(pipeline, request)
+    recorder = _RecordRetrieve(pipeline.retrieve, spec="bm25/v99 tokenizer=future-1.0")
+    pipeline.retrieve = recorder  # type: ignore[assignment]
+    before = _encoded_by_retrieve()
+    job_id = _submit(pipeline, kb, "a.txt", TEXT.encode())
+    assert pipeline.run(job_id) is JobState.SUCCEEDED
+    chunks = pipeline.catalog.jobs.get(job_id).chunks
+    assert len(recorder.points) == chunks > 1
+    for point in recorder.points:
+        assert (point.sparse_encoder, list(point.sparse_indices), list(point.sparse_values)) == ("", [], [])
+    assert _encoded_by_retrieve() == before + chunks
+    assert _readable(retrieve, kb, ["*"]) == chunks
 
 
 class _GatedEmbed:

@@ -14,10 +14,10 @@ import pytest
 from qdrant_edge import EdgeShard, Point, UpdateOperation
 from qdrant_edge import SparseVector as EdgeSparseVector
 
+from services.common.sparse import SparseEncoder
 from services.retrieve.backends.edge import EdgeBackend
 from services.retrieve.backends.edge_collection import EdgeCollection, create_on_disk
 from services.retrieve.backends.edge_shard import RETIRED_DIR, SHARD_DIR
-from services.retrieve.sparse import SparseEncoder
 from services.retrieve.tests.conftest import Running, make_point, make_settings, point_id, running
 from zhiku.v1 import retrieve_pb2 as pb
 

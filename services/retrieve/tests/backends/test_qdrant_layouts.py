@@ -9,11 +9,11 @@ import grpc
 import pytest
 from qdrant_client import models
 
+from services.common.sparse import SPARSE
 from services.retrieve.backends import qdrant_schema as schema
 from services.retrieve.backends.qdrant import QdrantBackend
 from services.retrieve.backends.qdrant_tenancy import CHUNK_ID, MARKER, marker_id
 from services.retrieve.domain import ACL, DENSE, FILE_NAME
-from services.retrieve.sparse import SPARSE
 from services.retrieve.tests.conftest import (
     Running,
     expect_error,

@@ -28,19 +28,30 @@ not known when a chunk is written). Queries carry 1.0 per distinct token. The in
 document frequency is applied by the engine at search time from live collection statistics:
 both backends declare the sparse vector with the IDF modifier, so a score is
 ``sum over shared tokens of idf(t) * tf_part(t)``, i.e. BM25.
+
+Document vectors are computed by the writers (the ingest worker, the benchmark writer), not
+by the retrieve service: cutting and weighting a chunk holds the GIL for about a tenth of a
+millisecond, and a retrieve process doing it for every ingested chunk made searches wait. The
+retrieve service stays the one place the settings live: EnsureCollection answers its
+encoder's :attr:`SparseEncoder.spec`, a writer builds the same encoder with
+:meth:`SparseEncoder.from_spec` and sends the vectors with that spec, and the service uses
+them only when the spec is its own (else it encodes the text itself, as for writers that send
+none). That is why this module lives in services/common: writers import only common code.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import logging
+import math
 import re
 import threading
 import unicodedata
 import zlib
 from collections import Counter
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast, get_args
 
 import jieba
 import rjieba
@@ -218,18 +229,95 @@ def _document_term(raw: str) -> int | None:
     return token_id(_stem(token))
 
 
+# Version of what this module does to a text (normalising, filters, stop words, stemming,
+# token ids, the weight formula). Bump it with any change that alters a document vector for
+# the same settings and libraries, so writers and the retrieve service of different releases
+# see different specs and the service encodes such points itself instead of storing vectors
+# its queries no longer match.
+SPEC_VERSION = "bm25/v1"
+_SPEC_KEYS = ("tokenizer", "stemmer", "k1", "b", "avg_len")
+_TOKENIZER_PACKAGES: dict[str, str] = {"rjieba": "rjieba", "jieba": "jieba"}
+_encoders: dict[str, SparseEncoder] = {}
+_encoders_lock = threading.Lock()
+
+
+@functools.cache
+def _package_version(package: str) -> str:
+    """The installed version of a package whose behaviour changes the cut or the stems: a
+    writer with another release of it would make other terms from the same text."""
+    return importlib.metadata.version(package)
+
+
+def _tokenizer_label(tokenizer: Tokenizer) -> str:
+    return f"{tokenizer}-{_package_version(_TOKENIZER_PACKAGES[tokenizer])}"
+
+
+def _stemmer_label() -> str:
+    return f"snowball-{_package_version('snowballstemmer')}"
+
+
 class SparseEncoder:
     """BM25-style encoder; ``k1``/``b`` are the usual BM25 constants, ``avg_len`` in tokens."""
 
     def __init__(
         self, k1: float = 1.2, b: float = 0.75, avg_len: float = 120.0, tokenizer: Tokenizer = "rjieba"
     ) -> None:
-        if k1 < 0 or not 0 <= b <= 1 or avg_len <= 0:
-            raise ValueError("BM25 needs k1 >= 0, 0 <= b <= 1, avg_len > 0")
+        if not (0 <= k1 < math.inf and 0 <= b <= 1 and 0 < avg_len < math.inf):  # NaN fails too
+            raise ValueError("BM25 needs finite k1 >= 0, 0 <= b <= 1, finite avg_len > 0")
         self.k1, self.b, self.avg_len = k1, b, avg_len
+        if tokenizer not in get_args(Tokenizer):
+            raise ValueError(f"unknown tokenizer {tokenizer!r}: one of {', '.join(get_args(Tokenizer))}")
         self.tokenizer = tokenizer
+        # Everything that changes a document vector, in one comparable string: EnsureCollection
+        # hands it to writers, points come back with it (see the module docstring). Floats as
+        # repr, the shortest text that reads back to the same float.
+        self.spec = (
+            f"{SPEC_VERSION} tokenizer={_tokenizer_label(tokenizer)} stemmer={_stemmer_label()}"
+            f" k1={float(k1)!r} b={float(b)!r} avg_len={float(avg_len)!r}"
+        )
         # Load the dictionary now (about a second for jieba), not inside the first request.
         _cut("预热", tokenizer)
+
+    @classmethod
+    def from_spec(cls, spec: str) -> SparseEncoder:
+        """The encoder ``spec`` (a :attr:`spec`) describes, built once per spec and process
+        (building one loads a dictionary). ValueError when this process cannot make exactly
+        those vectors: another spec version, an unknown or malformed field, or other
+        tokenizer or stemmer releases than the ones installed here."""
+        found = _encoders.get(spec)
+        if found is not None:
+            return found
+        version, _, rest = spec.partition(" ")
+        if version != SPEC_VERSION:
+            raise ValueError(f"sparse encoder spec {spec!r}: version {version!r} is not {SPEC_VERSION!r}")
+        fields: dict[str, str] = {}
+        for item in rest.split(" "):
+            key, sep, value = item.partition("=")
+            if not sep or key not in _SPEC_KEYS or key in fields or not value:
+                raise ValueError(f"sparse encoder spec {spec!r}: malformed or unknown field {item!r}")
+            fields[key] = value
+        missing = [key for key in _SPEC_KEYS if key not in fields]
+        if missing:
+            raise ValueError(f"sparse encoder spec {spec!r}: missing {', '.join(missing)}")
+        tokenizer = fields["tokenizer"].rpartition("-")[0]
+        if tokenizer not in _TOKENIZER_PACKAGES:
+            raise ValueError(f"sparse encoder spec {spec!r}: unknown tokenizer {fields['tokenizer']!r}")
+        try:
+            k1, b, avg_len = float(fields["k1"]), float(fields["b"]), float(fields["avg_len"])
+        except ValueError:
+            raise ValueError(f"sparse encoder spec {spec!r}: k1, b and avg_len must be numbers") from None
+        with _encoders_lock:
+            found = _encoders.get(spec)
+            if found is None:
+                try:
+                    built = cls(k1, b, avg_len, cast(Tokenizer, tokenizer))  # a name checked above
+                except ValueError as error:
+                    raise ValueError(f"sparse encoder spec {spec!r}: {error}") from None
+                if built.spec != spec:
+                    # Other library releases here, or a number not written as repr writes it.
+                    raise ValueError(f"sparse encoder spec {spec!r}: this process encodes as {built.spec!r}")
+                found = _encoders[spec] = built
+        return found
 
     def _counts(self, tokens: list[str]) -> dict[int, int]:
         counts: Counter[int] = Counter(token_id(token) for token in tokens)
