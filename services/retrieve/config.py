@@ -83,6 +83,10 @@ class RetrieveSettings(ServiceSettings):
     # shard) meets about 11 at 100k points and 34 at 1M with the defaults.
     edge_shard_points: int = Field(default=10_000, ge=1)
     edge_shard_growth: float = Field(default=0.1, ge=0)
+    # Sealed shards are merged in the background while their points together stay within
+    # this fraction of the knowledge base (edge_merge.py), so a search asks fewer shards;
+    # a merge's extra disk is about twice it. 0 turns merging off.
+    edge_merge_fraction: float = Field(default=0.1, ge=0, le=0.5)
 
     # --- qdrant (server via qdrant-client; local mode for tests) ---
     qdrant_url: str | None = None

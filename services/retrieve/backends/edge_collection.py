@@ -44,6 +44,7 @@ import logging
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor
@@ -72,16 +73,26 @@ from qdrant_edge import SparseVector as EdgeSparseVector
 from services.common.errors import NotFound
 from services.retrieve import scores
 from services.retrieve.backends.edge_fusion import dbsf, rrf
+from services.retrieve.backends.edge_merge import (
+    MERGE_PREFIX,
+    MergeRecord,
+    copy_page,
+    plan,
+    recover_merge,
+    roll_forward,
+)
 from services.retrieve.backends.edge_shard import (
     SHARD_DIR,
     Apply,
     Gate,
     ShardOptions,
     ShardUnit,
+    apply_writes,
     create_shard,
     edge_config,
     recover,
     run_blocking,
+    run_optimizer,
 )
 from services.retrieve.backends.edge_terms import TermStats, query_weights
 from services.retrieve.domain import (
@@ -222,6 +233,9 @@ class EdgeCollection:
         self._write_lock = asyncio.Lock()
         self.units: list[ShardUnit] = []
         self.indexes: list[int] = []
+        # Background merging of small sealed shards (edge_merge.py).
+        self._merger: asyncio.Task[None] | None = None
+        self._merge_wanted = False
 
     # ----- opening -----
 
@@ -234,8 +248,9 @@ class EdgeCollection:
         options: ShardOptions,
         optimize_slots: asyncio.Semaphore,
     ) -> EdgeCollection:
-        """Blocking: recover interrupted swaps and seals, open every shard, load or rebuild
-        the term statistics and remove ids a crash left in two shards."""
+        """Blocking: recover interrupted merges, swaps and seals, open every shard, load or
+        rebuild the term statistics and remove ids a crash left in two shards."""
+        recover_merge(root, TERMS_SUFFIX)
         recover(root)
         for entry in root.iterdir():
             if entry.name.startswith(NEW_SHARD_PREFIX) or entry.name.endswith(TERMS_SUFFIX + ".partial"):
@@ -254,6 +269,13 @@ class EdgeCollection:
         return collection
 
     def _attach(self, index: int) -> ShardUnit:
+        unit = self._open_unit(index)
+        self.units = [*self.units, unit]
+        self.indexes = [*self.indexes, index]
+        return unit
+
+    def _open_unit(self, index: int) -> ShardUnit:
+        """Blocking: open the shard directory of ``index``."""
         engine_idf = self.sparse and self.format == 2 and index == 0
         unit = ShardUnit(
             self.name,
@@ -267,8 +289,7 @@ class EdgeCollection:
             sparse=self.sparse,
             engine_idf=engine_idf,
         )
-        self.units = [*self.units, unit]
-        self.indexes = [*self.indexes, index]
+        unit.on_settled = self.want_merge
         return unit
 
     def _terms_path(self, unit: ShardUnit) -> Path:
@@ -532,6 +553,7 @@ class EdgeCollection:
         await self._run(lambda: self._attach(index))
         await old.mutate(lambda shard, _apply: self._save_terms(old, shard))
         old.schedule_build()
+        self.want_merge()
         log.info(
             "sealed shard %s of %s",
             old.dirname,
@@ -601,7 +623,140 @@ class EdgeCollection:
 
     @property
     def building(self) -> bool:
-        return any(unit.building for unit in self.units)
+        """An index build or a merge is pending or running."""
+        return self.merging or any(unit.building for unit in self.units)
+
+    @property
+    def merging(self) -> bool:
+        return self._merger is not None and not self._merger.done()
+
+    # ----- merging sealed shards (edge_merge.py) -----
+
+    def want_merge(self) -> None:
+        """Look for shards to merge (after a seal, and whenever a build has settled)."""
+        if self._options.merge_fraction <= 0 or self._view.closed:
+            return
+        self._merge_wanted = True
+        if not self.merging:
+            self._merger = asyncio.create_task(self._merge_while_wanted(), name=f"merge-{self.name}")
+
+    async def _merge_while_wanted(self) -> None:
+        while self._merge_wanted and not self._view.closed:
+            self._merge_wanted = False
+            try:
+                sources = await self._merge_sources()
+                if sources:
+                    await self._merge(sources)
+                    self._merge_wanted = True  # the merged shard may merge again
+            except asyncio.CancelledError:
+                raise
+            except NotFound:
+                return  # dropped or closed meanwhile
+            except Exception:
+                log.exception("merging shards of %s failed", self.name)
+                return
+
+    async def _merge_sources(self) -> list[ShardUnit]:
+        """The sealed shards to merge next, marked as merging; none when nothing fits."""
+        units = self.units
+        sizes: list[int | None] = []
+        total = 0
+        for position, unit in enumerate(units):
+            points = await unit.count()
+            total += points
+            eligible = position < len(units) - 1 and unit.sealed and not unit.engine_idf
+            sizes.append(points if eligible else None)
+        chosen = [units[position] for position in plan(sizes, total, self._options.merge_fraction)]
+        # Checked with no await since the plan's counts: a build that started meanwhile wins.
+        if not chosen or self.units is not units or any(u.building or u.merging for u in chosen):
+            return []
+        for unit in chosen:
+            unit.merging = True
+        return chosen
+
+    async def _merge(self, sources: list[ShardUnit]) -> None:
+        """Merge ``sources`` into one shard while they keep serving (edge_merge.py)."""
+        staging = self.root / f"{MERGE_PREFIX}{uuid.uuid4().hex}"
+        config = edge_config(self.dimension, self._options, self.sparse, engine_idf=False)
+        started = time.perf_counter()
+        committed = False
+        try:
+            async with self._optimize_slots:
+                for unit in sources:
+                    await unit.start_journal()
+                await self._fill_merged(sources, staging, config)
+                report = await run_optimizer(staging, self._options)
+                async with self._write_lock:
+                    caught_up = [len(unit.journal()) for unit in sources]
+                await self._run(lambda: _replay(staging, config, sources, [0] * len(sources), caught_up))
+                async with self._write_lock, self._view.exclusive():
+                    if self._view.closed:
+                        raise self._gone()
+                    swap_started = time.perf_counter()
+                    await self._run(lambda: _replay(staging, config, sources, caught_up, None))
+                    record = MergeRecord(
+                        into=sources[-1].dirname,
+                        staging=staging.name,
+                        sources=tuple(unit.dirname for unit in sources),
+                    )
+                    await self._run(lambda: record.write(self.root))
+                    committed = True
+                    retired = await self._commit_merge(sources, record)
+                    swap_ms = round((time.perf_counter() - swap_started) * 1000, 1)
+            await self._run(lambda: _remove_all(retired))
+        except BaseException:
+            if not committed:
+                for unit in sources:
+                    unit.stop_journal()
+                    unit.merging = False
+                await self._run(lambda: shutil.rmtree(staging, ignore_errors=True))
+            raise
+        fields = {
+            "into": record.into,
+            "points": report.get("points"),
+            "shards": len(self.units),
+            "seconds": round(time.perf_counter() - started, 3),
+            "swap_ms": swap_ms,
+        }
+        log.info("merged %d shards of %s", len(sources), self.name, extra={"fields": fields})
+
+    async def _fill_merged(self, sources: list[ShardUnit], staging: Path, config: Any) -> None:
+        """Create the merged shard and copy the sources' points into it, a page per call."""
+        await self._run(lambda: create_shard(staging, config))
+        target = await self._run(lambda: EdgeShard.load(str(staging), config))
+        try:
+            for unit in sources:
+                offset = None
+                while True:
+                    offset = await unit.read(functools.partial(copy_page, target=target, offset=offset))
+                    if offset is None:
+                        break
+            await self._run(target.flush)
+        finally:
+            await self._run(target.close)
+
+    async def _commit_merge(self, sources: list[ShardUnit], record: MergeRecord) -> list[Path]:
+        """With writes and searches held off and the record written: close the sources, put
+        the merged shard in their place on disk and in memory; returns the retired dirs.
+
+        A failure past the record leaves this process's view of the collection broken (its
+        sources closed); the record makes the next open finish the merge."""
+        terms = await self._run(lambda: TermStats.merged(unit.terms for unit in sources))
+        for unit in sources:
+            await unit.close()
+        retired = await self._run(lambda: roll_forward(self.root, record, TERMS_SUFFIX))
+        index = self.indexes[self.units.index(sources[-1])]
+        merged = await self._run(lambda: self._open_unit(index))
+        merged.sealed, merged.terms = True, terms
+        await self._run(lambda: self._save_terms(merged, merged.shard))
+        kept = [
+            (merged if unit is sources[-1] else unit, at)
+            for unit, at in zip(self.units, self.indexes, strict=True)
+            if unit is sources[-1] or unit not in sources
+        ]
+        self.units = [unit for unit, _ in kept]
+        self.indexes = [at for _, at in kept]
+        return retired
 
     async def info(self) -> tuple[int, int]:
         """(points, indexed vectors) summed over shards."""
@@ -615,10 +770,42 @@ class EdgeCollection:
 
     async def close(self) -> None:
         """Stop background work, wait for calls in flight, close every shard."""
+        if self._merger is not None:
+            self._merger.cancel()
+            await asyncio.gather(self._merger, return_exceptions=True)
         async with self._view.exclusive():
             self._view.closed = True
         for unit in self.units:
             await unit.close()
+
+
+def _remove_all(paths: Sequence[Path]) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _replay(
+    path: Path, config: Any, sources: Sequence[ShardUnit], start: Sequence[int], end: Sequence[int] | None
+) -> None:
+    """Blocking: apply the sources' journalled writes ``start[i]:end[i]`` to the merged shard
+    at ``path``, in the order they were made across all of them: the same access-list change
+    reaches every source, and replaying one source's older change after another's newer one
+    would undo it on the other's points."""
+    journalled = sorted(
+        (
+            entry
+            for position, unit in enumerate(sources)
+            for entry in unit.journal()[start[position] : None if end is None else end[position]]
+        ),
+        key=lambda entry: entry[0],
+    )
+    if not journalled:
+        return
+    shard = EdgeShard.load(str(path), config)
+    try:
+        apply_writes(shard, [operation for _, operation in journalled])
+    finally:
+        shard.close()
 
 
 def _sparse_records(shard: EdgeShard, ids: list[str], sparse: bool) -> list[tuple[str, list[int] | None]]:
