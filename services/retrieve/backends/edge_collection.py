@@ -388,9 +388,11 @@ class EdgeCollection:
             if sparse
             else []
         )
-        # id -> (shard position, engine score); a later shard's copy wins (newer write).
-        dense_found: dict[str, tuple[int, float]] = {}
-        sparse_found: dict[str, tuple[int, float]] = {}
+        # id -> (shard position, engine score); a later shard's copy wins (newer write). Ids
+        # stay the engine's UUID objects until the chosen few become strings: a hybrid search
+        # over 10 shards meets 1,000 candidates. UUIDs order like their canonical strings.
+        dense_found: dict[PointId, tuple[int, float]] = {}
+        sparse_found: dict[PointId, tuple[int, float]] = {}
         for position, (_, shard) in enumerate(held):
             requests: list[QueryRequest] = []
             if dense:
@@ -418,9 +420,9 @@ class EdgeCollection:
                 continue
             results = shard.query_batch(QueryBatchRequest(requests))
             for point in results[0] if dense else ():
-                dense_found[str(point.id)] = (position, point.score)
+                dense_found[point.id] = (position, point.score)
             for point in results[-1] if terms else ():
-                sparse_found[str(point.id)] = (position, point.score)
+                sparse_found[point.id] = (position, point.score)
         dense_list = _best(dense_found, limit)
         sparse_list = _best(sparse_found, limit)
         if query.mode == MODE_DENSE:
@@ -438,18 +440,18 @@ class EdgeCollection:
         self,
         held: list[tuple[ShardUnit, EdgeShard]],
         query: SearchQuery,
-        chosen: Sequence[tuple[str, float]],
-        where: dict[str, int],
+        chosen: Sequence[tuple[PointId, float]],
+        where: dict[PointId, int],
     ) -> list[Hit]:
         """Blocking: payloads (and dense vectors, for dense_score) of the chosen points."""
-        by_shard: dict[int, list[str]] = {}
+        by_shard: dict[int, list[PointId]] = {}
         for point_id, _ in chosen:
             by_shard.setdefault(where[point_id], []).append(point_id)
-        records: dict[str, Record] = {}
+        records: dict[PointId, Record] = {}
         vector = [DENSE] if query.mode != MODE_DENSE else False
         for position, ids in by_shard.items():
-            for record in held[position][1].retrieve(cast("list[PointId]", ids), True, vector):
-                records[str(record.id)] = record
+            for record in held[position][1].retrieve(ids, True, vector):
+                records[record.id] = record
         hits = []
         for point_id, raw in chosen:
             found = records.get(point_id)
@@ -816,19 +818,21 @@ def _sparse_records(shard: EdgeShard, ids: list[str], sparse: bool) -> list[tupl
     return [(str(record.id), _sparse_of(record) if sparse else None) for record in records]
 
 
-def _best(found: dict[str, tuple[int, float]], limit: int) -> list[tuple[str, float]]:
+def _best(found: dict[PointId, tuple[int, float]], limit: int) -> list[tuple[PointId, float]]:
     """The ``limit`` best candidates, best first, ties by id (as rank_and_keep orders).
 
     Scores within a millionth of each other count as tied: float32 noise (a first shard that
     applies the engine's IDF gets its query weights divided by it) must not reorder tied
     candidates, since RRF fuses ranks."""
     ranked = sorted(((point_id, score) for point_id, (_, score) in found.items()), key=lambda c: -c[1])
-    ordered: list[tuple[str, float]] = []
-    group: list[tuple[str, float]] = []
+    ordered: list[tuple[PointId, float]] = []
+    group: list[tuple[PointId, float]] = []
     for candidate in ranked:
         if group and group[0][1] - candidate[1] > 1e-6 * abs(group[0][1]):
             ordered.extend(sorted(group, key=lambda c: c[0]))
             group = []
+            if len(ordered) >= limit:
+                return ordered[:limit]
         group.append(candidate)
     ordered.extend(sorted(group, key=lambda c: c[0]))
     return ordered[:limit]
