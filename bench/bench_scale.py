@@ -13,8 +13,12 @@ ingesting. Reported per size:
 * time to fill (the writer's wall time) and to index (from the end of the fill until no
   build is pending or running);
 * gRPC search p50/p99 while ingestion continues, and how many points were added meanwhile;
-* peak extra disk per index build: the size of the copy a build works on (``*.optimizing~``,
-  sampled every 0.2 s) against the knowledge base's size on disk at that moment;
+* gRPC search p50/p99 while a writer adds a steady ``--steady-rate`` points a second (the
+  pace of a real ingestion on a small machine), next to the flat-out writer above;
+* peak extra disk per index build or shard merge: what a build or merge writes besides the
+  knowledge base (a build's copy ``*.optimizing~``, a merge's new shard ``~merge-*``, retired
+  shards ``~trash-*`` not deleted yet; sampled every 0.2 s) against the knowledge base's size
+  on disk at that moment;
 * the retrieve process's RSS (this process: the clients run in their own processes; index
   builds run in child processes, their peak RSS reported apart), shards and builds.
 
@@ -49,7 +53,8 @@ from services.common.grpc_server import GrpcService
 from services.common.sparse import SparseEncoder, SparseVector
 from services.embed.config import EmbedSettings
 from services.retrieve.backends.edge import EdgeBackend
-from services.retrieve.backends.edge_shard import OPTIMIZING_SUFFIX
+from services.retrieve.backends.edge_merge import MERGE_PREFIX
+from services.retrieve.backends.edge_shard import OPTIMIZING_SUFFIX, TRASH_PREFIX
 from services.retrieve.config import RetrieveSettings
 from services.retrieve.server import build_spec
 from zhiku.v1 import retrieve_pb2 as pb
@@ -202,13 +207,18 @@ class Sampler:
         folder = self.root / KB
         if not folder.exists():
             return 0
-        return sum(du(e) for e in folder.iterdir() if not e.name.endswith(OPTIMIZING_SUFFIX))
+        return sum(du(e) for e in folder.iterdir() if not _transient(e.name))
 
     def _extra(self) -> int:
         folder = self.root / KB
         if not folder.exists():
             return 0
-        return sum(du(e) for e in folder.iterdir() if e.name.endswith(OPTIMIZING_SUFFIX))
+        return sum(du(e) for e in folder.iterdir() if _transient(e.name))
+
+
+def _transient(name: str) -> bool:
+    """A build's copy, a merge's new shard, or a retired shard not deleted yet."""
+    return name.endswith(OPTIMIZING_SUFFIX) or name.startswith((MERGE_PREFIX, TRASH_PREFIX))
 
 
 @dataclass
@@ -220,6 +230,8 @@ class Row:
     p99: float = 0.0
     idle_p50: float = 0.0
     idle_p99: float = 0.0
+    steady_p50: float = 0.0
+    steady_p99: float = 0.0
     searched: int = 0
     added: int = 0
     disk_ratio: float = 0.0
@@ -302,34 +314,12 @@ async def measure(size: int, args: argparse.Namespace) -> Row:
             out, _ = await idle.communicate()
             quiet = np.asarray(last_json(out)["latencies_ms"])
             row.idle_p50, row.idle_p99 = float(np.percentile(quiet, 50)), float(np.percentile(quiet, 99))
-            ingest = await spawn(
-                "--role",
-                "writer",
-                "--port",
-                port,
-                "--start",
-                str(size),
-                "--count",
-                "0",
-                "--ingest-rate",
-                str(args.ingest_rate),
-                "--batch",
-                str(args.batch),
-                "--model",
-                args.model,
-            )
-            await asyncio.sleep(2.0)  # the writer is under way
-            search = await spawn(
-                "--role", "searcher", "--port", port, "--queries", str(args.queries), "--model", args.model
-            )
-            out, _ = await search.communicate()
-            ingest.terminate()
-            written, _ = await ingest.communicate()
-            latencies = np.asarray(last_json(out)["latencies_ms"])
+            if args.steady_rate > 0:
+                steady, _ = await search_while_writing(port, size, args.steady_rate, args)
+                row.steady_p50, row.steady_p99 = (float(np.percentile(steady, q)) for q in (50, 99))
+            latencies, row.added = await search_while_writing(port, size + 10_000_000, args.ingest_rate, args)
             row.p50, row.p99 = float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99))
             row.searched = len(latencies)
-            progress = [json.loads(line) for line in written.decode().splitlines() if line.startswith("{")]
-            row.added = int(progress[-1]["written"]) if progress else 0
             collection = await edge.collection(KB)
             row.points = await collection.count()
             row.shards = len(collection.units)
@@ -349,7 +339,39 @@ async def measure(size: int, args: argparse.Namespace) -> Row:
     return row
 
 
-def print_rows(rows: list[Row], rate: float) -> None:
+async def search_while_writing(
+    port: str, start: int, rate: float, args: argparse.Namespace
+) -> tuple[np.ndarray, int]:
+    """Search latencies (ms) while a writer adds new points from ``start`` at ``rate`` a
+    second (0: flat out), and how many it added meanwhile."""
+    ingest = await spawn(
+        "--role",
+        "writer",
+        "--port",
+        port,
+        "--start",
+        str(start),
+        "--count",
+        "0",
+        "--ingest-rate",
+        str(rate),
+        "--batch",
+        str(args.batch),
+        "--model",
+        args.model,
+    )
+    await asyncio.sleep(2.0)  # the writer is under way
+    search = await spawn(
+        "--role", "searcher", "--port", port, "--queries", str(args.queries), "--model", args.model
+    )
+    out, _ = await search.communicate()
+    ingest.terminate()
+    written, _ = await ingest.communicate()
+    progress = [json.loads(line) for line in written.decode().splitlines() if line.startswith("{")]
+    return np.asarray(last_json(out)["latencies_ms"]), int(progress[-1]["written"]) if progress else 0
+
+
+def print_rows(rows: list[Row], rate: float, steady_rate: float) -> None:
     args_rate = f"{rate:.0f} points/s" if rate > 0 else "flat out"
 
     def line(name: str, cells: list[str], target: str = "") -> None:
@@ -364,10 +386,15 @@ def print_rows(rows: list[Row], rate: float) -> None:
     )
     line("gRPC search p99 ms", [f"{r.p99:.1f}" for r in rows], f"<= {TARGET_P99_MS:.0f}")
     line("... with no ingestion: p50 / p99 ms", [f"{r.idle_p50:.1f} / {r.idle_p99:.1f}" for r in rows])
+    if steady_rate > 0:
+        line(
+            f"... while a writer adds {steady_rate:.0f} points/s: p50 / p99 ms",
+            [f"{r.steady_p50:.1f} / {r.steady_p99:.1f}" for r in rows],
+        )
     line("writer during the searches", [args_rate] * len(rows))
     line("searches / points added meanwhile", [f"{r.searched} / {r.added:,}" for r in rows])
     line(
-        "peak extra disk per build, % of KB (builds at >= 90% of the final KB)",
+        "peak extra disk per build or merge, % of KB (at >= 90% of the final KB)",
         [f"{100 * r.disk_ratio:.1f}" for r in rows],
         f"<= {100 * TARGET_DISK:.0f}",
     )
@@ -397,6 +424,9 @@ def main() -> None:
     parser.add_argument(
         "--ingest-rate", type=float, default=0.0, help="points/s of the writer during searches (0: flat out)"
     )
+    parser.add_argument(
+        "--steady-rate", type=float, default=200.0, help="points/s of the steady writer (0: skip that row)"
+    )
     parser.add_argument("--dir", default=None, help="where the knowledge bases are written (default: temp)")
     parser.add_argument(
         "--role", choices=["main", "writer", "searcher"], default="main", help=argparse.SUPPRESS
@@ -422,7 +452,7 @@ def main() -> None:
     rows: list[Row] = []
     for size in (int(s) for s in args.sizes.split(",") if s):
         rows.append(asyncio.run(measure(size, args)))
-        print_rows(rows, args.ingest_rate)
+        print_rows(rows, args.ingest_rate, args.steady_rate)
         sys.stdout.flush()
 
 

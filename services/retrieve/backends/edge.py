@@ -125,6 +125,7 @@ class EdgeBackend:
         )
         self._collections[name] = collection
         OPEN_SHARDS.inc()
+        collection.want_merge()  # shards left mergeable (merging was off, or a merge failed)
         return collection
 
     async def collection(self, name: str) -> EdgeCollection:

@@ -39,11 +39,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
 import json
 import logging
+import math
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor
@@ -73,16 +76,26 @@ from services.common.errors import NotFound
 from services.common.sparse import SPARSE
 from services.retrieve import scores
 from services.retrieve.backends.edge_fusion import dbsf, rrf
+from services.retrieve.backends.edge_merge import (
+    MERGE_PREFIX,
+    MergeRecord,
+    copy_page,
+    plan,
+    recover_merge,
+    roll_forward,
+)
 from services.retrieve.backends.edge_shard import (
     SHARD_DIR,
     Apply,
     Gate,
     ShardOptions,
     ShardUnit,
+    apply_writes,
     create_shard,
     edge_config,
     recover,
     run_blocking,
+    run_optimizer,
 )
 from services.retrieve.backends.edge_terms import TermStats, query_weights
 from services.retrieve.domain import (
@@ -105,6 +118,9 @@ if TYPE_CHECKING:
     from qdrant_edge import ConditionType, PointId, Record
 
 log = logging.getLogger("zhiku.retrieve.edge")
+
+# Candidates of one kind: point id -> (shard position, engine score).
+Found = dict["PointId", tuple[int, float]]
 
 T = TypeVar("T")
 
@@ -222,6 +238,9 @@ class EdgeCollection:
         self._write_lock = asyncio.Lock()
         self.units: list[ShardUnit] = []
         self.indexes: list[int] = []
+        # Background merging of small sealed shards (edge_merge.py).
+        self._merger: asyncio.Task[None] | None = None
+        self._merge_wanted = False
 
     # ----- opening -----
 
@@ -234,8 +253,9 @@ class EdgeCollection:
         options: ShardOptions,
         optimize_slots: asyncio.Semaphore,
     ) -> EdgeCollection:
-        """Blocking: recover interrupted swaps and seals, open every shard, load or rebuild
-        the term statistics and remove ids a crash left in two shards."""
+        """Blocking: recover interrupted merges, swaps and seals, open every shard, load or
+        rebuild the term statistics and remove ids a crash left in two shards."""
+        recover_merge(root, TERMS_SUFFIX)
         recover(root)
         for entry in root.iterdir():
             if entry.name.startswith(NEW_SHARD_PREFIX) or entry.name.endswith(TERMS_SUFFIX + ".partial"):
@@ -254,6 +274,13 @@ class EdgeCollection:
         return collection
 
     def _attach(self, index: int) -> ShardUnit:
+        unit = self._open_unit(index)
+        self.units = [*self.units, unit]
+        self.indexes = [*self.indexes, index]
+        return unit
+
+    def _open_unit(self, index: int) -> ShardUnit:
+        """Blocking: open the shard directory of ``index``."""
         engine_idf = self.sparse and self.format == 2 and index == 0
         unit = ShardUnit(
             self.name,
@@ -267,8 +294,7 @@ class EdgeCollection:
             sparse=self.sparse,
             engine_idf=engine_idf,
         )
-        self.units = [*self.units, unit]
-        self.indexes = [*self.indexes, index]
+        unit.on_settled = self.want_merge
         return unit
 
     def _terms_path(self, unit: ShardUnit) -> Path:
@@ -353,7 +379,7 @@ class EdgeCollection:
         self, held: list[tuple[ShardUnit, EdgeShard]], query: SearchQuery, selector: Filter | None
     ) -> list[Hit]:
         """Blocking: candidates of every shard, merged, fused, then their payloads."""
-        dense, sparse = query.mode != MODE_SPARSE, query.mode != MODE_DENSE
+        sparse = query.mode != MODE_DENSE
         limit = (
             max(query.top_k, self._options.hybrid_candidates) if query.mode == MODE_HYBRID else query.top_k
         )
@@ -367,39 +393,7 @@ class EdgeCollection:
             if sparse
             else []
         )
-        # id -> (shard position, engine score); a later shard's copy wins (newer write).
-        dense_found: dict[str, tuple[int, float]] = {}
-        sparse_found: dict[str, tuple[int, float]] = {}
-        for position, (_, shard) in enumerate(held):
-            requests: list[QueryRequest] = []
-            if dense:
-                requests.append(
-                    QueryRequest(
-                        limit=limit,
-                        query=Query.Nearest(query.vector, using=DENSE),
-                        filter=selector,
-                        score_threshold=(
-                            scores.cosine_floor(query.score_threshold) if query.mode == MODE_DENSE else None
-                        ),
-                        params=self._search_params,
-                    )
-                )
-            terms, values = weights[position] if sparse else ([], [])
-            if terms:
-                requests.append(
-                    QueryRequest(
-                        limit=limit,
-                        query=Query.Nearest(EdgeSparseVector(terms, values), using=SPARSE),
-                        filter=selector,
-                    )
-                )
-            if not requests:
-                continue
-            results = shard.query_batch(QueryBatchRequest(requests))
-            for point in results[0] if dense else ():
-                dense_found[str(point.id)] = (position, point.score)
-            for point in results[-1] if terms else ():
-                sparse_found[str(point.id)] = (position, point.score)
+        dense_found, sparse_found = self._candidates(held, query, selector, limit, weights)
         dense_list = _best(dense_found, limit)
         sparse_list = _best(sparse_found, limit)
         if query.mode == MODE_DENSE:
@@ -413,22 +407,95 @@ class EdgeCollection:
         where = {**{k: v[0] for k, v in sparse_found.items()}, **{k: v[0] for k, v in dense_found.items()}}
         return self._fetch(held, query, chosen, where)
 
+    def _candidates(
+        self,
+        held: list[tuple[ShardUnit, EdgeShard]],
+        query: SearchQuery,
+        selector: Filter | None,
+        limit: int,
+        weights: list[tuple[list[int], list[float]]],
+    ) -> tuple[Found, Found]:
+        """Blocking: every shard's best ``limit`` dense and sparse candidates that can be in
+        the merged best ``limit`` of their kind, as id -> (shard position, engine score).
+
+        Asking each of n shards for ``limit`` candidates costs n x limit result objects (a
+        hybrid search over 14 shards met 1,400), most of them far from the merged best. So
+        each shard is first asked for a share, about ``2 x limit / n``; a shard is asked
+        again for all ``limit`` only when its share was full and its last score reaches the
+        ``limit``-th best score seen (ties included): no candidate it did not return can
+        then make the cut. The result equals asking every shard for ``limit``.
+
+        Ids stay the engine's UUID objects (they order like their canonical strings); a
+        later shard's copy of an id wins (a newer write, see the module docstring)."""
+        dense, sparse = query.mode != MODE_SPARSE, query.mode != MODE_DENSE
+        share = limit if len(held) == 1 else min(limit, max(query.top_k, -(-2 * limit // len(held)), 8))
+        found: tuple[Found, Found] = ({}, {})
+        # per kind: the shards whose share was full, with their last score
+        full: tuple[dict[int, float], dict[int, float]] = ({}, {})
+
+        def ask(position: int, shard: EdgeShard, kinds: tuple[bool, bool], size: int) -> None:
+            requests: list[QueryRequest] = []
+            if kinds[0]:
+                requests.append(
+                    QueryRequest(
+                        limit=size,
+                        query=Query.Nearest(query.vector, using=DENSE),
+                        filter=selector,
+                        score_threshold=(
+                            scores.cosine_floor(query.score_threshold) if query.mode == MODE_DENSE else None
+                        ),
+                        params=self._search_params,
+                    )
+                )
+            if kinds[1]:
+                terms, values = weights[position]
+                requests.append(
+                    QueryRequest(
+                        limit=size,
+                        query=Query.Nearest(EdgeSparseVector(terms, values), using=SPARSE),
+                        filter=selector,
+                    )
+                )
+            results = iter(shard.query_batch(QueryBatchRequest(requests)))
+            for kind, wanted in enumerate(kinds):
+                if not wanted:
+                    continue
+                points = next(results)
+                into = found[kind]
+                for point in points:
+                    previous = into.get(point.id)
+                    if previous is None or previous[0] <= position:
+                        into[point.id] = (position, point.score)
+                if len(points) == size < limit:
+                    full[kind][position] = points[-1].score
+
+        for position, (_, shard) in enumerate(held):
+            kinds = (dense, sparse and bool(weights[position][0]))
+            if any(kinds):
+                ask(position, shard, kinds, share)
+        cuts = [_cut(found[kind], limit) for kind in (0, 1)]
+        for position, (_, shard) in enumerate(held):
+            again = tuple(position in full[kind] and full[kind][position] >= cuts[kind] for kind in (0, 1))
+            if any(again):
+                ask(position, shard, (again[0], again[1]), limit)
+        return found
+
     def _fetch(
         self,
         held: list[tuple[ShardUnit, EdgeShard]],
         query: SearchQuery,
-        chosen: Sequence[tuple[str, float]],
-        where: dict[str, int],
+        chosen: Sequence[tuple[PointId, float]],
+        where: dict[PointId, int],
     ) -> list[Hit]:
         """Blocking: payloads (and dense vectors, for dense_score) of the chosen points."""
-        by_shard: dict[int, list[str]] = {}
+        by_shard: dict[int, list[PointId]] = {}
         for point_id, _ in chosen:
             by_shard.setdefault(where[point_id], []).append(point_id)
-        records: dict[str, Record] = {}
+        records: dict[PointId, Record] = {}
         vector = [DENSE] if query.mode != MODE_DENSE else False
         for position, ids in by_shard.items():
-            for record in held[position][1].retrieve(cast("list[PointId]", ids), True, vector):
-                records[str(record.id)] = record
+            for record in held[position][1].retrieve(ids, True, vector):
+                records[record.id] = record
         hits = []
         for point_id, raw in chosen:
             found = records.get(point_id)
@@ -532,6 +599,7 @@ class EdgeCollection:
         await self._run(lambda: self._attach(index))
         await old.mutate(lambda shard, _apply: self._save_terms(old, shard))
         old.schedule_build()
+        self.want_merge()
         log.info(
             "sealed shard %s of %s",
             old.dirname,
@@ -601,7 +669,140 @@ class EdgeCollection:
 
     @property
     def building(self) -> bool:
-        return any(unit.building for unit in self.units)
+        """An index build or a merge is pending or running."""
+        return self.merging or any(unit.building for unit in self.units)
+
+    @property
+    def merging(self) -> bool:
+        return self._merger is not None and not self._merger.done()
+
+    # ----- merging sealed shards (edge_merge.py) -----
+
+    def want_merge(self) -> None:
+        """Look for shards to merge (after a seal, and whenever a build has settled)."""
+        if self._options.merge_fraction <= 0 or self._view.closed:
+            return
+        self._merge_wanted = True
+        if not self.merging:
+            self._merger = asyncio.create_task(self._merge_while_wanted(), name=f"merge-{self.name}")
+
+    async def _merge_while_wanted(self) -> None:
+        while self._merge_wanted and not self._view.closed:
+            self._merge_wanted = False
+            try:
+                sources = await self._merge_sources()
+                if sources:
+                    await self._merge(sources)
+                    self._merge_wanted = True  # the merged shard may merge again
+            except asyncio.CancelledError:
+                raise
+            except NotFound:
+                return  # dropped or closed meanwhile
+            except Exception:
+                log.exception("merging shards of %s failed", self.name)
+                return
+
+    async def _merge_sources(self) -> list[ShardUnit]:
+        """The sealed shards to merge next, marked as merging; none when nothing fits."""
+        units = self.units
+        sizes: list[int | None] = []
+        total = 0
+        for position, unit in enumerate(units):
+            points = await unit.count()
+            total += points
+            eligible = position < len(units) - 1 and unit.sealed and not unit.engine_idf
+            sizes.append(points if eligible else None)
+        chosen = [units[position] for position in plan(sizes, total, self._options.merge_fraction)]
+        # Checked with no await since the plan's counts: a build that started meanwhile wins.
+        if not chosen or self.units is not units or any(u.building or u.merging for u in chosen):
+            return []
+        for unit in chosen:
+            unit.merging = True
+        return chosen
+
+    async def _merge(self, sources: list[ShardUnit]) -> None:
+        """Merge ``sources`` into one shard while they keep serving (edge_merge.py)."""
+        staging = self.root / f"{MERGE_PREFIX}{uuid.uuid4().hex}"
+        config = edge_config(self.dimension, self._options, self.sparse, engine_idf=False)
+        started = time.perf_counter()
+        committed = False
+        try:
+            async with self._optimize_slots:
+                for unit in sources:
+                    await unit.start_journal()
+                await self._fill_merged(sources, staging, config)
+                report = await run_optimizer(staging, self._options)
+                async with self._write_lock:
+                    caught_up = [len(unit.journal()) for unit in sources]
+                await self._run(lambda: _replay(staging, config, sources, [0] * len(sources), caught_up))
+                async with self._write_lock, self._view.exclusive():
+                    if self._view.closed:
+                        raise self._gone()
+                    swap_started = time.perf_counter()
+                    await self._run(lambda: _replay(staging, config, sources, caught_up, None))
+                    record = MergeRecord(
+                        into=sources[-1].dirname,
+                        staging=staging.name,
+                        sources=tuple(unit.dirname for unit in sources),
+                    )
+                    await self._run(lambda: record.write(self.root))
+                    committed = True
+                    retired = await self._commit_merge(sources, record)
+                    swap_ms = round((time.perf_counter() - swap_started) * 1000, 1)
+            await self._run(lambda: _remove_all(retired))
+        except BaseException:
+            if not committed:
+                for unit in sources:
+                    unit.stop_journal()
+                    unit.merging = False
+                await self._run(lambda: shutil.rmtree(staging, ignore_errors=True))
+            raise
+        fields = {
+            "into": record.into,
+            "points": report.get("points"),
+            "shards": len(self.units),
+            "seconds": round(time.perf_counter() - started, 3),
+            "swap_ms": swap_ms,
+        }
+        log.info("merged %d shards of %s", len(sources), self.name, extra={"fields": fields})
+
+    async def _fill_merged(self, sources: list[ShardUnit], staging: Path, config: Any) -> None:
+        """Create the merged shard and copy the sources' points into it, a page per call."""
+        await self._run(lambda: create_shard(staging, config))
+        target = await self._run(lambda: EdgeShard.load(str(staging), config))
+        try:
+            for unit in sources:
+                offset = None
+                while True:
+                    offset = await unit.read(functools.partial(copy_page, target=target, offset=offset))
+                    if offset is None:
+                        break
+            await self._run(target.flush)
+        finally:
+            await self._run(target.close)
+
+    async def _commit_merge(self, sources: list[ShardUnit], record: MergeRecord) -> list[Path]:
+        """With writes and searches held off and the record written: close the sources, put
+        the merged shard in their place on disk and in memory; returns the retired dirs.
+
+        A failure past the record leaves this process's view of the collection broken (its
+        sources closed); the record makes the next open finish the merge."""
+        terms = await self._run(lambda: TermStats.merged(unit.terms for unit in sources))
+        for unit in sources:
+            await unit.close()
+        retired = await self._run(lambda: roll_forward(self.root, record, TERMS_SUFFIX))
+        index = self.indexes[self.units.index(sources[-1])]
+        merged = await self._run(lambda: self._open_unit(index))
+        merged.sealed, merged.terms = True, terms
+        await self._run(lambda: self._save_terms(merged, merged.shard))
+        kept = [
+            (merged if unit is sources[-1] else unit, at)
+            for unit, at in zip(self.units, self.indexes, strict=True)
+            if unit is sources[-1] or unit not in sources
+        ]
+        self.units = [unit for unit, _ in kept]
+        self.indexes = [at for _, at in kept]
+        return retired
 
     async def info(self) -> tuple[int, int]:
         """(points, indexed vectors) summed over shards."""
@@ -615,10 +816,42 @@ class EdgeCollection:
 
     async def close(self) -> None:
         """Stop background work, wait for calls in flight, close every shard."""
+        if self._merger is not None:
+            self._merger.cancel()
+            await asyncio.gather(self._merger, return_exceptions=True)
         async with self._view.exclusive():
             self._view.closed = True
         for unit in self.units:
             await unit.close()
+
+
+def _remove_all(paths: Sequence[Path]) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _replay(
+    path: Path, config: Any, sources: Sequence[ShardUnit], start: Sequence[int], end: Sequence[int] | None
+) -> None:
+    """Blocking: apply the sources' journalled writes ``start[i]:end[i]`` to the merged shard
+    at ``path``, in the order they were made across all of them: the same access-list change
+    reaches every source, and replaying one source's older change after another's newer one
+    would undo it on the other's points."""
+    journalled = sorted(
+        (
+            entry
+            for position, unit in enumerate(sources)
+            for entry in unit.journal()[start[position] : None if end is None else end[position]]
+        ),
+        key=lambda entry: entry[0],
+    )
+    if not journalled:
+        return
+    shard = EdgeShard.load(str(path), config)
+    try:
+        apply_writes(shard, [operation for _, operation in journalled])
+    finally:
+        shard.close()
 
 
 def _sparse_records(shard: EdgeShard, ids: list[str], sparse: bool) -> list[tuple[str, list[int] | None]]:
@@ -629,19 +862,30 @@ def _sparse_records(shard: EdgeShard, ids: list[str], sparse: bool) -> list[tupl
     return [(str(record.id), _sparse_of(record) if sparse else None) for record in records]
 
 
-def _best(found: dict[str, tuple[int, float]], limit: int) -> list[tuple[str, float]]:
+def _cut(found: Found, limit: int) -> float:
+    """The lowest score that can still be among the best ``limit`` (less a tie's margin,
+    see :func:`_best`); minus infinity while fewer than ``limit`` were found."""
+    if len(found) < limit:
+        return -math.inf
+    score = heapq.nlargest(limit, (score for _, score in found.values()))[-1]
+    return score - 1e-6 * abs(score) - 1e-12
+
+
+def _best(found: dict[PointId, tuple[int, float]], limit: int) -> list[tuple[PointId, float]]:
     """The ``limit`` best candidates, best first, ties by id (as rank_and_keep orders).
 
     Scores within a millionth of each other count as tied: float32 noise (a first shard that
     applies the engine's IDF gets its query weights divided by it) must not reorder tied
     candidates, since RRF fuses ranks."""
     ranked = sorted(((point_id, score) for point_id, (_, score) in found.items()), key=lambda c: -c[1])
-    ordered: list[tuple[str, float]] = []
-    group: list[tuple[str, float]] = []
+    ordered: list[tuple[PointId, float]] = []
+    group: list[tuple[PointId, float]] = []
     for candidate in ranked:
         if group and group[0][1] - candidate[1] > 1e-6 * abs(group[0][1]):
             ordered.extend(sorted(group, key=lambda c: c[0]))
             group = []
+            if len(ordered) >= limit:
+                return ordered[:limit]
         group.append(candidate)
     ordered.extend(sorted(group, key=lambda c: c[0]))
     return ordered[:limit]

@@ -28,6 +28,7 @@ owns the shard; a gate lets many calls share it and gives close and swap exclusi
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import math
@@ -35,7 +36,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -96,6 +97,7 @@ class ShardOptions:
     hybrid_candidates: int = 50
     shard_points: int = 10_000
     shard_growth: float = 0.1
+    merge_fraction: float = 0.1
 
     @classmethod
     def from_settings(cls, settings: RetrieveSettings) -> ShardOptions:
@@ -110,6 +112,7 @@ class ShardOptions:
             hybrid_candidates=settings.hybrid_candidates,
             shard_points=settings.edge_shard_points,
             shard_growth=settings.edge_shard_growth,
+            merge_fraction=settings.edge_merge_fraction,
         )
 
     def tail_to_build(self, dimension: int) -> int:
@@ -237,7 +240,39 @@ def create_shard(path: Path, config: EdgeConfig) -> None:
         shard.close()
 
 
+async def run_optimizer(path: Path, options: ShardOptions) -> dict[str, Any]:
+    """Build the index of a shard directory nobody has open, in the optimizer child process
+    (see the module docstring); returns its report. Killed on timeout or cancellation."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.retrieve.backends.edge_optimize",
+        "--nice",
+        str(options.optimize_nice),
+        "--parent-pid",
+        str(os.getpid()),
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), options.optimize_timeout_s)
+    except BaseException:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        raise
+    if process.returncode != 0:
+        tail = err.decode("utf-8", "replace")[-2000:]
+        raise RuntimeError(f"optimizer exited with {process.returncode}: {tail}")
+    report: dict[str, Any] = json.loads(out.decode("utf-8").strip().splitlines()[-1])
+    return report
+
+
 Apply = Callable[[UpdateOperation], None]
+Journalled = tuple[int, UpdateOperation]
+# Orders journalled writes across shards (next() on a count is atomic under the GIL).
+_journal_order = itertools.count()
 
 
 class ShardUnit:
@@ -270,12 +305,18 @@ class ShardUnit:
         self._gate = Gate()
         # Serialises writes so the journal order is the order they hit the live shard.
         self._write_lock = asyncio.Lock()
-        self._journal: list[UpdateOperation] | None = None
+        # Writes made while a build or a merge copies the shard: (global order, write).
+        self._journal: list[Journalled] | None = None
         self._last_write = 0.0
         self._scheduler: asyncio.Task[None] | None = None
         self._optimizing: asyncio.Task[str] | None = None
         # Sealed shards take no new points: they build once, then only lose points.
         self.sealed = False
+        # Being merged into a new shard (edge_merge.py): journals its writes, never builds.
+        self.merging = False
+        # Called when a background build has finished (or found nothing to do), so the
+        # owner can look for shards to merge.
+        self.on_settled: Callable[[], None] | None = None
         # Live document frequencies of the sparse terms (edge_terms.py), kept by the owner.
         self.terms = TermStats()
         # The last swapped-in build's report (points, timings, writes replayed), for logs and tests.
@@ -323,7 +364,7 @@ class ShardUnit:
             self.shard.update(operation)
             journal = self._journal
             if journal is not None:
-                journal.append(operation)
+                journal.append((next(_journal_order), operation))
             wrote = True
 
         async with self._write_lock, self._gate.shared(self._gone):
@@ -331,6 +372,19 @@ class ShardUnit:
         if wrote:
             self._written()
         return result
+
+    async def start_journal(self) -> None:
+        """Journal every write from now on (a merge copying this shard replays them)."""
+        async with self._write_lock:
+            self._journal = []
+
+    def journal(self) -> list[Journalled]:
+        """The writes journalled so far, oldest first, each with its place in the order of
+        all journalled writes (a merge replays several shards' journals as one)."""
+        return list(self._journal or ())
+
+    def stop_journal(self) -> None:
+        self._journal = None
 
     async def count(self) -> int:
         return await self.read(lambda shard: shard.count(CountRequest(exact=True)))
@@ -377,8 +431,9 @@ class ShardUnit:
         self.schedule_build()
 
     def schedule_build(self) -> None:
-        """Build once writes have settled, if enough points wait (no-op when disabled)."""
-        if self._options.optimize_delay_s <= 0 or self._closing:
+        """Build once writes have settled, if enough points wait (no-op when disabled, and
+        while the shard is being merged: the merged shard gets its own build)."""
+        if self._options.optimize_delay_s <= 0 or self._closing or self.merging:
             return
         if self._scheduler is None or self._scheduler.done():
             self._scheduler = asyncio.create_task(
@@ -406,6 +461,9 @@ class ShardUnit:
             return  # dropped meanwhile
         except Exception:
             log.exception("background index build of %s failed", self.name)
+        finally:
+            if self.on_settled is not None and not self._closing:
+                self.on_settled()
 
     async def optimize(self, before_swap: Callable[[], Awaitable[None]] | None = None) -> str:
         """Build the index now (joining a build in progress); returns the outcome.
@@ -414,6 +472,8 @@ class ShardUnit:
         ``failed`` (logged; the live shard is untouched). ``before_swap`` runs after the
         child finished and before the swap: tests use it to write while the copy is stale.
         """
+        if self.merging:
+            return "unchanged"
         if self._optimizing is None or self._optimizing.done():
             self._optimizing = asyncio.create_task(
                 self._optimize(before_swap), name=f"optimize-{self.name}-{self.dirname}"
@@ -430,7 +490,7 @@ class ShardUnit:
                     async with self._gate.shared(self._gone):
                         await self._run(lambda: self._snapshot(copy))
                     self._journal = []
-                report = await self._run_child(copy)
+                report = await run_optimizer(copy, self._options)
                 if report.get("optimized"):
                     if before_swap is not None:
                         await before_swap()
@@ -472,32 +532,6 @@ class ShardUnit:
         shutil.rmtree(copy, ignore_errors=True)
         shutil.copytree(self.root / self.dirname, copy, copy_function=copy_sparse)
 
-    async def _run_child(self, copy: Path) -> dict[str, Any]:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "services.retrieve.backends.edge_optimize",
-            "--nice",
-            str(self._options.optimize_nice),
-            "--parent-pid",
-            str(os.getpid()),
-            str(copy),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            out, err = await asyncio.wait_for(process.communicate(), self._options.optimize_timeout_s)
-        except BaseException:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            raise
-        if process.returncode != 0:
-            tail = err.decode("utf-8", "replace")[-2000:]
-            raise RuntimeError(f"optimizer exited with {process.returncode}: {tail}")
-        report: dict[str, Any] = json.loads(out.decode("utf-8").strip().splitlines()[-1])
-        return report
-
     def _catch_up(self, copy: Path, count: int) -> None:
         """Blocking, while the live shard keeps serving: apply the first ``count`` journalled
         writes to the indexed copy.
@@ -508,10 +542,10 @@ class ShardUnit:
         writes made during the catch-up itself are left for the swap."""
         if count == 0:
             return
-        journal = list(self._journal or ())[:count]
+        journal = [operation for _, operation in (self._journal or ())[:count]]
         fresh = EdgeShard.load(str(copy), self._config)
         try:
-            _apply_writes(fresh, journal)
+            apply_writes(fresh, journal)
         finally:
             fresh.close()
 
@@ -522,14 +556,14 @@ class ShardUnit:
         Returns the retired shard's directory, for the caller to delete once calls resumed.
         """
         live, retired = self.root / self.dirname, self.root / (self.dirname + RETIRED_SUFFIX)
-        journal = list(self._journal or ())[caught_up:]
+        journal = [operation for _, operation in (self._journal or ())[caught_up:]]
         self.shard.close()
         os.rename(live, retired)
         try:
             os.rename(copy, live)
             fresh = EdgeShard.load(str(live), self._config)
             try:
-                _apply_writes(fresh, journal)
+                apply_writes(fresh, journal)
             except BaseException:
                 fresh.close()
                 raise
@@ -580,7 +614,7 @@ def copy_sparse(src: str, dst: str) -> str:
     return dst
 
 
-def _apply_writes(shard: EdgeShard, operations: list[UpdateOperation]) -> None:
+def apply_writes(shard: EdgeShard, operations: Sequence[UpdateOperation]) -> None:
     """Replay journalled writes in order and make them durable."""
     for operation in operations:
         shard.update(operation)

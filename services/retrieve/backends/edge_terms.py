@@ -58,6 +58,17 @@ class TermStats:
             else:
                 frequency.pop(term, None)
 
+    @classmethod
+    def merged(cls, parts: Iterable[TermStats]) -> TermStats:
+        """The statistics of the union of several shards (a merge's, edge_merge.py)."""
+        stats = cls()
+        frequency = stats.frequency
+        for part in parts:
+            stats.docs += part.docs
+            for term, count in part.frequency.items():
+                frequency[term] = frequency.get(term, 0) + count
+        return stats
+
     def get(self, term: int) -> int:
         return self.frequency.get(term, 0)
 

@@ -314,3 +314,36 @@ async def test_a_collection_from_before_sharding_keeps_one_bm25_across_its_shard
         units = (await collection(old)).units
         assert [unit.engine_idf for unit in units] == [True, False, False, False]
         same(await answers(old), baseline)
+
+
+async def test_a_shard_holding_most_of_the_best_candidates_is_asked_for_them_all(tmp_path: Path) -> None:
+    """Shards are first asked for a share of the candidates; here the first shard holds 40
+    of the 50 best of each kind, so only asking it again for all 50 gives the same hits and
+    scores as one shard."""
+    rng = np.random.default_rng(7)
+    centre = rng.standard_normal(DIM)
+    rows = []
+    for i in range(200):
+        near = i < 40  # the first shard's points: near the query, and sharing its words
+        vector = centre + rng.standard_normal(DIM) * (0.05 if near else 1.0)
+        words = ["lantern", "harbor", *rng.choice(WORDS, size=3)] if near else rng.choice(WORDS[:4], size=4)
+        rows.append(((vector / np.linalg.norm(vector)).tolist(), " ".join(words)))
+    query = pb.SearchRequest(
+        collection=KB, vector=(centre / np.linalg.norm(centre)).tolist(), query_text="lantern harbor", top_k=8
+    )
+
+    async def hits(served: Running) -> Answer:
+        await upsert(served, [point(i, rows[i], "a.txt") for i in range(200)])
+        found = []
+        for mode in MODES.values():
+            for fusion in FUSIONS.values():
+                query.mode, query.fusion = mode, fusion
+                reply = await served.stub.Search(query)
+                found.append([(h.chunk_id, h.file_name, h.score, h.dense_score, h.text) for h in reply.hits])
+        return found
+
+    async with running(make_settings("edge", tmp_path / "one")) as single:
+        baseline = await hits(single)
+    async with running(sharded(tmp_path / "many")) as many:
+        same(await hits(many), baseline)
+        assert len((await collection(many)).units) == 6
