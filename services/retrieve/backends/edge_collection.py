@@ -96,6 +96,7 @@ from services.retrieve.backends.edge_shard import (
     recover,
     run_blocking,
     run_optimizer,
+    run_to_completion,
 )
 from services.retrieve.backends.edge_terms import TermStats, query_weights
 from services.retrieve.domain import (
@@ -550,12 +551,21 @@ class EdgeCollection:
                             write.terms.add(point.sparse.indices)
                 return int(shard.count(CountRequest(exact=True)))
 
-            held_by_write = await write.mutate(put)
-            for unit, stale in zip(units[:-1], previous, strict=False):
-                if stale:
-                    await unit.mutate(self._dropper(unit, stale))
-            if held_by_write >= max(self._options.shard_points, self._options.shard_growth * sealed_points):
-                await self._seal()
+            async def write_all() -> None:
+                held_by_write = await write.mutate(put)
+                for unit, stale in zip(units[:-1], previous, strict=False):
+                    if stale:
+                        await unit.mutate(self._dropper(unit, stale))
+                if held_by_write >= max(
+                    self._options.shard_points, self._options.shard_growth * sealed_points
+                ):
+                    await self._seal()
+
+            # A caller that goes away (a client's deadline or disconnect) must not stop the
+            # writes half-way: an override written but not dropped from its old shard, or a
+            # seal whose new shard exists on disk but not here (the next seal then collided
+            # with it: found by bench_scale, whose writers are killed mid-call).
+            await run_to_completion(write_all())
         return len(points)
 
     def _dropper(
@@ -647,14 +657,19 @@ class EdgeCollection:
         return await self._each_shard(set_acl)
 
     async def _each_shard(self, change: Callable[[ShardUnit, EdgeShard, Apply], int]) -> int:
-        """Apply ``change`` to every shard while searches wait, so they see it whole."""
+        """Apply ``change`` to every shard while searches wait, so they see it whole (and all
+        of it, even when the caller goes away half-way)."""
         async with self._write_lock, self._view.exclusive():
             if self._view.closed:
                 raise self._gone()
-            total = 0
-            for unit in self.units:
-                total += await unit.mutate(functools.partial(change, unit))
-            return total
+
+            async def every_shard() -> int:
+                total = 0
+                for unit in self.units:
+                    total += await unit.mutate(functools.partial(change, unit))
+                return total
+
+            return await run_to_completion(every_shard())
 
     # ----- index builds -----
 

@@ -145,6 +145,18 @@ async def run_blocking(executor: Executor, fn: Callable[[], T]) -> T:
         raise
 
 
+async def run_to_completion(work: Awaitable[T]) -> T:
+    """Await ``work``; when cancelled, let it finish first (then re-raise), as run_blocking
+    does for a thread: steps that must happen together are not split by a caller leaving,
+    and locks the caller holds are released only after the last of them."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait({task})
+        raise
+
+
 class Gate:
     """Many shared users, or one exclusive holder (swap, close) that waits for them to leave.
 

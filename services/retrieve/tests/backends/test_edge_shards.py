@@ -4,8 +4,11 @@ one-shard collection holding the same points (hits, scores, dense scores, every 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +18,11 @@ from qdrant_edge import EdgeShard, Point, UpdateOperation
 from qdrant_edge import SparseVector as EdgeSparseVector
 
 from services.common.sparse import SparseEncoder
+from services.retrieve.backends import edge_collection
 from services.retrieve.backends.edge import EdgeBackend
 from services.retrieve.backends.edge_collection import EdgeCollection, create_on_disk
 from services.retrieve.backends.edge_shard import RETIRED_DIR, SHARD_DIR
+from services.retrieve.domain import PointRecord
 from services.retrieve.tests.conftest import Running, make_point, make_settings, point_id, running
 from zhiku.v1 import retrieve_pb2 as pb
 
@@ -347,3 +352,35 @@ async def test_a_shard_holding_most_of_the_best_candidates_is_asked_for_them_all
     async with running(sharded(tmp_path / "many")) as many:
         same(await hits(many), baseline)
         assert len((await collection(many)).units) == 6
+
+
+async def test_a_caller_that_goes_away_mid_seal_does_not_split_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upsert that fills the write shard seals it; cancelling that call while the new
+    shard is being created must still leave the new shard attached, so the next seal works
+    (before, the next seal collided with the new shard's directory)."""
+    created = threading.Event()
+    real = edge_collection.create_shard
+
+    def slow_create(path: Path, config: Any) -> None:
+        real(path, config)
+        created.set()
+        time.sleep(0.3)
+
+    monkeypatch.setattr(edge_collection, "create_shard", slow_create)
+    rows = corpus(130)
+    async with running(sharded(tmp_path)) as served:
+        await upsert(served, [point(i, rows[i], "a.txt") for i in range(20)])
+        opened = await collection(served)
+        batch = [PointRecord.from_pb(point(i, rows[i], "a.txt"), SparseEncoder()) for i in range(20, 40)]
+        created.clear()  # set when the collection's first shard was created
+        call = asyncio.create_task(opened.upsert(batch))
+        await asyncio.to_thread(created.wait, 5)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert [unit.dirname for unit in opened.units] == [SHARD_DIR, "shard-1"]
+        await upsert(served, [point(i, rows[i], "a.txt") for i in range(40, 130)])
+        assert [unit.dirname for unit in opened.units] == [SHARD_DIR, "shard-1", "shard-2", "shard-3"]
+        assert await points(served) == 130
