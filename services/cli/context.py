@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
 
 from services.cli import credentials
@@ -67,6 +67,21 @@ def current(ctx: typer.Context) -> CliState:
     :func:`reports_errors` relies on it being passed by that name.
     """
     return ctx.ensure_object(CliState)  # defaults when a command app runs without the root
+
+
+T = TypeVar("T")
+
+
+def call_and_print(
+    ctx: typer.Context, call: Callable[[ZhikuClient], T], shown: Callable[[T], RenderableType]
+) -> None:
+    """Make a command's gateway calls on one client, then print what ``shown`` makes of their
+    answer. The admin commands (users, groups) are all this one shape; the client is closed
+    before anything prints, so output never interleaves with a request still in flight."""
+    state = current(ctx)
+    with state.client() as client:
+        answer = call(client)
+    state.console.print(shown(answer))
 
 
 def fail(state: CliState, message: str, code: int = EXIT_FAILED) -> typer.Exit:

@@ -125,7 +125,8 @@ def file_request(
     parent_chunk_size: int = 0,
     access: ingest_pb2.FileAccess | None = None,
 ) -> ingest_pb2.SubmitFileRequest:
-    """The SubmitFileRequest of one file (``override``: re-index even identical content)."""
+    """The SubmitFileRequest of one file (``override``: re-index even content identical to what
+    is indexed, instead of the no-op answered with ``unchanged``)."""
     request = ingest_pb2.SubmitFileRequest(
         knowledge_base=kb,
         file_name=name,
@@ -146,35 +147,11 @@ def file_request(
 
 async def submit_file(
     ingest: ingest_pb2_grpc.IngestServiceStub,
-    kb: str,
-    name: str,
-    content: bytes,
+    request: ingest_pb2.SubmitFileRequest,
     settings: GatewaySettings,
-    *,
-    override: bool,
-    chunk_size: int = 0,
-    chunk_overlap: int = 0,
-    splitter: str = "",
-    title_enhance: bool = False,
-    parent_child: bool | None = None,
-    parent_chunk_size: int = 0,
-    access: ingest_pb2.FileAccess | None = None,
 ) -> ingest_pb2.Job:
-    """Queue one file for ingestion; the job as submitted (``override``: re-index even content
-    identical to what is indexed, instead of the no-op answered with ``unchanged``)."""
-    request = file_request(
-        kb,
-        name,
-        content,
-        override=override,
-        chunk_size=chunk_size,
-        chunk_overlap=chunk_overlap,
-        splitter=splitter,
-        title_enhance=title_enhance,
-        parent_child=parent_child,
-        parent_chunk_size=parent_chunk_size,
-        access=access,
-    )
+    """Queue one file for ingestion (``request`` from :func:`file_request`, which alone knows
+    its fields); the job as submitted."""
     job: ingest_pb2.Job = await ingest.SubmitFile(request, timeout=settings.request_timeout_s)
     return job
 

@@ -349,12 +349,7 @@ class JobLifecycle:
 
     def _claim_jobs_in(self, session: Session, job_ids: Sequence[str], lease_s: float) -> list[Claim | None]:
         ids = list(dict.fromkeys(job_ids))
-        access = {
-            row.job_id: row.access
-            for row in session.execute(
-                select(FileRow.job_id, FileRow.access).where(FileRow.job_id.in_(ids)).with_for_update()
-            )
-        }
+        access = self._lock_files_of(session, ids)
         rows = {
             row.id: row
             for row in session.execute(
@@ -404,6 +399,18 @@ class JobLifecycle:
         """Lock the file row a job owns before touching the job: one lock order everywhere
         (file, then job, then knowledge base), so PostgreSQL never sees a deadlock."""
         session.execute(select(FileRow.id).where(FileRow.job_id == job_id).with_for_update())
+
+    @staticmethod
+    def _lock_files_of(session: Session, job_ids: Sequence[str]) -> dict[str, str]:
+        """Lock the file rows that the jobs own, files first, then jobs: the one lock order (see
+        :meth:`_lock_file_of`); each owning job's id -> its file's access list (JSON). A job
+        whose file no longer names it is missing: the job lost its file."""
+        return {
+            row.job_id: row.access
+            for row in session.execute(
+                select(FileRow.job_id, FileRow.access).where(FileRow.job_id.in_(job_ids)).with_for_update()
+            )
+        }
 
     @staticmethod
     def _file_state(session: Session, job_id: str, **values: Any) -> None:
@@ -636,13 +643,7 @@ class JobLifecycle:
 
     def _finish_first_in(self, session: Session, finishes: Sequence[Finish]) -> list[bool | None]:
         ids = [finish.job_id for finish in finishes]
-        # Files first, then jobs: the one lock order (see _lock_file_of).
-        owned = {
-            row.job_id: row.access
-            for row in session.execute(
-                select(FileRow.job_id, FileRow.access).where(FileRow.job_id.in_(ids)).with_for_update()
-            )
-        }
+        owned = self._lock_files_of(session, ids)
         jobs = {
             row.id: row
             for row in session.execute(

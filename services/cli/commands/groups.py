@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
+from rich.console import RenderableType
 from rich.markup import escape
 
 from services.cli import render
-from services.cli.context import current, reports_errors
+from services.cli.client import Group, User, ZhikuClient
+from services.cli.context import call_and_print, reports_errors
 
 app = typer.Typer(
     help="List and create groups and change who is in them (needs an admin).", no_args_is_help=True
@@ -22,14 +25,16 @@ UserArgument = Annotated[str, typer.Argument(help="the user's email (or id)", sh
 @reports_errors
 def list_groups(ctx: typer.Context) -> None:
     """Every group with its members."""
-    state = current(ctx)
-    with state.client() as client:
+
+    def fetch(client: ZhikuClient) -> tuple[list[Group], list[User]]:
         groups = client.list_groups()
-        users = client.list_users() if groups else []
-    if not groups:
-        state.console.print("No groups yet: `zhiku groups add NAME`.")
-        return
-    state.console.print(render.groups_table(groups, users))
+        return groups, client.list_users() if groups else []  # the users name the members
+
+    def shown(found: tuple[list[Group], list[User]]) -> RenderableType:
+        groups, users = found
+        return render.groups_table(groups, users) if groups else "No groups yet: `zhiku groups add NAME`."
+
+    call_and_print(ctx, fetch, shown)
 
 
 @app.command("add")
@@ -42,27 +47,33 @@ def add(
     ] = "",
 ) -> None:
     """Create a group (a short slug: a-z, 0-9, - and _)."""
-    state = current(ctx)
-    with state.client() as client:
-        client.create_group(name, display_name)
-    state.console.print(f"Created group [bold]{escape(name)}[/].")
+    call_and_print(
+        ctx,
+        lambda client: client.create_group(name, display_name),
+        lambda _: f"Created group [bold]{escape(name)}[/].",
+    )
 
 
 @app.command("add-member")
 @reports_errors
 def add_member(ctx: typer.Context, group: GroupArgument, user: UserArgument) -> None:
     """Put a user in a group: they get every role the group holds."""
-    state = current(ctx)
-    with state.client() as client:
-        client.add_group_member(group, client.resolve_user(user))
-    state.console.print(f"{escape(user)} is now in [bold]{escape(group)}[/].")
+    _change_members(ctx, ZhikuClient.add_group_member, group, user, "is now in")
 
 
 @app.command("remove-member")
 @reports_errors
 def remove_member(ctx: typer.Context, group: GroupArgument, user: UserArgument) -> None:
     """Take a user out of a group."""
-    state = current(ctx)
-    with state.client() as client:
-        client.remove_group_member(group, client.resolve_user(user))
-    state.console.print(f"{escape(user)} is no longer in [bold]{escape(group)}[/].")
+    _change_members(ctx, ZhikuClient.remove_group_member, group, user, "is no longer in")
+
+
+def _change_members(
+    ctx: typer.Context, change: Callable[[ZhikuClient, str, str], None], group: str, user: str, now: str
+) -> None:
+    """Add a user (email or id) to a group or remove them with ``change``, then say where they ``now`` are."""
+    call_and_print(
+        ctx,
+        lambda client: change(client, group, client.resolve_user(user)),
+        lambda _: f"{escape(user)} {now} [bold]{escape(group)}[/].",
+    )

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from services.cli import render
-from services.cli.context import current, reports_errors
+from services.cli.context import call_and_print, reports_errors
 
 app = typer.Typer(help="List, add, disable and promote users (needs an admin).", no_args_is_help=True)
 
@@ -19,10 +19,7 @@ Who = Annotated[str, typer.Argument(help="the user's email (or id)", show_defaul
 @reports_errors
 def list_users(ctx: typer.Context) -> None:
     """Every user with their groups, admin flag and state."""
-    state = current(ctx)
-    with state.client() as client:
-        users = client.list_users()
-    state.console.print(render.users_table(users))
+    call_and_print(ctx, lambda client: client.list_users(), render.users_table)
 
 
 @app.command("add")
@@ -37,12 +34,14 @@ def add(
     ] = False,
 ) -> None:
     """Create a user; asks for their first password (twice) unless --sso-only."""
-    state = current(ctx)
     password = None if sso_only else typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    with state.client() as client:
-        user = client.create_user(email, name or email, password, admin)
-    state.console.print(
-        f"Created user [bold]{escape(str(user.get('email', email)))}[/] ({escape(str(user.get('id', '')))})."
+    call_and_print(
+        ctx,
+        lambda client: client.create_user(email, name or email, password, admin),
+        lambda user: (
+            f"Created user [bold]{escape(str(user.get('email', email)))}[/] "
+            f"({escape(str(user.get('id', '')))})."
+        ),
     )
 
 
@@ -54,10 +53,9 @@ def disable(
     enable: Annotated[bool, typer.Option("--enable", help="enable the user again instead")] = False,
 ) -> None:
     """Disable a user: their sessions and keys stop working (--enable undoes it)."""
-    state = current(ctx)
-    with state.client() as client:
-        client.update_user(client.resolve_user(who), disabled=not enable)
-    state.console.print(f"{'Enabled' if enable else 'Disabled'} [bold]{escape(who)}[/].")
+    _change_user(
+        ctx, who, f"{'Enabled' if enable else 'Disabled'} [bold]{escape(who)}[/].", disabled=not enable
+    )
 
 
 @app.command("admin")
@@ -68,7 +66,11 @@ def admin(
     revoke: Annotated[bool, typer.Option("--revoke", help="take the admin role away instead")] = False,
 ) -> None:
     """Make a user an admin (--revoke takes it away)."""
-    state = current(ctx)
-    with state.client() as client:
-        client.update_user(client.resolve_user(who), admin=not revoke)
-    state.console.print(f"[bold]{escape(who)}[/] is {'no longer' if revoke else 'now'} an admin.")
+    _change_user(
+        ctx, who, f"[bold]{escape(who)}[/] is {'no longer' if revoke else 'now'} an admin.", admin=not revoke
+    )
+
+
+def _change_user(ctx: typer.Context, who: str, said: str, **change: bool) -> None:
+    """Set flags of one user (``who``: email or id), then print ``said``."""
+    call_and_print(ctx, lambda client: client.update_user(client.resolve_user(who), **change), lambda _: said)

@@ -72,16 +72,15 @@ async def _ingest_one(
     chunk_overlap: int,
 ) -> FileOutcome:
     try:
-        job = await submitting.submit_file(
-            clients.ingest,
+        submission = submitting.file_request(
             kb,
             name,
             content,
-            settings,
             override=True,  # as Chatchat's upload_temp_docs: always index, never the no-op path
             chunk_size=chunk_size,
             chunk_overlap=chunk_overlap,
         )
+        job = await submitting.submit_file(clients.ingest, submission, settings)
     except grpc.RpcError as error:
         reason = submitting.per_file_reason(error)
         if reason is None:

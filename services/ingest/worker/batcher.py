@@ -12,14 +12,15 @@ jobs take turns: every job in flight advances, a large one does not hold the oth
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 from services.common.errors import FailedPrecondition
+from services.ingest.worker.dispatching import SlotDispatcher
 
 log = logging.getLogger("zhiku.ingest.batcher")
 
@@ -33,7 +34,7 @@ class _Request:
     future: Future[tuple[list[list[float]], str]] = field(default_factory=Future)
 
 
-class EmbedBatcher:
+class EmbedBatcher(SlotDispatcher[list[_Request]]):
     def __init__(self, call: EmbedCall, max_texts: int, wait_s: float, max_in_flight: int = 2) -> None:
         self._call = call
         self._max_texts = max_texts
@@ -44,12 +45,7 @@ class EmbedBatcher:
         # it instead of holding them at 0 % until it is done.
         self._waiting: OrderedDict[str, deque[_Request]] = OrderedDict()
         self._last_owner: str | None = None
-        self._changed = threading.Condition()
-        self._slots = threading.Semaphore(max_in_flight)
-        self._pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="embed-batch")
-        self._closed = False
-        self._dispatcher = threading.Thread(target=self._dispatch, name="embed-batcher", daemon=True)
-        self._dispatcher.start()
+        super().__init__(max_in_flight, name="embed-batcher", pool_prefix="embed-batch")
 
     def submit(self, texts: list[str], owner: str = "") -> Future[tuple[list[list[float]], str]]:
         """Queue texts (at most ``max_texts``) for ``owner``; the future holds their vectors and
@@ -64,18 +60,17 @@ class EmbedBatcher:
             self._changed.notify()
         return request.future
 
-    def close(self) -> None:
-        with self._changed:
-            self._closed = True
-            abandoned = [request for queue in self._waiting.values() for request in queue]
-            self._waiting.clear()
-            self._changed.notify()
-        for request in abandoned:
-            request.future.cancel()
-        self._dispatcher.join(timeout=5)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    # -- dispatcher (the loop itself: dispatching.py) ------------------------------------
 
-    # -- dispatcher -----------------------------------------------------------------------
+    def _has_waiting(self) -> bool:
+        return bool(self._waiting)
+
+    def _drain(self) -> list[Future[Any]]:
+        abandoned: list[Future[Any]] = [
+            request.future for queue in self._waiting.values() for request in queue
+        ]
+        self._waiting.clear()
+        return abandoned
 
     def _take(self, room: int) -> _Request | None:
         """The next request in turn if it fits in ``room`` texts (call with the lock held)."""
@@ -98,59 +93,46 @@ class EmbedBatcher:
                 return request
         return None
 
-    def _dispatch(self) -> None:
-        while True:
-            with self._changed:
-                while not self._waiting and not self._closed:
-                    self._changed.wait()
-                if self._closed:
-                    return
-            # Wait for a free call slot first: while every slot is busy, requests pile up
-            # and the next call carries as many of them as fit (up to max_texts).
-            self._slots.acquire()
-            batch: list[_Request] = []
-            size = 0
-            deadline = time.monotonic() + self._wait_s
-            with self._changed:
-                while size < self._max_texts and not self._closed:
-                    request = self._take(self._max_texts - size)
-                    if request is not None:
-                        batch.append(request)
-                        size += len(request.texts)
-                        continue
-                    left = deadline - time.monotonic()
-                    if self._waiting or left <= 0:  # the next one does not fit, or time is up
-                        break
-                    self._changed.wait(left)
-            if batch:
-                self._pool.submit(self._run, batch)
-            else:
-                self._slots.release()
+    def _gather(self) -> list[_Request] | None:
+        """As many requests in turn as fit in ``max_texts``, waiting at most ``wait_s`` for
+        more (the slot is already held: while every slot was busy, requests piled up)."""
+        batch: list[_Request] = []
+        size = 0
+        deadline = time.monotonic() + self._wait_s
+        with self._changed:
+            while size < self._max_texts and not self._closed:
+                request = self._take(self._max_texts - size)
+                if request is not None:
+                    batch.append(request)
+                    size += len(request.texts)
+                    continue
+                left = deadline - time.monotonic()
+                if self._waiting or left <= 0:  # the next one does not fit, or time is up
+                    break
+                self._changed.wait(left)
+        return batch or None
 
     def _run(self, batch: list[_Request]) -> None:
+        # Callers that gave up (their job failed or was cancelled) are left out.
+        batch = [request for request in batch if request.future.set_running_or_notify_cancel()]
+        if not batch:
+            return
+        texts = [text for request in batch for text in request.texts]
         try:
-            # Callers that gave up (their job failed or was cancelled) are left out.
-            batch = [request for request in batch if request.future.set_running_or_notify_cancel()]
-            if not batch:
-                return
-            texts = [text for request in batch for text in request.texts]
-            try:
-                vectors, model = self._call(texts)
-            except BaseException as error:  # every caller must learn why its texts failed
-                for request in batch:
-                    request.future.set_exception(error)
-                return
-            if len(vectors) != len(texts):
-                mismatch = FailedPrecondition(
-                    f"embed service returned {len(vectors)} vectors for {len(texts)} texts"
-                )
-                for request in batch:
-                    request.future.set_exception(mismatch)
-                return
-            start = 0
+            vectors, model = self._call(texts)
+        except BaseException as error:  # every caller must learn why its texts failed
             for request in batch:
-                end = start + len(request.texts)
-                request.future.set_result((vectors[start:end], model))
-                start = end
-        finally:
-            self._slots.release()
+                request.future.set_exception(error)
+            return
+        if len(vectors) != len(texts):
+            mismatch = FailedPrecondition(
+                f"embed service returned {len(vectors)} vectors for {len(texts)} texts"
+            )
+            for request in batch:
+                request.future.set_exception(mismatch)
+            return
+        start = 0
+        for request in batch:
+            end = start + len(request.texts)
+            request.future.set_result((vectors[start:end], model))
+            start = end

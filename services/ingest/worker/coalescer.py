@@ -15,17 +15,18 @@ call with that exception (each job then reacts as it would to its own failed cal
 
 from __future__ import annotations
 
-import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Generic, TypeVar
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from services.ingest.worker.dispatching import SlotDispatcher
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
-class Coalescer(Generic[Item, Result]):
+class Coalescer(SlotDispatcher[tuple[Hashable, list[tuple[Item, Future[Result]]]]]):
     def __init__(
         self,
         handle: Callable[[Hashable, list[Item]], list[Result]],
@@ -39,12 +40,7 @@ class Coalescer(Generic[Item, Result]):
         self._max_items = max_items
         # Waiting items per key, keys in arrival order (the oldest key's items go first).
         self._waiting: OrderedDict[Hashable, list[tuple[Item, Future[Result]]]] = OrderedDict()
-        self._changed = threading.Condition()
-        self._slots = threading.Semaphore(max_in_flight)
-        self._pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix=name)
-        self._closed = False
-        self._dispatcher = threading.Thread(target=self._dispatch, name=name, daemon=True)
-        self._dispatcher.start()
+        super().__init__(max_in_flight, name=name, pool_prefix=name)
 
     def submit(self, key: Hashable, item: Item) -> Future[Result]:
         future: Future[Result] = Future()
@@ -59,54 +55,43 @@ class Coalescer(Generic[Item, Result]):
         """Submit and wait for the result (or the call's exception)."""
         return self.submit(key, item).result()
 
-    def close(self) -> None:
+    # -- dispatcher (the loop itself: dispatching.py) ------------------------------------
+
+    def _has_waiting(self) -> bool:
+        return bool(self._waiting)
+
+    def _drain(self) -> list[Future[Any]]:
+        abandoned: list[Future[Any]] = [future for waiting in self._waiting.values() for _, future in waiting]
+        self._waiting.clear()
+        return abandoned
+
+    def _gather(self) -> tuple[Hashable, list[tuple[Item, Future[Result]]]] | None:
+        """Up to ``max_items`` of the oldest key's items; the rest of that key goes to the back."""
         with self._changed:
-            self._closed = True
-            abandoned = [future for waiting in self._waiting.values() for _, future in waiting]
-            self._waiting.clear()
-            self._changed.notify()
-        for future in abandoned:
-            future.cancel()
-        self._dispatcher.join(timeout=5)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+            if not self._waiting:
+                return None
+            key = next(iter(self._waiting))
+            waiting = self._waiting[key]
+            group, rest = waiting[: self._max_items], waiting[self._max_items :]
+            if rest:
+                self._waiting[key] = rest
+                self._waiting.move_to_end(key)
+            else:
+                del self._waiting[key]
+        return key, group
 
-    def _dispatch(self) -> None:
-        while True:
-            with self._changed:
-                while not self._waiting and not self._closed:
-                    self._changed.wait()
-                if self._closed:
-                    return
-            # A free slot first: while every call is running, items pile up into the next group.
-            self._slots.acquire()
-            with self._changed:
-                if not self._waiting:
-                    self._slots.release()
-                    continue
-                key = next(iter(self._waiting))
-                waiting = self._waiting[key]
-                group, rest = waiting[: self._max_items], waiting[self._max_items :]
-                if rest:
-                    self._waiting[key] = rest
-                    self._waiting.move_to_end(key)
-                else:
-                    del self._waiting[key]
-            self._pool.submit(self._run, key, group)
-
-    def _run(self, key: Hashable, group: list[tuple[Item, Future[Result]]]) -> None:
+    def _run(self, work: tuple[Hashable, list[tuple[Item, Future[Result]]]]) -> None:
+        key, group = work
+        live = [(item, future) for item, future in group if future.set_running_or_notify_cancel()]
+        if not live:
+            return
         try:
-            live = [(item, future) for item, future in group if future.set_running_or_notify_cancel()]
-            if not live:
-                return
-            try:
-                results = self._handle(key, [item for item, _ in live])
-                if len(results) != len(live):
-                    raise RuntimeError(f"{len(results)} results for {len(live)} items")
-            except BaseException as error:  # every submitter must learn why its item failed
-                for _, future in live:
-                    future.set_exception(error)
-                return
-            for (_, future), result in zip(live, results, strict=True):
-                future.set_result(result)
-        finally:
-            self._slots.release()
+            results = self._handle(key, [item for item, _ in live])
+            if len(results) != len(live):
+                raise RuntimeError(f"{len(results)} results for {len(live)} items")
+        except BaseException as error:  # every submitter must learn why its item failed
+            for _, future in live:
+                future.set_exception(error)
+            return
+        for (_, future), result in zip(live, results, strict=True):
+            future.set_result(result)

@@ -255,16 +255,15 @@ async def upload_docs(
             continue
         content = await upload.read()
         try:
-            jobs[name] = await submitting.submit_file(
-                ingest,
+            submission = submitting.file_request(
                 knowledge_base_name,
                 name,
                 content,
-                settings,
                 override=CHATCHAT_OVERRIDE,
                 chunk_size=chunk_size,
                 chunk_overlap=chunk_overlap,
             )
+            jobs[name] = await submitting.submit_file(ingest, submission, settings)
         except grpc.RpcError as error:
             reason = submitting.per_file_reason(error)
             if reason is None:
@@ -373,16 +372,15 @@ async def _resubmit(
             ingest_pb2.GetFileContentRequest(knowledge_base=kb, file_name=name),
             timeout=settings.request_timeout_s,
         )
-        return await submitting.submit_file(
-            ingest,
+        submission = submitting.file_request(
             kb,
             name,
             stored.content,
-            settings,
             override=CHATCHAT_OVERRIDE,
             chunk_size=chunk_size,
             chunk_overlap=chunk_overlap,
         )
+        return await submitting.submit_file(ingest, submission, settings)
     except grpc.RpcError as error:
         if submitting.is_not_found(error):
             return file_not_found(name)
