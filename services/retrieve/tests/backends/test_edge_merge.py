@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from services.retrieve.backends import edge_collection
+from services.retrieve.backends import edge_collection, edge_shard
 from services.retrieve.backends.edge_collection import EdgeCollection
 from services.retrieve.backends.edge_merge import MERGE_PREFIX, RECORD_FILE, MergeRecord, plan
 from services.retrieve.tests.backends.test_edge_shards import (
@@ -85,7 +85,7 @@ def pause_merge(monkeypatch: pytest.MonkeyPatch, meanwhile: Callable[[], Awaitab
     """Run ``meanwhile`` after the merged shard's index is built and before it is committed
     (the sources still serve); returns the reports of the builds that ran."""
     built: list[str] = []
-    real = edge_collection.run_optimizer
+    real = edge_shard.run_optimizer
 
     async def optimizer_then_writes(path: Path, options: Any) -> dict[str, Any]:
         report = await real(path, options)

@@ -18,7 +18,7 @@ from qdrant_edge import EdgeShard, Point, UpdateOperation
 from qdrant_edge import SparseVector as EdgeSparseVector
 
 from services.common.sparse import SparseEncoder
-from services.retrieve.backends import edge_collection
+from services.retrieve.backends import edge_collection, edge_shard
 from services.retrieve.backends.edge import EdgeBackend
 from services.retrieve.backends.edge_collection import EdgeCollection, create_on_disk
 from services.retrieve.backends.edge_shard import RETIRED_DIR, SHARD_DIR
@@ -365,7 +365,7 @@ async def test_a_caller_that_goes_away_mid_seal_does_not_split_it(
     shard is being created must still leave the new shard attached, so the next seal works
     (before, the next seal collided with the new shard's directory)."""
     created = threading.Event()
-    real = edge_collection.create_shard
+    real = edge_shard.create_shard
 
     def slow_create(path: Path, config: Any) -> None:
         real(path, config)
