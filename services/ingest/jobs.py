@@ -597,14 +597,7 @@ class JobLifecycle:
             changed = session.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.state.in_(_ACTIVE))
-                .values(
-                    state=JobState.SUCCEEDED.value,
-                    progress=1.0,
-                    chunks=chunks,
-                    error="",
-                    lease_until=0.0,
-                    updated_at=time.time(),
-                ),
+                .values(_succeeded(chunks, time.time())),
                 execution_options=NO_SYNC,
             )
             if rows_matched(changed) == 0:
@@ -698,14 +691,7 @@ class JobLifecycle:
             session.execute(
                 update(JobRow)
                 .where(JobRow.id.in_(list(done)), JobRow.state.in_(_ACTIVE))
-                .values(
-                    state=JobState.SUCCEEDED.value,
-                    progress=1.0,
-                    chunks=chunks,
-                    error="",
-                    lease_until=0.0,
-                    updated_at=now,
-                ),
+                .values(_succeeded(chunks, now)),
                 execution_options=NO_SYNC,
             )
             file_chunks = case(
@@ -862,3 +848,15 @@ async def sweep_lost_jobs(
                 log.warning("job %s ended without removing what it indexed; removed it", job_id)
         except Exception as error:  # the sweeper must outlive a database or broker hiccup
             log.warning("sweeping lost jobs failed: %s", error)
+
+
+def _succeeded(chunks: object, now: float) -> dict[str, object]:
+    """A job row's values once it succeeded (``chunks``: a count or a per-row CASE)."""
+    return {
+        "state": JobState.SUCCEEDED.value,
+        "progress": 1.0,
+        "chunks": chunks,
+        "error": "",
+        "lease_until": 0.0,
+        "updated_at": now,
+    }

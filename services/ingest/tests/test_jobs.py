@@ -199,15 +199,16 @@ def test_a_job_ended_while_running_is_cleaned_up_once_its_lease_lapses(
     catalog.knowledge_bases.create("kb")
     queued = _submit(lifecycle)
     lifecycle.cancel_job(queued.id)  # never ran: nothing indexed, nothing to clean
+    # Leases long enough that the steps before the first check fit in them on a busy machine.
     running = _submit(lifecycle, content_hash="h2")
-    lifecycle.begin_attempt(running.id, lease_s=0.3)
+    lifecycle.begin_attempt(running.id, lease_s=2.0)
     lifecycle.cancel_job(running.id)
     superseded = _submit(lifecycle, content_hash="h3")
-    lifecycle.begin_attempt(superseded.id, lease_s=0.3)
+    lifecycle.begin_attempt(superseded.id, lease_s=2.0)
     newest = _submit(lifecycle, content_hash="h4")  # supersedes the running job
     _finish(lifecycle, newest.id)  # succeeded: never a cleanup
     assert lifecycle.lapsed_cleanups() == []  # the leases still run: their workers may clean up
-    time.sleep(0.4)
+    time.sleep(2.1)
     assert sorted(lifecycle.lapsed_cleanups()) == sorted(
         [(running.id, "kb", "a.txt"), (superseded.id, "kb", "a.txt")]
     )

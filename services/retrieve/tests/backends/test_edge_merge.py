@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from services.retrieve.backends import edge_collection
+from services.retrieve.backends import edge_collection, edge_shard
 from services.retrieve.backends.edge_collection import EdgeCollection
 from services.retrieve.backends.edge_merge import MERGE_PREFIX, RECORD_FILE, MergeRecord, plan
 from services.retrieve.tests.backends.test_edge_shards import (
@@ -26,6 +26,7 @@ from services.retrieve.tests.backends.test_edge_shards import (
     same,
     sharded,
     upsert,
+    visible_files,
 )
 from services.retrieve.tests.conftest import Running, make_settings, point_id, running
 from zhiku.v1 import retrieve_pb2 as pb
@@ -84,7 +85,7 @@ def pause_merge(monkeypatch: pytest.MonkeyPatch, meanwhile: Callable[[], Awaitab
     """Run ``meanwhile`` after the merged shard's index is built and before it is committed
     (the sources still serve); returns the reports of the builds that ran."""
     built: list[str] = []
-    real = edge_collection.run_optimizer
+    real = edge_shard.run_optimizer
 
     async def optimizer_then_writes(path: Path, options: Any) -> dict[str, Any]:
         report = await real(path, options)
@@ -126,18 +127,7 @@ async def test_writes_during_a_merge_are_kept_in_order(
         assert await points(served) == 150  # f2.txt's 50 points deleted, overrides in place
         for reader, visible in (("user:u_a", False), ("user:u_b", True)):
             for mode in MODES.values():
-                reply = await served.stub.Search(
-                    pb.SearchRequest(
-                        collection=KB,
-                        vector=rows[1][0],
-                        query_text=rows[1][1],
-                        mode=mode,
-                        top_k=200,
-                        enforce_acl=True,
-                        reader_acl=[reader],
-                    )
-                )
-                files = {hit.file_name for hit in reply.hits}
+                files = await visible_files(served, rows[1], reader, mode)
                 assert ("f1.txt" in files) is visible
                 assert "f2.txt" not in files
         got = await served.stub.Search(

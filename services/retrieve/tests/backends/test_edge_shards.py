@@ -18,7 +18,7 @@ from qdrant_edge import EdgeShard, Point, UpdateOperation
 from qdrant_edge import SparseVector as EdgeSparseVector
 
 from services.common.sparse import SparseEncoder
-from services.retrieve.backends import edge_collection
+from services.retrieve.backends import edge_collection, edge_shard
 from services.retrieve.backends.edge import EdgeBackend
 from services.retrieve.backends.edge_collection import EdgeCollection, create_on_disk
 from services.retrieve.backends.edge_shard import RETIRED_DIR, SHARD_DIR
@@ -131,6 +131,22 @@ async def answers(served: Running) -> Answer:
     return results
 
 
+async def visible_files(
+    served: Running, row: tuple[list[float], str], reader: str, mode: pb.SearchMode
+) -> set[str]:
+    """The files of every hit a reader gets for ``row`` as the query (vector and text)."""
+    request = pb.SearchRequest(
+        collection=KB,
+        vector=row[0],
+        query_text=row[1],
+        mode=mode,
+        top_k=1000,
+        enforce_acl=True,
+        reader_acl=[reader],
+    )
+    return {hit.file_name for hit in (await served.stub.Search(request)).hits}
+
+
 def same(got: Answer, want: Answer) -> None:
     """Equal scores in the same order, and the same hits wherever scores do not tie; among
     hits tied on a score the engine's order (and, at the cut, which of them is kept) is
@@ -227,28 +243,16 @@ async def test_access_lists_hold_across_shards(tmp_path: Path) -> None:
             points_.append(p)
         await upsert(served, points_)
 
-        async def files(reader: str, mode: pb.SearchMode) -> set[str]:
-            request = pb.SearchRequest(
-                collection=KB,
-                vector=rows[1][0],
-                query_text=rows[1][1],
-                mode=mode,
-                top_k=100,
-                enforce_acl=True,
-                reader_acl=[reader],
-            )
-            return {hit.file_name for hit in (await served.stub.Search(request)).hits}
-
         for mode in MODES.values():
-            assert await files("user:u_b", mode) == {"open.txt"}
-            assert await files("user:u_a", mode) >= {"secret.txt"}
+            assert await visible_files(served, rows[1], "user:u_b", mode) == {"open.txt"}
+            assert await visible_files(served, rows[1], "user:u_a", mode) >= {"secret.txt"}
         updated = await served.stub.SetFileAcl(
             pb.SetFileAclRequest(collection=KB, file_name="secret.txt", acl=["user:u_b"])
         )
         assert updated.updated == 50  # every shard's points of the file
         for mode in MODES.values():
-            assert "secret.txt" in await files("user:u_b", mode)
-            assert await files("user:u_a", mode) == {"open.txt"}
+            assert "secret.txt" in await visible_files(served, rows[1], "user:u_b", mode)
+            assert await visible_files(served, rows[1], "user:u_a", mode) == {"open.txt"}
 
 
 async def test_crash_between_seal_and_swap_is_recovered(tmp_path: Path) -> None:
@@ -361,7 +365,7 @@ async def test_a_caller_that_goes_away_mid_seal_does_not_split_it(
     shard is being created must still leave the new shard attached, so the next seal works
     (before, the next seal collided with the new shard's directory)."""
     created = threading.Event()
-    real = edge_collection.create_shard
+    real = edge_shard.create_shard
 
     def slow_create(path: Path, config: Any) -> None:
         real(path, config)
