@@ -63,6 +63,7 @@ from qdrant_edge import (
     MatchAny,
     MatchValue,
     Point,
+    QuantizationSearchParams,
     Query,
     QueryBatchRequest,
     QueryRequest,
@@ -232,7 +233,18 @@ class EdgeCollection:
         self._executor = executor
         self._options = options
         self._optimize_slots = optimize_slots
-        self._search_params = SearchParams(hnsw_ef=options.hnsw_ef) if options.hnsw_ef else None
+        self._search_params = (
+            SearchParams(
+                hnsw_ef=options.hnsw_ef,
+                quantization=(
+                    QuantizationSearchParams(rescore=True, oversampling=options.quantization_oversampling)
+                    if options.quantization
+                    else None
+                ),
+            )
+            if options.hnsw_ef or options.quantization
+            else None
+        )
         # Searches and counts share it; writes spanning shards take it so readers see them whole.
         self._view = Gate()
         # Serialises the collection's writes: routing of ids, term statistics, sealing.
@@ -422,9 +434,12 @@ class EdgeCollection:
         Asking each of n shards for ``limit`` candidates costs n x limit result objects (a
         hybrid search over 14 shards met 1,400), most of them far from the merged best. So
         each shard is first asked for a share, about ``2 x limit / n``; a shard is asked
-        again for all ``limit`` only when its share was full and its last score reaches the
-        ``limit``-th best score seen (ties included): no candidate it did not return can
-        then make the cut. The result equals asking every shard for ``limit``.
+        again for all ``limit`` only when its share was full and its last score beats the
+        ``limit``-th best score seen: no candidate it did not return can then beat that
+        cut. The result equals asking every shard for ``limit`` except, as within one
+        engine search, in which of the candidates tied at the cut are kept. Ties at the cut
+        are common (copies of a text share its BM25 score); asking again for them asked
+        every shard twice (bench_scale).
 
         Ids stay the engine's UUID objects (they order like their canonical strings); a
         later shard's copy of an id wins (a newer write, see the module docstring)."""
@@ -476,7 +491,7 @@ class EdgeCollection:
                 ask(position, shard, kinds, share)
         cuts = [_cut(found[kind], limit) for kind in (0, 1)]
         for position, (_, shard) in enumerate(held):
-            again = tuple(position in full[kind] and full[kind][position] >= cuts[kind] for kind in (0, 1))
+            again = tuple(position in full[kind] and full[kind][position] > cuts[kind] for kind in (0, 1))
             if any(again):
                 ask(position, shard, (again[0], again[1]), limit)
         return found
@@ -878,12 +893,13 @@ def _sparse_records(shard: EdgeShard, ids: list[str], sparse: bool) -> list[tupl
 
 
 def _cut(found: Found, limit: int) -> float:
-    """The lowest score that can still be among the best ``limit`` (less a tie's margin,
-    see :func:`_best`); minus infinity while fewer than ``limit`` were found."""
+    """The score a candidate must beat to displace one of the best ``limit``: the
+    ``limit``-th best plus a tie's margin (see :func:`_best`); minus infinity while fewer
+    than ``limit`` were found."""
     if len(found) < limit:
         return -math.inf
     score = heapq.nlargest(limit, (score for _, score in found.values()))[-1]
-    return score - 1e-6 * abs(score) - 1e-12
+    return score + 1e-6 * abs(score) + 1e-12
 
 
 def _best(found: dict[PointId, tuple[int, float]], limit: int) -> list[tuple[PointId, float]]:

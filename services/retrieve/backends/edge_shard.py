@@ -53,6 +53,8 @@ from qdrant_edge import (
     EdgeVectorParams,
     Modifier,
     PayloadSchemaType,
+    ScalarQuantizationConfig,
+    ScalarType,
     UpdateOperation,
 )
 
@@ -81,6 +83,8 @@ _NO_MODIFIER = getattr(Modifier, "None")
 # The engine's default indexing threshold: optimize() indexes a segment only once its dense
 # vectors fill this many KB (measured: 3,000 x 512-d points left unindexed, 6,000 indexed).
 ENGINE_INDEXING_THRESHOLD_KB = 10_000
+# int8 quantization bounds: the 0.99 quantile of the values, as the server backend's default.
+QUANTILE = 0.99
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +98,8 @@ class ShardOptions:
     indexing_threshold_kb: int | None
     search_threads: int | None
     hnsw_ef: int | None = None
+    quantization: bool = False
+    quantization_oversampling: float = 2.0
     hybrid_candidates: int = 50
     shard_points: int = 10_000
     shard_growth: float = 0.1
@@ -109,6 +115,8 @@ class ShardOptions:
             indexing_threshold_kb=settings.edge_indexing_threshold_kb,
             search_threads=settings.edge_search_threads,
             hnsw_ef=settings.edge_hnsw_ef,
+            quantization=settings.edge_quantization == "int8",
+            quantization_oversampling=settings.edge_quantization_oversampling,
             hybrid_candidates=settings.hybrid_candidates,
             shard_points=settings.edge_shard_points,
             shard_growth=settings.edge_shard_growth,
@@ -214,7 +222,17 @@ def edge_config(
         else None
     )
     return EdgeConfig(
-        vectors={DENSE: EdgeVectorParams(size=dimension, distance=Distance.Cosine)},
+        vectors={
+            DENSE: EdgeVectorParams(
+                size=dimension,
+                distance=Distance.Cosine,
+                quantization_config=(
+                    ScalarQuantizationConfig(type=ScalarType.Int8, quantile=QUANTILE)
+                    if options.quantization
+                    else None
+                ),
+            )
+        },
         sparse_vectors=(
             {SPARSE: EdgeSparseVectorParams(modifier=Modifier.Idf if engine_idf else _NO_MODIFIER)}
             if sparse

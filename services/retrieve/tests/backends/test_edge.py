@@ -19,6 +19,7 @@ from services.retrieve.backends.edge_shard import (
     ShardOptions,
     ShardUnit,
 )
+from services.retrieve.scores import score_from_cosine
 from services.retrieve.tests.conftest import (
     Running,
     expect_error,
@@ -286,3 +287,26 @@ async def test_interrupted_swap_and_create_are_recovered(tmp_path: Path) -> None
         names = {p.name for p in (root / KB).iterdir()}
         assert names == {"collection.json", SHARD_DIR}
         assert not (root / "~staging-deadbeef").exists()
+
+
+@pytest.mark.parametrize("quantization", ["int8", "none"])
+async def test_an_index_build_quantizes_the_vectors_and_searches_rescore_them(
+    tmp_path: Path, quantization: str
+) -> None:
+    """With int8 quantization (the default) a built segment holds quantized vectors next to
+    the originals; a dense search still returns the exact best points with their exact
+    cosine scores, since the quantized candidates are rescored with the originals."""
+    settings = make_settings("edge", tmp_path, edge_indexing_threshold_kb=1, edge_quantization=quantization)
+    async with running(settings) as served:
+        data = await seed(served, 300)
+        shard = await write_shard(served)
+        assert await shard.optimize() == "optimized"
+        quantized = list(shard.root.rglob("quantized.data"))
+        assert bool(quantized) == (quantization == "int8")
+        for query in vectors(5, seed=77):
+            reply = await served.stub.Search(pb.SearchRequest(collection=KB, vector=query.tolist(), top_k=10))
+            exact = np.argsort(-(data @ query))[:10]
+            assert [hit.chunk_id for hit in reply.hits] == [point_id(int(i)) for i in exact]
+            assert [hit.score for hit in reply.hits] == pytest.approx(
+                [score_from_cosine(float(data[i] @ query)) for i in exact], abs=1e-5
+            )

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from qdrant_edge import EdgeShard, Point, UpdateOperation
+from qdrant_edge import EdgeShard, Point, QueryBatchRequest, UpdateOperation
 from qdrant_edge import SparseVector as EdgeSparseVector
 
 from services.common.sparse import SparseEncoder
@@ -356,6 +356,33 @@ async def test_a_shard_holding_most_of_the_best_candidates_is_asked_for_them_all
     async with running(sharded(tmp_path / "many")) as many:
         same(await hits(many), baseline)
         assert len((await collection(many)).units) == 6
+
+
+async def test_candidates_tied_at_the_cut_ask_each_shard_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Copies of one chunk tie on both scores in every shard. Each shard's share is full of
+    them, but none can beat the cut, so no shard is asked again (before, every shard was
+    asked twice), and every hit is one of the tied copies."""
+    asks: list[int] = []
+
+    def counted(requests: Any) -> Any:
+        asks.append(len(requests))
+        return QueryBatchRequest(requests)
+
+    monkeypatch.setattr(edge_collection, "QueryBatchRequest", counted)
+    row = corpus(1)[0]
+    async with running(sharded(tmp_path)) as served:
+        await upsert(served, [point(i, row, "a.txt") for i in range(200)])
+        shards = len((await collection(served)).units)
+        asks.clear()
+        reply = await served.stub.Search(
+            pb.SearchRequest(
+                collection=KB, vector=row[0], query_text=row[1], mode=pb.SEARCH_MODE_HYBRID, top_k=8
+            )
+        )
+    assert shards == 6 and asks == [2] * 5 + [1]  # the empty write shard has no words: dense only
+    assert len(reply.hits) == 8 and len({hit.score for hit in reply.hits}) == 1
 
 
 async def test_a_caller_that_goes_away_mid_seal_does_not_split_it(
