@@ -441,8 +441,6 @@ def main() -> None:
     if args.role == "searcher":
         asyncio.run(searcher(args.port, args.model, args.queries))
         return
-    if os.environ.get("BENCH_SWITCH_INTERVAL"):
-        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     data = load(args.model, 1200, args.queries)  # embeds once, cached
     print(
         f"<!-- base: {len(data.texts)} real chunks x {data.vectors.shape[1]}-d ({args.model}), "

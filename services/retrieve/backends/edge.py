@@ -17,6 +17,7 @@ import fcntl
 import logging
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +50,8 @@ class EdgeBackend:
     def __init__(self, settings: RetrieveSettings) -> None:
         self.root: Path = settings.shard_root
         self._workers = settings.edge_workers
+        self._switch_interval_s = settings.edge_switch_interval_ms / 1000
+        self._previous_switch_interval_s = sys.getswitchinterval()
         self._options = ShardOptions.from_settings(settings)
         self._collections: dict[str, EdgeCollection] = {}
         # Guards opening, creating and dropping shards (rare); calls on open shards skip it.
@@ -71,6 +74,10 @@ class EdgeBackend:
                 f"edge_dir {self.root} is in use by another retrieve process (one opener per shard)"
             ) from None
         self._lock_fd = fd
+        # Process-wide (restored at close): engine calls hold the GIL, so searches and
+        # writes take turns at it.
+        self._previous_switch_interval_s = sys.getswitchinterval()
+        sys.setswitchinterval(self._switch_interval_s)
         self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="edge")
         await self._run(self._sweep)
         log.info("edge backend ready", extra={"fields": {"edge_dir": str(self.root)}})
@@ -92,6 +99,7 @@ class EdgeBackend:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+            sys.setswitchinterval(self._previous_switch_interval_s)
 
     async def _close_collection(self, collection: EdgeCollection) -> None:
         try:

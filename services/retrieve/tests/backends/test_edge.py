@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
 import pytest
+from qdrant_edge import UpdateOperation
 
 from services.common.errors import FailedPrecondition
+from services.retrieve.backends import edge_collection
 from services.retrieve.backends.edge import EdgeBackend
 from services.retrieve.backends.edge_shard import (
     OPTIMIZING_DIR,
@@ -310,3 +314,34 @@ async def test_an_index_build_quantizes_the_vectors_and_searches_rescore_them(
             assert [hit.score for hit in reply.hits] == pytest.approx(
                 [score_from_cosine(float(data[i] @ query)) for i in exact], abs=1e-5
             )
+
+
+async def test_a_big_upsert_reaches_the_engine_in_slices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An engine write holds the GIL until it returns, so searches would wait for a whole
+    batch; the points go in slices of WRITE_SLICE, and every one of them lands."""
+    sizes: list[int] = []
+
+    class Counting:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(UpdateOperation, name)
+
+        def upsert_points(self, points: list[Any]) -> Any:
+            sizes.append(len(points))
+            return UpdateOperation.upsert_points(points)
+
+    monkeypatch.setattr(edge_collection, "UpdateOperation", Counting())
+    async with running(make_settings("edge", tmp_path)) as served:
+        data = await seed(served, 2 * edge_collection.WRITE_SLICE + 22)
+        assert sizes == [edge_collection.WRITE_SLICE, edge_collection.WRITE_SLICE, 22]
+        assert await count(served) == len(data)
+        assert await top_id(served, data[-1].tolist()) == point_id(len(data) - 1)
+
+
+async def test_the_backend_sets_the_gil_switch_interval_while_it_runs(tmp_path: Path) -> None:
+    before = sys.getswitchinterval()
+    async with running(make_settings("edge", tmp_path, edge_switch_interval_ms=2.5)) as served:
+        await seed(served, 3)
+        assert sys.getswitchinterval() == pytest.approx(0.0025)
+    assert sys.getswitchinterval() == before
