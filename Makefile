@@ -7,7 +7,7 @@ PROTO_SRC := $(wildcard protos/zhiku/v1/*.proto)
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install run test test-unit test-e2e test-vllm bench-generate bench-generate-queue lint format proto proto-check bench bench-embed bench-retrieve bench-retrieval bench-stack bench-ingest bench-answers \
-	bench-search-load bench-generate-backend bench-parse bench-scale \
+	bench-search-load bench-generate-backend bench-parse bench-scale bench-shard-search \
 	helm-lint compose-check services clean docs webui webui-check
 
 install: $(STAMP)
@@ -74,6 +74,11 @@ bench-retrieve: install
 ## search p50/p99 while ingesting, disk per index build, RSS, time to fill and to index (ARGS="--sizes 100000")
 bench-scale: install
 	$(PY) -m bench.bench_scale $(ARGS)
+
+## bench-shard-search: what one shard ask of an edge search costs (dense, exact, sparse) and dense recall
+## against exact on held-out questions, plain against int8-quantized vectors, at 100k chunks
+bench-shard-search: install
+	$(PY) -m bench.bench_shard_search $(ARGS)
 
 ## bench-retrieval: recall@k/MRR of dense, sparse, hybrid vs a Chatchat-style FAISS baseline (CMRC, SQuAD),
 ## then search latency through gRPC and the gateway at 10k and 100k chunks
