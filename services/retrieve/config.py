@@ -59,12 +59,13 @@ class RetrieveSettings(ServiceSettings):
     edge_dir: Path | None = None
     # Threads that run blocking engine calls, so the event loop stays free.
     edge_workers: int = Field(default=4, ge=1)
-    # How long a thread may keep the GIL while another waits for it (Python's default: 5 ms),
-    # set for the process when the edge backend starts. An engine call holds the GIL until it
-    # returns, so a search waits for writes in other threads at each of its ~30 engine calls;
-    # at 1 ms it gets in sooner. bench-scale at 100k, two runs each: search p99 27.5-30.4 ms
-    # against 42.4-46.8 with a writer flat out, 15.9-17.7 against 20.6-21.0 at 200 points/s.
-    edge_switch_interval_ms: float = Field(default=1.0, gt=0, le=100)
+    # How long a thread may keep the GIL while another waits for it, set for the process
+    # while the edge backend runs (Python's default, 5 ms). An engine call holds the GIL until
+    # it returns, so a search waits for writes in other threads at each of its ~30 engine
+    # calls. 1 ms measured mixed on the quiet 2-core box: at 100k it cut search p99 with a
+    # writer flat out (27.5-30.4 against 42.4-46.8 ms, two runs each), at 1M it raised p50
+    # (idle 14.0-15.2 against 12.9 ms, flat out 24.7-30.4 against 25.8; docs/benchmarks/scale.md).
+    edge_switch_interval_ms: float = Field(default=5.0, gt=0, le=100)
     # Background index build: wait this long after the last write to a shard (0 disables).
     edge_optimize_delay_s: float = Field(default=10.0, ge=0)
     # ... and, for a collection's first index, only when at least this many points wait: below
