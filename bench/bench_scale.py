@@ -42,6 +42,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -278,16 +279,23 @@ async def settle(edge: EdgeBackend) -> None:
         await asyncio.sleep(0.5)
 
 
+def edge_settings(data_dir: Path, **overrides: Any) -> RetrieveSettings:
+    """The retrieve service's defaults on the edge backend under ``data_dir``, on free ports
+    (what a bench runs in its own process), but for ``overrides``."""
+    return RetrieveSettings(
+        backend="edge",
+        grpc_host="127.0.0.1",
+        grpc_port=0,
+        metrics_port=0,
+        common=CommonSettings(data_dir=data_dir, log_json=False),
+        **overrides,
+    )
+
+
 async def measure(size: int, args: argparse.Namespace) -> Row:
     row = Row(size)
     with tempfile.TemporaryDirectory(prefix="zhiku-bench-scale-", dir=args.dir) as tmp:
-        settings = RetrieveSettings(
-            backend="edge",
-            grpc_host="127.0.0.1",
-            grpc_port=0,
-            metrics_port=0,
-            common=CommonSettings(data_dir=Path(tmp), log_json=False),
-        )
+        settings = edge_settings(Path(tmp))
         edge = EdgeBackend(settings)
         service = GrpcService(build_spec(settings, edge), settings)
         await service.start()

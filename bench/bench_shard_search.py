@@ -27,21 +27,19 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any
 
 import numpy as np
 from qdrant_edge import QuantizationSearchParams, Query, QueryBatchRequest, QueryRequest, SearchParams
 from qdrant_edge import SparseVector as EdgeSparseVector
 
-from bench.bench_scale import KB, settle, spawn
+from bench.bench_scale import KB, edge_settings, settle, spawn
 from bench.scale_data import load
-from services.common.config import CommonSettings
 from services.common.grpc_server import GrpcService
 from services.common.sparse import SPARSE, SparseEncoder
 from services.embed.config import EmbedSettings
 from services.retrieve.backends.edge import EdgeBackend
 from services.retrieve.backends.edge_terms import query_weights
-from services.retrieve.config import RetrieveSettings
 from services.retrieve.domain import DENSE, MODE_HYBRID, SearchQuery
 from services.retrieve.server import build_spec
 
@@ -60,14 +58,7 @@ async def measure(storage: str, args: argparse.Namespace, held_out: np.ndarray) 
     encoder = SparseEncoder()
     sparse = [encoder.query(question) for question in data.questions[: args.queries]]
     with tempfile.TemporaryDirectory(prefix="zhiku-bench-shards-") as tmp:
-        settings = RetrieveSettings(
-            backend="edge",
-            grpc_host="127.0.0.1",
-            grpc_port=0,
-            metrics_port=0,
-            edge_quantization=cast("Literal['none', 'int8']", storage),
-            common=CommonSettings(data_dir=Path(tmp), log_json=False),
-        )
+        settings = edge_settings(Path(tmp), edge_quantization=storage)
         edge = EdgeBackend(settings)
         service = GrpcService(build_spec(settings, edge), settings)
         await service.start()
