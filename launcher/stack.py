@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import re
 import selectors
 import signal
@@ -66,8 +67,39 @@ def _child_dies_with_launcher() -> None:
     die_with_parent(signal.SIGTERM, own_process_group=True)
 
 
+# Ports handed out by free_port in this process: the next pick skips them.
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low(default: int = 32768) -> int:
+    """The first port of the kernel's range for outgoing connections (Linux: its sysctl)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return default
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port nothing listens on, for a child to bind a moment later.
+
+    Picked below the kernel's ephemeral range, not with ``bind(0)``: a ``bind(0)`` port is one
+    the kernel also gives to outgoing connections (to PostgreSQL, Redis, another service), and
+    one of those took it before the child bound it often enough to fail a whole stack in CI.
+    """
+    high = _ephemeral_low()
+    low = max(1024, high - 12000)
+    for _ in range(200):
+        port = random.randrange(low, high)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as sock:  # that range is full: the kernel's choice
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 

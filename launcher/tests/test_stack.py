@@ -23,6 +23,7 @@ from launcher.stack import (
     Stack,
     choose_ports,
     describe_exit,
+    free_port,
     stack_env,
 )
 from launcher.supervision import RestartBackoff, RestartRecord
@@ -66,6 +67,18 @@ def test_free_ports_keep_the_gateway_port_asked_for() -> None:
     fixed = choose_ports(free=False, gateway=None, default_gateway=8001)
     assert fixed.gateway == 8001 and fixed.grpc == DEFAULT_GRPC_PORTS
     assert choose_ports(free=False, gateway=8100, default_gateway=8001).gateway == 8100
+
+
+def test_free_ports_are_distinct_and_outside_the_range_of_outgoing_connections() -> None:
+    """An outgoing connection can take an ephemeral port between the pick and the child's bind."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    picked = [free_port() for _ in range(3)] + [
+        port
+        for ports in [Ports.free() for _ in range(5)]
+        for port in [*ports.grpc.values(), *ports.metrics.values(), ports.gateway]
+    ]
+    assert len(set(picked)) == len(picked)
+    assert all(1024 <= port < low for port in picked)
 
 
 def test_the_launcher_port_is_recorded_but_not_given_to_a_service(tmp_path) -> None:

@@ -164,3 +164,30 @@ def test_s3_keys_are_write_only(page: Page, api: httpx.Client) -> None:
     expect(page.get_by_test_id("kb-sources").locator("h3")).to_have_text("数据源")
     expect(row.get_by_test_id("kb-source-credentials")).to_have_text("已设置")
     expect(row.get_by_test_id("kb-source-last")).to_have_text("从未同步")
+
+
+def test_the_page_refreshing_keeps_the_focus_and_text_of_the_source_form(
+    page: Page, api: httpx.Client
+) -> None:
+    """An upload re-renders the file table now and again when its job ends; the source form
+    below it stays in place: still focused, still holding what was typed, and it submits."""
+    page.goto(f"{str(api.base_url).rstrip('/')}/#/kb")
+    enter_key_when_asked(page)
+    page.locator(f'[data-testid="kb-item"][data-name="{KB}"] button').click()
+    form = page.get_by_test_id("source-form")
+    name = form.get_by_test_id("source-name")
+    name.click()
+    name.press_sequentially("half-typ")
+    page.get_by_test_id("upload-input").set_input_files(
+        files=[{"name": "refresh.txt", "mimeType": "text/plain", "buffer": b"Parking is free for staff.\n"}]
+    )
+    row = page.locator('[data-testid="upload-row"][data-file="refresh.txt"]')
+    expect(row).to_have_attribute("data-state", "succeeded", timeout=120_000)
+    expect(page.locator('[data-testid="file-row"][data-file="refresh.txt"]')).to_have_count(1)
+    expect(name).to_be_focused()
+    page.keyboard.type("ed")
+    expect(name).to_have_value("half-typed")
+    form.get_by_test_id("source-path").fill("handbook")
+    with page.expect_request("**/sources") as sent:
+        form.get_by_test_id("source-create").click()
+    assert json.loads(sent.value.post_data or "{}")["name"] == "half-typed"

@@ -72,6 +72,13 @@ export class KnowledgeBasePage {
 
   private side = h("aside", { class: "sidebar" });
   private main = h("div", { class: "kb-main" });
+  // The main pane in three parts. ``rebuilt`` (header, tabs, uploads, file table) is built
+  // again on every render; ``kept`` (sources panel, search form) and ``membersSlot`` stay
+  // attached: detaching them on each refresh (one after every finished job) dropped the
+  // focus of whoever was typing there, and a click landing in that moment did nothing.
+  private rebuilt = h("div");
+  private kept = h("div");
+  private membersSlot = h("div");
   private uploadList = h("ul", { class: "uploads", "data-testid": "uploads" });
   private fileTable = h("div", { class: "table-wrap" });
   private hitList = h("div", { class: "hits", "data-testid": "search-results" });
@@ -81,6 +88,7 @@ export class KnowledgeBasePage {
 
   constructor() {
     this.root.append(this.side, this.main);
+    this.membersSlot.append(this.members.root);
     onLangChange(() => {
       this.searchForm = null;
       this.members.relabel();
@@ -200,13 +208,14 @@ export class KnowledgeBasePage {
   }
 
   private renderMain(): void {
-    clear(this.main);
     const kb = this.current();
     if (!kb) {
-      this.main.append(h("p", { class: "muted empty" }, t("kb.pick")));
+      this.main.replaceChildren(h("p", { class: "muted empty" }, t("kb.pick")));
       return;
     }
-    this.main.append(
+    if (this.rebuilt.parentElement !== this.main) this.main.replaceChildren(this.rebuilt, this.kept, this.membersSlot);
+    clear(this.rebuilt);
+    this.rebuilt.append(
       h(
         "div",
         { class: "row between kb-header" },
@@ -231,15 +240,17 @@ export class KnowledgeBasePage {
       ),
       this.tabs(),
     );
-    if (this.tab === "members") {
-      this.main.append(this.members.root);
-      return;
-    }
-    this.main.append(this.dropZone(), this.optionsRow());
+    const members = this.tab === "members";
+    this.membersSlot.hidden = !members;
+    this.kept.hidden = members;
+    if (members) return;
+    this.rebuilt.append(this.dropZone(), this.optionsRow());
     this.renderUploads();
-    if (this.uploads.size) this.main.append(h("h3", {}, t("kb.uploads")), this.uploadList);
+    if (this.uploads.size) this.rebuilt.append(h("h3", {}, t("kb.uploads")), this.uploadList);
     this.renderFiles();
-    this.main.append(h("h3", {}, t("kb.fileTable")), this.fileTable, this.sources.root, (this.searchForm ??= this.searchBox()));
+    this.rebuilt.append(h("h3", {}, t("kb.fileTable")), this.fileTable);
+    const search = (this.searchForm ??= this.searchBox());
+    if (search.parentElement !== this.kept) this.kept.replaceChildren(this.sources.root, search);
     this.renderHits();
   }
 

@@ -135,7 +135,13 @@ export class SourcesPanel {
     this.shown = null;
     this.report = null;
     this.pending.clear();
+    // Nothing of the previous knowledge base stays on show (or takes input) until the new
+    // one's sources arrive: its form would be swapped for a fresh one under the typing.
+    this.root.hidden = true;
+    clear(this.table);
+    clear(this.reportBox);
     this.form = null;
+    this.formSlot.replaceChildren();
     void this.load();
   }
 

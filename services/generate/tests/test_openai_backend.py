@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from services.generate.backends.openai_compat import request_kwargs, sse_data
 from services.generate.domain import GenerationJob, Prompt, Sampling, Turn
 from services.generate.tests.conftest import Serve, ask, collect, make_settings
-from testing.fake_openai import FakeOpenAI, running
+from testing.fake_openai import GATHER_TIMEOUT_S, FakeOpenAI, running
 
 TOKENS = ["Files ", "are ", "kept ", "in ", "the ", "blob ", "store ", "[1]."]
 PASSAGES = [("guide.md", "Zhiku stores files in a blob store.")]
@@ -206,7 +206,9 @@ async def test_thirty_two_concurrent_streams_run_at_once(serve: Serve) -> None:
     """No lock around an upstream that batches: 32 streams overlap and all complete."""
     tokens = [f"t{i} " for i in range(10)]
     async with running(FakeOpenAI(tokens, delay_s=0.01, gather=32)) as fake:
-        stub = await serve(openai_settings(fake.base_url))
+        # The client waits out the fake's gather barrier: on a busy machine the last of the 32
+        # streams can open seconds after the first, whose first token waits for it.
+        stub = await serve(openai_settings(fake.base_url, openai_timeout_s=GATHER_TIMEOUT_S + 30))
         peak = 0
 
         async def watch() -> None:
