@@ -13,8 +13,10 @@ ingesting. Reported per size:
 * time to fill (the writer's wall time) and to index (from the end of the fill until no
   build is pending or running);
 * gRPC search p50/p99 while ingestion continues, and how many points were added meanwhile;
-* gRPC search p50/p99 while a writer adds a steady ``--steady-rate`` points a second (the
-  pace of a real ingestion on a small machine), next to the flat-out writer above;
+* gRPC search p50/p99 while a writer adds a steady ``--steady-rates`` points a second: 200
+  (a real ingestion on a small machine) and 600 (the ingestion pipeline's own ceiling here,
+  measured with an embedder that costs nothing: bench_ingest's instant row), next to the
+  flat-out writer above, 5-8 times faster than the pipeline can feed it;
 * peak extra disk per index build or shard merge: what a build or merge writes besides the
   knowledge base (a build's copy ``*.optimizing~``, a merge's new shard ``~merge-*``, retired
   shards ``~trash-*`` not deleted yet; sampled every 0.2 s) against the knowledge base's size
@@ -56,6 +58,7 @@ from services.retrieve.backends.edge import EdgeBackend
 from services.retrieve.backends.edge_merge import MERGE_PREFIX
 from services.retrieve.backends.edge_shard import OPTIMIZING_SUFFIX, TRASH_PREFIX
 from services.retrieve.config import RetrieveSettings
+from services.retrieve.metrics import WRITE_YIELD
 from services.retrieve.server import build_spec
 from zhiku.v1 import retrieve_pb2 as pb
 from zhiku.v1 import retrieve_pb2_grpc
@@ -241,10 +244,11 @@ class Row:
     p99: float = 0.0
     idle_p50: float = 0.0
     idle_p99: float = 0.0
-    steady_p50: float = 0.0
-    steady_p99: float = 0.0
+    steady: dict[float, tuple[float, float]] = field(default_factory=dict)  # rate -> p50, p99
     searched: int = 0
     added: int = 0
+    yields: int = 0  # write slices that waited for a search (flat-out phase)
+    yield_s: float = 0.0  # ... and their total wait
     disk_ratio: float = 0.0
     disk_ratio_half: float = 0.0
     disk_ratio_all: float = 0.0
@@ -256,6 +260,13 @@ class Row:
     shards: int = 0
     points: int = 0
     builds: int = 0
+
+
+def write_yields() -> tuple[int, float]:
+    """Write slices that have waited for searches in flight in this process, and the seconds."""
+    samples = {sample.name: sample.value for sample in next(iter(WRITE_YIELD.collect())).samples}
+    name = "zhiku_retrieve_write_yield_seconds"
+    return int(samples[f"{name}_count"]), samples[f"{name}_sum"]
 
 
 async def spawn(*args: str) -> asyncio.subprocess.Process:
@@ -332,10 +343,14 @@ async def measure(size: int, args: argparse.Namespace) -> Row:
             out, _ = await idle.communicate()
             quiet = np.asarray(last_json(out)["latencies_ms"])
             row.idle_p50, row.idle_p99 = float(np.percentile(quiet, 50)), float(np.percentile(quiet, 99))
-            if args.steady_rate > 0:
-                steady, _ = await search_while_writing(port, size, args.steady_rate, args)
-                row.steady_p50, row.steady_p99 = (float(np.percentile(steady, q)) for q in (50, 99))
+            for number, rate in enumerate(args.steady_rates):
+                # Each writer its own ids: none overrides another's points.
+                steady, _ = await search_while_writing(port, size + 1_000_000 * number, rate, args)
+                row.steady[rate] = (float(np.percentile(steady, 50)), float(np.percentile(steady, 99)))
+            yields_before = write_yields()
             latencies, row.added = await search_while_writing(port, size + 10_000_000, args.ingest_rate, args)
+            (count_after, waited_after), (count_before, waited_before) = write_yields(), yields_before
+            row.yields, row.yield_s = count_after - count_before, waited_after - waited_before
             row.p50, row.p99 = float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99))
             row.searched = len(latencies)
             collection = await edge.collection(KB)
@@ -389,7 +404,7 @@ async def search_while_writing(
     return np.asarray(last_json(out)["latencies_ms"]), int(progress[-1]["written"]) if progress else 0
 
 
-def print_rows(rows: list[Row], rate: float, steady_rate: float) -> None:
+def print_rows(rows: list[Row], rate: float, steady_rates: list[float]) -> None:
     args_rate = f"{rate:.0f} points/s" if rate > 0 else "flat out"
 
     def line(name: str, cells: list[str], target: str = "") -> None:
@@ -404,13 +419,17 @@ def print_rows(rows: list[Row], rate: float, steady_rate: float) -> None:
     )
     line("gRPC search p99 ms", [f"{r.p99:.1f}" for r in rows], f"<= {TARGET_P99_MS:.0f}")
     line("... with no ingestion: p50 / p99 ms", [f"{r.idle_p50:.1f} / {r.idle_p99:.1f}" for r in rows])
-    if steady_rate > 0:
+    for steady_rate in steady_rates:
         line(
             f"... while a writer adds {steady_rate:.0f} points/s: p50 / p99 ms",
-            [f"{r.steady_p50:.1f} / {r.steady_p99:.1f}" for r in rows],
+            [f"{r.steady[steady_rate][0]:.1f} / {r.steady[steady_rate][1]:.1f}" for r in rows],
         )
     line("writer during the searches", [args_rate] * len(rows))
     line("searches / points added meanwhile", [f"{r.searched} / {r.added:,}" for r in rows])
+    line(
+        "write slices that waited for a search / seconds waited",
+        [f"{r.yields:,} / {r.yield_s:.1f}" for r in rows],
+    )
     line(
         "peak extra disk per build or merge, % of KB (at >= 90% of the final KB)",
         [f"{100 * r.disk_ratio:.1f}" for r in rows],
@@ -443,7 +462,10 @@ def main() -> None:
         "--ingest-rate", type=float, default=0.0, help="points/s of the writer during searches (0: flat out)"
     )
     parser.add_argument(
-        "--steady-rate", type=float, default=200.0, help="points/s of the steady writer (0: skip that row)"
+        "--steady-rates",
+        type=lambda text: [float(rate) for rate in text.split(",") if rate.strip()],
+        default=[200.0, 600.0],
+        help="points/s of the steady writers, comma-separated ('': none)",
     )
     parser.add_argument("--dir", default=None, help="where the knowledge bases are written (default: temp)")
     parser.add_argument(
@@ -468,7 +490,7 @@ def main() -> None:
     rows: list[Row] = []
     for size in (int(s) for s in args.sizes.split(",") if s):
         rows.append(asyncio.run(measure(size, args)))
-        print_rows(rows, args.ingest_rate, args.steady_rate)
+        print_rows(rows, args.ingest_rate, args.steady_rates)
         sys.stdout.flush()
 
 

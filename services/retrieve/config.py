@@ -66,6 +66,10 @@ class RetrieveSettings(ServiceSettings):
     # writer flat out (27.5-30.4 against 42.4-46.8 ms, two runs each), at 1M it raised p50
     # (idle 14.0-15.2 against 12.9 ms, flat out 24.7-30.4 against 25.8; docs/benchmarks/scale.md).
     edge_switch_interval_ms: float = Field(default=5.0, gt=0, le=100)
+    # Searches first: a write slice (64 points) waits while a search is in flight, at most
+    # this long (0: writes never wait). Engine calls hold the GIL, so a slice between two of
+    # a search's calls adds its length to the search (edge_priority.py; docs/benchmarks/scale.md).
+    edge_write_yield_ms: float = Field(default=50.0, ge=0, le=1000)
     # Background index build: wait this long after the last write to a shard (0 disables).
     edge_optimize_delay_s: float = Field(default=10.0, ge=0)
     # ... and, for a collection's first index, only when at least this many points wait: below

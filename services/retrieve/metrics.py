@@ -30,3 +30,9 @@ SPARSE_ENCODED_HERE = Counter(
     "Upserted points whose sparse vector the retrieve service encoded itself",
     ["reason"],
 )  # absent | mismatch
+# Edge writes give way to searches in flight (edge_priority.py): how long write slices waited.
+WRITE_YIELD = Histogram(
+    "zhiku_retrieve_write_yield_seconds",
+    "Time an edge write slice waited for searches in flight",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+)

@@ -31,6 +31,7 @@ from services.retrieve.backends.edge_collection import (
     create_on_disk,
     is_collection,
 )
+from services.retrieve.backends.edge_priority import SearchFirst
 from services.retrieve.backends.edge_shard import ShardOptions, run_blocking
 from services.retrieve.config import RetrieveSettings
 from services.retrieve.domain import CollectionStats, Hit, PointRecord, SearchQuery
@@ -51,13 +52,15 @@ class EdgeBackend:
         self.root: Path = settings.shard_root
         self._workers = settings.edge_workers
         self._switch_interval_s = settings.edge_switch_interval_ms / 1000
-        self._previous_switch_interval_s = sys.getswitchinterval()
+        self._previous_switch_interval_s: float | None = None  # read at start, restored at close
         self._options = ShardOptions.from_settings(settings)
         self._collections: dict[str, EdgeCollection] = {}
         # Guards opening, creating and dropping shards (rare); calls on open shards skip it.
         self._catalog = asyncio.Lock()
         # One index build at a time per process: each child uses every core it can get.
         self._optimize_slots = asyncio.Semaphore(1)
+        # Process-wide, as the GIL is: writes of every collection give way to any search.
+        self._search_first = SearchFirst(settings.edge_write_yield_ms / 1000)
         self._executor: ThreadPoolExecutor | None = None
         self._lock_fd: int | None = None
 
@@ -99,7 +102,9 @@ class EdgeBackend:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+        if self._previous_switch_interval_s is not None:
             sys.setswitchinterval(self._previous_switch_interval_s)
+            self._previous_switch_interval_s = None
 
     async def _close_collection(self, collection: EdgeCollection) -> None:
         try:
@@ -129,7 +134,9 @@ class EdgeBackend:
             raise DependencyUnavailable("retrieve edge backend is not started")
         executor = self._executor
         collection = await self._run(
-            lambda: EdgeCollection.open(name, root, executor, self._options, self._optimize_slots)
+            lambda: EdgeCollection.open(
+                name, root, executor, self._options, self._optimize_slots, self._search_first
+            )
         )
         self._collections[name] = collection
         OPEN_SHARDS.inc()

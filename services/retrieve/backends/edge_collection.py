@@ -85,6 +85,7 @@ from services.retrieve.backends.edge_merge import (
     recover_merge,
     roll_forward,
 )
+from services.retrieve.backends.edge_priority import SearchFirst
 from services.retrieve.backends.edge_shard import (
     SHARD_DIR,
     Apply,
@@ -225,6 +226,7 @@ class EdgeCollection:
         executor: Executor,
         options: ShardOptions,
         optimize_slots: asyncio.Semaphore,
+        search_first: SearchFirst,
     ) -> None:
         self.name = name
         self.root = root
@@ -238,6 +240,7 @@ class EdgeCollection:
         self._executor = executor
         self._options = options
         self._optimize_slots = optimize_slots
+        self._search_first = search_first
         self._search_params = (
             SearchParams(
                 hnsw_ef=options.hnsw_ef,
@@ -270,6 +273,7 @@ class EdgeCollection:
         executor: Executor,
         options: ShardOptions,
         optimize_slots: asyncio.Semaphore,
+        search_first: SearchFirst,
     ) -> EdgeCollection:
         """Blocking: recover interrupted merges, swaps and seals, open every shard, load or
         rebuild the term statistics and remove ids a crash left in two shards."""
@@ -278,7 +282,7 @@ class EdgeCollection:
         for entry in root.iterdir():
             if entry.name.startswith(NEW_SHARD_PREFIX) or entry.name.endswith(TERMS_SUFFIX + ".partial"):
                 shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
-        collection = cls(name, root, executor, options, optimize_slots)
+        collection = cls(name, root, executor, options, optimize_slots, search_first)
         try:
             for index in shard_indexes(root):
                 collection._attach(index)
@@ -389,8 +393,9 @@ class EdgeCollection:
                 return []  # no words in the query text: nothing can match lexically
             query = query.without_sparse()
         selector = _filter(query)
-        async with self._all_shards() as held:
-            hits = await self._run(lambda: self._search(held, query, selector))
+        with self._search_first.searching():
+            async with self._all_shards() as held:
+                hits = await self._run(lambda: self._search(held, query, selector))
         return scores.rank_and_keep(hits, query.score_threshold)
 
     def _search(
@@ -562,6 +567,7 @@ class EdgeCollection:
 
             def put(shard: EdgeShard, apply: Apply) -> int:
                 for start in range(0, len(points), WRITE_SLICE):
+                    self._search_first.before_write()
                     batch = points[start : start + WRITE_SLICE]
                     apply(
                         UpdateOperation.upsert_points([Point(p.id, vectors(p), p.payload()) for p in batch])

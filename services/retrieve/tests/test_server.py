@@ -197,6 +197,8 @@ async def test_dimension_mismatch_is_invalid_and_service_stays_up(retrieve: Runn
         (pb.Point(id=point_id(1), vector=[], file_name="a.txt"), "empty"),
         (pb.Point(id=point_id(1), vector=[0.0] * DIM, file_name="a.txt"), "all zeros"),
         (pb.Point(id=point_id(1), vector=[float("nan"), 1, 0, 0], file_name="a.txt"), "NaN"),
+        # Batches are checked in one array; one of another dimension is checked point by point.
+        (pb.Point(id=point_id(1), vector=[float("nan")], file_name="a.txt"), "NaN"),
         (pb.Point(id=point_id(1), vector=E0, file_name=""), "file_name"),
         (pb.Point(id=point_id(1), vector=E0, file_name="a.txt", chunk_index=-1), "chunk_index"),
     ],

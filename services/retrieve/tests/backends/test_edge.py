@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -337,6 +338,35 @@ async def test_a_big_upsert_reaches_the_engine_in_slices(
         assert sizes == [edge_collection.WRITE_SLICE, edge_collection.WRITE_SLICE, 22]
         assert await count(served) == len(data)
         assert await top_id(served, data[-1].tolist()) == point_id(len(data) - 1)
+
+
+@pytest.mark.parametrize("yield_ms", [1000.0, 0.0])
+async def test_write_slices_wait_while_a_search_is_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, yield_ms: float
+) -> None:
+    """A search held inside its engine calls: an upsert's slices wait for it (up to
+    edge_write_yield_ms) and land once it returns; with 0 they land at once."""
+    held, entered = threading.Event(), threading.Event()
+    search = edge_collection.EdgeCollection._search
+
+    def held_search(self: Any, *args: Any) -> Any:
+        entered.set()
+        held.wait(30)  # hang guard
+        return search(self, *args)
+
+    monkeypatch.setattr(edge_collection.EdgeCollection, "_search", held_search)
+    async with running(make_settings("edge", tmp_path, edge_write_yield_ms=yield_ms)) as served:
+        await seed(served, 4)
+        searching = asyncio.ensure_future(top_id(served, vectors(1)[0].tolist()))
+        assert await asyncio.to_thread(entered.wait, 30)
+        writing = asyncio.ensure_future(seed(served, 2 * edge_collection.WRITE_SLICE, start=4))
+        # Waiting: not done in 0.4 s (its slices wait a second each). Not waiting: done while
+        # the search is still held (30 s: a hang guard on a busy machine).
+        done, _ = await asyncio.wait({writing}, timeout=0.4 if yield_ms else 30)
+        assert bool(done) == (yield_ms == 0)
+        held.set()
+        await asyncio.gather(searching, writing)
+        assert await count(served) == 4 + 2 * edge_collection.WRITE_SLICE
 
 
 async def test_the_backend_sets_the_gil_switch_interval_while_it_runs(tmp_path: Path) -> None:
