@@ -16,7 +16,7 @@ ingesting. Reported per size:
 * gRPC search p50/p99 while a writer adds a steady ``--steady-rates`` points a second: 200
   (a real ingestion on a small machine) and 600 (the ingestion pipeline's own ceiling here,
   measured with an embedder that costs nothing: bench_ingest's instant row), next to the
-  flat-out writer above, 5-8 times faster than the pipeline can feed it;
+  flat-out writer above, 3-8 times faster than the pipeline can feed it (1M, 100k);
 * peak extra disk per index build or shard merge: what a build or merge writes besides the
   knowledge base (a build's copy ``*.optimizing~``, a merge's new shard ``~merge-*``, retired
   shards ``~trash-*`` not deleted yet; sampled every 0.2 s) against the knowledge base's size
