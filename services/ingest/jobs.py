@@ -40,7 +40,7 @@ from services.common.errors import ZhikuError
 from services.ingest.broker import enqueue_ingest, queue_length
 from services.ingest.config import IngestSettings
 from services.ingest.metrics import JOBS_REPUBLISHED
-from services.ingest.migration import Migrations
+from services.ingest.migration import TARGET_COLUMNS, Migrations, Target, targets_of
 from services.ingest.store.access import FileAccessList
 from services.ingest.store.catalog import Catalog
 from services.ingest.store.files import file_not_found
@@ -80,10 +80,13 @@ class Submission:
 
 @dataclass(frozen=True)
 class Claim:
-    """A job claimed for an attempt, with the acl tokens its file had at the claim."""
+    """A job claimed for an attempt, with the acl tokens its file had at the claim and the
+    collections its knowledge base indexes uploads into at the claim (two while a migration
+    runs; read in the claim's transaction, so no job pays a catalog read of its own)."""
 
     job: JobRecord
     acl: tuple[str, ...]
+    targets: tuple[Target, ...]
 
 
 @dataclass(frozen=True)
@@ -353,7 +356,7 @@ class JobLifecycle:
         rows = {
             row.id: row
             for row in session.execute(
-                select(*JobRow.__table__.columns, KnowledgeBaseRow.name.label("kb_name"))
+                select(*JobRow.__table__.columns, KnowledgeBaseRow.name.label("kb_name"), *TARGET_COLUMNS)
                 .join(KnowledgeBaseRow, KnowledgeBaseRow.id == JobRow.kb_id)
                 .where(JobRow.id.in_(ids))
                 .with_for_update(of=JobRow)
@@ -391,7 +394,13 @@ class JobLifecycle:
             row = rows[job_id]
             values = {**row._asdict(), **claim, "attempts": row.attempts + 1}
             tokens = tuple(FileAccessList.from_json(access.get(job_id)).tokens())
-            claims[job_id] = Claim(job_record(row.kb_name, SimpleNamespace(**values)), tokens)
+            targets = targets_of(
+                row.kb_collection or row.kb_name,
+                row.kb_embed_model,
+                row.kb_shadow_collection,
+                row.kb_shadow_model,
+            )
+            claims[job_id] = Claim(job_record(row.kb_name, SimpleNamespace(**values)), tokens, tuple(targets))
         return [claims.get(job_id) for job_id in job_ids]
 
     @staticmethod

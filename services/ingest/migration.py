@@ -8,8 +8,8 @@ searches use: the switch is one transaction that changes both, so no reader ever
 half-filled or empty collection. The retrieve service only ever sees distinct collection
 names; no backend knows about migrations.
 
-Meanwhile uploads are indexed into both collections (:meth:`Migrations.targets`, read by the
-pipeline before it embeds), deletes apply to both, and each file row records which of its
+Meanwhile uploads are indexed into both collections (:func:`targets_of`, read with the job's
+claim, before it embeds), deletes apply to both, and each file row records which of its
 generations the shadow holds in full (``shadow_generation``): written by the migration's
 copy of the file, or by an upload that indexed into both. The switch happens once every
 indexed file's live generation is in the shadow and no upload is in flight, so the catalog's
@@ -72,6 +72,25 @@ class FileState:
     job_id: str
     content_hash: str
     shadow_generation: str
+
+
+# The knowledge base's columns targets_of reads, for a query that reads them beside others
+# (a job's claim: see JobLifecycle.claim_jobs).
+TARGET_COLUMNS = (
+    KnowledgeBaseRow.collection.label("kb_collection"),
+    KnowledgeBaseRow.embed_model.label("kb_embed_model"),
+    KnowledgeBaseRow.shadow_collection.label("kb_shadow_collection"),
+    KnowledgeBaseRow.shadow_model.label("kb_shadow_model"),
+)
+
+
+def targets_of(active: str, model: str, shadow: str, shadow_model: str) -> list[Target]:
+    """The collections an upload goes to, given a knowledge base's active collection and
+    model and its shadow's (empty when no migration runs)."""
+    found = [Target(active, model)]
+    if shadow:
+        found.append(Target(shadow, shadow_model, shadow=True))
+    return found
 
 
 def collection_taken(session: Session, name: str) -> str | None:
@@ -170,10 +189,7 @@ class Migrations:
         while a migration runs."""
         with self._database.session(write=False) as session:
             row = self._database.kb_row(session, kb)
-            found = [Target(row.active_collection, row.embed_model)]
-            if row.shadow_collection:
-                found.append(Target(row.shadow_collection, row.shadow_model, shadow=True))
-            return found
+            return targets_of(row.active_collection, row.embed_model, row.shadow_collection, row.shadow_model)
 
     def collections(self, kb: str) -> list[str]:
         """Every collection holding points of ``kb`` (what a delete must reach)."""

@@ -45,6 +45,29 @@ def test_a_migration_names_a_shadow_and_uploads_target_both(
         catalog.knowledge_bases.create("kb__v2")
 
 
+def test_a_claim_carries_the_targets_of_its_moment(lifecycle: JobLifecycle, migrations: Migrations) -> None:
+    """The worker indexes where the claim says, so the claim must read the knowledge base as
+    the claim's transaction sees it: one target before a migration, both during, the new
+    collection alone after a switch."""
+    before = lifecycle.submit_file("kb", "before.txt", 10, "h1", 250, 50)
+    during = lifecycle.submit_file("kb", "during.txt", 10, "h2", 250, 50)
+    [claim] = lifecycle.claim_jobs([before.id])
+    assert claim is not None and claim.targets == (Target("kb", OLD),)
+    job = migrations.start("kb", NEW)
+    [claim] = lifecycle.claim_jobs([during.id])
+    assert claim is not None and claim.targets == (Target("kb", OLD), Target("kb__v2", NEW, shadow=True))
+    assert lifecycle.finish_job(before.id, 1, swap=lambda _: None, written=["kb"])
+    assert lifecycle.finish_job(during.id, 1, swap=lambda _: None, written=["kb", "kb__v2"])
+    lifecycle.begin_attempt(job.id)
+    before_file = next(file for file in migrations.files("kb") if file.name == "before.txt")
+    live = migrations.live_generation("kb", before_file)
+    assert live is not None and migrations.mark_copied("kb", job.id, before_file, live.id, 1)
+    assert isinstance(migrations.switch("kb", job.id), tuple)
+    after = lifecycle.submit_file("kb", "after.txt", 10, "h3", 250, 50)
+    [claim] = lifecycle.claim_jobs([after.id])
+    assert claim is not None and claim.targets == (Target("kb__v2", NEW),)
+
+
 def test_the_switch_waits_for_every_file_and_every_upload_then_moves_both_at_once(
     catalog: Catalog, lifecycle: JobLifecycle, migrations: Migrations
 ) -> None:

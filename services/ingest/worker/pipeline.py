@@ -147,6 +147,9 @@ class _Run:
     # The file's acl tokens its points are written with: the claim's (empty for a migration's
     # copy, whose index() reads them from the catalog once, so every target gets the same).
     acl: list[str] = field(default_factory=list)
+    # Where the file is indexed: the claim's targets (see Claim), read again after a
+    # migration switched them (StaleTargets).
+    targets: list[Target] = field(default_factory=list)
     # Progress share of the target being embedded and indexed: (index, count).
     part: tuple[int, int] = (0, 1)
     # The stage and progress the worker is at, and what the catalog was last told (writes
@@ -278,7 +281,7 @@ class IngestPipeline:
         token = request_id_var.set(job.request_id or new_request_id())
         started = time.perf_counter()
         # Who may read the file, as of the claim; a change made later is re-applied by _swap.
-        run = _Run(job, acl=list(claim.acl))
+        run = _Run(job, acl=list(claim.acl), targets=list(claim.targets))
         log.info(
             "%s %s into %s (job %s, attempt %d)",
             "migrating" if job.kind == MIGRATE_KIND else "ingesting",
@@ -328,6 +331,7 @@ class IngestPipeline:
                     )
                 run.written.clear()
                 run.indexed = 0
+                run.targets = self.migrations.targets(run.job.knowledge_base)
         raise FailedPrecondition(
             f"{run.job.file_name}: the knowledge base switched collections "
             f"{MAX_STALE_RUNS} times while indexing"
@@ -337,12 +341,12 @@ class IngestPipeline:
         job = run.job
         if job.waiting_for:
             self._probe(job)
-        # Read before embedding: while a migration runs, the file goes to both collections.
-        targets = self.migrations.targets(job.knowledge_base)
+        # Read at the claim, before embedding: while a migration runs, the file goes to both
+        # collections.
         chunks = self._prepare(job)
         model = ""
-        for index, target in enumerate(targets):
-            run.part = (index, len(targets))
+        for index, target in enumerate(run.targets):
+            run.part = (index, len(run.targets))
             self._report(run, JobState.EMBEDDING, self._share(run, EMBED_START))
             vectors, used = self.embed_chunks(run, chunks, target.model)
             model = model or used
