@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -169,40 +170,72 @@ class AuditTrail:
         """Record ``action``; never raises. ``actor`` defaults to the request's principal
         (anonymous without a request); pass a Principal or an :class:`Actor` for someone else
         (a user signing in, the gateway itself). ``detail`` must hold no secrets."""
+        [entry] = await self.record_each(
+            action,
+            [(target, detail)],
+            request=request,
+            actor=actor,
+            knowledge_base=knowledge_base,
+            outcome=outcome,
+        )
+        return entry
+
+    async def record_each(
+        self,
+        action: AuditAction,
+        targets: Sequence[tuple[str | None, dict[str, Any] | None]],
+        *,
+        request: Request | None = None,
+        actor: Principal | Actor | _FromRequest | None = FROM_REQUEST,
+        knowledge_base: str | None = None,
+        outcome: str = "ok",
+    ) -> list[AuditEntry]:
+        """Record ``action`` once per (target, detail), as :meth:`record` does, with one
+        write for all of them: an upload of many files is one transaction of the audit
+        table, where an entry per file each with its own commit was a third of the
+        gateway's CPU while files were uploaded. Never raises."""
         if isinstance(actor, _FromRequest):
             actor = getattr(request.state, "principal", None) if request is not None else None
         who = actor if isinstance(actor, Actor) else actor_of(actor)
         address, agent = client_of(request)
-        entry = AuditEntry(
-            at=time.time(),
-            action=str(action),
-            outcome=outcome,
-            actor_type=who.type,
-            actor_id=who.id,
-            actor_name=who.name,
-            key_id=who.key_id,
-            knowledge_base=knowledge_base,
-            target=target,
-            client_ip=address,
-            user_agent=agent,
-            request_id=current_request_id() or None,
-            detail=dict(detail or {}),
-        )
-        stored = await self._store(entry)
-        AUDIT_RECORDS.labels(entry.action, outcome).inc()
-        fields = {"audit": {**_public(entry), "stored": stored}}
-        audit_log.info("%s by %s: %s", entry.action, who.id, outcome, extra={"fields": fields})
-        return entry
+        now, request_id = time.time(), current_request_id() or None
+        entries = [
+            AuditEntry(
+                at=now,
+                action=str(action),
+                outcome=outcome,
+                actor_type=who.type,
+                actor_id=who.id,
+                actor_name=who.name,
+                key_id=who.key_id,
+                knowledge_base=knowledge_base,
+                target=target,
+                client_ip=address,
+                user_agent=agent,
+                request_id=request_id,
+                detail=dict(detail or {}),
+            )
+            for target, detail in targets
+        ]
+        if not entries:
+            return entries
+        stored = await self._store(entries)
+        AUDIT_RECORDS.labels(str(action), outcome).inc(len(entries))
+        for entry in entries:
+            fields = {"audit": {**_public(entry), "stored": stored}}
+            audit_log.info("%s by %s: %s", entry.action, who.id, outcome, extra={"fields": fields})
+        return entries
 
-    async def _store(self, entry: AuditEntry) -> bool:
+    async def _store(self, entries: list[AuditEntry]) -> bool:
         store = self.store
+        action = entries[0].action
         try:
             if store is None:
                 raise RuntimeError("the gateway's store is not open")
-            await store.run(store.audit.add, entry, self._prune_before(entry.at))
+            await store.run(store.audit.add_all, entries, self._prune_before(entries[0].at))
         except Exception:  # the request goes on; the loss is logged and counted
-            AUDIT_FAILURES.labels(entry.action).inc()
-            log.exception("audit entry %s could not be stored", entry.action)
+            AUDIT_FAILURES.labels(action).inc(len(entries))
+            log.exception("%d audit entries %s could not be stored", len(entries), action)
             return False
         return True
 

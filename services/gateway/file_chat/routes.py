@@ -49,19 +49,23 @@ async def audit_uploads(
 ) -> None:
     """One ``file.upload`` entry per file put into a file chat (its temporary knowledge base)."""
     sizes = dict(named)
-    for outcome in outcomes:
-        await audit.record(
-            AuditAction.FILE_UPLOAD,
-            request=request,
-            knowledge_base=chat.knowledge_base,
-            target=outcome.file_name,
-            detail={
-                "file_chat": chat.id,
-                "bytes": len(sizes.get(outcome.file_name, b"")),
-                "state": outcome.state,
-                "via": via,
-            },
-        )
+    await audit.record_each(
+        AuditAction.FILE_UPLOAD,
+        [
+            (
+                outcome.file_name,
+                {
+                    "file_chat": chat.id,
+                    "bytes": len(sizes.get(outcome.file_name, b"")),
+                    "state": outcome.state,
+                    "via": via,
+                },
+            )
+            for outcome in outcomes
+        ],
+        request=request,
+        knowledge_base=chat.knowledge_base,
+    )
 
 
 @router.post(

@@ -105,22 +105,19 @@ async def upload_files(
         parent_chunk_size=parent_chunk_size,
         access=access_list,
     )
-    jobs: list[SubmittedJob] = []
-    for (job, size), name in zip(submitted, names, strict=True):
-        jobs.append(SubmittedJob.from_pb(job, name))
-        await audit.record(
-            AuditAction.FILE_UPLOAD,
-            request=request,
-            knowledge_base=kb,
-            target=name,
-            detail={
-                "bytes": size,
-                "job_id": job.id,
-                "override": override,
-                **({"access": access_list_json(access_list)} if access_list is not None else {}),
-            },
-        )
-    return UploadAccepted(jobs=jobs)
+    shared = {"access": access_list_json(access_list)} if access_list is not None else {}
+    await audit.record_each(
+        AuditAction.FILE_UPLOAD,
+        [
+            (name, {"bytes": size, "job_id": job.id, "override": override, **shared})
+            for (job, size), name in zip(submitted, names, strict=True)
+        ],
+        request=request,
+        knowledge_base=kb,
+    )
+    return UploadAccepted(
+        jobs=[SubmittedJob.from_pb(job, name) for (job, _), name in zip(submitted, names, strict=True)]
+    )
 
 
 def access_list_json(access: ingest_pb2.FileAccess) -> dict[str, list[str]]:

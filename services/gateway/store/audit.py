@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,24 @@ def _entry(row: AuditRow) -> AuditEntry:
     )
 
 
+def _row(entry: AuditEntry) -> AuditRow:
+    return AuditRow(
+        at=entry.at,
+        action=entry.action,
+        outcome=entry.outcome,
+        actor_type=entry.actor_type,
+        actor_id=entry.actor_id,
+        actor_name=entry.actor_name,
+        key_id=entry.key_id,
+        knowledge_base=entry.knowledge_base,
+        target=entry.target,
+        client_ip=entry.client_ip,
+        user_agent=entry.user_agent,
+        request_id=entry.request_id,
+        detail=json.dumps(entry.detail, ensure_ascii=False, default=str),
+    )
+
+
 class AuditRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -75,27 +94,18 @@ class AuditRepo:
         """Store ``entry`` and return its ``seq``; with ``prune_before``, drop older entries in
         the same transaction (the caller asks for that rarely, so pruning costs one indexed
         delete now and then)."""
-        row = AuditRow(
-            at=entry.at,
-            action=entry.action,
-            outcome=entry.outcome,
-            actor_type=entry.actor_type,
-            actor_id=entry.actor_id,
-            actor_name=entry.actor_name,
-            key_id=entry.key_id,
-            knowledge_base=entry.knowledge_base,
-            target=entry.target,
-            client_ip=entry.client_ip,
-            user_agent=entry.user_agent,
-            request_id=entry.request_id,
-            detail=json.dumps(entry.detail, ensure_ascii=False, default=str),
-        )
+        return self.add_all([entry], prune_before)[0]
+
+    def add_all(self, entries: Sequence[AuditEntry], prune_before: float | None = None) -> list[int]:
+        """Store ``entries`` in one transaction, in order, and return their ``seq``s: an
+        upload of a hundred files records a hundred entries with one commit, not a hundred."""
+        rows = [_row(entry) for entry in entries]
         with self.db.session(write=True) as session:
             if prune_before is not None:
                 session.execute(delete(AuditRow).where(AuditRow.at < prune_before))
-            session.add(row)
+            session.add_all(rows)
             session.flush()
-            return row.seq
+            return [row.seq for row in rows]
 
     def list(self, query: AuditQuery) -> tuple[list[AuditEntry], int | None]:
         """Matching entries, newest first, and the cursor of the next page (None: no more)."""

@@ -79,10 +79,14 @@ async def test_actions_of_every_route_family_are_audited(
     async with httpx.AsyncClient(base_url=running.url, timeout=120, headers={**ROOT, **CLIENT}) as client:
         assert (await client.post("/v1/knowledge_bases", json={"name": kb})).status_code == 201
         upload = await client.post(
-            f"/v1/knowledge_bases/{kb}/files", files=[("files", ("leave.md", b"Annual leave: two weeks."))]
+            f"/v1/knowledge_bases/{kb}/files",
+            files=[
+                ("files", ("leave.md", b"Annual leave: two weeks.")),
+                ("files", ("rota.md", b"Night shifts rotate weekly.")),
+            ],
         )
         assert upload.status_code == 202, upload.text
-        job_id = upload.json()["jobs"][0]["id"]
+        job_id, rota_job_id = (job["id"] for job in upload.json()["jobs"])
         assert (await client.post(f"/v1/knowledge_bases/{kb}/files/leave.md/reindex")).status_code == 202
         assert (await client.delete(f"/v1/knowledge_bases/{kb}/files/leave.md")).status_code == 204
         # Chatchat's routes: upload (waits for ingestion), then delete.
@@ -119,7 +123,8 @@ async def test_actions_of_every_route_family_are_audited(
 
     assert [(e["action"], e["knowledge_base"], e["target"]) for e in reversed(entries)] == [
         ("kb.create", kb, None),
-        ("file.upload", kb, "leave.md"),
+        ("file.upload", kb, "leave.md"),  # one entry per file of the upload, in its order
+        ("file.upload", kb, "rota.md"),
         ("file.reindex", kb, "leave.md"),
         ("file.delete", kb, "leave.md"),
         ("file.upload", kb, "faq.txt"),
@@ -147,6 +152,8 @@ async def test_actions_of_every_route_family_are_audited(
     for action in ("file.upload", "file.reindex", "file.delete"):  # the newest: Chatchat's
         assert by_action[action]["detail"]["via"] == "chatchat"
     assert [e["detail"].get("job_id") for e in entries if e["target"] == "leave.md"][-1] == job_id
+    rota = next(e for e in entries if e["target"] == "rota.md")
+    assert rota["detail"] == {"bytes": 27, "job_id": rota_job_id, "override": False}
     assert by_action["key.create"]["detail"]["name"] == "reader"
     assert reader["key"] not in json.dumps(entries)  # the secret itself is never recorded
 

@@ -133,3 +133,19 @@ def test_pruning_drops_only_older_entries(store: GatewayStore) -> None:
     before = repo.list(AuditQuery())[0][0].seq
     repo.prune(T0 + 1000)
     assert repo.add(entry(T0 + 2000, "kb.delete")) > before
+
+
+def test_many_entries_go_in_one_write_in_order(store: GatewayStore) -> None:
+    """An upload's entries, one per file, stored together: every one kept, in the order given,
+    with increasing seqs, and a prune in the same write drops only what is older."""
+    repo = store.audit
+    repo.add(entry(T0, "key.create"))
+    seqs = repo.add_all(
+        [entry(T0 + 100, "file.upload", kb="handbook", target=f"f{index}.md") for index in range(5)],
+        prune_before=T0 + 1,
+    )
+    assert len(seqs) == 5 and seqs == sorted(seqs) and len(set(seqs)) == 5
+    listed = repo.list(AuditQuery())[0]
+    assert [e.target for e in listed] == [f"f{index}.md" for index in reversed(range(5))]
+    assert [e.seq for e in listed] == list(reversed(seqs))
+    assert repo.add_all([]) == []
