@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.ingest.jobs import Finish, JobLifecycle
+from services.ingest.jobs import Finish, JobLifecycle, Progress
 from services.ingest.migration import Migrations
 from services.ingest.store.catalog import Catalog
 from services.ingest.store.records import JobState
@@ -302,3 +302,38 @@ def test_jobs_of_a_migrating_or_switched_knowledge_base_are_left_to_finish_job(
     assert lifecycle.finish_job(migrating, 1, written=["other", "other__v2"])
     [state] = Migrations(catalog).files("other")
     assert (state.name, state.state, state.shadow_generation) == ("m.txt", JobState.SUCCEEDED, migrating)
+
+
+def test_progress_reports_of_many_jobs_go_in_one_write(catalog: Catalog, lifecycle: JobLifecycle) -> None:
+    """Each report lands as advance or set_progress would write it: a new stage moves the job
+    and its file, a progress-only report leaves both stages, a cancelled job answers False and
+    is left as it is, and of two reports for one job the later wins."""
+    catalog.knowledge_bases.create("kb")
+    moving, creeping, cancelled = (
+        lifecycle.submit_file("kb", f"{name}.txt", 10, name, 250, 50).id for name in ("m", "c", "x")
+    )
+    lifecycle.begin_attempts([moving, creeping, cancelled], lease_s=30)
+    lifecycle.cancel_job(cancelled)
+    answers = lifecycle.report_progress(
+        [
+            Progress(moving, 0.2, JobState.EMBEDDING),
+            Progress(creeping, 0.4),
+            Progress(cancelled, 0.5, JobState.INDEXING),
+            Progress(moving, 0.6, JobState.INDEXING),
+        ]
+    )
+    assert answers == [True, True, False, True]
+    states = {job_id: catalog.jobs.get(job_id) for job_id in (moving, creeping, cancelled)}
+    assert (states[moving].state, states[moving].progress) == (JobState.INDEXING, pytest.approx(0.6))
+    assert (states[creeping].state, states[creeping].progress) == (JobState.PARSING, pytest.approx(0.4))
+    assert states[cancelled].state is JobState.CANCELLED
+    files = {name: catalog.files.get("kb", f"{name}.txt").state for name in ("m", "c", "x")}
+    assert files == {"m": JobState.INDEXING, "c": JobState.PARSING, "x": JobState.CANCELLED}
+    # In the worker's combined write, beside a claim and a success.
+    fresh = lifecycle.submit_file("kb", "f.txt", 10, "f", 250, 50).id
+    claimed, finished, reported = lifecycle.claim_and_finish(
+        [fresh], 30, [Finish(creeping, 2, "model-a", ("*",), ("kb",))], [Progress(moving, 0.9)]
+    )
+    assert claimed[0] is not None and finished == [True] and reported == [True]
+    assert catalog.jobs.get(moving).progress == pytest.approx(0.9)
+    assert catalog.jobs.get(creeping).state is JobState.SUCCEEDED

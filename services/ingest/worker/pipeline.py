@@ -58,7 +58,7 @@ from services.ingest.config import IngestSettings
 from services.ingest.documents.parent_child import split_parent_child
 from services.ingest.documents.parsers import parse
 from services.ingest.documents.splitter import TextChunk, split_segments
-from services.ingest.jobs import GENERATION_KEY, ApplyAcl, Claim, Finish, Heartbeat, JobLifecycle
+from services.ingest.jobs import GENERATION_KEY, ApplyAcl, Claim, Finish, Heartbeat, JobLifecycle, Progress
 from services.ingest.metrics import (
     CHUNKS_INDEXED,
     EMBED_BATCH_TEXTS,
@@ -212,10 +212,11 @@ class IngestPipeline:
         self._batchers_lock = threading.Lock()
         self.batcher("")
         # The jobs in flight share their catalog transactions and Upsert calls (coalescer.py):
-        # the claims and successes of many jobs take one transaction, the points of many jobs
+        # the claims, progress reports and successes of many jobs take one transaction, the
+        # points of many jobs
         # for one collection one Upsert.
         jobs_at_once = max(1, settings.batch_job_threads)
-        self._catalog_writes: Coalescer[str | Finish, Claim | bool | None] = Coalescer(
+        self._catalog_writes: Coalescer[str | Finish | Progress, Claim | bool | None] = Coalescer(
             self._write_catalog, 2 * jobs_at_once, name="ingest-catalog"
         )
         self._upserts: Coalescer[list[retrieve_pb2.Point], None] = Coalescer(
@@ -374,10 +375,9 @@ class IngestPipeline:
         now = time.monotonic()
         if now - run.reported_at < self.settings.progress_interval_s:
             return
-        if stage != run.reported_stage:
-            still_active = self.lifecycle.advance(run.job.id, stage, run.progress)
-        else:
-            still_active = self.lifecycle.set_progress(run.job.id, run.progress)
+        # With the reports, claims and successes of the other jobs in flight: one transaction.
+        report = Progress(run.job.id, run.progress, stage if stage != run.reported_stage else None)
+        still_active = self._catalog_writes.call(None, report)
         run.reported_stage, run.reported_progress, run.reported_at = stage, run.progress, now
         if not still_active:
             raise Abandoned(run.job.id)
@@ -580,13 +580,21 @@ class IngestPipeline:
                 done = run.indexed / (len(chunks) * len(run.written))
                 self._report(run, JobState.INDEXING, self._share(run, INDEX_START + (1 - INDEX_START) * done))
 
-    def _write_catalog(self, _: Hashable, items: list[str | Finish]) -> list[Claim | bool | None]:
-        """Claims (job ids) and successes (Finish) of the jobs in flight, in one transaction."""
+    def _write_catalog(self, _: Hashable, items: list[str | Finish | Progress]) -> list[Claim | bool | None]:
+        """Claims (job ids), successes (Finish) and progress reports (Progress) of the jobs in
+        flight, in one transaction."""
         claims = [item for item in items if isinstance(item, str)]
         finishes = [item for item in items if isinstance(item, Finish)]
-        claimed, finished = self.lifecycle.claim_and_finish(claims, self.settings.lease_s, finishes)
-        claim_answers, finish_answers = iter(claimed), iter(finished)
-        return [next(claim_answers) if isinstance(item, str) else next(finish_answers) for item in items]
+        reports = [item for item in items if isinstance(item, Progress)]
+        claimed, finished, reported = self.lifecycle.claim_and_finish(
+            claims, self.settings.lease_s, finishes, reports
+        )
+        answers: dict[type, Iterator[Claim | bool | None]] = {
+            str: iter(claimed),
+            Finish: iter(finished),
+            Progress: iter(reported),
+        }
+        return [next(answers[type(item)]) for item in items]
 
     def _upsert_points(self, key: Hashable, groups: list[list[retrieve_pb2.Point]]) -> list[None]:
         """One Upsert with the points of several jobs for one collection (their generations
