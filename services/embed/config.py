@@ -49,7 +49,8 @@ class EmbedSettings(ServiceSettings):
     # start at once and merge whatever arrives while the backend is busy (continuous
     # batching, as TEI does), which under load fills batches without any added wait.
     batch_window_ms: float = Field(default=0.0, ge=0, le=1000)
-    # CPU threads for the bundled models; 0 means every core of the machine.
+    # CPU threads for the bundled models; 0 means every core of the machine. e5 spreads each
+    # batch over them; USE runs this many batches at once, one thread each (models/__init__.py).
     local_threads: int = Field(default=0, ge=0, le=256)
     # Let the bundled model's idle threads spin-wait for work instead of sleeping (OpenMP's
     # default for e5, onnxruntime's allow_spinning for USE). Spinning saves ~10 ms on a lone

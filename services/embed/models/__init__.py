@@ -24,9 +24,16 @@ def _load_e5(settings: EmbedSettings) -> SentenceEncoder:
 
 
 def _load_use(settings: EmbedSettings) -> SentenceEncoder:
+    """USE runs as many batches at once as it has threads, each on one thread, where e5
+    spreads one batch over them all. Each op of a small batch is too short to share well:
+    with another process busy on one of 2 cores (the ingest worker, the retrieve service),
+    two threads inside each batch waited on each other and embedded 187-198 CMRC chunks a
+    second at 6.6-7.2 ms of CPU each, two batches of one thread each 251-274 at 4.8-5.1 ms;
+    on idle cores the two ways ran alike (310-376 against 319-324 chunks a second)."""
     from services.embed.models.use import UseEncoder
 
-    return UseEncoder(_threads(settings), settings.use_model_path, settings.local_spin_wait)
+    threads = _threads(settings)
+    return UseEncoder(1, settings.use_model_path, settings.local_spin_wait, calls=threads)
 
 
 LOCAL_MODELS: dict[str, Callable[[EmbedSettings], SentenceEncoder]] = {

@@ -10,10 +10,12 @@ from services.embed.domain import EmbedKind
 
 
 class SentenceEncoder(Protocol):
-    """A loaded model. ``encode`` blocks and is never called from two threads at once."""
+    """A loaded model. ``encode`` blocks; it is called from at most ``calls`` threads at once
+    (1: never concurrently)."""
 
     model_id: str
     dimension: int
+    calls: int
 
     def encode(self, texts: list[str], kind: EmbedKind) -> np.ndarray:
         """Return a ``(len(texts), dimension)`` float32 array."""

