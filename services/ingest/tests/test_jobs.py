@@ -324,8 +324,8 @@ def test_progress_reports_of_many_jobs_go_in_one_write(catalog: Catalog, lifecyc
     )
     assert answers == [True, True, False, True]
     states = {job_id: catalog.jobs.get(job_id) for job_id in (moving, creeping, cancelled)}
-    assert (states[moving].state, states[moving].progress) == (JobState.INDEXING, pytest.approx(0.6))
-    assert (states[creeping].state, states[creeping].progress) == (JobState.PARSING, pytest.approx(0.4))
+    assert states[moving].state is JobState.INDEXING and states[moving].progress == pytest.approx(0.6)
+    assert states[creeping].state is JobState.PARSING and states[creeping].progress == pytest.approx(0.4)
     assert states[cancelled].state is JobState.CANCELLED
     files = {name: catalog.files.get("kb", f"{name}.txt").state for name in ("m", "c", "x")}
     assert files == {"m": JobState.INDEXING, "c": JobState.PARSING, "x": JobState.CANCELLED}
