@@ -213,8 +213,7 @@ class IngestPipeline:
         self.batcher("")
         # The jobs in flight share their catalog transactions and Upsert calls (coalescer.py):
         # the claims, progress reports and successes of many jobs take one transaction, the
-        # points of many jobs
-        # for one collection one Upsert.
+        # points of many jobs for one collection one Upsert.
         jobs_at_once = max(1, settings.batch_job_threads)
         self._catalog_writes: Coalescer[str | Finish | Progress, Claim | bool | None] = Coalescer(
             self._write_catalog, 2 * jobs_at_once, name="ingest-catalog"
