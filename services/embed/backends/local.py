@@ -9,7 +9,7 @@ waits for one round of batches, not for the whole call, and a call whose deadlin
 stops after its current round. Queries are short (a question),
 so their batches may hold up to ``batch_max_texts``: the queries of concurrent searches,
 merged by the dynamic batcher, then run as one model call, taking turns on the model threads
-with the passage batches of a concurrent ingest call (neither waits for more than one of
+with the passage batches of a concurrent ingest call (neither waits for more than one round of
 the other's batches).
 """
 
