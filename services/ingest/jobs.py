@@ -12,7 +12,7 @@ succeeded by a worker that was still running it. The file row follows its owning
 same transaction, locked first (file, then job, then knowledge base: one lock order, so
 PostgreSQL never sees a deadlock).
 
-Crash safety: a worker holding a job renews ``lease_until`` (:class:`Heartbeat`); a job in a
+Crash safety: a worker holding a job renews ``lease_until`` (:class:`LeaseKeeper`); a job in a
 running stage whose lease expired belongs to a dead worker (SIGKILL, OOM, lost node), and
 :meth:`JobLifecycle.sweep` hands it back to the queue (:func:`sweep_lost_jobs`, run by the API
 process). Claims are conditional too (:meth:`JobLifecycle.begin_attempt`), so a redelivered
@@ -26,7 +26,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -504,16 +505,27 @@ class JobLifecycle:
                 self._file_state(session, job_id, **file_values)
             return True
 
-    def heartbeat(self, job_id: str, lease_s: float) -> bool:
-        """Extend the running job's lease; False when it is no longer active."""
+    def renew_leases(self, job_ids: Sequence[str], lease_s: float) -> set[str]:
+        """Extend the leases of the running jobs among ``job_ids`` in one transaction (a
+        worker's jobs in flight, every ``lease_s / 4``); the ids that are still running.
+        Their files are locked first: the one lock order (see :meth:`_lock_file_of`)."""
         with self._database.session(write=True) as session:
-            changed = session.execute(
-                update(JobRow)
-                .where(JobRow.id == job_id, JobRow.state.in_(_RUNNING))
-                .values(lease_until=time.time() + lease_s),
-                execution_options=NO_SYNC,
+            self._lock_files_of(session, job_ids)
+            running = set(
+                session.scalars(
+                    select(JobRow.id)
+                    .where(JobRow.id.in_(list(job_ids)), JobRow.state.in_(_RUNNING))
+                    .with_for_update()
+                )
             )
-            return bool(rows_matched(changed))
+            if running:
+                session.execute(
+                    update(JobRow)
+                    .where(JobRow.id.in_(list(running)))
+                    .values(lease_until=time.time() + lease_s),
+                    execution_options=NO_SYNC,
+                )
+            return running
 
     def sweep(self, max_attempts: int, queued_redeliver_s: float, queue_empty: bool = True) -> list[str]:
         """Recover jobs whose worker died; returns the ids to publish to the queue again.
@@ -853,33 +865,62 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
-class Heartbeat:
-    """Renews a running job's lease from a daemon thread until stopped.
+@dataclass(frozen=True)
+class Lease:
+    """A worker's request to renew the leases of its jobs in flight (see :class:`LeaseKeeper`)."""
 
-    A SIGKILLed worker takes this thread with it, so the lease runs out and the sweeper
-    re-queues the job; a live worker busy in one long Embed call keeps its job.
+    job_ids: tuple[str, ...]
+
+
+class LeaseKeeper:
+    """Renews the leases of the jobs a worker runs, from one daemon thread, until closed.
+
+    A SIGKILLed worker takes this thread with it, so the leases run out and the sweeper
+    re-queues the jobs; a live worker busy in one long Embed call keeps its jobs. One thread
+    and one ``renew`` call a round for every job held: a thread of its own per job cost a
+    start and a join on every file, and 48 jobs in flight took 48 commits a round.
+    ``renew`` answers the ids still running; the others (finished or cancelled meanwhile)
+    are no longer renewed.
     """
 
-    def __init__(self, lifecycle: JobLifecycle, job_id: str, lease_s: float) -> None:
-        self._lifecycle = lifecycle
-        self._job_id = job_id
-        self._lease_s = lease_s
+    def __init__(self, renew: Callable[[list[str]], set[str]], lease_s: float) -> None:
+        self._renew = renew
+        self._round_s = lease_s / 4
+        self._held: set[str] = set()
+        self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"lease-{job_id[:8]}", daemon=True)
+        self._thread = threading.Thread(target=self._beat, name="lease-keeper", daemon=True)
+        self._thread.start()
+
+    @contextmanager
+    def hold(self, job_id: str) -> Iterator[None]:
+        """Renew ``job_id``'s lease while the block runs (its claim set the first one)."""
+        with self._lock:
+            self._held.add(job_id)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.discard(job_id)
+
+    def held(self) -> set[str]:
+        with self._lock:
+            return set(self._held)
 
     def _beat(self) -> None:
-        while not self._stop.wait(self._lease_s / 4):
+        while not self._stop.wait(self._round_s):
+            job_ids = sorted(self.held())
+            if not job_ids:
+                continue
             try:
-                if not self._lifecycle.heartbeat(self._job_id, self._lease_s):
-                    return  # finished or cancelled: nothing left to hold
+                running = self._renew(job_ids)
             except ZhikuError as error:
-                log.warning("lease renewal of job %s failed: %s", self._job_id, error)
+                log.warning("lease renewal of %d jobs failed: %s", len(job_ids), error)
+                continue
+            with self._lock:
+                self._held -= set(job_ids) - running  # nothing left to hold for these
 
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
+    def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
 

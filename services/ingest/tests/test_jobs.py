@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.ingest.jobs import Finish, JobLifecycle, Progress
+from services.ingest.jobs import Finish, JobLifecycle, LeaseKeeper, Progress
 from services.ingest.migration import Migrations
 from services.ingest.store.catalog import Catalog
 from services.ingest.store.records import JobState
@@ -78,7 +78,7 @@ def test_a_leased_job_is_claimed_once_and_recovered_after_its_worker_dies(
     assert claimed is not None and claimed.attempts == 1 and claimed.lease_until > time.time()
     assert lifecycle.begin_attempt(job.id, lease_s=0.5) is None  # a duplicate delivery while it runs
     assert lifecycle.advance(job.id, JobState.EMBEDDING, 0.3)
-    assert lifecycle.heartbeat(job.id, lease_s=0.5)
+    assert lifecycle.renew_leases([job.id], lease_s=0.5) == {job.id}
     assert lifecycle.sweep(max_attempts=3, queued_redeliver_s=3600) == []  # lease still valid
     time.sleep(0.7)  # no heartbeat: the worker is gone
     assert lifecycle.sweep(max_attempts=3, queued_redeliver_s=3600) == [job.id]
@@ -337,3 +337,56 @@ def test_progress_reports_of_many_jobs_go_in_one_write(catalog: Catalog, lifecyc
     assert claimed[0] is not None and finished == [True] and reported == [True]
     assert catalog.jobs.get(moving).progress == pytest.approx(0.9)
     assert catalog.jobs.get(creeping).state is JobState.SUCCEEDED
+
+
+def test_leases_of_many_jobs_are_renewed_in_one_write_while_they_run(
+    catalog: Catalog, lifecycle: JobLifecycle
+) -> None:
+    catalog.knowledge_bases.create("kb")
+    running, done, queued, cancelled = (
+        lifecycle.submit_file("kb", f"{name}.txt", 10, name, 250, 50, "req").id
+        for name in ("running", "done", "queued", "cancelled")
+    )
+    for job_id in (running, done, cancelled):
+        assert lifecycle.begin_attempt(job_id, lease_s=5) is not None
+    assert lifecycle.finish_job(done, 2)
+    lifecycle.cancel_job(cancelled)
+    before = catalog.jobs.get(running).lease_until
+    assert lifecycle.renew_leases([running, done, queued, cancelled, "no-such-job"], lease_s=60) == {running}
+    assert catalog.jobs.get(running).lease_until > before + 50
+    assert catalog.jobs.get(queued).state is JobState.QUEUED  # not claimed by a renewal
+
+
+def test_the_lease_keeper_renews_held_jobs_until_they_end_or_are_let_go(
+    catalog: Catalog, lifecycle: JobLifecycle
+) -> None:
+    catalog.knowledge_bases.create("kb")
+    first, second = (
+        lifecycle.submit_file("kb", f"{name}.txt", 10, name, 250, 50, "req").id for name in ("a", "b")
+    )
+    rounds: list[list[str]] = []
+
+    def renew(job_ids: list[str]) -> set[str]:
+        rounds.append(job_ids)
+        return lifecycle.renew_leases(job_ids, lease_s=0.4)
+
+    for job_id in (first, second):
+        assert lifecycle.begin_attempt(job_id, lease_s=0.4) is not None
+    keeper = LeaseKeeper(renew, lease_s=0.4)  # a round every 0.1 s
+    try:
+        with keeper.hold(first), keeper.hold(second):
+            time.sleep(0.7)  # past the claims' leases: only renewals keep the jobs
+            assert lifecycle.sweep(max_attempts=3, queued_redeliver_s=3600) == []
+            assert any(set(ids) == {first, second} for ids in rounds)  # both in one write
+            lifecycle.cancel_job(second)
+            time.sleep(0.3)
+            assert keeper.held() == {first}  # the cancelled job is no longer renewed
+            assert catalog.jobs.get(first).lease_until > time.time()
+        assert keeper.held() == set()
+        rounds.clear()
+        time.sleep(0.3)
+        assert rounds == []  # nothing held: no writes
+    finally:
+        keeper.close()
+    time.sleep(0.5)  # the worker is gone: its job's lease lapses and the sweeper takes it back
+    assert lifecycle.sweep(max_attempts=3, queued_redeliver_s=3600) == [first]

@@ -37,7 +37,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 
@@ -58,7 +58,16 @@ from services.ingest.config import IngestSettings
 from services.ingest.documents.parent_child import split_parent_child
 from services.ingest.documents.parsers import parse
 from services.ingest.documents.splitter import TextChunk, split_segments
-from services.ingest.jobs import GENERATION_KEY, ApplyAcl, Claim, Finish, Heartbeat, JobLifecycle, Progress
+from services.ingest.jobs import (
+    GENERATION_KEY,
+    ApplyAcl,
+    Claim,
+    Finish,
+    JobLifecycle,
+    Lease,
+    LeaseKeeper,
+    Progress,
+)
 from services.ingest.metrics import (
     CHUNKS_INDEXED,
     EMBED_BATCH_TEXTS,
@@ -99,6 +108,11 @@ MAX_STALE_RUNS = 3
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 T = TypeVar("T")
+# What the jobs in flight write to the catalog through one coalescer, and what it answers:
+# a claim (job id) -> Claim or None, Finish -> bool or None, Progress -> bool, Lease -> the
+# ids still running.
+CatalogWrite = str | Finish | Progress | Lease
+CatalogAnswer = Claim | bool | None | set[str]
 
 
 def point_id(kb: str, file_name: str, content_hash: str, chunk_index: int, generation: str = "") -> str:
@@ -215,9 +229,11 @@ class IngestPipeline:
         # the claims, progress reports and successes of many jobs take one transaction, the
         # points of many jobs for one collection one Upsert.
         jobs_at_once = max(1, settings.batch_job_threads)
-        self._catalog_writes: Coalescer[str | Finish | Progress, Claim | bool | None] = Coalescer(
+        self._catalog_writes: Coalescer[CatalogWrite, CatalogAnswer] = Coalescer(
             self._write_catalog, 2 * jobs_at_once, name="ingest-catalog"
         )
+        # The leases of the jobs in flight, renewed together through the same writes.
+        self._leases = LeaseKeeper(self._renew_leases, settings.lease_s)
         self._upserts: Coalescer[list[retrieve_pb2.Point], None] = Coalescer(
             self._upsert_points, jobs_at_once, name="ingest-upsert"
         )
@@ -258,6 +274,7 @@ class IngestPipeline:
     def close(self) -> None:
         for batcher in self._batchers.values():
             batcher.close()
+        self._leases.close()  # before the writes it goes through
         for coalescer in (self._catalog_writes, self._upserts):
             coalescer.close()
         if self._captioner is not None:
@@ -291,7 +308,7 @@ class IngestPipeline:
             job.attempts,
         )
         try:
-            with Heartbeat(self.lifecycle, job.id, self.settings.lease_s):
+            with self._leases.hold(job.id):
                 if job.kind == MIGRATE_KIND:
                     from services.ingest.worker.migrator import Migrator  # it imports this module
 
@@ -579,21 +596,28 @@ class IngestPipeline:
                 done = run.indexed / (len(chunks) * len(run.written))
                 self._report(run, JobState.INDEXING, self._share(run, INDEX_START + (1 - INDEX_START) * done))
 
-    def _write_catalog(self, _: Hashable, items: list[str | Finish | Progress]) -> list[Claim | bool | None]:
+    def _write_catalog(self, _: Hashable, items: list[CatalogWrite]) -> list[CatalogAnswer]:
         """Claims (job ids), successes (Finish) and progress reports (Progress) of the jobs in
-        flight, in one transaction."""
+        flight, in one transaction; a lease renewal (Lease, every lease_s / 4) in its own."""
         claims = [item for item in items if isinstance(item, str)]
         finishes = [item for item in items if isinstance(item, Finish)]
         reports = [item for item in items if isinstance(item, Progress)]
-        claimed, finished, reported = self.lifecycle.claim_and_finish(
-            claims, self.settings.lease_s, finishes, reports
-        )
-        answers: dict[type, Iterator[Claim | bool | None]] = {
-            str: iter(claimed),
-            Finish: iter(finished),
-            Progress: iter(reported),
-        }
+        leases = [item for item in items if isinstance(item, Lease)]
+        answers: dict[type, Iterator[CatalogAnswer]] = {}
+        if claims or finishes or reports:
+            claimed, finished, reported = self.lifecycle.claim_and_finish(
+                claims, self.settings.lease_s, finishes, reports
+            )
+            answers = {str: iter(claimed), Finish: iter(finished), Progress: iter(reported)}
+        if leases:
+            held = [job_id for lease in leases for job_id in lease.job_ids]
+            running = self.lifecycle.renew_leases(held, self.settings.lease_s)
+            answers[Lease] = iter([running & set(lease.job_ids) for lease in leases])
         return [next(answers[type(item)]) for item in items]
+
+    def _renew_leases(self, job_ids: list[str]) -> set[str]:
+        """The lease keeper's round, with this worker's other catalog writes (one writer)."""
+        return cast(set[str], self._catalog_writes.call(None, Lease(tuple(job_ids))))
 
     def _upsert_points(self, key: Hashable, groups: list[list[retrieve_pb2.Point]]) -> list[None]:
         """One Upsert with the points of several jobs for one collection (their generations
