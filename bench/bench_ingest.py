@@ -18,9 +18,12 @@ before this pipeline's rework (``--instant-before``).
 
 For every stack run it prints the CPU milliseconds each process spent per file (from
 /proc/<pid>/stat, read right before the first upload and after the last job succeeded).
-Prints chunks/s and files/s and the targets' ratios; never passes or fails on time.
+Each model runs ``--repeat`` alternated passes (e5 ``--e5-repeat``); the median pass is reported,
+with every pass's ratio beside it. Prints chunks/s and files/s and the targets' ratios; never
+passes or fails on time.
 
     python -m bench.bench_ingest [--models use instant e5] [--passages 848] [--e5-passages 120]
+                                 [--repeat 3] [--e5-repeat 1]
 """
 
 from __future__ import annotations
