@@ -37,7 +37,6 @@ from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from services.common.database import rows_matched
-from services.common.errors import ZhikuError
 from services.ingest.broker import enqueue_ingest, queue_length
 from services.ingest.config import IngestSettings
 from services.ingest.metrics import JOBS_REPUBLISHED
@@ -914,8 +913,8 @@ class LeaseKeeper:
                 continue
             try:
                 running = self._renew(job_ids)
-            except ZhikuError as error:
-                log.warning("lease renewal of %d jobs failed: %s", len(job_ids), error)
+            except Exception as error:  # the thread must live on: every job's lease rides on it
+                log.warning("lease renewal of %d jobs failed: %r", len(job_ids), error)
                 continue
             with self._lock:
                 self._held -= set(job_ids) - running  # nothing left to hold for these

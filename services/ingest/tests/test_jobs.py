@@ -390,3 +390,23 @@ def test_the_lease_keeper_renews_held_jobs_until_they_end_or_are_let_go(
         keeper.close()
     time.sleep(0.5)  # the worker is gone: its job's lease lapses and the sweeper takes it back
     assert lifecycle.sweep(max_attempts=3, queued_redeliver_s=3600) == [first]
+
+
+def test_the_lease_keeper_lives_on_after_a_failed_round() -> None:
+    rounds: list[list[str]] = []
+
+    def renew(job_ids: list[str]) -> set[str]:
+        rounds.append(job_ids)
+        if len(rounds) == 1:
+            raise RuntimeError("the catalog is gone for a moment")
+        return set(job_ids)
+
+    keeper = LeaseKeeper(renew, lease_s=0.2)  # a round every 0.05 s
+    try:
+        with keeper.hold("job"):
+            deadline = time.monotonic() + 5
+            while len(rounds) < 3 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert len(rounds) >= 3 and keeper.held() == {"job"}  # renewed again after the failure
+    finally:
+        keeper.close()
