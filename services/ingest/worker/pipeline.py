@@ -380,8 +380,10 @@ class IngestPipeline:
         index, count = run.part
         return (index + progress) / count
 
-    def _report(self, run: _Run, stage: JobState, progress: float) -> None:
-        """Tell the catalog the stage and progress, at most every ``progress_interval_s``.
+    def _report(self, run: _Run, stage: JobState, progress: float, at_tick: bool = False) -> None:
+        """Tell the catalog the stage and progress, at most every ``progress_interval_s``, or
+        (``at_tick``, from :meth:`_await`) at the first report tick at least half an interval
+        after the last report.
 
         A small file goes from parsing to succeeded without the writes in between (they were
         most of its catalog traffic); a long one shows every stage and its progress. A cancel
@@ -389,7 +391,14 @@ class IngestPipeline:
         """
         run.stage, run.progress = stage, min(progress, 0.99)
         now = time.monotonic()
-        if now - run.reported_at < self.settings.progress_interval_s:
+        interval = self.settings.progress_interval_s
+        since = now - run.reported_at
+        # At a tick: the first since the last report, and not a job that was claimed (or
+        # reported) just before it, which would mostly be done before the next.
+        due = since >= interval or (
+            at_tick and since >= interval / 2 and now // interval > run.reported_at // interval
+        )
+        if not due:
             return
         # With the reports, claims and successes of the other jobs in flight: one transaction.
         report = Progress(run.job.id, run.progress, stage if stage != run.reported_stage else None)
@@ -399,19 +408,24 @@ class IngestPipeline:
             raise Abandoned(run.job.id)
 
     def _await(self, run: _Run, piece: Future[T]) -> T:
-        """The piece's result; meanwhile, what _report held back is written once it is due.
+        """The piece's result; meanwhile, what _report held back is written at the next tick.
 
         A job's embedding can wait long on texts of other jobs ahead of it in the batcher;
         without this, its last throttled report (often "embedding" itself) would never reach
-        the catalog, and the job would read "parsing, 0 %" until it suddenly succeeded.
+        the catalog, and the job would read "parsing, 0 %" until it suddenly succeeded. The
+        waiting jobs wake at shared ticks (multiples of the interval on the monotonic clock),
+        so the reports of every job waiting on the embedder go in one or two catalog writes a
+        tick (the first to arrive may go alone); each waking half a second after its own claim,
+        they went one write each.
         """
         poll_s = max(self.settings.progress_interval_s, 0.05)
         while True:
             try:
-                return piece.result(timeout=poll_s)
+                # Just past the next tick, where the other waiting jobs wake too.
+                return piece.result(timeout=poll_s - time.monotonic() % poll_s + 0.001)
             except FutureTimeout:
                 if (run.stage, run.progress) != (run.reported_stage, run.reported_progress):
-                    self._report(run, run.stage, run.progress)
+                    self._report(run, run.stage, run.progress, at_tick=True)
 
     def _probe(self, job: JobRecord) -> None:
         """Ask the dependency the last attempt waited for whether it is back, before parsing

@@ -511,3 +511,45 @@ def test_a_job_waiting_for_the_model_shows_that_it_is_embedding(
     finally:
         gated.gate.set()
         pipeline.close()
+
+
+def test_jobs_waiting_for_the_model_report_together_at_a_shared_tick(
+    settings: IngestSettings, request: pytest.FixtureRequest
+) -> None:
+    """Four jobs claimed 0.08 s apart all wait on the model; their held-back "embedding"
+    reports reach the catalog at the tick after the claims, in one or two writes (the first
+    to arrive may go alone: the coalescer does not wait for company), not one write each."""
+    interval = 1.0
+    pipeline = IngestPipeline.from_settings(settings.model_copy(update={"progress_interval_s": interval}))
+    gated = _GatedEmbed(pipeline.embed)
+    pipeline.embed = gated  # type: ignore[assignment]
+    reported: list[list[str]] = []
+    claim_and_finish = pipeline.lifecycle.claim_and_finish
+
+    def recording(job_ids: Any, lease_s: float, finishes: Any, reports: Any = ()) -> Any:
+        if reports:
+            reported.append([report.job_id for report in reports])
+        return claim_and_finish(job_ids, lease_s, finishes, reports)
+
+    pipeline.lifecycle.claim_and_finish = recording  # type: ignore[method-assign]
+    try:
+        kb = _kb(pipeline, request)
+        jobs = [_submit(pipeline, kb, f"{n}.txt", f"{n} {TEXT}".encode()) for n in range(4)]
+        while time.monotonic() % interval > 0.1:  # start just after a tick: every claim in one window
+            time.sleep(0.01)
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            outcomes = []
+            for job_id in jobs:
+                outcomes.append(pool.submit(pipeline.run, job_id))
+                time.sleep(0.08)
+            deadline = time.monotonic() + 30
+            while sorted(job for ids in reported for job in ids) != sorted(jobs):
+                assert time.monotonic() < deadline, f"not every job reported: {reported}"
+                time.sleep(0.05)
+            assert len(reported) <= 2, f"the reports went apart: {reported}"
+            assert all(pipeline.catalog.jobs.get(job).state is JobState.EMBEDDING for job in jobs)
+            gated.gate.set()
+            assert [outcome.result(60) for outcome in outcomes] == [JobState.SUCCEEDED] * len(jobs)
+    finally:
+        gated.gate.set()
+        pipeline.close()
